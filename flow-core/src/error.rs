@@ -1,0 +1,474 @@
+//! Errors: [`Error`], what a flow method returns when it fails, and [`FlowError`], what running a
+//! flow returns when the run cannot complete.
+//!
+//! A method error carries an [`ErrorClass`] that decides whether the runtime retries it:
+//!
+//! ```
+//! use flow_core::{Error, ErrorClass};
+//!
+//! let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "peer reset");
+//! assert_eq!(Error::from(io).class(), ErrorClass::Transient);
+//! assert_eq!(Error::msg("order not found").class(), ErrorClass::Permanent);
+//! assert_eq!(Error::transient("label service returned 503").class(), ErrorClass::Transient);
+//! ```
+
+use std::error::Error as StdError;
+use std::fmt;
+
+use uuid::Uuid;
+
+/// `Result` with the method error [`Error`] as its default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Whether a failed method is worth running again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    /// May succeed on another attempt: timeouts, I/O, rate limits, 5xx. Retried by the
+    /// method's retry policy.
+    Transient,
+    /// Will fail again: bad input, a bug, a refused request. Never retried.
+    Permanent,
+    /// A model's reply that does not parse into the expected type. Retried up to the policy's
+    /// `invalid_reply` attempts.
+    InvalidReply,
+}
+
+/// Decides the class of an error type of your own.
+///
+/// Implement it and register the type with [`classify_errors!`](crate::classify_errors) so that
+/// `?` into [`Error`] keeps the class:
+///
+/// ```
+/// use flow_core::{Classify, Error, ErrorClass};
+///
+/// #[derive(Debug, thiserror::Error)]
+/// enum LabelError {
+///     #[error("label service unavailable")]
+///     Unavailable,
+///     #[error("address rejected")]
+///     BadAddress,
+/// }
+///
+/// impl Classify for LabelError {
+///     fn class(&self) -> ErrorClass {
+///         match self {
+///             LabelError::Unavailable => ErrorClass::Transient,
+///             LabelError::BadAddress => ErrorClass::Permanent,
+///         }
+///     }
+/// }
+/// flow_core::classify_errors!(LabelError);
+///
+/// assert_eq!(Error::from(LabelError::Unavailable).class(), ErrorClass::Transient);
+/// ```
+pub trait Classify {
+    /// The class of this error.
+    fn class(&self) -> ErrorClass;
+}
+
+/// A function that recognises one error type anywhere in a source chain.
+#[doc(hidden)]
+pub struct Classifier(pub fn(&(dyn StdError + 'static)) -> Option<ErrorClass>);
+
+inventory::collect!(Classifier);
+
+/// Registers error types that implement [`Classify`], so their class survives `?`.
+#[macro_export]
+macro_rules! classify_errors {
+    ($($ty:ty),+ $(,)?) => {
+        $(
+            $crate::__private::inventory::submit! {
+                $crate::__private::Classifier(|e| {
+                    e.downcast_ref::<$ty>().map(<$ty as $crate::Classify>::class)
+                })
+            }
+        )+
+    };
+}
+
+fn classify(err: &(dyn StdError + 'static)) -> ErrorClass {
+    let mut cur: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = cur {
+        for c in inventory::iter::<Classifier> {
+            if let Some(class) = (c.0)(e) {
+                return class;
+            }
+        }
+        if e.is::<std::io::Error>() || e.is::<tokio::time::error::Elapsed>() {
+            return ErrorClass::Transient;
+        }
+        cur = e.source();
+    }
+    ErrorClass::Permanent
+}
+
+/// What ended a method other than an ordinary error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Special {
+    /// The method asked for the run to be escalated to a person.
+    Escalate,
+    /// The method replayed effects in a different order than recorded.
+    NonDeterminism,
+    /// The method panicked.
+    Panic,
+    /// The attempt ran past its timeout.
+    Timeout,
+}
+
+/// The error a flow method returns.
+///
+/// Any `std::error::Error + Send + Sync + 'static` converts into it with `?`, keeping the
+/// source chain and a class: I/O errors and timeouts are [`ErrorClass::Transient`], types
+/// registered with [`classify_errors!`](crate::classify_errors) decide for themselves, anything
+/// else is [`ErrorClass::Permanent`].
+pub struct Error {
+    inner: Box<Inner>,
+}
+
+struct Inner {
+    class: ErrorClass,
+    special: Option<Special>,
+    message: String,
+    source: Option<Box<dyn StdError + Send + Sync + 'static>>,
+}
+
+impl Error {
+    fn new(class: ErrorClass, message: String) -> Self {
+        Error { inner: Box::new(Inner { class, special: None, message, source: None }) }
+    }
+
+    /// A permanent error with a message.
+    pub fn msg(message: impl fmt::Display) -> Self {
+        Self::new(ErrorClass::Permanent, message.to_string())
+    }
+
+    /// A transient error with a message: the method's retry policy applies.
+    pub fn transient(message: impl fmt::Display) -> Self {
+        Self::new(ErrorClass::Transient, message.to_string())
+    }
+
+    /// A permanent error with a message: never retried.
+    pub fn permanent(message: impl fmt::Display) -> Self {
+        Self::new(ErrorClass::Permanent, message.to_string())
+    }
+
+    /// A model reply that does not parse, with the raw reply kept in the message.
+    pub fn invalid_reply(message: impl fmt::Display) -> Self {
+        Self::new(ErrorClass::InvalidReply, message.to_string())
+    }
+
+    /// Ends the run as needing a person, with the reason. The run's status becomes
+    /// [`RunStatus::Escalated`](crate::RunStatus::Escalated): not a failure, not a pause.
+    ///
+    /// ```
+    /// use flow_core::Error;
+    /// let e = Error::escalate("return requested 75 days after delivery (limit 60)");
+    /// assert!(e.is_escalation());
+    /// ```
+    pub fn escalate(reason: impl fmt::Display) -> Self {
+        let mut e = Self::new(ErrorClass::Permanent, reason.to_string());
+        e.inner.special = Some(Special::Escalate);
+        e
+    }
+
+    pub(crate) fn special(special: Special, message: impl fmt::Display) -> Self {
+        let class = match special {
+            Special::Timeout => ErrorClass::Transient,
+            _ => ErrorClass::Permanent,
+        };
+        let mut e = Self::new(class, message.to_string());
+        e.inner.special = Some(special);
+        e
+    }
+
+    /// Wraps an error, overriding its class.
+    pub fn with_class(mut self, class: ErrorClass) -> Self {
+        self.inner.class = class;
+        self
+    }
+
+    /// Adds context in front of the message, keeping class and source.
+    pub fn context(mut self, context: impl fmt::Display) -> Self {
+        self.inner.message = format!("{context}: {}", self.inner.message);
+        self
+    }
+
+    /// The class that decides retries.
+    pub fn class(&self) -> ErrorClass {
+        self.inner.class
+    }
+
+    /// Whether the method asked for escalation to a person.
+    pub fn is_escalation(&self) -> bool {
+        self.inner.special == Some(Special::Escalate)
+    }
+
+    /// Whether the attempt ran past its timeout.
+    pub fn is_timeout(&self) -> bool {
+        self.inner.special == Some(Special::Timeout)
+    }
+
+    /// Whether the method panicked.
+    pub fn is_panic(&self) -> bool {
+        self.inner.special == Some(Special::Panic)
+    }
+
+    pub(crate) fn special_kind(&self) -> Option<&Special> {
+        self.inner.special.as_ref()
+    }
+
+    /// The message, without the source chain.
+    pub fn message(&self) -> &str {
+        &self.inner.message
+    }
+
+    /// Looks for an error of type `E` in the source chain.
+    pub fn downcast_ref<E: StdError + 'static>(&self) -> Option<&E> {
+        let mut cur: Option<&(dyn StdError + 'static)> = self.inner.source.as_deref().map(|s| s as _);
+        while let Some(e) = cur {
+            if let Some(found) = e.downcast_ref::<E>() {
+                return Some(found);
+            }
+            cur = e.source();
+        }
+        None
+    }
+
+    /// The whole chain, `message: cause: cause`.
+    pub fn chain_text(&self) -> String {
+        let mut s = self.inner.message.clone();
+        let mut cur: Option<&(dyn StdError + 'static)> = self.inner.source.as_deref().map(|s| s as _);
+        // The message of a wrapped error is its own Display, so start at its source.
+        if let Some(e) = cur {
+            cur = e.source();
+        }
+        while let Some(e) = cur {
+            s.push_str(": ");
+            s.push_str(&e.to_string());
+            cur = e.source();
+        }
+        s
+    }
+
+    /// Converts into a boxed standard error (for `?` into other error types).
+    pub fn into_std(self) -> Box<dyn StdError + Send + Sync + 'static> {
+        Box::new(StepFailure { text: self.chain_text(), class: self.inner.class, source: self.inner.source })
+    }
+}
+
+impl<E> From<E> for Error
+where
+    E: StdError + Send + Sync + 'static,
+{
+    fn from(err: E) -> Self {
+        let class = classify(&err);
+        Error {
+            inner: Box::new(Inner { class, special: None, message: err.to_string(), source: Some(Box::new(err)) }),
+        }
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Error")
+            .field("class", &self.inner.class)
+            .field("special", &self.inner.special)
+            .field("message", &self.chain_text())
+            .finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if f.alternate() { f.write_str(&self.chain_text()) } else { f.write_str(&self.inner.message) }
+    }
+}
+
+/// A method error as a standard error, inside [`FlowError::MethodFailed`].
+#[derive(Debug)]
+pub struct StepFailure {
+    text: String,
+    class: ErrorClass,
+    source: Option<Box<dyn StdError + Send + Sync + 'static>>,
+}
+
+impl StepFailure {
+    /// The class of the method error.
+    pub fn class(&self) -> ErrorClass {
+        self.class
+    }
+}
+
+impl fmt::Display for StepFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl StdError for StepFailure {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source.as_deref().map(|s| s as _)
+    }
+}
+
+/// Why a run could not go on. Every variant names the run and says what to do.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FlowError {
+    /// A method failed after its retries; the run is stored as failed and can be resumed.
+    #[error("run {run_id}: method `{method}` failed on attempt {attempt}: {message}; fix the cause and resume the run to run `{method}` again")]
+    MethodFailed {
+        /// The run.
+        run_id: Uuid,
+        /// The method that failed.
+        method: String,
+        /// Attempts made.
+        attempt: u32,
+        /// The method's error, chain included.
+        message: String,
+        /// The error's class.
+        class: ErrorClass,
+        /// The underlying error.
+        #[source]
+        source: Box<dyn StdError + Send + Sync + 'static>,
+    },
+    /// A method was called more often than the flow's `max_calls` allows: a runaway loop.
+    #[error("run {run_id}: method `{method}` was called more than {limit} times; a loop does not end. Raise `max_calls` on #[flow] if the loop is meant to run longer")]
+    CallLimit {
+        /// The run.
+        run_id: Uuid,
+        /// The method whose call count ran out.
+        method: String,
+        /// The limit.
+        limit: u32,
+    },
+    /// The run's compensation (undo) steps ran after a failure; the first failure is kept.
+    #[error("run {run_id}: method `{method}` failed ({message}); compensation ran: {compensation}")]
+    Compensated {
+        /// The run.
+        run_id: Uuid,
+        /// The method whose failure started compensation.
+        method: String,
+        /// Its error.
+        message: String,
+        /// What the compensation did, per undo step.
+        compensation: String,
+    },
+    /// No run with this id exists in the store.
+    #[error("run {0} not found in the store; check the id and the store path")]
+    RunNotFound(Uuid),
+    /// The run belongs to another flow.
+    #[error("run {run_id} belongs to flow `{found}`, not `{expected}`; resume it with a runner of `{found}`")]
+    WrongFlow {
+        /// The run.
+        run_id: Uuid,
+        /// The flow asked to resume it.
+        expected: String,
+        /// The flow stored with the run.
+        found: String,
+    },
+    /// The run is held by another live process.
+    #[error("run {run_id} is being run by `{owner}` (lease until {expires_at_ms} ms since epoch); wait for it to finish or for the lease to expire")]
+    RunLocked {
+        /// The run.
+        run_id: Uuid,
+        /// The holder.
+        owner: String,
+        /// Lease expiry, milliseconds since the Unix epoch.
+        expires_at_ms: i64,
+    },
+    /// This process lost the run to another one (its lease expired and was taken over).
+    #[error("run {run_id}: lease lost to another worker; this process stopped running it")]
+    LeaseLost {
+        /// The run.
+        run_id: Uuid,
+    },
+    /// The run cannot be resumed in its current status.
+    #[error("run {run_id} is {status} and cannot be {action}")]
+    InvalidStatus {
+        /// The run.
+        run_id: Uuid,
+        /// Its status.
+        status: crate::RunStatus,
+        /// What was asked.
+        action: &'static str,
+    },
+    /// The stored state does not fit the state type.
+    #[error("run {run_id}: stored state does not fit `{state_type}` at `{path}`: {message}; the row is left untouched: add `#[serde(default)]` to new fields or migrate the row")]
+    StateMismatch {
+        /// The run.
+        run_id: Uuid,
+        /// The state type.
+        state_type: &'static str,
+        /// Where in the state the mismatch is (`field.sub`), `.` for the root.
+        path: String,
+        /// What serde said.
+        message: String,
+    },
+    /// The answer given to a paused run does not fit the requested type.
+    #[error("run {run_id}: the input does not fit `{expected}` ({message}); the run stays paused, resume it with a valid input")]
+    InvalidInput {
+        /// The run.
+        run_id: Uuid,
+        /// The type the method asked for.
+        expected: String,
+        /// What serde said.
+        message: String,
+    },
+    /// A stored record is damaged.
+    #[error("run {run_id}: stored record is corrupt ({what}); it was not modified")]
+    Corrupt {
+        /// The run.
+        run_id: Uuid,
+        /// What could not be read.
+        what: String,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The initial state or an output could not be serialized.
+    #[error("run {run_id}: could not serialize {what}: {message}")]
+    Serialize {
+        /// The run.
+        run_id: Uuid,
+        /// What.
+        what: String,
+        /// What serde said.
+        message: String,
+    },
+}
+
+impl FlowError {
+    /// The method that failed, for [`FlowError::MethodFailed`] and [`FlowError::CallLimit`].
+    pub fn method(&self) -> Option<&str> {
+        match self {
+            FlowError::MethodFailed { method, .. }
+            | FlowError::CallLimit { method, .. }
+            | FlowError::Compensated { method, .. } => Some(method),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn io_in_chain_is_transient() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("fetch failed")]
+        struct Wrap(#[source] std::io::Error);
+        let e = Error::from(Wrap(std::io::Error::other("x")));
+        assert_eq!(e.class(), ErrorClass::Transient);
+        assert_eq!(e.chain_text(), "fetch failed: x");
+    }
+
+    #[test]
+    fn plain_errors_are_permanent() {
+        let e = Error::from(std::fmt::Error);
+        assert_eq!(e.class(), ErrorClass::Permanent);
+        assert!(e.downcast_ref::<std::fmt::Error>().is_some());
+    }
+}

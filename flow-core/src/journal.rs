@@ -1,0 +1,119 @@
+//! Journaled effects: the results of LLM calls, tool calls and other side effects inside a
+//! method, recorded so that a method that runs again after a crash or a retry replays them
+//! instead of paying for them twice.
+//!
+//! Inside a flow method use [`Ctx::effect`](crate::Ctx::effect). Libraries such as `flow-llm`
+//! take a `&dyn Journal`, which [`Ctx`](crate::Ctx) implements; [`NoJournal`] runs effects
+//! directly, for use outside a flow.
+//!
+//! ```
+//! use flow_core::journal::{Journal, NoJournal};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), flow_core::Error> {
+//! let request = serde_json::json!([1, 2]);
+//! let sum = NoJournal
+//!     .record("tool", "add", &request, Box::pin(async { Ok(serde_json::json!(3)) }))
+//!     .await?;
+//! assert_eq!(sum, 3);
+//! # Ok(())
+//! # }
+//! ```
+
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::Error;
+
+/// Token counts of one or more LLM calls.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenUsage {
+    /// Tokens in the prompt.
+    pub prompt_tokens: u64,
+    /// Tokens in the completion.
+    pub completion_tokens: u64,
+    /// Both.
+    pub total_tokens: u64,
+}
+
+impl TokenUsage {
+    /// Adds another usage to this one.
+    ///
+    /// ```
+    /// use flow_core::TokenUsage;
+    /// let mut u = TokenUsage { prompt_tokens: 1, completion_tokens: 2, total_tokens: 3 };
+    /// u.add(u);
+    /// assert_eq!(u.total_tokens, 6);
+    /// ```
+    pub fn add(&mut self, other: TokenUsage) {
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+        self.total_tokens += other.total_tokens;
+    }
+}
+
+impl std::ops::Add for TokenUsage {
+    type Output = TokenUsage;
+    fn add(mut self, rhs: TokenUsage) -> TokenUsage {
+        TokenUsage::add(&mut self, rhs);
+        self
+    }
+}
+
+/// Where effects are recorded.
+///
+/// `record` runs `effect` unless an entry for the same position in the same step was already
+/// recorded, in which case it returns the recorded value without running it. Entries are
+/// matched by order: the n-th `record` call of a step replays the n-th entry, and a different
+/// `kind` or `name` there is a non-determinism error.
+pub trait Journal: Send + Sync {
+    /// Runs or replays one effect. `request` identifies the call (it is hashed and compared on
+    /// replay); the effect's value is stored as JSON.
+    fn record<'a>(
+        &'a self,
+        kind: &'a str,
+        name: &'a str,
+        request: &'a Value,
+        effect: BoxFuture<'a, Result<Value, Error>>,
+    ) -> BoxFuture<'a, Result<Value, Error>>;
+
+    /// Reports token usage of an LLM call, so it is counted per run and emitted as an event.
+    fn report_usage(&self, model: &str, usage: TokenUsage) {
+        let _ = (model, usage);
+    }
+
+    /// A key that stays the same on every re-run of the current step; append the effect's own
+    /// sequence to pass it to external APIs that deduplicate requests.
+    fn idempotency_key(&self) -> String {
+        String::new()
+    }
+}
+
+/// Runs every effect directly and records nothing: for code running outside a flow.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoJournal;
+
+impl Journal for NoJournal {
+    fn record<'a>(
+        &'a self,
+        _kind: &'a str,
+        _name: &'a str,
+        _request: &'a Value,
+        effect: BoxFuture<'a, Result<Value, Error>>,
+    ) -> BoxFuture<'a, Result<Value, Error>> {
+        effect
+    }
+}
+
+/// A stable 64-bit hash of a request, compared when an effect is replayed (FNV-1a over the
+/// canonical JSON text, so it is the same in every process and build).
+pub fn request_hash(request: &Value) -> u64 {
+    let text = request.to_string();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}

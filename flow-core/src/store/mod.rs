@@ -1,0 +1,427 @@
+//! Where runs are kept: the [`Store`] trait, [`MemoryStore`] and, with the default `sqlite`
+//! feature, [`SqliteStore`].
+//!
+//! The model follows the step/lease/journal design of durable-execution engines (DBOS, Hatchet,
+//! River): a **run row** holds the latest checkpoint (state, executor progress, status) and a
+//! lease with an **epoch** that fences every write; a **step row** per method activation records
+//! its input, output, attempts and status; a **journal** row per effect inside a step holds its
+//! recorded result; a **checkpoint** row per commit keeps the history a run can be forked from.
+//! Every commit is one transaction, fenced by the epoch of the lease it was made under.
+//!
+//! ```
+//! use flow_core::store::{MemoryStore, RunFilter, Store};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), flow_core::store::StoreError> {
+//! let store = MemoryStore::new();
+//! assert!(store.list_runs(&RunFilter::default()).await?.is_empty());
+//! # Ok(())
+//! # }
+//! ```
+
+mod memory;
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+pub use memory::MemoryStore;
+
+/// Where a run stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Being executed, or interrupted (crash) while being executed.
+    Running,
+    /// Waiting for a person's input.
+    Paused,
+    /// Finished successfully.
+    Completed,
+    /// A method failed after its retries; resumable.
+    Failed,
+    /// A method handed the run to a person.
+    Escalated,
+}
+
+impl RunStatus {
+    /// The status as stored (`running`, `paused`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Paused => "paused",
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+            RunStatus::Escalated => "escalated",
+        }
+    }
+
+    /// Parses a stored status.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "running" => RunStatus::Running,
+            "paused" => RunStatus::Paused,
+            "completed" => RunStatus::Completed,
+            "failed" => RunStatus::Failed,
+            "escalated" => RunStatus::Escalated,
+            _ => return None,
+        })
+    }
+
+    /// Whether the run holds no lease in this status (nothing is executing it).
+    pub fn is_at_rest(self) -> bool {
+        !matches!(self, RunStatus::Running)
+    }
+}
+
+impl fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where one method activation (a step) stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    /// Scheduled: its trigger fired; it has not completed.
+    Ready,
+    /// Completed; its output is recorded.
+    Completed,
+    /// Failed after its retries (or failed and is waiting for its next retry with `attempt` set).
+    Failed,
+    /// Waiting for a person's input.
+    Paused,
+    /// Its failure was recorded and the flow went on (`non_critical`).
+    Skipped,
+    /// An undo step ran for it.
+    Compensated,
+}
+
+impl StepStatus {
+    /// The status as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Ready => "ready",
+            StepStatus::Completed => "completed",
+            StepStatus::Failed => "failed",
+            StepStatus::Paused => "paused",
+            StepStatus::Skipped => "skipped",
+            StepStatus::Compensated => "compensated",
+        }
+    }
+
+    /// Parses a stored status.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "ready" => StepStatus::Ready,
+            "completed" => StepStatus::Completed,
+            "failed" => StepStatus::Failed,
+            "paused" => StepStatus::Paused,
+            "skipped" => StepStatus::Skipped,
+            "compensated" => StepStatus::Compensated,
+            _ => return None,
+        })
+    }
+}
+
+/// One method activation as stored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepRecord {
+    /// `method#n`: stable across re-runs; the n-th activation of the method in the run.
+    pub step_key: String,
+    /// The method.
+    pub method: String,
+    /// Where it stands.
+    pub status: StepStatus,
+    /// The payload it was triggered with.
+    pub input: Option<Value>,
+    /// Its output, once completed.
+    pub output: Option<Value>,
+    /// The last error, if any attempt failed.
+    pub error: Option<String>,
+    /// Attempts made so far (failed ones; a completed step counts its successful one too).
+    pub attempt: u32,
+}
+
+/// The executor's snapshot of a run: everything needed to continue it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// The state, serialized.
+    pub state: Value,
+    /// The executor's progress: pending activations, join progress, call counts. Opaque to
+    /// stores.
+    pub progress: Value,
+}
+
+/// A new run to insert.
+#[derive(Clone, Debug)]
+pub struct NewRun {
+    /// Its id.
+    pub run_id: Uuid,
+    /// The flow's registered name.
+    pub flow: String,
+    /// The run it was forked from, if any.
+    pub parent_run_id: Option<Uuid>,
+    /// Its first checkpoint.
+    pub snapshot: Snapshot,
+    /// Steps scheduled at creation (the starts).
+    pub steps: Vec<StepRecord>,
+    /// Who runs it now (a lease is taken at creation, epoch 1).
+    pub owner: String,
+    /// How long the lease lasts without renewal.
+    pub lease: Duration,
+}
+
+/// One atomic checkpoint: everything a method completion changes.
+#[derive(Clone, Debug)]
+pub struct Commit {
+    /// The run.
+    pub run_id: Uuid,
+    /// The lease epoch this commit was made under; a mismatch is [`StoreError::Fenced`].
+    pub epoch: u64,
+    /// The run's status after this commit. Any status but `Running` releases the lease.
+    pub status: RunStatus,
+    /// The new checkpoint.
+    pub snapshot: Snapshot,
+    /// Steps inserted or updated (by step key).
+    pub steps: Vec<StepRecord>,
+    /// The step whose completion (or failure) this commit records, for the checkpoint history.
+    pub step_key: Option<String>,
+    /// The run's final output, when it ends.
+    pub output: Option<Value>,
+    /// The run's error or escalation reason, when it ends that way.
+    pub error: Option<String>,
+    /// The pending request for input, when paused.
+    pub pause: Option<Value>,
+}
+
+/// A run as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunRecord {
+    /// Its id.
+    pub run_id: Uuid,
+    /// The flow's name.
+    pub flow: String,
+    /// The run it was forked from.
+    pub parent_run_id: Option<Uuid>,
+    /// Where it stands.
+    pub status: RunStatus,
+    /// The latest checkpoint.
+    pub snapshot: Snapshot,
+    /// How many commits were made (the state version).
+    pub version: u64,
+    /// The run's output, once completed.
+    pub output: Option<Value>,
+    /// The error or escalation reason.
+    pub error: Option<String>,
+    /// The pending request for input, when paused.
+    pub pause: Option<Value>,
+    /// The lease holder, if the lease is live or was never released (crash).
+    pub lease_owner: Option<String>,
+    /// Lease expiry, ms since the Unix epoch.
+    pub lease_expires_at_ms: Option<i64>,
+    /// The current lease epoch.
+    pub epoch: u64,
+    /// Created, ms since the Unix epoch.
+    pub created_at_ms: i64,
+    /// Last changed, ms since the Unix epoch.
+    pub updated_at_ms: i64,
+}
+
+/// A run in a listing.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunSummary {
+    /// Its id.
+    pub run_id: Uuid,
+    /// The flow's name.
+    pub flow: String,
+    /// Where it stands.
+    pub status: RunStatus,
+    /// The pending request for input, when paused.
+    pub pause: Option<Value>,
+    /// Created, ms since the Unix epoch.
+    pub created_at_ms: i64,
+    /// Last changed, ms since the Unix epoch.
+    pub updated_at_ms: i64,
+}
+
+/// Which runs to list.
+#[derive(Clone, Debug, Default)]
+pub struct RunFilter {
+    /// Only runs in this status.
+    pub status: Option<RunStatus>,
+    /// Only runs of this flow.
+    pub flow: Option<String>,
+    /// At most this many, newest first (`None`: all).
+    pub limit: Option<usize>,
+}
+
+/// One entry of a run's checkpoint history.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CheckpointInfo {
+    /// 1 for the checkpoint written at creation, then one more per commit.
+    pub seq: u64,
+    /// The step whose completion was recorded.
+    pub step_key: Option<String>,
+    /// The run's status after it.
+    pub status: RunStatus,
+    /// When, ms since the Unix epoch.
+    pub created_at_ms: i64,
+}
+
+/// A recorded effect.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JournalEntry {
+    /// The run.
+    pub run_id: Uuid,
+    /// The step the effect ran in.
+    pub step_key: String,
+    /// Its position among the step's effects, from 0.
+    pub seq: u32,
+    /// `llm`, `tool`, `input`, `effect`, ...
+    pub kind: String,
+    /// Which one (model, tool name, effect name).
+    pub name: String,
+    /// [`crate::journal::request_hash`] of the request.
+    pub request_hash: u64,
+    /// The recorded value.
+    pub output: Value,
+}
+
+/// A lease taken on a run.
+#[derive(Clone, Debug)]
+pub struct Claim {
+    /// The epoch that fences this holder's writes.
+    pub epoch: u64,
+    /// The run as it was when claimed.
+    pub run: RunRecord,
+}
+
+/// What went wrong in a store. Nothing already committed is lost by any of these.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// No such run.
+    #[error("run {0} not found in the store; check the id and the store path")]
+    NotFound(Uuid),
+    /// The run has no checkpoint with this number (never written, or pruned by retention).
+    #[error("run {run_id} has no checkpoint {seq} (never written, or pruned by retention); list them with `checkpoints`")]
+    CheckpointNotFound {
+        /// The run.
+        run_id: Uuid,
+        /// The checkpoint asked for.
+        seq: u64,
+    },
+    /// A run with this id exists already.
+    #[error("run {0} already exists in the store")]
+    Duplicate(Uuid),
+    /// Another process holds a live lease on the run.
+    #[error("run {run_id} is held by `{owner}` until {expires_at_ms} ms since epoch; wait for it to finish or for the lease to expire")]
+    Locked {
+        /// The run.
+        run_id: Uuid,
+        /// The holder.
+        owner: String,
+        /// Lease expiry, ms since the Unix epoch.
+        expires_at_ms: i64,
+    },
+    /// The write was made under a lease that was since taken over.
+    #[error("run {run_id}: write fenced, lease epoch {epoch} is no longer current (now {current}); another worker took the run over")]
+    Fenced {
+        /// The run.
+        run_id: Uuid,
+        /// The stale epoch.
+        epoch: u64,
+        /// The current epoch.
+        current: u64,
+    },
+    /// A stored row cannot be read.
+    #[error("run {run_id}: stored {what} is corrupt ({detail}); the row was left as it is")]
+    Corrupt {
+        /// The run.
+        run_id: Uuid,
+        /// Which part.
+        what: String,
+        /// Why.
+        detail: String,
+    },
+    /// The disk is full; the transaction was rolled back.
+    #[error("the store's disk is full ({0}); the last commit was rolled back and nothing stored was lost: free space and resume the run")]
+    DiskFull(String),
+    /// The store cannot be written.
+    #[error("the store is read-only ({0}); check the file's and directory's permissions")]
+    ReadOnly(String),
+    /// The store file was written by a newer version of flows.
+    #[error("the store's schema version {found} is newer than this build supports ({supported}); upgrade flows")]
+    SchemaTooNew {
+        /// Found in the file.
+        found: i64,
+        /// Known to this build.
+        supported: i64,
+    },
+    /// The store could not be opened.
+    #[error("cannot open the store at {path}: {message}")]
+    Open {
+        /// Where.
+        path: String,
+        /// Why.
+        message: String,
+    },
+    /// Any other database failure.
+    #[error("store failure: {0}")]
+    Backend(String),
+}
+
+/// Where runs are kept.
+///
+/// Every write is one transaction. `commit`, `renew` and `journal_put` are fenced by the lease
+/// epoch: a holder whose lease was taken over can no longer change the run.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Inserts a run with its first checkpoint and a lease for `owner` at epoch 1.
+    async fn create_run(&self, run: NewRun) -> Result<u64, StoreError>;
+
+    /// Takes the lease on a run: succeeds when nobody holds a live lease, bumping the epoch.
+    /// A run at rest (completed, failed, paused, escalated) can be claimed too; the caller
+    /// decides whether to continue it.
+    async fn claim(&self, run_id: Uuid, owner: &str, lease: Duration) -> Result<Claim, StoreError>;
+
+    /// Extends a held lease. Fails with [`StoreError::Fenced`] when it was taken over.
+    async fn renew(&self, run_id: Uuid, epoch: u64, lease: Duration) -> Result<(), StoreError>;
+
+    /// Writes one checkpoint atomically.
+    async fn commit(&self, commit: Commit) -> Result<(), StoreError>;
+
+    /// The run's latest record.
+    async fn load_run(&self, run_id: Uuid) -> Result<RunRecord, StoreError>;
+
+    /// Runs matching a filter, newest first.
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, StoreError>;
+
+    /// The run's step rows, in creation order.
+    async fn steps(&self, run_id: Uuid) -> Result<Vec<StepRecord>, StoreError>;
+
+    /// The run's checkpoint history, oldest first (subject to retention).
+    async fn checkpoints(&self, run_id: Uuid) -> Result<Vec<CheckpointInfo>, StoreError>;
+
+    /// The snapshot saved by checkpoint `seq`.
+    async fn load_checkpoint(&self, run_id: Uuid, seq: u64) -> Result<Snapshot, StoreError>;
+
+    /// The recorded effect at `(step_key, seq)`, if any.
+    async fn journal_get(&self, run_id: Uuid, step_key: &str, seq: u32) -> Result<Option<JournalEntry>, StoreError>;
+
+    /// Records an effect; when one is already recorded at that position, keeps the first and
+    /// returns it (first writer wins).
+    async fn journal_put(&self, entry: JournalEntry) -> Result<JournalEntry, StoreError>;
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,1 @@
+//! LLM agents, tasks, crews and tools for flows.

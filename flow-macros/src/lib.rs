@@ -1,0 +1,1 @@
+//! Attribute macros of the flows workspace; use them through `flow_core`.
