@@ -263,9 +263,7 @@ where
 {
     fn from(err: E) -> Self {
         let class = classify(&err);
-        Error {
-            inner: Box::new(Inner { class, special: None, message: err.to_string(), source: Some(Box::new(err)) }),
-        }
+        Error { inner: Box::new(Inner { class, special: None, message: err.to_string(), source: Some(Box::new(err)) }) }
     }
 }
 
@@ -317,7 +315,9 @@ impl StdError for StepFailure {
 #[non_exhaustive]
 pub enum FlowError {
     /// A method failed after its retries; the run is stored as failed and can be resumed.
-    #[error("run {run_id}: method `{method}` failed on attempt {attempt}: {message}; fix the cause and resume the run to run `{method}` again")]
+    #[error(
+        "run {run_id}: method `{method}` failed on attempt {attempt}: {message}; fix the cause and resume the run to run `{method}` again"
+    )]
     MethodFailed {
         /// The run.
         run_id: Uuid,
@@ -334,7 +334,9 @@ pub enum FlowError {
         source: Box<dyn StdError + Send + Sync + 'static>,
     },
     /// A method was called more often than the flow's `max_calls` allows: a runaway loop.
-    #[error("run {run_id}: method `{method}` was called more than {limit} times; a loop does not end. Raise `max_calls` on #[flow] if the loop is meant to run longer")]
+    #[error(
+        "run {run_id}: method `{method}` was called more than {limit} times; a loop does not end. Raise `max_calls` on #[flow] if the loop is meant to run longer"
+    )]
     CallLimit {
         /// The run.
         run_id: Uuid,
@@ -369,7 +371,9 @@ pub enum FlowError {
         found: String,
     },
     /// The run is held by another live process.
-    #[error("run {run_id} is being run by `{owner}` (lease until {expires_at_ms} ms since epoch); wait for it to finish or for the lease to expire")]
+    #[error(
+        "run {run_id} is being run by `{owner}` (lease until {expires_at_ms} ms since epoch); wait for it to finish or for the lease to expire"
+    )]
     RunLocked {
         /// The run.
         run_id: Uuid,
@@ -395,7 +399,9 @@ pub enum FlowError {
         action: &'static str,
     },
     /// The stored state does not fit the state type.
-    #[error("run {run_id}: stored state does not fit `{state_type}` at `{path}`: {message}; the row is left untouched: add `#[serde(default)]` to new fields or migrate the row")]
+    #[error(
+        "run {run_id}: stored state does not fit `{state_type}` at `{path}`: {message}; the row is left untouched: add `#[serde(default)]` to new fields or migrate the row"
+    )]
     StateMismatch {
         /// The run.
         run_id: Uuid,
@@ -407,7 +413,9 @@ pub enum FlowError {
         message: String,
     },
     /// The answer given to a paused run does not fit the requested type.
-    #[error("run {run_id}: the input does not fit `{expected}` ({message}); the run stays paused, resume it with a valid input")]
+    #[error(
+        "run {run_id}: the input does not fit `{expected}` ({message}); the run stays paused, resume it with a valid input"
+    )]
     InvalidInput {
         /// The run.
         run_id: Uuid,

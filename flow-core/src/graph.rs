@@ -305,12 +305,7 @@ impl Graph {
             trigger.leaves(&mut leaves);
             for leaf in leaves {
                 match leaf {
-                    Trigger::Method(from) => edges.push(Edge {
-                        from,
-                        to: MethodId(to as u16),
-                        label: None,
-                        and_join,
-                    }),
+                    Trigger::Method(from) => edges.push(Edge { from, to: MethodId(to as u16), label: None, and_join }),
                     Trigger::Label(l) => {
                         for (from, r) in self.methods.iter().enumerate() {
                             if r.routes.contains(&l) {

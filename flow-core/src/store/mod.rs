@@ -308,7 +308,9 @@ pub enum StoreError {
     #[error("run {0} not found in the store; check the id and the store path")]
     NotFound(Uuid),
     /// The run has no checkpoint with this number (never written, or pruned by retention).
-    #[error("run {run_id} has no checkpoint {seq} (never written, or pruned by retention); list them with `checkpoints`")]
+    #[error(
+        "run {run_id} has no checkpoint {seq} (never written, or pruned by retention); list them with `checkpoints`"
+    )]
     CheckpointNotFound {
         /// The run.
         run_id: Uuid,
@@ -319,7 +321,9 @@ pub enum StoreError {
     #[error("run {0} already exists in the store")]
     Duplicate(Uuid),
     /// Another process holds a live lease on the run.
-    #[error("run {run_id} is held by `{owner}` until {expires_at_ms} ms since epoch; wait for it to finish or for the lease to expire")]
+    #[error(
+        "run {run_id} is held by `{owner}` until {expires_at_ms} ms since epoch; wait for it to finish or for the lease to expire"
+    )]
     Locked {
         /// The run.
         run_id: Uuid,
@@ -329,7 +333,9 @@ pub enum StoreError {
         expires_at_ms: i64,
     },
     /// The write was made under a lease that was since taken over.
-    #[error("run {run_id}: write fenced, lease epoch {epoch} is no longer current (now {current}); another worker took the run over")]
+    #[error(
+        "run {run_id}: write fenced, lease epoch {epoch} is no longer current (now {current}); another worker took the run over"
+    )]
     Fenced {
         /// The run.
         run_id: Uuid,
@@ -349,7 +355,9 @@ pub enum StoreError {
         detail: String,
     },
     /// The disk is full; the transaction was rolled back.
-    #[error("the store's disk is full ({0}); the last commit was rolled back and nothing stored was lost: free space and resume the run")]
+    #[error(
+        "the store's disk is full ({0}); the last commit was rolled back and nothing stored was lost: free space and resume the run"
+    )]
     DiskFull(String),
     /// The store cannot be written.
     #[error("the store is read-only ({0}); check the file's and directory's permissions")]
