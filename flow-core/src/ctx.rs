@@ -1,0 +1,429 @@
+//! [`Ctx`]: what a flow method sees of its run: the state, the journal of effects, the run's
+//! identity and the way to ask a person for input.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use futures::future::BoxFuture;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::sync::{Notify, broadcast};
+use uuid::Uuid;
+
+use crate::error::{Error, Special};
+use crate::events::FlowEvent;
+use crate::flow::State;
+use crate::input::{InputRequest, PauseRequest};
+use crate::journal::{Journal, TokenUsage, request_hash};
+use crate::store::{JournalEntry, Store};
+
+/// What every step of one run shares.
+pub(crate) struct RunShared {
+    pub(crate) run_id: Uuid,
+    pub(crate) store: Option<Arc<dyn Store>>,
+    pub(crate) events: broadcast::Sender<FlowEvent>,
+    pub(crate) usage: Mutex<TokenUsage>,
+    /// Effects recorded in this process: replayed on an in-process retry even without a store.
+    pub(crate) journal: Mutex<HashMap<(String, u32), JournalEntry>>,
+}
+
+impl RunShared {
+    pub(crate) fn emit(&self, make: impl FnOnce() -> FlowEvent) {
+        if self.events.receiver_count() > 0 {
+            let _ = self.events.send(make());
+        }
+    }
+
+    fn journal_cache(&self) -> MutexGuard<'_, HashMap<(String, u32), JournalEntry>> {
+        self.journal.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Why a method's future was stopped from outside its own code.
+#[derive(Debug)]
+pub(crate) enum Interrupt {
+    /// The method asked for input that is not there yet.
+    Pause(PauseRequest),
+    /// The input given at resume does not fit the requested type.
+    InvalidInput { expected: String, message: String },
+}
+
+type Update<S> = Box<dyn Fn(&mut S) + Send + Sync>;
+
+struct View<S> {
+    state: Arc<S>,
+    updates: Vec<Update<S>>,
+}
+
+struct Scope<S> {
+    run: Arc<RunShared>,
+    method: &'static str,
+    step_key: String,
+    attempt: u32,
+    view: Mutex<View<S>>,
+    seq: AtomicU32,
+    input: Mutex<Option<Value>>,
+    interrupt: Mutex<Option<Interrupt>>,
+    interrupted: Notify,
+}
+
+/// The context of one method call.
+///
+/// State access never holds a lock across an `.await`: [`Ctx::read`] and [`Ctx::update`] take
+/// closures. A method sees the state as it was when it started plus its own updates; its
+/// updates reach the run's state when it completes, in completion order, and are lost if it
+/// fails, so a retry starts clean.
+///
+/// ```
+/// use flow_core::prelude::*;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Clone, Default, Serialize, Deserialize)]
+/// struct Tally { seen: Vec<String>, count: u32 }
+/// struct Collect;
+///
+/// #[flow(state = Tally)]
+/// impl Collect {
+///     #[start]
+///     async fn add(&self, cx: &Ctx<Tally>) -> Result<u32> {
+///         let item = format!("item for run {}", cx.run_id());
+///         cx.update(move |s| {
+///             s.seen.push(item.clone());
+///             s.count += 1;
+///         });
+///         Ok(cx.read(|s| s.count))
+///     }
+/// }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), FlowError> {
+/// let run = Collect.kickoff(Tally::default()).await?.completed()?;
+/// assert_eq!(run.state.count, 1);
+/// assert_eq!(run.output::<u32>()?, 1);
+/// # Ok(())
+/// # }
+/// ```
+pub struct Ctx<S> {
+    scope: Arc<Scope<S>>,
+}
+
+impl<S> Clone for Ctx<S> {
+    fn clone(&self) -> Self {
+        Ctx { scope: Arc::clone(&self.scope) }
+    }
+}
+
+impl<S> std::fmt::Debug for Ctx<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("run_id", &self.scope.run.run_id)
+            .field("method", &self.scope.method)
+            .field("step_key", &self.scope.step_key)
+            .field("attempt", &self.scope.attempt)
+            .finish()
+    }
+}
+
+impl<S: State> Ctx<S> {
+    pub(crate) fn new(
+        run: Arc<RunShared>,
+        method: &'static str,
+        step_key: String,
+        attempt: u32,
+        state: Arc<S>,
+        input: Option<Value>,
+    ) -> Self {
+        Ctx {
+            scope: Arc::new(Scope {
+                run,
+                method,
+                step_key,
+                attempt,
+                view: Mutex::new(View { state, updates: Vec::new() }),
+                seq: AtomicU32::new(0),
+                input: Mutex::new(input),
+                interrupt: Mutex::new(None),
+                interrupted: Notify::new(),
+            }),
+        }
+    }
+
+    fn view(&self) -> MutexGuard<'_, View<S>> {
+        // Closures given to `read`/`update` may panic; the view is still whole after that
+        // (an update is recorded only after it ran), so poisoning carries no meaning here.
+        self.scope.view.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The run's id.
+    pub fn run_id(&self) -> Uuid {
+        self.scope.run.run_id
+    }
+
+    /// The method being run.
+    pub fn method(&self) -> &'static str {
+        self.scope.method
+    }
+
+    /// The step key, `method#n` for the n-th call of the method in this run; the same on
+    /// every re-run of this step.
+    pub fn step_key(&self) -> &str {
+        &self.scope.step_key
+    }
+
+    /// The attempt number, from 1.
+    pub fn attempt(&self) -> u32 {
+        self.scope.attempt
+    }
+
+    /// A key that is the same on every re-run of this step (`run_id:step_key`): pass it to
+    /// external APIs that deduplicate requests.
+    pub fn idempotency_key(&self) -> String {
+        format!("{}:{}", self.scope.run.run_id, self.scope.step_key)
+    }
+
+    /// Reads the state through a closure.
+    pub fn read<R>(&self, f: impl FnOnce(&S) -> R) -> R {
+        f(&self.view().state)
+    }
+
+    /// A copy of the state as this method sees it.
+    pub fn state(&self) -> S {
+        S::clone(&self.view().state)
+    }
+
+    /// Changes the state. The change is visible to this method at once and reaches the run's
+    /// state when the method completes; parallel methods' changes are applied one after the
+    /// other, so none is lost. The closure may run twice (once on this method's view, once on
+    /// the run's state), which is why it is `Fn`.
+    pub fn update(&self, f: impl Fn(&mut S) + Send + Sync + 'static) {
+        let mut view = self.view();
+        f(Arc::make_mut(&mut view.state));
+        view.updates.push(Box::new(f));
+    }
+
+    pub(crate) fn take_updates(&self) -> Vec<Update<S>> {
+        std::mem::take(&mut self.view().updates)
+    }
+
+    pub(crate) fn take_interrupt(&self) -> Option<Interrupt> {
+        self.scope.interrupt.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// Resolves when the method was stopped from outside its code (a pause).
+    pub(crate) async fn interrupted(&self) {
+        self.scope.interrupted.notified().await;
+    }
+
+    fn interrupt(&self, why: Interrupt) {
+        *self.scope.interrupt.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
+        self.scope.interrupted.notify_one();
+    }
+
+    fn next_seq(&self) -> u32 {
+        self.scope.seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    async fn recorded(&self, seq: u32) -> Result<Option<JournalEntry>, Error> {
+        let key = (self.scope.step_key.clone(), seq);
+        if let Some(e) = self.scope.run.journal_cache().get(&key) {
+            return Ok(Some(e.clone()));
+        }
+        match &self.scope.run.store {
+            Some(store) => store
+                .journal_get(self.scope.run.run_id, &self.scope.step_key, seq)
+                .await
+                .map_err(|e| Error::transient(format!("reading the journal failed: {e}"))),
+            None => Ok(None),
+        }
+    }
+
+    async fn remember(&self, entry: JournalEntry) -> Result<JournalEntry, Error> {
+        let winner = match &self.scope.run.store {
+            Some(store) => {
+                store.journal_put(entry).await.map_err(|e| Error::transient(format!("recording an effect failed: {e}")))?
+            }
+            None => entry,
+        };
+        self.scope.run.journal_cache().insert((winner.step_key.clone(), winner.seq), winner.clone());
+        Ok(winner)
+    }
+
+    /// Runs a side effect once: its result is journaled, and when this step runs again (after
+    /// a crash or a retry) the recorded result is returned without running it. The closure
+    /// gets an idempotency key for this effect (`run_id:step_key:seq`) to pass to external
+    /// systems, so that even the one call in flight at a crash can be deduplicated there.
+    ///
+    /// Effects are matched by their order in the step; a step that replays them in another
+    /// order gets a non-determinism error.
+    ///
+    /// ```
+    /// use flow_core::prelude::*;
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Clone, Default, Serialize, Deserialize)]
+    /// struct S { charge_id: String }
+    /// struct Pay;
+    ///
+    /// #[flow(state = S)]
+    /// impl Pay {
+    ///     #[start]
+    ///     async fn charge(&self, cx: &Ctx<S>) -> Result<()> {
+    ///         let id: String = cx.effect("charge_card", |key| async move {
+    ///             // call the payment API with `key` as its idempotency key
+    ///             Ok(format!("ch_{}", key.len()))
+    ///         }).await?;
+    ///         cx.update(move |s| s.charge_id = id.clone());
+    ///         Ok(())
+    ///     }
+    /// }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), FlowError> {
+    /// let run = Pay.kickoff(S::default()).await?.completed()?;
+    /// assert!(run.state.charge_id.starts_with("ch_"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn effect<T, F, Fut>(&self, name: &str, f: F) -> Result<T, Error>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce(String) -> Fut,
+        Fut: Future<Output = Result<T, Error>> + Send,
+    {
+        let seq = self.scope.seq.load(Ordering::Relaxed);
+        let key = format!("{}:{}:{}", self.scope.run.run_id, self.scope.step_key, seq);
+        let request = Value::Null;
+        let fut = f(key);
+        let effect: BoxFuture<'_, Result<Value, Error>> = Box::pin(async move {
+            let v = fut.await?;
+            serde_json::to_value(v).map_err(|e| Error::permanent(format!("effect result does not serialize: {e}")))
+        });
+        let value = self.record("effect", name, &request, effect).await?;
+        T::deserialize(&value).map_err(|e| {
+            Error::permanent(format!(
+                "recorded result of effect `{name}` does not fit `{}`: {e}",
+                std::any::type_name::<T>()
+            ))
+        })
+    }
+
+    /// Asks a person for a value of type `T`.
+    ///
+    /// The first time, the run pauses here: `kickoff` (or `resume`) returns
+    /// [`RunOutcome::Paused`](crate::RunOutcome::Paused) with the request, and the run is
+    /// stored. [`Runner::resume_with`](crate::Runner::resume_with) runs this method again, and
+    /// this call returns the answer (journaled, so further re-runs see the same answer). An
+    /// answer that does not fit `T` leaves the run paused and `resume_with` returns
+    /// [`FlowError::InvalidInput`](crate::FlowError::InvalidInput).
+    ///
+    /// Effects before the question are journaled, so they do not repeat when the method runs
+    /// again with the answer.
+    pub async fn ask<T>(&self, request: impl Into<InputRequest>) -> Result<T, Error>
+    where
+        T: Serialize + DeserializeOwned,
+    {
+        let request = request.into();
+        let seq = self.next_seq();
+        let expected = std::any::type_name::<T>().to_string();
+        if let Some(entry) = self.recorded(seq).await? {
+            if entry.kind != "input" {
+                return Err(self.nondeterminism(seq, "input", &entry));
+            }
+            return T::deserialize(&entry.output)
+                .map_err(|e| Error::permanent(format!("the recorded answer does not fit `{expected}`: {e}")));
+        }
+        let answer = self.scope.input.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(answer) = answer {
+            match T::deserialize(&answer) {
+                Ok(v) => {
+                    self.remember(JournalEntry {
+                        run_id: self.scope.run.run_id,
+                        step_key: self.scope.step_key.clone(),
+                        seq,
+                        kind: "input".into(),
+                        name: request.prompt.clone(),
+                        request_hash: 0,
+                        output: answer,
+                    })
+                    .await?;
+                    return Ok(v);
+                }
+                Err(e) => self.interrupt(Interrupt::InvalidInput { expected, message: e.to_string() }),
+            }
+        } else {
+            self.interrupt(Interrupt::Pause(PauseRequest {
+                run_id: self.scope.run.run_id,
+                method: self.scope.method.to_string(),
+                step_key: self.scope.step_key.clone(),
+                prompt: request.prompt,
+                metadata: request.metadata,
+                expected_type: expected,
+            }));
+        }
+        // The runtime drops this future once it sees the interrupt.
+        std::future::pending().await
+    }
+
+    fn nondeterminism(&self, seq: u32, wanted: &str, found: &JournalEntry) -> Error {
+        Error::special(
+            Special::NonDeterminism,
+            format!(
+                "non-determinism in step `{}`: effect #{seq} was recorded as {} `{}` but this run asked for a {wanted}; \
+                 effects must run in the same order on every run of a step (change the flow's name or version to change the order)",
+                self.scope.step_key, found.kind, found.name
+            ),
+        )
+    }
+}
+
+impl<S: State> Journal for Ctx<S> {
+    fn record<'a>(
+        &'a self,
+        kind: &'a str,
+        name: &'a str,
+        request: &'a Value,
+        effect: BoxFuture<'a, Result<Value, Error>>,
+    ) -> BoxFuture<'a, Result<Value, Error>> {
+        Box::pin(async move {
+            let seq = self.next_seq();
+            let hash = request_hash(request);
+            if let Some(entry) = self.recorded(seq).await? {
+                if entry.kind != kind || entry.name != name {
+                    return Err(self.nondeterminism(seq, &format!("{kind} `{name}`"), &entry));
+                }
+                if entry.request_hash != hash {
+                    tracing::warn!(
+                        step = %self.scope.step_key, seq, kind, name,
+                        "replaying a recorded effect whose request changed since it was recorded"
+                    );
+                }
+                return Ok(entry.output);
+            }
+            let output = effect.await?;
+            let winner = self
+                .remember(JournalEntry {
+                    run_id: self.scope.run.run_id,
+                    step_key: self.scope.step_key.clone(),
+                    seq,
+                    kind: kind.to_string(),
+                    name: name.to_string(),
+                    request_hash: hash,
+                    output,
+                })
+                .await?;
+            Ok(winner.output)
+        })
+    }
+
+    fn report_usage(&self, model: &str, usage: TokenUsage) {
+        self.scope.run.usage.lock().unwrap_or_else(|p| p.into_inner()).add(usage);
+        let run_id = self.scope.run.run_id;
+        let method = self.scope.method;
+        self.scope.run.emit(|| FlowEvent::LlmUsage { run_id, method, model: model.to_string(), usage });
+    }
+
+    fn idempotency_key(&self) -> String {
+        Ctx::idempotency_key(self)
+    }
+}

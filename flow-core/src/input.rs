@@ -1,0 +1,96 @@
+//! Human in the loop: a method asks a person for a typed value; the run pauses until
+//! [`Runner::resume_with`](crate::Runner::resume_with) brings the answer, in this process or
+//! another, minutes or days later.
+//!
+//! ```
+//! use flow_core::prelude::*;
+//! use flow_core::store::MemoryStore;
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Clone, Default, Serialize, Deserialize)]
+//! struct Draft { text: String, approved: bool }
+//!
+//! #[derive(Serialize, Deserialize)]
+//! struct Approval { approve: bool }
+//!
+//! struct Review;
+//!
+//! #[flow(state = Draft)]
+//! impl Review {
+//!     #[start]
+//!     async fn ask_editor(&self, cx: &Ctx<Draft>) -> Result<()> {
+//!         let answer: Approval = cx.ask(InputRequest::new("Publish this draft?")).await?;
+//!         cx.update(move |s| s.approved = answer.approve);
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), FlowError> {
+//! let runner = Runner::new(Review).with_store(MemoryStore::new());
+//! let paused = match runner.kickoff(Draft::default()).await? {
+//!     RunOutcome::Paused(p) => p,
+//!     other => panic!("expected a pause, got {other:?}"),
+//! };
+//! assert_eq!(paused.request.prompt, "Publish this draft?");
+//! let done = runner.resume_with(paused.run_id, serde_json::json!({"approve": true})).await?;
+//! assert!(done.completed()?.state.approved);
+//! # Ok(())
+//! # }
+//! ```
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// What a method asks a person.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InputRequest {
+    /// The question.
+    pub prompt: String,
+    /// Anything a UI needs to show the question (the draft, the amounts, links).
+    #[serde(default)]
+    pub metadata: Value,
+}
+
+impl InputRequest {
+    /// A question with no metadata.
+    pub fn new(prompt: impl Into<String>) -> Self {
+        InputRequest { prompt: prompt.into(), metadata: Value::Null }
+    }
+
+    /// Adds metadata.
+    pub fn metadata(mut self, metadata: Value) -> Self {
+        self.metadata = metadata;
+        self
+    }
+}
+
+impl From<&str> for InputRequest {
+    fn from(prompt: &str) -> Self {
+        InputRequest::new(prompt)
+    }
+}
+
+impl From<String> for InputRequest {
+    fn from(prompt: String) -> Self {
+        InputRequest::new(prompt)
+    }
+}
+
+/// A stored request for input: what a paused run waits for.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PauseRequest {
+    /// The run.
+    pub run_id: Uuid,
+    /// The method waiting.
+    pub method: String,
+    /// Its step key.
+    pub step_key: String,
+    /// The question and its metadata.
+    pub prompt: String,
+    /// See [`InputRequest::metadata`].
+    pub metadata: Value,
+    /// The Rust type the answer must deserialize into.
+    pub expected_type: String,
+}
