@@ -357,6 +357,14 @@ pub enum FlowError {
         /// What the compensation did, per undo step.
         compensation: String,
     },
+    /// The runner has no store, so there is nothing to resume, fork or list.
+    #[error(
+        "run {run_id}: this runner has no store; give it one with `Runner::with_store` (SqliteStore or MemoryStore) to persist, pause, resume and fork runs"
+    )]
+    NoStore {
+        /// The run asked for.
+        run_id: Uuid,
+    },
     /// No run with this id exists in the store.
     #[error("run {0} not found in the store; check the id and the store path")]
     RunNotFound(Uuid),

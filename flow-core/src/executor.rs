@@ -1,0 +1,788 @@
+//! Runs one execution of a run: launches ready activations as tokio tasks, applies each
+//! completion to the state in completion order, fans events out to listeners, and checkpoints
+//! after every completion.
+
+use std::any::Any;
+use std::collections::{HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::FutureExt;
+use serde_json::Value;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use uuid::Uuid;
+
+use crate::ctx::{Ctx, Interrupt, RunShared};
+use crate::error::{Error, ErrorClass, FlowError, Special};
+use crate::events::FlowEvent;
+use crate::flow::{Flow, Payload, StepOutput, StepResult};
+use crate::graph::{MethodDef, MethodId, RetryPolicy};
+use crate::outcome::{Escalated, Paused, RecordedFailure, RunOutcome, RunResult};
+use crate::plan::{Plan, Source, clock_set};
+use crate::progress::{Activation, Compensation, Halt, Progress, Undoable};
+use crate::store::{Commit, RunStatus, Snapshot, StepRecord, StepStatus, Store, StoreError, now_ms};
+
+/// How an execution talks to its store.
+pub(crate) struct Durability {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) epoch: u64,
+    pub(crate) lease: Duration,
+}
+
+struct Finished<S> {
+    step_key: String,
+    outcome: TaskOutcome,
+    ctx: Ctx<S>,
+    duration: Duration,
+}
+
+enum TaskOutcome {
+    Done(StepResult),
+    Interrupted,
+}
+
+pub(crate) struct Execution<F: Flow> {
+    pub(crate) flow: Arc<F>,
+    pub(crate) plan: Arc<Plan>,
+    pub(crate) run: Arc<RunShared>,
+    pub(crate) durability: Option<Durability>,
+    pub(crate) state: Arc<F::State>,
+    pub(crate) progress: Progress,
+    /// The answer for a paused step, given to `resume_with`.
+    pub(crate) input: Option<(String, Value)>,
+    pub(crate) resumed: bool,
+    running: HashSet<String>,
+    wake_at: HashMap<String, Instant>,
+    tasks: JoinSet<Finished<F::State>>,
+    invalid_input: Option<(String, String)>,
+}
+
+fn panic_text(panic: Box<dyn Any + Send>) -> String {
+    match panic.downcast::<String>() {
+        Ok(s) => *s,
+        Err(p) => p.downcast_ref::<&str>().map_or_else(|| "a panic with a non-text payload".into(), |s| s.to_string()),
+    }
+}
+
+fn backoff_with_jitter(policy: &RetryPolicy, retry: u32) -> Duration {
+    let delay = policy.delay(retry);
+    if policy.jitter {
+        use rand::Rng;
+        delay.mul_f64(rand::rng().random_range(0.5..=1.0))
+    } else {
+        delay
+    }
+}
+
+impl<F: Flow> Execution<F> {
+    pub(crate) fn new(
+        flow: Arc<F>,
+        plan: Arc<Plan>,
+        run: Arc<RunShared>,
+        durability: Option<Durability>,
+        state: Arc<F::State>,
+        progress: Progress,
+    ) -> Self {
+        let mut wake_at = HashMap::new();
+        let now_wall = now_ms();
+        let now = Instant::now();
+        for a in &progress.pending {
+            if let Some(nb) = a.not_before_ms {
+                let wait = u64::try_from(nb - now_wall).unwrap_or(0);
+                wake_at.insert(a.step_key.clone(), now + Duration::from_millis(wait));
+            }
+        }
+        Execution {
+            flow,
+            plan,
+            run,
+            durability,
+            state,
+            progress,
+            input: None,
+            resumed: false,
+            running: HashSet::new(),
+            wake_at,
+            tasks: JoinSet::new(),
+            invalid_input: None,
+        }
+    }
+
+    /// Schedules every unconditional start; returns their step records when `durable`.
+    pub(crate) fn schedule_starts(&mut self, durable: bool) -> Vec<StepRecord> {
+        let starts: Vec<MethodId> = self.plan.graph.starts().collect();
+        for s in starts {
+            self.schedule(s, Vec::new(), None);
+        }
+        if !durable {
+            return Vec::new();
+        }
+        self.progress
+            .pending
+            .iter()
+            .map(|a| StepRecord {
+                step_key: a.step_key.clone(),
+                method: self.method(a.method).name.to_string(),
+                status: StepStatus::Ready,
+                input: None,
+                output: None,
+                error: None,
+                attempt: 0,
+            })
+            .collect()
+    }
+
+    fn method(&self, id: u16) -> &'static MethodDef {
+        self.plan.graph.method(MethodId(id))
+    }
+
+    /// Runs until nothing more can run, then records how the run stopped.
+    pub(crate) async fn run(mut self) -> Result<RunOutcome<F::State>, FlowError> {
+        let run_id = self.run.run_id;
+        let flow = self.plan.graph.name;
+        let resumed = self.resumed;
+        self.run.emit(|| FlowEvent::RunStarted { run_id, flow, resumed });
+        let started = std::time::Instant::now();
+        let lost = CancellationToken::new();
+        let heartbeat = self.durability.as_ref().map(|d| {
+            let store = Arc::clone(&d.store);
+            let (epoch, lease, lost) = (d.epoch, d.lease, lost.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(lease / 3).await;
+                    match store.renew(run_id, epoch, lease).await {
+                        Ok(()) => {}
+                        Err(StoreError::Fenced { .. }) | Err(StoreError::NotFound(_)) => {
+                            lost.cancel();
+                            return;
+                        }
+                        Err(e) => tracing::warn!(%run_id, error = %e, "renewing the run's lease failed; retrying"),
+                    }
+                }
+            })
+        });
+        let span = tracing::info_span!("flow_run", run_id = %run_id, flow);
+        let result = self.drive(&lost).instrument(span).await;
+        if let Some(h) = heartbeat {
+            h.abort();
+        }
+        let status = match &result {
+            Ok(o) => o.status(),
+            Err(_) => RunStatus::Failed,
+        };
+        match &result {
+            Err(e) => {
+                let method =
+                    e.method().and_then(|m| self.plan.graph.method_id(m)).map(|m| self.plan.graph.method(m).name);
+                let error = e.to_string();
+                self.run.emit(|| FlowEvent::RunFailed { run_id, method, error });
+            }
+            Ok(_) => {}
+        }
+        let duration = started.elapsed();
+        self.run.emit(|| FlowEvent::RunFinished { run_id, status, duration });
+        result
+    }
+
+    async fn drive(&mut self, lost: &CancellationToken) -> Result<RunOutcome<F::State>, FlowError> {
+        loop {
+            self.launch_ready();
+            if self.tasks.is_empty() {
+                if let Some(at) = self.next_wake() {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(at) => {}
+                        _ = lost.cancelled() => return Err(FlowError::LeaseLost { run_id: self.run.run_id }),
+                    }
+                    continue;
+                }
+                if self.begin_or_continue_compensation().await? {
+                    continue;
+                }
+                break;
+            }
+            let wake = self.next_wake();
+            tokio::select! {
+                joined = self.tasks.join_next() => {
+                    match joined {
+                        Some(Ok(finished)) => self.on_finished(finished).await?,
+                        Some(Err(e)) => {
+                            return Err(FlowError::Store(StoreError::Backend(format!("a method task was lost: {e}"))));
+                        }
+                        None => {}
+                    }
+                }
+                _ = async { if let Some(at) = wake { tokio::time::sleep_until(at).await } }, if wake.is_some() => {}
+                _ = lost.cancelled() => {
+                    self.tasks.abort_all();
+                    return Err(FlowError::LeaseLost { run_id: self.run.run_id });
+                }
+            }
+        }
+        self.finish().await
+    }
+
+    /// Whether an activation may be launched now.
+    fn launchable(&self, a: &Activation, now: Instant) -> bool {
+        if self.running.contains(&a.step_key) {
+            return false;
+        }
+        if a.paused.is_some() && self.input.as_ref().is_none_or(|(k, _)| *k != a.step_key) {
+            return false;
+        }
+        if self.progress.halt.is_some() && a.undo_of.is_none() {
+            return false;
+        }
+        self.wake_at.get(&a.step_key).is_none_or(|at| *at <= now)
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        self.progress
+            .pending
+            .iter()
+            .filter(|a| !self.running.contains(&a.step_key) && a.paused.is_none())
+            .filter(|a| self.progress.halt.is_none() || a.undo_of.is_some())
+            .filter_map(|a| self.wake_at.get(&a.step_key).copied())
+            .min()
+    }
+
+    fn launch_ready(&mut self) {
+        let now = Instant::now();
+        let ready: Vec<usize> =
+            (0..self.progress.pending.len()).filter(|&i| self.launchable(&self.progress.pending[i], now)).collect();
+        for i in ready {
+            self.spawn(i);
+        }
+    }
+
+    fn spawn(&mut self, index: usize) {
+        let act = &self.progress.pending[index];
+        let def = self.method(act.method);
+        let attempt = act.attempt + 1;
+        let step_key = act.step_key.clone();
+        let input = match &self.input {
+            Some((k, _)) if *k == step_key => self.input.take().map(|(_, v)| v),
+            _ => None,
+        };
+        let ctx = Ctx::new(Arc::clone(&self.run), def.name, step_key.clone(), attempt, Arc::clone(&self.state), input);
+        let fut =
+            F::__invoke(Arc::clone(&self.flow), MethodId(act.method), ctx.clone(), Payload::new(act.payload.clone()));
+        let timeout = def.policy.timeout.or(self.plan.graph.options.timeout);
+        let run_id = self.run.run_id;
+        let method = def.name;
+        self.run.emit(|| FlowEvent::MethodStarted { run_id, method, step_key: step_key.clone(), attempt });
+        let span = tracing::info_span!("flow_method", run_id = %run_id, method, step_key = %step_key, attempt);
+        self.running.insert(step_key.clone());
+        self.wake_at.remove(&step_key);
+        self.tasks.spawn(
+            async move {
+                let start = Instant::now();
+                let work = async move {
+                    match timeout {
+                        Some(limit) => match tokio::time::timeout(limit, fut).await {
+                            Ok(r) => r,
+                            Err(_) => Err(Error::special(
+                                Special::Timeout,
+                                format!("attempt {attempt} timed out after {limit:?}"),
+                            )),
+                        },
+                        None => fut.await,
+                    }
+                };
+                let outcome = tokio::select! {
+                    biased;
+                    r = AssertUnwindSafe(work).catch_unwind() => TaskOutcome::Done(match r {
+                        Ok(r) => r,
+                        Err(panic) => Err(Error::special(Special::Panic, format!("panicked: {}", panic_text(panic)))),
+                    }),
+                    _ = ctx.interrupted() => TaskOutcome::Interrupted,
+                };
+                Finished { step_key, outcome, ctx, duration: start.elapsed() }
+            }
+            .instrument(span),
+        );
+    }
+
+    async fn on_finished(&mut self, f: Finished<F::State>) -> Result<(), FlowError> {
+        self.running.remove(&f.step_key);
+        let Some(index) = self.progress.pending.iter().position(|a| a.step_key == f.step_key) else {
+            return Err(FlowError::Corrupt {
+                run_id: self.run.run_id,
+                what: format!("step `{}` finished but was not scheduled", f.step_key),
+            });
+        };
+        match f.outcome {
+            TaskOutcome::Interrupted => {
+                match f.ctx.take_interrupt() {
+                    Some(Interrupt::Pause(request)) => {
+                        let run_id = self.run.run_id;
+                        let method = self.method(self.progress.pending[index].method).name;
+                        let prompt = request.prompt.clone();
+                        self.progress.pending[index].paused = Some(request);
+                        self.run.emit(|| FlowEvent::Paused { run_id, method, prompt });
+                    }
+                    Some(Interrupt::InvalidInput { expected, message }) => {
+                        self.invalid_input = Some((expected, message));
+                    }
+                    None => {}
+                }
+                Ok(())
+            }
+            TaskOutcome::Done(Ok(out)) => self.completed(index, out, &f.ctx, f.duration).await,
+            TaskOutcome::Done(Err(e)) => self.failed(index, e, f.duration).await,
+        }
+    }
+
+    async fn completed(
+        &mut self,
+        index: usize,
+        out: StepOutput,
+        ctx: &Ctx<F::State>,
+        duration: Duration,
+    ) -> Result<(), FlowError> {
+        let act = self.progress.pending.remove(index);
+        let updates = ctx.take_updates();
+        if !updates.is_empty() {
+            let state = Arc::make_mut(&mut self.state);
+            for update in &updates {
+                update(state);
+            }
+        }
+        let m = act.method;
+        let def = self.method(m);
+        let value = Arc::new(out.value);
+        let run_id = self.run.run_id;
+        let durable = self.durability.is_some();
+        let mut steps = Vec::new();
+        if durable {
+            steps.push(StepRecord {
+                step_key: act.step_key.clone(),
+                method: def.name.to_string(),
+                status: StepStatus::Completed,
+                input: act.payload.as_deref().cloned(),
+                output: Some(Value::clone(&value)),
+                error: None,
+                attempt: act.attempt + 1,
+            });
+        }
+        self.run.emit(|| FlowEvent::MethodFinished {
+            run_id,
+            method: def.name,
+            step_key: act.step_key.clone(),
+            attempt: act.attempt + 1,
+            duration,
+        });
+
+        if let Some(undone) = &act.undo_of {
+            self.record_undo(def.name, undone, None);
+            if durable && let Some(s) = steps.last_mut() {
+                s.status = StepStatus::Compensated;
+            }
+            self.push_next_undo(&mut steps);
+            return self.checkpoint(steps, Some(act.step_key), RunStatus::Running).await;
+        }
+
+        self.progress.outputs[usize::from(m)] = Some(Arc::clone(&value));
+        self.progress.last = Some(m);
+        if self.plan.compensator[usize::from(m)].is_some() {
+            self.progress.undoable.push(Undoable {
+                method: m,
+                step_key: act.step_key.clone(),
+                output: Arc::clone(&value),
+            });
+        }
+
+        let mut fired = Vec::new();
+        let calls = self.progress.calls.clone();
+        self.plan.deliver(Source::Method(MethodId(m)), &act.clock, &mut self.progress.joins, &calls, &mut fired);
+        if let Some(label) = out.route {
+            let route = self.plan.graph.label(label).to_string();
+            self.run.emit(|| FlowEvent::RouteTaken { run_id, router: def.name, route });
+            self.plan.deliver(Source::Label(label), &act.clock, &mut self.progress.joins, &calls, &mut fired);
+        }
+        for (listener, clock, carries_payload) in fired {
+            let payload = carries_payload.then(|| Arc::clone(&value));
+            if let Some(step) = self.schedule(listener, clock, payload) {
+                if durable {
+                    steps.push(step);
+                }
+            }
+        }
+        self.checkpoint(steps, Some(act.step_key), RunStatus::Running).await
+    }
+
+    /// Adds an activation of `listener`; returns its step record. Enforces the call limit.
+    fn schedule(
+        &mut self,
+        listener: MethodId,
+        mut clock: crate::plan::Clock,
+        payload: Option<Arc<Value>>,
+    ) -> Option<StepRecord> {
+        let i = listener.index();
+        let def = self.plan.graph.method(listener);
+        let limit = self.plan.graph.options.max_calls;
+        if self.progress.calls[i] >= limit {
+            if self.progress.halt.is_none() {
+                self.progress.halt = Some(Halt::CallLimit { method: listener.0 });
+            }
+            return None;
+        }
+        self.progress.calls[i] += 1;
+        let n = self.progress.calls[i];
+        if self.plan.or_tracked[i] {
+            clock_set(&mut clock, listener.0, n);
+        }
+        let step_key = format!("{}#{n}", def.name);
+        let record = self.durability.is_some().then(|| StepRecord {
+            step_key: step_key.clone(),
+            method: def.name.to_string(),
+            status: StepStatus::Ready,
+            input: payload.as_deref().cloned(),
+            output: None,
+            error: None,
+            attempt: 0,
+        });
+        self.progress.pending.push(Activation {
+            method: listener.0,
+            step_key,
+            payload,
+            clock,
+            attempt: 0,
+            not_before_ms: None,
+            paused: None,
+            undo_of: None,
+        });
+        record
+    }
+
+    async fn failed(&mut self, index: usize, error: Error, duration: Duration) -> Result<(), FlowError> {
+        let act = &self.progress.pending[index];
+        let def = self.method(act.method);
+        let attempt = act.attempt + 1;
+        let step_key = act.step_key.clone();
+        let class = error.class();
+        let text = error.chain_text();
+        let policy = def.policy.retry.or(self.plan.graph.options.retry);
+        let allowed = match class {
+            _ if error.is_escalation() || error.special_kind() == Some(&Special::NonDeterminism) => 1,
+            ErrorClass::Transient => policy.map_or(1, |p| p.attempts),
+            ErrorClass::InvalidReply => policy.map_or(1, |p| p.invalid_reply_attempts),
+            ErrorClass::Permanent => 1,
+        };
+        let undo = act.undo_of.clone();
+        let retry_in = (attempt < allowed && (self.progress.halt.is_none() || undo.is_some()))
+            .then(|| policy.map(|p| backoff_with_jitter(&p, attempt)).unwrap_or_default());
+        let run_id = self.run.run_id;
+        self.run.emit(|| FlowEvent::MethodFailed {
+            run_id,
+            method: def.name,
+            step_key: step_key.clone(),
+            attempt,
+            duration,
+            error: text.clone(),
+            class,
+            retry_in,
+        });
+        tracing::warn!(%run_id, method = def.name, %step_key, attempt, ?class, error = %text, "method failed");
+        let mut record = StepRecord {
+            step_key: step_key.clone(),
+            method: def.name.to_string(),
+            status: StepStatus::Failed,
+            input: act.payload.as_deref().cloned(),
+            output: None,
+            error: Some(text.clone()),
+            attempt,
+        };
+
+        if let Some(delay) = retry_in {
+            let act = &mut self.progress.pending[index];
+            act.attempt = attempt;
+            act.not_before_ms = Some(now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
+            self.wake_at.insert(step_key.clone(), Instant::now() + delay);
+            record.status = StepStatus::Ready;
+            return self.checkpoint(vec![record], Some(step_key), RunStatus::Running).await;
+        }
+
+        if let Some(undone) = undo {
+            self.progress.pending.remove(index);
+            self.record_undo(def.name, &undone, Some(&text));
+            let mut steps = vec![record];
+            self.push_next_undo(&mut steps);
+            return self.checkpoint(steps, Some(step_key), RunStatus::Running).await;
+        }
+
+        if error.is_escalation() {
+            self.progress.pending.remove(index);
+            if self.progress.halt.is_none() {
+                self.progress.halt =
+                    Some(Halt::Escalated { method: self.method_id(def), reason: error.message().to_string() });
+            }
+            return self.checkpoint(vec![record], Some(step_key), RunStatus::Running).await;
+        }
+
+        if def.policy.non_critical {
+            self.progress.pending.remove(index);
+            self.progress.failures.push(RecordedFailure {
+                method: def.name.to_string(),
+                step_key: step_key.clone(),
+                error: text,
+            });
+            record.status = StepStatus::Skipped;
+            return self.checkpoint(vec![record], Some(step_key), RunStatus::Running).await;
+        }
+
+        let act = &mut self.progress.pending[index];
+        act.attempt = attempt;
+        act.not_before_ms = None;
+        if self.progress.halt.is_none() {
+            self.progress.halt =
+                Some(Halt::Failure { method: act.method, step_key: step_key.clone(), attempt, error: text, class });
+        }
+        self.checkpoint(vec![record], Some(step_key), RunStatus::Running).await
+    }
+
+    fn method_id(&self, def: &MethodDef) -> u16 {
+        self.plan.graph.method_id(def.name).map_or(0, |m| m.0)
+    }
+
+    fn record_undo(&mut self, undo: &str, undone: &str, error: Option<&str>) {
+        let run_id = self.run.run_id;
+        let undo_name = self.plan.graph.methods.iter().find(|m| m.name == undo).map_or("", |m| m.name);
+        let undoes = self
+            .plan
+            .graph
+            .method_id(undone.split('#').next().unwrap_or(undone))
+            .map_or("", |m| self.plan.graph.method(m).name);
+        let text = match error {
+            None => format!("`{undo}` undid `{undone}`"),
+            Some(e) => format!("`{undo}` failed to undo `{undone}`: {e}"),
+        };
+        if let Some(c) = &mut self.progress.compensation {
+            c.results.push(text);
+        }
+        let error = error.map(str::to_string);
+        self.run.emit(|| FlowEvent::Compensated { run_id, method: undo_name, undoes, error });
+    }
+
+    /// Schedules the undo step of the most recently completed undoable step, if any is left.
+    fn push_next_undo(&mut self, steps: &mut Vec<StepRecord>) {
+        let Some(comp) = &mut self.progress.compensation else { return };
+        let Some(next) = comp.remaining.pop() else {
+            comp.finished = true;
+            return;
+        };
+        let Some(undo) = self.plan.compensator[usize::from(next.method)] else { return };
+        let i = undo.index();
+        self.progress.calls[i] += 1;
+        let def = self.plan.graph.method(undo);
+        let step_key = format!("{}#{}", def.name, self.progress.calls[i]);
+        if self.durability.is_some() {
+            steps.push(StepRecord {
+                step_key: step_key.clone(),
+                method: def.name.to_string(),
+                status: StepStatus::Ready,
+                input: Some(Value::clone(&next.output)),
+                output: None,
+                error: None,
+                attempt: 0,
+            });
+        }
+        self.progress.pending.push(Activation {
+            method: undo.0,
+            step_key,
+            payload: Some(next.output),
+            clock: Vec::new(),
+            attempt: 0,
+            not_before_ms: None,
+            paused: None,
+            undo_of: Some(next.step_key),
+        });
+    }
+
+    /// After a failure, once nothing runs: starts undoing completed steps (newest first).
+    /// Returns whether there is undo work to run.
+    async fn begin_or_continue_compensation(&mut self) -> Result<bool, FlowError> {
+        if !matches!(self.progress.halt, Some(Halt::Failure { .. })) {
+            return Ok(false);
+        }
+        if self.progress.pending.iter().any(|a| a.undo_of.is_some()) {
+            return Ok(true);
+        }
+        if self.progress.compensation.is_some() || self.progress.undoable.is_empty() {
+            return Ok(false);
+        }
+        self.progress.compensation =
+            Some(Compensation { remaining: std::mem::take(&mut self.progress.undoable), ..Compensation::default() });
+        let mut steps = Vec::new();
+        self.push_next_undo(&mut steps);
+        self.checkpoint(steps, None, RunStatus::Running).await?;
+        Ok(true)
+    }
+
+    async fn finish(&mut self) -> Result<RunOutcome<F::State>, FlowError> {
+        let run_id = self.run.run_id;
+        let graph = self.plan.graph;
+        match self.progress.halt.clone() {
+            Some(Halt::Failure { method, step_key, attempt, error, class }) => {
+                let name = graph.method(MethodId(method)).name.to_string();
+                let err = match &self.progress.compensation {
+                    Some(c) => FlowError::Compensated {
+                        run_id,
+                        method: name,
+                        message: error.clone(),
+                        compensation: c.results.join("; "),
+                    },
+                    None => FlowError::MethodFailed {
+                        run_id,
+                        method: name,
+                        attempt,
+                        message: error.clone(),
+                        class,
+                        source: Error::msg(&error).with_class(class).into_std(),
+                    },
+                };
+                self.final_checkpoint(RunStatus::Failed, Some(step_key), Some(err.to_string()), None).await?;
+                Err(err)
+            }
+            Some(Halt::CallLimit { method }) => {
+                let err = FlowError::CallLimit {
+                    run_id,
+                    method: graph.method(MethodId(method)).name.to_string(),
+                    limit: graph.options.max_calls,
+                };
+                self.final_checkpoint(RunStatus::Failed, None, Some(err.to_string()), None).await?;
+                Err(err)
+            }
+            Some(Halt::Escalated { method, reason }) => {
+                self.final_checkpoint(RunStatus::Escalated, None, Some(reason.clone()), None).await?;
+                Ok(RunOutcome::Escalated(Escalated {
+                    run_id,
+                    method: graph.method(MethodId(method)).name.to_string(),
+                    reason,
+                    state: F::State::clone(&self.state),
+                }))
+            }
+            None => {
+                let paused = self.progress.pending.iter().find_map(|a| a.paused.clone());
+                match paused {
+                    Some(request) => {
+                        let pause = serde_json::to_value(&request).ok();
+                        self.final_checkpoint(RunStatus::Paused, None, None, pause).await?;
+                        if let Some((expected, message)) = self.invalid_input.take() {
+                            return Err(FlowError::InvalidInput { run_id, expected, message });
+                        }
+                        Ok(RunOutcome::Paused(Paused { run_id, request, state: F::State::clone(&self.state) }))
+                    }
+                    None => {
+                        self.final_checkpoint(RunStatus::Completed, None, None, None).await?;
+                        Ok(RunOutcome::Completed(self.result()))
+                    }
+                }
+            }
+        }
+    }
+
+    pub(crate) fn result(&self) -> RunResult<F::State> {
+        result_of(&self.plan, self.run.run_id, &self.progress, F::State::clone(&self.state), &self.run)
+    }
+
+    pub(crate) fn snapshot(&self) -> Result<Snapshot, FlowError> {
+        let run_id = self.run.run_id;
+        let state = serde_json::to_value(&*self.state).map_err(|e| FlowError::Serialize {
+            run_id,
+            what: format!("the state `{}`", self.plan.graph.state_type),
+            message: e.to_string(),
+        })?;
+        let progress = serde_json::to_value(&self.progress).map_err(|e| FlowError::Serialize {
+            run_id,
+            what: "the run's progress".into(),
+            message: e.to_string(),
+        })?;
+        Ok(Snapshot { state, progress })
+    }
+
+    async fn checkpoint(
+        &mut self,
+        steps: Vec<StepRecord>,
+        step_key: Option<String>,
+        status: RunStatus,
+    ) -> Result<(), FlowError> {
+        self.write(steps, step_key, status, None, None, None).await
+    }
+
+    async fn final_checkpoint(
+        &mut self,
+        status: RunStatus,
+        step_key: Option<String>,
+        error: Option<String>,
+        pause: Option<Value>,
+    ) -> Result<(), FlowError> {
+        let output = self.progress.last.and_then(|m| self.progress.outputs[usize::from(m)].as_deref().cloned());
+        self.write(Vec::new(), step_key, status, output, error, pause).await
+    }
+
+    async fn write(
+        &mut self,
+        steps: Vec<StepRecord>,
+        step_key: Option<String>,
+        status: RunStatus,
+        output: Option<Value>,
+        error: Option<String>,
+        pause: Option<Value>,
+    ) -> Result<(), FlowError> {
+        let Some(d) = &self.durability else { return Ok(()) };
+        let commit = Commit {
+            run_id: self.run.run_id,
+            epoch: d.epoch,
+            status,
+            snapshot: self.snapshot()?,
+            steps,
+            step_key,
+            output,
+            error,
+            pause,
+        };
+        commit_with_retry(&*d.store, commit).await
+    }
+}
+
+/// Commits, retrying transient store failures a few times (a busy database, a hiccup).
+async fn commit_with_retry(store: &dyn Store, commit: Commit) -> Result<(), FlowError> {
+    let run_id = commit.run_id;
+    let mut delay = Duration::from_millis(20);
+    for attempt in 1..=5 {
+        match store.commit(commit.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(StoreError::Fenced { .. }) => return Err(FlowError::LeaseLost { run_id }),
+            Err(e @ (StoreError::Backend(_) | StoreError::DiskFull(_))) if attempt < 5 => {
+                tracing::warn!(%run_id, attempt, error = %e, "checkpoint failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 4;
+            }
+            Err(e) => return Err(FlowError::Store(e)),
+        }
+    }
+    Err(FlowError::Store(StoreError::Backend(format!("run {run_id}: checkpoint kept failing"))))
+}
+
+pub(crate) fn result_of<S>(plan: &Plan, run_id: Uuid, progress: &Progress, state: S, run: &RunShared) -> RunResult<S> {
+    let graph = plan.graph;
+    let outputs = progress
+        .outputs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, o)| o.as_deref().map(|v| (graph.methods[i].name.to_string(), v.clone())))
+        .collect();
+    RunResult {
+        run_id,
+        state,
+        last_method: progress.last.map(|m| graph.method(MethodId(m)).name.to_string()),
+        last_output: progress.last.and_then(|m| progress.outputs[usize::from(m)].as_deref().cloned()),
+        outputs,
+        failures: progress.failures.clone(),
+        usage: *run.usage.lock().unwrap_or_else(|p| p.into_inner()),
+    }
+}

@@ -1,0 +1,176 @@
+//! What a run returns: completed with a result, paused for a person, or escalated.
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::error::FlowError;
+use crate::input::PauseRequest;
+use crate::journal::TokenUsage;
+use crate::store::RunStatus;
+
+/// How a run stopped without failing.
+#[derive(Debug, Clone)]
+pub enum RunOutcome<S> {
+    /// Every method that could run has run.
+    Completed(RunResult<S>),
+    /// A method waits for a person's input; resume with
+    /// [`Runner::resume_with`](crate::Runner::resume_with).
+    Paused(Paused<S>),
+    /// A method handed the run to a person (`Error::escalate`).
+    Escalated(Escalated<S>),
+}
+
+impl<S> RunOutcome<S> {
+    /// The run's id.
+    pub fn run_id(&self) -> Uuid {
+        match self {
+            RunOutcome::Completed(r) => r.run_id,
+            RunOutcome::Paused(p) => p.run_id,
+            RunOutcome::Escalated(e) => e.run_id,
+        }
+    }
+
+    /// The run's status.
+    pub fn status(&self) -> RunStatus {
+        match self {
+            RunOutcome::Completed(_) => RunStatus::Completed,
+            RunOutcome::Paused(_) => RunStatus::Paused,
+            RunOutcome::Escalated(_) => RunStatus::Escalated,
+        }
+    }
+
+    /// The state at the end of this execution.
+    pub fn state(&self) -> &S {
+        match self {
+            RunOutcome::Completed(r) => &r.state,
+            RunOutcome::Paused(p) => &p.state,
+            RunOutcome::Escalated(e) => &e.state,
+        }
+    }
+
+    /// The result, or [`FlowError::InvalidStatus`] when the run paused or escalated.
+    pub fn completed(self) -> Result<RunResult<S>, FlowError> {
+        match self {
+            RunOutcome::Completed(r) => Ok(r),
+            other => Err(FlowError::InvalidStatus {
+                run_id: other.run_id(),
+                status: other.status(),
+                action: "read as completed",
+            }),
+        }
+    }
+
+    /// The pause, if the run paused.
+    pub fn paused(&self) -> Option<&Paused<S>> {
+        match self {
+            RunOutcome::Paused(p) => Some(p),
+            _ => None,
+        }
+    }
+}
+
+/// A completed run.
+#[derive(Debug, Clone)]
+pub struct RunResult<S> {
+    /// The run's id.
+    pub run_id: Uuid,
+    /// The final state.
+    pub state: S,
+    /// The method that completed last.
+    pub last_method: Option<String>,
+    /// Its output.
+    pub last_output: Option<Value>,
+    /// The latest output of each method that completed.
+    pub outputs: BTreeMap<String, Value>,
+    /// Failures of `non_critical` methods, recorded while the flow went on.
+    pub failures: Vec<RecordedFailure>,
+    /// Tokens used by LLM calls in this run (in this process).
+    pub usage: TokenUsage,
+}
+
+impl<S> RunResult<S> {
+    /// The last method's output as `T`.
+    ///
+    /// ```
+    /// use flow_core::prelude::*;
+    /// use serde::{Deserialize, Serialize};
+    /// #[derive(Clone, Default, Serialize, Deserialize)] struct S;
+    /// struct F;
+    /// #[flow(state = S)]
+    /// impl F {
+    ///     #[start] async fn a(&self, _cx: &Ctx<S>) -> Result<u32> { Ok(41) }
+    ///     #[listen(a)] async fn b(&self, _cx: &Ctx<S>, n: u32) -> Result<u32> { Ok(n + 1) }
+    /// }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), FlowError> {
+    /// let run = F.kickoff(S).await?.completed()?;
+    /// assert_eq!(run.output::<u32>()?, 42);
+    /// assert_eq!(run.output_of::<u32>("a")?, 41);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn output<T: DeserializeOwned>(&self) -> Result<T, FlowError> {
+        let value = self.last_output.as_ref().ok_or_else(|| FlowError::Serialize {
+            run_id: self.run_id,
+            what: "the last output".into(),
+            message: "no method completed".into(),
+        })?;
+        decode(self.run_id, value, "the last output")
+    }
+
+    /// The latest output of `method` as `T`.
+    pub fn output_of<T: DeserializeOwned>(&self, method: &str) -> Result<T, FlowError> {
+        let value = self.outputs.get(method).ok_or_else(|| FlowError::Serialize {
+            run_id: self.run_id,
+            what: format!("the output of `{method}`"),
+            message: "that method did not complete in this run".into(),
+        })?;
+        decode(self.run_id, value, &format!("the output of `{method}`"))
+    }
+}
+
+fn decode<T: DeserializeOwned>(run_id: Uuid, value: &Value, what: &str) -> Result<T, FlowError> {
+    T::deserialize(value).map_err(|e| FlowError::Serialize {
+        run_id,
+        what: format!("{what} as `{}`", std::any::type_name::<T>()),
+        message: e.to_string(),
+    })
+}
+
+/// A failure of a `non_critical` method.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RecordedFailure {
+    /// The method.
+    pub method: String,
+    /// Its step key.
+    pub step_key: String,
+    /// The error.
+    pub error: String,
+}
+
+/// A paused run.
+#[derive(Debug, Clone)]
+pub struct Paused<S> {
+    /// The run's id.
+    pub run_id: Uuid,
+    /// What it waits for.
+    pub request: PauseRequest,
+    /// The state so far.
+    pub state: S,
+}
+
+/// An escalated run.
+#[derive(Debug, Clone)]
+pub struct Escalated<S> {
+    /// The run's id.
+    pub run_id: Uuid,
+    /// The method that escalated.
+    pub method: String,
+    /// Why a person is needed.
+    pub reason: String,
+    /// The state when it escalated.
+    pub state: S,
+}

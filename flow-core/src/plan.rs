@@ -1,0 +1,244 @@
+//! The graph compiled for execution: who listens to what, and the join trees of composite
+//! triggers. Built once per runner.
+//!
+//! Joins follow the execution contract: `and(..)` fires when each part has fired since it last
+//! fired, then resets; `or(..)` fires once per *wave*: after it fired, it fires again only for
+//! an event that is causally downstream of the listener's last activation (a loop came back
+//! round). Causality is tracked with a small vector clock per activation that holds, for each
+//! method whose trigger contains an `or`, how many of its activations precede the event.
+
+use serde::{Deserialize, Serialize};
+
+use crate::graph::{Graph, LabelId, MethodId, Trigger};
+
+/// Causal past of an event: `(method, activation ordinal)` for or-listeners, sorted by method.
+pub(crate) type Clock = Vec<(u16, u32)>;
+
+pub(crate) fn clock_get(clock: &Clock, method: u16) -> u32 {
+    clock.binary_search_by_key(&method, |e| e.0).map_or(0, |i| clock[i].1)
+}
+
+pub(crate) fn clock_set(clock: &mut Clock, method: u16, ordinal: u32) {
+    match clock.binary_search_by_key(&method, |e| e.0) {
+        Ok(i) => clock[i].1 = clock[i].1.max(ordinal),
+        Err(i) => clock.insert(i, (method, ordinal)),
+    }
+}
+
+pub(crate) fn clock_merge(into: &mut Clock, other: &Clock) {
+    for &(m, n) in other {
+        clock_set(into, m, n);
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum NodeKind {
+    Leaf,
+    Or,
+    And { arity: usize },
+}
+
+#[derive(Debug)]
+struct Node {
+    kind: NodeKind,
+    /// Parent node and this node's position among its children.
+    parent: Option<(usize, usize)>,
+}
+
+/// A composite trigger flattened into nodes; node 0 is the root.
+#[derive(Debug)]
+struct Tree {
+    nodes: Vec<Node>,
+}
+
+impl Tree {
+    fn build(trigger: &Trigger, leaves: &mut Vec<(Source, usize)>) -> Tree {
+        let mut tree = Tree { nodes: Vec::new() };
+        tree.add(trigger, None, leaves);
+        tree
+    }
+
+    fn add(&mut self, t: &Trigger, parent: Option<(usize, usize)>, leaves: &mut Vec<(Source, usize)>) -> usize {
+        let idx = self.nodes.len();
+        match t {
+            Trigger::Method(m) => {
+                self.nodes.push(Node { kind: NodeKind::Leaf, parent });
+                leaves.push((Source::Method(*m), idx));
+            }
+            Trigger::Label(l) => {
+                self.nodes.push(Node { kind: NodeKind::Leaf, parent });
+                leaves.push((Source::Label(*l), idx));
+            }
+            Trigger::Or(parts) | Trigger::And(parts) => {
+                let kind =
+                    if matches!(t, Trigger::Or(_)) { NodeKind::Or } else { NodeKind::And { arity: parts.len() } };
+                self.nodes.push(Node { kind, parent });
+                for (pos, p) in parts.iter().enumerate() {
+                    self.add(p, Some((idx, pos)), leaves);
+                }
+            }
+        }
+        idx
+    }
+}
+
+/// An event source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Source {
+    Method(MethodId),
+    Label(LabelId),
+}
+
+/// Persisted progress of one composite-trigger node.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct NodeState {
+    /// And: which parts fired since the last firing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    seen: Vec<bool>,
+    /// And: the merged causal past of the parts seen.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    clock: Clock,
+    /// Or: the listener's activation count when this node last fired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fired_at: Option<u32>,
+}
+
+/// The executable form of a graph.
+#[derive(Debug)]
+pub(crate) struct Plan {
+    pub(crate) graph: &'static Graph,
+    by_method: Vec<Vec<(MethodId, usize)>>,
+    by_label: Vec<Vec<(MethodId, usize)>>,
+    trees: Vec<Option<Tree>>,
+    /// Methods whose trigger contains an `or`: the clock tracks their activations.
+    pub(crate) or_tracked: Vec<bool>,
+    /// For each method, the method that undoes it.
+    pub(crate) compensator: Vec<Option<MethodId>>,
+}
+
+impl Plan {
+    pub(crate) fn new(graph: &'static Graph) -> Plan {
+        let n = graph.methods.len();
+        let mut by_method = vec![Vec::new(); n];
+        let mut by_label = vec![Vec::new(); graph.labels.len()];
+        let mut trees = Vec::with_capacity(n);
+        let mut or_tracked = vec![false; n];
+        let mut compensator = vec![None; n];
+        for (i, m) in graph.methods.iter().enumerate() {
+            let id = MethodId(i as u16);
+            if let Some(target) = m.compensates {
+                compensator[target.index()] = Some(id);
+            }
+            let Some(trigger) = &m.trigger else {
+                trees.push(None);
+                continue;
+            };
+            or_tracked[i] = trigger.has_or();
+            let mut leaves = Vec::new();
+            trees.push(Some(Tree::build(trigger, &mut leaves)));
+            for (source, node) in leaves {
+                match source {
+                    Source::Method(src) => by_method[src.index()].push((id, node)),
+                    Source::Label(l) => by_label[l.index()].push((id, node)),
+                }
+            }
+        }
+        Plan { graph, by_method, by_label, trees, or_tracked, compensator }
+    }
+
+    /// Empty join progress for every method.
+    pub(crate) fn initial_joins(&self) -> Vec<Vec<NodeState>> {
+        self.trees
+            .iter()
+            .map(|t| match t {
+                Some(t) if t.nodes.len() > 1 => vec![NodeState::default(); t.nodes.len()],
+                _ => Vec::new(),
+            })
+            .collect()
+    }
+
+    /// Delivers an event; returns the listeners that fire, each with its causal past.
+    /// `calls` is the activation count per method (read to arm `or` nodes).
+    pub(crate) fn deliver(
+        &self,
+        source: Source,
+        clock: &Clock,
+        joins: &mut [Vec<NodeState>],
+        calls: &[u32],
+        fired: &mut Vec<(MethodId, Clock, bool)>,
+    ) {
+        let listeners = match source {
+            Source::Method(m) => &self.by_method[m.index()],
+            Source::Label(l) => &self.by_label[l.index()],
+        };
+        for &(listener, leaf) in listeners {
+            let Some(tree) = &self.trees[listener.index()] else { continue };
+            let state = &mut joins[listener.index()];
+            if let Some((clock, payload)) = bubble(tree, state, leaf, clock, listener.0, calls[listener.index()]) {
+                fired.push((listener, clock, payload));
+            }
+        }
+    }
+}
+
+/// Walks an event from a leaf towards the root. Returns the causal past to fire with, and
+/// whether the firing carries the event's payload (not after an `and`).
+fn bubble(
+    tree: &Tree,
+    state: &mut [NodeState],
+    leaf: usize,
+    clock: &Clock,
+    listener: u16,
+    listener_calls: u32,
+) -> Option<(Clock, bool)> {
+    let mut clock = clock.clone();
+    let mut carries_payload = true;
+    let mut node = leaf;
+    while let Some((parent, pos)) = tree.nodes[node].parent {
+        let st = &mut state[parent];
+        match tree.nodes[parent].kind {
+            NodeKind::And { arity } => {
+                if st.seen.len() != arity {
+                    st.seen = vec![false; arity];
+                }
+                st.seen[pos] = true;
+                clock_merge(&mut st.clock, &clock);
+                if !st.seen.iter().all(|s| *s) {
+                    return None;
+                }
+                clock = std::mem::take(&mut st.clock);
+                st.seen.iter_mut().for_each(|s| *s = false);
+                carries_payload = false;
+            }
+            NodeKind::Or => {
+                let armed = st.fired_at.is_none_or(|at| clock_get(&clock, listener) > at);
+                if !armed {
+                    return None;
+                }
+                st.fired_at = Some(listener_calls);
+            }
+            NodeKind::Leaf => {}
+        }
+        node = parent;
+    }
+    Some((clock, carries_payload))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clock_keeps_max_and_order() {
+        let mut c = Clock::new();
+        clock_set(&mut c, 3, 1);
+        clock_set(&mut c, 1, 2);
+        clock_set(&mut c, 3, 0);
+        assert_eq!(c, vec![(1, 2), (3, 1)]);
+        let mut d = vec![(2, 5)];
+        clock_merge(&mut d, &c);
+        assert_eq!(d, vec![(1, 2), (2, 5), (3, 1)]);
+        assert_eq!(clock_get(&d, 2), 5);
+        assert_eq!(clock_get(&d, 9), 0);
+    }
+}

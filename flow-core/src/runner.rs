@@ -1,0 +1,432 @@
+//! [`Runner`]: starts, resumes and forks runs of one flow, with an optional [`Store`].
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use crate::ctx::RunShared;
+use crate::error::FlowError;
+use crate::events::FlowEvent;
+use crate::executor::{Durability, Execution, result_of};
+use crate::flow::Flow;
+use crate::graph::Graph;
+use crate::input::PauseRequest;
+use crate::outcome::RunOutcome;
+use crate::plan::Plan;
+use crate::progress::{Halt, Progress};
+use crate::store::{NewRun, RunFilter, RunRecord, RunStatus, RunSummary, Snapshot, Store, StoreError};
+
+/// Runs one flow: `kickoff` new runs, `resume` stored ones, `fork` from checkpoints.
+///
+/// Without a store, runs live in memory only. With one ([`MemoryStore`](crate::store::MemoryStore),
+/// [`SqliteStore`](crate::store::SqliteStore)) every method completion is checkpointed and a run
+/// can be resumed after a crash, a failure or a pause, here or in another process.
+///
+/// Cloning a runner is cheap; clones share the flow, the store and the event stream.
+///
+/// ```
+/// use flow_core::prelude::*;
+/// use flow_core::store::MemoryStore;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Clone, Default, Serialize, Deserialize)]
+/// struct S { steps: u32 }
+/// struct Two;
+///
+/// #[flow(state = S)]
+/// impl Two {
+///     #[start]
+///     async fn a(&self, cx: &Ctx<S>) -> Result<()> { cx.update(|s| s.steps += 1); Ok(()) }
+///     #[listen(a)]
+///     async fn b(&self, cx: &Ctx<S>) -> Result<()> { cx.update(|s| s.steps += 1); Ok(()) }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), FlowError> {
+/// let runner = Runner::new(Two).with_store(MemoryStore::new());
+/// let first = runner.kickoff(S::default()).await?.completed()?;
+/// let second = runner.kickoff(S::default()).await?.completed()?;
+/// assert_ne!(first.run_id, second.run_id);
+/// assert_eq!(second.state.steps, 2);
+/// // A completed run resumes to its stored result without running anything again.
+/// let again = runner.resume(first.run_id).await?.completed()?;
+/// assert_eq!(again.state.steps, 2);
+/// # Ok(())
+/// # }
+/// ```
+pub struct Runner<F: Flow> {
+    flow: Arc<F>,
+    plan: Arc<Plan>,
+    store: Option<Arc<dyn Store>>,
+    events: broadcast::Sender<FlowEvent>,
+    owner: Arc<str>,
+    lease: Duration,
+}
+
+impl<F: Flow> Clone for Runner<F> {
+    fn clone(&self) -> Self {
+        Runner {
+            flow: Arc::clone(&self.flow),
+            plan: Arc::clone(&self.plan),
+            store: self.store.clone(),
+            events: self.events.clone(),
+            owner: Arc::clone(&self.owner),
+            lease: self.lease,
+        }
+    }
+}
+
+impl<F: Flow> std::fmt::Debug for Runner<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner")
+            .field("flow", &self.plan.graph.name)
+            .field("durable", &self.store.is_some())
+            .field("owner", &self.owner)
+            .field("lease", &self.lease)
+            .finish()
+    }
+}
+
+/// A process-unique worker name: host, pid and a random suffix.
+fn worker_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "localhost".into());
+    let nonce: u32 = rand::random();
+    format!("{host}:{}:{nonce:08x}", std::process::id())
+}
+
+static WORKER: Mutex<Option<Arc<str>>> = Mutex::new(None);
+
+fn this_worker() -> Arc<str> {
+    let mut w = WORKER.lock().unwrap_or_else(|p| p.into_inner());
+    Arc::clone(w.get_or_insert_with(|| Arc::from(worker_name())))
+}
+
+impl<F: Flow> Runner<F> {
+    /// A runner with no store: runs live in memory.
+    pub fn new(flow: F) -> Self {
+        Self::from_arc(Arc::new(flow))
+    }
+
+    /// A runner for a flow value that is already shared.
+    pub fn from_arc(flow: Arc<F>) -> Self {
+        let (events, _) = broadcast::channel(1024);
+        Runner {
+            flow,
+            plan: Arc::new(Plan::new(F::graph())),
+            store: None,
+            events,
+            owner: this_worker(),
+            lease: Duration::from_secs(30),
+        }
+    }
+
+    /// Checkpoints every method completion to `store`.
+    pub fn with_store(self, store: impl Store) -> Self {
+        self.with_shared_store(Arc::new(store))
+    }
+
+    /// Like [`Runner::with_store`], for a store shared with other runners.
+    pub fn with_shared_store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// How long this process's claim on a run lasts without renewal (default 30 s). Another
+    /// process can take a run over once its lease has expired, so this bounds the time to
+    /// recover a run from a process that died.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease.max(Duration::from_millis(30));
+        self
+    }
+
+    /// The name this process holds leases under.
+    pub fn worker(&self) -> &str {
+        &self.owner
+    }
+
+    /// The flow's graph.
+    pub fn graph(&self) -> &'static Graph {
+        self.plan.graph
+    }
+
+    /// The store, if any.
+    pub fn store(&self) -> Option<&Arc<dyn Store>> {
+        self.store.as_ref()
+    }
+
+    /// Subscribes to the events of every run of this runner (and its clones).
+    pub fn subscribe(&self) -> broadcast::Receiver<FlowEvent> {
+        self.events.subscribe()
+    }
+
+    fn shared(&self, run_id: Uuid) -> Arc<RunShared> {
+        Arc::new(RunShared {
+            run_id,
+            store: self.store.clone(),
+            events: self.events.clone(),
+            usage: Mutex::default(),
+            journal: Mutex::default(),
+        })
+    }
+
+    fn store_for(&self, run_id: Uuid) -> Result<&Arc<dyn Store>, FlowError> {
+        self.store.as_ref().ok_or(FlowError::NoStore { run_id })
+    }
+
+    /// Starts a new run with a fresh id: every unconditional start runs, concurrently.
+    pub async fn kickoff(&self, state: F::State) -> Result<RunOutcome<F::State>, FlowError> {
+        let run_id = Uuid::now_v7();
+        let run = self.shared(run_id);
+        let progress = Progress::new(self.plan.graph, self.plan.initial_joins());
+        let mut exec =
+            Execution::new(Arc::clone(&self.flow), Arc::clone(&self.plan), run, None, Arc::new(state), progress);
+        let steps = exec.schedule_starts(self.store.is_some());
+        if let Some(store) = &self.store {
+            let epoch = store
+                .create_run(NewRun {
+                    run_id,
+                    flow: self.plan.graph.name.to_string(),
+                    parent_run_id: None,
+                    snapshot: exec.snapshot()?,
+                    steps,
+                    owner: self.owner.to_string(),
+                    lease: self.lease,
+                })
+                .await?;
+            exec.durability = Some(Durability { store: Arc::clone(store), epoch, lease: self.lease });
+        }
+        exec.run().await
+    }
+
+    /// Continues a stored run from its last checkpoint: completed methods never run again,
+    /// methods that were running when the process stopped run again, a failed method runs
+    /// again with a fresh retry budget. A completed run returns its stored result; a paused
+    /// run runs what can run and pauses again (give the answer with [`Runner::resume_with`]).
+    pub async fn resume(&self, run_id: Uuid) -> Result<RunOutcome<F::State>, FlowError> {
+        self.continue_run(run_id, None).await
+    }
+
+    /// Continues a paused run with a person's answer to its question. An answer that does
+    /// not fit the requested type is [`FlowError::InvalidInput`] and the run stays paused.
+    pub async fn resume_with(&self, run_id: Uuid, input: impl Serialize) -> Result<RunOutcome<F::State>, FlowError> {
+        let value = serde_json::to_value(input).map_err(|e| FlowError::Serialize {
+            run_id,
+            what: "the input".into(),
+            message: e.to_string(),
+        })?;
+        self.continue_run(run_id, Some(value)).await
+    }
+
+    /// A new run, with a fresh id, from a stored run's latest checkpoint (`at = None`) or
+    /// from checkpoint `at` (see [`Store::checkpoints`]). The source run is not touched.
+    pub async fn fork(&self, run_id: Uuid, at: Option<u64>) -> Result<RunOutcome<F::State>, FlowError> {
+        let store = self.store_for(run_id)?;
+        let record = self.load(run_id).await?;
+        let snapshot = match at {
+            Some(seq) => store.load_checkpoint(run_id, seq).await?,
+            None => record.snapshot.clone(),
+        };
+        let (state, mut progress) = self.decode(run_id, &snapshot)?;
+        reopen(&mut progress);
+        let new_id = Uuid::now_v7();
+        let mut exec = Execution::new(
+            Arc::clone(&self.flow),
+            Arc::clone(&self.plan),
+            self.shared(new_id),
+            None,
+            Arc::new(state),
+            progress,
+        );
+        let epoch = store
+            .create_run(NewRun {
+                run_id: new_id,
+                flow: self.plan.graph.name.to_string(),
+                parent_run_id: Some(run_id),
+                snapshot: exec.snapshot()?,
+                steps: Vec::new(),
+                owner: self.owner.to_string(),
+                lease: self.lease,
+            })
+            .await?;
+        exec.durability = Some(Durability { store: Arc::clone(store), epoch, lease: self.lease });
+        exec.resumed = true;
+        exec.run().await
+    }
+
+    /// Stored runs of this flow.
+    pub async fn runs(&self, mut filter: RunFilter) -> Result<Vec<RunSummary>, FlowError> {
+        let store = self.store_for(Uuid::nil())?;
+        filter.flow = Some(self.plan.graph.name.to_string());
+        Ok(store.list_runs(&filter).await?)
+    }
+
+    /// Paused runs of this flow, with what each waits for.
+    pub async fn paused_runs(&self) -> Result<Vec<PauseRequest>, FlowError> {
+        let runs = self.runs(RunFilter { status: Some(RunStatus::Paused), ..RunFilter::default() }).await?;
+        runs.into_iter()
+            .map(|r| {
+                let pause = r.pause.ok_or_else(|| FlowError::Corrupt {
+                    run_id: r.run_id,
+                    what: "a paused run without its request".into(),
+                })?;
+                serde_json::from_value(pause)
+                    .map_err(|e| FlowError::Corrupt { run_id: r.run_id, what: format!("its pause request: {e}") })
+            })
+            .collect()
+    }
+
+    async fn load(&self, run_id: Uuid) -> Result<RunRecord, FlowError> {
+        let store = self.store_for(run_id)?;
+        let record = store.load_run(run_id).await.map_err(|e| match e {
+            StoreError::NotFound(id) => FlowError::RunNotFound(id),
+            e => FlowError::Store(e),
+        })?;
+        if record.flow != self.plan.graph.name {
+            return Err(FlowError::WrongFlow {
+                run_id,
+                expected: self.plan.graph.name.to_string(),
+                found: record.flow,
+            });
+        }
+        Ok(record)
+    }
+
+    fn decode(&self, run_id: Uuid, snapshot: &Snapshot) -> Result<(F::State, Progress), FlowError> {
+        let state: F::State = serde_path_to_error::deserialize(&snapshot.state).map_err(|e| {
+            let path = e.path().to_string();
+            FlowError::StateMismatch {
+                run_id,
+                state_type: self.plan.graph.state_type,
+                path,
+                message: e.into_inner().to_string(),
+            }
+        })?;
+        let progress: Progress = serde_json::from_value(snapshot.progress.clone())
+            .map_err(|e| FlowError::Corrupt { run_id, what: format!("its progress record: {e}") })?;
+        progress.validate(self.plan.graph).map_err(|what| FlowError::Corrupt { run_id, what })?;
+        Ok((state, progress))
+    }
+
+    async fn continue_run(
+        &self,
+        run_id: Uuid,
+        input: Option<serde_json::Value>,
+    ) -> Result<RunOutcome<F::State>, FlowError> {
+        let store = self.store_for(run_id)?;
+        let record = self.load(run_id).await?;
+        let (state, mut progress) = self.decode(run_id, &record.snapshot)?;
+        match record.status {
+            RunStatus::Completed => {
+                return Ok(RunOutcome::Completed(result_of(
+                    &self.plan,
+                    run_id,
+                    &progress,
+                    state,
+                    &self.shared(run_id),
+                )));
+            }
+            RunStatus::Escalated => {
+                return Err(FlowError::InvalidStatus {
+                    run_id,
+                    status: record.status,
+                    action: "resumed (fork it to continue)",
+                });
+            }
+            RunStatus::Paused => {}
+            RunStatus::Running | RunStatus::Failed => {
+                if input.is_some() {
+                    return Err(FlowError::InvalidStatus { run_id, status: record.status, action: "given an input" });
+                }
+            }
+        }
+        if record.status == RunStatus::Failed {
+            if progress.compensation.as_ref().is_some_and(|c| c.finished) {
+                return Err(FlowError::InvalidStatus {
+                    run_id,
+                    status: record.status,
+                    action: "resumed: its completed steps were compensated (fork an earlier checkpoint instead)",
+                });
+            }
+            if progress.compensation.is_none() {
+                reopen(&mut progress);
+            }
+        }
+        let paused_key = progress.pending.iter().find(|a| a.paused.is_some()).map(|a| a.step_key.clone());
+        let input = match (input, paused_key) {
+            (Some(v), Some(k)) => Some((k, v)),
+            (Some(_), None) => {
+                return Err(FlowError::InvalidStatus { run_id, status: record.status, action: "given an input" });
+            }
+            (None, _) => None,
+        };
+        let claim = store.claim(run_id, &self.owner, self.lease).await.map_err(|e| match e {
+            StoreError::Locked { run_id, owner, expires_at_ms } => {
+                FlowError::RunLocked { run_id, owner, expires_at_ms }
+            }
+            e => FlowError::Store(e),
+        })?;
+        // Decode what was claimed: another process may have moved the run on since `load`.
+        let (state, mut progress) = if claim.run.version == record.version {
+            (state, progress)
+        } else {
+            let (s, mut p) = self.decode(run_id, &claim.run.snapshot)?;
+            if claim.run.status == RunStatus::Failed && p.compensation.is_none() {
+                reopen(&mut p);
+            }
+            (s, p)
+        };
+        if claim.run.status == RunStatus::Completed {
+            return Ok(RunOutcome::Completed(result_of(&self.plan, run_id, &progress, state, &self.shared(run_id))));
+        }
+        for a in &mut progress.pending {
+            a.not_before_ms = a.not_before_ms.filter(|_| claim.run.status == RunStatus::Running);
+        }
+        let mut exec = Execution::new(
+            Arc::clone(&self.flow),
+            Arc::clone(&self.plan),
+            self.shared(run_id),
+            Some(Durability { store: Arc::clone(store), epoch: claim.epoch, lease: self.lease }),
+            Arc::new(state),
+            progress,
+        );
+        exec.input = input;
+        exec.resumed = true;
+        exec.run().await
+    }
+}
+
+/// Makes a failed run's progress runnable again: the failure is cleared and every pending
+/// step gets a fresh retry budget.
+fn reopen(progress: &mut Progress) {
+    if matches!(progress.halt, Some(Halt::Failure { .. } | Halt::CallLimit { .. })) {
+        progress.halt = None;
+        for a in &mut progress.pending {
+            a.attempt = 0;
+            a.not_before_ms = None;
+        }
+    }
+}
+
+/// `kickoff` straight on a flow value, for runs that need no store.
+pub trait FlowExt: Flow {
+    /// Runs the flow once, in memory: `Runner::new(self).kickoff(state)`.
+    fn kickoff(self, state: Self::State) -> impl Future<Output = Result<RunOutcome<Self::State>, FlowError>> + Send {
+        async move { Runner::new(self).kickoff(state).await }
+    }
+
+    /// A runner for this flow.
+    fn runner(self) -> Runner<Self> {
+        Runner::new(self)
+    }
+}
+
+impl<F: Flow> FlowExt for F {}
