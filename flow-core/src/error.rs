@@ -365,6 +365,18 @@ pub enum FlowError {
         /// The run asked for.
         run_id: Uuid,
     },
+    /// The run's flow is not registered with this worker.
+    #[error("run {run_id} belongs to flow `{flow}`, which this worker does not know (registered: {registered:?}; compiled into this binary: {compiled_in}); register it with `Worker::register`")]
+    UnknownFlow {
+        /// The run.
+        run_id: Uuid,
+        /// The flow stored with the run.
+        flow: String,
+        /// Whether a flow of that name is compiled into this binary (see `registered_flows`).
+        compiled_in: bool,
+        /// The flows the worker knows.
+        registered: Vec<String>,
+    },
     /// No run with this id exists in the store.
     #[error("run {0} not found in the store; check the id and the store path")]
     RunNotFound(Uuid),

@@ -14,10 +14,12 @@ pub mod graph;
 pub mod input;
 pub mod journal;
 mod outcome;
+pub mod plot;
 mod plan;
 mod progress;
 mod runner;
 pub mod store;
+mod worker;
 
 pub use ctx::Ctx;
 pub use error::{Classify, Error, ErrorClass, FlowError, Result};
@@ -28,6 +30,7 @@ pub use journal::{Journal, NoJournal, TokenUsage};
 pub use outcome::{Escalated, Paused, RecordedFailure, RunOutcome, RunResult};
 pub use runner::{FlowExt, Runner};
 pub use store::RunStatus;
+pub use worker::Worker;
 
 /// Everything a flow author needs, in one import.
 pub mod prelude {

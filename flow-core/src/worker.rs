@@ -1,0 +1,120 @@
+//! [`Worker`]: resumes any stored run by its id, finding its flow by the name the run was
+//! stored under; at start-up it recovers every run a crashed process left running.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use uuid::Uuid;
+
+use crate::error::FlowError;
+use crate::flow::{Flow, registered_flows};
+use crate::runner::Runner;
+use crate::store::{RunFilter, RunStatus, Store, StoreError};
+
+trait AnyRunner: Send + Sync {
+    fn resume(&self, run_id: Uuid) -> BoxFuture<'_, Result<RunStatus, FlowError>>;
+}
+
+impl<F: Flow> AnyRunner for Runner<F> {
+    fn resume(&self, run_id: Uuid) -> BoxFuture<'_, Result<RunStatus, FlowError>> {
+        Box::pin(async move { self.resume(run_id).await.map(|o| o.status()) })
+    }
+}
+
+/// Resumes stored runs of any registered flow.
+///
+/// ```
+/// use flow_core::prelude::*;
+/// use flow_core::store::{MemoryStore, Store};
+/// use flow_core::Worker;
+/// use serde::{Deserialize, Serialize};
+/// use std::sync::Arc;
+///
+/// #[derive(Clone, Default, Serialize, Deserialize)]
+/// struct S { done: bool }
+/// struct Job;
+///
+/// #[flow(state = S, name = "worker_doc_job")]
+/// impl Job {
+///     #[start]
+///     async fn work(&self, cx: &Ctx<S>) -> Result<()> { cx.update(|s| s.done = true); Ok(()) }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), FlowError> {
+/// let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+/// let run = Runner::new(Job).with_shared_store(store.clone()).kickoff(S::default()).await?;
+/// let worker = Worker::new(store).register(Job);
+/// assert_eq!(worker.resume(run.run_id()).await?, RunStatus::Completed);
+/// # Ok(())
+/// # }
+/// ```
+pub struct Worker {
+    store: Arc<dyn Store>,
+    runners: BTreeMap<&'static str, Arc<dyn AnyRunner>>,
+    lease: Option<std::time::Duration>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").field("flows", &self.runners.keys().collect::<Vec<_>>()).finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    /// A worker over a store, with no flows yet.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Worker { store, runners: BTreeMap::new(), lease: None }
+    }
+
+    /// The lease the runners of flows registered after this call take on runs.
+    pub fn lease(mut self, lease: std::time::Duration) -> Self {
+        self.lease = Some(lease);
+        self
+    }
+
+    /// Adds a flow: its runs can now be resumed by this worker.
+    pub fn register<F: Flow>(self, flow: F) -> Self {
+        let mut runner = Runner::new(flow).with_shared_store(Arc::clone(&self.store));
+        if let Some(lease) = self.lease {
+            runner = runner.lease(lease);
+        }
+        self.register_runner(runner)
+    }
+
+    /// Adds a configured runner (its store is replaced by the worker's).
+    pub fn register_runner<F: Flow>(mut self, runner: Runner<F>) -> Self {
+        let runner = runner.with_shared_store(Arc::clone(&self.store));
+        self.runners.insert(F::graph().name, Arc::new(runner));
+        self
+    }
+
+    /// Resumes a stored run, whatever its flow.
+    pub async fn resume(&self, run_id: Uuid) -> Result<RunStatus, FlowError> {
+        let record = self.store.load_run(run_id).await.map_err(|e| match e {
+            StoreError::NotFound(id) => FlowError::RunNotFound(id),
+            e => FlowError::Store(e),
+        })?;
+        let runner = self.runners.get(record.flow.as_str()).ok_or_else(|| FlowError::UnknownFlow {
+            run_id,
+            flow: record.flow.clone(),
+            compiled_in: registered_flows().any(|r| r.name == record.flow),
+            registered: self.runners.keys().map(|k| k.to_string()).collect(),
+        })?;
+        runner.resume(run_id).await
+    }
+
+    /// Resumes every run left `running` (by a process that died), one after the other.
+    /// Returns each run's id with how it ended this time.
+    pub async fn recover(&self) -> Result<Vec<(Uuid, Result<RunStatus, FlowError>)>, FlowError> {
+        let stuck = self.store.list_runs(&RunFilter { status: Some(RunStatus::Running), ..RunFilter::default() }).await?;
+        let mut out = Vec::with_capacity(stuck.len());
+        for r in stuck {
+            if self.runners.contains_key(r.flow.as_str()) {
+                out.push((r.run_id, self.resume(r.run_id).await));
+            }
+        }
+        Ok(out)
+    }
+}
