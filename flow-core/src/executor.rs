@@ -61,6 +61,14 @@ pub(crate) struct Execution<F: Flow> {
     invalid_input: Option<(String, String)>,
 }
 
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 fn panic_text(panic: Box<dyn Any + Send>) -> String {
     match panic.downcast::<String>() {
         Ok(s) => *s,
@@ -148,10 +156,12 @@ impl<F: Flow> Execution<F> {
         self.run.emit(|| FlowEvent::RunStarted { run_id, flow, resumed });
         let started = std::time::Instant::now();
         let lost = CancellationToken::new();
+        // Dropping this execution (a caller's timeout, say) must stop renewing the lease, or a
+        // run nobody executes would look alive forever.
         let heartbeat = self.durability.as_ref().map(|d| {
             let store = Arc::clone(&d.store);
             let (epoch, lease, lost) = (d.epoch, d.lease, lost.clone());
-            tokio::spawn(async move {
+            AbortOnDrop(tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(lease / 3).await;
                     match store.renew(run_id, epoch, lease).await {
@@ -163,13 +173,11 @@ impl<F: Flow> Execution<F> {
                         Err(e) => tracing::warn!(%run_id, error = %e, "renewing the run's lease failed; retrying"),
                     }
                 }
-            })
+            }))
         });
         let span = tracing::info_span!("flow_run", run_id = %run_id, flow);
         let result = self.drive(&lost).instrument(span).await;
-        if let Some(h) = heartbeat {
-            h.abort();
-        }
+        drop(heartbeat);
         let status = match &result {
             Ok(o) => o.status(),
             Err(_) => RunStatus::Failed,

@@ -1,0 +1,233 @@
+//! A child process runs flows on a SQLite file and is killed with SIGKILL at random points,
+//! again and again; after each kill a fresh process resumes the run. Afterwards: every run
+//! completed, no completed step ran again, only effects in flight at a kill repeated, and the
+//! file is intact.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use flow_core::prelude::*;
+use flow_core::store::SqliteStore;
+use serde::{Deserialize, Serialize};
+
+const STEPS: [&str; 8] = ["s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8"];
+const MIN_KILLS: usize = 50;
+const LEASE: Duration = Duration::from_millis(250);
+
+#[derive(Clone, Default, Debug, Serialize, Deserialize)]
+struct Progress {
+    done: Vec<String>,
+    violations: Vec<String>,
+}
+
+struct Crashy {
+    ledger: PathBuf,
+}
+
+fn append(ledger: &Path, line: &str) {
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(ledger).expect("ledger");
+    writeln!(f, "{line}").expect("ledger write");
+}
+
+/// A small pseudo-random delay, different in every process.
+fn jitter_ms(max: u64) -> u64 {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    u64::from(nanos ^ std::process::id()) % max
+}
+
+impl Crashy {
+    async fn step(&self, cx: &Ctx<Progress>, name: &'static str) -> Result<()> {
+        append(&self.ledger, &format!("start {} {}", cx.run_id(), cx.step_key()));
+        if cx.read(|s| s.done.iter().any(|d| d == name)) {
+            append(&self.ledger, &format!("VIOLATION {} {}", cx.run_id(), cx.step_key()));
+        }
+        let ledger = self.ledger.clone();
+        let _: u32 = cx
+            .effect("side_effect", |key| async move {
+                append(&ledger, &format!("effect {key}"));
+                tokio::time::sleep(Duration::from_millis(jitter_ms(15))).await;
+                Ok(1)
+            })
+            .await?;
+        tokio::time::sleep(Duration::from_millis(jitter_ms(15))).await;
+        cx.update(move |s| s.done.push(name.to_string()));
+        Ok(())
+    }
+}
+
+#[flow(state = Progress, name = "crashy")]
+impl Crashy {
+    #[start]
+    async fn s1(&self, cx: &Ctx<Progress>) -> Result<()> {
+        self.step(cx, "s1").await
+    }
+    #[listen(s1)]
+    async fn s2(&self, cx: &Ctx<Progress>) -> Result<()> {
+        self.step(cx, "s2").await
+    }
+    #[listen(s2)]
+    async fn s3(&self, cx: &Ctx<Progress>) -> Result<()> {
+        self.step(cx, "s3").await
+    }
+    #[listen(s3)]
+    async fn s4(&self, cx: &Ctx<Progress>) -> Result<()> {
+        self.step(cx, "s4").await
+    }
+    #[listen(s4)]
+    async fn s5(&self, cx: &Ctx<Progress>) -> Result<()> {
+        self.step(cx, "s5").await
+    }
+    #[listen(s5)]
+    async fn s6(&self, cx: &Ctx<Progress>) -> Result<()> {
+        self.step(cx, "s6").await
+    }
+    #[listen(s6)]
+    async fn s7(&self, cx: &Ctx<Progress>) -> Result<()> {
+        self.step(cx, "s7").await
+    }
+    #[listen(s7)]
+    async fn s8(&self, cx: &Ctx<Progress>) -> Result<()> {
+        self.step(cx, "s8").await
+    }
+}
+
+/// The child process: kicks off a run, or resumes the one named in `FLOW_CRASH_RESUME`.
+#[test]
+fn crash_child() {
+    let (Ok(db), Ok(ledger)) = (std::env::var("FLOW_CRASH_DB"), std::env::var("FLOW_CRASH_LEDGER")) else {
+        return; // run as an ordinary test: nothing to do
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let store = SqliteStore::open(&db).await.expect("store");
+        let runner = Runner::new(Crashy { ledger: PathBuf::from(ledger) }).with_store(store).lease(LEASE);
+        match std::env::var("FLOW_CRASH_RESUME") {
+            Ok(id) => {
+                let id = id.parse().expect("run id");
+                loop {
+                    match runner.resume(id).await {
+                        // The killed process's lease has not expired yet.
+                        Err(FlowError::RunLocked { .. }) => tokio::time::sleep(Duration::from_millis(20)).await,
+                        other => {
+                            other.expect("resume").completed().expect("completed");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(_) => {
+                runner.kickoff(Progress::default()).await.expect("kickoff").completed().expect("completed");
+            }
+        }
+    });
+}
+
+fn spawn_child(db: &Path, ledger: &Path, resume: Option<&str>) -> Child {
+    let mut cmd = Command::new(std::env::current_exe().expect("test binary"));
+    cmd.args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
+        .env("FLOW_CRASH_DB", db)
+        .env("FLOW_CRASH_LEDGER", ledger)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit());
+    if let Some(id) = resume {
+        cmd.env("FLOW_CRASH_RESUME", id);
+    }
+    cmd.spawn().expect("spawn child")
+}
+
+/// Lets the child run for a random while, then kills it. Returns whether it was killed (true)
+/// or finished on its own (false).
+fn run_then_kill(mut child: Child, seed: u64) -> bool {
+    let budget = Duration::from_millis(LEASE.as_millis() as u64 + 20 + seed % 120);
+    let t = Instant::now();
+    while t.elapsed() < budget {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert!(status.success(), "child failed: {status}");
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reap");
+    true
+}
+
+fn unfinished_run(db: &Path) -> Option<String> {
+    let conn = rusqlite::Connection::open(db).ok()?;
+    conn.query_row("SELECT run_id FROM flow_runs WHERE status != 'completed' LIMIT 1", [], |r| r.get(0)).ok()
+}
+
+#[test]
+fn sigkill_at_random_points_loses_nothing() {
+    if std::env::var("FLOW_CRASH_DB").is_ok() {
+        return; // inside a child
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("runs.db");
+    let ledger = dir.path().join("ledger.txt");
+    let mut kills = 0usize;
+    let mut runs = 0usize;
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    while kills < MIN_KILLS {
+        runs += 1;
+        if run_then_kill(spawn_child(&db, &ledger, None), next()) {
+            kills += 1;
+        }
+        // Resume in fresh processes until the run completes, killing most of them too.
+        while let Some(id) = unfinished_run(&db) {
+            let child = spawn_child(&db, &ledger, Some(&id));
+            if kills < MIN_KILLS && next() % 4 != 0 {
+                if run_then_kill(child, next()) {
+                    kills += 1;
+                }
+            } else {
+                let out = child.wait_with_output().expect("resume to completion");
+                assert!(out.status.success(), "resume failed: {}", out.status);
+            }
+        }
+    }
+    eprintln!("crash test: {runs} runs, {kills} SIGKILLs");
+
+    let conn = rusqlite::Connection::open(&db).expect("open");
+    let integrity: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).expect("integrity");
+    assert_eq!(integrity, "ok");
+    let mut stmt = conn.prepare("SELECT run_id, status, state FROM flow_runs").expect("query");
+    let rows: Vec<(String, String, String)> =
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).expect("rows").map(|r| r.expect("row")).collect();
+    assert_eq!(rows.len(), runs);
+    for (id, status, state) in &rows {
+        assert_eq!(status, "completed", "run {id}");
+        let state: Progress = serde_json::from_str(state).expect("state");
+        assert_eq!(state.done, STEPS, "run {id}: every step applied exactly once, in order");
+        assert!(state.violations.is_empty());
+    }
+
+    let text = std::fs::read_to_string(&ledger).expect("ledger");
+    assert!(!text.contains("VIOLATION"), "a completed step ran again:\n{text}");
+    let mut effects: HashMap<&str, usize> = HashMap::new();
+    let mut starts: HashMap<String, usize> = HashMap::new();
+    for line in text.lines() {
+        let mut parts = line.split(' ');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some("effect"), Some(key), None) => *effects.entry(key).or_default() += 1,
+            (Some("start"), Some(run), Some(step)) => *starts.entry(format!("{run} {step}")).or_default() += 1,
+            _ => panic!("bad ledger line {line:?}"),
+        }
+    }
+    assert_eq!(starts.len(), runs * STEPS.len(), "every step of every run started");
+    assert_eq!(effects.len(), runs * STEPS.len(), "one journaled effect per step");
+    let repeated_effects: usize = effects.values().map(|n| n - 1).sum();
+    let repeated_bodies: usize = starts.values().map(|n| n - 1).sum();
+    eprintln!("crash test: {repeated_bodies} step bodies and {repeated_effects} effects ran again after a kill");
+    assert!(repeated_effects <= kills, "only an effect in flight at a kill may repeat: {repeated_effects} > {kills}");
+    assert!(repeated_bodies <= kills, "only a step in flight at a kill may run again: {repeated_bodies} > {kills}");
+}

@@ -1,0 +1,493 @@
+//! Durable runs on SQLite (DESIGN.md §6): resume, pause for a person, fork, state evolution,
+//! idempotency keys, the effect journal, and faults.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use flow_core::prelude::*;
+use flow_core::store::{RunFilter, SqliteStore, StepStatus, Store};
+use flow_core::{RunStatus, Worker};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+async fn store_at(dir: &Path) -> SqliteStore {
+    SqliteStore::open(dir.join("runs.db")).await.unwrap()
+}
+
+fn sql(dir: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open(dir.join("runs.db")).unwrap()
+}
+
+// ---------------------------------------------------------------- resume after a failure
+
+#[derive(Clone, Default, Debug, Serialize, Deserialize, PartialEq)]
+struct Order {
+    id: String,
+    steps: Vec<String>,
+}
+
+struct Fulfil {
+    fail_ship: Arc<AtomicU32>,
+    runs: Arc<[AtomicU32; 3]>,
+}
+
+impl Fulfil {
+    fn new(failures: u32) -> Self {
+        Fulfil { fail_ship: Arc::new(AtomicU32::new(failures)), runs: Arc::new(Default::default()) }
+    }
+}
+
+#[flow(state = Order, name = "fulfil")]
+impl Fulfil {
+    #[start]
+    async fn reserve(&self, cx: &Ctx<Order>) -> Result<()> {
+        self.runs[0].fetch_add(1, Ordering::SeqCst);
+        cx.update(|s| s.steps.push("reserve".into()));
+        Ok(())
+    }
+    #[listen(reserve)]
+    async fn ship(&self, cx: &Ctx<Order>) -> Result<String> {
+        self.runs[1].fetch_add(1, Ordering::SeqCst);
+        if self.fail_ship.load(Ordering::SeqCst) > 0 {
+            self.fail_ship.fetch_sub(1, Ordering::SeqCst);
+            return Err(Error::permanent("carrier API rejected the address"));
+        }
+        cx.update(|s| s.steps.push("ship".into()));
+        Ok(format!("label for {}", cx.read(|s| s.id.clone())))
+    }
+    #[listen(ship)]
+    async fn notify(&self, cx: &Ctx<Order>, label: String) -> Result<String> {
+        self.runs[2].fetch_add(1, Ordering::SeqCst);
+        cx.update(|s| s.steps.push("notify".into()));
+        Ok(label)
+    }
+}
+
+#[tokio::test]
+async fn a_failed_run_resumes_by_running_the_failed_method_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let flow = Fulfil::new(1);
+    let runs = flow.runs.clone();
+    let runner = Runner::new(flow).with_store(store_at(dir.path()).await);
+    let err = runner.kickoff(Order { id: "o-1".into(), ..Order::default() }).await.unwrap_err();
+    let FlowError::MethodFailed { run_id, method, .. } = &err else { panic!("{err:?}") };
+    assert_eq!(method, "ship");
+    let run_id = *run_id;
+    let record = runner.store().unwrap().load_run(run_id).await.unwrap();
+    assert_eq!(record.status, RunStatus::Failed);
+
+    let run = runner.resume(run_id).await.unwrap().completed().unwrap();
+    assert_eq!(run.state.steps, ["reserve", "ship", "notify"]);
+    assert_eq!(run.output::<String>().unwrap(), "label for o-1");
+    let counts: Vec<u32> = runs.iter().map(|c| c.load(Ordering::SeqCst)).collect();
+    assert_eq!(counts, [1, 2, 1], "reserve must not run again; ship runs again; notify once");
+}
+
+#[tokio::test]
+async fn a_run_resumes_in_another_runner_found_by_its_flow_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(store_at(dir.path()).await);
+    let err = Runner::new(Fulfil::new(1)).with_shared_store(store.clone()).kickoff(Order::default()).await.unwrap_err();
+    let FlowError::MethodFailed { run_id, .. } = err else { panic!() };
+
+    // A fresh "process": a new store handle on the same file and a worker that only knows flows
+    // by name.
+    let reopened: Arc<dyn Store> = Arc::new(store_at(dir.path()).await);
+    let fresh = Fulfil::new(0);
+    let runs = fresh.runs.clone();
+    let worker = Worker::new(reopened).register(fresh);
+    assert_eq!(worker.resume(run_id).await.unwrap(), RunStatus::Completed);
+    assert_eq!(runs[0].load(Ordering::SeqCst), 0, "reserve completed before and must not run again");
+    assert!(flow_core::find_flow("fulfil").is_some(), "registered by #[flow] through inventory");
+
+    let unknown = Worker::new(store.clone());
+    match unknown.resume(run_id).await.unwrap_err() {
+        FlowError::UnknownFlow { flow, compiled_in, .. } => {
+            assert_eq!(flow, "fulfil");
+            assert!(compiled_in);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(unknown.resume(Uuid::now_v7()).await.unwrap_err(), FlowError::RunNotFound(_)));
+}
+
+#[tokio::test]
+async fn checkpoint_history_is_listed_and_retention_applies() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_at(dir.path()).await;
+    let runner = Runner::new(Fulfil::new(0)).with_store(store.clone());
+    let run = runner.kickoff(Order::default()).await.unwrap().completed().unwrap();
+    let history = store.checkpoints(run.run_id).await.unwrap();
+    let keys: Vec<Option<&str>> = history.iter().map(|c| c.step_key.as_deref()).collect();
+    assert_eq!(keys, [None, Some("reserve#1"), Some("ship#1"), Some("notify#1"), None]);
+    assert_eq!(history.last().unwrap().status, RunStatus::Completed);
+    let steps = store.steps(run.run_id).await.unwrap();
+    assert!(steps.iter().all(|s| s.status == StepStatus::Completed && s.attempt == 1), "{steps:?}");
+
+    let small = SqliteStore::open_with(flow_core::store::SqliteOptions::new(dir.path().join("small.db")).keep_checkpoints(2))
+        .await
+        .unwrap();
+    let run = Runner::new(Fulfil::new(0)).with_store(small.clone()).kickoff(Order::default()).await.unwrap();
+    let kept = small.checkpoints(run.run_id()).await.unwrap();
+    assert_eq!(kept.iter().map(|c| c.seq).collect::<Vec<_>>(), [4, 5]);
+}
+
+// ---------------------------------------------------------------- human in the loop
+
+#[derive(Clone, Default, Debug, Serialize, Deserialize)]
+struct Refund {
+    amount: u32,
+    approved_by: Option<String>,
+    paid: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Approval {
+    approver: String,
+    approve: bool,
+}
+
+struct RefundFlow {
+    prepared: Arc<AtomicU32>,
+}
+
+#[flow(state = Refund, name = "refund")]
+impl RefundFlow {
+    #[start]
+    async fn prepare(&self, cx: &Ctx<Refund>) -> Result<u32> {
+        // Journaled: runs once even though this method runs again with the answer.
+        let n: u32 = cx
+            .effect("prepare_refund", |_key| {
+                let prepared = self.prepared.clone();
+                async move { Ok(prepared.fetch_add(1, Ordering::SeqCst) + 1) }
+            })
+            .await?;
+        let amount = cx.read(|s| s.amount);
+        let answer: Approval = cx
+            .ask(InputRequest::new(format!("Approve a refund of {amount} EUR?")).metadata(serde_json::json!({"amount": amount})))
+            .await?;
+        if answer.approve {
+            cx.update(move |s| s.approved_by = Some(answer.approver.clone()));
+        }
+        Ok(n)
+    }
+    #[listen(prepare)]
+    async fn pay(&self, cx: &Ctx<Refund>) -> Result<()> {
+        if cx.read(|s| s.approved_by.is_some()) {
+            cx.update(|s| s.paid = true);
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_paused_run_waits_for_typed_input_and_resumes_in_another_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let prepared = Arc::new(AtomicU32::new(0));
+    let runner = Runner::new(RefundFlow { prepared: prepared.clone() }).with_store(store_at(dir.path()).await);
+    let outcome = runner.kickoff(Refund { amount: 120, ..Refund::default() }).await.unwrap();
+    let RunOutcome::Paused(paused) = outcome else { panic!("{outcome:?}") };
+    assert_eq!(paused.request.prompt, "Approve a refund of 120 EUR?");
+    assert_eq!(paused.request.metadata["amount"], 120);
+    assert_eq!(paused.request.method, "prepare");
+    assert!(paused.request.expected_type.ends_with("Approval"), "{}", paused.request.expected_type);
+
+    let listed = runner.paused_runs().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].run_id, paused.run_id);
+
+    // Another process: a new store handle and a new flow value.
+    let later = Runner::new(RefundFlow { prepared: prepared.clone() }).with_store(store_at(dir.path()).await);
+    let wrong = later.resume_with(paused.run_id, serde_json::json!({"approver": "ana"})).await.unwrap_err();
+    assert!(matches!(wrong, FlowError::InvalidInput { .. }), "{wrong:?}");
+    assert!(wrong.to_string().contains("approve"), "{wrong}");
+    assert_eq!(later.store().unwrap().load_run(paused.run_id).await.unwrap().status, RunStatus::Paused);
+
+    let done = later
+        .resume_with(paused.run_id, Approval { approver: "ana".into(), approve: true })
+        .await
+        .unwrap()
+        .completed()
+        .unwrap();
+    assert_eq!(done.state.approved_by.as_deref(), Some("ana"));
+    assert!(done.state.paid);
+    assert_eq!(prepared.load(Ordering::SeqCst), 1, "the journaled effect before the question ran once");
+    assert!(later.paused_runs().await.unwrap().is_empty());
+}
+
+// ---------------------------------------------------------------- fork
+
+#[tokio::test]
+async fn fork_starts_a_new_run_from_any_checkpoint_and_leaves_the_source_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_at(dir.path()).await;
+    let runner = Runner::new(Fulfil::new(0)).with_store(store.clone());
+    let source = runner.kickoff(Order { id: "src".into(), ..Order::default() }).await.unwrap().completed().unwrap();
+    let before = store.load_run(source.run_id).await.unwrap();
+
+    // Checkpoint 2 is the one written after `reserve` completed.
+    let forked = runner.fork(source.run_id, Some(2)).await.unwrap().completed().unwrap();
+    assert_ne!(forked.run_id, source.run_id);
+    assert_eq!(forked.state.steps, ["reserve", "ship", "notify"]);
+    let forked_record = store.load_run(forked.run_id).await.unwrap();
+    assert_eq!(forked_record.parent_run_id, Some(source.run_id));
+    let forked_steps: Vec<String> = store.steps(forked.run_id).await.unwrap().into_iter().map(|s| s.step_key).collect();
+    assert_eq!(forked_steps, ["ship#1", "notify#1"], "reserve was not run again in the fork");
+    assert_eq!(store.load_run(source.run_id).await.unwrap(), before, "the source is untouched");
+    assert!(matches!(runner.fork(source.run_id, Some(99)).await.unwrap_err(), FlowError::Store(_)));
+}
+
+// ---------------------------------------------------------------- state evolution
+
+#[derive(Clone, Default, Debug, Serialize, Deserialize)]
+struct OrderV2 {
+    id: String,
+    steps: Vec<String>,
+    #[serde(default)]
+    priority: u8,
+}
+
+struct FulfilV2;
+
+#[flow(state = OrderV2, name = "fulfil")]
+impl FulfilV2 {
+    #[start]
+    async fn reserve(&self, _cx: &Ctx<OrderV2>) -> Result<()> {
+        Ok(())
+    }
+    #[listen(reserve)]
+    async fn ship(&self, cx: &Ctx<OrderV2>) -> Result<String> {
+        cx.update(|s| s.steps.push("ship v2".into()));
+        Ok(format!("priority {}", cx.read(|s| s.priority)))
+    }
+    #[listen(ship)]
+    async fn notify(&self, cx: &Ctx<OrderV2>, label: String) -> Result<String> {
+        cx.update(|s| s.steps.push("notify v2".into()));
+        Ok(label)
+    }
+}
+
+#[derive(Clone, Default, Debug, Serialize, Deserialize)]
+struct OrderV3 {
+    id: u64,
+    steps: Vec<String>,
+}
+
+struct FulfilV3;
+
+#[flow(state = OrderV3, name = "fulfil")]
+impl FulfilV3 {
+    #[start]
+    async fn reserve(&self, _cx: &Ctx<OrderV3>) -> Result<()> {
+        Ok(())
+    }
+    #[listen(reserve)]
+    async fn ship(&self, _cx: &Ctx<OrderV3>) -> Result<String> {
+        Ok(String::new())
+    }
+    #[listen(ship)]
+    async fn notify(&self, _cx: &Ctx<OrderV3>, label: String) -> Result<String> {
+        Ok(label)
+    }
+}
+
+#[tokio::test]
+async fn old_rows_load_into_a_grown_state_and_incompatible_rows_are_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_at(dir.path()).await;
+    let err = Runner::new(Fulfil::new(1))
+        .with_store(store.clone())
+        .kickoff(Order { id: "o-7".into(), ..Order::default() })
+        .await
+        .unwrap_err();
+    let FlowError::MethodFailed { run_id, .. } = err else { panic!() };
+    let stored = store.load_run(run_id).await.unwrap();
+
+    let incompatible = Runner::new(FulfilV3).with_store(store.clone()).resume(run_id).await.unwrap_err();
+    match &incompatible {
+        FlowError::StateMismatch { run_id: r, path, .. } => {
+            assert_eq!(*r, run_id);
+            assert_eq!(path, "id");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(incompatible.to_string().contains(&run_id.to_string()));
+    assert_eq!(store.load_run(run_id).await.unwrap(), stored, "nothing was overwritten");
+
+    let run = Runner::new(FulfilV2).with_store(store.clone()).resume(run_id).await.unwrap().completed().unwrap();
+    assert_eq!(run.state.id, "o-7");
+    assert_eq!(run.state.priority, 0);
+    assert_eq!(run.state.steps, ["reserve", "ship v2", "notify v2"]);
+}
+
+// ---------------------------------------------------------------- idempotency keys and the journal
+
+#[derive(Clone, Default, Debug, Serialize, Deserialize)]
+struct Keys {
+    seen: Vec<String>,
+}
+
+struct KeyFlow {
+    keys: Arc<std::sync::Mutex<Vec<String>>>,
+    calls: Arc<AtomicU32>,
+    fail_once: Arc<AtomicU32>,
+}
+
+#[flow(state = Keys, name = "keys", retry(attempts = 3, backoff = fixed("1ms")))]
+impl KeyFlow {
+    #[start]
+    async fn charge(&self, cx: &Ctx<Keys>) -> Result<String> {
+        self.keys.lock().unwrap().push(cx.idempotency_key());
+        let receipt: String = cx
+            .effect("charge_card", |key| {
+                let calls = self.calls.clone();
+                async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    Ok(format!("receipt:{key}"))
+                }
+            })
+            .await?;
+        if self.fail_once.swap(0, Ordering::SeqCst) == 1 {
+            return Err(Error::transient("network blip after charging"));
+        }
+        Ok(receipt)
+    }
+}
+
+#[tokio::test]
+async fn the_idempotency_key_is_stable_and_journaled_effects_replay_on_retry() {
+    let dir = tempfile::tempdir().unwrap();
+    let flow = KeyFlow { keys: Arc::default(), calls: Arc::default(), fail_once: Arc::new(AtomicU32::new(1)) };
+    let (keys, calls) = (flow.keys.clone(), flow.calls.clone());
+    let run = Runner::new(flow).with_store(store_at(dir.path()).await).kickoff(Keys::default()).await.unwrap();
+    let run = run.completed().unwrap();
+    let keys = keys.lock().unwrap().clone();
+    assert_eq!(keys.len(), 2, "two attempts");
+    assert_eq!(keys[0], keys[1], "same key on every run of the step");
+    assert_eq!(keys[0], format!("{}:charge#1", run.run_id));
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "the recorded effect was replayed on the retry");
+    assert_eq!(run.output::<String>().unwrap(), format!("receipt:{}:charge#1:0", run.run_id));
+}
+
+struct Reordered {
+    first_run: Arc<AtomicU32>,
+}
+
+#[flow(state = Keys, name = "reordered")]
+impl Reordered {
+    #[start]
+    async fn work(&self, cx: &Ctx<Keys>) -> Result<()> {
+        let first = self.first_run.swap(0, Ordering::SeqCst) == 1;
+        let names = if first { ["fetch", "store"] } else { ["store", "fetch"] };
+        for n in names {
+            let _: u32 = cx.effect(n, |_| async { Ok(1) }).await?;
+        }
+        if first {
+            return Err(Error::permanent("stop after recording both effects"));
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn replaying_effects_in_another_order_is_a_non_determinism_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let runner =
+        Runner::new(Reordered { first_run: Arc::new(AtomicU32::new(1)) }).with_store(store_at(dir.path()).await);
+    let FlowError::MethodFailed { run_id, .. } = runner.kickoff(Keys::default()).await.unwrap_err() else { panic!() };
+    let err = runner.resume(run_id).await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("non-determinism") && text.contains("fetch") && text.contains("store"), "{text}");
+}
+
+// ---------------------------------------------------------------- faults
+
+#[tokio::test]
+async fn unknown_runs_and_corrupt_rows_are_clear_errors_that_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_at(dir.path()).await;
+    let runner = Runner::new(Fulfil::new(1)).with_store(store.clone());
+    assert!(matches!(runner.resume(Uuid::now_v7()).await.unwrap_err(), FlowError::RunNotFound(_)));
+
+    let FlowError::MethodFailed { run_id, .. } = runner.kickoff(Order::default()).await.unwrap_err() else { panic!() };
+    let conn = sql(dir.path());
+    let original: String =
+        conn.query_row("SELECT progress FROM flow_runs WHERE run_id = ?1", [run_id.to_string()], |r| r.get(0)).unwrap();
+    conn.execute("UPDATE flow_runs SET progress = '{\"format\":1,\"calls\":\"oops\"}' WHERE run_id = ?1", [run_id.to_string()])
+        .unwrap();
+    let err = runner.resume(run_id).await.unwrap_err();
+    assert!(matches!(err, FlowError::Corrupt { .. }), "{err:?}");
+    assert!(err.to_string().contains(&run_id.to_string()));
+    conn.execute("UPDATE flow_runs SET state = 'not json' WHERE run_id = ?1", [run_id.to_string()]).unwrap();
+    let err = runner.resume(run_id).await.unwrap_err();
+    assert!(err.to_string().contains("corrupt"), "{err}");
+    let after: String =
+        conn.query_row("SELECT progress FROM flow_runs WHERE run_id = ?1", [run_id.to_string()], |r| r.get(0)).unwrap();
+    assert_ne!(after, original, "sanity: we did corrupt it");
+    assert!(after.contains("oops"), "the corrupt row was left as it was");
+}
+
+struct Slow {
+    ran: Arc<AtomicU32>,
+}
+
+#[flow(state = Keys, name = "slow")]
+impl Slow {
+    #[start]
+    async fn wait_a_bit(&self, _cx: &Ctx<Keys>) -> Result<()> {
+        Ok(())
+    }
+    #[listen(wait_a_bit)]
+    async fn long_step(&self, _cx: &Ctx<Keys>) -> Result<()> {
+        self.ran.fetch_add(1, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_resuming_one_run_at_once_one_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ran = Arc::new(AtomicU32::new(0));
+    // Leave a run behind as a crashed process would: kickoff, then drop the future mid-step.
+    let first = Runner::new(Slow { ran: ran.clone() }).with_store(store_at(dir.path()).await).lease(Duration::from_millis(200));
+    let kick = tokio::time::timeout(Duration::from_millis(100), first.kickoff(Keys::default())).await;
+    assert!(kick.is_err(), "the run was still in its long step");
+    let store = store_at(dir.path()).await;
+    let run_id = store.list_runs(&RunFilter::default()).await.unwrap()[0].run_id;
+    tokio::time::sleep(Duration::from_millis(250)).await; // the dead holder's lease expires
+
+    let a = Runner::new(Slow { ran: ran.clone() }).with_store(store_at(dir.path()).await);
+    let b = Runner::new(Slow { ran: ran.clone() }).with_store(store_at(dir.path()).await);
+    let (ra, rb) = tokio::join!(a.resume(run_id), b.resume(run_id));
+    let (ok, refused) = match (ra, rb) {
+        (Ok(o), Err(e)) | (Err(e), Ok(o)) => (o, e),
+        other => panic!("exactly one resume must win: {other:?}"),
+    };
+    assert_eq!(ok.status(), RunStatus::Completed);
+    assert!(matches!(refused, FlowError::RunLocked { .. }), "{refused:?}");
+    assert_eq!(ran.load(Ordering::SeqCst), 2, "once by the crashed process, once by the winner");
+}
+
+#[tokio::test]
+async fn a_full_disk_is_a_clear_error_and_the_stored_run_survives() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("runs.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let runner = Runner::new(Fulfil::new(0)).with_store(store.clone());
+    let done = runner.kickoff(Order { id: "kept".into(), ..Order::default() }).await.unwrap().completed().unwrap();
+    drop(runner);
+    drop(store);
+
+    let size = std::fs::metadata(&path).unwrap().len();
+    let tight = SqliteStore::open_with(flow_core::store::SqliteOptions::new(&path).max_size(size + 4096)).await.unwrap();
+    let runner = Runner::new(Fulfil::new(0)).with_store(tight.clone());
+    let big = "x".repeat(256 * 1024);
+    let err = runner.kickoff(Order { id: big, ..Order::default() }).await.unwrap_err();
+    assert!(err.to_string().contains("disk is full"), "{err}");
+    let kept = tight.load_run(done.run_id).await.unwrap();
+    assert_eq!(kept.status, RunStatus::Completed);
+    assert_eq!(kept.snapshot.state["id"], "kept");
+}
