@@ -32,6 +32,11 @@ pub use runner::{FlowExt, Runner};
 pub use store::RunStatus;
 pub use worker::Worker;
 
+// The README's examples compile as doctests, so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
+
 /// Everything a flow author needs, in one import.
 pub mod prelude {
     pub use crate::{
