@@ -1,0 +1,428 @@
+//! The graph checks: resolves every trigger to methods and route labels, then refuses graphs
+//! that would misbehave at run time (unknown names, self loops, no start, unreachable methods,
+//! payloads that cannot be typed). Type questions only rustc can answer (does this variant
+//! exist, do these types agree) are left to the code `expand` emits, spanned on the user's
+//! tokens.
+
+use proc_macro2::TokenStream;
+use quote::ToTokens;
+use syn::{Ident, Type};
+
+use crate::ast::{Flow, Method};
+use crate::attr::{LabelPath, Terminal, TriggerExpr};
+use crate::ctxt::Ctxt;
+
+/// A trigger with names resolved to ids.
+pub(crate) enum Resolved {
+    Method(usize),
+    Label(usize),
+    Or(Vec<Resolved>),
+    And(Vec<Resolved>),
+}
+
+/// A checked flow, ready to expand.
+pub(crate) struct Graph<'a> {
+    pub(crate) flow: &'a Flow,
+    /// Per method: its resolved trigger.
+    pub(crate) triggers: Vec<Option<Resolved>>,
+    /// Route labels in order of first mention: their index is their `LabelId`.
+    pub(crate) labels: Vec<LabelPath>,
+    /// Per method: for routers, the labels their route enum can produce (its listened-to
+    /// variants that it does not declare terminal).
+    pub(crate) routes: Vec<Vec<usize>>,
+    /// Per method: the method it undoes.
+    pub(crate) compensates: Vec<Option<usize>>,
+    /// Payload parameters whose type rustc must compare with what their trigger sends.
+    pub(crate) payload_checks: Vec<PayloadCheck>,
+}
+
+/// `param` must be the type `source` produces.
+pub(crate) struct PayloadCheck {
+    pub(crate) param: Type,
+    pub(crate) source: TokenStream,
+}
+
+pub(crate) fn check<'a>(cx: &Ctxt, flow: &'a Flow) -> Graph<'a> {
+    let mut g = Graph {
+        flow,
+        triggers: Vec::new(),
+        labels: Vec::new(),
+        routes: vec![Vec::new(); flow.methods.len()],
+        compensates: vec![None; flow.methods.len()],
+        payload_checks: Vec::new(),
+    };
+    let before = cx.count();
+    let triggers: Vec<_> = flow
+        .methods
+        .iter()
+        .enumerate()
+        .map(|(i, m)| m.trigger.as_ref().and_then(|t| resolve(cx, flow, i, t, &mut g.labels)))
+        .collect();
+    g.triggers = triggers;
+    let names_ok = cx.count() == before;
+
+    routes(cx, &mut g);
+    compensation(cx, &mut g);
+    let has_start = starts(cx, flow);
+    if names_ok && has_start {
+        reachability(cx, &g);
+    }
+    payloads(cx, &mut g);
+    g
+}
+
+// ---------------------------------------------------------------------------------------------
+// Names
+
+fn resolve(cx: &Ctxt, flow: &Flow, me: usize, t: &TriggerExpr, labels: &mut Vec<LabelPath>) -> Option<Resolved> {
+    match t {
+        TriggerExpr::Method(name) => {
+            let method = &flow.methods[me].ident;
+            if name == method {
+                cx.error_spanned_by(
+                    name,
+                    format!(
+                        "`{name}` listens to itself: a method cannot trigger itself directly; to loop, let a \
+                         `#[router]` decide whether to run it again"
+                    ),
+                );
+                return None;
+            }
+            match flow.method_index(name) {
+                Some(i) if flow.methods[i].is_compensate => {
+                    cx.error_spanned_by(
+                        name,
+                        format!(
+                            "`{name}` is a compensation method: it runs only to undo a step of a failed run and \
+                             triggers nothing; listen to a method of the normal flow"
+                        ),
+                    );
+                    None
+                }
+                Some(i) => Some(Resolved::Method(i)),
+                None => {
+                    unknown_method(cx, flow, name, Some(method));
+                    None
+                }
+            }
+        }
+        TriggerExpr::Label(label) => {
+            let routers: Vec<&Method> = flow.methods.iter().filter(|m| m.is_router).collect();
+            let route_known = routers.iter().all(|r| r.sig.route.is_some());
+            if route_known && !routers.iter().any(|r| returns(r, &label.enum_name)) {
+                let enum_path = crate::attr::path_text(&label.enum_path);
+                let have = routers
+                    .iter()
+                    .filter_map(|r| {
+                        r.sig.route.as_ref().map(|route| format!("`{}` returns `{}`", r.ident, route.enum_name))
+                    })
+                    .collect::<Vec<_>>();
+                let have = if have.is_empty() {
+                    "this flow has no `#[router]`".to_owned()
+                } else {
+                    format!("here {}", have.join(", "))
+                };
+                cx.error_spanned_by(
+                    &label.enum_path,
+                    format!(
+                        "no router of this flow returns `{enum_path}` ({have}); listen to a variant of a route \
+                         enum that a `#[router]` method returns as `Result<{enum_path}>`"
+                    ),
+                );
+                return None;
+            }
+            let key = |l: &LabelPath| (l.enum_name.clone(), l.variant.to_string());
+            let id = match labels.iter().position(|l| key(l) == key(label)) {
+                Some(id) => id,
+                None => {
+                    labels.push(label.clone());
+                    labels.len() - 1
+                }
+            };
+            Some(Resolved::Label(id))
+        }
+        TriggerExpr::Or(parts) | TriggerExpr::And(parts) => {
+            let parts: Vec<_> = parts.iter().map(|p| resolve(cx, flow, me, p, labels)).collect();
+            let parts: Vec<_> = parts.into_iter().collect::<Option<_>>()?;
+            Some(if matches!(t, TriggerExpr::Or(_)) { Resolved::Or(parts) } else { Resolved::And(parts) })
+        }
+    }
+}
+
+fn returns(router: &Method, enum_name: &str) -> bool {
+    router.sig.route.as_ref().is_some_and(|r| r.enum_name == enum_name)
+}
+
+/// Reports a name that is no method of the flow, with the closest name when there is one.
+fn unknown_method(cx: &Ctxt, flow: &Flow, name: &Ident, exclude: Option<&Ident>) {
+    let wanted = name.to_string();
+    if flow.plain_fns.iter().any(|f| *f == wanted) {
+        cx.error_spanned_by(
+            name,
+            format!(
+                "`{name}` is not part of the flow: it has no `#[start]`, `#[listen(...)]` or `#[router(...)]`, \
+                 so it never runs as a step and cannot trigger anything"
+            ),
+        );
+        return;
+    }
+    let candidates: Vec<String> = flow
+        .methods
+        .iter()
+        .filter(|m| !m.is_compensate && Some(&m.ident) != exclude)
+        .map(|m| m.ident.to_string())
+        .collect();
+    let hint = match closest(&wanted, &candidates) {
+        Some(best) => format!("did you mean `{best}`?"),
+        None if candidates.is_empty() => "the flow has no other method".to_owned(),
+        None => format!("the flow's methods are {}", quoted(&candidates)),
+    };
+    cx.error_spanned_by(name, format!("no method named `{name}` in flow `{}`: {hint}", flow.name));
+}
+
+fn quoted(names: &[String]) -> String {
+    names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+}
+
+/// The candidate within a third of the name's length in edits (at least one edit).
+fn closest<'a>(name: &str, candidates: &'a [String]) -> Option<&'a str> {
+    let limit = (name.chars().count() / 3).max(1);
+    candidates
+        .iter()
+        .map(|c| (edit_distance(name, c), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c.as_str())
+}
+
+/// Levenshtein distance.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diag = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let up = row[j + 1];
+            row[j + 1] = (diag + usize::from(ca != *cb)).min(up + 1).min(row[j] + 1);
+            diag = up;
+        }
+    }
+    row[b.len()]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Routers
+
+/// Works out each router's labels, and checks its `terminal(...)` variants.
+fn routes(cx: &Ctxt, g: &mut Graph<'_>) {
+    for (i, m) in g.flow.methods.iter().enumerate() {
+        let Some(route) = &m.sig.route else { continue };
+        let terminal: Vec<&LabelPath> = match &m.options.terminal {
+            Some(Terminal::Variants(vs)) => vs.iter().collect(),
+            _ => Vec::new(),
+        };
+        for t in &terminal {
+            if t.enum_name != route.enum_name {
+                cx.error_spanned_by(
+                    &t.enum_path,
+                    format!(
+                        "`{}` is not the route type of `{}`: its `terminal(...)` lists variants of `{}`",
+                        crate::attr::path_text(&t.enum_path),
+                        m.ident,
+                        route.enum_name
+                    ),
+                );
+            }
+        }
+        g.routes[i] = g
+            .labels
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| l.enum_name == route.enum_name)
+            .filter(|(_, l)| !terminal.iter().any(|t| t.variant == l.variant))
+            .map(|(id, _)| id)
+            .collect();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Compensation
+
+fn compensation(cx: &Ctxt, g: &mut Graph<'_>) {
+    let flow = g.flow;
+    for (i, m) in flow.methods.iter().enumerate() {
+        let Some(target) = &m.compensates else { continue };
+        if *target == m.ident {
+            cx.error_spanned_by(target, format!("`{target}` cannot undo itself: name the method it compensates"));
+            continue;
+        }
+        match flow.method_index(target) {
+            Some(t) if flow.methods[t].is_compensate => cx.error_spanned_by(
+                target,
+                format!(
+                    "`{target}` is itself a compensation method; name the step of the flow that `{}` undoes",
+                    m.ident
+                ),
+            ),
+            Some(t) => {
+                if let Some(other) = g.compensates.iter().position(|c| *c == Some(t)) {
+                    cx.error_spanned_by(
+                        target,
+                        format!(
+                            "`{target}` already has an undo step, `{}`; a step has at most one `#[compensate]` method",
+                            flow.methods[other].ident
+                        ),
+                    );
+                } else {
+                    g.compensates[i] = Some(t);
+                }
+            }
+            None => unknown_method(cx, flow, target, Some(&m.ident)),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Starts and reachability
+
+fn is_unconditional_start(m: &Method) -> bool {
+    m.is_start && m.trigger.is_none() && !m.is_compensate
+}
+
+fn starts(cx: &Ctxt, flow: &Flow) -> bool {
+    if flow.methods.iter().any(is_unconditional_start) {
+        return true;
+    }
+    let conditional: Vec<String> =
+        flow.methods.iter().filter(|m| m.is_start && m.trigger.is_some()).map(|m| m.ident.to_string()).collect();
+    let note = if conditional.is_empty() {
+        String::new()
+    } else {
+        format!(" ({} only start when their trigger fires)", quoted(&conditional))
+    };
+    cx.error_spanned_by(
+        &flow.item.self_ty,
+        format!("flow `{}` has no start{note}: mark the method that begins a run with `#[start]`", flow.name),
+    );
+    false
+}
+
+/// Reports methods that no run can reach: a fixpoint from the unconditional starts, where a
+/// method is reachable once its trigger can fire.
+fn reachability(cx: &Ctxt, g: &Graph<'_>) {
+    let methods = &g.flow.methods;
+    let mut reached: Vec<bool> = methods.iter().map(is_unconditional_start).collect();
+    loop {
+        let mut changed = false;
+        for (i, t) in g.triggers.iter().enumerate() {
+            if reached[i] {
+                continue;
+            }
+            if let Some(t) = t
+                && fires(g, t, &reached)
+            {
+                reached[i] = true;
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+    for (i, m) in methods.iter().enumerate() {
+        // Compensation runs on failure, outside the event graph; an unresolved trigger is
+        // reported already.
+        if reached[i] || m.is_compensate || m.trigger.is_none() {
+            continue;
+        }
+        cx.error_spanned_by(
+            &m.ident,
+            format!(
+                "`{}` can never run: no start leads to its trigger; make sure what it listens to can happen \
+                 (a method that runs, or a variant a reachable router returns)",
+                m.ident
+            ),
+        );
+    }
+}
+
+fn fires(g: &Graph<'_>, t: &Resolved, reached: &[bool]) -> bool {
+    match t {
+        Resolved::Method(m) => reached[*m],
+        Resolved::Label(l) => g.routes.iter().enumerate().any(|(r, labels)| reached[r] && labels.contains(l)),
+        Resolved::Or(parts) => parts.iter().any(|p| fires(g, p, reached)),
+        Resolved::And(parts) => parts.iter().all(|p| fires(g, p, reached)),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Payloads
+
+fn payloads(cx: &Ctxt, g: &mut Graph<'_>) {
+    let flow = g.flow;
+    for (i, m) in flow.methods.iter().enumerate() {
+        let Some(param) = &m.sig.payload else { continue };
+        if m.is_compensate {
+            if let Some(t) = g.compensates[i]
+                && let Some(out) = &flow.methods[t].sig.output
+            {
+                g.payload_checks.push(PayloadCheck { param: param.clone(), source: out.to_token_stream() });
+            }
+            continue;
+        }
+        let Some(trigger) = &m.trigger else {
+            if m.is_start {
+                cx.error_spanned_by(
+                    param,
+                    "a `#[start]` runs at kickoff, when no method has produced anything yet, so it takes no input \
+                     parameter: remove it and read the run's input from the state",
+                );
+            }
+            continue;
+        };
+        if trigger.has_and() {
+            cx.error_spanned_by(
+                param,
+                "a listener on `and(...)` cannot take an input parameter: it fires on several outputs at once; \
+                 remove the parameter and read what it needs from the state",
+            );
+            continue;
+        }
+        let Some(resolved) = &g.triggers[i] else { continue };
+        let mut leaves = Vec::new();
+        leaf_sources(g, resolved, &mut leaves);
+        for source in leaves.into_iter().flatten() {
+            g.payload_checks.push(PayloadCheck { param: param.clone(), source });
+        }
+    }
+}
+
+/// What each leaf of a trigger sends: a method's output type, or a label's route enum.
+fn leaf_sources(g: &Graph<'_>, t: &Resolved, out: &mut Vec<Option<TokenStream>>) {
+    match t {
+        Resolved::Method(m) => out.push(g.flow.methods[*m].sig.output.as_ref().map(ToTokens::to_token_stream)),
+        Resolved::Label(l) => out.push(Some(g.labels[*l].enum_path.to_token_stream())),
+        Resolved::Or(parts) | Resolved::And(parts) => parts.iter().for_each(|p| leaf_sources(g, p, out)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{closest, edit_distance};
+
+    #[test]
+    fn distance() {
+        assert_eq!(edit_distance("research", "reserch"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
+    #[test]
+    fn suggestions() {
+        let names = vec!["research".to_owned(), "write".to_owned(), "deepen".to_owned()];
+        assert_eq!(closest("reserch", &names), Some("research"));
+        assert_eq!(closest("wirte", &names), Some("write"));
+        assert_eq!(closest("publish", &names), None);
+    }
+}

@@ -1,0 +1,358 @@
+//! Code generation: the user's impl block (stripped of our attributes), then inside
+//! `const _: () = { ... }` the `Flow` impl with the static graph and the dispatcher, the type
+//! checks rustc performs for us (spanned on the user's tokens) and the registration.
+//!
+//! Generated code names only `::flow_core::__private` items, by absolute path.
+
+use proc_macro2::{Literal, Span, TokenStream};
+use quote::{ToTokens, quote, quote_spanned};
+use syn::spanned::Spanned;
+
+use crate::ast::Method;
+use crate::attr::{Backoff, LabelPath, Retry, Terminal, path_text, type_text};
+use crate::check::{Graph, Resolved};
+use crate::duration::Dur;
+
+fn private() -> TokenStream {
+    quote!(::flow_core::__private)
+}
+
+/// The successful expansion.
+pub(crate) fn expand(g: &Graph<'_>) -> TokenStream {
+    let p = private();
+    let flow = g.flow;
+    let item = &flow.item;
+    let self_ty = &item.self_ty;
+    let (impl_generics, _, where_clause) = item.generics.split_for_impl();
+    let Some(state) = &flow.state else {
+        // Unreachable: a missing state is an error, and errors never reach expansion.
+        return fallback(&flow.item, TokenStream::new());
+    };
+
+    let name = &flow.name;
+    let type_name = type_text(&self_ty.to_token_stream());
+    let state_name = type_text(&state.to_token_stream());
+    let methods = flow.methods.iter().enumerate().map(|(i, m)| method_def(g, i, m));
+    let labels = g.labels.iter().map(|l| {
+        let route_type = path_text(&l.enum_path);
+        let variant = l.variant.to_string();
+        quote!(#p::LabelDef { route_type: #route_type, variant: #variant })
+    });
+    let max_calls = Literal::u32_unsuffixed(flow.max_calls);
+    let retry = retry_tokens(flow.retry.as_ref());
+    let timeout = duration_opt(flow.timeout.as_ref());
+    let arms = flow.methods.iter().enumerate().map(|(i, m)| invoke_arm(g, i, m));
+    let checks = checks(g, state);
+    let registration = if flow.is_generic() {
+        // A generic flow has no single type to register under its name.
+        TokenStream::new()
+    } else {
+        quote! {
+            #p::inventory::submit! {
+                #p::FlowRegistration {
+                    name: #name,
+                    type_name: #type_name,
+                    graph: <#self_ty as #p::Flow>::graph,
+                }
+            }
+        }
+    };
+
+    quote! {
+        #item
+
+        const _: () = {
+            impl #impl_generics #p::Flow for #self_ty #where_clause {
+                type State = #state;
+
+                fn graph() -> &'static #p::Graph {
+                    static GRAPH: #p::Graph = #p::Graph {
+                        name: #name,
+                        type_name: #type_name,
+                        state_type: #state_name,
+                        methods: &[#(#methods),*],
+                        labels: &[#(#labels),*],
+                        options: #p::FlowOptions { max_calls: #max_calls, retry: #retry, timeout: #timeout },
+                    };
+                    &GRAPH
+                }
+
+                // Terminal arms may overlap listened-to variants (terminal wins), and a bare
+                // `terminal` may follow arms that already cover every variant.
+                #[allow(unreachable_patterns)]
+                fn __invoke(
+                    self: #p::Arc<Self>,
+                    method: #p::MethodId,
+                    cx: #p::Ctx<#state>,
+                    payload: #p::Payload,
+                ) -> #p::BoxFuture<'static, #p::StepResult> {
+                    match method.0 {
+                        #(#arms)*
+                        _ => #p::Box::pin(async move { #p::unknown_method(method) }),
+                    }
+                }
+            }
+
+            #checks
+
+            #registration
+        };
+    }
+}
+
+/// The user's impl, stripped, followed by the errors: nothing else, so that only the real
+/// errors show. Its methods are never called then, so dead-code warnings are silenced.
+pub(crate) fn fallback(item: &syn::ItemImpl, errors: TokenStream) -> TokenStream {
+    quote! {
+        #[allow(dead_code)]
+        #item
+        #errors
+    }
+}
+
+fn id(i: usize) -> Literal {
+    Literal::usize_unsuffixed(i)
+}
+
+fn method_def(g: &Graph<'_>, i: usize, m: &Method) -> TokenStream {
+    let p = private();
+    let name = m.ident.to_string();
+    let is_start = m.is_start;
+    let is_router = m.is_router;
+    let trigger = match &g.triggers[i] {
+        Some(t) => {
+            let t = trigger_tokens(t);
+            quote!(#p::Some(#t))
+        }
+        None => quote!(#p::None),
+    };
+    let output_type = m.sig.output.as_ref().map(|t| type_text(&t.to_token_stream())).unwrap_or_default();
+    let payload_type = match &m.sig.payload {
+        Some(t) => {
+            let t = type_text(&t.to_token_stream());
+            quote!(#p::Some(#t))
+        }
+        None => quote!(#p::None),
+    };
+    let routes = g.routes[i].iter().map(|&l| {
+        let l = id(l);
+        quote!(#p::LabelId(#l))
+    });
+    let retry = retry_tokens(m.options.retry.as_ref());
+    let timeout = duration_opt(m.options.timeout.as_ref());
+    let non_critical = m.options.non_critical;
+    let compensates = match g.compensates[i] {
+        Some(t) => {
+            let t = id(t);
+            quote!(#p::Some(#p::MethodId(#t)))
+        }
+        None => quote!(#p::None),
+    };
+    quote! {
+        #p::MethodDef {
+            name: #name,
+            is_start: #is_start,
+            is_router: #is_router,
+            trigger: #trigger,
+            output_type: #output_type,
+            payload_type: #payload_type,
+            routes: &[#(#routes),*],
+            policy: #p::MethodPolicy { retry: #retry, timeout: #timeout, non_critical: #non_critical },
+            compensates: #compensates,
+        }
+    }
+}
+
+fn trigger_tokens(t: &Resolved) -> TokenStream {
+    let p = private();
+    match t {
+        Resolved::Method(m) => {
+            let m = id(*m);
+            quote!(#p::Trigger::Method(#p::MethodId(#m)))
+        }
+        Resolved::Label(l) => {
+            let l = id(*l);
+            quote!(#p::Trigger::Label(#p::LabelId(#l)))
+        }
+        Resolved::Or(parts) => {
+            let parts = parts.iter().map(trigger_tokens);
+            quote!(#p::Trigger::Or(&[#(#parts),*]))
+        }
+        Resolved::And(parts) => {
+            let parts = parts.iter().map(trigger_tokens);
+            quote!(#p::Trigger::And(&[#(#parts),*]))
+        }
+    }
+}
+
+fn duration(d: &Dur) -> TokenStream {
+    let p = private();
+    let ms = Literal::u64_unsuffixed(d.millis);
+    quote!(#p::Duration::from_millis(#ms))
+}
+
+fn millis(ms: u64) -> TokenStream {
+    let p = private();
+    let ms = Literal::u64_unsuffixed(ms);
+    quote!(#p::Duration::from_millis(#ms))
+}
+
+fn duration_opt(d: Option<&Dur>) -> TokenStream {
+    let p = private();
+    match d {
+        Some(d) => {
+            let d = duration(d);
+            quote!(#p::Some(#d))
+        }
+        None => quote!(#p::None),
+    }
+}
+
+fn retry_tokens(r: Option<&Retry>) -> TokenStream {
+    let p = private();
+    let Some(r) = r else { return quote!(#p::None) };
+    let attempts = Literal::u32_unsuffixed(r.attempts);
+    let invalid = Literal::u32_unsuffixed(r.invalid_reply);
+    let jitter = r.jitter;
+    let backoff = match r.backoff {
+        Backoff::Fixed(ms) => {
+            let d = millis(ms);
+            quote!(#p::Backoff::Fixed(#d))
+        }
+        Backoff::Exponential { initial, max } => {
+            let (initial, max) = (millis(initial), millis(max));
+            quote!(#p::Backoff::Exponential { initial: #initial, max: #max })
+        }
+    };
+    quote! {
+        #p::Some(#p::RetryPolicy {
+            attempts: #attempts,
+            backoff: #backoff,
+            jitter: #jitter,
+            invalid_reply_attempts: #invalid,
+        })
+    }
+}
+
+/// One arm of the dispatcher: decode the payload, call the method, turn its result into a step
+/// result (with the route's label for routers).
+fn invoke_arm(g: &Graph<'_>, i: usize, m: &Method) -> TokenStream {
+    let p = private();
+    let ident = &m.ident;
+    let name = ident.to_string();
+    let mut args = vec![quote!(&*self)];
+    if m.sig.cx.is_some() {
+        args.push(quote!(&cx));
+    }
+    let decode = match &m.sig.payload {
+        Some(ty) => {
+            args.push(quote!(__p));
+            quote!(let __p: #ty = #p::payload(&payload, #name)?;)
+        }
+        None => TokenStream::new(),
+    };
+    let call = quote!(Self::#ident(#(#args),*).await);
+    // Spanned on the return type so that an error type that does not convert into
+    // `flow_core::Error`, or an output that does not serialize, is reported there.
+    let ret_span = m.sig.output.as_ref().map_or_else(Span::call_site, Spanned::span);
+    let body = match &m.sig.route {
+        Some(route) => {
+            let label_match = route_match(g, i, m);
+            let route_fn = quote_spanned!(route.ty.span()=> #p::route);
+            quote!(#route_fn(#call, |__r| #label_match))
+        }
+        None => {
+            let output_fn = quote_spanned!(ret_span=> #p::output);
+            quote!(#output_fn(#call))
+        }
+    };
+    let i = id(i);
+    quote! {
+        #i => #p::Box::pin(async move {
+            #decode
+            #body
+        }),
+    }
+}
+
+/// `match __r { Route::A { .. } => Some(LabelId(0)), ... }` for a router. The scrutinee is
+/// spanned on the route type, so a variant that no listener handles and that is not declared
+/// terminal is reported there by rustc as a non-exhaustive match; each pattern keeps the span
+/// of the user's `Route::Variant`, so a variant that does not exist is reported there.
+fn route_match(g: &Graph<'_>, i: usize, m: &Method) -> TokenStream {
+    let p = private();
+    let Some(route) = &m.sig.route else { return TokenStream::new() };
+    let wrap = |pattern: TokenStream| if route.optional { quote!(#p::Some(#pattern)) } else { pattern };
+    let mut arms = Vec::new();
+    if route.optional {
+        arms.push(quote!(#p::None => #p::None,));
+    }
+    let pattern = |label: &LabelPath| {
+        let path = &label.path;
+        wrap(quote!(#path { .. }))
+    };
+    if let Some(Terminal::Variants(vs)) = &m.options.terminal {
+        for v in vs {
+            let pat = pattern(v);
+            arms.push(quote!(#pat => #p::None,));
+        }
+    }
+    for &l in &g.routes[i] {
+        let pat = pattern(&g.labels[l]);
+        let l = id(l);
+        arms.push(quote!(#pat => #p::Some(#p::LabelId(#l)),));
+    }
+    if let Some(Terminal::All) = &m.options.terminal {
+        arms.push(quote!(_ => #p::None,));
+    }
+    let scrutinee = quote_spanned!(route.ty.span()=> __r);
+    quote!(match #scrutinee { #(#arms)* })
+}
+
+/// Checks rustc performs for us, spanned on the user's tokens: the state and outputs persist,
+/// error types convert, the context is the flow's, and payload parameters have the type their
+/// trigger sends. The function is never called; closures are never called either.
+fn checks(g: &Graph<'_>, state: &syn::Type) -> TokenStream {
+    let p = private();
+    let flow = g.flow;
+    let item = &flow.item;
+    let self_ty = &item.self_ty;
+    let (impl_generics, _, where_clause) = item.generics.split_for_impl();
+    let mut body = Vec::new();
+    body.push(quote_spanned!(state.span()=> #p::assert_state::<#state>();));
+    for m in &flow.methods {
+        if let Some(out) = &m.sig.output {
+            body.push(quote_spanned!(out.span()=> #p::assert_output::<#out>();));
+            if let Some(err) = &m.sig.error {
+                body.push(quote_spanned!(err.span()=> let _ = #p::output::<#out, #err>;));
+            }
+        }
+        if let Some(cx_ty) = &m.sig.cx {
+            let value = quote_spanned!(cx_ty.span()=> __cx);
+            body.push(quote! {
+                let _ = |__cx: &#p::Ctx<#state>| {
+                    let _: #cx_ty = #value;
+                };
+            });
+        }
+    }
+    for c in &g.payload_checks {
+        let param = &c.param;
+        let source = &c.source;
+        let value = quote_spanned!(param.span()=> __v);
+        body.push(quote! {
+            let _ = |__v: #source| {
+                let _: #param = #value;
+            };
+        });
+    }
+    quote! {
+        impl #impl_generics #self_ty #where_clause {
+            #[doc(hidden)]
+            #[allow(dead_code, clippy::all, clippy::pedantic)]
+            fn __flow_checks() {
+                #(#body)*
+            }
+        }
+    }
+}
