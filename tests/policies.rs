@@ -191,11 +191,11 @@ struct Hangs {
 #[flow(state = Ret)]
 impl Hangs {
     #[start(timeout = "2s", retry(attempts = 2, backoff = fixed("500ms")))]
-    async fn call_api(&self, _cx: &Ctx<Ret>) -> Result<&'static str> {
+    async fn call_api(&self, _cx: &Ctx<Ret>) -> Result<String> {
         if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
             tokio::time::sleep(Duration::from_secs(3600)).await;
         }
-        Ok("answered")
+        Ok("answered".into())
     }
 }
 
