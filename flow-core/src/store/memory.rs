@@ -112,9 +112,9 @@ impl Store for MemoryStore {
         let mut runs = self.lock();
         let run = runs.get_mut(&run_id).and_then(|r| r.record.as_mut()).ok_or(StoreError::NotFound(run_id))?;
         let now = now_ms();
+        // Any live lease refuses, even one held under the same worker name.
         if let (Some(holder), Some(expires)) = (&run.lease_owner, run.lease_expires_at_ms)
             && expires > now
-            && holder != owner
         {
             return Err(StoreError::Locked { run_id, owner: holder.clone(), expires_at_ms: expires });
         }
