@@ -20,6 +20,8 @@
 //! ```
 
 mod memory;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 
 use std::fmt;
 use std::time::Duration;
@@ -29,6 +31,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "sqlite")]
+pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 
 /// Where a run stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -378,6 +382,21 @@ pub enum StoreError {
         /// Why.
         message: String,
     },
+    /// The database file is damaged below the level of rows (SQLite reported corruption).
+    #[error(
+        "the store file {path} is damaged ({detail}); stop writing to it, keep a copy, and restore from a backup or run `sqlite3 {path} .recover`"
+    )]
+    FileCorrupt {
+        /// The file.
+        path: String,
+        /// What SQLite reported.
+        detail: String,
+    },
+    /// Another process kept the database locked through every retry.
+    #[error(
+        "the store is locked by another process ({0}) and stayed locked after several retries; retry later, or look for a stuck process holding the file"
+    )]
+    Busy(String),
     /// Any other database failure.
     #[error("store failure: {0}")]
     Backend(String),

@@ -1,0 +1,475 @@
+//! The embedded SQLite store: one file (plus its `-wal` and `-shm` companions), WAL mode,
+//! durable commits shared by concurrent runs.
+//!
+//! Layout: [`schema`] opens connections and migrates; [`writer`] owns the only writing
+//! connection and group-commits; [`queries`] holds the SQL; [`error`] maps SQLite's codes.
+//! Reads run on a small pool of read-only connections on tokio's blocking threads, so no
+//! tokio worker ever waits on SQLite.
+
+mod error;
+mod queries;
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rusqlite::Connection;
+use tokio::sync::Semaphore;
+use uuid::Uuid;
+
+use self::queries::Db;
+use self::writer::WriterHandle;
+use crate::store::{
+    CheckpointInfo, Claim, Commit, JournalEntry, NewRun, RunFilter, RunRecord, RunSummary, Snapshot, StepRecord, Store,
+    StoreError, now_ms,
+};
+
+/// How hard SQLite pushes each commit to the disk (`PRAGMA synchronous`).
+///
+/// ```
+/// use flow_core::store::{SqliteOptions, Synchronous};
+/// let options = SqliteOptions::new("runs.db").synchronous(Synchronous::Normal);
+/// # let _ = options;
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Synchronous {
+    /// Commits survive a process crash but the last few may be lost on power failure or an
+    /// OS crash. Faster: no fsync per commit, only at WAL checkpoints. Breaks the "no lost
+    /// runs" promise for those failures; use it where runs can be started again.
+    Normal,
+    /// Every commit is on disk when the store answers (one fsync per group commit). The
+    /// default.
+    #[default]
+    Full,
+    /// Like `Full`, and also syncs the directory after the WAL is reset: for file systems
+    /// that need it to keep a commit through power loss.
+    Extra,
+}
+
+impl Synchronous {
+    fn pragma(self) -> &'static str {
+        match self {
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+            Synchronous::Extra => "EXTRA",
+        }
+    }
+}
+
+/// How to open a [`SqliteStore`].
+///
+/// ```
+/// use std::time::Duration;
+/// use flow_core::store::{SqliteOptions, Synchronous};
+///
+/// let options = SqliteOptions::new(".flows/runs.db")
+///     .keep_checkpoints(20)
+///     .synchronous(Synchronous::Full)
+///     .busy_timeout(Duration::from_secs(10));
+/// assert_eq!(options.path().to_str(), Some(".flows/runs.db"));
+/// ```
+#[derive(Clone, Debug)]
+pub struct SqliteOptions {
+    path: PathBuf,
+    synchronous: Synchronous,
+    busy_timeout: Duration,
+    keep_checkpoints: Option<usize>,
+    read_connections: usize,
+    read_only: bool,
+    max_size: Option<u64>,
+}
+
+impl SqliteOptions {
+    /// Options for the database at `path` (created if missing; its directory must exist),
+    /// with `synchronous=FULL`, a 5 s busy timeout, every checkpoint kept and 4 read
+    /// connections.
+    ///
+    /// ```
+    /// let options = flow_core::store::SqliteOptions::new("runs.db");
+    /// # let _ = options;
+    /// ```
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        SqliteOptions {
+            path: path.into(),
+            synchronous: Synchronous::Full,
+            busy_timeout: Duration::from_secs(5),
+            keep_checkpoints: None,
+            read_connections: 4,
+            read_only: false,
+            max_size: None,
+        }
+    }
+
+    /// The database file.
+    ///
+    /// ```
+    /// let options = flow_core::store::SqliteOptions::new("runs.db");
+    /// assert_eq!(options.path(), std::path::Path::new("runs.db"));
+    /// ```
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// How hard each commit is pushed to disk; see [`Synchronous`].
+    ///
+    /// ```
+    /// use flow_core::store::{SqliteOptions, Synchronous};
+    /// let options = SqliteOptions::new("runs.db").synchronous(Synchronous::Normal);
+    /// # let _ = options;
+    /// ```
+    pub fn synchronous(mut self, synchronous: Synchronous) -> Self {
+        self.synchronous = synchronous;
+        self
+    }
+
+    /// How long to wait for another process's lock before reporting [`StoreError::Busy`]
+    /// (the writer retries a few more times with backoff after each wait).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let options = flow_core::store::SqliteOptions::new("runs.db").busy_timeout(Duration::from_secs(1));
+    /// # let _ = options;
+    /// ```
+    pub fn busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+
+    /// Keep only the newest `n` checkpoints of each run (at least 1); older ones are deleted in
+    /// the same transaction as the commit that makes them surplus.
+    ///
+    /// ```
+    /// let options = flow_core::store::SqliteOptions::new("runs.db").keep_checkpoints(10);
+    /// # let _ = options;
+    /// ```
+    pub fn keep_checkpoints(mut self, n: usize) -> Self {
+        self.keep_checkpoints = Some(n.max(1));
+        self
+    }
+
+    /// How many reads may run at once, each on its own connection (at least 1).
+    ///
+    /// ```
+    /// let options = flow_core::store::SqliteOptions::new("runs.db").read_connections(8);
+    /// # let _ = options;
+    /// ```
+    pub fn read_connections(mut self, n: usize) -> Self {
+        self.read_connections = n.max(1);
+        self
+    }
+
+    /// Open the file without write access, to inspect runs a process may not change (a CLI
+    /// listing runs, a file owned by another user). Every write then fails with
+    /// [`StoreError::ReadOnly`]. The file must exist and be at this build's schema version.
+    ///
+    /// ```
+    /// let options = flow_core::store::SqliteOptions::new("runs.db").read_only(true);
+    /// # let _ = options;
+    /// ```
+    pub fn read_only(mut self, read_only: bool) -> Self {
+        self.read_only = read_only;
+        self
+    }
+
+    /// Refuse writes that would grow the database past about `bytes` (a quota on a shared
+    /// disk): such a write fails with [`StoreError::DiskFull`] and is rolled back, exactly as
+    /// when the disk itself is full. SQLite cannot shrink the limit below the file's current
+    /// size; it then keeps the current size as the limit.
+    ///
+    /// ```
+    /// let options = flow_core::store::SqliteOptions::new("runs.db").max_size(1 << 30);
+    /// # let _ = options;
+    /// ```
+    pub fn max_size(mut self, bytes: u64) -> Self {
+        self.max_size = Some(bytes);
+        self
+    }
+}
+
+/// The embedded, durable [`Store`]: one SQLite file in WAL mode.
+///
+/// - **Durable**: with the default `synchronous=FULL`, a write is on disk when its future
+///   resolves. A killed process leaves a consistent file; the run continues from its last
+///   commit.
+/// - **Group commit**: all writes go through one writer thread that applies every request
+///   waiting in its queue in one transaction, each in its own savepoint, and commits once; so
+///   concurrent runs share fsyncs, and a request that fails (fenced, disk full) undoes only
+///   itself.
+/// - **Multi-process**: several processes (or several `SqliteStore`s) may open one file; leases
+///   and epochs decide who drives a run. Never put the file on a network file system.
+/// - **Where**: [`SqliteStore::open_default`] uses `$FLOWS_DB`, else `./.flows/runs.db`, and
+///   logs the location at info level so the user is told where their runs are.
+///
+/// Cloning is cheap and shares the connections. The writer thread ends when the last clone is
+/// dropped.
+///
+/// ```
+/// use flow_core::store::{RunFilter, SqliteOptions, SqliteStore, Store};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let dir = tempfile::tempdir()?;
+/// let store = SqliteStore::open_with(SqliteOptions::new(dir.path().join("runs.db")).keep_checkpoints(50)).await?;
+/// assert!(store.list_runs(&RunFilter::default()).await?.is_empty());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+// Field order is drop order: the read connections close before the writer's channel does,
+// so the writer's connection is the file's last and checkpoints and removes the WAL on close.
+struct Inner {
+    path: PathBuf,
+    keep_checkpoints: Option<usize>,
+    readers: Readers,
+    writer: WriterHandle,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.inner.path)
+            .field("keep_checkpoints", &self.inner.keep_checkpoints)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The environment variable naming the default database file.
+const DB_ENV: &str = "FLOWS_DB";
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path` with default [`SqliteOptions`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let store = flow_core::store::SqliteStore::open(dir.path().join("runs.db")).await?;
+    /// # let _ = store;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Open`] when the file cannot be opened or is not a database,
+    /// [`StoreError::ReadOnly`] when it cannot be written, [`StoreError::SchemaTooNew`] when a
+    /// newer build wrote it (the file is left untouched).
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with(SqliteOptions::new(path.as_ref())).await
+    }
+
+    /// Opens the store described by `options`.
+    ///
+    /// ```
+    /// use flow_core::store::{SqliteOptions, SqliteStore};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let store = SqliteStore::open_with(SqliteOptions::new(dir.path().join("runs.db")).keep_checkpoints(5)).await?;
+    /// # let _ = store;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`SqliteStore::open`].
+    pub async fn open_with(options: SqliteOptions) -> Result<Self, StoreError> {
+        let path = options.path.clone();
+        let (conn, reader, options) = blocking(&path, move || {
+            let conn = schema::open_writer(&options)?;
+            // Opened now so a reader that cannot open fails `open`, not the first read.
+            let reader = schema::open_reader(&options.path, options.busy_timeout)?;
+            Ok((conn, reader, options))
+        })
+        .await?;
+        let writer = WriterHandle::start(conn, path.clone())?;
+        let readers = Readers {
+            path: path.clone(),
+            busy_timeout: options.busy_timeout,
+            permits: Semaphore::new(options.read_connections),
+            idle: Mutex::new(vec![reader]),
+        };
+        tracing::debug!(path = %path.display(), "opened SQLite store");
+        Ok(SqliteStore { inner: Arc::new(Inner { path, keep_checkpoints: options.keep_checkpoints, readers, writer }) })
+    }
+
+    /// Where runs are stored by default: `$FLOWS_DB` when set, else `./.flows/runs.db`
+    /// (creating `./.flows`).
+    ///
+    /// ```no_run
+    /// let path = flow_core::store::SqliteStore::default_path()?;
+    /// # Ok::<(), flow_core::store::StoreError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Open`] when `./.flows` cannot be created.
+    pub fn default_path() -> Result<PathBuf, StoreError> {
+        if let Some(path) = std::env::var_os(DB_ENV).filter(|p| !p.is_empty()) {
+            return Ok(PathBuf::from(path));
+        }
+        let dir = Path::new(".flows");
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+            path: dir.join("runs.db").display().to_string(),
+            message: format!("cannot create the directory {}: {e}; set {DB_ENV} to another path", dir.display()),
+        })?;
+        Ok(dir.join("runs.db"))
+    }
+
+    /// Opens the store at [`SqliteStore::default_path`] and tells the user where it is: an
+    /// info-level `tracing` event carries the absolute path, so runs never end up in a file
+    /// nobody can find.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), flow_core::store::StoreError> {
+    /// let store = flow_core::store::SqliteStore::open_default().await?;
+    /// let where_runs_are = store.path();
+    /// # let _ = where_runs_are;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`SqliteStore::default_path`] and [`SqliteStore::open`].
+    pub async fn open_default() -> Result<Self, StoreError> {
+        let path = Self::default_path()?;
+        let store = Self::open(&path).await?;
+        let shown = std::path::absolute(&path).unwrap_or(path);
+        tracing::info!(path = %shown.display(), "flow runs are stored in {} (set {DB_ENV} to change)", shown.display());
+        Ok(store)
+    }
+
+    /// The database file.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let store = flow_core::store::SqliteStore::open(dir.path().join("runs.db")).await?;
+    /// assert!(store.path().ends_with("runs.db"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnMut(Db<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.inner.writer.write(work).await
+    }
+
+    /// Runs `read` on a pooled read connection on a blocking thread. The semaphore caps open
+    /// read connections at `read_connections`, whatever the number of concurrent callers.
+    async fn read<T, F>(&self, read: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Db<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let permit = self.inner.readers.permits.acquire().await.map_err(|_| {
+            StoreError::Backend(format!("{}: the store's read pool is closed", self.inner.path.display()))
+        })?;
+        let inner = Arc::clone(&self.inner);
+        let result = blocking(&self.inner.path, move || inner.readers.with(read)).await;
+        drop(permit);
+        result
+    }
+}
+
+/// Runs blocking SQLite work off the tokio workers.
+async fn blocking<T, F>(path: &Path, work: F) -> Result<T, StoreError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, StoreError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(work).await.map_err(|e| {
+        StoreError::Backend(format!("{}: a blocking SQLite task failed ({e}); see the log", path.display()))
+    })?
+}
+
+/// Idle read connections, reused across reads.
+struct Readers {
+    path: PathBuf,
+    busy_timeout: Duration,
+    permits: Semaphore,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Readers {
+    fn with<T>(&self, read: impl FnOnce(Db<'_>) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        // The lock only guards the Vec (never held during a query), so a poisoned lock still
+        // holds whole connections.
+        let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => schema::open_reader(&self.path, self.busy_timeout)?,
+        };
+        let result = read(Db { conn: &conn, path: &self.path });
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+        result
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn create_run(&self, run: NewRun) -> Result<u64, StoreError> {
+        self.write(move |db| queries::create_run(db, &run, now_ms())).await
+    }
+
+    async fn claim(&self, run_id: Uuid, owner: &str, lease: Duration) -> Result<Claim, StoreError> {
+        let owner = owner.to_string();
+        self.write(move |db| queries::claim(db, run_id, &owner, lease, now_ms())).await
+    }
+
+    async fn renew(&self, run_id: Uuid, epoch: u64, lease: Duration) -> Result<(), StoreError> {
+        self.write(move |db| queries::renew(db, run_id, epoch, lease, now_ms())).await
+    }
+
+    async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
+        let keep = self.inner.keep_checkpoints;
+        self.write(move |db| queries::commit(db, &commit, keep, now_ms())).await
+    }
+
+    async fn load_run(&self, run_id: Uuid) -> Result<RunRecord, StoreError> {
+        self.read(move |db| queries::load_run(db, run_id)).await
+    }
+
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, StoreError> {
+        let filter = filter.clone();
+        self.read(move |db| queries::list_runs(db, &filter)).await
+    }
+
+    async fn steps(&self, run_id: Uuid) -> Result<Vec<StepRecord>, StoreError> {
+        self.read(move |db| queries::steps(db, run_id)).await
+    }
+
+    async fn checkpoints(&self, run_id: Uuid) -> Result<Vec<CheckpointInfo>, StoreError> {
+        self.read(move |db| queries::checkpoints(db, run_id)).await
+    }
+
+    async fn load_checkpoint(&self, run_id: Uuid, seq: u64) -> Result<Snapshot, StoreError> {
+        self.read(move |db| queries::load_checkpoint(db, run_id, seq)).await
+    }
+
+    async fn journal_get(&self, run_id: Uuid, step_key: &str, seq: u32) -> Result<Option<JournalEntry>, StoreError> {
+        let step_key = step_key.to_string();
+        self.read(move |db| queries::journal_get(db, run_id, &step_key, seq)).await
+    }
+
+    async fn journal_put(&self, entry: JournalEntry) -> Result<JournalEntry, StoreError> {
+        self.write(move |db| queries::journal_put(db, &entry, now_ms())).await
+    }
+}

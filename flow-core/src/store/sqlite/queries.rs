@@ -1,0 +1,567 @@
+//! The SQL of every store operation, on one connection, with row decoding.
+//!
+//! Write operations run inside the writer's transaction (and a savepoint of their own); they
+//! never begin or end transactions themselves. Every statement is prepared through the
+//! connection's statement cache.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{CachedStatement, Connection, OptionalExtension, params};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::error::{column, corrupt, map};
+use crate::store::{
+    CheckpointInfo, Claim, Commit, JournalEntry, NewRun, RunFilter, RunRecord, RunStatus, RunSummary, Snapshot,
+    StepRecord, StepStatus, StoreError,
+};
+
+/// A connection and the file it is on, for error messages.
+#[derive(Clone, Copy)]
+pub(super) struct Db<'a> {
+    pub(super) conn: &'a Connection,
+    pub(super) path: &'a Path,
+}
+
+impl<'a> Db<'a> {
+    fn prepare(&self, sql: &str) -> Result<CachedStatement<'a>, StoreError> {
+        self.conn.prepare_cached(sql).map_err(|e| map(&e, self.path))
+    }
+
+    fn fail(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+        move |e| map(&e, self.path)
+    }
+}
+
+macro_rules! run_columns {
+    () => {
+        "run_id, flow, parent_run_id, status, state, progress, version, output, error, pause, \
+         lease_owner, lease_expires_at, epoch, created_at, updated_at"
+    };
+}
+
+const SELECT_RUN: &str = concat!("SELECT ", run_columns!(), " FROM flow_runs WHERE run_id = ?1");
+
+const RUN_EXISTS: &str = "SELECT epoch FROM flow_runs WHERE run_id = ?1";
+
+const INSERT_RUN: &str = "INSERT INTO flow_runs (run_id, flow, parent_run_id, status, state, progress, version, \
+     lease_owner, lease_expires_at, epoch, created_at, updated_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?8, 1, ?9, ?9) \
+     ON CONFLICT (run_id) DO NOTHING";
+
+const SELECT_LEASE: &str = "SELECT lease_owner, lease_expires_at FROM flow_runs WHERE run_id = ?1";
+
+const TAKE_LEASE: &str = concat!(
+    "UPDATE flow_runs SET epoch = epoch + 1, lease_owner = ?2, lease_expires_at = ?3 WHERE run_id = ?1 RETURNING ",
+    run_columns!()
+);
+
+const RENEW_LEASE: &str = "UPDATE flow_runs SET lease_expires_at = ?3 WHERE run_id = ?1 AND epoch = ?2";
+
+// ?8 says whether the run stays running: any other status releases the lease.
+const UPDATE_RUN: &str = "UPDATE flow_runs SET status = ?2, state = ?3, progress = ?4, version = version + 1, \
+     output = ?5, error = ?6, pause = ?7, \
+     lease_owner = CASE WHEN ?8 THEN lease_owner END, \
+     lease_expires_at = CASE WHEN ?8 THEN lease_expires_at END, \
+     updated_at = ?9 \
+     WHERE run_id = ?1 AND epoch = ?10";
+
+const UPSERT_STEP: &str = "INSERT INTO flow_steps (run_id, step_key, ord, method, status, input, output, error, \
+     attempt, created_at, updated_at) \
+     VALUES (?1, ?2, (SELECT COALESCE(MAX(ord), 0) + 1 FROM flow_steps WHERE run_id = ?1), \
+             ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9) \
+     ON CONFLICT (run_id, step_key) DO UPDATE SET method = excluded.method, status = excluded.status, \
+     input = excluded.input, output = excluded.output, error = excluded.error, attempt = excluded.attempt, \
+     updated_at = excluded.updated_at";
+
+const APPEND_CHECKPOINT: &str = "INSERT INTO flow_checkpoints (run_id, seq, step_key, status, state, progress, \
+     created_at) \
+     VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM flow_checkpoints WHERE run_id = ?1), ?2, ?3, ?4, ?5, ?6) \
+     RETURNING seq";
+
+const PRUNE_CHECKPOINTS: &str = "DELETE FROM flow_checkpoints WHERE run_id = ?1 AND seq <= ?2";
+
+const SELECT_STEPS: &str = "SELECT step_key, method, status, input, output, error, attempt FROM flow_steps \
+     WHERE run_id = ?1 ORDER BY ord";
+
+const SELECT_CHECKPOINTS: &str =
+    "SELECT seq, step_key, status, created_at FROM flow_checkpoints WHERE run_id = ?1 ORDER BY seq";
+
+const SELECT_CHECKPOINT: &str = "SELECT state, progress FROM flow_checkpoints WHERE run_id = ?1 AND seq = ?2";
+
+const INSERT_JOURNAL: &str = "INSERT INTO step_journal (run_id, step_key, seq, kind, name, request_hash, output, \
+     created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+     ON CONFLICT (run_id, step_key, seq) DO NOTHING";
+
+const SELECT_JOURNAL: &str = "SELECT kind, name, request_hash, output FROM step_journal \
+     WHERE run_id = ?1 AND step_key = ?2 AND seq = ?3";
+
+macro_rules! summary_query {
+    ($($where:literal)?) => {
+        concat!(
+            "SELECT run_id, flow, status, pause, created_at, updated_at FROM flow_runs ",
+            $($where, " ",)?
+            "ORDER BY created_at DESC, run_id DESC LIMIT ?1"
+        )
+    };
+}
+
+// One statement per filter shape, so each can use its index (an `?2 IS NULL OR` form cannot).
+const LIST_ALL: &str = summary_query!();
+const LIST_BY_STATUS: &str = summary_query!("WHERE status = ?2");
+const LIST_BY_FLOW: &str = summary_query!("WHERE flow = ?2");
+const LIST_BY_FLOW_AND_STATUS: &str = summary_query!("WHERE flow = ?2 AND status = ?3");
+
+/// Lease lengths in milliseconds; a lease too long for i64 is as good as forever.
+pub(super) fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+// Request hashes use all 64 bits; SQLite integers are signed, so the bits are stored as they are.
+fn hash_to_sql(h: u64) -> i64 {
+    i64::from_ne_bytes(h.to_ne_bytes())
+}
+
+fn hash_from_sql(h: i64) -> u64 {
+    u64::from_ne_bytes(h.to_ne_bytes())
+}
+
+fn opt_json(v: Option<&Value>) -> Option<String> {
+    // `Some(Value::Null)` is stored as the text `null`, distinct from SQL NULL for `None`.
+    v.map(Value::to_string)
+}
+
+fn decode_json(run_id: Uuid, what: &str, text: &str) -> Result<Value, StoreError> {
+    serde_json::from_str(text).map_err(|e| corrupt(run_id, what, format!("not valid JSON: {e}")))
+}
+
+fn decode_opt_json(run_id: Uuid, what: &str, text: Option<String>) -> Result<Option<Value>, StoreError> {
+    text.map(|t| decode_json(run_id, what, &t)).transpose()
+}
+
+fn decode_run_status(run_id: Uuid, what: &str, s: &str) -> Result<RunStatus, StoreError> {
+    RunStatus::parse(s).ok_or_else(|| corrupt(run_id, what, format!("unknown run status `{s}`")))
+}
+
+fn decode_u64(run_id: Uuid, what: &str, v: i64) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| corrupt(run_id, what, format!("negative value {v}")))
+}
+
+fn decode_u32(run_id: Uuid, what: &str, v: i64) -> Result<u32, StoreError> {
+    u32::try_from(v).map_err(|_| corrupt(run_id, what, format!("value {v} out of range")))
+}
+
+fn decode_uuid(run_id: Uuid, what: &str, s: &str) -> Result<Uuid, StoreError> {
+    Uuid::parse_str(s).map_err(|e| corrupt(run_id, what, format!("`{s}` is not a UUID: {e}")))
+}
+
+/// A `flow_runs` row as stored, before decoding.
+struct RunRow {
+    run_id: String,
+    flow: String,
+    parent_run_id: Option<String>,
+    status: String,
+    state: String,
+    progress: String,
+    version: i64,
+    output: Option<String>,
+    error: Option<String>,
+    pause: Option<String>,
+    lease_owner: Option<String>,
+    lease_expires_at: Option<i64>,
+    epoch: i64,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl RunRow {
+    fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(RunRow {
+            run_id: row.get(0)?,
+            flow: row.get(1)?,
+            parent_run_id: row.get(2)?,
+            status: row.get(3)?,
+            state: row.get(4)?,
+            progress: row.get(5)?,
+            version: row.get(6)?,
+            output: row.get(7)?,
+            error: row.get(8)?,
+            pause: row.get(9)?,
+            lease_owner: row.get(10)?,
+            lease_expires_at: row.get(11)?,
+            epoch: row.get(12)?,
+            created_at: row.get(13)?,
+            updated_at: row.get(14)?,
+        })
+    }
+
+    fn decode(self, run_id: Uuid) -> Result<RunRecord, StoreError> {
+        let stored_id = decode_uuid(run_id, "run id", &self.run_id)?;
+        let parent_run_id =
+            self.parent_run_id.as_deref().map(|p| decode_uuid(run_id, "parent run id", p)).transpose()?;
+        Ok(RunRecord {
+            run_id: stored_id,
+            flow: self.flow,
+            parent_run_id,
+            status: decode_run_status(run_id, "status", &self.status)?,
+            snapshot: Snapshot {
+                state: decode_json(run_id, "state", &self.state)?,
+                progress: decode_json(run_id, "progress", &self.progress)?,
+            },
+            version: decode_u64(run_id, "version", self.version)?,
+            output: decode_opt_json(run_id, "output", self.output)?,
+            error: self.error,
+            pause: decode_opt_json(run_id, "pause", self.pause)?,
+            lease_owner: self.lease_owner,
+            lease_expires_at_ms: self.lease_expires_at,
+            epoch: decode_u64(run_id, "epoch", self.epoch)?,
+            created_at_ms: self.created_at,
+            updated_at_ms: self.updated_at,
+        })
+    }
+}
+
+/// Why a fenced write matched no row: the run is missing, or its epoch moved on.
+fn fenced_or_missing(db: Db<'_>, run_id: Uuid, epoch: u64) -> StoreError {
+    let current = db
+        .prepare(RUN_EXISTS)
+        .and_then(|mut s| s.query_row([run_id.to_string()], |r| r.get::<_, i64>(0)).optional().map_err(db.fail()));
+    match current {
+        Ok(None) => StoreError::NotFound(run_id),
+        Ok(Some(current)) => match u64::try_from(current) {
+            Ok(current) => StoreError::Fenced { run_id, epoch, current },
+            Err(_) => corrupt(run_id, "epoch", format!("negative value {current}")),
+        },
+        Err(e) => e,
+    }
+}
+
+/// An epoch no stored epoch can equal when the caller's does not fit SQLite's integers; the
+/// write is then fenced, which is the truth (no such epoch was ever issued).
+fn epoch_param(epoch: u64) -> i64 {
+    i64::try_from(epoch).unwrap_or(-1)
+}
+
+fn upsert_steps(db: Db<'_>, run_id: &str, steps: &[StepRecord], now: i64) -> Result<(), StoreError> {
+    if steps.is_empty() {
+        return Ok(());
+    }
+    let mut stmt = db.prepare(UPSERT_STEP)?;
+    for step in steps {
+        stmt.execute(params![
+            run_id,
+            step.step_key,
+            step.method,
+            step.status.as_str(),
+            opt_json(step.input.as_ref()),
+            opt_json(step.output.as_ref()),
+            step.error,
+            i64::from(step.attempt),
+            now,
+        ])
+        .map_err(db.fail())?;
+    }
+    Ok(())
+}
+
+fn append_checkpoint(
+    db: Db<'_>,
+    run_id: &str,
+    step_key: Option<&str>,
+    status: RunStatus,
+    state: &str,
+    progress: &str,
+    now: i64,
+) -> Result<i64, StoreError> {
+    db.prepare(APPEND_CHECKPOINT)?
+        .query_row(params![run_id, step_key, status.as_str(), state, progress, now], |r| r.get(0))
+        .map_err(db.fail())
+}
+
+/// Inserts a run, its first checkpoint and its start steps. Returns the run's version (1).
+pub(super) fn create_run(db: Db<'_>, run: &NewRun, now: i64) -> Result<u64, StoreError> {
+    let id = run.run_id.to_string();
+    let state = run.snapshot.state.to_string();
+    let progress = run.snapshot.progress.to_string();
+    let inserted = db
+        .prepare(INSERT_RUN)?
+        .execute(params![
+            id,
+            run.flow,
+            run.parent_run_id.map(|p| p.to_string()),
+            RunStatus::Running.as_str(),
+            state,
+            progress,
+            run.owner,
+            now.saturating_add(millis(run.lease)),
+            now,
+        ])
+        .map_err(db.fail())?;
+    if inserted == 0 {
+        return Err(StoreError::Duplicate(run.run_id));
+    }
+    append_checkpoint(db, &id, None, RunStatus::Running, &state, &progress, now)?;
+    upsert_steps(db, &id, &run.steps, now)?;
+    Ok(1)
+}
+
+/// Takes the lease unless another owner holds a live one; bumps the epoch.
+pub(super) fn claim(db: Db<'_>, run_id: Uuid, owner: &str, lease: Duration, now: i64) -> Result<Claim, StoreError> {
+    let id = run_id.to_string();
+    let holder: Option<(Option<String>, Option<i64>)> = db
+        .prepare(SELECT_LEASE)?
+        .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+        .map_err(|e| column(e, run_id, "lease", db.path))?;
+    let Some((holder, expires)) = holder else {
+        return Err(StoreError::NotFound(run_id));
+    };
+    // Any live lease refuses, even one held under the same worker name: two executions of one
+    // run inside one process must exclude each other as well.
+    if let (Some(holder), Some(expires)) = (holder, expires)
+        && expires > now
+    {
+        return Err(StoreError::Locked { run_id, owner: holder, expires_at_ms: expires });
+    }
+    let row = db
+        .prepare(TAKE_LEASE)?
+        .query_row(params![id, owner, now.saturating_add(millis(lease))], RunRow::read)
+        .map_err(|e| column(e, run_id, "row", db.path))?;
+    // A row that does not decode fails the claim here, and the writer rolls back the epoch bump.
+    let run = row.decode(run_id)?;
+    Ok(Claim { epoch: run.epoch, run })
+}
+
+/// Extends the lease held under `epoch`.
+pub(super) fn renew(db: Db<'_>, run_id: Uuid, epoch: u64, lease: Duration, now: i64) -> Result<(), StoreError> {
+    let changed = db
+        .prepare(RENEW_LEASE)?
+        .execute(params![run_id.to_string(), epoch_param(epoch), now.saturating_add(millis(lease))])
+        .map_err(db.fail())?;
+    if changed == 0 {
+        return Err(fenced_or_missing(db, run_id, epoch));
+    }
+    Ok(())
+}
+
+/// One checkpoint: run row, steps, history row and retention, fenced by the epoch.
+pub(super) fn commit(db: Db<'_>, commit: &Commit, keep: Option<usize>, now: i64) -> Result<(), StoreError> {
+    let id = commit.run_id.to_string();
+    let state = commit.snapshot.state.to_string();
+    let progress = commit.snapshot.progress.to_string();
+    let changed = db
+        .prepare(UPDATE_RUN)?
+        .execute(params![
+            id,
+            commit.status.as_str(),
+            state,
+            progress,
+            opt_json(commit.output.as_ref()),
+            commit.error,
+            opt_json(commit.pause.as_ref()),
+            !commit.status.is_at_rest(),
+            now,
+            epoch_param(commit.epoch),
+        ])
+        .map_err(db.fail())?;
+    if changed == 0 {
+        return Err(fenced_or_missing(db, commit.run_id, commit.epoch));
+    }
+    upsert_steps(db, &id, &commit.steps, now)?;
+    let seq = append_checkpoint(db, &id, commit.step_key.as_deref(), commit.status, &state, &progress, now)?;
+    if let Some(keep) = keep {
+        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+        if seq > keep {
+            db.prepare(PRUNE_CHECKPOINTS)?.execute(params![id, seq - keep]).map_err(db.fail())?;
+        }
+    }
+    Ok(())
+}
+
+/// Records an effect unless one is recorded at its position; returns the one that is.
+pub(super) fn journal_put(db: Db<'_>, entry: &JournalEntry, now: i64) -> Result<JournalEntry, StoreError> {
+    let id = entry.run_id.to_string();
+    require_run(db, entry.run_id)?;
+    db.prepare(INSERT_JOURNAL)?
+        .execute(params![
+            id,
+            entry.step_key,
+            i64::from(entry.seq),
+            entry.kind,
+            entry.name,
+            hash_to_sql(entry.request_hash),
+            entry.output.to_string(),
+            now,
+        ])
+        .map_err(db.fail())?;
+    journal_get(db, entry.run_id, &entry.step_key, entry.seq)?.ok_or_else(|| {
+        StoreError::Backend(format!(
+            "{}: journal entry {}:{} of run {} vanished right after it was written",
+            db.path.display(),
+            entry.step_key,
+            entry.seq,
+            entry.run_id
+        ))
+    })
+}
+
+fn require_run(db: Db<'_>, run_id: Uuid) -> Result<(), StoreError> {
+    let found = db.prepare(RUN_EXISTS)?.query_row([run_id.to_string()], |_| Ok(())).optional().map_err(db.fail())?;
+    found.ok_or(StoreError::NotFound(run_id))
+}
+
+/// The run's latest record.
+pub(super) fn load_run(db: Db<'_>, run_id: Uuid) -> Result<RunRecord, StoreError> {
+    let row = db
+        .prepare(SELECT_RUN)?
+        .query_row([run_id.to_string()], RunRow::read)
+        .optional()
+        .map_err(|e| column(e, run_id, "row", db.path))?;
+    row.ok_or(StoreError::NotFound(run_id))?.decode(run_id)
+}
+
+/// Runs matching the filter, newest first.
+pub(super) fn list_runs(db: Db<'_>, filter: &RunFilter) -> Result<Vec<RunSummary>, StoreError> {
+    // SQLite reads a negative LIMIT as "no limit".
+    let limit = filter.limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
+    let status = filter.status.map(RunStatus::as_str);
+    let read = |row: &rusqlite::Row<'_>| {
+        Ok((
+            row.get::<_, String>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, String>(2)?,
+            row.get::<_, Option<String>>(3)?,
+            row.get::<_, i64>(4)?,
+            row.get::<_, i64>(5)?,
+        ))
+    };
+    let rows = match (filter.flow.as_deref(), status) {
+        (None, None) => collect(db, LIST_ALL, params![limit], read),
+        (None, Some(status)) => collect(db, LIST_BY_STATUS, params![limit, status], read),
+        (Some(flow), None) => collect(db, LIST_BY_FLOW, params![limit, flow], read),
+        (Some(flow), Some(status)) => collect(db, LIST_BY_FLOW_AND_STATUS, params![limit, flow, status], read),
+    }
+    .map_err(|e| column(e, Uuid::nil(), "run listing", db.path))?;
+    rows.into_iter()
+        .map(|(id, flow, status, pause, created_at_ms, updated_at_ms)| {
+            // A listing has no run id to name until this row's own id decodes.
+            let run_id = decode_uuid(Uuid::nil(), "run id", &id)?;
+            Ok(RunSummary {
+                run_id,
+                flow,
+                status: decode_run_status(run_id, "status", &status)?,
+                pause: decode_opt_json(run_id, "pause", pause)?,
+                created_at_ms,
+                updated_at_ms,
+            })
+        })
+        .collect()
+}
+
+fn collect<T>(
+    db: Db<'_>,
+    sql: &str,
+    params: &[&dyn rusqlite::ToSql],
+    read: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Vec<T>> {
+    let mut stmt = db.conn.prepare_cached(sql)?;
+    stmt.query_map(params, read)?.collect()
+}
+
+/// The run's steps in creation order.
+pub(super) fn steps(db: Db<'_>, run_id: Uuid) -> Result<Vec<StepRecord>, StoreError> {
+    require_run(db, run_id)?;
+    let rows = collect(db, SELECT_STEPS, params![run_id.to_string()], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, Option<String>>(3)?,
+            r.get::<_, Option<String>>(4)?,
+            r.get::<_, Option<String>>(5)?,
+            r.get::<_, i64>(6)?,
+        ))
+    })
+    .map_err(|e| column(e, run_id, "step row", db.path))?;
+    rows.into_iter()
+        .map(|(step_key, method, status, input, output, error, attempt)| {
+            let what = |column: &str| format!("step `{step_key}` {column}");
+            Ok(StepRecord {
+                status: StepStatus::parse(&status)
+                    .ok_or_else(|| corrupt(run_id, what("status"), format!("unknown step status `{status}`")))?,
+                input: decode_opt_json(run_id, &what("input"), input)?,
+                output: decode_opt_json(run_id, &what("output"), output)?,
+                attempt: decode_u32(run_id, &what("attempt"), attempt)?,
+                error,
+                method,
+                step_key,
+            })
+        })
+        .collect()
+}
+
+/// The run's checkpoint history, oldest first.
+pub(super) fn checkpoints(db: Db<'_>, run_id: Uuid) -> Result<Vec<CheckpointInfo>, StoreError> {
+    require_run(db, run_id)?;
+    let rows = collect(db, SELECT_CHECKPOINTS, params![run_id.to_string()], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?))
+    })
+    .map_err(|e| column(e, run_id, "checkpoint row", db.path))?;
+    rows.into_iter()
+        .map(|(seq, step_key, status, created_at_ms)| {
+            Ok(CheckpointInfo {
+                seq: decode_u64(run_id, "checkpoint seq", seq)?,
+                status: decode_run_status(run_id, &format!("checkpoint {seq} status"), &status)?,
+                step_key,
+                created_at_ms,
+            })
+        })
+        .collect()
+}
+
+/// The snapshot saved by checkpoint `seq`.
+pub(super) fn load_checkpoint(db: Db<'_>, run_id: Uuid, seq: u64) -> Result<Snapshot, StoreError> {
+    require_run(db, run_id)?;
+    let Ok(seq_param) = i64::try_from(seq) else {
+        return Err(StoreError::CheckpointNotFound { run_id, seq });
+    };
+    let row: Option<(String, String)> = db
+        .prepare(SELECT_CHECKPOINT)?
+        .query_row(params![run_id.to_string(), seq_param], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+        .map_err(|e| column(e, run_id, "checkpoint row", db.path))?;
+    let (state, progress) = row.ok_or(StoreError::CheckpointNotFound { run_id, seq })?;
+    Ok(Snapshot {
+        state: decode_json(run_id, &format!("checkpoint {seq} state"), &state)?,
+        progress: decode_json(run_id, &format!("checkpoint {seq} progress"), &progress)?,
+    })
+}
+
+/// The recorded effect at `(step_key, seq)`, if any.
+pub(super) fn journal_get(
+    db: Db<'_>,
+    run_id: Uuid,
+    step_key: &str,
+    seq: u32,
+) -> Result<Option<JournalEntry>, StoreError> {
+    let row: Option<(String, String, i64, String)> = db
+        .prepare(SELECT_JOURNAL)?
+        .query_row(params![run_id.to_string(), step_key, i64::from(seq)], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })
+        .optional()
+        .map_err(|e| column(e, run_id, "journal row", db.path))?;
+    row.map(|(kind, name, hash, output)| {
+        Ok(JournalEntry {
+            run_id,
+            step_key: step_key.to_string(),
+            seq,
+            output: decode_json(run_id, &format!("journal entry {step_key}:{seq} output"), &output)?,
+            kind,
+            name,
+            request_hash: hash_from_sql(hash),
+        })
+    })
+    .transpose()
+}

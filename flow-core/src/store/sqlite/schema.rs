@@ -1,0 +1,290 @@
+//! The schema, its migrations, and the settings every connection is opened with.
+//!
+//! The schema version lives in `PRAGMA user_version`. Migration `i` (counting from 1) takes a
+//! file from version `i - 1` to `i`; all pending migrations run in one `BEGIN IMMEDIATE`
+//! transaction, so a crash or a concurrent opener never leaves a half-migrated file. A file
+//! whose version is newer than [`SCHEMA_VERSION`] belongs to a newer build: it is refused before
+//! anything (not even the journal mode) is changed.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+
+use super::error::map;
+use super::{SqliteOptions, Synchronous};
+use crate::store::StoreError;
+
+/// Version 1: runs, steps, checkpoint history and the effect journal (research §9.2, adapted:
+/// the lease lives on the run, which is the unit one executor drives).
+///
+/// JSON is stored as TEXT and decoded on read, so a damaged value is reported as
+/// [`StoreError::Corrupt`] naming the run instead of failing the write that would repair it.
+/// Statuses carry no CHECK constraint for the same reason, and because widening a CHECK in
+/// SQLite means rebuilding the table.
+const V1: &str = r#"
+CREATE TABLE flow_runs (
+    run_id           TEXT    NOT NULL PRIMARY KEY,
+    flow             TEXT    NOT NULL,
+    parent_run_id    TEXT,
+    status           TEXT    NOT NULL,
+    state            TEXT    NOT NULL,
+    progress         TEXT    NOT NULL,
+    version          INTEGER NOT NULL,
+    output           TEXT,
+    error            TEXT,
+    pause            TEXT,
+    lease_owner      TEXT,
+    lease_expires_at INTEGER,
+    epoch            INTEGER NOT NULL,
+    created_at       INTEGER NOT NULL,
+    updated_at       INTEGER NOT NULL
+) STRICT;
+CREATE INDEX flow_runs_by_created ON flow_runs (created_at DESC, run_id DESC);
+CREATE INDEX flow_runs_by_status ON flow_runs (status, created_at DESC, run_id DESC);
+CREATE INDEX flow_runs_by_flow ON flow_runs (flow, created_at DESC, run_id DESC);
+
+-- `ord` keeps creation order: step keys do not sort by it, and rowids may be renumbered by VACUUM.
+CREATE TABLE flow_steps (
+    run_id     TEXT    NOT NULL REFERENCES flow_runs (run_id) ON DELETE CASCADE,
+    step_key   TEXT    NOT NULL,
+    ord        INTEGER NOT NULL,
+    method     TEXT    NOT NULL,
+    status     TEXT    NOT NULL,
+    input      TEXT,
+    output     TEXT,
+    error      TEXT,
+    attempt    INTEGER NOT NULL,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (run_id, step_key),
+    UNIQUE (run_id, ord)
+) STRICT;
+
+CREATE TABLE flow_checkpoints (
+    run_id     TEXT    NOT NULL REFERENCES flow_runs (run_id) ON DELETE CASCADE,
+    seq        INTEGER NOT NULL,
+    step_key   TEXT,
+    status     TEXT    NOT NULL,
+    state      TEXT    NOT NULL,
+    progress   TEXT    NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (run_id, seq)
+) STRICT;
+
+-- Keyed by run, not by step row: an effect may be recorded before its step's row is committed.
+CREATE TABLE step_journal (
+    run_id       TEXT    NOT NULL REFERENCES flow_runs (run_id) ON DELETE CASCADE,
+    step_key     TEXT    NOT NULL,
+    seq          INTEGER NOT NULL,
+    kind         TEXT    NOT NULL,
+    name         TEXT    NOT NULL,
+    request_hash INTEGER NOT NULL,
+    output       TEXT    NOT NULL,
+    created_at   INTEGER NOT NULL,
+    PRIMARY KEY (run_id, step_key, seq)
+) STRICT;
+"#;
+
+/// Every migration, oldest first. Append only: a released migration never changes.
+const MIGRATIONS: &[&str] = &[V1];
+
+/// The schema version this build writes.
+pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// Opens the connection that writes: checks the schema version before changing anything, then
+/// applies the options and pending migrations.
+pub(super) fn open_writer(options: &SqliteOptions) -> Result<Connection, StoreError> {
+    let path = options.path.as_path();
+    check_parent(path)?;
+    open_writer_in(options, path).map_err(|e| match e {
+        StoreError::Open { .. } | StoreError::ReadOnly(_) if !options.read_only && directory_is_read_only(path) => {
+            StoreError::ReadOnly(format!(
+                "the directory {} is not writable by this process, and SQLite must create `-wal` and `-shm` \
+                 files beside {}; fix the directory's permissions or move the database",
+                parent_dir(path).display(),
+                path.display()
+            ))
+        }
+        other => other,
+    })
+}
+
+fn open_writer_in(options: &SqliteOptions, path: &Path) -> Result<Connection, StoreError> {
+    let flags = if options.read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| map(&e, path))?;
+    conn.busy_timeout(options.busy_timeout).map_err(|e| map(&e, path))?;
+
+    // The first read of the file: a file that is not a database fails here, before any write.
+    let found = user_version(&conn, path)?;
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::SchemaTooNew { found, supported: SCHEMA_VERSION });
+    }
+    if !options.read_only && conn.is_readonly(rusqlite::MAIN_DB).map_err(|e| map(&e, path))? {
+        // SQLite silently falls back to read-only when the file is write-protected; failing now
+        // beats failing at the first checkpoint, after the run has done (and paid for) work.
+        return Err(StoreError::ReadOnly(format!(
+            "{} is not writable by this process; fix its permissions, or open it with \
+             `SqliteOptions::read_only(true)` to inspect it",
+            path.display()
+        )));
+    }
+
+    if !options.read_only {
+        let mode: String =
+            conn.pragma_update_and_check(None, "journal_mode", "wal", |r| r.get(0)).map_err(|e| map(&e, path))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(path = %path.display(), mode, "SQLite refused WAL mode; readers will block the writer");
+        }
+    }
+    apply_settings(&conn, options.synchronous, options.busy_timeout, path)?;
+    if let Some(bytes) = options.max_size {
+        let page_size: i64 = conn.pragma_query_value(None, "page_size", |r| r.get(0)).map_err(|e| map(&e, path))?;
+        let pages = (i64::try_from(bytes).unwrap_or(i64::MAX) / page_size.max(1)).max(1);
+        conn.pragma_update(None, "max_page_count", pages).map_err(|e| map(&e, path))?;
+    }
+
+    if found < SCHEMA_VERSION {
+        if options.read_only {
+            return Err(StoreError::ReadOnly(format!(
+                "{} has schema version {found} and needs migrating to {SCHEMA_VERSION}, which a read-only \
+                 store cannot do; open it once writable",
+                path.display()
+            )));
+        }
+        migrate(&conn, path)?;
+    }
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(conn)
+}
+
+/// Opens a connection for the read pool. Read-only at the SQLite level, so no read path can
+/// write by mistake.
+pub(super) fn open_reader(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreError> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(|e| map(&e, path))?;
+    conn.busy_timeout(busy_timeout).map_err(|e| map(&e, path))?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(conn)
+}
+
+/// Enough for every distinct statement the store prepares.
+const STATEMENT_CACHE: usize = 64;
+
+fn apply_settings(
+    conn: &Connection,
+    synchronous: Synchronous,
+    busy_timeout: Duration,
+    path: &Path,
+) -> Result<(), StoreError> {
+    conn.pragma_update(None, "synchronous", synchronous.pragma()).map_err(|e| map(&e, path))?;
+    conn.pragma_update(None, "foreign_keys", "ON").map_err(|e| map(&e, path))?;
+    conn.busy_timeout(busy_timeout).map_err(|e| map(&e, path))
+}
+
+fn user_version(conn: &Connection, path: &Path) -> Result<i64, StoreError> {
+    conn.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(|e| map(&e, path))
+}
+
+fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
+/// Whether this process may create files next to `path`. Only asked after SQLite failed to
+/// open or read the file, because SQLite reports a directory it cannot create its `-wal` and
+/// `-shm` files in as a bare "unable to open database file"; std has no `access(2)`, so this
+/// creates (and removes) a probe file.
+fn directory_is_read_only(path: &Path) -> bool {
+    let probe = parent_dir(path).join(format!(".flows-write-probe-{}", uuid::Uuid::new_v4()));
+    match std::fs::OpenOptions::new().write(true).create_new(true).open(&probe) {
+        Ok(_) => {
+            if let Err(e) = std::fs::remove_file(&probe) {
+                tracing::warn!(probe = %probe.display(), error = %e, "cannot remove the write probe file");
+            }
+            false
+        }
+        Err(e) => matches!(e.kind(), std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem),
+    }
+}
+
+/// A missing directory gives SQLite's bare "unable to open database file"; say which.
+fn check_parent(path: &Path) -> Result<(), StoreError> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => Err(StoreError::Open {
+            path: path.display().to_string(),
+            message: format!("the directory {} does not exist; create it first", dir.display()),
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| map(&e, path))?;
+    let applied = (|| {
+        // Re-read under the write lock: another process may have migrated since we looked.
+        let from = user_version(conn, path)?;
+        if from > SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew { found: from, supported: SCHEMA_VERSION });
+        }
+        let from_index = usize::try_from(from).unwrap_or(0);
+        for (index, sql) in MIGRATIONS.iter().enumerate().skip(from_index) {
+            conn.execute_batch(sql).map_err(|e| map(&e, path))?;
+            tracing::info!(path = %path.display(), version = index + 1, "applied store schema migration");
+        }
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(|e| map(&e, path))
+    })();
+    match applied {
+        Ok(()) => conn.execute_batch("COMMIT").map_err(|e| map(&e, path)),
+        Err(e) => {
+            // The migration's own error is the one to report; a failed rollback changes nothing
+            // on disk (SQLite rolls back on close) so it is only logged.
+            if let Err(rollback) = conn.execute_batch("ROLLBACK") {
+                tracing::warn!(path = %path.display(), error = %rollback, "rollback of a failed migration failed");
+            }
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    fn pragma(conn: &Connection, name: &str) -> rusqlite::Result<i64> {
+        conn.pragma_query_value(None, name, |r| r.get(0))
+    }
+
+    #[test]
+    fn writer_connection_settings_follow_options() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("runs.db");
+
+        let conn = open_writer(&SqliteOptions::new(&path))?;
+        assert_eq!(pragma(&conn, "synchronous")?, 2, "FULL by default");
+        assert_eq!(pragma(&conn, "foreign_keys")?, 1);
+        assert_eq!(pragma(&conn, "busy_timeout")?, 5_000);
+        assert_eq!(pragma(&conn, "user_version")?, SCHEMA_VERSION);
+        let mode: String = conn.pragma_query_value(None, "journal_mode", |r| r.get(0))?;
+        assert_eq!(mode, "wal");
+        drop(conn);
+
+        let options = SqliteOptions::new(&path)
+            .synchronous(Synchronous::Normal)
+            .busy_timeout(Duration::from_millis(250))
+            .max_size(1 << 20);
+        let conn = open_writer(&options)?;
+        assert_eq!(pragma(&conn, "synchronous")?, 1);
+        assert_eq!(pragma(&conn, "busy_timeout")?, 250);
+        assert_eq!(pragma(&conn, "max_page_count")? * pragma(&conn, "page_size")?, 1 << 20);
+        Ok(())
+    }
+}
