@@ -179,6 +179,19 @@ pub(crate) enum TriggerExpr {
 }
 
 impl TriggerExpr {
+    /// The trigger written out, for messages: `or(a, Route::B)`.
+    pub(crate) fn text(&self) -> String {
+        match self {
+            TriggerExpr::Method(m) => m.to_string(),
+            TriggerExpr::Label(l) => path_text(&l.path),
+            TriggerExpr::Or(parts) | TriggerExpr::And(parts) => {
+                let name = if matches!(self, TriggerExpr::Or(_)) { "or" } else { "and" };
+                let parts: Vec<String> = parts.iter().map(TriggerExpr::text).collect();
+                format!("{name}({})", parts.join(", "))
+            }
+        }
+    }
+
     /// Whether an `and(...)` appears anywhere in the trigger.
     pub(crate) fn has_and(&self) -> bool {
         match self {
@@ -277,10 +290,17 @@ fn retry(cx: &Ctxt, arg: &Arg, inner: &TokenStream) -> Option<Retry> {
         }
         match (key.as_str(), &part.kind) {
             ("attempts", ArgKind::Value(v)) => {
-                attempts = count(cx, v, &part, "attempts", "total attempts, including the first")
+                attempts = count(cx, v, &part, "attempts", "total attempts, including the first", "; 1 means no retry")
             }
             ("invalid_reply", ArgKind::Value(v)) => {
-                invalid_reply = count(cx, v, &part, "invalid_reply", "total attempts for a reply that does not parse")
+                invalid_reply = count(
+                    cx,
+                    v,
+                    &part,
+                    "invalid_reply",
+                    "total attempts for a reply that does not parse",
+                    "; 1 means no retry",
+                )
             }
             ("backoff", ArgKind::Value(ArgValue::Expr(e))) => backoff = parse_backoff(cx, e),
             ("jitter", ArgKind::Flag) => jitter = true,
@@ -309,7 +329,7 @@ fn retry(cx: &Ctxt, arg: &Arg, inner: &TokenStream) -> Option<Retry> {
 }
 
 /// A positive whole number such as `attempts = 3`.
-fn count(cx: &Ctxt, value: &ArgValue, arg: &Arg, key: &str, what: &str) -> Option<u32> {
+fn count(cx: &Ctxt, value: &ArgValue, arg: &Arg, key: &str, what: &str, zero: &str) -> Option<u32> {
     let lit = match value {
         ArgValue::Expr(e) => match &**e {
             Expr::Lit(syn::ExprLit { lit: Lit::Int(lit), .. }) => Some(lit),
@@ -323,7 +343,7 @@ fn count(cx: &Ctxt, value: &ArgValue, arg: &Arg, key: &str, what: &str) -> Optio
     };
     match lit.base10_parse::<u32>() {
         Ok(0) => {
-            cx.error_spanned_by(lit, format!("`{key}` must be at least 1 ({what}); 1 means no retry"));
+            cx.error_spanned_by(lit, format!("`{key}` must be at least 1 ({what}){zero}"));
             None
         }
         Ok(n) => Some(n),
@@ -471,7 +491,7 @@ pub(crate) fn flow_args(cx: &Ctxt, tokens: TokenStream) -> FlowArgs {
                 _ => cx.error_spanned_by(arg, "write the flow's name as a non-empty string: `name = \"content\"`"),
             },
             ("max_calls", ArgKind::Value(v)) => {
-                out.max_calls = count(cx, v, arg, "max_calls", "how often one method may run in one run")
+                out.max_calls = count(cx, v, arg, "max_calls", "how often one method may run in one run", "")
             }
             ("retry", ArgKind::List(inner)) => out.retry = retry(cx, arg, inner),
             ("timeout", ArgKind::Value(_)) => out.timeout = timeout(cx, arg),

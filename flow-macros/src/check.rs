@@ -40,6 +40,10 @@ pub(crate) struct Graph<'a> {
 pub(crate) struct PayloadCheck {
     pub(crate) param: Type,
     pub(crate) source: TokenStream,
+    /// What the parameter receives, in words: "`count`'s output", "the route `Quality::Good`".
+    pub(crate) what: String,
+    /// The method taking the parameter.
+    pub(crate) method: String,
 }
 
 pub(crate) fn check<'a>(cx: &Ctxt, flow: &'a Flow) -> Graph<'a> {
@@ -51,6 +55,10 @@ pub(crate) fn check<'a>(cx: &Ctxt, flow: &'a Flow) -> Graph<'a> {
         compensates: vec![None; flow.methods.len()],
         payload_checks: Vec::new(),
     };
+    if flow.item.trait_.is_some() {
+        // Reported by the front end; the methods of a trait impl are not a flow.
+        return g;
+    }
     let before = cx.count();
     let triggers: Vec<_> = flow
         .methods
@@ -120,7 +128,7 @@ fn resolve(cx: &Ctxt, flow: &Flow, me: usize, t: &TriggerExpr, labels: &mut Vec<
                 let have = if have.is_empty() {
                     "this flow has no `#[router]`".to_owned()
                 } else {
-                    format!("here {}", have.join(", "))
+                    format!("of its routers, {}", have.join(", "))
                 };
                 cx.error_spanned_by(
                     &label.enum_path,
@@ -296,10 +304,10 @@ fn starts(cx: &Ctxt, flow: &Flow) -> bool {
     }
     let conditional: Vec<String> =
         flow.methods.iter().filter(|m| m.is_start && m.trigger.is_some()).map(|m| m.ident.to_string()).collect();
-    let note = if conditional.is_empty() {
-        String::new()
-    } else {
-        format!(" ({} only start when their trigger fires)", quoted(&conditional))
+    let note = match conditional.as_slice() {
+        [] => String::new(),
+        [one] => format!(" (`{one}` is a conditional start: it runs only when its trigger fires)"),
+        many => format!(" ({} are conditional starts: they run only when their triggers fire)", quoted(many)),
     };
     cx.error_spanned_by(
         &flow.item.self_ty,
@@ -333,15 +341,17 @@ fn reachability(cx: &Ctxt, g: &Graph<'_>) {
     for (i, m) in methods.iter().enumerate() {
         // Compensation runs on failure, outside the event graph; an unresolved trigger is
         // reported already.
-        if reached[i] || m.is_compensate || m.trigger.is_none() {
+        let Some(trigger) = &m.trigger else { continue };
+        if reached[i] || m.is_compensate {
             continue;
         }
         cx.error_spanned_by(
             &m.ident,
             format!(
-                "`{}` can never run: no start leads to its trigger; make sure what it listens to can happen \
-                 (a method that runs, or a variant a reachable router returns)",
-                m.ident
+                "`{}` can never run: no start leads to its trigger `{}`; listen to a method that runs, or to a \
+                 variant that a reachable router returns",
+                m.ident,
+                trigger.text()
             ),
         );
     }
@@ -367,7 +377,12 @@ fn payloads(cx: &Ctxt, g: &mut Graph<'_>) {
             if let Some(t) = g.compensates[i]
                 && let Some(out) = &flow.methods[t].sig.output
             {
-                g.payload_checks.push(PayloadCheck { param: param.clone(), source: out.to_token_stream() });
+                g.payload_checks.push(PayloadCheck {
+                    param: param.clone(),
+                    source: out.to_token_stream(),
+                    what: format!("the output of `{}` (the step it undoes)", flow.methods[t].ident),
+                    method: m.ident.to_string(),
+                });
             }
             continue;
         }
@@ -392,17 +407,29 @@ fn payloads(cx: &Ctxt, g: &mut Graph<'_>) {
         let Some(resolved) = &g.triggers[i] else { continue };
         let mut leaves = Vec::new();
         leaf_sources(g, resolved, &mut leaves);
-        for source in leaves.into_iter().flatten() {
-            g.payload_checks.push(PayloadCheck { param: param.clone(), source });
+        for (source, what) in leaves {
+            if let Some(source) = source {
+                g.payload_checks.push(PayloadCheck { param: param.clone(), source, what, method: m.ident.to_string() });
+            }
         }
     }
 }
 
-/// What each leaf of a trigger sends: a method's output type, or a label's route enum.
-fn leaf_sources(g: &Graph<'_>, t: &Resolved, out: &mut Vec<Option<TokenStream>>) {
+/// What each leaf of a trigger sends: a method's output type, or a label's route enum; and
+/// that in words.
+fn leaf_sources(g: &Graph<'_>, t: &Resolved, out: &mut Vec<(Option<TokenStream>, String)>) {
     match t {
-        Resolved::Method(m) => out.push(g.flow.methods[*m].sig.output.as_ref().map(ToTokens::to_token_stream)),
-        Resolved::Label(l) => out.push(Some(g.labels[*l].enum_path.to_token_stream())),
+        Resolved::Method(m) => {
+            let m = &g.flow.methods[*m];
+            out.push((m.sig.output.as_ref().map(ToTokens::to_token_stream), format!("the output of `{}`", m.ident)));
+        }
+        Resolved::Label(l) => {
+            let label = &g.labels[*l];
+            out.push((
+                Some(label.enum_path.to_token_stream()),
+                format!("the route value of `{}`", crate::attr::path_text(&label.path)),
+            ));
+        }
         Resolved::Or(parts) | Resolved::And(parts) => parts.iter().for_each(|p| leaf_sources(g, p, out)),
     }
 }

@@ -4,8 +4,8 @@
 //!
 //! Generated code names only `::flow_core::__private` items, by absolute path.
 
-use proc_macro2::{Literal, Span, TokenStream};
-use quote::{ToTokens, quote, quote_spanned};
+use proc_macro2::{Literal, TokenStream};
+use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 
 use crate::ast::Method;
@@ -42,7 +42,7 @@ pub(crate) fn expand(g: &Graph<'_>) -> TokenStream {
     let retry = retry_tokens(flow.retry.as_ref());
     let timeout = duration_opt(flow.timeout.as_ref());
     let arms = flow.methods.iter().enumerate().map(|(i, m)| invoke_arm(g, i, m));
-    let checks = checks(g, state);
+    let checks = checks(g);
     let registration = if flow.is_generic() {
         // A generic flow has no single type to register under its name.
         TokenStream::new()
@@ -241,8 +241,9 @@ fn invoke_arm(g: &Graph<'_>, i: usize, m: &Method) -> TokenStream {
     let ident = &m.ident;
     let name = ident.to_string();
     let mut args = vec![quote!(&*self)];
-    if m.sig.cx.is_some() {
-        args.push(quote!(&cx));
+    if let Some(cx_ty) = &m.sig.cx {
+        // A context of another state type is reported by rustc on the user's state argument.
+        args.push(quote_spanned!(ctx_state_span(cx_ty)=> &cx));
     }
     let decode = match &m.sig.payload {
         Some(ty) => {
@@ -252,27 +253,45 @@ fn invoke_arm(g: &Graph<'_>, i: usize, m: &Method) -> TokenStream {
         None => TokenStream::new(),
     };
     let call = quote!(Self::#ident(#(#args),*).await);
-    // Spanned on the return type so that an error type that does not convert into
-    // `flow_core::Error`, or an output that does not serialize, is reported there.
-    let ret_span = m.sig.output.as_ref().map_or_else(Span::call_site, Spanned::span);
+    // The output and error types are passed explicitly (from the user's own tokens), so that an
+    // output that does not persist or an error that does not convert into `flow_core::Error` is
+    // reported on the user's type. `assert_output` sits in the same body as the call, where
+    // rustc reports a bound that fails twice at one span only once.
+    let (assert, types) = match &m.sig.output {
+        Some(out) => {
+            let err = m.sig.error.as_ref().map_or_else(|| quote!(_), ToTokens::to_token_stream);
+            (quote!(#p::assert_output::<#out>();), quote!(::<#out, #err>))
+        }
+        None => (TokenStream::new(), TokenStream::new()),
+    };
     let body = match &m.sig.route {
-        Some(route) => {
+        Some(_) => {
             let label_match = route_match(g, i, m);
-            let route_fn = quote_spanned!(route.ty.span()=> #p::route);
-            quote!(#route_fn(#call, |__r| #label_match))
+            quote!(#p::route #types (#call, |__r| #label_match))
         }
-        None => {
-            let output_fn = quote_spanned!(ret_span=> #p::output);
-            quote!(#output_fn(#call))
-        }
+        None => quote!(#p::output #types (#call)),
     };
     let i = id(i);
     quote! {
         #i => #p::Box::pin(async move {
+            #assert
             #decode
             #body
         }),
     }
+}
+
+/// The span of `S` in a context parameter `&Ctx<S>`, else of the whole type.
+fn ctx_state_span(ty: &syn::Type) -> proc_macro2::Span {
+    if let syn::Type::Reference(r) = ty
+        && let syn::Type::Path(p) = &*r.elem
+        && let Some(last) = p.path.segments.last()
+        && let syn::PathArguments::AngleBracketed(args) = &last.arguments
+        && let Some(arg) = args.args.first()
+    {
+        return arg.span();
+    }
+    ty.span()
 }
 
 /// `match __r { Route::A { .. } => Some(LabelId(0)), ... }` for a router. The scrutinee is
@@ -309,44 +328,46 @@ fn route_match(g: &Graph<'_>, i: usize, m: &Method) -> TokenStream {
     quote!(match #scrutinee { #(#arms)* })
 }
 
-/// Checks rustc performs for us, spanned on the user's tokens: the state and outputs persist,
-/// error types convert, the context is the flow's, and payload parameters have the type their
-/// trigger sends. The function is never called; closures are never called either.
-fn checks(g: &Graph<'_>, state: &syn::Type) -> TokenStream {
-    let p = private();
+/// Checks rustc performs for us, spanned on the user's tokens: payload parameters have the
+/// type their trigger sends. The function is never called, nor are
+/// its closures. (The state's bounds are checked by `type State = #state` itself, on the user's
+/// token; a separate `assert_state` would report each missing trait a second time.)
+fn checks(g: &Graph<'_>) -> TokenStream {
     let flow = g.flow;
     let item = &flow.item;
     let self_ty = &item.self_ty;
     let (impl_generics, _, where_clause) = item.generics.split_for_impl();
     let mut body = Vec::new();
-    body.push(quote_spanned!(state.span()=> #p::assert_state::<#state>();));
-    for m in &flow.methods {
-        if let Some(out) = &m.sig.output {
-            body.push(quote_spanned!(out.span()=> #p::assert_output::<#out>();));
-            if let Some(err) = &m.sig.error {
-                body.push(quote_spanned!(err.span()=> let _ = #p::output::<#out, #err>;));
-            }
-        }
-        if let Some(cx_ty) = &m.sig.cx {
-            let value = quote_spanned!(cx_ty.span()=> __cx);
-            body.push(quote! {
-                let _ = |__cx: &#p::Ctx<#state>| {
-                    let _: #cx_ty = #value;
-                };
-            });
-        }
-    }
-    for c in &g.payload_checks {
+    let mut traits = Vec::new();
+    for (n, c) in g.payload_checks.iter().enumerate() {
         let param = &c.param;
         let source = &c.source;
-        let value = quote_spanned!(param.span()=> __v);
+        // One marker trait per check, implemented only by `T` for `T`, so that rustc's message
+        // can say which method receives what.
+        let same = format_ident!("__FlowPayload{}", n);
+        let message = format!("`{}` receives {}, `{{T}}`, but its parameter is `{{Self}}`", c.method, c.what);
+        traits.push(quote! {
+            #[diagnostic::on_unimplemented(
+                message = #message,
+                label = "expected `{T}` here",
+                note = "an input parameter has the type its trigger sends: a method's output, the route enum \
+                        for a route, the undone method's output for `#[compensate]`; change the type, or remove \
+                        the parameter"
+            )]
+            trait #same<T> {}
+            impl<T> #same<T> for T {}
+        });
+        let call = quote_spanned!(param.span()=> __check::<#param, #source>());
         body.push(quote! {
-            let _ = |__v: #source| {
-                let _: #param = #value;
-            };
+            {
+                fn __check<P: #same<T>, T>() {}
+                #call;
+            }
         });
     }
     quote! {
+        #(#traits)*
+
         impl #impl_generics #self_ty #where_clause {
             #[doc(hidden)]
             #[allow(dead_code, clippy::all, clippy::pedantic)]
