@@ -275,7 +275,7 @@ fn signature(cx: &Ctxt, sig: &syn::Signature, is_router: bool) -> Sig {
         cx.error_spanned_by(abi, format!("a flow method cannot have an ABI: {SHAPE}"));
     }
     if sig.asyncness.is_none() {
-        cx.error_spanned_by(&sig.fn_token, format!("flow methods are async: write `async fn {name}`"));
+        cx.error_spanned_by(sig.fn_token, format!("flow methods are async: write `async fn {name}`"));
     }
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
         cx.error_spanned_by(
