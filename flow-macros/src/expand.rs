@@ -8,7 +8,7 @@ use proc_macro2::{Literal, TokenStream};
 use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 
-use crate::ast::Method;
+use crate::ast::{Flow, Method};
 use crate::attr::{Backoff, LabelPath, Retry, Terminal, path_text, type_text};
 use crate::check::{Graph, Resolved};
 use crate::duration::Dur;
@@ -26,7 +26,7 @@ pub(crate) fn expand(g: &Graph<'_>) -> TokenStream {
     let (impl_generics, _, where_clause) = item.generics.split_for_impl();
     let Some(state) = &flow.state else {
         // Unreachable: a missing state is an error, and errors never reach expansion.
-        return fallback(&flow.item, TokenStream::new());
+        return fallback(flow, TokenStream::new());
     };
 
     let name = &flow.name;
@@ -100,13 +100,55 @@ pub(crate) fn expand(g: &Graph<'_>) -> TokenStream {
     }
 }
 
-/// The user's impl, stripped, followed by the errors: nothing else, so that only the real
-/// errors show. Its methods are never called then, so dead-code warnings are silenced.
-pub(crate) fn fallback(item: &syn::ItemImpl, errors: TokenStream) -> TokenStream {
+/// The user's impl, stripped, the errors, and a stub `Flow` impl with an empty graph: code that
+/// uses the flow (`MyFlow::graph()`, `kickoff`) still type-checks, so only the real errors show
+/// (thiserror's fallback). The methods are never called then, so dead-code warnings are silenced.
+pub(crate) fn fallback(flow: &Flow, errors: TokenStream) -> TokenStream {
+    let p = private();
+    let item = &flow.item;
+    let self_ty = &item.self_ty;
+    let (impl_generics, _, where_clause) = item.generics.split_for_impl();
+    // Without a state type, `()` (which is a valid state) keeps the stub well-formed.
+    let state = flow.state.as_ref().map_or_else(|| quote!(()), ToTokens::to_token_stream);
+    let name = &flow.name;
+    let type_name = type_text(&self_ty.to_token_stream());
+    let stub = if item.trait_.is_some() {
+        TokenStream::new()
+    } else {
+        quote! {
+            const _: () = {
+                impl #impl_generics #p::Flow for #self_ty #where_clause {
+                    type State = #state;
+
+                    fn graph() -> &'static #p::Graph {
+                        static GRAPH: #p::Graph = #p::Graph {
+                            name: #name,
+                            type_name: #type_name,
+                            state_type: "",
+                            methods: &[],
+                            labels: &[],
+                            options: #p::FlowOptions::DEFAULT,
+                        };
+                        &GRAPH
+                    }
+
+                    fn __invoke(
+                        self: #p::Arc<Self>,
+                        method: #p::MethodId,
+                        _cx: #p::Ctx<#state>,
+                        _payload: #p::Payload,
+                    ) -> #p::BoxFuture<'static, #p::StepResult> {
+                        #p::Box::pin(async move { #p::unknown_method(method) })
+                    }
+                }
+            };
+        }
+    };
     quote! {
         #[allow(dead_code)]
         #item
         #errors
+        #stub
     }
 }
 

@@ -140,7 +140,7 @@ fn expand_flow(args: TokenStream2, input: TokenStream2) -> TokenStream2 {
     let graph = check::check(&cx, &flow);
     match cx.check() {
         Ok(()) => expand::expand(&graph),
-        Err(errors) => expand::fallback(&flow.item, errors),
+        Err(errors) => expand::fallback(&flow, errors),
     }
 }
 

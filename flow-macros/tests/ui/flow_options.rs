@@ -24,4 +24,8 @@ impl BadOptions {
     }
 }
 
-fn main() {}
+fn main() {
+    // Both flows are still usable in code: only the real errors show.
+    let _ = NoState::graph();
+    let _ = BadOptions.runner();
+}
