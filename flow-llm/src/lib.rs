@@ -1,1 +1,81 @@
-//! LLM agents, tasks, crews and tools for flows.
+//! LLM agents, tasks, crews and tools for flows, over any OpenAI-compatible endpoint.
+//!
+//! - [`Llm`]: a chat model. [`OpenAiLlm`] talks to OpenAI, Azure, Groq, vLLM, Ollama or any other
+//!   OpenAI-compatible endpoint through async-openai, with retries that honour `Retry-After`, a
+//!   per-call timeout and a process-wide [`ConcurrencyLimit`]. [`ScriptedLlm`] answers from a
+//!   script, offline.
+//! - [`LlmExt::complete`]: a call through the flow journal, so a re-run step replays recorded
+//!   replies instead of paying twice. Agents, tasks and crews call models and tools only this way.
+//! - [`Agent`], [`Task`], [`Crew`]: CrewAI's model of work, sequential or hierarchical, with
+//!   typed tools ([`FnTool`]) and typed outputs ([`OutputSchema`], strict JSON Schema).
+//! - [`feedback::route_feedback`]: a person's free-text answer mapped onto a route enum, failing
+//!   closed when it is unclear.
+//! - [`TestServer`]: a local OpenAI-compatible server for tests and examples.
+//!
+//! Inside a flow method, pass the method's context `cx` wherever a `&dyn Journal` is asked for:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use flow_core::NoJournal;
+//! use flow_llm::{Agent, Crew, Inputs, Match, Reply, Task, TestServer};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let server = TestServer::start().await?;
+//! server.when(Match::system_contains("Researcher")).reply(Reply::text("Three facts about tides."));
+//! server.when(Match::system_contains("Writer")).reply(Reply::text("A short article about tides."));
+//!
+//! let llm = Arc::new(server.llm_builder().build()?); // or OpenAiLlm::from_env()?
+//! let researcher = Agent::builder("Researcher", "Find facts about {topic}", "Meticulous").llm(llm.clone()).build()?;
+//! let writer = Agent::builder("Writer", "Explain {topic}", "Clear and brief").llm(llm).build()?;
+//! let crew = Crew::builder()
+//!     .task(Task::new("Research {topic}", "Three facts").agent(&researcher))
+//!     .task(Task::new("Write about {topic}", "One paragraph").agent(&writer))
+//!     .build()?;
+//!
+//! // In a flow method: `crew.kickoff(cx, &inputs).await?`
+//! let out = crew.kickoff(&NoJournal, &Inputs::from([("topic", "tides")])).await?;
+//! assert_eq!(out.raw, "A short article about tides.");
+//! assert_eq!(server.hits(), 2);
+//! assert!(out.usage.total.total_tokens > 0);
+//! # Ok(()) }
+//! ```
+
+pub mod agent;
+pub mod chat;
+pub mod crew;
+mod delegation;
+pub mod error;
+mod executor;
+pub mod feedback;
+pub mod limit;
+pub mod llm;
+pub mod matching;
+pub mod openai;
+pub mod scripted;
+pub mod server;
+pub mod stream;
+pub mod structured;
+pub mod task;
+pub mod template;
+pub mod tool;
+pub mod usage;
+
+pub use agent::{Agent, AgentBuilder, AgentOutput};
+pub use chat::{
+    ChatRequest, ChatResponse, FinishReason, Message, ResponseFormat, Role, ToolCall, ToolChoice, ToolSpec,
+};
+pub use crew::{Crew, CrewBuilder, CrewOutput, Process};
+pub use error::LlmError;
+pub use limit::ConcurrencyLimit;
+pub use llm::{Llm, LlmExt};
+pub use matching::Match;
+pub use openai::{OpenAiLlm, OpenAiLlmBuilder, RetryPolicy};
+pub use scripted::ScriptedLlm;
+pub use server::{RecordedRequest, Reply, TestServer};
+pub use stream::{ChatDelta, ChatStream, StreamAccumulator, ToolCallDelta};
+pub use structured::{OutputSchema, strict_schema_for};
+pub use task::{Task, TaskContext, TaskOutput};
+pub use template::Inputs;
+pub use tool::{FnTool, Tool, ToolError};
+pub use usage::{CallUsage, UsageSummary};

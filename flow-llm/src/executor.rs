@@ -1,0 +1,260 @@
+//! The agent loop: call the model, run the tools it asks for, feed the results back, until it
+//! gives a final answer or runs out of iterations; then validate a structured answer.
+
+use std::sync::Arc;
+
+use flow_core::Journal;
+use futures::future::{BoxFuture, join_all};
+use serde_json::{Value, json};
+use tracing::Instrument;
+
+use crate::agent::Agent;
+use crate::chat::{ChatRequest, ChatResponse, Message, ToolCall, ToolSpec};
+use crate::delegation::Delegation;
+use crate::error::LlmError;
+use crate::llm::LlmExt;
+use crate::structured::OutputSchema;
+use crate::tool::{Tool, ToolError};
+use crate::usage::{CallUsage, UsageLog};
+
+/// CrewAI's wording, which models are used to.
+pub(crate) const FORCE_FINAL_ANSWER: &str = "Now it's time you MUST give your absolute best final answer. You'll ignore all previous instructions, stop using any tools, and just return your absolute BEST Final answer.";
+
+/// A tool an agent can call during one execution.
+#[derive(Clone)]
+pub(crate) enum ToolEntry {
+    User(Arc<dyn Tool>),
+    Delegate(Arc<Delegation>),
+}
+
+impl ToolEntry {
+    fn name(&self) -> &str {
+        match self {
+            ToolEntry::User(t) => t.name(),
+            ToolEntry::Delegate(d) => d.name(),
+        }
+    }
+
+    fn spec(&self) -> ToolSpec {
+        match self {
+            ToolEntry::User(t) => t.spec(),
+            ToolEntry::Delegate(d) => d.spec(),
+        }
+    }
+}
+
+/// The final answer of an execution.
+pub(crate) struct Answer {
+    pub(crate) raw: String,
+    pub(crate) json: Option<Value>,
+}
+
+/// One agent working on one prompt.
+pub(crate) struct Exec<'a> {
+    pub(crate) agent: &'a Agent,
+    pub(crate) journal: &'a dyn Journal,
+    pub(crate) log: &'a UsageLog,
+    pub(crate) task: Option<&'a str>,
+}
+
+/// Runs `agent` on `prompt`. Boxed because delegation makes it recursive (a manager's tool call
+/// runs a coworker's execution).
+pub(crate) fn execute<'a>(
+    agent: &'a Agent,
+    journal: &'a dyn Journal,
+    log: &'a UsageLog,
+    task: Option<&'a str>,
+    prompt: String,
+    tools: Vec<ToolEntry>,
+    output: Option<&'a OutputSchema>,
+) -> BoxFuture<'a, Result<Answer, LlmError>> {
+    let span = tracing::debug_span!("agent", role = %agent.role(), task = task.unwrap_or(""));
+    Box::pin(
+        async move {
+            let exec = Exec { agent, journal, log, task };
+            exec.run(prompt, &tools, output).await
+        }
+        .instrument(span),
+    )
+}
+
+impl Exec<'_> {
+    async fn call(
+        &self,
+        messages: &[Message],
+        tools: &[ToolEntry],
+        output: Option<&OutputSchema>,
+    ) -> Result<ChatResponse, LlmError> {
+        let inner = &self.agent.inner;
+        let request = ChatRequest {
+            model: inner.model.clone(),
+            messages: messages.to_vec(),
+            tools: tools.iter().map(ToolEntry::spec).collect(),
+            response_format: output.map(OutputSchema::response_format),
+            temperature: inner.temperature,
+            max_tokens: inner.max_tokens,
+            ..Default::default()
+        };
+        let response = inner.llm.complete(self.journal, request).await?;
+        if let Some(usage) = response.usage {
+            self.log.push(CallUsage {
+                model: self.agent.model().to_owned(),
+                agent: Some(inner.role.clone()),
+                task: self.task.map(str::to_owned),
+                usage,
+            });
+        }
+        Ok(response)
+    }
+
+    async fn run(
+        &self,
+        prompt: String,
+        tools: &[ToolEntry],
+        output: Option<&OutputSchema>,
+    ) -> Result<Answer, LlmError> {
+        let mut messages = vec![Message::system(self.agent.system_prompt()), Message::user(prompt)];
+        for iteration in 0..self.agent.max_iter() {
+            let response = self.call(&messages, tools, output).await?;
+            // Tool calls decide, not finish_reason: some compatible servers report "stop" with
+            // tool calls.
+            if response.tool_calls.is_empty() {
+                return self.finish(response, messages, output).await;
+            }
+            tracing::debug!(iteration, calls = response.tool_calls.len(), "model called tools");
+            messages.push(response.to_message());
+            let results = self.run_tools(&response.tool_calls, tools).await?;
+            for (call, result) in response.tool_calls.iter().zip(results) {
+                messages.push(Message::tool(call.id.clone(), result));
+            }
+        }
+        tracing::debug!(max_iter = self.agent.max_iter(), "tool loop hit max_iter, forcing a final answer");
+        messages.push(Message::user(FORCE_FINAL_ANSWER));
+        let response = self.call(&messages, &[], output).await?;
+        self.finish(response, messages, output).await
+    }
+
+    async fn finish(
+        &self,
+        response: ChatResponse,
+        mut messages: Vec<Message>,
+        output: Option<&OutputSchema>,
+    ) -> Result<Answer, LlmError> {
+        let Some(schema) = output else {
+            return match response.content.filter(|c| !c.trim().is_empty()) {
+                Some(raw) => Ok(Answer { raw, json: None }),
+                None => match response.refusal {
+                    Some(refusal) => Err(LlmError::Refusal { refusal }),
+                    None => Err(LlmError::NoFinalAnswer { agent: self.agent.role().to_owned() }),
+                },
+            };
+        };
+        let raw = response.content.clone().unwrap_or_default();
+        let reason = match schema.check(&response)? {
+            Ok(json) => return Ok(Answer { raw, json: Some(json) }),
+            Err(reason) => reason,
+        };
+        tracing::debug!(schema = schema.name(), %reason, "final answer does not fit the schema, asking for a repair");
+        messages.push(Message::assistant(raw));
+        messages.push(schema.repair_message(&reason));
+        let second = self.call(&messages, &[], output).await?;
+        let raw = second.content.clone().unwrap_or_default();
+        match schema.check(&second)? {
+            Ok(json) => Ok(Answer { raw, json: Some(json) }),
+            Err(reason) => Err(schema.invalid(&raw, reason)),
+        }
+    }
+
+    /// Runs one reply's tool calls and returns their results in call order.
+    ///
+    /// Ordinary tools run concurrently, each journaled as one effect; the journal calls are made
+    /// in call order so a replay lines up. Delegations run one after another afterwards, because
+    /// each is a whole agent execution with several journaled calls of its own that must not
+    /// interleave.
+    async fn run_tools(&self, calls: &[ToolCall], tools: &[ToolEntry]) -> Result<Vec<String>, LlmError> {
+        enum Plan<'t> {
+            Done(String),
+            Leaf(&'t Arc<dyn Tool>, Value),
+            Delegate(&'t Arc<Delegation>, Value),
+        }
+        let plans: Vec<Plan<'_>> = calls
+            .iter()
+            .map(|call| {
+                let Some(entry) = tools.iter().find(|t| t.name() == call.name) else {
+                    let names: Vec<&str> = tools.iter().map(ToolEntry::name).collect();
+                    return Plan::Done(format!(
+                        "Error: there is no tool named `{}`. Available tools: {}. Call one of these, or give your final answer.",
+                        call.name,
+                        if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+                    ));
+                };
+                match parse_arguments(&call.arguments) {
+                    Err(e) => Plan::Done(format!(
+                        "Error: the arguments for tool `{}` are not valid JSON ({e}). Call the tool again with a JSON object that matches its schema.",
+                        call.name
+                    )),
+                    Ok(args) => match entry {
+                        ToolEntry::User(tool) => Plan::Leaf(tool, json!({ "arguments": args })),
+                        ToolEntry::Delegate(d) => Plan::Delegate(d, args),
+                    },
+                }
+            })
+            .collect();
+
+        let mut results: Vec<Option<String>> =
+            plans.iter().map(|p| if let Plan::Done(text) = p { Some(text.clone()) } else { None }).collect();
+
+        let mut leaf_index = Vec::new();
+        let mut leaf_runs = Vec::new();
+        for (i, plan) in plans.iter().enumerate() {
+            if let Plan::Leaf(tool, request) = plan {
+                leaf_index.push(i);
+                leaf_runs.push(self.journal.record("tool", tool.name(), request, Box::pin(run_tool(tool, request))));
+            }
+        }
+        for (i, outcome) in leaf_index.into_iter().zip(join_all(leaf_runs).await) {
+            let value = outcome.map_err(|e| LlmError::journal(&e))?;
+            let text = match value {
+                Value::String(s) => s,
+                other => {
+                    return Err(LlmError::ReplayMismatch {
+                        kind: "tool".into(),
+                        message: format!("expected the tool result text, found {other}"),
+                    });
+                }
+            };
+            results[i] = Some(text);
+        }
+
+        for (i, plan) in plans.iter().enumerate() {
+            if let Plan::Delegate(delegation, args) = plan {
+                results[i] = Some(delegation.call(self, args).await?);
+            }
+        }
+        Ok(results.into_iter().map(Option::unwrap_or_default).collect())
+    }
+}
+
+/// Models sometimes send `""` for a tool without parameters.
+fn parse_arguments(text: &str) -> Result<Value, serde_json::Error> {
+    if text.trim().is_empty() { Ok(json!({})) } else { serde_json::from_str(text) }
+}
+
+/// A tool's failure is the model's problem to solve, not the step's: it is returned (and
+/// journaled) as the result text.
+async fn run_tool(tool: &Arc<dyn Tool>, request: &Value) -> Result<Value, flow_core::Error> {
+    let args = request.get("arguments").cloned().unwrap_or(Value::Null);
+    tracing::debug!(tool = tool.name(), "calling tool");
+    let text = match tool.call(args).await {
+        Ok(text) => text,
+        Err(ToolError::InvalidArguments(e)) => format!(
+            "Error: the arguments do not fit the schema of tool `{}`: {e}. Call it again with arguments that match its schema.",
+            tool.name()
+        ),
+        Err(e) => {
+            tracing::debug!(tool = tool.name(), error = %e, "tool failed");
+            format!("Error executing tool `{}`: {e}", tool.name())
+        }
+    };
+    Ok(Value::String(text))
+}
