@@ -1,0 +1,350 @@
+//! One measurement of one workload, in this process: the warm-up at size 3, then the timed
+//! run, as `bench/WORKLOADS.md` defines them.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flow_core::store::SqliteStore;
+use flow_core::{Flow, Runner};
+use serde_json::Value;
+use tokio::runtime::Runtime;
+use tokio::task::JoinSet;
+
+use crate::flows::{
+    CHAIN_SIZES, Chain3, Chain10, Counter, FAN_SIZES, Gate, Gated, Loop, Visit, visit_chain, visit_fan,
+};
+use crate::limit;
+use crate::measure::{Record, cur_rss_kb, peak_rss_kb};
+
+/// Any failure of a measurement.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Every measurement by id: `workload[-variant]`.
+pub const IDS: &[&str] = &[
+    "w1",
+    "w1-limit",
+    "w1-limit-spawn",
+    "w2",
+    "w2-limit",
+    "w3",
+    "w3-limit",
+    "w3s",
+    "w3s-limit",
+    "w4",
+    "w4-inflight",
+    "w5",
+    "w5-limit",
+    "w5-concurrent",
+];
+
+/// Steps per run in the W5 concurrent variant (a W1 chain of this length per run).
+pub const CONCURRENT_CHAIN: usize = 10;
+
+/// The size a measurement uses when none is given.
+pub fn default_size(id: &str) -> usize {
+    match (id, split(id).0) {
+        ("w5-concurrent", _) => 1000,
+        (_, "w1" | "w5") => 100,
+        (_, "w2" | "w4") => 1000,
+        _ => 10,
+    }
+}
+
+/// Splits an id into workload and variant: `w1-limit` is (`w1`, `limit`), `w4` is (`w4`, `engine`).
+pub fn split(id: &str) -> (&str, &str) {
+    match id.split_once('-') {
+        Some((w, v)) => (w, v),
+        None => (id, "engine"),
+    }
+}
+
+/// Which tokio runtime the measurement runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rt {
+    /// `new_multi_thread` with one worker per core: what `#[tokio::main]` gives.
+    Multi,
+    /// `new_current_thread`: everything on the calling thread, like Python's asyncio loop.
+    Current,
+}
+
+impl Rt {
+    /// The name printed in records (`multi_thread`, `current_thread`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Rt::Multi => "multi_thread",
+            Rt::Current => "current_thread",
+        }
+    }
+
+    /// Parses `multi`/`multi_thread` or `current`/`current_thread`.
+    pub fn parse(s: &str) -> Option<Rt> {
+        match s {
+            "multi" | "multi_thread" => Some(Rt::Multi),
+            "current" | "current_thread" => Some(Rt::Current),
+            _ => None,
+        }
+    }
+
+    /// Builds the runtime.
+    pub fn build(self) -> std::io::Result<Runtime> {
+        match self {
+            Rt::Multi => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+            Rt::Current => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        }
+    }
+}
+
+/// How to measure.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The runtime.
+    pub rt: Rt,
+    /// Run the same workload at size 3 first.
+    pub warmup: bool,
+    /// Where the SQLite files of W5 go (`BENCH_TMP`, else the system temp folder).
+    pub tmp: PathBuf,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        let tmp = std::env::var_os("BENCH_TMP").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+        Options { rt: Rt::Multi, warmup: true, tmp }
+    }
+}
+
+/// What one timed run produced.
+#[derive(Debug, Default)]
+struct Sample {
+    wall: Duration,
+    steps: usize,
+    ok: bool,
+    counter: Option<u64>,
+    build_s: f64,
+    extra: Vec<(&'static str, Value)>,
+}
+
+impl Sample {
+    fn new(wall: Duration, steps: usize, counter: u64, expect: u64) -> Self {
+        Sample { wall, steps, ok: counter == expect, counter: Some(counter), ..Sample::default() }
+    }
+}
+
+/// Runs measurement `id` at `size` in this process: the warm-up (size 3) unless turned off,
+/// then the timed run; returns its record.
+pub fn measure(id: &str, size: usize, opts: &Options) -> Result<Record, BoxError> {
+    if !IDS.contains(&id) {
+        return Err(format!("unknown workload `{id}`; known: {}", IDS.join(", ")).into());
+    }
+    let rt = opts.rt.build()?;
+    let (workload, variant) = split(id);
+    let mut rec = Record::new(workload, variant, size);
+    rec.set("rt", opts.rt.name());
+    if opts.warmup {
+        let t = Instant::now();
+        let w = once(id, 3, &rt, opts)?;
+        if !w.ok {
+            return Err(format!("the warm-up of `{id}` at size 3 gave a wrong result: {w:?}").into());
+        }
+        rec.set_f("warmup_s", t.elapsed().as_secs_f64());
+    }
+    let baseline_cur = cur_rss_kb();
+    rec.set("baseline_peak_rss_kb", peak_rss_kb());
+    rec.set("baseline_cur_rss_kb", baseline_cur);
+    let s = once(id, size, &rt, opts)?;
+    rec.set_f("build_s", s.build_s);
+    rec.set("ok", s.ok);
+    if let Some(c) = s.counter {
+        rec.set("counter", c);
+    }
+    let wall = s.wall.as_secs_f64();
+    rec.timing(wall, s.steps);
+    for (k, v) in s.extra {
+        rec.set(k, v);
+    }
+    rec.process_end();
+    if workload == "w4" || id == "w5-concurrent" {
+        rec.set_f("runs_per_s", size as f64 / wall);
+        rec.set_f("flows_per_s", size as f64 / wall);
+        let peak = rec.num("peak_rss_kb").unwrap_or(0.0);
+        rec.set_f("rss_per_run_kb", (peak - baseline_cur as f64).max(0.0) / size.max(1) as f64);
+    }
+    if id == "w5-concurrent" {
+        let steps_per_s = s.steps as f64 / wall;
+        rec.set_f("steps_per_s", steps_per_s);
+        if let Some(bare) = rec.num("bare_commit_us") {
+            // > 1: more steps were made durable than one fsync'd commit each allows.
+            rec.set_f("steps_per_bare_commit", steps_per_s * bare / 1e6);
+        }
+    }
+    drop(rt);
+    Ok(rec)
+}
+
+fn not_compiled(what: &str, n: usize, sizes: &[usize]) -> BoxError {
+    format!("{what} is compiled for sizes {sizes:?} only, not {n} (add it in flow-bench/build.rs)").into()
+}
+
+fn temp_dir(opts: &Options, prefix: &str) -> Result<tempfile::TempDir, BoxError> {
+    std::fs::create_dir_all(&opts.tmp)?;
+    Ok(tempfile::Builder::new().prefix(prefix).tempdir_in(&opts.tmp)?)
+}
+
+fn once(id: &str, n: usize, rt: &Runtime, opts: &Options) -> Result<Sample, BoxError> {
+    let n64 = n as u64;
+    match id {
+        "w1" => visit_chain(n, Kick { rt, store: None }).ok_or_else(|| not_compiled("W1", n, CHAIN_SIZES))?,
+        "w3" | "w3s" => visit_fan(n, id == "w3s", Kick { rt, store: None })
+            .ok_or_else(|| not_compiled("W3", n, FAN_SIZES))?
+            .map(|mut s| {
+                s.steps = n + 2;
+                s.ok = s.counter == Some(n64);
+                s
+            }),
+        "w5" => {
+            let dir = temp_dir(opts, "flows_w5_")?;
+            visit_chain(n, Kick { rt, store: Some(dir.path()) }).ok_or_else(|| not_compiled("W5", n, CHAIN_SIZES))?
+        }
+        "w2" => {
+            let tb = Instant::now();
+            let runner = Runner::new(Loop { k: n64 });
+            let build_s = tb.elapsed().as_secs_f64();
+            rt.block_on(async {
+                let t0 = Instant::now();
+                let out = runner.kickoff(Counter::default()).await?.completed()?;
+                let wall = t0.elapsed();
+                Ok(Sample { build_s, ..Sample::new(wall, n, out.state.counter, n64) })
+            })
+        }
+        "w1-limit" | "w1-limit-spawn" => {
+            let tb = Instant::now();
+            let steps = limit::chain_steps(n);
+            let build_s = tb.elapsed().as_secs_f64();
+            let (wall, c) = rt.block_on(async {
+                if id == "w1-limit" { limit::w1(&steps).await } else { limit::w1_spawn(&steps).await }
+            });
+            Ok(Sample { build_s, ..Sample::new(wall, n, c, n64) })
+        }
+        "w2-limit" => {
+            let (wall, c) = rt.block_on(limit::w2(n64));
+            Ok(Sample::new(wall, n, c, n64))
+        }
+        "w3-limit" | "w3s-limit" => {
+            let (wall, c) = rt.block_on(limit::w3(n, id == "w3s-limit"));
+            Ok(Sample::new(wall, n + 2, c, n64))
+        }
+        "w4" => {
+            let runner = Runner::new(Chain3);
+            rt.block_on(async {
+                let (wall, ok) = many(&runner, n, 3).await?;
+                Ok(Sample { wall, steps: 3 * n, ok, ..Sample::default() })
+            })
+        }
+        "w4-inflight" => in_flight(rt, n),
+        "w5-limit" => {
+            let dir = temp_dir(opts, "flows_w5_limit_")?;
+            let conn = limit::w5_open(&dir.path().join("limit.db"))?;
+            let wall = limit::w5(&conn, "run", n)?;
+            let rows: i64 = conn.query_row("SELECT count(*) FROM ck", [], |r| r.get(0))?;
+            let mut s = Sample::new(wall, n, u64::try_from(rows).unwrap_or(0), n64);
+            s.extra.push(("synchronous", "FULL".into()));
+            Ok(s)
+        }
+        "w5-concurrent" => {
+            let dir = temp_dir(opts, "flows_w5c_")?;
+            let conn = limit::w5_open(&dir.path().join("limit.db"))?;
+            let bare = limit::w5(&conn, "bare", 100)?;
+            drop(conn);
+            rt.block_on(async {
+                let store = SqliteStore::open(dir.path().join("runs.db")).await?;
+                let runner = Runner::new(Chain10).with_store(store);
+                let (wall, ok) = many(&runner, n, CONCURRENT_CHAIN as u64).await?;
+                let mut s = Sample { wall, steps: CONCURRENT_CHAIN * n, ok, ..Sample::default() };
+                s.extra.push(("chain", CONCURRENT_CHAIN.into()));
+                s.extra.push(("bare_commit_us", (bare.as_secs_f64() * 1e6 / 100.0).into()));
+                Ok(s)
+            })
+        }
+        _ => Err(format!("unknown workload `{id}`").into()),
+    }
+}
+
+/// Runs flow `F` once with a fresh state (durably, when `store` names a folder).
+struct Kick<'a> {
+    rt: &'a Runtime,
+    store: Option<&'a Path>,
+}
+
+impl Visit for Kick<'_> {
+    type Out = Result<Sample, BoxError>;
+
+    fn visit<F: Flow<State = Counter> + Default>(self) -> Self::Out {
+        let tb = Instant::now();
+        let runner = Runner::new(F::default());
+        let build_s = tb.elapsed().as_secs_f64();
+        let steps = F::graph().methods.len();
+        self.rt.block_on(async {
+            let runner = match self.store {
+                Some(dir) => runner.with_store(SqliteStore::open(dir.join("runs.db")).await?),
+                None => runner,
+            };
+            let t0 = Instant::now();
+            let out = runner.kickoff(Counter::default()).await?.completed()?;
+            let wall = t0.elapsed();
+            Ok(Sample { build_s, ..Sample::new(wall, steps, out.state.counter, steps as u64) })
+        })
+    }
+}
+
+/// Starts `m` runs at once, each a task, and waits for all; whether every run's counter is
+/// `expect`.
+async fn many<F: Flow<State = Counter>>(
+    runner: &Runner<F>,
+    m: usize,
+    expect: u64,
+) -> Result<(Duration, bool), BoxError> {
+    let t0 = Instant::now();
+    let mut set = JoinSet::new();
+    for _ in 0..m {
+        let r = runner.clone();
+        set.spawn(async move { r.kickoff(Counter::default()).await?.completed() });
+    }
+    let mut ok = true;
+    while let Some(joined) = set.join_next().await {
+        ok &= joined??.state.counter == expect;
+    }
+    Ok((t0.elapsed(), ok))
+}
+
+/// W4 with every run held at its first step until all `m` are in flight: samples the
+/// resident memory then, for the memory per run in flight.
+fn in_flight(rt: &Runtime, m: usize) -> Result<Sample, BoxError> {
+    let gate = Gate::new();
+    let runner = Runner::new(Gated { gate: Arc::clone(&gate) });
+    let before = cur_rss_kb();
+    rt.block_on(async {
+        let t0 = Instant::now();
+        let mut set = JoinSet::new();
+        for _ in 0..m {
+            let r = runner.clone();
+            set.spawn(async move { r.kickoff(Counter::default()).await?.completed() });
+        }
+        while gate.arrived() < m {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let all_in = t0.elapsed();
+        let during = cur_rss_kb();
+        gate.open();
+        let mut ok = true;
+        while let Some(joined) = set.join_next().await {
+            ok &= joined??.state.counter == 3;
+        }
+        let wall = t0.elapsed();
+        let mut s = Sample { wall, steps: 3 * m, ok, ..Sample::default() };
+        s.extra.push(("in_flight_rss_kb", during.into()));
+        s.extra.push(("rss_before_kb", before.into()));
+        s.extra.push(("in_flight_rss_per_run_kb", ((during - before).max(0) as f64 / m.max(1) as f64).into()));
+        s.extra.push(("all_in_flight_s", all_in.as_secs_f64().into()));
+        Ok(s)
+    })
+}
