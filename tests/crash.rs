@@ -3,6 +3,9 @@
 //! completed, no completed step ran again, only effects in flight at a kill repeated, and the
 //! file is intact.
 
+// Tests state their expectations with unwrap/expect: a failure is the test's message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};

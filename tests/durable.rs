@@ -1,6 +1,9 @@
 //! Durable runs on SQLite (DESIGN.md §6): resume, pause for a person, fork, state evolution,
 //! idempotency keys, the effect journal, and faults.
 
+// Tests state their expectations with unwrap/expect: a failure is the test's message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -126,9 +129,10 @@ async fn checkpoint_history_is_listed_and_retention_applies() {
     let steps = store.steps(run.run_id).await.unwrap();
     assert!(steps.iter().all(|s| s.status == StepStatus::Completed && s.attempt == 1), "{steps:?}");
 
-    let small = SqliteStore::open_with(flow_core::store::SqliteOptions::new(dir.path().join("small.db")).keep_checkpoints(2))
-        .await
-        .unwrap();
+    let small =
+        SqliteStore::open_with(flow_core::store::SqliteOptions::new(dir.path().join("small.db")).keep_checkpoints(2))
+            .await
+            .unwrap();
     let run = Runner::new(Fulfil::new(0)).with_store(small.clone()).kickoff(Order::default()).await.unwrap();
     let kept = small.checkpoints(run.run_id()).await.unwrap();
     assert_eq!(kept.iter().map(|c| c.seq).collect::<Vec<_>>(), [4, 5]);
@@ -166,7 +170,10 @@ impl RefundFlow {
             .await?;
         let amount = cx.read(|s| s.amount);
         let answer: Approval = cx
-            .ask(InputRequest::new(format!("Approve a refund of {amount} EUR?")).metadata(serde_json::json!({"amount": amount})))
+            .ask(
+                InputRequest::new(format!("Approve a refund of {amount} EUR?"))
+                    .metadata(serde_json::json!({"amount": amount})),
+            )
             .await?;
         if answer.approve {
             cx.update(move |s| s.approved_by = Some(answer.approver.clone()));
@@ -415,8 +422,11 @@ async fn unknown_runs_and_corrupt_rows_are_clear_errors_that_change_nothing() {
     let conn = sql(dir.path());
     let original: String =
         conn.query_row("SELECT progress FROM flow_runs WHERE run_id = ?1", [run_id.to_string()], |r| r.get(0)).unwrap();
-    conn.execute("UPDATE flow_runs SET progress = '{\"format\":1,\"calls\":\"oops\"}' WHERE run_id = ?1", [run_id.to_string()])
-        .unwrap();
+    conn.execute(
+        "UPDATE flow_runs SET progress = '{\"format\":1,\"calls\":\"oops\"}' WHERE run_id = ?1",
+        [run_id.to_string()],
+    )
+    .unwrap();
     let err = runner.resume(run_id).await.unwrap_err();
     assert!(matches!(err, FlowError::Corrupt { .. }), "{err:?}");
     assert!(err.to_string().contains(&run_id.to_string()));
@@ -452,7 +462,8 @@ async fn two_processes_resuming_one_run_at_once_one_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let ran = Arc::new(AtomicU32::new(0));
     // Leave a run behind as a crashed process would: kickoff, then drop the future mid-step.
-    let first = Runner::new(Slow { ran: ran.clone() }).with_store(store_at(dir.path()).await).lease(Duration::from_millis(200));
+    let first =
+        Runner::new(Slow { ran: ran.clone() }).with_store(store_at(dir.path()).await).lease(Duration::from_millis(200));
     let kick = tokio::time::timeout(Duration::from_millis(100), first.kickoff(Keys::default())).await;
     assert!(kick.is_err(), "the run was still in its long step");
     let store = store_at(dir.path()).await;
@@ -482,7 +493,8 @@ async fn a_full_disk_is_a_clear_error_and_the_stored_run_survives() {
     drop(store);
 
     let size = std::fs::metadata(&path).unwrap().len();
-    let tight = SqliteStore::open_with(flow_core::store::SqliteOptions::new(&path).max_size(size + 4096)).await.unwrap();
+    let tight =
+        SqliteStore::open_with(flow_core::store::SqliteOptions::new(&path).max_size(size + 4096)).await.unwrap();
     let runner = Runner::new(Fulfil::new(0)).with_store(tight.clone());
     let big = "x".repeat(256 * 1024);
     let err = runner.kickoff(Order { id: big, ..Order::default() }).await.unwrap_err();

@@ -1,6 +1,9 @@
 //! Per-method failure handling (issue 4): retries with backoff, timeouts, error classes,
 //! compensation, non-critical steps, escalation — on tokio's paused clock.
 
+// Tests state their expectations with unwrap/expect: a failure is the test's message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -373,7 +376,8 @@ impl Refund {
 #[tokio::test(start_paused = true)]
 async fn a_non_critical_failure_is_recorded_and_the_flow_goes_on() {
     let store = MemoryStore::new();
-    let run = Runner::new(Refund).with_store(store.clone()).kickoff(Return::default()).await.unwrap().completed().unwrap();
+    let run =
+        Runner::new(Refund).with_store(store.clone()).kickoff(Return::default()).await.unwrap().completed().unwrap();
     assert!(run.state.refunded);
     assert_eq!(run.failures.len(), 1);
     assert_eq!(run.failures[0].method, "email");

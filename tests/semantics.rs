@@ -1,5 +1,8 @@
 //! The execution contract (DESIGN.md §4–§5): each test asserts the exact order or outcome.
 
+// Tests state their expectations with unwrap/expect: a failure is the test's message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -253,7 +256,7 @@ impl Cascade {
     #[router(big)]
     async fn parity(&self, cx: &Ctx<Log>) -> Result<Parity> {
         push(cx, "parity");
-        Ok(if cx.read(|s| s.counter) % 2 == 0 { Parity::Even } else { Parity::Odd })
+        Ok(if cx.read(|s| s.counter).is_multiple_of(2) { Parity::Even } else { Parity::Odd })
     }
     #[listen(Parity::Even)]
     async fn even(&self, cx: &Ctx<Log>) -> Result<()> {
@@ -298,7 +301,7 @@ impl TwoRouters {
     }
     #[router(input)]
     async fn by_parity(&self, _cx: &Ctx<Log>, n: u32) -> Result<Parity> {
-        Ok(if n % 2 == 0 { Parity::Even } else { Parity::Odd })
+        Ok(if n.is_multiple_of(2) { Parity::Even } else { Parity::Odd })
     }
     #[listen(Size::Big)]
     async fn big(&self, cx: &Ctx<Log>) -> Result<()> {
@@ -368,10 +371,7 @@ impl Looper {
 #[tokio::test]
 async fn router_loop_rearms_its_or_listener_every_iteration() {
     let run = Looper.kickoff(Log::default()).await.unwrap().completed().unwrap();
-    assert_eq!(
-        run.state.order,
-        ["begin", "check", "step", "check", "step", "check", "step", "check", "finish"]
-    );
+    assert_eq!(run.state.order, ["begin", "check", "step", "check", "step", "check", "step", "check", "finish"]);
     assert_eq!(run.output::<u32>().unwrap(), 3);
 }
 
@@ -562,8 +562,27 @@ async fn counting_branch(cx: &Ctx<Log>) -> Result<()> {
     Ok(())
 }
 
-fan_flow!(Fan50, sleepy_branch, [b00, b01, b02, b03, b04, b05, b06, b07, b08, b09, b10, b11, b12, b13, b14, b15, b16, b17, b18, b19, b20, b21, b22, b23, b24, b25, b26, b27, b28, b29, b30, b31, b32, b33, b34, b35, b36, b37, b38, b39, b40, b41, b42, b43, b44, b45, b46, b47, b48, b49]);
-fan_flow!(Fan100, counting_branch, [c000, c001, c002, c003, c004, c005, c006, c007, c008, c009, c010, c011, c012, c013, c014, c015, c016, c017, c018, c019, c020, c021, c022, c023, c024, c025, c026, c027, c028, c029, c030, c031, c032, c033, c034, c035, c036, c037, c038, c039, c040, c041, c042, c043, c044, c045, c046, c047, c048, c049, c050, c051, c052, c053, c054, c055, c056, c057, c058, c059, c060, c061, c062, c063, c064, c065, c066, c067, c068, c069, c070, c071, c072, c073, c074, c075, c076, c077, c078, c079, c080, c081, c082, c083, c084, c085, c086, c087, c088, c089, c090, c091, c092, c093, c094, c095, c096, c097, c098, c099]);
+fan_flow!(
+    Fan50,
+    sleepy_branch,
+    [
+        b00, b01, b02, b03, b04, b05, b06, b07, b08, b09, b10, b11, b12, b13, b14, b15, b16, b17, b18, b19, b20, b21,
+        b22, b23, b24, b25, b26, b27, b28, b29, b30, b31, b32, b33, b34, b35, b36, b37, b38, b39, b40, b41, b42, b43,
+        b44, b45, b46, b47, b48, b49
+    ]
+);
+fan_flow!(
+    Fan100,
+    counting_branch,
+    [
+        c000, c001, c002, c003, c004, c005, c006, c007, c008, c009, c010, c011, c012, c013, c014, c015, c016, c017,
+        c018, c019, c020, c021, c022, c023, c024, c025, c026, c027, c028, c029, c030, c031, c032, c033, c034, c035,
+        c036, c037, c038, c039, c040, c041, c042, c043, c044, c045, c046, c047, c048, c049, c050, c051, c052, c053,
+        c054, c055, c056, c057, c058, c059, c060, c061, c062, c063, c064, c065, c066, c067, c068, c069, c070, c071,
+        c072, c073, c074, c075, c076, c077, c078, c079, c080, c081, c082, c083, c084, c085, c086, c087, c088, c089,
+        c090, c091, c092, c093, c094, c095, c096, c097, c098, c099
+    ]
+);
 
 #[tokio::test(start_paused = true)]
 async fn fifty_listeners_of_one_event_overlap_in_time() {
@@ -711,7 +730,10 @@ async fn tracing_spans_carry_the_run_id_and_the_method() {
     let run = Chain.kickoff(Log::default()).await.unwrap().completed().unwrap();
     let lines = lines.lock().unwrap().clone();
     let id = run.run_id.to_string();
-    assert!(lines.iter().any(|l| l.starts_with("flow_run") && l.contains(&id) && l.contains("flow=Chain")), "{lines:?}");
+    assert!(
+        lines.iter().any(|l| l.starts_with("flow_run") && l.contains(&id) && l.contains("flow=Chain")),
+        "{lines:?}"
+    );
     for m in ["first", "second", "third"] {
         assert!(
             lines.iter().any(|l| l.starts_with("flow_method")
@@ -741,7 +763,14 @@ fn the_graph_is_data_built_at_compile_time() {
     assert_eq!(labels, ["Loop::Again", "Loop::Done"]);
     assert_eq!(g.trigger_text(g.method_id("check").unwrap()).as_deref(), Some("or(begin, step)"));
     let mermaid = g.to_mermaid();
-    for line in ["begin([begin])", "check{check}", "begin --> check", "step --> check", "check -->|Again| step", "check -->|Done| finish"] {
+    for line in [
+        "begin([begin])",
+        "check{check}",
+        "begin --> check",
+        "step --> check",
+        "check -->|Again| step",
+        "check -->|Done| finish",
+    ] {
         assert!(mermaid.contains(line), "missing `{line}` in\n{mermaid}");
     }
     let diamond = Diamond::graph();

@@ -241,9 +241,10 @@ impl<S: State> Ctx<S> {
 
     async fn remember(&self, entry: JournalEntry) -> Result<JournalEntry, Error> {
         let winner = match &self.scope.run.store {
-            Some(store) => {
-                store.journal_put(entry).await.map_err(|e| Error::transient(format!("recording an effect failed: {e}")))?
-            }
+            Some(store) => store
+                .journal_put(entry)
+                .await
+                .map_err(|e| Error::transient(format!("recording an effect failed: {e}")))?,
             None => entry,
         };
         self.scope.run.journal_cache().insert((winner.step_key.clone(), winner.seq), winner.clone());

@@ -366,7 +366,9 @@ pub enum FlowError {
         run_id: Uuid,
     },
     /// The run's flow is not registered with this worker.
-    #[error("run {run_id} belongs to flow `{flow}`, which this worker does not know (registered: {registered:?}; compiled into this binary: {compiled_in}); register it with `Worker::register`")]
+    #[error(
+        "run {run_id} belongs to flow `{flow}`, which this worker does not know (registered: {registered:?}; compiled into this binary: {compiled_in}); register it with `Worker::register`"
+    )]
     UnknownFlow {
         /// The run.
         run_id: Uuid,

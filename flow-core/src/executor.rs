@@ -182,14 +182,10 @@ impl<F: Flow> Execution<F> {
             Ok(o) => o.status(),
             Err(_) => RunStatus::Failed,
         };
-        match &result {
-            Err(e) => {
-                let method =
-                    e.method().and_then(|m| self.plan.graph.method_id(m)).map(|m| self.plan.graph.method(m).name);
-                let error = e.to_string();
-                self.run.emit(|| FlowEvent::RunFailed { run_id, method, error });
-            }
-            Ok(_) => {}
+        if let Err(e) = &result {
+            let method = e.method().and_then(|m| self.plan.graph.method_id(m)).map(|m| self.plan.graph.method(m).name);
+            let error = e.to_string();
+            self.run.emit(|| FlowEvent::RunFailed { run_id, method, error });
         }
         let duration = started.elapsed();
         self.run.emit(|| FlowEvent::RunFinished { run_id, status, duration });
@@ -413,10 +409,9 @@ impl<F: Flow> Execution<F> {
         }
         for (listener, clock, carries_payload) in fired {
             let payload = carries_payload.then(|| Arc::clone(&value));
+            // `schedule` builds a step record only for durable runs.
             if let Some(step) = self.schedule(listener, clock, payload) {
-                if durable {
-                    steps.push(step);
-                }
+                steps.push(step);
             }
         }
         self.checkpoint(steps, Some(act.step_key), RunStatus::Running).await

@@ -122,10 +122,7 @@ pub fn find_flow(name: &str) -> Option<&'static FlowRegistration> {
 pub fn payload<T: DeserializeOwned>(p: &Payload, method: &'static str) -> Result<T, Error> {
     let value = p.0.as_deref().unwrap_or(&Value::Null);
     T::deserialize(value).map_err(|e| {
-        Error::permanent(format!(
-            "method `{method}`: its payload does not fit `{}`: {e}",
-            std::any::type_name::<T>()
-        ))
+        Error::permanent(format!("method `{method}`: its payload does not fit `{}`: {e}", std::any::type_name::<T>()))
     })
 }
 
@@ -133,7 +130,8 @@ pub fn payload<T: DeserializeOwned>(p: &Payload, method: &'static str) -> Result
 #[doc(hidden)]
 pub fn output<T: Serialize, E: Into<Error>>(r: Result<T, E>) -> StepResult {
     let value = r.map_err(Into::into)?;
-    let value = serde_json::to_value(&value).map_err(|e| Error::permanent(format!("output does not serialize: {e}")))?;
+    let value =
+        serde_json::to_value(&value).map_err(|e| Error::permanent(format!("output does not serialize: {e}")))?;
     Ok(StepOutput { value, route: None })
 }
 

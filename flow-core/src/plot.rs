@@ -102,9 +102,20 @@ pub fn svg(graph: &Graph) -> String {
         } else {
             // Back edge (a loop): swing out to the right.
             let bx = fx.max(tx) + NODE_W + GAP_X / 2;
-            format!("M{},{} C{bx},{} {bx},{} {},{}", fx + NODE_W, fy + NODE_H / 2, fy, ty + NODE_H, tx + NODE_W, ty + NODE_H / 2)
+            format!(
+                "M{},{} C{bx},{} {bx},{} {},{}",
+                fx + NODE_W,
+                fy + NODE_H / 2,
+                fy,
+                ty + NODE_H,
+                tx + NODE_W,
+                ty + NODE_H / 2
+            )
         };
-        let _ = write!(out, r##"<path d="{path}" fill="none" stroke="#555" stroke-width="1.5"{dash} marker-end="url(#arrow)"/>"##);
+        let _ = write!(
+            out,
+            r##"<path d="{path}" fill="none" stroke="#555" stroke-width="1.5"{dash} marker-end="url(#arrow)"/>"##
+        );
         if let Some(l) = e.label {
             let (lx, ly) = ((x1 + x2) / 2, (y1 + y2) / 2);
             let _ = write!(

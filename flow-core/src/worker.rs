@@ -108,7 +108,8 @@ impl Worker {
     /// Resumes every run left `running` (by a process that died), one after the other.
     /// Returns each run's id with how it ended this time.
     pub async fn recover(&self) -> Result<Vec<(Uuid, Result<RunStatus, FlowError>)>, FlowError> {
-        let stuck = self.store.list_runs(&RunFilter { status: Some(RunStatus::Running), ..RunFilter::default() }).await?;
+        let stuck =
+            self.store.list_runs(&RunFilter { status: Some(RunStatus::Running), ..RunFilter::default() }).await?;
         let mut out = Vec::with_capacity(stuck.len());
         for r in stuck {
             if self.runners.contains_key(r.flow.as_str()) {

@@ -1,5 +1,8 @@
 //! The executor driven by a hand-written `Flow` impl, independent of the macros.
 
+// Tests state their expectations with unwrap/expect: a failure is the test's message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::sync::Arc;
 use std::time::Duration;
 
