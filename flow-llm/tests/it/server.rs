@@ -1,0 +1,156 @@
+//! The test server itself, spoken to with a plain HTTP client and with the real one.
+
+use std::time::{Duration, Instant};
+
+use flow_llm::{ChatRequest, Llm, LlmError, Match, Message, Reply, TestServer};
+use serde_json::{Value, json};
+
+use crate::common::llm;
+
+async fn post(server: &TestServer, body: &Value) -> (u16, Value) {
+    let response =
+        reqwest::Client::new().post(format!("{}/chat/completions", server.base_url())).json(body).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn completions_carry_every_field_strict_clients_require() {
+    let server = TestServer::start().await.unwrap();
+    server.enqueue(Reply::text("hi"));
+    server.enqueue(Reply::tool_call("lookup", json!({"id": 7})));
+    let ask = json!({"model": "gpt-x", "messages": [{"role": "user", "content": "hello"}]});
+
+    let (status, text) = post(&server, &ask).await;
+    assert_eq!(status, 200);
+    assert_eq!(text["object"], "chat.completion");
+    assert!(text["id"].as_str().unwrap().starts_with("chatcmpl-"));
+    assert!(text["created"].is_u64());
+    assert_eq!(text["model"], "gpt-x");
+    assert_eq!(text["choices"][0]["index"], 0);
+    assert_eq!(text["choices"][0]["message"]["role"], "assistant");
+    assert_eq!(text["choices"][0]["message"]["content"], "hi");
+    assert_eq!(text["choices"][0]["finish_reason"], "stop");
+    let usage = &text["usage"];
+    assert_eq!(
+        usage["total_tokens"].as_u64().unwrap(),
+        usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap()
+    );
+
+    let (_, call) = post(&server, &ask).await;
+    let tc = &call["choices"][0]["message"]["tool_calls"][0];
+    assert_eq!(tc["type"], "function");
+    assert_eq!(tc["function"]["name"], "lookup");
+    assert_eq!(tc["function"]["arguments"], r#"{"id":7}"#);
+    assert_eq!(call["choices"][0]["finish_reason"], "tool_calls");
+    assert!(call["choices"][0]["message"]["content"].is_null());
+}
+
+#[tokio::test]
+async fn the_models_endpoint_lists_models() {
+    let server = TestServer::start().await.unwrap();
+    server.set_models(["gpt-4o-mini", "gpt-4.1"]);
+    let list: Value = reqwest::get(format!("{}/models", server.base_url())).await.unwrap().json().await.unwrap();
+    assert_eq!(list["object"], "list");
+    let ids: Vec<&str> = list["data"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["gpt-4o-mini", "gpt-4.1"]);
+    assert_eq!(server.model_list_hits(), 1);
+    assert_eq!(server.hits(), 0);
+}
+
+#[tokio::test]
+async fn rules_answer_concurrent_requests_by_their_content() {
+    let server = TestServer::start().await.unwrap();
+    server.set_latency(Duration::from_millis(20));
+    server.when(Match::last_user_contains("topic-3")).times(1).reply(Reply::text("special answer for 3"));
+    server.when(Match::last_user_contains("topic-")).respond(|req| {
+        let topic = req.chat.last_user_text().unwrap_or("").to_owned();
+        Reply::text(format!("answer about {topic}"))
+    });
+    let client = llm(&server);
+    let calls = (0..20).map(|i| {
+        let client = client.clone();
+        async move { client.chat(ChatRequest::new(vec![Message::user(format!("topic-{i}"))])).await.unwrap() }
+    });
+    let replies = futures::future::join_all(calls).await;
+    for (i, reply) in replies.iter().enumerate() {
+        let expected = if i == 3 { "special answer for 3".to_owned() } else { format!("answer about topic-{i}") };
+        assert_eq!(reply.content.as_deref(), Some(expected.as_str()));
+    }
+    assert!(server.max_in_flight() > 1, "requests did not overlap");
+    // The one-shot rule is used up: topic-3 now gets the general answer.
+    let again = client.chat(ChatRequest::new(vec![Message::user("topic-3")])).await.unwrap();
+    assert_eq!(again.content.as_deref(), Some("answer about topic-3"));
+}
+
+#[tokio::test]
+async fn the_queue_comes_before_rules_and_rules_before_the_fallback() {
+    let server = TestServer::start().await.unwrap();
+    server.respond_with(|req| Reply::text(format!("fallback #{}", req.index)));
+    server.when(Match::last_user_contains("rule")).reply(Reply::text("by rule"));
+    server.enqueue(Reply::text("queued"));
+    let client = llm(&server);
+    let say = |text: &'static str| {
+        let client = client.clone();
+        async move { client.chat(ChatRequest::new(vec![Message::user(text)])).await.unwrap().content.unwrap() }
+    };
+    assert_eq!(say("rule").await, "queued");
+    assert_eq!(say("rule").await, "by rule");
+    assert_eq!(say("other").await, "fallback #3");
+}
+
+#[tokio::test]
+async fn a_request_nothing_answers_gets_a_clear_error() {
+    let server = TestServer::start().await.unwrap();
+    let err = llm(&server).chat(ChatRequest::new(vec![Message::user("unscripted question")])).await.unwrap_err();
+    match &err {
+        LlmError::Api { status: 400, code: Some(code), message, .. } => {
+            assert_eq!(code, "no_scripted_reply");
+            assert!(message.contains("unscripted question"), "{message}");
+        }
+        other => panic!("expected a 400, got {other:?}"),
+    }
+    assert_eq!(server.hits(), 1);
+}
+
+#[tokio::test]
+async fn a_required_api_key_is_checked() {
+    let server = TestServer::start().await.unwrap();
+    server.require_api_key("sk-right");
+    server.respond_with(|_| Reply::text("welcome"));
+    let wrong = server.llm_builder().api_key("sk-wrong").build().unwrap();
+    let err = wrong.chat(ChatRequest::new(vec![Message::user("hi")])).await.unwrap_err();
+    assert_eq!(err.status(), Some(401));
+    let right = server.llm_builder().api_key("sk-right").build().unwrap();
+    assert!(right.chat(ChatRequest::new(vec![Message::user("hi")])).await.is_ok());
+}
+
+#[tokio::test]
+async fn latency_is_injected() {
+    let server = TestServer::start().await.unwrap();
+    server.set_latency(Duration::from_millis(150));
+    server.enqueue(Reply::text("slow").delay(Duration::from_millis(100)));
+    let started = Instant::now();
+    llm(&server).chat(ChatRequest::new(vec![Message::user("hi")])).await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(250), "{:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn bad_bodies_get_openai_shaped_400s_and_counters_reset() {
+    let server = TestServer::start().await.unwrap();
+    let response = reqwest::Client::new()
+        .post(format!("{}/chat/completions", server.base_url()))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    let (status, _) = post(&server, &json!({"model": "m", "messages": []})).await;
+    assert_eq!(status, 400);
+    assert_eq!(server.hits(), 2);
+    server.reset_counters();
+    assert_eq!((server.hits(), server.requests().len()), (0, 0));
+}
