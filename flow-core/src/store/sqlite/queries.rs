@@ -65,20 +65,19 @@ const UPDATE_RUN: &str = "UPDATE flow_runs SET status = ?2, state = ?3, progress
      lease_owner = CASE WHEN ?8 THEN lease_owner END, \
      lease_expires_at = CASE WHEN ?8 THEN lease_expires_at END, \
      updated_at = ?9 \
-     WHERE run_id = ?1 AND epoch = ?10";
+     WHERE run_id = ?1 AND epoch = ?10 \
+     RETURNING version";
 
+// Positions and sequence numbers come from the run's version: no `MAX(..) + 1` lookups.
 const UPSERT_STEP: &str = "INSERT INTO flow_steps (run_id, step_key, ord, method, status, input, output, error, \
      attempt, created_at, updated_at) \
-     VALUES (?1, ?2, (SELECT COALESCE(MAX(ord), 0) + 1 FROM flow_steps WHERE run_id = ?1), \
-             ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10) \
      ON CONFLICT (run_id, step_key) DO UPDATE SET method = excluded.method, status = excluded.status, \
      input = excluded.input, output = excluded.output, error = excluded.error, attempt = excluded.attempt, \
      updated_at = excluded.updated_at";
 
 const APPEND_CHECKPOINT: &str = "INSERT INTO flow_checkpoints (run_id, seq, step_key, status, state, progress, \
-     created_at) \
-     VALUES (?1, (SELECT COALESCE(MAX(seq), 0) + 1 FROM flow_checkpoints WHERE run_id = ?1), ?2, ?3, ?4, ?5, ?6) \
-     RETURNING seq";
+     created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 
 const PRUNE_CHECKPOINTS: &str = "DELETE FROM flow_checkpoints WHERE run_id = ?1 AND seq <= ?2";
 
@@ -243,15 +242,28 @@ fn epoch_param(epoch: u64) -> i64 {
     i64::try_from(epoch).unwrap_or(-1)
 }
 
-fn upsert_steps(db: Db<'_>, run_id: &str, steps: &[StepRecord], now: i64) -> Result<(), StoreError> {
+/// Room for this many new steps per commit in a step's `ord` (version * 2^20 + position).
+const STEPS_PER_COMMIT: usize = 1 << 20;
+
+/// Inserts new steps, positioned after every step of earlier versions, and updates known ones
+/// (which keep their position).
+fn upsert_steps(db: Db<'_>, run_id: &str, version: i64, steps: &[StepRecord], now: i64) -> Result<(), StoreError> {
     if steps.is_empty() {
         return Ok(());
     }
+    if steps.len() > STEPS_PER_COMMIT {
+        return Err(StoreError::Backend(format!(
+            "run {run_id}: one commit carries {} steps, more than the {STEPS_PER_COMMIT} a commit may schedule",
+            steps.len()
+        )));
+    }
+    let base = version.saturating_mul(STEPS_PER_COMMIT as i64);
     let mut stmt = db.prepare(UPSERT_STEP)?;
-    for step in steps {
+    for (position, step) in steps.iter().enumerate() {
         stmt.execute(params![
             run_id,
             step.step_key,
+            base + position as i64,
             step.method,
             step.status.as_str(),
             opt_json(step.input.as_ref()),
@@ -265,18 +277,21 @@ fn upsert_steps(db: Db<'_>, run_id: &str, steps: &[StepRecord], now: i64) -> Res
     Ok(())
 }
 
-fn append_checkpoint(
-    db: Db<'_>,
-    run_id: &str,
-    step_key: Option<&str>,
+struct CheckpointRow<'a> {
+    run_id: &'a str,
+    seq: i64,
+    step_key: Option<&'a str>,
     status: RunStatus,
-    state: &str,
-    progress: &str,
+    state: &'a str,
+    progress: &'a str,
     now: i64,
-) -> Result<i64, StoreError> {
+}
+
+fn append_checkpoint(db: Db<'_>, row: CheckpointRow<'_>) -> Result<(), StoreError> {
     db.prepare(APPEND_CHECKPOINT)?
-        .query_row(params![run_id, step_key, status.as_str(), state, progress, now], |r| r.get(0))
-        .map_err(db.fail())
+        .execute(params![row.run_id, row.seq, row.step_key, row.status.as_str(), row.state, row.progress, row.now])
+        .map_err(db.fail())?;
+    Ok(())
 }
 
 /// Inserts a run, its first checkpoint and its start steps. Returns the run's version (1).
@@ -301,8 +316,17 @@ pub(super) fn create_run(db: Db<'_>, run: &NewRun, now: i64) -> Result<u64, Stor
     if inserted == 0 {
         return Err(StoreError::Duplicate(run.run_id));
     }
-    append_checkpoint(db, &id, None, RunStatus::Running, &state, &progress, now)?;
-    upsert_steps(db, &id, &run.steps, now)?;
+    let row = CheckpointRow {
+        run_id: &id,
+        seq: 1,
+        step_key: None,
+        status: RunStatus::Running,
+        state: &state,
+        progress: &progress,
+        now,
+    };
+    append_checkpoint(db, row)?;
+    upsert_steps(db, &id, 1, &run.steps, now)?;
     Ok(1)
 }
 
@@ -350,30 +374,43 @@ pub(super) fn commit(db: Db<'_>, commit: &Commit, keep: Option<usize>, now: i64)
     let id = commit.run_id.to_string();
     let state = commit.snapshot.state.to_string();
     let progress = commit.snapshot.progress.to_string();
-    let changed = db
+    let version: Option<i64> = db
         .prepare(UPDATE_RUN)?
-        .execute(params![
-            id,
-            commit.status.as_str(),
-            state,
-            progress,
-            opt_json(commit.output.as_ref()),
-            commit.error,
-            opt_json(commit.pause.as_ref()),
-            !commit.status.is_at_rest(),
-            now,
-            epoch_param(commit.epoch),
-        ])
+        .query_row(
+            params![
+                id,
+                commit.status.as_str(),
+                state,
+                progress,
+                opt_json(commit.output.as_ref()),
+                commit.error,
+                opt_json(commit.pause.as_ref()),
+                !commit.status.is_at_rest(),
+                now,
+                epoch_param(commit.epoch),
+            ],
+            |r| r.get(0),
+        )
+        .optional()
         .map_err(db.fail())?;
-    if changed == 0 {
+    let Some(version) = version else {
         return Err(fenced_or_missing(db, commit.run_id, commit.epoch));
-    }
-    upsert_steps(db, &id, &commit.steps, now)?;
-    let seq = append_checkpoint(db, &id, commit.step_key.as_deref(), commit.status, &state, &progress, now)?;
+    };
+    upsert_steps(db, &id, version, &commit.steps, now)?;
+    let row = CheckpointRow {
+        run_id: &id,
+        seq: version,
+        step_key: commit.step_key.as_deref(),
+        status: commit.status,
+        state: &state,
+        progress: &progress,
+        now,
+    };
+    append_checkpoint(db, row)?;
     if let Some(keep) = keep {
         let keep = i64::try_from(keep).unwrap_or(i64::MAX);
-        if seq > keep {
-            db.prepare(PRUNE_CHECKPOINTS)?.execute(params![id, seq - keep]).map_err(db.fail())?;
+        if version > keep {
+            db.prepare(PRUNE_CHECKPOINTS)?.execute(params![id, version - keep]).map_err(db.fail())?;
         }
     }
     Ok(())
@@ -564,4 +601,129 @@ pub(super) fn journal_get(
         })
     })
     .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::StatementStatus;
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::sqlite::{SqliteOptions, schema};
+
+    const ALL: &[(&str, &str)] = &[
+        ("SELECT_RUN", SELECT_RUN),
+        ("RUN_EXISTS", RUN_EXISTS),
+        ("INSERT_RUN", INSERT_RUN),
+        ("SELECT_LEASE", SELECT_LEASE),
+        ("TAKE_LEASE", TAKE_LEASE),
+        ("RENEW_LEASE", RENEW_LEASE),
+        ("UPDATE_RUN", UPDATE_RUN),
+        ("UPSERT_STEP", UPSERT_STEP),
+        ("APPEND_CHECKPOINT", APPEND_CHECKPOINT),
+        ("PRUNE_CHECKPOINTS", PRUNE_CHECKPOINTS),
+        ("SELECT_STEPS", SELECT_STEPS),
+        ("SELECT_CHECKPOINTS", SELECT_CHECKPOINTS),
+        ("SELECT_CHECKPOINT", SELECT_CHECKPOINT),
+        ("INSERT_JOURNAL", INSERT_JOURNAL),
+        ("SELECT_JOURNAL", SELECT_JOURNAL),
+        ("LIST_ALL", LIST_ALL),
+        ("LIST_BY_STATUS", LIST_BY_STATUS),
+        ("LIST_BY_FLOW", LIST_BY_FLOW),
+        ("LIST_BY_FLOW_AND_STATUS", LIST_BY_FLOW_AND_STATUS),
+    ];
+
+    fn step(key: &str) -> StepRecord {
+        StepRecord {
+            step_key: key.into(),
+            method: "m".into(),
+            status: StepStatus::Ready,
+            input: None,
+            output: None,
+            error: None,
+            attempt: 0,
+        }
+    }
+
+    /// Re-preparing means parsing and planning the SQL again at every call: the statement cache
+    /// would then save nothing on the hot path. SQLite does it silently whenever its planner
+    /// looked at a bound value (a `MAX` or `ORDER BY` filtered on a parameter, since 3.4x)
+    /// unless the query planner stability guarantee is on, so every statement is checked here.
+    #[test]
+    fn no_statement_is_re_prepared_between_runs() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("runs.db");
+        let conn = schema::open_writer(&SqliteOptions::new(&path))?;
+        let db = Db { conn: &conn, path: &path };
+        for round in 0..2 {
+            let run = NewRun {
+                run_id: Uuid::new_v4(),
+                flow: "f".into(),
+                parent_run_id: None,
+                snapshot: Snapshot { state: json!({}), progress: json!({}) },
+                steps: vec![step("start#0")],
+                owner: "w".into(),
+                lease: Duration::ZERO,
+            };
+            let id = run.run_id;
+            create_run(db, &run, 1_000)?;
+            let claim = claim(db, id, "w", Duration::ZERO, 2_000)?;
+            renew(db, id, claim.epoch, Duration::ZERO, 2_000)?;
+            for n in 0..3 {
+                let c = Commit {
+                    run_id: id,
+                    epoch: claim.epoch,
+                    status: RunStatus::Running,
+                    snapshot: Snapshot { state: json!({ "n": n }), progress: json!({}) },
+                    steps: vec![step("start#0"), step(&format!("m#{n}"))],
+                    step_key: Some("start#0".into()),
+                    output: None,
+                    error: None,
+                    pause: None,
+                };
+                commit(db, &c, Some(2), 3_000)?;
+            }
+            let stale = Commit {
+                run_id: id,
+                epoch: 0,
+                status: RunStatus::Running,
+                snapshot: Snapshot { state: json!({}), progress: json!({}) },
+                steps: vec![],
+                step_key: None,
+                output: None,
+                error: None,
+                pause: None,
+            };
+            assert!(matches!(commit(db, &stale, None, 4_000), Err(StoreError::Fenced { .. })));
+            let entry = JournalEntry {
+                run_id: id,
+                step_key: "start#0".into(),
+                seq: round,
+                kind: "llm".into(),
+                name: "m".into(),
+                request_hash: 9,
+                output: json!("x"),
+            };
+            journal_put(db, &entry, 5_000)?;
+            journal_get(db, id, "start#0", round)?;
+            load_run(db, id)?;
+            steps(db, id)?;
+            checkpoints(db, id)?;
+            load_checkpoint(db, id, 4)?;
+            for (flow, status) in [
+                (None, None),
+                (None, Some(RunStatus::Running)),
+                (Some("f"), None),
+                (Some("f"), Some(RunStatus::Paused)),
+            ] {
+                list_runs(db, &RunFilter { flow: flow.map(String::from), status, limit: Some(5) })?;
+            }
+        }
+        for (name, sql) in ALL {
+            let stmt = conn.prepare_cached(sql)?;
+            assert!(stmt.get_status(StatementStatus::Run) >= 2, "{name} was not exercised");
+            assert_eq!(stmt.get_status(StatementStatus::RePrepare), 0, "{name} is re-prepared at every run");
+        }
+        Ok(())
+    }
 }

@@ -9,6 +9,7 @@
 use std::path::Path;
 use std::time::Duration;
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};
 
 use super::error::map;
@@ -44,7 +45,9 @@ CREATE INDEX flow_runs_by_created ON flow_runs (created_at DESC, run_id DESC);
 CREATE INDEX flow_runs_by_status ON flow_runs (status, created_at DESC, run_id DESC);
 CREATE INDEX flow_runs_by_flow ON flow_runs (flow, created_at DESC, run_id DESC);
 
--- `ord` keeps creation order: step keys do not sort by it, and rowids may be renumbered by VACUUM.
+-- `ord` keeps creation order (step keys do not sort by it, and VACUUM may renumber rowids): the
+-- version of the run's commit that created the step, times 2^20, plus its position in that
+-- commit. It is set on insert and never updated.
 CREATE TABLE flow_steps (
     run_id     TEXT    NOT NULL REFERENCES flow_runs (run_id) ON DELETE CASCADE,
     step_key   TEXT    NOT NULL,
@@ -57,10 +60,11 @@ CREATE TABLE flow_steps (
     attempt    INTEGER NOT NULL,
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL,
-    PRIMARY KEY (run_id, step_key),
-    UNIQUE (run_id, ord)
+    PRIMARY KEY (run_id, step_key)
 ) STRICT;
 
+-- Checkpoint `seq` N holds the snapshot of run version N: both start at 1 and advance together,
+-- in the same transaction.
 CREATE TABLE flow_checkpoints (
     run_id     TEXT    NOT NULL REFERENCES flow_runs (run_id) ON DELETE CASCADE,
     seq        INTEGER NOT NULL,
@@ -158,7 +162,7 @@ fn open_writer_in(options: &SqliteOptions, path: &Path) -> Result<Connection, St
         }
         migrate(&conn, path)?;
     }
-    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    prepare_cache(&conn, path)?;
     Ok(conn)
 }
 
@@ -168,12 +172,22 @@ pub(super) fn open_reader(path: &Path, busy_timeout: Duration) -> Result<Connect
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(|e| map(&e, path))?;
     conn.busy_timeout(busy_timeout).map_err(|e| map(&e, path))?;
-    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    prepare_cache(&conn, path)?;
     Ok(conn)
 }
 
 /// Enough for every distinct statement the store prepares.
 const STATEMENT_CACHE: usize = 64;
+
+/// Makes cached statements stay prepared. Without the query planner stability guarantee,
+/// SQLite re-plans a statement whenever a parameter its planner looked at is bound to a new
+/// value, which for the store's statements is every call: a parse and plan per statement
+/// per commit, for plans that never change (every query here is an index lookup).
+fn prepare_cache(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true).map_err(|e| map(&e, path))?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(())
+}
 
 fn apply_settings(
     conn: &Connection,
