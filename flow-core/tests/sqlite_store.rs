@@ -181,7 +181,8 @@ async fn a_corrupt_row_is_named_and_left_as_it_is() -> TestResult {
     expect_corrupt(store.load_run(id).await, id, "state")?;
     // A claim reads the row it returns: it fails, and the epoch bump and lease are rolled back.
     expect_corrupt(store.claim(id, "w2", LONG).await, id, "state")?;
-    // A failed request is answered before its batch commits; a later write is ordered after it.
+    assert_eq!(run_row(&path, id)?, before, "nothing modified");
+    // Still nothing after later writes: the failed claim's savepoint was undone, not committed.
     store.commit(commit(healthy_id, 1, 1)).await?;
     assert_eq!(run_row(&path, id)?, before, "nothing modified");
     assert_eq!(store.load_run(healthy_id).await?.version, 2, "other runs still load and commit");
@@ -214,6 +215,38 @@ async fn a_corrupt_row_is_named_and_left_as_it_is() -> TestResult {
     expect_corrupt(store.journal_get(id, "a#0", 0).await, id, "journal entry a#0:0 output")?;
     expect_corrupt(store.journal_put(entry).await, id, "journal entry a#0:0 output")?;
     Ok(())
+}
+
+#[tokio::test]
+async fn a_damaged_file_is_reported_as_damaged() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = db_path(&dir);
+    let store = SqliteStore::open(&path).await?;
+    let run = new_run("damaged", "w1", LONG);
+    let id = run.run_id;
+    store.create_run(run).await?;
+    drop(store);
+    wait_closed(&path)?;
+
+    // Keep the header page (schema version, schema table) and scribble over every b-tree page
+    // after it, as a failing disk or a stray write would.
+    let mut bytes = std::fs::read(&path)?;
+    assert!(bytes.len() > 4096, "more than one page");
+    bytes[4096..].fill(0xAB);
+    std::fs::write(&path, bytes)?;
+
+    let store = SqliteStore::open(&path).await?;
+    match store.load_run(id).await {
+        Err(StoreError::FileCorrupt { path: shown, detail }) => {
+            assert!(shown.ends_with("runs.db"), "{shown}");
+            assert!(detail.contains("malformed"), "{detail}");
+        }
+        other => return Err(format!("expected FileCorrupt, got {other:?}").into()),
+    }
+    match store.list_runs(&RunFilter::default()).await {
+        Err(StoreError::FileCorrupt { .. }) => Ok(()),
+        other => Err(format!("listing a damaged file: expected FileCorrupt, got {other:?}").into()),
+    }
 }
 
 #[tokio::test]

@@ -204,7 +204,8 @@ impl SqliteOptions {
 ///   logs the location at info level so the user is told where their runs are.
 ///
 /// Cloning is cheap and shares the connections. The writer thread ends when the last clone is
-/// dropped.
+/// dropped. A write whose future is dropped after it was queued is still applied, as a write
+/// whose reply was lost would be; the epoch fencing makes that safe to retry.
 ///
 /// ```
 /// use flow_core::store::{RunFilter, SqliteOptions, SqliteStore, Store};
@@ -261,6 +262,10 @@ impl SqliteStore {
     /// [`StoreError::Open`] when the file cannot be opened or is not a database,
     /// [`StoreError::ReadOnly`] when it cannot be written, [`StoreError::SchemaTooNew`] when a
     /// newer build wrote it (the file is left untouched).
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime: opening runs on tokio's blocking pool.
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         Self::open_with(SqliteOptions::new(path.as_ref())).await
     }
@@ -281,6 +286,10 @@ impl SqliteStore {
     /// # Errors
     ///
     /// As [`SqliteStore::open`].
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime, as [`SqliteStore::open`].
     pub async fn open_with(options: SqliteOptions) -> Result<Self, StoreError> {
         let path = options.path.clone();
         let (conn, reader, options) = blocking(&path, move || {

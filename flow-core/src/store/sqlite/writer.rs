@@ -142,33 +142,34 @@ impl Writer {
                 }
                 return;
             }
-            let mut applied: Vec<Box<dyn Job>> = Vec::with_capacity(jobs.len());
+            // In queue order, each with its refusal if it failed. Refusals are answered after
+            // the transaction ends too, so no caller learns of state that might not commit.
+            let mut done: Vec<(Box<dyn Job>, Option<StoreError>)> = Vec::with_capacity(jobs.len());
             let mut pending = jobs.into_iter();
             while let Some(mut job) = pending.next() {
                 match self.apply_one(job.as_mut()) {
-                    Ok(()) => applied.push(job),
+                    Ok(()) => done.push((job, None)),
                     Err(e) if self.conn.is_autocommit() => {
                         // SQLite rolled back the whole transaction itself (it does for a full
-                        // disk or an I/O error): the jobs applied so far went with it. Answer
-                        // the one that failed and apply the rest again in a new transaction.
+                        // disk or an I/O error), taking every request applied so far with it.
+                        // Answer the one that failed; re-apply the others, refused ones
+                        // included, since their refusal may have rested on what was lost.
                         job.answer(Some(e));
-                        jobs = applied.into_iter().chain(pending).collect();
+                        jobs = done.into_iter().map(|(job, _)| job).chain(pending).collect();
                         continue 'pass;
                     }
-                    Err(e) => job.answer(Some(e)),
+                    Err(e) => done.push((job, Some(e))),
                 }
             }
-            match self.with_busy_retry("COMMIT") {
-                Ok(()) => {
-                    for job in applied {
-                        job.answer(None);
-                    }
-                }
-                Err(e) => {
-                    self.rollback();
-                    for job in applied {
-                        job.answer(Some(map(&e, &self.path)));
-                    }
+            let committed = self.with_busy_retry("COMMIT");
+            if committed.is_err() {
+                self.rollback();
+            }
+            for (job, refusal) in done {
+                match (refusal, &committed) {
+                    (Some(refusal), _) => job.answer(Some(refusal)),
+                    (None, Ok(())) => job.answer(None),
+                    (None, Err(e)) => job.answer(Some(map(e, &self.path))),
                 }
             }
             return;
@@ -227,5 +228,103 @@ impl Writer {
             // report the connection's state to its callers.
             tracing::warn!(path = %self.path.display(), error = %e, "rollback failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc as std_mpsc;
+
+    use super::*;
+
+    type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+    fn insert(db: Db<'_>, name: &str) -> Result<(), StoreError> {
+        db.conn.execute("INSERT INTO scratch (name) VALUES (?1)", [name]).map(drop).map_err(|e| map(&e, db.path))
+    }
+
+    fn names(db: Db<'_>) -> Result<Vec<String>, StoreError> {
+        let mut stmt = db.conn.prepare("SELECT name FROM scratch ORDER BY name").map_err(|e| map(&e, db.path))?;
+        let rows = stmt.query_map([], |r| r.get(0)).map_err(|e| map(&e, db.path))?;
+        rows.collect::<Result<_, _>>().map_err(|e| map(&e, db.path))
+    }
+
+    /// A writer whose first job blocks until `open` is sent, so the jobs queued meanwhile all
+    /// land in the next batch.
+    async fn gated_writer()
+    -> Result<(tempfile::TempDir, WriterHandle, std_mpsc::Sender<()>), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("w.db");
+        let conn = Connection::open(&path)?;
+        conn.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE scratch (name TEXT NOT NULL);")?;
+        let writer = WriterHandle::start(conn, path)?;
+        let (open, gate) = std_mpsc::channel::<()>();
+        let gate = std::sync::Mutex::new(Some(gate));
+        let blocked = writer.write(move |_| {
+            if let Some(gate) = gate.lock().ok().and_then(|mut g| g.take()) {
+                let _ = gate.recv();
+            }
+            Ok(())
+        });
+        // Queue the gate job and let the writer take it before the test queues more.
+        tokio::select! {
+            biased;
+            _ = blocked => return Err("the gate job finished before it was opened".into()),
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+        Ok((dir, writer, open))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_request_undoes_only_its_own_writes() -> TestResult {
+        let (_dir, writer, open) = gated_writer().await?;
+        let writer = std::sync::Arc::new(writer);
+        let queue = |f: fn(Db<'_>) -> Result<(), StoreError>| {
+            let writer = writer.clone();
+            tokio::spawn(async move { writer.write(f).await })
+        };
+        let first = queue(|db| insert(db, "a"));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let failing = queue(|db| {
+            insert(db, "partial")?;
+            Err(StoreError::Backend("refused after writing".into()))
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let last = queue(|db| insert(db, "c"));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        open.send(())?;
+
+        first.await??;
+        assert!(matches!(failing.await?, Err(StoreError::Backend(_))));
+        last.await??;
+        assert_eq!(writer.write(names).await?, ["a", "c"]);
+        Ok(())
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn requests_lost_with_a_rolled_back_transaction_are_applied_again() -> TestResult {
+        let (_dir, writer, open) = gated_writer().await?;
+        let writer = std::sync::Arc::new(writer);
+        let queue = |f: fn(Db<'_>) -> Result<(), StoreError>| {
+            let writer = writer.clone();
+            tokio::spawn(async move { writer.write(f).await })
+        };
+        let first = queue(|db| insert(db, "a"));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        // As SQLite does on a full disk or an I/O error: the whole transaction is gone.
+        let culprit = queue(|db| {
+            db.conn.execute_batch("ROLLBACK").map_err(|e| map(&e, db.path))?;
+            Err(StoreError::DiskFull("simulated".into()))
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let last = queue(|db| insert(db, "c"));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        open.send(())?;
+
+        first.await??;
+        assert!(matches!(culprit.await?, Err(StoreError::DiskFull(_))));
+        last.await??;
+        assert_eq!(writer.write(names).await?, ["a", "c"], "`a` was applied again after the rollback");
+        Ok(())
     }
 }
