@@ -34,6 +34,10 @@ use crate::usage::{UsageLog, UsageSummary};
 
 /// Tool-loop iterations allowed unless configured (CrewAI uses 25; a flow step is usually
 /// narrower).
+///
+/// ```
+/// assert!(flow_llm::agent::DEFAULT_MAX_ITER > 1);
+/// ```
 pub const DEFAULT_MAX_ITER: u32 = 15;
 
 pub(crate) struct AgentInner {

@@ -17,6 +17,10 @@ use std::sync::{Arc, OnceLock};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Permits of the process-wide limit when `FLOW_LLM_MAX_CONCURRENCY` is not set.
+///
+/// ```
+/// assert_eq!(flow_llm::limit::DEFAULT_SHARED_PERMITS, 16);
+/// ```
 pub const DEFAULT_SHARED_PERMITS: usize = 16;
 
 /// A limit on concurrent LLM requests, shared by every client that holds a clone.

@@ -84,6 +84,17 @@ pub trait Llm: Send + Sync {
 ///
 /// Pass `cx` (a flow method's context) as the journal inside a flow, [`flow_core::NoJournal`]
 /// outside one.
+///
+/// ```
+/// use flow_core::NoJournal;
+/// use flow_llm::{ChatRequest, ChatResponse, LlmExt, Message, ScriptedLlm};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), flow_llm::LlmError> {
+/// let llm = ScriptedLlm::new("m").reply(ChatResponse::text("ok"));
+/// // Inside a flow method: `llm.complete(cx, request)`.
+/// llm.complete(&NoJournal, ChatRequest::new(vec![Message::user("hi")])).await?;
+/// # Ok(()) }
+/// ```
 pub trait LlmExt: Llm {
     /// A journaled chat completion.
     ///

@@ -60,6 +60,13 @@ pub struct ChatDelta {
 }
 
 /// A streamed reply.
+///
+/// ```
+/// use futures::StreamExt;
+/// use flow_llm::{ChatDelta, ChatStream};
+/// let s: ChatStream = futures::stream::iter(vec![Ok(ChatDelta::default())]).boxed();
+/// # let _ = s;
+/// ```
 pub type ChatStream = BoxStream<'static, Result<ChatDelta, LlmError>>;
 
 /// Adds up [`ChatDelta`]s into the [`ChatResponse`] they make.

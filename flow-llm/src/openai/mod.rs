@@ -29,10 +29,24 @@ use crate::llm::Llm;
 use crate::stream::ChatStream;
 
 /// The model used when neither the builder nor `OPENAI_MODEL` names one.
+///
+/// ```
+/// use flow_llm::Llm;
+/// let llm = flow_llm::OpenAiLlm::builder().base_url("http://127.0.0.1:9/v1").build().unwrap();
+/// assert_eq!(llm.model(), flow_llm::openai::DEFAULT_MODEL);
+/// ```
 pub const DEFAULT_MODEL: &str = "gpt-4o-mini";
 /// The endpoint used when neither the builder nor `OPENAI_BASE_URL` names one.
+///
+/// ```
+/// assert!(flow_llm::openai::DEFAULT_BASE_URL.ends_with("/v1"));
+/// ```
 pub const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
 /// The per-call timeout unless configured.
+///
+/// ```
+/// assert_eq!(flow_llm::openai::DEFAULT_TIMEOUT.as_secs(), 120);
+/// ```
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The first bytes of a body, for error messages (never the whole body: it may be large or hold

@@ -52,9 +52,18 @@ use crate::chat::{ChatRequest, ChatResponse, FinishReason, ToolCall};
 use crate::matching::Match;
 use crate::openai::OpenAiLlmBuilder;
 
-/// The model named in responses when the request names none.
+/// The model [`TestServer::llm_builder`] configures, and the one named in responses when a
+/// request names none.
+///
+/// ```
+/// assert_eq!(flow_llm::server::TEST_MODEL, "test-model");
+/// ```
 pub const TEST_MODEL: &str = "test-model";
 /// The API key [`TestServer::llm_builder`] configures.
+///
+/// ```
+/// assert!(flow_llm::server::TEST_API_KEY.starts_with("sk-"));
+/// ```
 pub const TEST_API_KEY: &str = "sk-test-key";
 
 /// A request the server received.
@@ -102,7 +111,14 @@ impl RecordedRequest {
     /// The bearer token the client sent.
     ///
     /// ```
-    /// // See `RecordedRequest`.
+    /// # use flow_llm::{ChatRequest, Llm, Message, Reply, TestServer};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let server = TestServer::start().await?;
+    /// server.enqueue(Reply::text("ok"));
+    /// server.llm_builder().api_key("sk-abc").build()?.chat(ChatRequest::new(vec![Message::user("hi")])).await?;
+    /// assert_eq!(server.requests()[0].bearer_token(), Some("sk-abc"));
+    /// # Ok(()) }
     /// ```
     pub fn bearer_token(&self) -> Option<&str> {
         self.authorization.as_deref().and_then(|a| a.strip_prefix("Bearer "))
@@ -197,6 +213,16 @@ impl Drop for TestServer {
 }
 
 /// Adds a rule: see [`TestServer::when`].
+///
+/// ```
+/// # use flow_llm::{Match, Reply, TestServer};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> std::io::Result<()> {
+/// let server = TestServer::start().await?;
+/// let rule = server.when(Match::model("gpt-4.1")).times(2);
+/// rule.reply(Reply::text("from the big model"));
+/// # Ok(()) }
+/// ```
 #[must_use = "a rule is added only by `.reply(..)` or `.respond(..)`"]
 pub struct When<'a> {
     server: &'a TestServer,

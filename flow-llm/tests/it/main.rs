@@ -8,6 +8,7 @@ mod client;
 mod common;
 mod crew;
 mod feedback;
+mod flow;
 mod journal;
 mod resilience;
 mod scripted;
