@@ -113,7 +113,7 @@ const LIST_BY_FLOW: &str = summary_query!("WHERE flow = ?2");
 const LIST_BY_FLOW_AND_STATUS: &str = summary_query!("WHERE flow = ?2 AND status = ?3");
 
 /// Lease lengths in milliseconds; a lease too long for i64 is as good as forever.
-pub(super) fn millis(d: Duration) -> i64 {
+fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
