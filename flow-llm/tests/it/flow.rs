@@ -49,7 +49,7 @@ fn newsroom(server: &TestServer, searches: Arc<AtomicUsize>) -> Newsroom {
         .reply(Reply::text("notes").usage(20, 4));
     server
         .when(Match::system_contains("Researcher"))
-        .reply(Reply::tool_call("search", json!({"q": "tides"})).usage(10, 2));
+        .reply(Reply::tool_calls([("search", json!({"q": "tides"})), ("search", json!({"q": "moon"}))]).usage(10, 2));
     server.when(Match::system_contains("Writer")).reply(Reply::text("The article.").usage(30, 6));
     let client = Arc::new(llm(server));
     let search = FnTool::new("search", "Search", move |q: Query| {
@@ -82,7 +82,11 @@ async fn a_retried_flow_step_replays_its_llm_and_tool_calls() {
 
     assert_eq!(run.output::<String>().unwrap(), "The article.");
     assert_eq!(server.hits(), 3, "the second attempt replayed all three LLM calls");
-    assert_eq!(searches.load(Ordering::SeqCst), 1, "the second attempt replayed the tool call");
+    assert_eq!(searches.load(Ordering::SeqCst), 2, "the second attempt replayed both parallel tool calls");
+    let notes_request = &server.requests()[1].chat;
+    let results: Vec<&str> =
+        notes_request.messages.iter().filter_map(|m| m.tool_call_id.as_ref().map(|_| m.text_or_empty())).collect();
+    assert_eq!(results, ["results for tides", "results for moon"]);
     let expected = TokenUsage { prompt_tokens: 60, completion_tokens: 12, total_tokens: 72 };
     assert_eq!(run.usage, expected, "usage per flow run counts real calls only");
 
