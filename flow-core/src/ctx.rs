@@ -386,8 +386,10 @@ impl<S: State> Journal for Ctx<S> {
         request: &'a Value,
         effect: BoxFuture<'a, Result<Value, Error>>,
     ) -> BoxFuture<'a, Result<Value, Error>> {
+        // The position is taken now, not on first poll, so effects created in order keep
+        // their order even when they are awaited together.
+        let seq = self.next_seq();
         Box::pin(async move {
-            let seq = self.next_seq();
             let hash = request_hash(request);
             if let Some(entry) = self.recorded(seq).await? {
                 if entry.kind != kind || entry.name != name {

@@ -400,12 +400,12 @@ impl<F: Flow> Execution<F> {
         }
 
         let mut fired = Vec::new();
-        let calls = self.progress.calls.clone();
-        self.plan.deliver(Source::Method(MethodId(m)), &act.clock, &mut self.progress.joins, &calls, &mut fired);
+        let p = &mut self.progress;
+        self.plan.deliver(Source::Method(MethodId(m)), &act.clock, &mut p.joins, &p.calls, &mut fired);
         if let Some(label) = out.route {
             let route = self.plan.graph.label(label).to_string();
             self.run.emit(|| FlowEvent::RouteTaken { run_id, router: def.name, route });
-            self.plan.deliver(Source::Label(label), &act.clock, &mut self.progress.joins, &calls, &mut fired);
+            self.plan.deliver(Source::Label(label), &act.clock, &mut p.joins, &p.calls, &mut fired);
         }
         for (listener, clock, carries_payload) in fired {
             let payload = carries_payload.then(|| Arc::clone(&value));

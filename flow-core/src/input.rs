@@ -7,7 +7,7 @@
 //! use flow_core::store::MemoryStore;
 //! use serde::{Deserialize, Serialize};
 //!
-//! #[derive(Clone, Default, Serialize, Deserialize)]
+//! #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 //! struct Draft { text: String, approved: bool }
 //!
 //! #[derive(Serialize, Deserialize)]

@@ -27,7 +27,7 @@ impl<F: Flow> AnyRunner for Runner<F> {
 /// ```
 /// use flow_core::prelude::*;
 /// use flow_core::store::{MemoryStore, Store};
-/// use flow_core::Worker;
+/// use flow_core::{RunStatus, Worker};
 /// use serde::{Deserialize, Serialize};
 /// use std::sync::Arc;
 ///

@@ -411,7 +411,8 @@ pub trait Store: Send + Sync + 'static {
     /// Inserts a run with its first checkpoint and a lease for `owner` at epoch 1.
     async fn create_run(&self, run: NewRun) -> Result<u64, StoreError>;
 
-    /// Takes the lease on a run: succeeds when nobody holds a live lease, bumping the epoch.
+    /// Takes the lease on a run: succeeds when nobody holds a live lease (not even `owner`
+    /// itself, through another execution), bumping the epoch.
     /// A run at rest (completed, failed, paused, escalated) can be claimed too; the caller
     /// decides whether to continue it.
     async fn claim(&self, run_id: Uuid, owner: &str, lease: Duration) -> Result<Claim, StoreError>;
