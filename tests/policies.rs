@@ -463,3 +463,37 @@ async fn the_attempt_count_is_checkpointed_so_a_crash_does_not_reset_the_budget(
     assert!(matches!(err, Err(FlowError::MethodFailed { attempt: 3, .. })), "{err:?}");
     assert_eq!(*attempts.lock().unwrap(), [1, 2, 3]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn every_attempt_gets_its_own_tracing_span() {
+    use std::sync::Mutex as StdMutex;
+    use tracing::field::{Field, Visit};
+    use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+
+    #[derive(Clone, Default)]
+    struct Attempts(Arc<StdMutex<Vec<String>>>);
+    struct Fields(String);
+    impl Visit for Fields {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            self.0.push_str(&format!(" {}={:?}", field.name(), value));
+        }
+    }
+    impl<S: tracing::Subscriber> Layer<S> for Attempts {
+        fn on_new_span(&self, attrs: &tracing::span::Attributes<'_>, _: &tracing::span::Id, _: Context<'_, S>) {
+            if attrs.metadata().name() == "flow_method" {
+                let mut f = Fields(String::new());
+                attrs.record(&mut f);
+                self.0.lock().unwrap().push(f.0);
+            }
+        }
+    }
+    let attempts = Attempts::default();
+    let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(attempts.clone()));
+    let flow = Flaky { failures: AtomicU32::new(2), starts: Arc::default(), origin: Instant::now() };
+    flow.kickoff(Ret::default()).await.unwrap().completed().unwrap();
+    let spans = attempts.0.lock().unwrap().clone();
+    assert_eq!(spans.len(), 3, "{spans:?}");
+    for (i, s) in spans.iter().enumerate() {
+        assert!(s.contains("method=\"label\"") && s.contains(&format!("attempt={}", i + 1)), "{s}");
+    }
+}
