@@ -1,1 +1,25 @@
-//! Shared pieces of the example flows.
+//! Five business flows that run out of the box, offline, with one command each.
+//!
+//! Every example lives in its own module that holds the flow, its typed state, the scripted
+//! replies the offline LLM server answers with, and a `run(config)` function. The example
+//! binaries (`cargo run --example NAME`) and the integration tests drive the same `run`.
+//!
+//! | module | what it shows |
+//! |---|---|
+//! | [`content_pipeline`] | a research crew with structured output, a quality router that loops back at most twice, writing and editing |
+//! | `lead_enrichment` | validation with a handled invalid branch, enrichment, scoring, a hot/warm/cold router; a hot lead's email waits for a person |
+//! | `invoice_processing` | extraction with a confidence, auto-approve / human review / fallback extraction, an autonomy threshold from the environment |
+//! | `order_return` | eligibility escalation, retries and timeouts on a flaky label service, a non-critical email, a crash and a resume |
+//! | `ticket_routing` | many tickets at once with a bounded number of LLM calls in flight, SQLite and notification tools, compensation |
+//!
+//! Shared pieces: [`setup`] picks the LLM endpoint (a real OpenAI-compatible one when
+//! `OPENAI_API_KEY` is set, otherwise flow-llm's [`TestServer`](flow_llm::TestServer) started
+//! in-process with the example's scripted replies) and the SQLite file runs are stored in;
+//! [`trace`] turns a runner's events into the readable step-by-step trace the binaries print.
+
+pub mod content_pipeline;
+pub mod error;
+pub mod setup;
+pub mod trace;
+
+pub use error::ExampleError;

@@ -1,0 +1,57 @@
+//! `cargo run --example content_pipeline`: a research crew with structured output, a quality
+//! router that loops back for deeper research at most twice, writing and editing.
+//!
+//! Offline by default (scripted replies from flow-llm's test server, started in-process); set
+//! `OPENAI_API_KEY` (and optionally `OPENAI_BASE_URL`, `FLOWS_MODEL`) to use a real endpoint,
+//! `CONTENT_TOPIC` / `CONTENT_AUDIENCE` to write about something else, `FLOWS_DB` to store the
+//! run elsewhere.
+
+#![allow(clippy::print_stdout)] // an example's output is its point
+
+use flow_examples::content_pipeline::{self, Config};
+use flow_examples::setup::{display_path, init_logging};
+use flow_examples::trace::clip;
+
+#[tokio::main]
+async fn main() -> Result<(), flow_examples::ExampleError> {
+    init_logging();
+    let config = Config::from_env();
+    println!("Content pipeline: \"{}\" for {}\n", config.topic, config.audience);
+
+    let out = content_pipeline::run(config).await?;
+
+    println!("\nRoutes taken:");
+    for route in &out.routes {
+        println!("  {route}");
+    }
+    println!("Research rounds: {} (at most 1 + {})", out.state.research_rounds, content_pipeline::MAX_DEEPENING);
+    if let Some(brief) = &out.state.research {
+        println!(
+            "Final brief: confidence {:.2}, {} statistics, {} sources",
+            brief.confidence,
+            brief.key_statistics.len(),
+            brief.sources.len()
+        );
+        for source in &brief.sources {
+            println!("  - {} <{}>", source.title, source.url);
+        }
+    }
+    if !out.state.quality_gaps.is_empty() {
+        println!("Written with caveats: {}", out.state.quality_gaps.join("; "));
+    }
+    if let Some(article) = &out.state.article {
+        println!("\nArticle: {}\n  {}", article.title, clip(&article.body, 160));
+        for note in &article.editor_notes {
+            println!("  editor: {note}");
+        }
+    }
+    println!(
+        "\nTokens: {} ({} prompt + {} completion){}",
+        out.usage.total_tokens,
+        out.usage.prompt_tokens,
+        out.usage.completion_tokens,
+        out.llm_requests.map(|n| format!(" over {n} LLM requests")).unwrap_or_default()
+    );
+    println!("Run {} is {} in {}", out.run_id, out.stored_status, display_path(&out.db_path));
+    Ok(())
+}

@@ -1,0 +1,217 @@
+//! What every example needs before its flow runs: an LLM endpoint, a SQLite file for runs, and
+//! logging.
+//!
+//! - **LLM**: with `OPENAI_API_KEY` set, [`OpenAiLlmBuilder::from_env`] is used
+//!   (`OPENAI_BASE_URL` is honoured; the model is `FLOWS_MODEL`, else `OPENAI_MODEL`, else
+//!   [`DEFAULT_MODEL`]). Without a key, or with `FLOWS_OFFLINE=1`, flow-llm's [`TestServer`]
+//!   starts on loopback with the example's scripted replies and an [`OpenAiLlm`] is pointed at
+//!   it. Either way the flow talks HTTP to an OpenAI-compatible endpoint through the same
+//!   client: there is no separate offline code path in the flows.
+//! - **Runs**: stored in `$FLOWS_DB`, else `./.flows/examples.db`.
+//!
+//! ```no_run
+//! use flow_examples::setup::{LlmMode, Setup};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), flow_examples::ExampleError> {
+//! let setup = Setup::offline("/tmp/flows-doc/examples.db");
+//! assert_eq!(setup.llm, LlmMode::Offline);
+//! let (store, path) = setup.open_store().await?;
+//! let llm = setup.connect_llm(None, |server| {
+//!     server.when(flow_llm::Match::any()).reply(flow_llm::Reply::text("hello"));
+//! }).await?;
+//! assert!(llm.is_offline());
+//! # let _ = (store, path);
+//! # Ok(()) }
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use flow_core::store::SqliteStore;
+use flow_llm::{ConcurrencyLimit, OpenAiLlm, OpenAiLlmBuilder, TestServer};
+
+use crate::error::ExampleError;
+use crate::trace::TraceMode;
+
+/// The model used against a real endpoint when neither `FLOWS_MODEL` nor `OPENAI_MODEL` is set.
+pub const DEFAULT_MODEL: &str = "gpt-4o-mini";
+
+/// Where runs are stored when `FLOWS_DB` is not set, relative to the current directory.
+pub const DEFAULT_DB: &str = ".flows/examples.db";
+
+/// Which LLM endpoint an example talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LlmMode {
+    /// A real endpoint when `OPENAI_API_KEY` is set (and `FLOWS_OFFLINE` is not), otherwise the
+    /// in-process test server with scripted replies.
+    FromEnv,
+    /// Always the in-process test server with scripted replies (what the tests use).
+    Offline,
+}
+
+/// The settings every example shares.
+#[derive(Clone, Debug)]
+pub struct Setup {
+    /// The SQLite file runs are stored in; `None`: `$FLOWS_DB`, else [`DEFAULT_DB`].
+    pub db: Option<PathBuf>,
+    /// Which LLM endpoint to use.
+    pub llm: LlmMode,
+    /// How much of the run to print.
+    pub trace: TraceMode,
+}
+
+impl Setup {
+    /// What the example binaries use: the endpoint and database from the environment, and a
+    /// full printed trace.
+    pub fn from_env() -> Self {
+        Setup { db: None, llm: LlmMode::FromEnv, trace: TraceMode::Full }
+    }
+
+    /// What the tests use: the scripted offline server whatever the environment says, runs in
+    /// `db`, nothing printed.
+    pub fn offline(db: impl Into<PathBuf>) -> Self {
+        Setup { db: Some(db.into()), llm: LlmMode::Offline, trace: TraceMode::Quiet }
+    }
+
+    /// The database file: [`Setup::db`], else `$FLOWS_DB`, else [`DEFAULT_DB`]. Its directory
+    /// is created if missing.
+    ///
+    /// # Errors
+    ///
+    /// [`ExampleError::Io`] when the directory cannot be created.
+    pub fn db_path(&self) -> Result<PathBuf, ExampleError> {
+        let path = match &self.db {
+            Some(path) => path.clone(),
+            None => {
+                std::env::var_os("FLOWS_DB").filter(|v| !v.is_empty()).map_or_else(|| DEFAULT_DB.into(), Into::into)
+            }
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        Ok(std::path::absolute(&path).unwrap_or(path))
+    }
+
+    /// A file next to the run database, for the business data an example keeps (tickets,
+    /// stock movements): `sibling("helpdesk.db")` is `.flows/helpdesk.db` by default.
+    ///
+    /// # Errors
+    ///
+    /// As [`Setup::db_path`].
+    pub fn sibling(&self, file: &str) -> Result<PathBuf, ExampleError> {
+        let db = self.db_path()?;
+        Ok(db.parent().map_or_else(|| PathBuf::from(file), |dir| dir.join(file)))
+    }
+
+    /// Opens the SQLite run store and returns it with its absolute path.
+    ///
+    /// # Errors
+    ///
+    /// [`ExampleError::Io`] when the directory cannot be created, [`ExampleError::Store`] when
+    /// the file cannot be opened.
+    pub async fn open_store(&self) -> Result<(SqliteStore, PathBuf), ExampleError> {
+        let path = self.db_path()?;
+        let store = SqliteStore::open(&path).await?;
+        Ok((store, path))
+    }
+
+    /// Whether this setup talks to the offline server.
+    pub fn is_offline(&self) -> bool {
+        match self.llm {
+            LlmMode::Offline => true,
+            LlmMode::FromEnv => {
+                let key = std::env::var("OPENAI_API_KEY").is_ok_and(|k| !k.trim().is_empty());
+                let forced = std::env::var("FLOWS_OFFLINE").is_ok_and(|v| !v.is_empty() && v != "0");
+                !key || forced
+            }
+        }
+    }
+
+    /// Connects the LLM client. Offline, the [`TestServer`] starts and `script` installs the
+    /// example's rules on it; online, `script` is not called. `limit` bounds the LLM requests
+    /// in flight (default: flow-llm's process-wide limit).
+    ///
+    /// # Errors
+    ///
+    /// [`ExampleError::Io`] when the offline server cannot bind a loopback port,
+    /// [`ExampleError::Llm`] when the client configuration is invalid (for instance a base URL
+    /// that is not http(s)).
+    pub async fn connect_llm(
+        &self,
+        limit: Option<ConcurrencyLimit>,
+        script: impl FnOnce(&TestServer),
+    ) -> Result<LlmBackend, ExampleError> {
+        if self.is_offline() {
+            let server = TestServer::start().await?;
+            script(&server);
+            let mut builder = server.llm_builder();
+            if let Some(limit) = limit {
+                builder = builder.concurrency(limit);
+            }
+            let llm = builder.build()?;
+            let endpoint = format!(
+                "offline: flow-llm's OpenAI-compatible test server at {} (scripted replies)",
+                server.base_url()
+            );
+            return Ok(LlmBackend { llm: Arc::new(llm), server: Some(server), endpoint });
+        }
+        let mut builder = OpenAiLlmBuilder::from_env();
+        let model = std::env::var("FLOWS_MODEL")
+            .ok()
+            .or_else(|| std::env::var("OPENAI_MODEL").ok())
+            .filter(|m| !m.trim().is_empty())
+            .unwrap_or_else(|| DEFAULT_MODEL.to_owned());
+        builder = builder.model(model.clone());
+        if let Some(limit) = limit {
+            builder = builder.concurrency(limit);
+        }
+        let llm = builder.build()?;
+        let endpoint = format!("{} with model {model}", llm.base_url());
+        Ok(LlmBackend { llm: Arc::new(llm), server: None, endpoint })
+    }
+}
+
+/// The LLM client an example uses, and the offline server behind it when there is one. The
+/// server stops when this is dropped.
+#[derive(Debug)]
+pub struct LlmBackend {
+    /// The client every agent of the example shares.
+    pub llm: Arc<OpenAiLlm>,
+    server: Option<TestServer>,
+    endpoint: String,
+}
+
+impl LlmBackend {
+    /// The offline server, when the example runs offline.
+    pub fn server(&self) -> Option<&TestServer> {
+        self.server.as_ref()
+    }
+
+    /// Whether the example runs against the offline server.
+    pub fn is_offline(&self) -> bool {
+        self.server.is_some()
+    }
+
+    /// A one-line description of the endpoint, for the trace.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+}
+
+/// Logs of the libraries (flow-core warns on every failed attempt; the trace shows those
+/// already) go to stderr at `error` level unless `RUST_LOG` says otherwise. Call it once at the
+/// start of `main`; later calls do nothing.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Shows `path` relative to the current directory when it is below it.
+pub fn display_path(path: &Path) -> String {
+    std::env::current_dir()
+        .ok()
+        .and_then(|cwd| path.strip_prefix(cwd).ok().map(|p| p.display().to_string()))
+        .unwrap_or_else(|| path.display().to_string())
+}
