@@ -57,7 +57,7 @@ const MATRIX: &[(&str, usize)] = &[
 const USAGE: &str = "usage: flow-bench <workload> [size] [--reps N] [--rt multi|current] [--no-warmup]
        flow-bench startup [--reps N] [--rt multi|current]
        flow-bench all [--reps N] [--rt multi|current] [--quick]
-       flow-bench list";
+       flow-bench list | sizes";
 
 #[derive(Debug)]
 struct Args {
@@ -134,6 +134,10 @@ fn run() -> Result<(), BoxError> {
             Ok(())
         }
         "startup-child" => startup_child(args.rt, t_main),
+        "sizes" => {
+            emit(&sizes().to_line());
+            Ok(())
+        }
         "startup" => {
             let recs = repeat(args.reps, || startup(args.rt))?;
             summarize(&recs);
@@ -237,6 +241,23 @@ fn startup_child(rt: Rt, t_main: Instant) -> Result<(), BoxError> {
     rec.set("os_threads_end", proc_status("Threads"));
     emit(&rec.to_line());
     Ok(())
+}
+
+/// Sizes of the futures the engine moves around: a large future is copied (memcpy) into a task
+/// cell on every spawn.
+fn sizes() -> Record {
+    use flow_bench::flows::{Chain3, Chain1000, Fan100, Loop};
+    fn kickoff_bytes<F: flow_core::Flow<State = Counter>>(flow: F) -> usize {
+        let runner = Runner::new(flow);
+        std::mem::size_of_val(&runner.kickoff(Counter::default()))
+    }
+    let mut rec = Record::new("sizes", "engine", 0);
+    rec.set("kickoff_future_bytes_chain3", kickoff_bytes(Chain3));
+    rec.set("kickoff_future_bytes_chain1000", kickoff_bytes(Chain1000));
+    rec.set("kickoff_future_bytes_loop", kickoff_bytes(Loop { k: 1 }));
+    rec.set("kickoff_future_bytes_fan100", kickoff_bytes(Fan100));
+    rec.set("runner_bytes", std::mem::size_of::<Runner<Chain3>>());
+    rec
 }
 
 /// The whole matrix, round-robin over repetitions (slow drifts in machine load hit every

@@ -203,7 +203,16 @@ fn once(id: &str, n: usize, rt: &Runtime, opts: &Options) -> Result<Sample, BoxE
             }),
         "w5" => {
             let dir = temp_dir(opts, "flows_w5_")?;
-            visit_chain(n, Kick { rt, store: Some(dir.path()) }).ok_or_else(|| not_compiled("W5", n, CHAIN_SIZES))?
+            let mut s = visit_chain(n, Kick { rt, store: Some(dir.path()) })
+                .ok_or_else(|| not_compiled("W5", n, CHAIN_SIZES))??;
+            // The disk's commit cost drifts with the machine's I/O load: measure the bare
+            // insert+commit right after the run, in the same folder, for a same-moment ratio.
+            let conn = limit::w5_open(&dir.path().join("limit.db"))?;
+            let bare = limit::w5(&conn, "bare", n)?.as_secs_f64() * 1e6 / n.max(1) as f64;
+            let per_step = s.wall.as_secs_f64() * 1e6 / n.max(1) as f64;
+            s.extra.push(("bare_commit_us", bare.into()));
+            s.extra.push(("ratio_to_bare_commit", (per_step / bare).into()));
+            Ok(s)
         }
         "w2" => {
             let tb = Instant::now();
