@@ -13,8 +13,18 @@ use flow_examples::setup::{display_path, init_logging};
 use flow_examples::trace::clip;
 
 #[tokio::main]
-async fn main() -> Result<(), flow_examples::ExampleError> {
+async fn main() -> std::process::ExitCode {
     init_logging();
+    match example().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn example() -> Result<(), flow_examples::ExampleError> {
     let config = Config::from_env();
     println!("Content pipeline: \"{}\" for {}\n", config.topic, config.audience);
 

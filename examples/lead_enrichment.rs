@@ -26,8 +26,18 @@ fn reviewer(request: &PauseRequest) -> ReviewAnswer {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), flow_examples::ExampleError> {
+async fn main() -> std::process::ExitCode {
     init_logging();
+    match example().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn example() -> Result<(), flow_examples::ExampleError> {
     println!("Lead enrichment: {} leads\n", lead_enrichment::sample_leads().len());
 
     let out = lead_enrichment::run(Config::from_env(), reviewer).await?;
