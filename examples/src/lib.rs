@@ -10,7 +10,7 @@
 //! | [`lead_enrichment`] | validation with a handled invalid branch, enrichment, scoring, a hot/warm/cold router; a hot lead's email waits for a person |
 //! | [`invoice_processing`] | extraction with a confidence, auto-approve / human review / fallback extraction, an autonomy threshold from the environment |
 //! | [`order_return`] | eligibility escalation, retries and timeouts on a flaky label service, a non-critical email, a crash and a resume |
-//! | `ticket_routing` | many tickets at once with a bounded number of LLM calls in flight, SQLite and notification tools, compensation |
+//! | [`ticket_routing`] | many tickets at once with a bounded number of LLM calls in flight, SQLite and notification tools, compensation |
 //!
 //! Shared pieces: [`setup`] picks the LLM endpoint (a real OpenAI-compatible one when
 //! `OPENAI_API_KEY` is set, otherwise flow-llm's [`TestServer`](flow_llm::TestServer) started
@@ -23,6 +23,7 @@ pub mod invoice_processing;
 pub mod lead_enrichment;
 pub mod order_return;
 pub mod setup;
+pub mod ticket_routing;
 pub mod trace;
 
 pub use error::ExampleError;

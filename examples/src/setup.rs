@@ -8,6 +8,7 @@
 //!   it. Either way the flow talks HTTP to an OpenAI-compatible endpoint through the same
 //!   client: there is no separate offline code path in the flows.
 //! - **Runs**: stored in `$FLOWS_DB`, else `./.flows/examples.db`.
+//! - **Trace**: `FLOWS_TRACE=full|milestones|quiet` (see [`TraceMode`]).
 //!
 //! ```no_run
 //! use flow_examples::setup::{LlmMode, Setup};
@@ -62,10 +63,15 @@ pub struct Setup {
 }
 
 impl Setup {
-    /// What the example binaries use: the endpoint and database from the environment, and a
-    /// full printed trace.
+    /// What the example binaries use: the endpoint and database from the environment, and the
+    /// trace `FLOWS_TRACE` names (`full`, the default; `milestones`; `quiet`).
     pub fn from_env() -> Self {
-        Setup { db: None, llm: LlmMode::FromEnv, trace: TraceMode::Full }
+        let trace = match std::env::var("FLOWS_TRACE").as_deref() {
+            Ok("quiet") => TraceMode::Quiet,
+            Ok("milestones") => TraceMode::Milestones,
+            _ => TraceMode::Full,
+        };
+        Setup { db: None, llm: LlmMode::FromEnv, trace }
     }
 
     /// What the tests use: the scripted offline server whatever the environment says, runs in
