@@ -17,6 +17,8 @@
 //! in-process with the example's scripted replies) and the SQLite file runs are stored in;
 //! [`trace`] turns a runner's events into the readable step-by-step trace the binaries print.
 
+#![warn(missing_docs)]
+
 pub mod content_pipeline;
 pub mod error;
 pub mod invoice_processing;

@@ -72,15 +72,17 @@ impl Config {
         if std::env::var_os("FLOWS_TRACE").is_none() {
             setup.trace = TraceMode::Milestones;
         }
-        let max_llm_in_flight = match std::env::var(MAX_IN_FLIGHT_ENV) {
-            Ok(v) if !v.trim().is_empty() => v.trim().parse().ok().filter(|n| *n > 0).ok_or(ExampleError::Env {
+        let mut config = Self::with_setup(setup);
+        if let Ok(value) = std::env::var(MAX_IN_FLIGHT_ENV)
+            && !value.trim().is_empty()
+        {
+            config.max_llm_in_flight = value.trim().parse().ok().filter(|n| *n > 0).ok_or(ExampleError::Env {
                 name: MAX_IN_FLIGHT_ENV,
-                value: v,
+                value,
                 reason: "expected a positive whole number".into(),
-            })?,
-            _ => DEFAULT_MAX_IN_FLIGHT,
-        };
-        Ok(Config { setup, max_llm_in_flight, ..Self::with_setup(Setup::from_env()) })
+            })?;
+        }
+        Ok(config)
     }
 
     /// The tests' configuration: offline, runs (and the helpdesk table) next to `db`.

@@ -202,6 +202,14 @@ impl Inner {
     }
 }
 
+impl Drop for Inner {
+    // The last events of a run that ended in an error are printed too.
+    fn drop(&mut self) {
+        let mut log = std::mem::take(self.log.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner));
+        self.drain(&mut log);
+    }
+}
+
 async fn pump(trace: Weak<Inner>) {
     loop {
         tokio::time::sleep(PUMP_EVERY).await;
