@@ -30,11 +30,14 @@ async fn example() -> Result<(), flow_examples::ExampleError> {
 
     let out = content_pipeline::run(config).await?;
 
-    println!("\nRoutes taken:");
-    for route in &out.routes {
-        println!("  {route}");
+    println!("\nQuality checks (at most {} deeper rounds):", content_pipeline::MAX_DEEPENING);
+    for check in &out.state.checks {
+        let gaps = if check.gaps.is_empty() { "meets the bar".to_owned() } else { check.gaps.join("; ") };
+        println!(
+            "  round {}: confidence {:.2}, {} sources, {} statistics → {:?} ({gaps})",
+            check.round, check.confidence, check.sources, check.statistics, check.verdict
+        );
     }
-    println!("Research rounds: {} (at most 1 + {})", out.state.research_rounds, content_pipeline::MAX_DEEPENING);
     if let Some(brief) = &out.state.research {
         println!(
             "Final brief: confidence {:.2}, {} statistics, {} sources",

@@ -98,6 +98,8 @@ pub struct ContentState {
     pub quality_gaps: Vec<String>,
     /// The quality router's latest verdict.
     pub verdict: Option<Quality>,
+    /// Every quality check, in order.
+    pub checks: Vec<QualityCheck>,
     /// The writer's draft.
     pub draft: Option<String>,
     /// The edited article.
@@ -135,6 +137,23 @@ pub enum Quality {
     Insufficient,
     /// The brief is below the bar but the deepening rounds are used up: write with caveats.
     BestEffort,
+}
+
+/// One pass of the quality router.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct QualityCheck {
+    /// The research round checked.
+    pub round: u32,
+    /// The analyst's confidence.
+    pub confidence: f64,
+    /// Sources found.
+    pub sources: usize,
+    /// Key statistics found.
+    pub statistics: usize,
+    /// What was missing.
+    pub gaps: Vec<String>,
+    /// The route taken.
+    pub verdict: Quality,
 }
 
 /// The editor's structured answer.
@@ -274,9 +293,18 @@ impl ContentFlow {
         } else {
             Quality::BestEffort
         };
+        let check = QualityCheck {
+            round: rounds,
+            confidence: brief.confidence,
+            sources: brief.sources.len(),
+            statistics: brief.key_statistics.len(),
+            gaps: gaps.clone(),
+            verdict,
+        };
         cx.update(move |s| {
             s.quality_gaps = gaps.clone();
             s.verdict = Some(verdict);
+            s.checks.push(check.clone());
         });
         Ok(verdict)
     }

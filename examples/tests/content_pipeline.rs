@@ -27,6 +27,8 @@ async fn research_loops_back_twice_then_writes_and_edits() {
     assert_eq!(state.research_rounds, 1 + MAX_DEEPENING);
     assert_eq!(state.verdict, Some(Quality::Sufficient));
     assert!(state.quality_gaps.is_empty());
+    let checks: Vec<(u32, Quality, usize)> = state.checks.iter().map(|c| (c.round, c.verdict, c.gaps.len())).collect();
+    assert_eq!(checks, [(1, Quality::Insufficient, 3), (2, Quality::Insufficient, 2), (3, Quality::Sufficient, 0)]);
     let brief = state.research.as_ref().unwrap();
     assert!(brief.confidence >= content_pipeline::MIN_CONFIDENCE);
     assert_eq!((brief.sources.len(), brief.key_statistics.len()), (4, 4));
