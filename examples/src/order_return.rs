@@ -50,6 +50,7 @@ pub const RETURN_WINDOW_DAYS: u32 = 60;
 pub const CHILD_ENV: &str = "ORDER_RETURN_CHILD";
 const CHILD_LEASE_ENV: &str = "ORDER_RETURN_CHILD_LEASE_MS";
 const CHILD_TRACE_ENV: &str = "ORDER_RETURN_CHILD_TRACE";
+const CHILD_MAIL_DOWN_ENV: &str = "ORDER_RETURN_CHILD_MAIL_DOWN";
 /// The order whose return crashes and resumes.
 pub const CRASHING_ORDER: &str = "ORD-1042";
 /// The order whose return is too late and escalates.
@@ -648,7 +649,8 @@ pub async fn child_main() -> Result<(), ExampleError> {
     let (store, _) = setup.open_store().await?;
     let shop = Shop::open(setup.sibling("shop.db")?).await?;
     let backend = setup.connect_llm(None, script).await?;
-    let runner = Runner::new(ReturnFlow::new(backend.llm.clone(), shop, true)?).with_store(store).lease(lease);
+    let mail_down = std::env::var(CHILD_MAIL_DOWN_ENV).map_or(true, |v| v != "0");
+    let runner = Runner::new(ReturnFlow::new(backend.llm.clone(), shop, mail_down)?).with_store(store).lease(lease);
     trace.follow(&runner);
     let [first, _] = sample_messages();
     let outcome = runner.kickoff(ReturnState { message: first, ..ReturnState::default() }).await?;
@@ -804,6 +806,7 @@ fn spawn_child(
         .env("FLOWS_OFFLINE", if config.setup.is_offline() { "1" } else { "0" })
         .env(CHILD_LEASE_ENV, config.lease.as_millis().to_string())
         .env(CHILD_TRACE_ENV, if quiet { "quiet" } else { "full" })
+        .env(CHILD_MAIL_DOWN_ENV, if config.mail_relay_down { "1" } else { "0" })
         .stdin(std::process::Stdio::null())
         .stdout(if quiet { std::process::Stdio::null() } else { std::process::Stdio::inherit() })
         .kill_on_drop(true);
