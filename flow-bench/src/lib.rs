@@ -7,6 +7,8 @@
 //! workspace. The library holds the flows, the limits and the measurement code, so the
 //! Criterion benchmarks (`benches/`) run exactly the same flows.
 
+#![warn(missing_docs)]
+
 pub mod flows;
 pub mod limit;
 pub mod measure;
