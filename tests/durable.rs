@@ -503,3 +503,42 @@ async fn a_full_disk_is_a_clear_error_and_the_stored_run_survives() {
     assert_eq!(kept.status, RunStatus::Completed);
     assert_eq!(kept.snapshot.state["id"], "kept");
 }
+
+// ---------------------------------------------------------------- usage across executions
+
+struct Metered;
+
+#[flow(state = Keys, name = "metered")]
+impl Metered {
+    #[start]
+    async fn draft(&self, cx: &Ctx<Keys>) -> Result<()> {
+        // Reported once: the effect is journaled, so the re-run after the answer replays it.
+        let _: u32 = cx
+            .effect("draft_llm_call", |_| async {
+                cx.report_usage(
+                    "m",
+                    flow_core::TokenUsage { prompt_tokens: 7, completion_tokens: 3, total_tokens: 10 },
+                );
+                Ok(1)
+            })
+            .await?;
+        let _ok: bool = cx.ask("Send it?").await?;
+        Ok(())
+    }
+    #[listen(draft)]
+    async fn send(&self, cx: &Ctx<Keys>) -> Result<()> {
+        cx.report_usage("m", flow_core::TokenUsage { prompt_tokens: 4, completion_tokens: 1, total_tokens: 5 });
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn token_usage_adds_up_over_every_execution_of_a_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let runner = Runner::new(Metered).with_store(store_at(dir.path()).await);
+    let paused = runner.kickoff(Keys::default()).await.unwrap();
+    let later = Runner::new(Metered).with_store(store_at(dir.path()).await);
+    let done = later.resume_with(paused.run_id(), true).await.unwrap().completed().unwrap();
+    assert_eq!(done.usage.total_tokens, 15);
+    assert_eq!(done.usage.prompt_tokens, 11);
+}

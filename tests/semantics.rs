@@ -776,3 +776,52 @@ fn the_graph_is_data_built_at_compile_time() {
     let diamond = Diamond::graph();
     assert!(diamond.to_mermaid().contains("fast -->|and| join"));
 }
+
+// ---------------------------------------------------------------- terminal routes and escalation events
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+enum Gate {
+    Open,
+    Closed,
+}
+
+struct Terminal;
+
+#[flow(state = Log)]
+impl Terminal {
+    #[start]
+    async fn arrive(&self, _cx: &Ctx<Log>) -> Result<()> {
+        Ok(())
+    }
+    #[router(arrive, terminal(Gate::Closed))]
+    async fn gate(&self, _cx: &Ctx<Log>) -> Result<Gate> {
+        Ok(Gate::Closed)
+    }
+    #[listen(Gate::Open)]
+    async fn enter(&self, cx: &Ctx<Log>) -> Result<()> {
+        push(cx, "enter");
+        Ok(())
+    }
+    #[listen(gate)]
+    async fn escalate(&self, _cx: &Ctx<Log>, gate: Gate) -> Result<()> {
+        Err(Error::escalate(format!("gate is {gate:?}: a person must open it")))
+    }
+}
+
+#[tokio::test]
+async fn terminal_routes_and_escalations_show_in_the_event_stream() {
+    let runner = Runner::new(Terminal);
+    let mut rx = runner.subscribe();
+    let outcome = runner.kickoff(Log::default()).await.unwrap();
+    assert!(matches!(&outcome, RunOutcome::Escalated(e) if e.method == "escalate"), "{outcome:?}");
+    assert!(outcome.state().order.is_empty(), "no listener follows a terminal route");
+    let mut seen = Vec::new();
+    while let Ok(e) = rx.try_recv() {
+        match e {
+            FlowEvent::RouteTaken { router, route, .. } => seen.push(format!("{router} -> {route}")),
+            FlowEvent::Escalated { method, reason, .. } => seen.push(format!("{method} escalated: {reason}")),
+            _ => {}
+        }
+    }
+    assert_eq!(seen, ["gate -> Gate::Closed", "escalate escalated: gate is Closed: a person must open it"]);
+}

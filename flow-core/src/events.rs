@@ -108,7 +108,7 @@ pub enum FlowEvent {
         /// When the next attempt starts, if one will.
         retry_in: Option<Duration>,
     },
-    /// A router's route was taken.
+    /// A router's route was taken (for a `terminal` route, no listener follows).
     RouteTaken {
         /// The run.
         run_id: Uuid,
@@ -125,6 +125,15 @@ pub enum FlowEvent {
         method: &'static str,
         /// The question.
         prompt: String,
+    },
+    /// A method handed the run to a person (`Error::escalate`); the run ends escalated.
+    Escalated {
+        /// The run.
+        run_id: Uuid,
+        /// The method that escalated.
+        method: &'static str,
+        /// Why a person is needed.
+        reason: String,
     },
     /// An undo step ran after a failure.
     Compensated {
@@ -162,6 +171,7 @@ impl FlowEvent {
             | FlowEvent::MethodFailed { run_id, .. }
             | FlowEvent::RouteTaken { run_id, .. }
             | FlowEvent::Paused { run_id, .. }
+            | FlowEvent::Escalated { run_id, .. }
             | FlowEvent::Compensated { run_id, .. }
             | FlowEvent::LlmUsage { run_id, .. } => *run_id,
         }

@@ -20,7 +20,7 @@ use crate::ctx::{Ctx, Interrupt, RunShared};
 use crate::error::{Error, ErrorClass, FlowError, Special};
 use crate::events::FlowEvent;
 use crate::flow::{Flow, Payload, StepOutput, StepResult};
-use crate::graph::{MethodDef, MethodId, RetryPolicy};
+use crate::graph::{Graph, MethodDef, MethodId, RetryPolicy};
 use crate::outcome::{Escalated, Paused, RecordedFailure, RunOutcome, RunResult};
 use crate::plan::{Plan, Source, clock_set};
 use crate::progress::{Activation, Compensation, Halt, Progress, Undoable};
@@ -95,6 +95,8 @@ impl<F: Flow> Execution<F> {
         state: Arc<F::State>,
         progress: Progress,
     ) -> Self {
+        // Usage counts across executions: start from what earlier ones recorded.
+        *run.usage.lock().unwrap_or_else(|p| p.into_inner()) = progress.usage;
         let mut wake_at = HashMap::new();
         let now_wall = now_ms();
         let now = Instant::now();
@@ -406,6 +408,14 @@ impl<F: Flow> Execution<F> {
             let route = self.plan.graph.label(label).to_string();
             self.run.emit(|| FlowEvent::RouteTaken { run_id, router: def.name, route });
             self.plan.deliver(Source::Label(label), &act.clock, &mut p.joins, &p.calls, &mut fired);
+        } else if def.is_router && !value.is_null() {
+            // A terminal route: no listener, but the decision is still worth seeing.
+            let graph = self.plan.graph;
+            self.run.emit(|| FlowEvent::RouteTaken {
+                run_id,
+                router: def.name,
+                route: terminal_route(graph, def, &value),
+            });
         }
         for (listener, clock, carries_payload) in fired {
             let payload = carries_payload.then(|| Arc::clone(&value));
@@ -518,6 +528,8 @@ impl<F: Flow> Execution<F> {
         }
 
         if error.is_escalation() {
+            let reason = error.message().to_string();
+            self.run.emit(|| FlowEvent::Escalated { run_id, method: def.name, reason });
             self.progress.pending.remove(index);
             if self.progress.halt.is_none() {
                 self.progress.halt =
@@ -692,7 +704,8 @@ impl<F: Flow> Execution<F> {
         result_of(&self.plan, self.run.run_id, &self.progress, F::State::clone(&self.state), &self.run)
     }
 
-    pub(crate) fn snapshot(&self) -> Result<Snapshot, FlowError> {
+    pub(crate) fn snapshot(&mut self) -> Result<Snapshot, FlowError> {
+        self.progress.usage = *self.run.usage.lock().unwrap_or_else(|p| p.into_inner());
         let run_id = self.run.run_id;
         let state = serde_json::to_value(&*self.state).map_err(|e| FlowError::Serialize {
             run_id,
@@ -736,20 +749,26 @@ impl<F: Flow> Execution<F> {
         error: Option<String>,
         pause: Option<Value>,
     ) -> Result<(), FlowError> {
+        if self.durability.is_none() {
+            return Ok(());
+        }
+        let snapshot = self.snapshot()?;
         let Some(d) = &self.durability else { return Ok(()) };
-        let commit = Commit {
-            run_id: self.run.run_id,
-            epoch: d.epoch,
-            status,
-            snapshot: self.snapshot()?,
-            steps,
-            step_key,
-            output,
-            error,
-            pause,
-        };
+        let commit =
+            Commit { run_id: self.run.run_id, epoch: d.epoch, status, snapshot, steps, step_key, output, error, pause };
         commit_with_retry(&*d.store, commit).await
     }
+}
+
+/// `Enum::Variant` for a router output that maps to no label (a terminal variant).
+fn terminal_route(graph: &Graph, def: &MethodDef, value: &Value) -> String {
+    let variant = match value {
+        Value::String(s) => s.clone(),
+        Value::Object(o) if o.len() == 1 => o.keys().next().cloned().unwrap_or_default(),
+        other => other.to_string(),
+    };
+    let route_type = def.routes.first().map_or(def.output_type, |l| graph.label(*l).route_type);
+    format!("{route_type}::{variant}")
 }
 
 /// Commits, retrying transient store failures a few times (a busy database, a hiccup).

@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::error::ErrorClass;
 use crate::graph::Graph;
 use crate::input::PauseRequest;
+use crate::journal::TokenUsage;
 use crate::outcome::RecordedFailure;
 use crate::plan::{Clock, NodeState};
 
@@ -90,6 +91,9 @@ pub(crate) struct Progress {
     pub(crate) halt: Option<Halt>,
     #[serde(default)]
     pub(crate) compensation: Option<Compensation>,
+    /// Tokens used by LLM calls over every execution of the run.
+    #[serde(default)]
+    pub(crate) usage: TokenUsage,
 }
 
 impl Progress {
@@ -106,6 +110,7 @@ impl Progress {
             undoable: Vec::new(),
             halt: None,
             compensation: None,
+            usage: TokenUsage::default(),
         }
     }
 
