@@ -9,7 +9,8 @@
 //!
 //! Workloads: w1, w2, w3, w3s, w4, w5 (the engine) and w1-limit, w1-limit-spawn, w2-limit,
 //! w3-limit, w3s-limit, w5-limit (hand-written, no engine), w4-inflight (memory per run with
-//! every run in flight), w5-concurrent (durable runs in flight sharing commits).
+//! every run in flight), w5-normal (W5 and its bare commit with `synchronous=NORMAL`: the cost
+//! without the fsync), w5-concurrent (durable runs in flight sharing commits).
 //!
 //! Every measurement runs in a fresh process (this binary, spawned with `--once`): a warm-up at
 //! size 3, then the timed run. With `--reps N` (default 5) each measurement runs N times and a
@@ -50,6 +51,7 @@ const MATRIX: &[(&str, usize)] = &[
     ("w4", 10000),
     ("w4-inflight", 10000),
     ("w5-limit", 100),
+    ("w5-normal", 100),
     ("w5-concurrent", 1000),
     ("startup", 10),
 ];

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flow_core::store::SqliteStore;
+use flow_core::store::{SqliteOptions, SqliteStore, Synchronous};
 use flow_core::{Flow, Runner};
 use serde_json::Value;
 use tokio::runtime::Runtime;
@@ -35,6 +35,7 @@ pub const IDS: &[&str] = &[
     "w4-inflight",
     "w5",
     "w5-limit",
+    "w5-normal",
     "w5-concurrent",
 ];
 
@@ -181,6 +182,10 @@ pub fn measure(id: &str, size: usize, opts: &Options) -> Result<Record, BoxError
     Ok(rec)
 }
 
+fn file_len(path: &Path) -> u64 {
+    std::fs::metadata(path).map_or(0, |m| m.len())
+}
+
 fn not_compiled(what: &str, n: usize, sizes: &[usize]) -> BoxError {
     format!("{what} is compiled for sizes {sizes:?} only, not {n} (add it in flow-bench/build.rs)").into()
 }
@@ -193,21 +198,31 @@ fn temp_dir(opts: &Options, prefix: &str) -> Result<tempfile::TempDir, BoxError>
 fn once(id: &str, n: usize, rt: &Runtime, opts: &Options) -> Result<Sample, BoxError> {
     let n64 = n as u64;
     match id {
-        "w1" => visit_chain(n, Kick { rt, store: None }).ok_or_else(|| not_compiled("W1", n, CHAIN_SIZES))?,
-        "w3" | "w3s" => visit_fan(n, id == "w3s", Kick { rt, store: None })
+        "w1" => visit_chain(n, Kick { rt, store: None, sync: Synchronous::Full })
+            .ok_or_else(|| not_compiled("W1", n, CHAIN_SIZES))?,
+        "w3" | "w3s" => visit_fan(n, id == "w3s", Kick { rt, store: None, sync: Synchronous::Full })
             .ok_or_else(|| not_compiled("W3", n, FAN_SIZES))?
             .map(|mut s| {
                 s.steps = n + 2;
                 s.ok = s.counter == Some(n64);
                 s
             }),
-        "w5" => {
+        "w5" | "w5-normal" => {
             let dir = temp_dir(opts, "flows_w5_")?;
-            let mut s = visit_chain(n, Kick { rt, store: Some(dir.path()) })
+            let sync = if id == "w5" { Synchronous::Full } else { Synchronous::Normal };
+            let mut s = visit_chain(n, Kick { rt, store: Some(dir.path()), sync })
                 .ok_or_else(|| not_compiled("W5", n, CHAIN_SIZES))??;
+            s.extra.push((
+                "db_bytes",
+                (file_len(&dir.path().join("runs.db")) + file_len(&dir.path().join("runs.db-wal"))).into(),
+            ));
+            s.extra.push(("synchronous", if id == "w5" { "FULL" } else { "NORMAL" }.into()));
             // The disk's commit cost drifts with the machine's I/O load: measure the bare
             // insert+commit right after the run, in the same folder, for a same-moment ratio.
             let conn = limit::w5_open(&dir.path().join("limit.db"))?;
+            if id == "w5-normal" {
+                conn.pragma_update(None, "synchronous", "NORMAL")?;
+            }
             let bare = limit::w5(&conn, "bare", n)?.as_secs_f64() * 1e6 / n.max(1) as f64;
             let per_step = s.wall.as_secs_f64() * 1e6 / n.max(1) as f64;
             s.extra.push(("bare_commit_us", bare.into()));
@@ -282,6 +297,7 @@ fn once(id: &str, n: usize, rt: &Runtime, opts: &Options) -> Result<Sample, BoxE
 struct Kick<'a> {
     rt: &'a Runtime,
     store: Option<&'a Path>,
+    sync: Synchronous,
 }
 
 impl Visit for Kick<'_> {
@@ -294,7 +310,9 @@ impl Visit for Kick<'_> {
         let steps = F::graph().methods.len();
         self.rt.block_on(async {
             let runner = match self.store {
-                Some(dir) => runner.with_store(SqliteStore::open(dir.join("runs.db")).await?),
+                Some(dir) => runner.with_store(
+                    SqliteStore::open_with(SqliteOptions::new(dir.join("runs.db")).synchronous(self.sync)).await?,
+                ),
                 None => runner,
             };
             let t0 = Instant::now();
