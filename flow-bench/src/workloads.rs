@@ -182,8 +182,15 @@ pub fn measure(id: &str, size: usize, opts: &Options) -> Result<Record, BoxError
     Ok(rec)
 }
 
-fn file_len(path: &Path) -> u64 {
-    std::fs::metadata(path).map_or(0, |m| m.len())
+/// How many checkpoints the store wrote and the bytes of their state and progress JSON (the
+/// store's own table, read after the store was closed; W5 only reports it).
+fn checkpoint_sizes(db: &Path) -> rusqlite::Result<(i64, i64)> {
+    let conn = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    conn.query_row(
+        "SELECT count(*), coalesce(sum(length(state) + length(progress)), 0) FROM flow_checkpoints",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
 }
 
 fn not_compiled(what: &str, n: usize, sizes: &[usize]) -> BoxError {
@@ -212,10 +219,10 @@ fn once(id: &str, n: usize, rt: &Runtime, opts: &Options) -> Result<Sample, BoxE
             let sync = if id == "w5" { Synchronous::Full } else { Synchronous::Normal };
             let mut s = visit_chain(n, Kick { rt, store: Some(dir.path()), sync })
                 .ok_or_else(|| not_compiled("W5", n, CHAIN_SIZES))??;
-            s.extra.push((
-                "db_bytes",
-                (file_len(&dir.path().join("runs.db")) + file_len(&dir.path().join("runs.db-wal"))).into(),
-            ));
+            if let Ok((count, bytes)) = checkpoint_sizes(&dir.path().join("runs.db")) {
+                s.extra.push(("checkpoints", count.into()));
+                s.extra.push(("checkpoint_json_bytes", (bytes as f64 / count.max(1) as f64).into()));
+            }
             s.extra.push(("synchronous", if id == "w5" { "FULL" } else { "NORMAL" }.into()));
             // The disk's commit cost drifts with the machine's I/O load: measure the bare
             // insert+commit right after the run, in the same folder, for a same-moment ratio.
