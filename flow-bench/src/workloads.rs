@@ -25,6 +25,7 @@ pub const IDS: &[&str] = &[
     "w1",
     "w1-limit",
     "w1-limit-spawn",
+    "w1-spawned",
     "w2",
     "w2-limit",
     "w3",
@@ -205,6 +206,7 @@ fn temp_dir(opts: &Options, prefix: &str) -> Result<tempfile::TempDir, BoxError>
 fn once(id: &str, n: usize, rt: &Runtime, opts: &Options) -> Result<Sample, BoxError> {
     let n64 = n as u64;
     match id {
+        "w1-spawned" => visit_chain(n, Spawned { rt }).ok_or_else(|| not_compiled("W1", n, CHAIN_SIZES))?,
         "w1" => visit_chain(n, Kick { rt, store: None, sync: Synchronous::Full })
             .ok_or_else(|| not_compiled("W1", n, CHAIN_SIZES))?,
         "w3" | "w3s" => visit_fan(n, id == "w3s", Kick { rt, store: None, sync: Synchronous::Full })
@@ -326,6 +328,30 @@ impl Visit for Kick<'_> {
             let out = runner.kickoff(Counter::default()).await?.completed()?;
             let wall = t0.elapsed();
             Ok(Sample { build_s, ..Sample::new(wall, steps, out.state.counter, steps as u64) })
+        })
+    }
+}
+
+/// W1 with the run inside a spawned task rather than the future `block_on` polls: the
+/// executor is then woken through the run queue, not through the runtime's park path.
+struct Spawned<'a> {
+    rt: &'a Runtime,
+}
+
+impl Visit for Spawned<'_> {
+    type Out = Result<Sample, BoxError>;
+
+    fn visit<F: Flow<State = Counter> + Default>(self) -> Self::Out {
+        let runner = Runner::new(F::default());
+        let steps = F::graph().methods.len();
+        self.rt.block_on(async {
+            let task = tokio::spawn(async move {
+                let t0 = Instant::now();
+                let out = runner.kickoff(Counter::default()).await?.completed()?;
+                Ok::<_, BoxError>((t0.elapsed(), out.state.counter))
+            });
+            let (wall, counter) = task.await??;
+            Ok(Sample::new(wall, steps, counter, steps as u64))
         })
     }
 }
