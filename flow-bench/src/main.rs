@@ -150,6 +150,9 @@ fn run() -> Result<(), BoxError> {
         }
         "all" => all(&args),
         id => {
+            if !IDS.contains(&id) {
+                return Err(format!("unknown workload `{id}`; known: {}, startup\n{USAGE}", IDS.join(", ")).into());
+            }
             let size = args.size.unwrap_or_else(|| default_size(id));
             if args.once {
                 let rec = workloads::measure(id, size, &opts)?;
@@ -158,6 +161,9 @@ fn run() -> Result<(), BoxError> {
             }
             let recs = repeat(args.reps, || spawn_once(id, size, &args))?;
             summarize(&recs);
+            if recs.iter().any(|r| r.get("error").is_some()) {
+                return Err(format!("`{id} {size}` failed (see above)").into());
+            }
             Ok(())
         }
     }
