@@ -51,11 +51,31 @@ pub(crate) enum Interrupt {
     InvalidInput { expected: String, message: String },
 }
 
-type Update<S> = Box<dyn Fn(&mut S) + Send + Sync>;
+pub(crate) type Update<S> = Box<dyn Fn(&mut S) + Send + Sync>;
 
+/// A method's view of the state: the run's state when the method started, plus its own
+/// updates. The copy with the updates applied is made only if the method reads after updating,
+/// so a method that only writes never copies the state.
 struct View<S> {
-    state: Arc<S>,
+    base: Arc<S>,
+    local: Option<S>,
     updates: Vec<Update<S>>,
+}
+
+impl<S: Clone> View<S> {
+    fn current(&mut self) -> &S {
+        if self.updates.is_empty() {
+            return &self.base;
+        }
+        let (base, updates) = (&self.base, &self.updates);
+        self.local.get_or_insert_with(|| {
+            let mut s = S::clone(base);
+            for u in updates {
+                u(&mut s);
+            }
+            s
+        })
+    }
 }
 
 struct Scope<S> {
@@ -141,7 +161,7 @@ impl<S: State> Ctx<S> {
                 method,
                 step_key,
                 attempt,
-                view: Mutex::new(View { state, updates: Vec::new() }),
+                view: Mutex::new(View { base: state, local: None, updates: Vec::new() }),
                 seq: AtomicU32::new(0),
                 input: Mutex::new(input),
                 interrupt: Mutex::new(None),
@@ -185,12 +205,12 @@ impl<S: State> Ctx<S> {
 
     /// Reads the state through a closure.
     pub fn read<R>(&self, f: impl FnOnce(&S) -> R) -> R {
-        f(&self.view().state)
+        f(self.view().current())
     }
 
     /// A copy of the state as this method sees it.
     pub fn state(&self) -> S {
-        S::clone(&self.view().state)
+        S::clone(self.view().current())
     }
 
     /// Changes the state. The change is visible to this method at once and reaches the run's
@@ -199,7 +219,9 @@ impl<S: State> Ctx<S> {
     /// the run's state), which is why it is `Fn`.
     pub fn update(&self, f: impl Fn(&mut S) + Send + Sync + 'static) {
         let mut view = self.view();
-        f(Arc::make_mut(&mut view.state));
+        if let Some(local) = &mut view.local {
+            f(local);
+        }
         view.updates.push(Box::new(f));
     }
 

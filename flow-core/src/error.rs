@@ -379,6 +379,17 @@ pub enum FlowError {
         /// The flows the worker knows.
         registered: Vec<String>,
     },
+    /// The task executing the run stopped unexpectedly (a bug in flows, or the runtime shutting
+    /// down); the run is resumable from its last checkpoint.
+    #[error(
+        "run {run_id}: its execution stopped unexpectedly ({message}); resume it to continue from its last checkpoint"
+    )]
+    Aborted {
+        /// The run.
+        run_id: Uuid,
+        /// What tokio said.
+        message: String,
+    },
     /// No run with this id exists in the store.
     #[error("run {0} not found in the store; check the id and the store path")]
     RunNotFound(Uuid),

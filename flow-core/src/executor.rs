@@ -1,16 +1,21 @@
-//! Runs one execution of a run: launches ready activations as tokio tasks, applies each
-//! completion to the state in completion order, fans events out to listeners, and checkpoints
-//! after every completion.
+//! Runs one execution of a run inside one tokio task: polls the method futures of ready
+//! activations concurrently, applies each completion to the state in completion order, fans
+//! events out to listeners, and checkpoints after every completion.
+//!
+//! Methods are polled by the run's own task rather than spawned as tasks of their own: they
+//! still overlap in time (they are async), a panic is still caught per method, and a step costs
+//! no task allocation or cross-thread wake-up. Work that needs a core of its own belongs in
+//! `spawn_blocking` inside the method.
 
 use std::any::Any;
-use std::collections::{HashMap, HashSet};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::FutureExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use serde_json::Value;
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -34,7 +39,7 @@ pub(crate) struct Durability {
 }
 
 struct Finished<S> {
-    step_key: String,
+    slot: u64,
     outcome: TaskOutcome,
     ctx: Ctx<S>,
     duration: Duration,
@@ -55,15 +60,16 @@ pub(crate) struct Execution<F: Flow> {
     /// The answer for a paused step, given to `resume_with`.
     pub(crate) input: Option<(String, Value)>,
     pub(crate) resumed: bool,
-    running: HashSet<String>,
-    wake_at: HashMap<String, Instant>,
-    tasks: JoinSet<Finished<F::State>>,
+    /// The futures of the running activations.
+    tasks: FuturesUnordered<BoxFuture<'static, Finished<F::State>>>,
+    next_slot: u64,
     invalid_input: Option<(String, String)>,
 }
 
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+/// A task handle that stops its task when dropped.
+pub(crate) struct AbortOnDrop<T>(pub(crate) tokio::task::JoinHandle<T>);
 
-impl Drop for AbortOnDrop {
+impl<T> Drop for AbortOnDrop<T> {
     fn drop(&mut self) {
         self.0.abort();
     }
@@ -97,14 +103,12 @@ impl<F: Flow> Execution<F> {
     ) -> Self {
         // Usage counts across executions: start from what earlier ones recorded.
         *run.usage.lock().unwrap_or_else(|p| p.into_inner()) = progress.usage;
-        let mut wake_at = HashMap::new();
+        let mut progress = progress;
         let now_wall = now_ms();
         let now = Instant::now();
-        for a in &progress.pending {
-            if let Some(nb) = a.not_before_ms {
-                let wait = u64::try_from(nb - now_wall).unwrap_or(0);
-                wake_at.insert(a.step_key.clone(), now + Duration::from_millis(wait));
-            }
+        for a in &mut progress.pending {
+            a.slot = None;
+            a.wake = a.not_before_ms.map(|nb| now + Duration::from_millis(u64::try_from(nb - now_wall).unwrap_or(0)));
         }
         Execution {
             flow,
@@ -115,9 +119,8 @@ impl<F: Flow> Execution<F> {
             progress,
             input: None,
             resumed: false,
-            running: HashSet::new(),
-            wake_at,
-            tasks: JoinSet::new(),
+            tasks: FuturesUnordered::new(),
+            next_slot: 0,
             invalid_input: None,
         }
     }
@@ -212,20 +215,14 @@ impl<F: Flow> Execution<F> {
             }
             let wake = self.next_wake();
             tokio::select! {
-                joined = self.tasks.join_next() => {
-                    match joined {
-                        Some(Ok(finished)) => self.on_finished(finished).await?,
-                        Some(Err(e)) => {
-                            return Err(FlowError::Store(StoreError::Backend(format!("a method task was lost: {e}"))));
-                        }
-                        None => {}
+                finished = self.tasks.next() => {
+                    if let Some(finished) = finished {
+                        self.on_finished(finished).await?;
                     }
                 }
                 _ = async { if let Some(at) = wake { tokio::time::sleep_until(at).await } }, if wake.is_some() => {}
-                _ = lost.cancelled() => {
-                    self.tasks.abort_all();
-                    return Err(FlowError::LeaseLost { run_id: self.run.run_id });
-                }
+                // Dropping the execution drops the method futures: nothing runs on unfenced.
+                _ = lost.cancelled() => return Err(FlowError::LeaseLost { run_id: self.run.run_id }),
             }
         }
         self.finish().await
@@ -233,7 +230,7 @@ impl<F: Flow> Execution<F> {
 
     /// Whether an activation may be launched now.
     fn launchable(&self, a: &Activation, now: Instant) -> bool {
-        if self.running.contains(&a.step_key) {
+        if a.slot.is_some() {
             return false;
         }
         if a.paused.is_some() && self.input.as_ref().is_none_or(|(k, _)| *k != a.step_key) {
@@ -242,25 +239,25 @@ impl<F: Flow> Execution<F> {
         if self.progress.halt.is_some() && a.undo_of.is_none() {
             return false;
         }
-        self.wake_at.get(&a.step_key).is_none_or(|at| *at <= now)
+        a.wake.is_none_or(|at| at <= now)
     }
 
     fn next_wake(&self) -> Option<Instant> {
         self.progress
             .pending
             .iter()
-            .filter(|a| !self.running.contains(&a.step_key) && a.paused.is_none())
+            .filter(|a| a.slot.is_none() && a.paused.is_none())
             .filter(|a| self.progress.halt.is_none() || a.undo_of.is_some())
-            .filter_map(|a| self.wake_at.get(&a.step_key).copied())
+            .filter_map(|a| a.wake)
             .min()
     }
 
     fn launch_ready(&mut self) {
         let now = Instant::now();
-        let ready: Vec<usize> =
-            (0..self.progress.pending.len()).filter(|&i| self.launchable(&self.progress.pending[i], now)).collect();
-        for i in ready {
-            self.spawn(i);
+        for i in 0..self.progress.pending.len() {
+            if self.launchable(&self.progress.pending[i], now) {
+                self.spawn(i);
+            }
         }
     }
 
@@ -281,9 +278,12 @@ impl<F: Flow> Execution<F> {
         let method = def.name;
         self.run.emit(|| FlowEvent::MethodStarted { run_id, method, step_key: step_key.clone(), attempt });
         let span = tracing::info_span!("flow_method", run_id = %run_id, method, step_key = %step_key, attempt);
-        self.running.insert(step_key.clone());
-        self.wake_at.remove(&step_key);
-        self.tasks.spawn(
+        let slot = self.next_slot;
+        self.next_slot += 1;
+        let act = &mut self.progress.pending[index];
+        act.slot = Some(slot);
+        act.wake = None;
+        self.tasks.push(Box::pin(
             async move {
                 let start = Instant::now();
                 let work = async move {
@@ -306,20 +306,20 @@ impl<F: Flow> Execution<F> {
                     }),
                     _ = ctx.interrupted() => TaskOutcome::Interrupted,
                 };
-                Finished { step_key, outcome, ctx, duration: start.elapsed() }
+                Finished { slot, outcome, ctx, duration: start.elapsed() }
             }
             .instrument(span),
-        );
+        ));
     }
 
     async fn on_finished(&mut self, f: Finished<F::State>) -> Result<(), FlowError> {
-        self.running.remove(&f.step_key);
-        let Some(index) = self.progress.pending.iter().position(|a| a.step_key == f.step_key) else {
+        let Some(index) = self.progress.pending.iter().position(|a| a.slot == Some(f.slot)) else {
             return Err(FlowError::Corrupt {
                 run_id: self.run.run_id,
-                what: format!("step `{}` finished but was not scheduled", f.step_key),
+                what: format!("a finished method (slot {}) was not scheduled", f.slot),
             });
         };
+        self.progress.pending[index].slot = None;
         match f.outcome {
             TaskOutcome::Interrupted => {
                 match f.ctx.take_interrupt() {
@@ -337,7 +337,13 @@ impl<F: Flow> Execution<F> {
                 }
                 Ok(())
             }
-            TaskOutcome::Done(Ok(out)) => self.completed(index, out, &f.ctx, f.duration).await,
+            TaskOutcome::Done(Ok(out)) => {
+                let updates = f.ctx.take_updates();
+                // The method's view of the state goes first, so applying its updates below
+                // does not copy a state that nobody else shares.
+                drop(f.ctx);
+                self.completed(index, out, updates, f.duration).await
+            }
             TaskOutcome::Done(Err(e)) => self.failed(index, e, f.duration).await,
         }
     }
@@ -346,11 +352,10 @@ impl<F: Flow> Execution<F> {
         &mut self,
         index: usize,
         out: StepOutput,
-        ctx: &Ctx<F::State>,
+        updates: Vec<crate::ctx::Update<F::State>>,
         duration: Duration,
     ) -> Result<(), FlowError> {
         let act = self.progress.pending.remove(index);
-        let updates = ctx.take_updates();
         if !updates.is_empty() {
             let state = Arc::make_mut(&mut self.state);
             for update in &updates {
@@ -467,6 +472,8 @@ impl<F: Flow> Execution<F> {
             not_before_ms: None,
             paused: None,
             undo_of: None,
+            slot: None,
+            wake: None,
         });
         record
     }
@@ -514,7 +521,7 @@ impl<F: Flow> Execution<F> {
             let act = &mut self.progress.pending[index];
             act.attempt = attempt;
             act.not_before_ms = Some(now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
-            self.wake_at.insert(step_key.clone(), Instant::now() + delay);
+            act.wake = Some(Instant::now() + delay);
             record.status = StepStatus::Ready;
             return self.checkpoint(vec![record], Some(step_key), RunStatus::Running).await;
         }
@@ -614,6 +621,8 @@ impl<F: Flow> Execution<F> {
             not_before_ms: None,
             paused: None,
             undo_of: Some(next.step_key),
+            slot: None,
+            wake: None,
         });
     }
 

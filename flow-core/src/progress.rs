@@ -37,6 +37,12 @@ pub(crate) struct Activation {
     /// For undo steps: the step key they undo.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) undo_of: Option<String>,
+    /// While running in this execution: its slot among the running futures.
+    #[serde(skip)]
+    pub(crate) slot: Option<u64>,
+    /// When the next attempt may start, in this process's clock.
+    #[serde(skip)]
+    pub(crate) wake: Option<tokio::time::Instant>,
 }
 
 /// A completed step that has an undo method.

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::ctx::RunShared;
 use crate::error::FlowError;
 use crate::events::FlowEvent;
-use crate::executor::{Durability, Execution, result_of};
+use crate::executor::{AbortOnDrop, Durability, Execution, result_of};
 use crate::flow::Flow;
 use crate::graph::Graph;
 use crate::input::PauseRequest;
@@ -204,7 +204,7 @@ impl<F: Flow> Runner<F> {
                 .await?;
             exec.durability = Some(Durability { store: Arc::clone(store), epoch, lease: self.lease });
         }
-        exec.run().await
+        drive(exec).await
     }
 
     /// Continues a stored run from its last checkpoint: completed methods never run again,
@@ -259,7 +259,7 @@ impl<F: Flow> Runner<F> {
             .await?;
         exec.durability = Some(Durability { store: Arc::clone(store), epoch, lease: self.lease });
         exec.resumed = true;
-        exec.run().await
+        drive(exec).await
     }
 
     /// Stored runs of this flow.
@@ -400,7 +400,20 @@ impl<F: Flow> Runner<F> {
         );
         exec.input = input;
         exec.resumed = true;
-        exec.run().await
+        drive(exec).await
+    }
+}
+
+/// Runs an execution in a task of its own, so that its steps are driven by a tokio worker
+/// rather than by whatever polls the caller (`block_on` on another thread would pay two
+/// cross-thread wake-ups per step). Dropping the returned future stops the run, as dropping an
+/// un-spawned future would.
+async fn drive<F: Flow>(exec: Execution<F>) -> Result<RunOutcome<F::State>, FlowError> {
+    let run_id = exec.run.run_id;
+    let mut task = AbortOnDrop(tokio::spawn(exec.run()));
+    match (&mut task.0).await {
+        Ok(outcome) => outcome,
+        Err(e) => Err(FlowError::Aborted { run_id, message: e.to_string() }),
     }
 }
 
