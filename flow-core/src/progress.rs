@@ -1,6 +1,7 @@
 //! The executor's persisted progress: everything besides the state that a run needs to go on
 //! from a checkpoint exactly where it stopped.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -11,7 +12,7 @@ use crate::graph::Graph;
 use crate::input::PauseRequest;
 use crate::journal::TokenUsage;
 use crate::outcome::RecordedFailure;
-use crate::plan::{Clock, NodeState};
+use crate::plan::{Clock, NodeState, Plan};
 
 /// Bumped when the persisted layout changes incompatibly.
 pub(crate) const PROGRESS_FORMAT: u32 = 1;
@@ -74,7 +75,11 @@ pub(crate) struct Compensation {
 }
 
 /// The executor's persisted progress.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// In memory the per-method parts are dense vectors (indexed by method id); on the wire they
+/// are sparse maps holding only what is set, so a checkpoint's size follows what the run did,
+/// not how many methods the flow has.
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Progress {
     pub(crate) format: u32,
     /// Activations per method so far.
@@ -88,17 +93,12 @@ pub(crate) struct Progress {
     /// The method that completed last.
     pub(crate) last: Option<u16>,
     /// Failures of non-critical methods.
-    #[serde(default)]
     pub(crate) failures: Vec<RecordedFailure>,
     /// Completed steps that can be undone, in completion order.
-    #[serde(default)]
     pub(crate) undoable: Vec<Undoable>,
-    #[serde(default)]
     pub(crate) halt: Option<Halt>,
-    #[serde(default)]
     pub(crate) compensation: Option<Compensation>,
     /// Tokens used by LLM calls over every execution of the run.
-    #[serde(default)]
     pub(crate) usage: TokenUsage,
 }
 
@@ -120,13 +120,15 @@ impl Progress {
         }
     }
 
-    /// Checks that stored progress belongs to this graph.
-    pub(crate) fn validate(&self, graph: &Graph) -> Result<(), String> {
+    /// Checks that stored progress belongs to this flow and gives every composite trigger its
+    /// join state (the wire form leaves out untouched ones).
+    pub(crate) fn restore(&mut self, plan: &Plan) -> Result<(), String> {
+        let graph = plan.graph;
         let n = graph.methods.len();
         if self.format != PROGRESS_FORMAT {
             return Err(format!("progress format {} is not {PROGRESS_FORMAT}", self.format));
         }
-        if self.calls.len() != n || self.outputs.len() != n || self.joins.len() != n {
+        if self.calls.len() != n {
             return Err(format!(
                 "progress was written for a flow with {} methods, `{}` has {n}; the flow changed since the run was stored",
                 self.calls.len(),
@@ -138,10 +140,167 @@ impl Progress {
             .iter()
             .map(|a| a.method)
             .chain(self.undoable.iter().map(|u| u.method))
+            .chain(self.last)
             .find(|m| usize::from(*m) >= n);
         if let Some(m) = bad {
             return Err(format!("progress names method #{m}, which `{}` does not have", graph.name));
         }
+        for (i, shape) in plan.initial_joins().into_iter().enumerate() {
+            let stored = &mut self.joins[i];
+            if stored.is_empty() {
+                *stored = shape;
+            } else if stored.len() != shape.len() {
+                return Err(format!(
+                    "the join state of `{}` does not match its trigger; the flow changed since the run was stored",
+                    graph.methods[i].name
+                ));
+            }
+        }
         Ok(())
+    }
+}
+
+/// Entries of a dense per-method vector that are set, as a map from method id.
+struct Sparse<'a, T, F>(&'a [T], F);
+
+impl<T, V, F> Serialize for Sparse<'_, T, F>
+where
+    F: for<'x> Fn(&'x T) -> Option<&'x V>,
+    V: Serialize + ?Sized,
+{
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        for (i, item) in self.0.iter().enumerate() {
+            if let Some(v) = (self.1)(item) {
+                map.serialize_entry(&i, v)?;
+            }
+        }
+        map.end()
+    }
+}
+
+fn called(c: &u32) -> Option<&u32> {
+    (*c != 0).then_some(c)
+}
+
+fn joined(j: &Vec<NodeState>) -> Option<&Vec<NodeState>> {
+    j.iter().any(|n| *n != NodeState::default()).then_some(j)
+}
+
+impl Serialize for Progress {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = serializer.serialize_struct("Progress", 12)?;
+        st.serialize_field("format", &self.format)?;
+        st.serialize_field("methods", &self.calls.len())?;
+        st.serialize_field("calls", &Sparse(&self.calls, called))?;
+        st.serialize_field("joins", &Sparse(&self.joins, joined))?;
+        st.serialize_field("pending", &self.pending)?;
+        st.serialize_field("outputs", &Sparse(&self.outputs, Option::as_deref))?;
+        st.serialize_field("last", &self.last)?;
+        st.serialize_field("failures", &self.failures)?;
+        st.serialize_field("undoable", &self.undoable)?;
+        st.serialize_field("halt", &self.halt)?;
+        st.serialize_field("compensation", &self.compensation)?;
+        st.serialize_field("usage", &self.usage)?;
+        st.end()
+    }
+}
+
+#[derive(Deserialize)]
+struct Wire {
+    format: u32,
+    methods: usize,
+    #[serde(default)]
+    calls: BTreeMap<usize, u32>,
+    #[serde(default)]
+    joins: BTreeMap<usize, Vec<NodeState>>,
+    #[serde(default)]
+    pending: Vec<Activation>,
+    #[serde(default)]
+    outputs: BTreeMap<usize, Arc<Value>>,
+    #[serde(default)]
+    last: Option<u16>,
+    #[serde(default)]
+    failures: Vec<RecordedFailure>,
+    #[serde(default)]
+    undoable: Vec<Undoable>,
+    #[serde(default)]
+    halt: Option<Halt>,
+    #[serde(default)]
+    compensation: Option<Compensation>,
+    #[serde(default)]
+    usage: TokenUsage,
+}
+
+impl<'de> Deserialize<'de> for Progress {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let w = Wire::deserialize(deserializer)?;
+        // Bounded so a damaged row cannot ask for a huge allocation.
+        if w.methods > usize::from(u16::MAX) {
+            return Err(D::Error::custom(format!("{} methods is more than a flow can have", w.methods)));
+        }
+        let n = w.methods;
+        let out_of_range = |what: &str, i: usize| D::Error::custom(format!("{what} names method #{i} of {n}"));
+        let mut calls = vec![0; n];
+        for (i, c) in w.calls {
+            *calls.get_mut(i).ok_or_else(|| out_of_range("calls", i))? = c;
+        }
+        let mut joins = vec![Vec::new(); n];
+        for (i, j) in w.joins {
+            *joins.get_mut(i).ok_or_else(|| out_of_range("joins", i))? = j;
+        }
+        let mut outputs = vec![None; n];
+        for (i, o) in w.outputs {
+            *outputs.get_mut(i).ok_or_else(|| out_of_range("outputs", i))? = Some(o);
+        }
+        Ok(Progress {
+            format: w.format,
+            calls,
+            joins,
+            pending: w.pending,
+            outputs,
+            last: w.last,
+            failures: w.failures,
+            undoable: w.undoable,
+            halt: w.halt,
+            compensation: w.compensation,
+            usage: w.usage,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::graph::{FlowOptions, Graph};
+
+    static EMPTY: Graph =
+        Graph { name: "g", type_name: "G", state_type: "S", methods: &[], labels: &[], options: FlowOptions::DEFAULT };
+
+    #[test]
+    fn the_wire_form_holds_only_what_is_set_and_round_trips() {
+        let mut p = Progress::new(&EMPTY, Vec::new());
+        p.calls = vec![0; 500];
+        p.joins = vec![Vec::new(); 500];
+        p.outputs = vec![None; 500];
+        p.calls[7] = 2;
+        p.outputs[7] = Some(Arc::new(serde_json::json!("seven")));
+        p.last = Some(7);
+        let text = serde_json::to_string(&p).unwrap();
+        assert!(text.len() < 300, "{} bytes: {text}", text.len());
+        assert!(text.contains(r#""calls":{"7":2}"#), "{text}");
+        let back: Progress = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, p);
+    }
+
+    #[test]
+    fn a_damaged_wire_form_is_refused() {
+        let bad = serde_json::json!({"format": 1, "methods": 2, "calls": {"9": 1}});
+        assert!(Progress::deserialize(&bad).unwrap_err().to_string().contains("method #9 of 2"));
+        let huge = serde_json::json!({"format": 1, "methods": 1_000_000_000u64});
+        assert!(Progress::deserialize(&huge).is_err());
     }
 }

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
@@ -310,9 +310,9 @@ impl<F: Flow> Runner<F> {
                 message: e.into_inner().to_string(),
             }
         })?;
-        let progress: Progress = serde_json::from_value(snapshot.progress.clone())
+        let mut progress = Progress::deserialize(&snapshot.progress)
             .map_err(|e| FlowError::Corrupt { run_id, what: format!("its progress record: {e}") })?;
-        progress.validate(self.plan.graph).map_err(|what| FlowError::Corrupt { run_id, what })?;
+        progress.restore(&self.plan).map_err(|what| FlowError::Corrupt { run_id, what })?;
         Ok((state, progress))
     }
 
