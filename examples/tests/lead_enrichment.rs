@@ -124,9 +124,11 @@ async fn a_discarded_email_ends_the_run_without_sending() {
     config.leads.truncate(1);
     let out = lead_enrichment::run(config, |_| answer("Discard it, they are a competitor.")).await.unwrap();
     let hot = &out.leads[0];
-    // `Discard` is a terminal route (no listener): flow-core emits no RouteTaken event for it,
-    // so the decision is read from the state.
-    assert_eq!(hot.routes, ["validate → Validity::Valid", "score_lead → Tier::Hot"]);
+    // `Discard` is a terminal route: no listener follows, but the decision is still an event.
+    assert_eq!(
+        hot.routes,
+        ["validate → Validity::Valid", "score_lead → Tier::Hot", "review_draft → EmailDecision::Discard"]
+    );
     assert_eq!(hot.state.reviews.last().unwrap().decision, Some(EmailDecision::Discard));
     assert_eq!(hot.state.disposition, Disposition::EmailDiscarded);
     assert!(hot.state.sent_message_id.is_none());
