@@ -13,7 +13,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use flow_core::prelude::*;
-use flow_core::store::SqliteStore;
+use std::sync::Arc;
+
+use flow_core::store::{SqliteStore, Store};
+use flow_core::{RunStatus, Worker};
 use serde::{Deserialize, Serialize};
 
 const STEPS: [&str; 8] = ["s1", "s2", "s3", "s4", "s5", "s6", "s7", "s8"];
@@ -105,23 +108,27 @@ fn crash_child() {
     };
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
     rt.block_on(async {
-        let store = SqliteStore::open(&db).await.expect("store");
-        let runner = Runner::new(Crashy { ledger: PathBuf::from(ledger) }).with_store(store).lease(LEASE);
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).await.expect("store"));
+        let ledger = PathBuf::from(ledger);
         match std::env::var("FLOW_CRASH_RESUME") {
             Ok(id) => {
+                // A fresh process knows the run only by its id: the worker finds its flow by
+                // the name stored with it.
+                let worker = Worker::new(store).lease(LEASE).register(Crashy { ledger });
                 let id = id.parse().expect("run id");
                 loop {
-                    match runner.resume(id).await {
+                    match worker.resume(id).await {
                         // The killed process's lease has not expired yet.
                         Err(FlowError::RunLocked { .. }) => tokio::time::sleep(Duration::from_millis(20)).await,
                         other => {
-                            other.expect("resume").completed().expect("completed");
+                            assert_eq!(other.expect("resume"), RunStatus::Completed);
                             break;
                         }
                     }
                 }
             }
             Err(_) => {
+                let runner = Runner::new(Crashy { ledger }).with_shared_store(store).lease(LEASE);
                 runner.kickoff(Progress::default()).await.expect("kickoff").completed().expect("completed");
             }
         }
