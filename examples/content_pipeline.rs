@@ -9,19 +9,13 @@
 #![allow(clippy::print_stdout)] // an example's output is its point
 
 use flow_examples::content_pipeline::{self, Config};
-use flow_examples::setup::{display_path, init_logging};
+use flow_examples::setup::{display_path, exit_code, init_logging};
 use flow_examples::trace::clip;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     init_logging();
-    match example().await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    exit_code(example().await)
 }
 
 async fn example() -> Result<(), flow_examples::ExampleError> {

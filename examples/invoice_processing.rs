@@ -12,7 +12,7 @@
 
 use flow_core::input::PauseRequest;
 use flow_examples::invoice_processing::{self, ApprovalAnswer, Config};
-use flow_examples::setup::{display_path, init_logging};
+use flow_examples::setup::{display_path, exit_code, init_logging};
 
 /// The approver: reads the request and approves.
 fn approver(request: &PauseRequest) -> ApprovalAnswer {
@@ -34,13 +34,7 @@ fn approver(request: &PauseRequest) -> ApprovalAnswer {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     init_logging();
-    match example().await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    exit_code(example().await)
 }
 
 async fn example() -> Result<(), flow_examples::ExampleError> {

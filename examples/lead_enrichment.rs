@@ -10,7 +10,7 @@
 
 use flow_core::input::PauseRequest;
 use flow_examples::lead_enrichment::{self, Config, ReviewAnswer};
-use flow_examples::setup::{display_path, init_logging};
+use flow_examples::setup::{display_path, exit_code, init_logging};
 
 /// The person: reads the draft and answers in their own words.
 fn reviewer(request: &PauseRequest) -> ReviewAnswer {
@@ -28,13 +28,7 @@ fn reviewer(request: &PauseRequest) -> ReviewAnswer {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     init_logging();
-    match example().await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    exit_code(example().await)
 }
 
 async fn example() -> Result<(), flow_examples::ExampleError> {

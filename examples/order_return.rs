@@ -11,20 +11,14 @@
 #![allow(clippy::print_stdout)] // an example's output is its point
 
 use flow_examples::order_return::{self, Config, Crash};
-use flow_examples::setup::{display_path, init_logging};
+use flow_examples::setup::{display_path, exit_code, init_logging};
 use flow_examples::trace::human_duration;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     init_logging();
     let result = if order_return::is_child() { order_return::child_main().await } else { example().await };
-    match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    exit_code(result)
 }
 
 async fn example() -> Result<(), flow_examples::ExampleError> {

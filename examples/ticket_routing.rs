@@ -11,20 +11,14 @@
 
 #![allow(clippy::print_stdout)] // an example's output is its point
 
-use flow_examples::setup::{display_path, init_logging};
+use flow_examples::setup::{display_path, exit_code, init_logging};
 use flow_examples::ticket_routing::{self, Config};
 use flow_examples::trace::{human_duration, short_id};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     init_logging();
-    match example().await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    exit_code(example().await)
 }
 
 async fn example() -> Result<(), flow_examples::ExampleError> {

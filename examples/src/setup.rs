@@ -214,6 +214,24 @@ pub fn init_logging() {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
+/// The exit status of an example binary: success, or the error's message on stderr and
+/// failure. Every example's `main` ends with it.
+///
+/// ```
+/// let code = flow_examples::setup::exit_code(Ok(()));
+/// assert_eq!(code, std::process::ExitCode::SUCCESS);
+/// ```
+#[allow(clippy::print_stderr)] // the binary's last word to the person who ran it
+pub fn exit_code(result: Result<(), crate::ExampleError>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// Shows `path` relative to the current directory when it is below it.
 pub fn display_path(path: &Path) -> String {
     std::env::current_dir()
