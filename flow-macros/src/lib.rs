@@ -3,9 +3,9 @@
 //! `flow_core` (`use flow_core::prelude::*;`), which re-exports them.
 //!
 //! `#[flow]` sees the whole impl block at once: it reads the methods and their attributes
-//! ([`ast`], [`attr`]), checks the graph they form ([`check`]), and emits the impl block without
-//! our attributes plus the `Flow` impl with a static graph and a dispatcher ([`expand`]).
-//! Every problem is collected ([`ctxt`]) and reported at once, on the user's own token; type
+//! (`ast`, `attr`), checks the graph they form (`check`), and emits the impl block without
+//! our attributes plus the `Flow` impl with a static graph and a dispatcher (`expand`).
+//! Every problem is collected (`ctxt`) and reported at once, on the user's own token; type
 //! questions (does this route variant exist, is this payload the type its trigger sends) are
 //! asked of rustc by generated code spanned on the user's tokens.
 //!
