@@ -388,7 +388,7 @@ impl<F: Flow> Execution<F> {
         });
 
         if let Some(undone) = &act.undo_of {
-            self.record_undo(def.name, undone, None);
+            self.record_undo(def, undone, None);
             if durable && let Some(s) = steps.last_mut() {
                 s.status = StepStatus::Compensated;
             }
@@ -410,8 +410,8 @@ impl<F: Flow> Execution<F> {
         let p = &mut self.progress;
         self.plan.deliver(Source::Method(MethodId(m)), &act.clock, &mut p.joins, &p.calls, &mut fired);
         if let Some(label) = out.route {
-            let route = self.plan.graph.label(label).to_string();
-            self.run.emit(|| FlowEvent::RouteTaken { run_id, router: def.name, route });
+            let graph = self.plan.graph;
+            self.run.emit(|| FlowEvent::RouteTaken { run_id, router: def.name, route: graph.label(label).to_string() });
             self.plan.deliver(Source::Label(label), &act.clock, &mut p.joins, &p.calls, &mut fired);
         } else if def.is_router && !value.is_null() {
             // A terminal route: no listener, but the decision is still worth seeing.
@@ -480,7 +480,8 @@ impl<F: Flow> Execution<F> {
 
     async fn failed(&mut self, index: usize, error: Error, duration: Duration) -> Result<(), FlowError> {
         let act = &self.progress.pending[index];
-        let def = self.method(act.method);
+        let method_id = act.method;
+        let def = self.method(method_id);
         let attempt = act.attempt + 1;
         let step_key = act.step_key.clone();
         let class = error.class();
@@ -528,7 +529,7 @@ impl<F: Flow> Execution<F> {
 
         if let Some(undone) = undo {
             self.progress.pending.remove(index);
-            self.record_undo(def.name, &undone, Some(&text));
+            self.record_undo(def, &undone, Some(&text));
             let mut steps = vec![record];
             self.push_next_undo(&mut steps);
             return self.checkpoint(steps, Some(step_key), RunStatus::Running).await;
@@ -539,8 +540,7 @@ impl<F: Flow> Execution<F> {
             self.run.emit(|| FlowEvent::Escalated { run_id, method: def.name, reason });
             self.progress.pending.remove(index);
             if self.progress.halt.is_none() {
-                self.progress.halt =
-                    Some(Halt::Escalated { method: self.method_id(def), reason: error.message().to_string() });
+                self.progress.halt = Some(Halt::Escalated { method: method_id, reason: error.message().to_string() });
             }
             return self.checkpoint(vec![record], Some(step_key), RunStatus::Running).await;
         }
@@ -566,27 +566,19 @@ impl<F: Flow> Execution<F> {
         self.checkpoint(vec![record], Some(step_key), RunStatus::Running).await
     }
 
-    fn method_id(&self, def: &MethodDef) -> u16 {
-        self.plan.graph.method_id(def.name).map_or(0, |m| m.0)
-    }
-
-    fn record_undo(&mut self, undo: &str, undone: &str, error: Option<&str>) {
+    /// Records what an undo step did to the step it undid.
+    fn record_undo(&mut self, undo: &'static MethodDef, undone: &str, error: Option<&str>) {
         let run_id = self.run.run_id;
-        let undo_name = self.plan.graph.methods.iter().find(|m| m.name == undo).map_or("", |m| m.name);
-        let undoes = self
-            .plan
-            .graph
-            .method_id(undone.split('#').next().unwrap_or(undone))
-            .map_or("", |m| self.plan.graph.method(m).name);
+        let undoes = undo.compensates.map_or("", |m| self.plan.graph.method(m).name);
         let text = match error {
-            None => format!("`{undo}` undid `{undone}`"),
-            Some(e) => format!("`{undo}` failed to undo `{undone}`: {e}"),
+            None => format!("`{}` undid `{undone}`", undo.name),
+            Some(e) => format!("`{}` failed to undo `{undone}`: {e}", undo.name),
         };
         if let Some(c) = &mut self.progress.compensation {
             c.results.push(text);
         }
         let error = error.map(str::to_string);
-        self.run.emit(|| FlowEvent::Compensated { run_id, method: undo_name, undoes, error });
+        self.run.emit(|| FlowEvent::Compensated { run_id, method: undo.name, undoes, error });
     }
 
     /// Schedules the undo step of the most recently completed undoable step, if any is left.
