@@ -542,3 +542,30 @@ async fn token_usage_adds_up_over_every_execution_of_a_run() {
     assert_eq!(done.usage.total_tokens, 15);
     assert_eq!(done.usage.prompt_tokens, 11);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_recovers_every_run_a_dead_process_left_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let ran = Arc::new(AtomicU32::new(0));
+    let store: Arc<dyn Store> = Arc::new(store_at(dir.path()).await);
+    // Two runs left mid-step by a "process" that dies (its executions are dropped).
+    let dying =
+        Runner::new(Slow { ran: ran.clone() }).with_shared_store(store.clone()).lease(Duration::from_millis(150));
+    let left = tokio::time::timeout(
+        Duration::from_millis(100),
+        futures::future::join(dying.kickoff(Keys::default()), dying.kickoff(Keys::default())),
+    )
+    .await;
+    assert!(left.is_err());
+    // A finished run, which recovery must leave alone.
+    let done = Runner::new(Fulfil::new(0)).with_shared_store(store.clone()).kickoff(Order::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let worker = Worker::new(store.clone()).register(Slow { ran: ran.clone() }).register(Fulfil::new(0));
+    let recovered = worker.recover().await.unwrap();
+    assert_eq!(recovered.len(), 2, "{recovered:?}");
+    assert!(recovered.iter().all(|(_, r)| matches!(r, Ok(RunStatus::Completed))), "{recovered:?}");
+    assert!(recovered.iter().all(|(id, _)| *id != done.run_id()));
+    assert_eq!(ran.load(Ordering::SeqCst), 4, "each long step: once before the death, once after");
+    assert!(worker.recover().await.unwrap().is_empty(), "nothing left to recover");
+}
