@@ -750,16 +750,45 @@ impl<F: Flow> Execution<F> {
         error: Option<String>,
         pause: Option<Value>,
     ) -> Result<(), FlowError> {
-        if self.durability.is_none() {
-            return Ok(());
+        let run_id = self.run.run_id;
+        let mut delay = Duration::from_millis(20);
+        for attempt in 1..=COMMIT_ATTEMPTS {
+            if self.durability.is_none() {
+                return Ok(());
+            }
+            // Encoded afresh per attempt rather than cloned: the first attempt, nearly always
+            // the only one, copies nothing.
+            let snapshot = self.snapshot()?;
+            let Some(d) = &self.durability else { return Ok(()) };
+            let commit = Commit {
+                run_id,
+                epoch: d.epoch,
+                status,
+                snapshot,
+                steps: steps.clone(),
+                step_key: step_key.clone(),
+                output: output.clone(),
+                error: error.clone(),
+                pause: pause.clone(),
+            };
+            match d.store.commit(commit).await {
+                Ok(()) => return Ok(()),
+                Err(StoreError::Fenced { .. }) => return Err(FlowError::LeaseLost { run_id }),
+                // A busy database or a hiccup: nothing was written, try again.
+                Err(e @ (StoreError::Backend(_) | StoreError::DiskFull(_))) if attempt < COMMIT_ATTEMPTS => {
+                    tracing::warn!(%run_id, attempt, error = %e, "checkpoint failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 4;
+                }
+                Err(e) => return Err(FlowError::Store(e)),
+            }
         }
-        let snapshot = self.snapshot()?;
-        let Some(d) = &self.durability else { return Ok(()) };
-        let commit =
-            Commit { run_id: self.run.run_id, epoch: d.epoch, status, snapshot, steps, step_key, output, error, pause };
-        commit_with_retry(&*d.store, commit).await
+        Err(FlowError::Store(StoreError::Backend(format!("run {run_id}: checkpoint kept failing"))))
     }
 }
+
+/// How often a checkpoint is tried before the run stops (it resumes from the last good one).
+const COMMIT_ATTEMPTS: u32 = 5;
 
 /// `Enum::Variant` for a router output that maps to no label (a terminal variant).
 fn terminal_route(graph: &Graph, def: &MethodDef, value: &Value) -> String {
@@ -770,25 +799,6 @@ fn terminal_route(graph: &Graph, def: &MethodDef, value: &Value) -> String {
     };
     let route_type = def.routes.first().map_or(def.output_type, |l| graph.label(*l).route_type);
     format!("{route_type}::{variant}")
-}
-
-/// Commits, retrying transient store failures a few times (a busy database, a hiccup).
-async fn commit_with_retry(store: &dyn Store, commit: Commit) -> Result<(), FlowError> {
-    let run_id = commit.run_id;
-    let mut delay = Duration::from_millis(20);
-    for attempt in 1..=5 {
-        match store.commit(commit.clone()).await {
-            Ok(()) => return Ok(()),
-            Err(StoreError::Fenced { .. }) => return Err(FlowError::LeaseLost { run_id }),
-            Err(e @ (StoreError::Backend(_) | StoreError::DiskFull(_))) if attempt < 5 => {
-                tracing::warn!(%run_id, attempt, error = %e, "checkpoint failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay *= 4;
-            }
-            Err(e) => return Err(FlowError::Store(e)),
-        }
-    }
-    Err(FlowError::Store(StoreError::Backend(format!("run {run_id}: checkpoint kept failing"))))
 }
 
 pub(crate) fn result_of<S>(plan: &Plan, run_id: Uuid, progress: &Progress, state: S, run: &RunShared) -> RunResult<S> {
