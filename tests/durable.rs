@@ -501,7 +501,7 @@ async fn a_full_disk_is_a_clear_error_and_the_stored_run_survives() {
     assert!(err.to_string().contains("disk is full"), "{err}");
     let kept = tight.load_run(done.run_id).await.unwrap();
     assert_eq!(kept.status, RunStatus::Completed);
-    assert_eq!(kept.snapshot.state["id"], "kept");
+    assert_eq!(kept.snapshot.state_as::<serde_json::Value>().unwrap()["id"], "kept");
 }
 
 // ---------------------------------------------------------------- usage across executions

@@ -588,7 +588,9 @@ pub async fn run(config: Config) -> Result<Outcome, ExampleError> {
     let mut usage = TokenUsage::default();
     for (ticket, run_id) in config.tickets.iter().zip(&run_ids) {
         let record = store.load_run(*run_id).await?;
-        let state: TicketState = serde_json::from_value(record.snapshot.state.clone())
+        let state: TicketState = record
+            .snapshot
+            .state_as()
             .map_err(|e| ExampleError::Unexpected(format!("run {run_id}: stored state does not fit: {e}")))?;
         let events = trace.events_of(*run_id);
         for event in &events {

@@ -62,7 +62,7 @@ async fn standard_high_value_and_low_confidence_invoices_take_their_routes() {
         assert_eq!(inv.stored_status, RunStatus::Completed);
         let record = store.load_run(inv.run_id).await.unwrap();
         assert_eq!(record.status, RunStatus::Completed);
-        assert_eq!(record.snapshot.state["auto_approve_limit"], 5_000.0);
+        assert_eq!(record.snapshot.state_as::<serde_json::Value>().unwrap()["auto_approve_limit"], 5_000.0);
     }
 }
 

@@ -708,12 +708,12 @@ impl<F: Flow> Execution<F> {
     pub(crate) fn snapshot(&mut self) -> Result<Snapshot, FlowError> {
         self.progress.usage = *self.run.usage.lock().unwrap_or_else(|p| p.into_inner());
         let run_id = self.run.run_id;
-        let state = serde_json::to_value(&*self.state).map_err(|e| FlowError::Serialize {
+        let state = serde_json::value::to_raw_value(&*self.state).map_err(|e| FlowError::Serialize {
             run_id,
             what: format!("the state `{}`", self.plan.graph.state_type),
             message: e.to_string(),
         })?;
-        let progress = serde_json::to_value(&self.progress).map_err(|e| FlowError::Serialize {
+        let progress = serde_json::value::to_raw_value(&self.progress).map_err(|e| FlowError::Serialize {
             run_id,
             what: "the run's progress".into(),
             message: e.to_string(),

@@ -4,7 +4,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
@@ -301,7 +301,8 @@ impl<F: Flow> Runner<F> {
     }
 
     fn decode(&self, run_id: Uuid, snapshot: &Snapshot) -> Result<(F::State, Progress), FlowError> {
-        let state: F::State = serde_path_to_error::deserialize(&snapshot.state).map_err(|e| {
+        let mut decoder = serde_json::Deserializer::from_str(snapshot.state.get());
+        let state: F::State = serde_path_to_error::deserialize(&mut decoder).map_err(|e| {
             let path = e.path().to_string();
             FlowError::StateMismatch {
                 run_id,
@@ -310,7 +311,7 @@ impl<F: Flow> Runner<F> {
                 message: e.into_inner().to_string(),
             }
         })?;
-        let mut progress = Progress::deserialize(&snapshot.progress)
+        let mut progress = serde_json::from_str::<Progress>(snapshot.progress.get())
             .map_err(|e| FlowError::Corrupt { run_id, what: format!("its progress record: {e}") })?;
         progress.restore(&self.plan).map_err(|what| FlowError::Corrupt { run_id, what })?;
         Ok((state, progress))

@@ -387,7 +387,7 @@ async fn a_full_disk_rolls_back_and_keeps_what_was_committed() -> TestResult {
     let before = (store.load_run(id).await?, store.steps(id).await?, store.checkpoints(id).await?);
 
     let huge = Commit {
-        snapshot: flow_core::store::Snapshot { state: json!({ "blob": "x".repeat(1 << 20) }), progress: json!({}) },
+        snapshot: flow_core::store::Snapshot::encode(&json!({ "blob": "x".repeat(1 << 20) }), &json!({}))?,
         ..commit(id, 1, 4)
     };
     match store.commit(huge).await {
@@ -427,7 +427,7 @@ async fn a_failing_request_does_not_spoil_its_group_commit() -> TestResult {
         tasks.spawn(async move {
             let mut c = commit(id, if i % 3 == 0 { 7 } else { 1 }, 1);
             if i == 31 {
-                c.snapshot.state = json!({ "blob": "y".repeat(1 << 20) });
+                c.snapshot.state = serde_json::value::to_raw_value(&json!({ "blob": "y".repeat(1 << 20) })).unwrap();
             }
             (i, store.commit(c).await)
         });
@@ -577,7 +577,9 @@ async fn child_commits_until_killed() -> TestResult {
             store.create_run(run).await?;
             for n in 1.. {
                 let mut c = commit(id, 1, n);
-                c.snapshot.state["pad"] = json!("p".repeat(8 * 1024));
+                let mut state: serde_json::Value = c.snapshot.state_as().expect("the test wrote JSON");
+                state["pad"] = json!("p".repeat(8 * 1024));
+                c.snapshot.state = serde_json::value::to_raw_value(&state).expect("a Value encodes");
                 store.commit(c).await?;
             }
             Ok::<(), StoreError>(())
@@ -632,7 +634,7 @@ async fn a_killed_writer_leaves_a_consistent_file() -> TestResult {
             let n = record.version - 1;
             checkpoints += record.version;
             // Run row, steps and checkpoint history moved together, commit by commit.
-            assert_eq!(record.snapshot.state["n"], json!(n), "run {id}");
+            assert_eq!(record.snapshot.state_as::<serde_json::Value>()?["n"], json!(n), "run {id}");
             let history = store.checkpoints(id).await?;
             assert_eq!(history.iter().map(|c| c.seq).collect::<Vec<_>>(), (1..=record.version).collect::<Vec<_>>());
             assert_eq!(store.load_checkpoint(id, record.version).await?, record.snapshot);

@@ -26,8 +26,10 @@ mod sqlite;
 use std::fmt;
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
 pub use memory::MemoryStore;
@@ -151,13 +153,49 @@ pub struct StepRecord {
 }
 
 /// The executor's snapshot of a run: everything needed to continue it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+///
+/// Both parts are JSON text as the executor encoded it: a store writes them as they are, with
+/// no second encoding, and hands them back as it read them.
+///
+/// ```
+/// use flow_core::store::Snapshot;
+///
+/// let snapshot = Snapshot::encode(&serde_json::json!({ "counter": 3 }), &serde_json::json!({}))?;
+/// assert_eq!(snapshot.state.get(), r#"{"counter":3}"#);
+/// let state: serde_json::Value = snapshot.state_as()?;
+/// assert_eq!(state["counter"], 3);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Snapshot {
-    /// The state, serialized.
-    pub state: Value,
-    /// The executor's progress: pending activations, join progress, call counts. Opaque to
-    /// stores.
-    pub progress: Value,
+    /// The state, as JSON.
+    pub state: Box<RawValue>,
+    /// The executor's progress (pending activations, join progress, call counts), as JSON.
+    /// Opaque to stores.
+    pub progress: Box<RawValue>,
+}
+
+impl Snapshot {
+    /// Encodes a state and a progress into a snapshot.
+    pub fn encode(state: &impl Serialize, progress: &impl Serialize) -> Result<Self, serde_json::Error> {
+        Ok(Snapshot {
+            state: serde_json::value::to_raw_value(state)?,
+            progress: serde_json::value::to_raw_value(progress)?,
+        })
+    }
+
+    /// Decodes the state; `serde_json::Value` inspects it without knowing its type.
+    pub fn state_as<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(self.state.get())
+    }
+}
+
+/// Snapshots are equal when their JSON text is: what a store returns must be byte for byte
+/// what was written.
+impl PartialEq for Snapshot {
+    fn eq(&self, other: &Self) -> bool {
+        self.state.get() == other.state.get() && self.progress.get() == other.progress.get()
+    }
 }
 
 /// A new run to insert.

@@ -21,7 +21,8 @@ pub const KEEP: usize = 3;
 const LONG: Duration = Duration::from_secs(60);
 
 pub fn snapshot(n: u64) -> Snapshot {
-    Snapshot { state: json!({ "n": n, "text": format!("state {n}") }), progress: json!({ "pending": [n] }) }
+    Snapshot::encode(&json!({ "n": n, "text": format!("state {n}") }), &json!({ "pending": [n] }))
+        .expect("JSON values encode")
 }
 
 pub fn step(key: &str, status: StepStatus) -> StepRecord {

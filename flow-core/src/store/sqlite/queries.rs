@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use rusqlite::{CachedStatement, Connection, OptionalExtension, params};
 use serde_json::Value;
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use super::error::{column, corrupt, map};
@@ -135,6 +136,11 @@ fn decode_json(run_id: Uuid, what: &str, text: &str) -> Result<Value, StoreError
     serde_json::from_str(text).map_err(|e| corrupt(run_id, what, format!("not valid JSON: {e}")))
 }
 
+/// Keeps stored JSON as text, after checking that it is JSON.
+fn decode_raw(run_id: Uuid, what: &str, text: String) -> Result<Box<RawValue>, StoreError> {
+    RawValue::from_string(text).map_err(|e| corrupt(run_id, what, format!("not valid JSON: {e}")))
+}
+
 fn decode_opt_json(run_id: Uuid, what: &str, text: Option<String>) -> Result<Option<Value>, StoreError> {
     text.map(|t| decode_json(run_id, what, &t)).transpose()
 }
@@ -205,8 +211,8 @@ impl RunRow {
             parent_run_id,
             status: decode_run_status(run_id, "status", &self.status)?,
             snapshot: Snapshot {
-                state: decode_json(run_id, "state", &self.state)?,
-                progress: decode_json(run_id, "progress", &self.progress)?,
+                state: decode_raw(run_id, "state", self.state)?,
+                progress: decode_raw(run_id, "progress", self.progress)?,
             },
             version: decode_u64(run_id, "version", self.version)?,
             output: decode_opt_json(run_id, "output", self.output)?,
@@ -297,8 +303,8 @@ fn append_checkpoint(db: Db<'_>, row: CheckpointRow<'_>) -> Result<(), StoreErro
 /// Inserts a run, its first checkpoint and its start steps. Returns the run's version (1).
 pub(super) fn create_run(db: Db<'_>, run: &NewRun, now: i64) -> Result<u64, StoreError> {
     let id = run.run_id.to_string();
-    let state = run.snapshot.state.to_string();
-    let progress = run.snapshot.progress.to_string();
+    let state = run.snapshot.state.get();
+    let progress = run.snapshot.progress.get();
     let inserted = db
         .prepare(INSERT_RUN)?
         .execute(params![
@@ -316,15 +322,7 @@ pub(super) fn create_run(db: Db<'_>, run: &NewRun, now: i64) -> Result<u64, Stor
     if inserted == 0 {
         return Err(StoreError::Duplicate(run.run_id));
     }
-    let row = CheckpointRow {
-        run_id: &id,
-        seq: 1,
-        step_key: None,
-        status: RunStatus::Running,
-        state: &state,
-        progress: &progress,
-        now,
-    };
+    let row = CheckpointRow { run_id: &id, seq: 1, step_key: None, status: RunStatus::Running, state, progress, now };
     append_checkpoint(db, row)?;
     upsert_steps(db, &id, 1, &run.steps, now)?;
     Ok(1)
@@ -372,8 +370,8 @@ pub(super) fn renew(db: Db<'_>, run_id: Uuid, epoch: u64, lease: Duration, now: 
 /// One checkpoint: run row, steps, history row and retention, fenced by the epoch.
 pub(super) fn commit(db: Db<'_>, commit: &Commit, keep: Option<usize>, now: i64) -> Result<(), StoreError> {
     let id = commit.run_id.to_string();
-    let state = commit.snapshot.state.to_string();
-    let progress = commit.snapshot.progress.to_string();
+    let state = commit.snapshot.state.get();
+    let progress = commit.snapshot.progress.get();
     let version: Option<i64> = db
         .prepare(UPDATE_RUN)?
         .query_row(
@@ -402,8 +400,8 @@ pub(super) fn commit(db: Db<'_>, commit: &Commit, keep: Option<usize>, now: i64)
         seq: version,
         step_key: commit.step_key.as_deref(),
         status: commit.status,
-        state: &state,
-        progress: &progress,
+        state,
+        progress,
         now,
     };
     append_checkpoint(db, row)?;
@@ -570,8 +568,8 @@ pub(super) fn load_checkpoint(db: Db<'_>, run_id: Uuid, seq: u64) -> Result<Snap
         .map_err(|e| column(e, run_id, "checkpoint row", db.path))?;
     let (state, progress) = row.ok_or(StoreError::CheckpointNotFound { run_id, seq })?;
     Ok(Snapshot {
-        state: decode_json(run_id, &format!("checkpoint {seq} state"), &state)?,
-        progress: decode_json(run_id, &format!("checkpoint {seq} progress"), &progress)?,
+        state: decode_raw(run_id, &format!("checkpoint {seq} state"), state)?,
+        progress: decode_raw(run_id, &format!("checkpoint {seq} progress"), progress)?,
     })
 }
 
@@ -660,7 +658,7 @@ mod tests {
                 run_id: Uuid::new_v4(),
                 flow: "f".into(),
                 parent_run_id: None,
-                snapshot: Snapshot { state: json!({}), progress: json!({}) },
+                snapshot: Snapshot::encode(&json!({}), &json!({}))?,
                 steps: vec![step("start#0")],
                 owner: "w".into(),
                 lease: Duration::ZERO,
@@ -674,7 +672,7 @@ mod tests {
                     run_id: id,
                     epoch: claim.epoch,
                     status: RunStatus::Running,
-                    snapshot: Snapshot { state: json!({ "n": n }), progress: json!({}) },
+                    snapshot: Snapshot::encode(&json!({ "n": n }), &json!({}))?,
                     steps: vec![step("start#0"), step(&format!("m#{n}"))],
                     step_key: Some("start#0".into()),
                     output: None,
@@ -687,7 +685,7 @@ mod tests {
                 run_id: id,
                 epoch: 0,
                 status: RunStatus::Running,
-                snapshot: Snapshot { state: json!({}), progress: json!({}) },
+                snapshot: Snapshot::encode(&json!({}), &json!({}))?,
                 steps: vec![],
                 step_key: None,
                 output: None,
