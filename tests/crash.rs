@@ -212,7 +212,12 @@ fn sigkill_at_random_points_loses_nothing() {
     let conn = rusqlite::Connection::open(&db).expect("open");
     let integrity: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).expect("integrity");
     assert_eq!(integrity, "ok");
-    let mut stmt = conn.prepare("SELECT run_id, status, state FROM flow_runs").expect("query");
+    let mut stmt = conn
+        .prepare(
+            "SELECT r.run_id, r.status, c.state FROM flow_runs r JOIN flow_checkpoints c ON c.run_id = r.run_id \
+             WHERE c.seq = (SELECT MAX(seq) FROM flow_checkpoints WHERE run_id = r.run_id)",
+        )
+        .expect("query");
     let rows: Vec<(String, String, String)> =
         stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).expect("rows").map(|r| r.expect("row")).collect();
     // A child killed during its own start-up never created its run.

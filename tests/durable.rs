@@ -411,6 +411,9 @@ async fn replaying_effects_in_another_order_is_a_non_determinism_error() {
 
 // ---------------------------------------------------------------- faults
 
+/// The progress of a run's newest checkpoint, which is the run's current one.
+const LATEST_PROGRESS: &str = "SELECT progress FROM flow_checkpoints WHERE run_id = ?1 ORDER BY seq DESC LIMIT 1";
+
 #[tokio::test]
 async fn unknown_runs_and_corrupt_rows_are_clear_errors_that_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -421,20 +424,25 @@ async fn unknown_runs_and_corrupt_rows_are_clear_errors_that_change_nothing() {
     let FlowError::MethodFailed { run_id, .. } = runner.kickoff(Order::default()).await.unwrap_err() else { panic!() };
     let conn = sql(dir.path());
     let original: String =
-        conn.query_row("SELECT progress FROM flow_runs WHERE run_id = ?1", [run_id.to_string()], |r| r.get(0)).unwrap();
+        conn.query_row(LATEST_PROGRESS, [run_id.to_string()], |r| r.get(0)).unwrap();
     conn.execute(
-        "UPDATE flow_runs SET progress = '{\"format\":1,\"calls\":\"oops\"}' WHERE run_id = ?1",
+        "UPDATE flow_checkpoints SET progress = '{\"format\":1,\"calls\":\"oops\"}' \
+         WHERE run_id = ?1 AND seq = (SELECT MAX(seq) FROM flow_checkpoints WHERE run_id = ?1)",
         [run_id.to_string()],
     )
     .unwrap();
     let err = runner.resume(run_id).await.unwrap_err();
     assert!(matches!(err, FlowError::Corrupt { .. }), "{err:?}");
     assert!(err.to_string().contains(&run_id.to_string()));
-    conn.execute("UPDATE flow_runs SET state = 'not json' WHERE run_id = ?1", [run_id.to_string()]).unwrap();
+    conn.execute(
+        "UPDATE flow_checkpoints SET state = 'not json' \
+         WHERE run_id = ?1 AND seq = (SELECT MAX(seq) FROM flow_checkpoints WHERE run_id = ?1)",
+        [run_id.to_string()],
+    )
+    .unwrap();
     let err = runner.resume(run_id).await.unwrap_err();
     assert!(err.to_string().contains("corrupt"), "{err}");
-    let after: String =
-        conn.query_row("SELECT progress FROM flow_runs WHERE run_id = ?1", [run_id.to_string()], |r| r.get(0)).unwrap();
+    let after: String = conn.query_row(LATEST_PROGRESS, [run_id.to_string()], |r| r.get(0)).unwrap();
     assert_ne!(after, original, "sanity: we did corrupt it");
     assert!(after.contains("oops"), "the corrupt row was left as it was");
 }

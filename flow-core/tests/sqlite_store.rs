@@ -70,7 +70,7 @@ async fn schema_is_versioned_strict_and_in_wal_mode() -> TestResult {
 
     let conn = raw(&path)?;
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    assert_eq!(version, 1);
+    assert_eq!(version, 2);
     let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
     assert_eq!(mode, "wal");
     for table in ["flow_runs", "flow_steps", "flow_checkpoints", "step_journal"] {
@@ -90,7 +90,7 @@ async fn schema_is_versioned_strict_and_in_wal_mode() -> TestResult {
     // Reopening an up-to-date file applies nothing and keeps the version.
     drop(SqliteStore::open(&path).await?);
     let version: i64 = raw(&path)?.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    assert_eq!(version, 1);
+    assert_eq!(version, 2);
     Ok(())
 }
 
@@ -104,7 +104,7 @@ async fn a_file_from_a_newer_build_is_refused_and_left_untouched() -> TestResult
     }
     let before = std::fs::read(&path)?;
     match SqliteStore::open(&path).await {
-        Err(StoreError::SchemaTooNew { found: 99, supported: 1 }) => {}
+        Err(StoreError::SchemaTooNew { found: 99, supported: 2 }) => {}
         other => return Err(format!("expected SchemaTooNew, got {other:?}").into()),
     }
     assert_eq!(std::fs::read(&path)?, before, "not a byte changed");
@@ -153,12 +153,14 @@ fn expect_corrupt<T: std::fmt::Debug>(r: Result<T, StoreError>, id: Uuid, what: 
     }
 }
 
-/// status, state, epoch, lease owner, lease expiry: what a claim would change.
+/// status, state (of the newest checkpoint), epoch, lease owner, lease expiry: what a claim
+/// would change.
 type LeaseColumns = (String, String, i64, Option<String>, Option<i64>);
 
 fn run_row(path: &Path, id: Uuid) -> rusqlite::Result<LeaseColumns> {
     raw(path)?.query_row(
-        "SELECT status, state, epoch, lease_owner, lease_expires_at FROM flow_runs WHERE run_id = ?1",
+        "SELECT r.status, c.state, r.epoch, r.lease_owner, r.lease_expires_at FROM flow_runs r \
+         JOIN flow_checkpoints c ON c.run_id = r.run_id WHERE r.run_id = ?1 ORDER BY c.seq DESC LIMIT 1",
         [id.to_string()],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
     )
@@ -176,7 +178,7 @@ async fn a_corrupt_row_is_named_and_left_as_it_is() -> TestResult {
     let healthy_id = healthy.run_id;
     store.create_run(healthy).await?;
 
-    damage(&path, "UPDATE flow_runs SET state = '{\"n\": 1,' WHERE run_id = ?1", id)?;
+    damage(&path, "UPDATE flow_checkpoints SET state = '{\"n\": 1,' WHERE run_id = ?1", id)?;
     let before = run_row(&path, id)?;
     expect_corrupt(store.load_run(id).await, id, "state")?;
     // A claim reads the row it returns: it fails, and the epoch bump and lease are rolled back.
@@ -187,7 +189,8 @@ async fn a_corrupt_row_is_named_and_left_as_it_is() -> TestResult {
     assert_eq!(run_row(&path, id)?, before, "nothing modified");
     assert_eq!(store.load_run(healthy_id).await?.version, 2, "other runs still load and commit");
 
-    damage(&path, "UPDATE flow_runs SET state = '{}', status = 'exploded' WHERE run_id = ?1", id)?;
+    damage(&path, "UPDATE flow_checkpoints SET state = '{}' WHERE run_id = ?1", id)?;
+    damage(&path, "UPDATE flow_runs SET status = 'exploded' WHERE run_id = ?1", id)?;
     expect_corrupt(store.load_run(id).await, id, "status")?;
     let by_flow = RunFilter { flow: Some("corrupt".into()), ..RunFilter::default() };
     expect_corrupt(store.list_runs(&by_flow).await, id, "status")?;

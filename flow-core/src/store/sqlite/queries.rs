@@ -37,8 +37,8 @@ impl<'a> Db<'a> {
 
 macro_rules! run_columns {
     () => {
-        "run_id, flow, parent_run_id, status, state, progress, version, output, error, pause, \
-         lease_owner, lease_expires_at, epoch, created_at, updated_at"
+        "run_id, flow, parent_run_id, status, output, error, pause, lease_owner, lease_expires_at, epoch, \
+         created_at, updated_at"
     };
 }
 
@@ -46,9 +46,15 @@ const SELECT_RUN: &str = concat!("SELECT ", run_columns!(), " FROM flow_runs WHE
 
 const RUN_EXISTS: &str = "SELECT epoch FROM flow_runs WHERE run_id = ?1";
 
-const INSERT_RUN: &str = "INSERT INTO flow_runs (run_id, flow, parent_run_id, status, state, progress, version, \
-     lease_owner, lease_expires_at, epoch, created_at, updated_at) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?8, 1, ?9, ?9) \
+const RUN_FENCE: &str = "SELECT epoch, status FROM flow_runs WHERE run_id = ?1";
+
+// The run's current snapshot is its newest checkpoint; `seq` is the run's version.
+const SELECT_LATEST: &str = "SELECT seq, state, progress, created_at FROM flow_checkpoints WHERE run_id = ?1 \
+     ORDER BY seq DESC LIMIT 1";
+
+const INSERT_RUN: &str = "INSERT INTO flow_runs (run_id, flow, parent_run_id, status, lease_owner, \
+     lease_expires_at, epoch, created_at, updated_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?7) \
      ON CONFLICT (run_id) DO NOTHING";
 
 const SELECT_LEASE: &str = "SELECT lease_owner, lease_expires_at FROM flow_runs WHERE run_id = ?1";
@@ -60,22 +66,25 @@ const TAKE_LEASE: &str = concat!(
 
 const RENEW_LEASE: &str = "UPDATE flow_runs SET lease_expires_at = ?3 WHERE run_id = ?1 AND epoch = ?2";
 
-// ?8 says whether the run stays running: any other status releases the lease.
-const UPDATE_RUN: &str = "UPDATE flow_runs SET status = ?2, state = ?3, progress = ?4, version = version + 1, \
-     output = ?5, error = ?6, pause = ?7, \
-     lease_owner = CASE WHEN ?8 THEN lease_owner END, \
-     lease_expires_at = CASE WHEN ?8 THEN lease_expires_at END, \
-     updated_at = ?9 \
-     WHERE run_id = ?1 AND epoch = ?10 \
-     RETURNING version";
+// Written only when the status changes, not on every checkpoint. ?6 says whether the run
+// stays running: any other status releases the lease.
+const UPDATE_RUN: &str = "UPDATE flow_runs SET status = ?2, output = ?3, error = ?4, pause = ?5, \
+     lease_owner = CASE WHEN ?6 THEN lease_owner END, \
+     lease_expires_at = CASE WHEN ?6 THEN lease_expires_at END, \
+     updated_at = ?7 \
+     WHERE run_id = ?1 AND epoch = ?8";
 
-// Positions and sequence numbers come from the run's version: no `MAX(..) + 1` lookups.
+// Positions come from the checkpoint's sequence number.
 const UPSERT_STEP: &str = "INSERT INTO flow_steps (run_id, step_key, ord, method, status, input, output, error, \
      attempt, created_at, updated_at) \
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10) \
      ON CONFLICT (run_id, step_key) DO UPDATE SET method = excluded.method, status = excluded.status, \
      input = excluded.input, output = excluded.output, error = excluded.error, attempt = excluded.attempt, \
      updated_at = excluded.updated_at";
+
+// A single seek to the end of the run's part of the primary key: SQLite does that only for a
+// query whose one result is the bare `MAX`.
+const LAST_CHECKPOINT: &str = "SELECT MAX(seq) FROM flow_checkpoints WHERE run_id = ?1";
 
 const APPEND_CHECKPOINT: &str = "INSERT INTO flow_checkpoints (run_id, seq, step_key, status, state, progress, \
      created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
@@ -97,10 +106,14 @@ const INSERT_JOURNAL: &str = "INSERT INTO step_journal (run_id, step_key, seq, k
 const SELECT_JOURNAL: &str = "SELECT kind, name, request_hash, output FROM step_journal \
      WHERE run_id = ?1 AND step_key = ?2 AND seq = ?3";
 
+// A running run's row changes only with its status and lease; its last change is its newest
+// checkpoint.
 macro_rules! summary_query {
     ($($where:literal)?) => {
         concat!(
-            "SELECT run_id, flow, status, pause, created_at, updated_at FROM flow_runs ",
+            "SELECT run_id, flow, status, pause, created_at, MAX(updated_at, COALESCE((SELECT c.created_at \
+             FROM flow_checkpoints c WHERE c.run_id = flow_runs.run_id ORDER BY c.seq DESC LIMIT 1), 0)) \
+             FROM flow_runs ",
             $($where, " ",)?
             "ORDER BY created_at DESC, run_id DESC LIMIT ?1"
         )
@@ -167,9 +180,6 @@ struct RunRow {
     flow: String,
     parent_run_id: Option<String>,
     status: String,
-    state: String,
-    progress: String,
-    version: i64,
     output: Option<String>,
     error: Option<String>,
     pause: Option<String>,
@@ -187,21 +197,19 @@ impl RunRow {
             flow: row.get(1)?,
             parent_run_id: row.get(2)?,
             status: row.get(3)?,
-            state: row.get(4)?,
-            progress: row.get(5)?,
-            version: row.get(6)?,
-            output: row.get(7)?,
-            error: row.get(8)?,
-            pause: row.get(9)?,
-            lease_owner: row.get(10)?,
-            lease_expires_at: row.get(11)?,
-            epoch: row.get(12)?,
-            created_at: row.get(13)?,
-            updated_at: row.get(14)?,
+            output: row.get(4)?,
+            error: row.get(5)?,
+            pause: row.get(6)?,
+            lease_owner: row.get(7)?,
+            lease_expires_at: row.get(8)?,
+            epoch: row.get(9)?,
+            created_at: row.get(10)?,
+            updated_at: row.get(11)?,
         })
     }
 
-    fn decode(self, run_id: Uuid) -> Result<RunRecord, StoreError> {
+    /// Decodes the row with its newest checkpoint, which holds the run's snapshot.
+    fn decode(self, run_id: Uuid, latest: Latest) -> Result<RunRecord, StoreError> {
         let stored_id = decode_uuid(run_id, "run id", &self.run_id)?;
         let parent_run_id =
             self.parent_run_id.as_deref().map(|p| decode_uuid(run_id, "parent run id", p)).transpose()?;
@@ -211,10 +219,10 @@ impl RunRow {
             parent_run_id,
             status: decode_run_status(run_id, "status", &self.status)?,
             snapshot: Snapshot {
-                state: decode_raw(run_id, "state", self.state)?,
-                progress: decode_raw(run_id, "progress", self.progress)?,
+                state: decode_raw(run_id, "state", latest.state)?,
+                progress: decode_raw(run_id, "progress", latest.progress)?,
             },
-            version: decode_u64(run_id, "version", self.version)?,
+            version: decode_u64(run_id, "checkpoint seq", latest.seq)?,
             output: decode_opt_json(run_id, "output", self.output)?,
             error: self.error,
             pause: decode_opt_json(run_id, "pause", self.pause)?,
@@ -222,9 +230,26 @@ impl RunRow {
             lease_expires_at_ms: self.lease_expires_at,
             epoch: decode_u64(run_id, "epoch", self.epoch)?,
             created_at_ms: self.created_at,
-            updated_at_ms: self.updated_at,
+            updated_at_ms: self.updated_at.max(latest.created_at),
         })
     }
+}
+
+/// A run's newest checkpoint row, before decoding.
+struct Latest {
+    seq: i64,
+    state: String,
+    progress: String,
+    created_at: i64,
+}
+
+/// Reads the run's newest checkpoint; every stored run has one, written with the run.
+fn latest_checkpoint(db: Db<'_>, run_id: Uuid, id: &str) -> Result<Latest, StoreError> {
+    db.prepare(SELECT_LATEST)?
+        .query_row([id], |r| Ok(Latest { seq: r.get(0)?, state: r.get(1)?, progress: r.get(2)?, created_at: r.get(3)? }))
+        .optional()
+        .map_err(|e| column(e, run_id, "checkpoint row", db.path))?
+        .ok_or_else(|| corrupt(run_id, "checkpoint history", "the run has no checkpoint to continue from"))
 }
 
 /// Why a fenced write matched no row: the run is missing, or its epoch moved on.
@@ -285,7 +310,6 @@ fn upsert_steps(db: Db<'_>, run_id: &str, version: i64, steps: &[StepRecord], no
 
 struct CheckpointRow<'a> {
     run_id: &'a str,
-    seq: i64,
     step_key: Option<&'a str>,
     status: RunStatus,
     state: &'a str,
@@ -293,11 +317,14 @@ struct CheckpointRow<'a> {
     now: i64,
 }
 
-fn append_checkpoint(db: Db<'_>, row: CheckpointRow<'_>) -> Result<(), StoreError> {
+/// Appends the run's next checkpoint; returns its number, the run's new version.
+fn append_checkpoint(db: Db<'_>, row: CheckpointRow<'_>) -> Result<i64, StoreError> {
+    let last: Option<i64> = db.prepare(LAST_CHECKPOINT)?.query_row([row.run_id], |r| r.get(0)).map_err(db.fail())?;
+    let seq = last.unwrap_or(0) + 1;
     db.prepare(APPEND_CHECKPOINT)?
-        .execute(params![row.run_id, row.seq, row.step_key, row.status.as_str(), row.state, row.progress, row.now])
+        .execute(params![row.run_id, seq, row.step_key, row.status.as_str(), row.state, row.progress, row.now])
         .map_err(db.fail())?;
-    Ok(())
+    Ok(seq)
 }
 
 /// Inserts a run, its first checkpoint and its start steps. Returns the run's version (1).
@@ -312,8 +339,6 @@ pub(super) fn create_run(db: Db<'_>, run: &NewRun, now: i64) -> Result<u64, Stor
             run.flow,
             run.parent_run_id.map(|p| p.to_string()),
             RunStatus::Running.as_str(),
-            state,
-            progress,
             run.owner,
             now.saturating_add(millis(run.lease)),
             now,
@@ -322,10 +347,10 @@ pub(super) fn create_run(db: Db<'_>, run: &NewRun, now: i64) -> Result<u64, Stor
     if inserted == 0 {
         return Err(StoreError::Duplicate(run.run_id));
     }
-    let row = CheckpointRow { run_id: &id, seq: 1, step_key: None, status: RunStatus::Running, state, progress, now };
-    append_checkpoint(db, row)?;
-    upsert_steps(db, &id, 1, &run.steps, now)?;
-    Ok(1)
+    let row = CheckpointRow { run_id: &id, step_key: None, status: RunStatus::Running, state, progress, now };
+    let seq = append_checkpoint(db, row)?;
+    upsert_steps(db, &id, seq, &run.steps, now)?;
+    decode_u64(run.run_id, "checkpoint seq", seq)
 }
 
 /// Takes the lease unless another owner holds a live one; bumps the epoch.
@@ -351,7 +376,7 @@ pub(super) fn claim(db: Db<'_>, run_id: Uuid, owner: &str, lease: Duration, now:
         .query_row(params![id, owner, now.saturating_add(millis(lease))], RunRow::read)
         .map_err(|e| column(e, run_id, "row", db.path))?;
     // A row that does not decode fails the claim here, and the writer rolls back the epoch bump.
-    let run = row.decode(run_id)?;
+    let run = row.decode(run_id, latest_checkpoint(db, run_id, &id)?)?;
     Ok(Claim { epoch: run.epoch, run })
 }
 
@@ -367,44 +392,48 @@ pub(super) fn renew(db: Db<'_>, run_id: Uuid, epoch: u64, lease: Duration, now: 
     Ok(())
 }
 
-/// One checkpoint: run row, steps, history row and retention, fenced by the epoch.
+/// One checkpoint, fenced by the epoch: the history row (which is the run's snapshot), the
+/// steps, retention, and the run row when the status changes.
+///
+/// A running run's row is left alone on ordinary checkpoints: a commit then writes the pages of
+/// the checkpoint and step rows only, which is what a durable step costs in WAL frames.
 pub(super) fn commit(db: Db<'_>, commit: &Commit, keep: Option<usize>, now: i64) -> Result<(), StoreError> {
     let id = commit.run_id.to_string();
-    let state = commit.snapshot.state.get();
-    let progress = commit.snapshot.progress.get();
-    let version: Option<i64> = db
-        .prepare(UPDATE_RUN)?
-        .query_row(
-            params![
+    let fence: Option<(i64, String)> = db
+        .prepare(RUN_FENCE)?
+        .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+        .map_err(|e| column(e, commit.run_id, "row", db.path))?;
+    let Some((current, stored_status)) = fence else {
+        return Err(StoreError::NotFound(commit.run_id));
+    };
+    if current != epoch_param(commit.epoch) {
+        return Err(fenced_or_missing(db, commit.run_id, commit.epoch));
+    }
+    if commit.status.is_at_rest() || stored_status != commit.status.as_str() {
+        db.prepare(UPDATE_RUN)?
+            .execute(params![
                 id,
                 commit.status.as_str(),
-                state,
-                progress,
                 opt_json(commit.output.as_ref()),
                 commit.error,
                 opt_json(commit.pause.as_ref()),
                 !commit.status.is_at_rest(),
                 now,
                 epoch_param(commit.epoch),
-            ],
-            |r| r.get(0),
-        )
-        .optional()
-        .map_err(db.fail())?;
-    let Some(version) = version else {
-        return Err(fenced_or_missing(db, commit.run_id, commit.epoch));
-    };
-    upsert_steps(db, &id, version, &commit.steps, now)?;
+            ])
+            .map_err(db.fail())?;
+    }
     let row = CheckpointRow {
         run_id: &id,
-        seq: version,
         step_key: commit.step_key.as_deref(),
         status: commit.status,
-        state,
-        progress,
+        state: commit.snapshot.state.get(),
+        progress: commit.snapshot.progress.get(),
         now,
     };
-    append_checkpoint(db, row)?;
+    let version = append_checkpoint(db, row)?;
+    upsert_steps(db, &id, version, &commit.steps, now)?;
     if let Some(keep) = keep {
         let keep = i64::try_from(keep).unwrap_or(i64::MAX);
         if version > keep {
@@ -453,7 +482,9 @@ pub(super) fn load_run(db: Db<'_>, run_id: Uuid) -> Result<RunRecord, StoreError
         .query_row([run_id.to_string()], RunRow::read)
         .optional()
         .map_err(|e| column(e, run_id, "row", db.path))?;
-    row.ok_or(StoreError::NotFound(run_id))?.decode(run_id)
+    let row = row.ok_or(StoreError::NotFound(run_id))?;
+    let latest = latest_checkpoint(db, run_id, &row.run_id)?;
+    row.decode(run_id, latest)
 }
 
 /// Runs matching the filter, newest first.
@@ -612,12 +643,15 @@ mod tests {
     const ALL: &[(&str, &str)] = &[
         ("SELECT_RUN", SELECT_RUN),
         ("RUN_EXISTS", RUN_EXISTS),
+        ("RUN_FENCE", RUN_FENCE),
+        ("SELECT_LATEST", SELECT_LATEST),
         ("INSERT_RUN", INSERT_RUN),
         ("SELECT_LEASE", SELECT_LEASE),
         ("TAKE_LEASE", TAKE_LEASE),
         ("RENEW_LEASE", RENEW_LEASE),
         ("UPDATE_RUN", UPDATE_RUN),
         ("UPSERT_STEP", UPSERT_STEP),
+        ("LAST_CHECKPOINT", LAST_CHECKPOINT),
         ("APPEND_CHECKPOINT", APPEND_CHECKPOINT),
         ("PRUNE_CHECKPOINTS", PRUNE_CHECKPOINTS),
         ("SELECT_STEPS", SELECT_STEPS),
@@ -667,11 +701,12 @@ mod tests {
             create_run(db, &run, 1_000)?;
             let claim = claim(db, id, "w", Duration::ZERO, 2_000)?;
             renew(db, id, claim.epoch, Duration::ZERO, 2_000)?;
-            for n in 0..3 {
+            for n in 0..4 {
                 let c = Commit {
                     run_id: id,
                     epoch: claim.epoch,
-                    status: RunStatus::Running,
+                    // The last one ends the run, which writes the run row.
+                    status: if n == 3 { RunStatus::Completed } else { RunStatus::Running },
                     snapshot: Snapshot::encode(&json!({ "n": n }), &json!({}))?,
                     steps: vec![step("start#0"), step(&format!("m#{n}"))],
                     step_key: Some("start#0".into()),
@@ -707,7 +742,7 @@ mod tests {
             load_run(db, id)?;
             steps(db, id)?;
             checkpoints(db, id)?;
-            load_checkpoint(db, id, 4)?;
+            load_checkpoint(db, id, 5)?;
             for (flow, status) in [
                 (None, None),
                 (None, Some(RunStatus::Running)),
