@@ -86,6 +86,15 @@ async fn a_failed_run_resumes_by_running_the_failed_method_again() {
     assert_eq!(run.output::<String>().unwrap(), "label for o-1");
     let counts: Vec<u32> = runs.iter().map(|c| c.load(Ordering::SeqCst)).collect();
     assert_eq!(counts, [1, 2, 1], "reserve must not run again; ship runs again; notify once");
+    // Outputs of steps completed by the first execution come back from the step rows.
+    assert_eq!(run.outputs.keys().collect::<Vec<_>>(), ["notify", "reserve", "ship"]);
+    assert_eq!(run.output_of::<String>("ship").unwrap(), "label for o-1");
+
+    // Resuming a completed run returns its stored result, outputs included.
+    let again = runner.resume(run_id).await.unwrap().completed().unwrap();
+    assert_eq!(again.outputs, run.outputs);
+    assert_eq!(again.last_method.as_deref(), Some("notify"));
+    assert_eq!(counts, runs.iter().map(|c| c.load(Ordering::SeqCst)).collect::<Vec<_>>(), "nothing ran");
 }
 
 #[tokio::test]
@@ -240,9 +249,21 @@ async fn fork_starts_a_new_run_from_any_checkpoint_and_leaves_the_source_alone()
     assert_eq!(forked.state.steps, ["reserve", "ship", "notify"]);
     let forked_record = store.load_run(forked.run_id).await.unwrap();
     assert_eq!(forked_record.parent_run_id, Some(source.run_id));
-    let forked_steps: Vec<String> = store.steps(forked.run_id).await.unwrap().into_iter().map(|s| s.step_key).collect();
-    assert_eq!(forked_steps, ["ship#1", "notify#1"], "reserve was not run again in the fork");
+    // The fork inherits the step that had completed by checkpoint 2, as the source recorded it.
+    let forked_steps = store.steps(forked.run_id).await.unwrap();
+    let keys: Vec<&str> = forked_steps.iter().map(|s| s.step_key.as_str()).collect();
+    assert_eq!(keys, ["reserve#1", "ship#1", "notify#1"]);
+    assert_eq!(forked_steps[0], store.steps(source.run_id).await.unwrap()[0], "reserve was not run again");
     assert_eq!(store.load_run(source.run_id).await.unwrap(), before, "the source is untouched");
+
+    // From checkpoint 3 (after `ship`), only `notify` runs; `ship`'s output is the source's.
+    let runs = Fulfil::new(0);
+    let counts = runs.runs.clone();
+    let late = Runner::new(runs).with_store(store.clone()).fork(source.run_id, Some(3)).await.unwrap();
+    let late = late.completed().unwrap();
+    assert_eq!(counts.iter().map(|c| c.load(Ordering::SeqCst)).collect::<Vec<_>>(), [0, 0, 1]);
+    assert_eq!(late.output_of::<String>("ship").unwrap(), "label for src");
+    assert_eq!(late.output::<String>().unwrap(), "label for src");
     assert!(matches!(runner.fork(source.run_id, Some(99)).await.unwrap_err(), FlowError::Store(_)));
 }
 
@@ -423,8 +444,7 @@ async fn unknown_runs_and_corrupt_rows_are_clear_errors_that_change_nothing() {
 
     let FlowError::MethodFailed { run_id, .. } = runner.kickoff(Order::default()).await.unwrap_err() else { panic!() };
     let conn = sql(dir.path());
-    let original: String =
-        conn.query_row(LATEST_PROGRESS, [run_id.to_string()], |r| r.get(0)).unwrap();
+    let original: String = conn.query_row(LATEST_PROGRESS, [run_id.to_string()], |r| r.get(0)).unwrap();
     conn.execute(
         "UPDATE flow_checkpoints SET progress = '{\"format\":1,\"calls\":\"oops\"}' \
          WHERE run_id = ?1 AND seq = (SELECT MAX(seq) FROM flow_checkpoints WHERE run_id = ?1)",

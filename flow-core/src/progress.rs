@@ -13,6 +13,7 @@ use crate::input::PauseRequest;
 use crate::journal::TokenUsage;
 use crate::outcome::RecordedFailure;
 use crate::plan::{Clock, NodeState, Plan};
+use crate::store::{StepRecord, StepStatus};
 
 /// Bumped when the persisted layout changes incompatibly.
 pub(crate) const PROGRESS_FORMAT: u32 = 1;
@@ -88,7 +89,9 @@ pub(crate) struct Progress {
     pub(crate) joins: Vec<Vec<NodeState>>,
     /// Scheduled activations that have not completed.
     pub(crate) pending: Vec<Activation>,
-    /// Latest output per method.
+    /// Latest output per method. Not in checkpoints: the step rows hold every output, and
+    /// [`Progress::restore_outputs`] reads them back, so a checkpoint's size follows what is
+    /// pending rather than everything the run did.
     pub(crate) outputs: Vec<Option<Arc<Value>>>,
     /// The method that completed last.
     pub(crate) last: Option<u16>,
@@ -160,6 +163,35 @@ impl Progress {
     }
 }
 
+impl Progress {
+    /// Fills in the latest output of each method from the run's step rows, as of this
+    /// progress: a completed step counts when this progress had scheduled it (`n` within the
+    /// method's calls) and no longer waits for it, so the progress of an older checkpoint
+    /// (a fork) sees only what had completed by then. Among a method's activations the
+    /// highest `n` wins. Returns the rows that count, which a fork inherits.
+    pub(crate) fn restore_outputs(&mut self, graph: &Graph, steps: Vec<StepRecord>) -> Vec<StepRecord> {
+        let mut best: Vec<u32> = vec![0; self.outputs.len()];
+        let mut kept = Vec::new();
+        for step in steps {
+            if step.status != StepStatus::Completed || self.pending.iter().any(|a| a.step_key == step.step_key) {
+                continue;
+            }
+            let Some((name, n)) = step.step_key.rsplit_once('#') else { continue };
+            let (Some(m), Ok(n)) = (graph.method_id(name), n.parse::<u32>()) else { continue };
+            let i = m.index();
+            if n == 0 || n > self.calls[i] {
+                continue;
+            }
+            if n > best[i] {
+                best[i] = n;
+                self.outputs[i] = Some(Arc::new(step.output.clone().unwrap_or(Value::Null)));
+            }
+            kept.push(step);
+        }
+        kept
+    }
+}
+
 /// Entries of a dense per-method vector that are set, as a map from method id.
 struct Sparse<'a, T, F>(&'a [T], F);
 
@@ -191,13 +223,12 @@ fn joined(j: &Vec<NodeState>) -> Option<&Vec<NodeState>> {
 impl Serialize for Progress {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut st = serializer.serialize_struct("Progress", 12)?;
+        let mut st = serializer.serialize_struct("Progress", 11)?;
         st.serialize_field("format", &self.format)?;
         st.serialize_field("methods", &self.calls.len())?;
         st.serialize_field("calls", &Sparse(&self.calls, called))?;
         st.serialize_field("joins", &Sparse(&self.joins, joined))?;
         st.serialize_field("pending", &self.pending)?;
-        st.serialize_field("outputs", &Sparse(&self.outputs, Option::as_deref))?;
         st.serialize_field("last", &self.last)?;
         st.serialize_field("failures", &self.failures)?;
         st.serialize_field("undoable", &self.undoable)?;
@@ -218,6 +249,8 @@ struct Wire {
     joins: BTreeMap<usize, Vec<NodeState>>,
     #[serde(default)]
     pending: Vec<Activation>,
+    /// Written by earlier versions; [`Progress::restore_outputs`] rebuilds the same from the
+    /// step rows.
     #[serde(default)]
     outputs: BTreeMap<usize, Arc<Value>>,
     #[serde(default)]
@@ -292,8 +325,9 @@ mod tests {
         let text = serde_json::to_string(&p).unwrap();
         assert!(text.len() < 300, "{} bytes: {text}", text.len());
         assert!(text.contains(r#""calls":{"7":2}"#), "{text}");
+        assert!(!text.contains("seven"), "outputs live in the step rows: {text}");
         let back: Progress = serde_json::from_str(&text).unwrap();
-        assert_eq!(back, p);
+        assert_eq!(back, Progress { outputs: vec![None; 500], ..p });
     }
 
     #[test]

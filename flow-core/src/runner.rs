@@ -18,7 +18,7 @@ use crate::input::PauseRequest;
 use crate::outcome::RunOutcome;
 use crate::plan::Plan;
 use crate::progress::{Halt, Progress};
-use crate::store::{NewRun, RunFilter, RunRecord, RunStatus, RunSummary, Snapshot, Store, StoreError};
+use crate::store::{NewRun, RunFilter, RunRecord, RunStatus, RunSummary, Snapshot, StepRecord, Store, StoreError};
 
 /// Runs one flow: `kickoff` new runs, `resume` stored ones, `fork` from checkpoints.
 ///
@@ -237,6 +237,8 @@ impl<F: Flow> Runner<F> {
         };
         let (state, mut progress) = self.decode(run_id, &snapshot)?;
         reopen(&mut progress);
+        // The fork inherits the completed steps it starts from: they hold its outputs.
+        let inherited = outputs_from_steps(store, run_id, &self.plan, &mut progress).await?;
         let new_id = Uuid::now_v7();
         let mut exec = Execution::new(
             Arc::clone(&self.flow),
@@ -252,7 +254,7 @@ impl<F: Flow> Runner<F> {
                 flow: self.plan.graph.name.to_string(),
                 parent_run_id: Some(run_id),
                 snapshot: exec.snapshot()?,
-                steps: Vec::new(),
+                steps: inherited,
                 owner: self.owner.to_string(),
                 lease: self.lease,
             })
@@ -327,6 +329,7 @@ impl<F: Flow> Runner<F> {
         let (state, mut progress) = self.decode(run_id, &record.snapshot)?;
         match record.status {
             RunStatus::Completed => {
+                outputs_from_steps(store, run_id, &self.plan, &mut progress).await?;
                 return Ok(RunOutcome::Completed(result_of(
                     &self.plan,
                     run_id,
@@ -385,6 +388,7 @@ impl<F: Flow> Runner<F> {
             }
             (s, p)
         };
+        outputs_from_steps(store, run_id, &self.plan, &mut progress).await?;
         if claim.run.status == RunStatus::Completed {
             return Ok(RunOutcome::Completed(result_of(&self.plan, run_id, &progress, state, &self.shared(run_id))));
         }
@@ -416,6 +420,18 @@ async fn drive<F: Flow>(exec: Execution<F>) -> Result<RunOutcome<F::State>, Flow
         Ok(outcome) => outcome,
         Err(e) => Err(FlowError::Aborted { run_id, message: e.to_string() }),
     }
+}
+
+/// Reads the outputs of a stored run's completed steps back into its progress (checkpoints
+/// leave them out); returns the step rows that hold them.
+async fn outputs_from_steps(
+    store: &Arc<dyn Store>,
+    run_id: Uuid,
+    plan: &Plan,
+    progress: &mut Progress,
+) -> Result<Vec<StepRecord>, FlowError> {
+    let steps = store.steps(run_id).await?;
+    Ok(progress.restore_outputs(plan.graph, steps))
 }
 
 /// Makes a failed run's progress runnable again: the failure is cleared and every pending

@@ -246,7 +246,9 @@ struct Latest {
 /// Reads the run's newest checkpoint; every stored run has one, written with the run.
 fn latest_checkpoint(db: Db<'_>, run_id: Uuid, id: &str) -> Result<Latest, StoreError> {
     db.prepare(SELECT_LATEST)?
-        .query_row([id], |r| Ok(Latest { seq: r.get(0)?, state: r.get(1)?, progress: r.get(2)?, created_at: r.get(3)? }))
+        .query_row([id], |r| {
+            Ok(Latest { seq: r.get(0)?, state: r.get(1)?, progress: r.get(2)?, created_at: r.get(3)? })
+        })
         .optional()
         .map_err(|e| column(e, run_id, "checkpoint row", db.path))?
         .ok_or_else(|| corrupt(run_id, "checkpoint history", "the run has no checkpoint to continue from"))

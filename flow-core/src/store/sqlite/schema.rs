@@ -105,7 +105,9 @@ macro_rules! steps_table {
             "-- `ord` keeps creation order (step keys do not sort by it): the checkpoint number of the \n",
             "-- commit that created the step, times 2^20, plus its position in that commit. It is set on \n",
             "-- insert and never updated.\n",
-            "CREATE TABLE ", $name, " (
+            "CREATE TABLE ",
+            $name,
+            " (
     run_id     TEXT    NOT NULL REFERENCES flow_runs (run_id) ON DELETE CASCADE,
     step_key   TEXT    NOT NULL,
     ord        INTEGER NOT NULL,
@@ -428,7 +430,11 @@ mod tests {
         assert_eq!(run.status, crate::store::RunStatus::Failed);
         let seqs: Vec<u64> = queries::checkpoints(db, kept)?.iter().map(|c| c.seq).collect();
         assert_eq!(seqs, [2, 3]);
-        assert_eq!(queries::checkpoints(db, kept)?[1].step_key.as_deref(), Some("m#1"), "history rows kept as they were");
+        assert_eq!(
+            queries::checkpoints(db, kept)?[1].step_key.as_deref(),
+            Some("m#1"),
+            "history rows kept as they were"
+        );
         // The missing history row of the run's version was rebuilt from the run row.
         let run = queries::load_run(db, lost)?;
         assert_eq!((run.version, run.snapshot.state.get()), (2, r#"{"v":2}"#));
@@ -450,7 +456,9 @@ mod tests {
                 let mut stmt = conn.prepare(&format!("SELECT * FROM pragma_{pragma}(?1)"))?;
                 let width = stmt.column_count();
                 let rows = stmt.query_map([&table], |r| {
-                    (0..width).map(|i| r.get::<_, rusqlite::types::Value>(i).map(|v| format!("{v:?}"))).collect::<Result<Vec<_>, _>>()
+                    (0..width)
+                        .map(|i| r.get::<_, rusqlite::types::Value>(i).map(|v| format!("{v:?}")))
+                        .collect::<Result<Vec<_>, _>>()
                 })?;
                 for row in rows {
                     out.push(format!("{table} {pragma} {}", row?.join(" ")));
@@ -465,7 +473,9 @@ mod tests {
             let mut stmt = conn.prepare("SELECT * FROM pragma_index_xinfo(?1)")?;
             let width = stmt.column_count();
             let rows = stmt.query_map([&index], |r| {
-                (0..width).map(|i| r.get::<_, rusqlite::types::Value>(i).map(|v| format!("{v:?}"))).collect::<Result<Vec<_>, _>>()
+                (0..width)
+                    .map(|i| r.get::<_, rusqlite::types::Value>(i).map(|v| format!("{v:?}")))
+                    .collect::<Result<Vec<_>, _>>()
             })?;
             for row in rows {
                 out.push(format!("{index} {}", row?.join(" ")));
