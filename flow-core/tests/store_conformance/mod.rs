@@ -20,6 +20,7 @@ pub const KEEP: usize = 3;
 
 const LONG: Duration = Duration::from_secs(60);
 
+#[allow(clippy::expect_used, reason = "a test fixture: JSON literals always encode")]
 pub fn snapshot(n: u64) -> Snapshot {
     Snapshot::encode(&json!({ "n": n, "text": format!("state {n}") }), &json!({ "pending": [n] }))
         .expect("JSON values encode")
