@@ -145,15 +145,19 @@ impl Writer {
             // In queue order, each with its refusal if it failed. Refusals are answered after
             // the transaction ends too, so no caller learns of state that might not commit.
             let mut done: Vec<(Box<dyn Job>, Option<StoreError>)> = Vec::with_capacity(jobs.len());
+            // A lone request needs no savepoint: if it fails, the whole transaction is its own.
+            let shared = jobs.len() > 1;
             let mut pending = jobs.into_iter();
             while let Some(mut job) = pending.next() {
-                match self.apply_one(job.as_mut()) {
+                match self.apply_one(job.as_mut(), shared) {
                     Ok(()) => done.push((job, None)),
-                    Err(e) if self.conn.is_autocommit() => {
-                        // SQLite rolled back the whole transaction itself (it does for a full
-                        // disk or an I/O error), taking every request applied so far with it.
-                        // Answer the one that failed; re-apply the others, refused ones
-                        // included, since their refusal may have rested on what was lost.
+                    Err(e) if !shared || self.conn.is_autocommit() => {
+                        // The whole transaction is gone: a lone request's failure rolled it
+                        // back, or SQLite rolled it back itself (it does for a full disk or an
+                        // I/O error), taking every request applied so far with it. Nothing of
+                        // it is committed. Answer the one that failed; re-apply the others,
+                        // refused ones included, since their refusal may have rested on what
+                        // was lost.
                         job.answer(Some(e));
                         jobs = done.into_iter().map(|(job, _)| job).chain(pending).collect();
                         continue 'pass;
@@ -176,9 +180,17 @@ impl Writer {
         }
     }
 
-    /// Applies one job in a savepoint: on failure the savepoint is rolled back, so the job
-    /// leaves nothing behind in the shared transaction.
-    fn apply_one(&self, job: &mut dyn Job) -> Result<(), StoreError> {
+    /// Applies one job. In a `shared` transaction it runs in a savepoint, rolled back on
+    /// failure, so the job leaves nothing behind for the others; alone, a failure rolls the
+    /// whole transaction back, which leaves the connection in autocommit for the caller to see.
+    fn apply_one(&self, job: &mut dyn Job, shared: bool) -> Result<(), StoreError> {
+        if !shared {
+            let applied = job.apply(self.db());
+            if applied.is_err() {
+                self.rollback();
+            }
+            return applied;
+        }
         self.exec("SAVEPOINT flows_request").map_err(|e| map(&e, &self.path))?;
         match job.apply(self.db()) {
             Ok(()) => self.exec("RELEASE flows_request").map_err(|e| map(&e, &self.path)),
@@ -298,6 +310,27 @@ mod tests {
         assert!(matches!(failing.await?, Err(StoreError::Backend(_))));
         last.await??;
         assert_eq!(writer.write(names).await?, ["a", "c"]);
+        Ok(())
+    }
+
+    /// A request alone in its transaction runs without a savepoint; failing after a write
+    /// must still leave nothing behind.
+    #[tokio::test]
+    async fn a_lone_failed_request_leaves_nothing() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("w.db");
+        let conn = Connection::open(&path)?;
+        conn.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE scratch (name TEXT NOT NULL);")?;
+        let writer = WriterHandle::start(conn, path)?;
+        let failed = writer
+            .write(|db| {
+                insert(db, "partial")?;
+                Err::<(), _>(StoreError::Backend("refused after writing".into()))
+            })
+            .await;
+        assert!(matches!(failed, Err(StoreError::Backend(_))), "{failed:?}");
+        writer.write(|db| insert(db, "next")).await?;
+        assert_eq!(writer.write(names).await?, ["next"]);
         Ok(())
     }
 
