@@ -360,7 +360,7 @@ impl<F: Flow> Runner<F> {
                 reopen(&mut progress);
             }
         }
-        let paused_key = progress.pending.iter().find(|a| a.paused.is_some()).map(|a| a.step_key.clone());
+        let paused_key = progress.pending.iter().find(|a| a.paused.is_some()).map(|a| a.step_key.to_string());
         let input = match (input, paused_key) {
             (Some(v), Some(k)) => Some((k, v)),
             (Some(_), None) => {
