@@ -56,13 +56,44 @@ pub(crate) enum Interrupt {
 
 pub(crate) type Update<S> = Box<dyn Fn(&mut S) + Send + Sync>;
 
+/// A method's state updates, in the order it made them. The first is held inline: most
+/// methods make one, and a vector for it would be an allocation per step.
+pub(crate) struct Updates<S> {
+    first: Option<Update<S>>,
+    rest: Vec<Update<S>>,
+}
+
+impl<S> Default for Updates<S> {
+    fn default() -> Self {
+        Updates { first: None, rest: Vec::new() }
+    }
+}
+
+impl<S> Updates<S> {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    fn push(&mut self, update: Update<S>) {
+        if self.first.is_none() {
+            self.first = Some(update);
+        } else {
+            self.rest.push(update);
+        }
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Update<S>> {
+        self.first.iter().chain(&self.rest)
+    }
+}
+
 /// A method's view of the state: the run's state when the method started, plus its own
 /// updates. The copy with the updates applied is made only if the method reads after updating,
 /// so a method that only writes never copies the state.
 struct View<S> {
     base: Arc<S>,
     local: Option<S>,
-    updates: Vec<Update<S>>,
+    updates: Updates<S>,
 }
 
 impl<S: Clone> View<S> {
@@ -73,7 +104,7 @@ impl<S: Clone> View<S> {
         let (base, updates) = (&self.base, &self.updates);
         self.local.get_or_insert_with(|| {
             let mut s = S::clone(base);
-            for u in updates {
+            for u in updates.iter() {
                 u(&mut s);
             }
             s
@@ -194,7 +225,7 @@ impl<S: State> Ctx<S> {
                 step_key,
                 step_key_text: OnceLock::new(),
                 attempt,
-                view: Mutex::new(View { base: state, local: None, updates: Vec::new() }),
+                view: Mutex::new(View { base: state, local: None, updates: Updates::default() }),
                 seq: AtomicU32::new(0),
                 input: Mutex::new(input),
                 interrupt: Mutex::new(None),
@@ -253,7 +284,7 @@ impl<S: State> Ctx<S> {
         view.updates.push(Box::new(f));
     }
 
-    pub(crate) fn take_updates(&self) -> Vec<Update<S>> {
+    pub(crate) fn take_updates(&self) -> Updates<S> {
         std::mem::take(&mut self.view().updates)
     }
 

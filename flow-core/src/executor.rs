@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::ctx::{Ctx, Interrupt, RunShared};
+use crate::ctx::{Ctx, Interrupt, RunShared, Updates};
 use crate::error::{Error, ErrorClass, FlowError, Special};
 use crate::events::FlowEvent;
 use crate::flow::{Flow, Payload, StepOutput, StepResult};
@@ -281,6 +281,13 @@ impl<F: Flow> Execution<F> {
             }
             let wake = self.next_wake();
             let durable = self.durability.is_some();
+            if wake.is_none() && !durable {
+                // Nothing else to wait for: the `select!` below with its other branches off.
+                if let Some(finished) = self.tasks.next().await {
+                    self.on_finished(finished).await?;
+                }
+                continue;
+            }
             tokio::select! {
                 // A lost lease goes first: the run must stop rather than go on unfenced.
                 biased;
@@ -418,7 +425,7 @@ impl<F: Flow> Execution<F> {
         &mut self,
         index: usize,
         out: StepOutput,
-        updates: Vec<crate::ctx::Update<F::State>>,
+        updates: Updates<F::State>,
         duration: Duration,
     ) -> Result<(), FlowError> {
         let Some(act) = self.progress.pending.remove(index) else {
@@ -426,7 +433,7 @@ impl<F: Flow> Execution<F> {
         };
         if !updates.is_empty() {
             let state = Arc::make_mut(&mut self.state);
-            for update in &updates {
+            for update in updates.iter() {
                 update(state);
             }
         }
