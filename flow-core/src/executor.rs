@@ -127,7 +127,7 @@ pub(crate) struct Execution<F: Flow> {
     tasks: FuturesUnordered<MethodTask<F::State>>,
     next_slot: u64,
     /// Reused by every completion for the listeners it fires.
-    fired: Vec<(MethodId, Clock, bool)>,
+    fired: Vec<(MethodId, Option<Clock>, bool)>,
     invalid_input: Option<(String, String)>,
 }
 
@@ -497,7 +497,16 @@ impl<F: Flow> Execution<F> {
                 route: terminal_route(graph, def, &value),
             });
         }
-        for (listener, clock, carries_payload) in fired.drain(..) {
+        // The completed step's clock goes to the last listener that fires with it unchanged;
+        // the others get copies.
+        let last_plain = fired.iter().rposition(|(_, c, _)| c.is_none());
+        let mut own_clock = Some(act.clock);
+        for (i, (listener, clock, carries_payload)) in fired.drain(..).enumerate() {
+            let clock = match clock {
+                Some(c) => c,
+                None if Some(i) == last_plain => own_clock.take().unwrap_or_default(),
+                None => own_clock.clone().unwrap_or_default(),
+            };
             let payload = carries_payload.then(|| Arc::clone(&value));
             // `schedule` builds a step record only for durable runs.
             if let Some(step) = self.schedule(listener, clock, payload) {
