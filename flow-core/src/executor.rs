@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
-use futures::stream::FuturesUnordered;
 use serde_json::Value;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -33,6 +32,7 @@ use crate::outcome::{Escalated, Paused, RecordedFailure, RunOutcome, RunResult};
 use crate::plan::Clock;
 use crate::plan::{Plan, Source, clock_set};
 use crate::progress::{Activation, Compensation, Halt, Progress, Undoable};
+use crate::running::Running;
 use crate::step_key::StepKey;
 use crate::store::{Commit, RunStatus, Snapshot, StepRecord, StepStatus, Store, StoreError, now_ms};
 
@@ -124,7 +124,7 @@ pub(crate) struct Execution<F: Flow> {
     pub(crate) input: Option<(String, Value)>,
     pub(crate) resumed: bool,
     /// The futures of the running activations.
-    tasks: FuturesUnordered<MethodTask<F::State>>,
+    tasks: Running<MethodTask<F::State>>,
     next_slot: u64,
     /// Reused by every completion for the listeners it fires.
     fired: Vec<(MethodId, Option<Clock>, bool)>,
@@ -184,7 +184,7 @@ impl<F: Flow> Execution<F> {
             progress,
             input: None,
             resumed: false,
-            tasks: FuturesUnordered::new(),
+            tasks: Running::default(),
             next_slot: 0,
             fired: Vec::new(),
             invalid_input: None,
