@@ -11,7 +11,7 @@ use std::any::Any;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -439,7 +439,7 @@ impl<F: Flow> Execution<F> {
         }
         let m = act.method;
         let def = self.method(m);
-        let value = Arc::new(out.value);
+        let value = output_arc(out.value);
         let run_id = self.run.run_id;
         let durable = self.durability.is_some();
         let mut steps = Vec::new();
@@ -873,6 +873,13 @@ impl<F: Flow> Execution<F> {
         }
         Err(FlowError::Store(StoreError::Backend(format!("run {run_id}: checkpoint kept failing"))))
     }
+}
+
+/// A method's output, shared. Methods that return `()` (most of those that only update the
+/// state) all share one `null`, so their steps do not allocate for it.
+fn output_arc(value: Value) -> Arc<Value> {
+    static NULL: LazyLock<Arc<Value>> = LazyLock::new(|| Arc::new(Value::Null));
+    if value.is_null() { Arc::clone(&NULL) } else { Arc::new(value) }
 }
 
 /// How often a checkpoint is tried before the run stops (it resumes from the last good one).
