@@ -35,7 +35,9 @@ struct Crashy {
 
 fn append(ledger: &Path, line: &str) {
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(ledger).expect("ledger");
-    writeln!(f, "{line}").expect("ledger write");
+    // One write: `writeln!` writes the text and the newline separately, and a SIGKILL between
+    // the two leaves a line without its end, which the next process's line then continues.
+    f.write_all(format!("{line}\n").as_bytes()).expect("ledger write");
 }
 
 /// A small pseudo-random delay, different in every process.

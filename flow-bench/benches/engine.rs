@@ -1,7 +1,8 @@
 //! Micro-benchmarks of the engine's hot paths, on the flows of the W1-W4 workloads, so that
 //! regressions show: the cost of a kickoff (one-method run), a chain step (W1), a router
-//! iteration (W2), an and-join fan-in (W3), a checkpoint (state and progress serialized into a
-//! `MemoryStore` after every step), and the hand-written limit for scale.
+//! iteration (W2), an and-join fan-in (W3, and a small one whose branches are pending once),
+//! a checkpoint (state and progress serialized into a `MemoryStore` after every step), and the
+//! hand-written limit for scale.
 //!
 //! `CARGO_TARGET_DIR=target-bench cargo bench -p flow-bench --bench engine [-- filter]`
 
@@ -11,7 +12,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use flow_bench::flows::{Chain10, Chain100, Counter, Fan10, Fan100, Loop, One};
+use flow_bench::flows::{Chain10, Chain100, Counter, Fan10, Fan100, Loop, One, YieldFan};
 use flow_bench::limit;
 use flow_core::store::MemoryStore;
 use flow_core::{Flow, Runner};
@@ -75,6 +76,10 @@ fn and_join(c: &mut Criterion) {
     let runner = Runner::new(Fan100);
     g.bench_function("w3_100", |b| b.iter(|| black_box(kick(&rt, &runner))));
     g.bench_function("w3_100_limit", |b| b.iter(|| black_box(rt.block_on(limit::w3(100, false)))));
+    // Branches that are pending once: the wake-up path of the running set.
+    g.throughput(Throughput::Elements(6));
+    let runner = Runner::new(YieldFan);
+    g.bench_function("w3_4_yielding", |b| b.iter(|| black_box(kick(&rt, &runner))));
     g.finish();
 }
 

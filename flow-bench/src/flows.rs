@@ -146,3 +146,51 @@ impl One {
         Ok(())
     }
 }
+
+/// A fan of four branches that each give the thread back once (`yield_now`) before adding 1,
+/// then a join: every branch is pending after its first poll and runs again only when woken,
+/// so this measures the wake-up path of running methods, which the other flows never take.
+#[derive(Debug, Default)]
+pub struct YieldFan;
+
+#[flow(state = Counter, name = "bench_yield_fan")]
+impl YieldFan {
+    #[start]
+    async fn root(&self, cx: &Ctx<Counter>) -> Result<()> {
+        let _ = cx;
+        Ok(())
+    }
+
+    #[listen(root)]
+    async fn y0(&self, cx: &Ctx<Counter>) -> Result<()> {
+        tokio::task::yield_now().await;
+        cx.update(|s| s.counter += 1);
+        Ok(())
+    }
+
+    #[listen(root)]
+    async fn y1(&self, cx: &Ctx<Counter>) -> Result<()> {
+        tokio::task::yield_now().await;
+        cx.update(|s| s.counter += 1);
+        Ok(())
+    }
+
+    #[listen(root)]
+    async fn y2(&self, cx: &Ctx<Counter>) -> Result<()> {
+        tokio::task::yield_now().await;
+        cx.update(|s| s.counter += 1);
+        Ok(())
+    }
+
+    #[listen(root)]
+    async fn y3(&self, cx: &Ctx<Counter>) -> Result<()> {
+        tokio::task::yield_now().await;
+        cx.update(|s| s.counter += 1);
+        Ok(())
+    }
+
+    #[listen(and(y0, y1, y2, y3))]
+    async fn join(&self, cx: &Ctx<Counter>) -> Result<u64> {
+        Ok(cx.read(|s| s.counter))
+    }
+}

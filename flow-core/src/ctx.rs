@@ -3,14 +3,16 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::{Context, Poll};
 
 use futures::future::BoxFuture;
+use futures::task::AtomicWaker;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use crate::error::{Error, Special};
@@ -18,6 +20,7 @@ use crate::events::FlowEvent;
 use crate::flow::State;
 use crate::input::{InputRequest, PauseRequest};
 use crate::journal::{Journal, TokenUsage, request_hash};
+use crate::step_key::StepKey;
 use crate::store::{JournalEntry, Store};
 
 /// What every step of one run shares.
@@ -53,13 +56,44 @@ pub(crate) enum Interrupt {
 
 pub(crate) type Update<S> = Box<dyn Fn(&mut S) + Send + Sync>;
 
+/// A method's state updates, in the order it made them. The first is held inline: most
+/// methods make one, and a vector for it would be an allocation per step.
+pub(crate) struct Updates<S> {
+    first: Option<Update<S>>,
+    rest: Vec<Update<S>>,
+}
+
+impl<S> Default for Updates<S> {
+    fn default() -> Self {
+        Updates { first: None, rest: Vec::new() }
+    }
+}
+
+impl<S> Updates<S> {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    fn push(&mut self, update: Update<S>) {
+        if self.first.is_none() {
+            self.first = Some(update);
+        } else {
+            self.rest.push(update);
+        }
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Update<S>> {
+        self.first.iter().chain(&self.rest)
+    }
+}
+
 /// A method's view of the state: the run's state when the method started, plus its own
 /// updates. The copy with the updates applied is made only if the method reads after updating,
 /// so a method that only writes never copies the state.
 struct View<S> {
     base: Arc<S>,
     local: Option<S>,
-    updates: Vec<Update<S>>,
+    updates: Updates<S>,
 }
 
 impl<S: Clone> View<S> {
@@ -70,7 +104,7 @@ impl<S: Clone> View<S> {
         let (base, updates) = (&self.base, &self.updates);
         self.local.get_or_insert_with(|| {
             let mut s = S::clone(base);
-            for u in updates {
+            for u in updates.iter() {
                 u(&mut s);
             }
             s
@@ -81,13 +115,20 @@ impl<S: Clone> View<S> {
 struct Scope<S> {
     run: Arc<RunShared>,
     method: &'static str,
-    step_key: String,
+    step_key: StepKey,
+    /// `step_key` as text, made the first time something asks for it.
+    step_key_text: OnceLock<String>,
     attempt: u32,
     view: Mutex<View<S>>,
     seq: AtomicU32,
     input: Mutex<Option<Value>>,
     interrupt: Mutex<Option<Interrupt>>,
-    interrupted: Notify,
+    /// Set once `interrupt` holds a reason; checked by the executor after each poll of the
+    /// method that did not complete.
+    interrupted: AtomicBool,
+    /// Wakes the method's task when the interrupt comes from another task (the method may
+    /// hand its `Ctx` to a task of its own). Registered only while the method is pending.
+    interrupt_waker: AtomicWaker,
 }
 
 /// The context of one method call.
@@ -140,9 +181,31 @@ impl<S> std::fmt::Debug for Ctx<S> {
         f.debug_struct("Ctx")
             .field("run_id", &self.scope.run.run_id)
             .field("method", &self.scope.method)
-            .field("step_key", &self.scope.step_key)
+            .field("step_key", &self.step_key())
             .field("attempt", &self.scope.attempt)
             .finish()
+    }
+}
+
+// Needs nothing of the state type, so `Debug` and the executor's task can use it too.
+impl<S> Ctx<S> {
+    /// The step key, `method#n` for the n-th call of the method in this run; the same on
+    /// every re-run of this step.
+    pub fn step_key(&self) -> &str {
+        match &self.scope.step_key {
+            StepKey::Text(t) => t,
+            key => self.scope.step_key_text.get_or_init(|| key.to_string()),
+        }
+    }
+
+    /// Ready once the method was stopped from outside its code (a pause).
+    pub(crate) fn poll_interrupted(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.scope.interrupted.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        self.scope.interrupt_waker.register(cx.waker());
+        // An interrupt between the check and the registration would have found no waker.
+        if self.scope.interrupted.load(Ordering::Acquire) { Poll::Ready(()) } else { Poll::Pending }
     }
 }
 
@@ -150,7 +213,7 @@ impl<S: State> Ctx<S> {
     pub(crate) fn new(
         run: Arc<RunShared>,
         method: &'static str,
-        step_key: String,
+        step_key: StepKey,
         attempt: u32,
         state: Arc<S>,
         input: Option<Value>,
@@ -160,12 +223,14 @@ impl<S: State> Ctx<S> {
                 run,
                 method,
                 step_key,
+                step_key_text: OnceLock::new(),
                 attempt,
-                view: Mutex::new(View { base: state, local: None, updates: Vec::new() }),
+                view: Mutex::new(View { base: state, local: None, updates: Updates::default() }),
                 seq: AtomicU32::new(0),
                 input: Mutex::new(input),
                 interrupt: Mutex::new(None),
-                interrupted: Notify::new(),
+                interrupted: AtomicBool::new(false),
+                interrupt_waker: AtomicWaker::new(),
             }),
         }
     }
@@ -186,12 +251,6 @@ impl<S: State> Ctx<S> {
         self.scope.method
     }
 
-    /// The step key, `method#n` for the n-th call of the method in this run; the same on
-    /// every re-run of this step.
-    pub fn step_key(&self) -> &str {
-        &self.scope.step_key
-    }
-
     /// The attempt number, from 1.
     pub fn attempt(&self) -> u32 {
         self.scope.attempt
@@ -200,7 +259,7 @@ impl<S: State> Ctx<S> {
     /// A key that is the same on every re-run of this step (`run_id:step_key`): pass it to
     /// external APIs that deduplicate requests.
     pub fn idempotency_key(&self) -> String {
-        format!("{}:{}", self.scope.run.run_id, self.scope.step_key)
+        format!("{}:{}", self.scope.run.run_id, self.step_key())
     }
 
     /// Reads the state through a closure.
@@ -225,7 +284,7 @@ impl<S: State> Ctx<S> {
         view.updates.push(Box::new(f));
     }
 
-    pub(crate) fn take_updates(&self) -> Vec<Update<S>> {
+    pub(crate) fn take_updates(&self) -> Updates<S> {
         std::mem::take(&mut self.view().updates)
     }
 
@@ -233,14 +292,10 @@ impl<S: State> Ctx<S> {
         self.scope.interrupt.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
-    /// Resolves when the method was stopped from outside its code (a pause).
-    pub(crate) async fn interrupted(&self) {
-        self.scope.interrupted.notified().await;
-    }
-
     fn interrupt(&self, why: Interrupt) {
         *self.scope.interrupt.lock().unwrap_or_else(|p| p.into_inner()) = Some(why);
-        self.scope.interrupted.notify_one();
+        self.scope.interrupted.store(true, Ordering::Release);
+        self.scope.interrupt_waker.wake();
     }
 
     fn next_seq(&self) -> u32 {
@@ -248,13 +303,13 @@ impl<S: State> Ctx<S> {
     }
 
     async fn recorded(&self, seq: u32) -> Result<Option<JournalEntry>, Error> {
-        let key = (self.scope.step_key.clone(), seq);
+        let key = (self.step_key().to_string(), seq);
         if let Some(e) = self.scope.run.journal_cache().get(&key) {
             return Ok(Some(e.clone()));
         }
         match &self.scope.run.store {
             Some(store) => store
-                .journal_get(self.scope.run.run_id, &self.scope.step_key, seq)
+                .journal_get(self.scope.run.run_id, self.step_key(), seq)
                 .await
                 .map_err(|e| Error::transient(format!("reading the journal failed: {e}"))),
             None => Ok(None),
@@ -315,7 +370,7 @@ impl<S: State> Ctx<S> {
         Fut: Future<Output = Result<T, Error>> + Send,
     {
         let seq = self.scope.seq.load(Ordering::Relaxed);
-        let key = format!("{}:{}:{}", self.scope.run.run_id, self.scope.step_key, seq);
+        let key = format!("{}:{}:{}", self.scope.run.run_id, self.step_key(), seq);
         let request = Value::Null;
         let fut = f(key);
         let effect: BoxFuture<'_, Result<Value, Error>> = Box::pin(async move {
@@ -362,7 +417,7 @@ impl<S: State> Ctx<S> {
                 Ok(v) => {
                     self.remember(JournalEntry {
                         run_id: self.scope.run.run_id,
-                        step_key: self.scope.step_key.clone(),
+                        step_key: self.step_key().to_string(),
                         seq,
                         kind: "input".into(),
                         name: request.prompt.clone(),
@@ -378,7 +433,7 @@ impl<S: State> Ctx<S> {
             self.interrupt(Interrupt::Pause(PauseRequest {
                 run_id: self.scope.run.run_id,
                 method: self.scope.method.to_string(),
-                step_key: self.scope.step_key.clone(),
+                step_key: self.step_key().to_string(),
                 prompt: request.prompt,
                 metadata: request.metadata,
                 expected_type: expected,
@@ -394,7 +449,9 @@ impl<S: State> Ctx<S> {
             format!(
                 "non-determinism in step `{}`: effect #{seq} was recorded as {} `{}` but this run asked for a {wanted}; \
                  effects must run in the same order on every run of a step (change the flow's name or version to change the order)",
-                self.scope.step_key, found.kind, found.name
+                self.step_key(),
+                found.kind,
+                found.name
             ),
         )
     }
@@ -419,7 +476,7 @@ impl<S: State> Journal for Ctx<S> {
                 }
                 if entry.request_hash != hash {
                     tracing::warn!(
-                        step = %self.scope.step_key, seq, kind, name,
+                        step = %self.step_key(), seq, kind, name,
                         "replaying a recorded effect whose request changed since it was recorded"
                     );
                 }
@@ -429,7 +486,7 @@ impl<S: State> Journal for Ctx<S> {
             let winner = self
                 .remember(JournalEntry {
                     run_id: self.scope.run.run_id,
-                    step_key: self.scope.step_key.clone(),
+                    step_key: self.step_key().to_string(),
                     seq,
                     kind: kind.to_string(),
                     name: name.to_string(),

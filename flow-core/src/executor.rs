@@ -8,27 +8,32 @@
 //! `spawn_blocking` inside the method.
 
 use std::any::Any;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, LazyLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures::StreamExt;
 use futures::future::BoxFuture;
-use futures::stream::FuturesUnordered;
-use futures::{FutureExt, StreamExt};
 use serde_json::Value;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::ctx::{Ctx, Interrupt, RunShared};
+use crate::ctx::{Ctx, Interrupt, RunShared, Updates};
 use crate::error::{Error, ErrorClass, FlowError, Special};
 use crate::events::FlowEvent;
 use crate::flow::{Flow, Payload, StepOutput, StepResult};
 use crate::graph::{Graph, MethodDef, MethodId, RetryPolicy};
 use crate::outcome::{Escalated, Paused, RecordedFailure, RunOutcome, RunResult};
+use crate::plan::Clock;
 use crate::plan::{Plan, Source, clock_set};
 use crate::progress::{Activation, Compensation, Halt, Progress, Undoable};
+use crate::running::Running;
+use crate::step_key::StepKey;
 use crate::store::{Commit, RunStatus, Snapshot, StepRecord, StepStatus, Store, StoreError, now_ms};
 
 /// How an execution talks to its store.
@@ -50,6 +55,64 @@ enum TaskOutcome {
     Interrupted,
 }
 
+/// One running method call: its future, with the panic guard, the time limit and the check
+/// for an interrupt around each poll.
+///
+/// A named type rather than an `async` block, so that the running set holds it inline (no box
+/// per step) and a method that completes on its first poll costs no timer and no wait-list
+/// registration.
+struct MethodTask<S> {
+    slot: u64,
+    work: BoxFuture<'static, StepResult>,
+    /// The method's time limit, when it has one: the timer and the limit it stands for.
+    limit: Option<(Pin<Box<tokio::time::Sleep>>, Duration)>,
+    /// Taken when the call finishes.
+    ctx: Option<Ctx<S>>,
+    attempt: u32,
+    start: Instant,
+    span: tracing::Span,
+}
+
+impl<S> Future for MethodTask<S> {
+    type Output = Finished<S>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Finished<S>> {
+        let this = self.get_mut();
+        let _entered = this.span.enter();
+        // The checks run in the order the method's result, its time limit and a pause were
+        // raced before: a result that is ready wins.
+        let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| this.work.as_mut().poll(cx))) {
+            Ok(Poll::Ready(r)) => TaskOutcome::Done(r),
+            Err(panic) => {
+                TaskOutcome::Done(Err(Error::special(Special::Panic, format!("panicked: {}", panic_text(panic)))))
+            }
+            Ok(Poll::Pending) => {
+                let timed_out = match &mut this.limit {
+                    Some((timer, _)) => timer.as_mut().poll(cx).is_ready(),
+                    None => false,
+                };
+                if timed_out {
+                    let limit = this.limit.as_ref().map(|(_, l)| *l).unwrap_or_default();
+                    let attempt = this.attempt;
+                    TaskOutcome::Done(Err(Error::special(
+                        Special::Timeout,
+                        format!("attempt {attempt} timed out after {limit:?}"),
+                    )))
+                } else if this.ctx.as_ref().is_some_and(|c| c.poll_interrupted(cx).is_ready()) {
+                    TaskOutcome::Interrupted
+                } else {
+                    return Poll::Pending;
+                }
+            }
+        };
+        match this.ctx.take() {
+            Some(ctx) => Poll::Ready(Finished { slot: this.slot, outcome, ctx, duration: this.start.elapsed() }),
+            // Polled again after it finished: the running set never does this.
+            None => Poll::Pending,
+        }
+    }
+}
+
 pub(crate) struct Execution<F: Flow> {
     pub(crate) flow: Arc<F>,
     pub(crate) plan: Arc<Plan>,
@@ -61,8 +124,10 @@ pub(crate) struct Execution<F: Flow> {
     pub(crate) input: Option<(String, Value)>,
     pub(crate) resumed: bool,
     /// The futures of the running activations.
-    tasks: FuturesUnordered<BoxFuture<'static, Finished<F::State>>>,
+    tasks: Running<MethodTask<F::State>>,
     next_slot: u64,
+    /// Reused by every completion for the listeners it fires.
+    fired: Vec<(MethodId, Option<Clock>, bool)>,
     invalid_input: Option<(String, String)>,
 }
 
@@ -119,8 +184,9 @@ impl<F: Flow> Execution<F> {
             progress,
             input: None,
             resumed: false,
-            tasks: FuturesUnordered::new(),
+            tasks: Running::default(),
             next_slot: 0,
+            fired: Vec::new(),
             invalid_input: None,
         }
     }
@@ -138,7 +204,7 @@ impl<F: Flow> Execution<F> {
             .pending
             .iter()
             .map(|a| StepRecord {
-                step_key: a.step_key.clone(),
+                step_key: a.step_key.to_string(),
                 method: self.method(a.method).name.to_string(),
                 status: StepStatus::Ready,
                 input: None,
@@ -214,35 +280,54 @@ impl<F: Flow> Execution<F> {
                 break;
             }
             let wake = self.next_wake();
+            let durable = self.durability.is_some();
+            if wake.is_none() && !durable {
+                // Nothing else to wait for: the `select!` below with its other branches off.
+                if let Some(finished) = self.tasks.next().await {
+                    self.on_finished(finished).await?;
+                }
+                continue;
+            }
             tokio::select! {
+                // A lost lease goes first: the run must stop rather than go on unfenced.
+                biased;
+                // Dropping the execution drops the method futures: nothing runs on unfenced.
+                _ = lost.cancelled(), if durable => return Err(FlowError::LeaseLost { run_id: self.run.run_id }),
                 finished = self.tasks.next() => {
                     if let Some(finished) = finished {
                         self.on_finished(finished).await?;
                     }
                 }
                 _ = async { if let Some(at) = wake { tokio::time::sleep_until(at).await } }, if wake.is_some() => {}
-                // Dropping the execution drops the method futures: nothing runs on unfenced.
-                _ = lost.cancelled() => return Err(FlowError::LeaseLost { run_id: self.run.run_id }),
             }
         }
         self.finish().await
     }
 
-    /// Whether an activation may be launched now.
-    fn launchable(&self, a: &Activation, now: Instant) -> bool {
+    /// Whether some activation is not running. Every running method future stands for one
+    /// pending activation with a slot, so this needs no scan.
+    fn any_idle(&self) -> bool {
+        self.progress.pending.len() > self.tasks.len()
+    }
+
+    /// Whether an activation may be launched now (`now` is read only for a delayed retry).
+    fn launchable(&self, a: &Activation, now: &mut Option<Instant>) -> bool {
         if a.slot.is_some() {
             return false;
         }
-        if a.paused.is_some() && self.input.as_ref().is_none_or(|(k, _)| *k != a.step_key) {
+        if a.paused.is_some() && self.input.as_ref().is_none_or(|(k, _)| !a.step_key.is(k)) {
             return false;
         }
         if self.progress.halt.is_some() && a.undo_of.is_none() {
             return false;
         }
-        a.wake.is_none_or(|at| at <= now)
+        a.wake.is_none_or(|at| at <= *now.get_or_insert_with(Instant::now))
     }
 
     fn next_wake(&self) -> Option<Instant> {
+        if !self.any_idle() {
+            return None;
+        }
         self.progress
             .pending
             .iter()
@@ -253,9 +338,12 @@ impl<F: Flow> Execution<F> {
     }
 
     fn launch_ready(&mut self) {
-        let now = Instant::now();
+        if !self.any_idle() {
+            return;
+        }
+        let mut now = None;
         for i in 0..self.progress.pending.len() {
-            if self.launchable(&self.progress.pending[i], now) {
+            if self.launchable(&self.progress.pending[i], &mut now) {
                 self.spawn(i);
             }
         }
@@ -265,51 +353,36 @@ impl<F: Flow> Execution<F> {
         let act = &self.progress.pending[index];
         let def = self.method(act.method);
         let attempt = act.attempt + 1;
-        let step_key = act.step_key.clone();
         let input = match &self.input {
-            Some((k, _)) if *k == step_key => self.input.take().map(|(_, v)| v),
+            Some((k, _)) if act.step_key.is(k) => self.input.take().map(|(_, v)| v),
             _ => None,
         };
-        let ctx = Ctx::new(Arc::clone(&self.run), def.name, step_key.clone(), attempt, Arc::clone(&self.state), input);
-        let fut =
+        let ctx =
+            Ctx::new(Arc::clone(&self.run), def.name, act.step_key.clone(), attempt, Arc::clone(&self.state), input);
+        let work =
             F::__invoke(Arc::clone(&self.flow), MethodId(act.method), ctx.clone(), Payload::new(act.payload.clone()));
-        let timeout = def.policy.timeout.or(self.plan.graph.options.timeout);
+        let limit = def.policy.timeout.or(self.plan.graph.options.timeout);
         let run_id = self.run.run_id;
         let method = def.name;
-        self.run.emit(|| FlowEvent::MethodStarted { run_id, method, step_key: step_key.clone(), attempt });
+        let step_key = &act.step_key;
+        self.run.emit(|| FlowEvent::MethodStarted { run_id, method, step_key: step_key.to_string(), attempt });
         let span = tracing::info_span!("flow_method", run_id = %run_id, method, step_key = %step_key, attempt);
         let slot = self.next_slot;
         self.next_slot += 1;
         let act = &mut self.progress.pending[index];
         act.slot = Some(slot);
         act.wake = None;
-        self.tasks.push(Box::pin(
-            async move {
-                let start = Instant::now();
-                let work = async move {
-                    match timeout {
-                        Some(limit) => match tokio::time::timeout(limit, fut).await {
-                            Ok(r) => r,
-                            Err(_) => Err(Error::special(
-                                Special::Timeout,
-                                format!("attempt {attempt} timed out after {limit:?}"),
-                            )),
-                        },
-                        None => fut.await,
-                    }
-                };
-                let outcome = tokio::select! {
-                    biased;
-                    r = AssertUnwindSafe(work).catch_unwind() => TaskOutcome::Done(match r {
-                        Ok(r) => r,
-                        Err(panic) => Err(Error::special(Special::Panic, format!("panicked: {}", panic_text(panic)))),
-                    }),
-                    _ = ctx.interrupted() => TaskOutcome::Interrupted,
-                };
-                Finished { slot, outcome, ctx, duration: start.elapsed() }
-            }
-            .instrument(span),
-        ));
+        let start = Instant::now();
+        self.tasks.push(MethodTask {
+            slot,
+            work,
+            // A limit too far away to be a point in time is no limit.
+            limit: limit.and_then(|l| Some((Box::pin(tokio::time::sleep_until(start.checked_add(l)?)), l))),
+            ctx: Some(ctx),
+            attempt,
+            start,
+            span,
+        });
     }
 
     async fn on_finished(&mut self, f: Finished<F::State>) -> Result<(), FlowError> {
@@ -327,7 +400,7 @@ impl<F: Flow> Execution<F> {
                         let run_id = self.run.run_id;
                         let method = self.method(self.progress.pending[index].method).name;
                         let prompt = request.prompt.clone();
-                        self.progress.pending[index].paused = Some(request);
+                        self.progress.pending[index].paused = Some(Box::new(request));
                         self.run.emit(|| FlowEvent::Paused { run_id, method, prompt });
                     }
                     Some(Interrupt::InvalidInput { expected, message }) => {
@@ -352,25 +425,27 @@ impl<F: Flow> Execution<F> {
         &mut self,
         index: usize,
         out: StepOutput,
-        updates: Vec<crate::ctx::Update<F::State>>,
+        updates: Updates<F::State>,
         duration: Duration,
     ) -> Result<(), FlowError> {
-        let act = self.progress.pending.remove(index);
+        let Some(act) = self.progress.pending.remove(index) else {
+            return Err(FlowError::Corrupt { run_id: self.run.run_id, what: format!("no pending step #{index}") });
+        };
         if !updates.is_empty() {
             let state = Arc::make_mut(&mut self.state);
-            for update in &updates {
+            for update in updates.iter() {
                 update(state);
             }
         }
         let m = act.method;
         let def = self.method(m);
-        let value = Arc::new(out.value);
+        let value = output_arc(out.value);
         let run_id = self.run.run_id;
         let durable = self.durability.is_some();
         let mut steps = Vec::new();
         if durable {
             steps.push(StepRecord {
-                step_key: act.step_key.clone(),
+                step_key: act.step_key.to_string(),
                 method: def.name.to_string(),
                 status: StepStatus::Completed,
                 input: act.payload.as_deref().cloned(),
@@ -382,7 +457,7 @@ impl<F: Flow> Execution<F> {
         self.run.emit(|| FlowEvent::MethodFinished {
             run_id,
             method: def.name,
-            step_key: act.step_key.clone(),
+            step_key: act.step_key.to_string(),
             attempt: act.attempt + 1,
             duration,
         });
@@ -393,7 +468,7 @@ impl<F: Flow> Execution<F> {
                 s.status = StepStatus::Compensated;
             }
             self.push_next_undo(&mut steps);
-            return self.checkpoint(steps, Some(act.step_key), RunStatus::Running).await;
+            return self.checkpoint(steps, Some(act.step_key.to_string()), RunStatus::Running).await;
         }
 
         self.progress.outputs[usize::from(m)] = Some(Arc::clone(&value));
@@ -401,12 +476,12 @@ impl<F: Flow> Execution<F> {
         if self.plan.compensator[usize::from(m)].is_some() {
             self.progress.undoable.push(Undoable {
                 method: m,
-                step_key: act.step_key.clone(),
+                step_key: act.step_key.to_string(),
                 output: Arc::clone(&value),
             });
         }
 
-        let mut fired = Vec::new();
+        let mut fired = std::mem::take(&mut self.fired);
         let p = &mut self.progress;
         self.plan.deliver(Source::Method(MethodId(m)), &act.clock, &mut p.joins, &p.calls, &mut fired);
         if let Some(label) = out.route {
@@ -422,14 +497,27 @@ impl<F: Flow> Execution<F> {
                 route: terminal_route(graph, def, &value),
             });
         }
-        for (listener, clock, carries_payload) in fired {
+        // The completed step's clock goes to the last listener that fires with it unchanged;
+        // the others get copies.
+        let last_plain = fired.iter().rposition(|(_, c, _)| c.is_none());
+        let mut own_clock = Some(act.clock);
+        for (i, (listener, clock, carries_payload)) in fired.drain(..).enumerate() {
+            let clock = match clock {
+                Some(c) => c,
+                None if Some(i) == last_plain => own_clock.take().unwrap_or_default(),
+                None => own_clock.clone().unwrap_or_default(),
+            };
             let payload = carries_payload.then(|| Arc::clone(&value));
             // `schedule` builds a step record only for durable runs.
             if let Some(step) = self.schedule(listener, clock, payload) {
                 steps.push(step);
             }
         }
-        self.checkpoint(steps, Some(act.step_key), RunStatus::Running).await
+        self.fired = fired;
+        if !durable {
+            return Ok(());
+        }
+        self.checkpoint(steps, Some(act.step_key.to_string()), RunStatus::Running).await
     }
 
     /// Adds an activation of `listener`; returns its step record. Enforces the call limit.
@@ -453,9 +541,9 @@ impl<F: Flow> Execution<F> {
         if self.plan.or_tracked[i] {
             clock_set(&mut clock, listener.0, n);
         }
-        let step_key = format!("{}#{n}", def.name);
+        let step_key = StepKey::Parts { method: def.name, n };
         let record = self.durability.is_some().then(|| StepRecord {
-            step_key: step_key.clone(),
+            step_key: step_key.to_string(),
             method: def.name.to_string(),
             status: StepStatus::Ready,
             input: payload.as_deref().cloned(),
@@ -463,7 +551,7 @@ impl<F: Flow> Execution<F> {
             error: None,
             attempt: 0,
         });
-        self.progress.pending.push(Activation {
+        self.progress.pending.push_back(Activation {
             method: listener.0,
             step_key,
             payload,
@@ -483,7 +571,7 @@ impl<F: Flow> Execution<F> {
         let method_id = act.method;
         let def = self.method(method_id);
         let attempt = act.attempt + 1;
-        let step_key = act.step_key.clone();
+        let step_key = act.step_key.to_string();
         let class = error.class();
         let text = error.chain_text();
         let policy = def.policy.retry.or(self.plan.graph.options.retry);
@@ -519,7 +607,7 @@ impl<F: Flow> Execution<F> {
         };
 
         if let Some(delay) = retry_in {
-            let act = &mut self.progress.pending[index];
+            let Some(act) = self.progress.pending.get_mut(index) else { return Ok(()) };
             act.attempt = attempt;
             act.not_before_ms = Some(now_ms() + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX));
             act.wake = Some(Instant::now() + delay);
@@ -556,7 +644,7 @@ impl<F: Flow> Execution<F> {
             return self.checkpoint(vec![record], Some(step_key), RunStatus::Running).await;
         }
 
-        let act = &mut self.progress.pending[index];
+        let Some(act) = self.progress.pending.get_mut(index) else { return Ok(()) };
         act.attempt = attempt;
         act.not_before_ms = None;
         if self.progress.halt.is_none() {
@@ -592,10 +680,10 @@ impl<F: Flow> Execution<F> {
         let i = undo.index();
         self.progress.calls[i] += 1;
         let def = self.plan.graph.method(undo);
-        let step_key = format!("{}#{}", def.name, self.progress.calls[i]);
+        let step_key = StepKey::Parts { method: def.name, n: self.progress.calls[i] };
         if self.durability.is_some() {
             steps.push(StepRecord {
-                step_key: step_key.clone(),
+                step_key: step_key.to_string(),
                 method: def.name.to_string(),
                 status: StepStatus::Ready,
                 input: Some(Value::clone(&next.output)),
@@ -604,7 +692,7 @@ impl<F: Flow> Execution<F> {
                 attempt: 0,
             });
         }
-        self.progress.pending.push(Activation {
+        self.progress.pending.push_back(Activation {
             method: undo.0,
             step_key,
             payload: Some(next.output),
@@ -682,7 +770,7 @@ impl<F: Flow> Execution<F> {
                 }))
             }
             None => {
-                let paused = self.progress.pending.iter().find_map(|a| a.paused.clone());
+                let paused = self.progress.pending.iter().find_map(|a| a.paused.as_deref().cloned());
                 match paused {
                     Some(request) => {
                         let pause = serde_json::to_value(&request).ok();
@@ -785,6 +873,13 @@ impl<F: Flow> Execution<F> {
         }
         Err(FlowError::Store(StoreError::Backend(format!("run {run_id}: checkpoint kept failing"))))
     }
+}
+
+/// A method's output, shared. Methods that return `()` (most of those that only update the
+/// state) all share one `null`, so their steps do not allocate for it.
+fn output_arc(value: Value) -> Arc<Value> {
+    static NULL: LazyLock<Arc<Value>> = LazyLock::new(|| Arc::new(Value::Null));
+    if value.is_null() { Arc::clone(&NULL) } else { Arc::new(value) }
 }
 
 /// How often a checkpoint is tried before the run stops (it resumes from the last good one).

@@ -18,6 +18,8 @@ mod plan;
 pub mod plot;
 mod progress;
 mod runner;
+mod running;
+mod step_key;
 pub mod store;
 mod worker;
 

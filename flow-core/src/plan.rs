@@ -157,15 +157,16 @@ impl Plan {
             .collect()
     }
 
-    /// Delivers an event; returns the listeners that fire, each with its causal past.
-    /// `calls` is the activation count per method (read to arm `or` nodes).
+    /// Delivers an event; returns the listeners that fire, each with its causal past: `None`
+    /// when that is the event's own `clock` unchanged, which the caller can then hand over
+    /// without a copy. `calls` is the activation count per method (read to arm `or` nodes).
     pub(crate) fn deliver(
         &self,
         source: Source,
         clock: &Clock,
         joins: &mut [Vec<NodeState>],
         calls: &[u32],
-        fired: &mut Vec<(MethodId, Clock, bool)>,
+        fired: &mut Vec<(MethodId, Option<Clock>, bool)>,
     ) {
         let listeners = match source {
             Source::Method(m) => &self.by_method[m.index()],
@@ -181,17 +182,17 @@ impl Plan {
     }
 }
 
-/// Walks an event from a leaf towards the root. Returns the causal past to fire with, and
-/// whether the firing carries the event's payload (not after an `and`).
+/// Walks an event from a leaf towards the root. Returns the causal past to fire with (`None`:
+/// the event's own), and whether the firing carries the event's payload (not after an `and`).
 fn bubble(
     tree: &Tree,
     state: &mut [NodeState],
     leaf: usize,
-    clock: &Clock,
+    event_clock: &Clock,
     listener: u16,
     listener_calls: u32,
-) -> Option<(Clock, bool)> {
-    let mut clock = clock.clone();
+) -> Option<(Option<Clock>, bool)> {
+    let mut clock: Option<Clock> = None;
     let mut carries_payload = true;
     let mut node = leaf;
     while let Some((parent, pos)) = tree.nodes[node].parent {
@@ -202,16 +203,17 @@ fn bubble(
                     st.seen = vec![false; arity];
                 }
                 st.seen[pos] = true;
-                clock_merge(&mut st.clock, &clock);
+                clock_merge(&mut st.clock, clock.as_ref().unwrap_or(event_clock));
                 if !st.seen.iter().all(|s| *s) {
                     return None;
                 }
-                clock = std::mem::take(&mut st.clock);
+                clock = Some(std::mem::take(&mut st.clock));
                 st.seen.iter_mut().for_each(|s| *s = false);
                 carries_payload = false;
             }
             NodeKind::Or => {
-                let armed = st.fired_at.is_none_or(|at| clock_get(&clock, listener) > at);
+                let armed =
+                    st.fired_at.is_none_or(|at| clock_get(clock.as_ref().unwrap_or(event_clock), listener) > at);
                 if !armed {
                     return None;
                 }

@@ -1,7 +1,7 @@
 //! The executor's persisted progress: everything besides the state that a run needs to go on
 //! from a checkpoint exactly where it stopped.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -13,6 +13,7 @@ use crate::input::PauseRequest;
 use crate::journal::TokenUsage;
 use crate::outcome::RecordedFailure;
 use crate::plan::{Clock, NodeState, Plan};
+use crate::step_key::StepKey;
 use crate::store::{StepRecord, StepStatus};
 
 /// Bumped when the persisted layout changes incompatibly.
@@ -22,7 +23,7 @@ pub(crate) const PROGRESS_FORMAT: u32 = 1;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Activation {
     pub(crate) method: u16,
-    pub(crate) step_key: String,
+    pub(crate) step_key: StepKey,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) payload: Option<Arc<Value>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -33,9 +34,9 @@ pub(crate) struct Activation {
     /// Earliest start of the next attempt (ms since the Unix epoch), after a failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) not_before_ms: Option<i64>,
-    /// Waiting for a person.
+    /// Waiting for a person. Boxed: rare, and large next to the rest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) paused: Option<PauseRequest>,
+    pub(crate) paused: Option<Box<PauseRequest>>,
     /// For undo steps: the step key they undo.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) undo_of: Option<String>,
@@ -87,8 +88,10 @@ pub(crate) struct Progress {
     pub(crate) calls: Vec<u32>,
     /// Join progress of composite triggers, per method.
     pub(crate) joins: Vec<Vec<NodeState>>,
-    /// Scheduled activations that have not completed.
-    pub(crate) pending: Vec<Activation>,
+    /// Scheduled activations that have not completed, in the order they were scheduled
+    /// (which is the order they are launched in). A deque because completions mostly come
+    /// in that same order: removing the oldest moves nothing.
+    pub(crate) pending: VecDeque<Activation>,
     /// Latest output per method. Not in checkpoints: the step rows hold every output, and
     /// [`Progress::restore_outputs`] reads them back, so a checkpoint's size follows what is
     /// pending rather than everything the run did.
@@ -112,7 +115,7 @@ impl Progress {
             format: PROGRESS_FORMAT,
             calls: vec![0; n],
             joins,
-            pending: Vec::new(),
+            pending: VecDeque::new(),
             outputs: vec![None; n],
             last: None,
             failures: Vec::new(),
@@ -173,7 +176,7 @@ impl Progress {
         let mut best: Vec<u32> = vec![0; self.outputs.len()];
         let mut kept = Vec::new();
         for step in steps {
-            if step.status != StepStatus::Completed || self.pending.iter().any(|a| a.step_key == step.step_key) {
+            if step.status != StepStatus::Completed || self.pending.iter().any(|a| a.step_key.is(&step.step_key)) {
                 continue;
             }
             let Some((name, n)) = step.step_key.rsplit_once('#') else { continue };
@@ -293,7 +296,7 @@ impl<'de> Deserialize<'de> for Progress {
             format: w.format,
             calls,
             joins,
-            pending: w.pending,
+            pending: w.pending.into(),
             outputs,
             last: w.last,
             failures: w.failures,

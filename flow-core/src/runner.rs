@@ -364,7 +364,7 @@ impl<F: Flow> Runner<F> {
                 reopen(&mut progress);
             }
         }
-        let paused_key = progress.pending.iter().find(|a| a.paused.is_some()).map(|a| a.step_key.clone());
+        let paused_key = progress.pending.iter().find(|a| a.paused.is_some()).map(|a| a.step_key.to_string());
         let input = match (input, paused_key) {
             (Some(v), Some(k)) => Some((k, v)),
             (Some(_), None) => {
@@ -413,12 +413,18 @@ impl<F: Flow> Runner<F> {
 /// rather than by whatever polls the caller (`block_on` on another thread would pay two
 /// cross-thread wake-ups per step). Dropping the returned future stops the run, as dropping an
 /// un-spawned future would.
-async fn drive<F: Flow>(exec: Execution<F>) -> Result<RunOutcome<F::State>, FlowError> {
+///
+/// The task starts when this is called (callers await it at once), so the returned future
+/// holds only the task handle, not the execution; and the run's future is boxed before it is
+/// spawned, so the task moves a pointer around rather than the whole run.
+fn drive<F: Flow>(exec: Execution<F>) -> impl Future<Output = Result<RunOutcome<F::State>, FlowError>> {
     let run_id = exec.run.run_id;
-    let mut task = AbortOnDrop(tokio::spawn(exec.run()));
-    match (&mut task.0).await {
-        Ok(outcome) => outcome,
-        Err(e) => Err(FlowError::Aborted { run_id, message: e.to_string() }),
+    let mut task = AbortOnDrop(tokio::spawn(Box::pin(exec.run())));
+    async move {
+        match (&mut task.0).await {
+            Ok(outcome) => outcome,
+            Err(e) => Err(FlowError::Aborted { run_id, message: e.to_string() }),
+        }
     }
 }
 
