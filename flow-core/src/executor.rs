@@ -29,8 +29,7 @@ use crate::events::FlowEvent;
 use crate::flow::{Flow, Payload, StepOutput, StepResult};
 use crate::graph::{Graph, MethodDef, MethodId, RetryPolicy};
 use crate::outcome::{Escalated, Paused, RecordedFailure, RunOutcome, RunResult};
-use crate::plan::Clock;
-use crate::plan::{Plan, Source, clock_set};
+use crate::plan::{Clock, Plan, Source, clock_set};
 use crate::progress::{Activation, Compensation, Halt, Progress, Undoable};
 use crate::running::Running;
 use crate::step_key::StepKey;
@@ -193,8 +192,8 @@ impl<F: Flow> Execution<F> {
 
     /// Schedules every unconditional start; returns their step records when `durable`.
     pub(crate) fn schedule_starts(&mut self, durable: bool) -> Vec<StepRecord> {
-        let starts: Vec<MethodId> = self.plan.graph.starts().collect();
-        for s in starts {
+        let graph = self.plan.graph;
+        for s in graph.starts() {
             self.schedule(s, Vec::new(), None);
         }
         if !durable {
@@ -226,12 +225,13 @@ impl<F: Flow> Execution<F> {
         let resumed = self.resumed;
         self.run.emit(|| FlowEvent::RunStarted { run_id, flow, resumed });
         let started = std::time::Instant::now();
-        let lost = CancellationToken::new();
+        // Only a run with a store holds a lease that can be lost.
+        let lost = self.durability.as_ref().map(|_| CancellationToken::new());
         // Dropping this execution (a caller's timeout, say) must stop renewing the lease, or a
         // run nobody executes would look alive forever.
-        let heartbeat = self.durability.as_ref().map(|d| {
+        let heartbeat = self.durability.as_ref().zip(lost.clone()).map(|(d, lost)| {
             let store = Arc::clone(&d.store);
-            let (epoch, lease, lost) = (d.epoch, d.lease, lost.clone());
+            let (epoch, lease) = (d.epoch, d.lease);
             AbortOnDrop(tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(lease / 3).await;
@@ -247,7 +247,7 @@ impl<F: Flow> Execution<F> {
             }))
         });
         let span = tracing::info_span!("flow_run", run_id = %run_id, flow);
-        let result = self.drive(&lost).instrument(span).await;
+        let result = self.drive(lost.as_ref()).instrument(span).await;
         drop(heartbeat);
         let status = match &result {
             Ok(o) => o.status(),
@@ -263,14 +263,14 @@ impl<F: Flow> Execution<F> {
         result
     }
 
-    async fn drive(&mut self, lost: &CancellationToken) -> Result<RunOutcome<F::State>, FlowError> {
+    async fn drive(&mut self, lost: Option<&CancellationToken>) -> Result<RunOutcome<F::State>, FlowError> {
         loop {
             self.launch_ready();
             if self.tasks.is_empty() {
                 if let Some(at) = self.next_wake() {
                     tokio::select! {
                         _ = tokio::time::sleep_until(at) => {}
-                        _ = lost.cancelled() => return Err(FlowError::LeaseLost { run_id: self.run.run_id }),
+                        _ = lease_lost(lost) => return Err(FlowError::LeaseLost { run_id: self.run.run_id }),
                     }
                     continue;
                 }
@@ -292,7 +292,7 @@ impl<F: Flow> Execution<F> {
                 // A lost lease goes first: the run must stop rather than go on unfenced.
                 biased;
                 // Dropping the execution drops the method futures: nothing runs on unfenced.
-                _ = lost.cancelled(), if durable => return Err(FlowError::LeaseLost { run_id: self.run.run_id }),
+                _ = lease_lost(lost), if durable => return Err(FlowError::LeaseLost { run_id: self.run.run_id }),
                 finished = self.tasks.next() => {
                     if let Some(finished) = finished {
                         self.on_finished(finished).await?;
@@ -872,6 +872,14 @@ impl<F: Flow> Execution<F> {
             }
         }
         Err(FlowError::Store(StoreError::Backend(format!("run {run_id}: checkpoint kept failing"))))
+    }
+}
+
+/// Resolves when the run's lease is lost; never for a run without a store.
+async fn lease_lost(lost: Option<&CancellationToken>) {
+    match lost {
+        Some(token) => token.cancelled().await,
+        None => std::future::pending().await,
     }
 }
 

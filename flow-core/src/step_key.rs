@@ -84,4 +84,26 @@ mod tests {
         let back: StepKey = serde_json::from_str(&wire).unwrap();
         assert_eq!(back, parts);
     }
+
+    #[test]
+    fn an_activation_persists_as_it_did_with_a_text_key() {
+        use crate::progress::Activation;
+        let a = Activation {
+            method: 3,
+            step_key: StepKey::Parts { method: "review", n: 2 },
+            payload: None,
+            clock: vec![(3, 2)],
+            attempt: 1,
+            not_before_ms: None,
+            paused: None,
+            undo_of: None,
+            slot: Some(7),
+            wake: None,
+        };
+        let wire = serde_json::to_string(&a).unwrap();
+        assert_eq!(wire, r#"{"method":3,"step_key":"review#2","clock":[[3,2]],"attempt":1}"#);
+        let back: Activation = serde_json::from_str(&wire).unwrap();
+        assert_eq!(back.step_key.to_string(), "review#2");
+        assert_eq!(back, Activation { slot: None, ..a });
+    }
 }
