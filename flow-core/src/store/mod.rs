@@ -2,11 +2,12 @@
 //! feature, [`SqliteStore`].
 //!
 //! The model follows the step/lease/journal design of durable-execution engines (DBOS, Hatchet,
-//! River): a **run row** holds the latest checkpoint (state, executor progress, status) and a
-//! lease with an **epoch** that fences every write; a **step row** per method activation records
-//! its input, output, attempts and status; a **journal** row per effect inside a step holds its
-//! recorded result; a **checkpoint** row per commit keeps the history a run can be forked from.
-//! Every commit is one transaction, fenced by the epoch of the lease it was made under.
+//! River): a **run row** holds the run's status and a lease with an **epoch** that fences every
+//! write; a **checkpoint** row per commit holds a snapshot (state and executor progress), the
+//! newest being the run's current one and the older ones the history a run can be forked from; a
+//! **step row** per method activation records its input, output, attempts and status; a
+//! **journal** row per effect inside a step holds its recorded result. Every commit is one
+//! transaction, fenced by the epoch of the lease it was made under.
 //!
 //! ```
 //! use flow_core::store::{MemoryStore, RunFilter, Store};
