@@ -442,10 +442,13 @@ impl<F: Flow> Execution<F> {
         let value = output_arc(out.value);
         let run_id = self.run.run_id;
         let durable = self.durability.is_some();
+        // The key's text, formatted once for what a durable run stores: the step row and the
+        // checkpoint that records the completion.
+        let key = durable.then(|| act.step_key.to_string());
         let mut steps = Vec::new();
-        if durable {
+        if let Some(key) = &key {
             steps.push(StepRecord {
-                step_key: act.step_key.to_string(),
+                step_key: key.clone(),
                 method: def.name.to_string(),
                 status: StepStatus::Completed,
                 input: act.payload.as_deref().cloned(),
@@ -468,7 +471,7 @@ impl<F: Flow> Execution<F> {
                 s.status = StepStatus::Compensated;
             }
             self.push_next_undo(&mut steps);
-            return self.checkpoint(steps, Some(act.step_key.to_string()), RunStatus::Running).await;
+            return self.checkpoint(steps, key, RunStatus::Running).await;
         }
 
         self.progress.outputs[usize::from(m)] = Some(Arc::clone(&value));
@@ -517,7 +520,7 @@ impl<F: Flow> Execution<F> {
         if !durable {
             return Ok(());
         }
-        self.checkpoint(steps, Some(act.step_key.to_string()), RunStatus::Running).await
+        self.checkpoint(steps, key, RunStatus::Running).await
     }
 
     /// Adds an activation of `listener`; returns its step record. Enforces the call limit.

@@ -164,9 +164,7 @@ impl Progress {
         }
         Ok(())
     }
-}
 
-impl Progress {
     /// Fills in the latest output of each method from the run's step rows, as of this
     /// progress: a completed step counts when this progress had scheduled it (`n` within the
     /// method's calls) and no longer waits for it, so the progress of an older checkpoint
@@ -252,10 +250,6 @@ struct Wire {
     joins: BTreeMap<usize, Vec<NodeState>>,
     #[serde(default)]
     pending: Vec<Activation>,
-    /// Written by earlier versions; [`Progress::restore_outputs`] rebuilds the same from the
-    /// step rows.
-    #[serde(default)]
-    outputs: BTreeMap<usize, Arc<Value>>,
     #[serde(default)]
     last: Option<u16>,
     #[serde(default)]
@@ -288,16 +282,13 @@ impl<'de> Deserialize<'de> for Progress {
         for (i, j) in w.joins {
             *joins.get_mut(i).ok_or_else(|| out_of_range("joins", i))? = j;
         }
-        let mut outputs = vec![None; n];
-        for (i, o) in w.outputs {
-            *outputs.get_mut(i).ok_or_else(|| out_of_range("outputs", i))? = Some(o);
-        }
         Ok(Progress {
             format: w.format,
             calls,
             joins,
             pending: w.pending.into(),
-            outputs,
+            // Rows of earlier versions also carry outputs; the step rows are the source now.
+            outputs: vec![None; n],
             last: w.last,
             failures: w.failures,
             undoable: w.undoable,

@@ -261,11 +261,16 @@ fn fenced_or_missing(db: Db<'_>, run_id: Uuid, epoch: u64) -> StoreError {
         .and_then(|mut s| s.query_row([run_id.to_string()], |r| r.get::<_, i64>(0)).optional().map_err(db.fail()));
     match current {
         Ok(None) => StoreError::NotFound(run_id),
-        Ok(Some(current)) => match u64::try_from(current) {
-            Ok(current) => StoreError::Fenced { run_id, epoch, current },
-            Err(_) => corrupt(run_id, "epoch", format!("negative value {current}")),
-        },
+        Ok(Some(current)) => fenced(run_id, epoch, current),
         Err(e) => e,
+    }
+}
+
+/// A write under `epoch` met the stored epoch `current`, which has moved on.
+fn fenced(run_id: Uuid, epoch: u64, current: i64) -> StoreError {
+    match u64::try_from(current) {
+        Ok(current) => StoreError::Fenced { run_id, epoch, current },
+        Err(_) => corrupt(run_id, "epoch", format!("negative value {current}")),
     }
 }
 
@@ -410,7 +415,7 @@ pub(super) fn commit(db: Db<'_>, commit: &Commit, keep: Option<usize>, now: i64)
         return Err(StoreError::NotFound(commit.run_id));
     };
     if current != epoch_param(commit.epoch) {
-        return Err(fenced_or_missing(db, commit.run_id, commit.epoch));
+        return Err(fenced(commit.run_id, commit.epoch, current));
     }
     if commit.status.is_at_rest() || stored_status != commit.status.as_str() {
         db.prepare(UPDATE_RUN)?

@@ -445,6 +445,20 @@ mod tests {
     /// Every table's columns, keys, indexes and foreign keys, and whether it is STRICT and
     /// WITHOUT ROWID, as SQLite reports them.
     fn shape(conn: &Connection) -> rusqlite::Result<Vec<String>> {
+        // Every row of a table-valued pragma about `of`, one line each, labelled.
+        let pragma = |out: &mut Vec<String>, name: &str, of: &str, label: String| -> rusqlite::Result<()> {
+            let mut stmt = conn.prepare(&format!("SELECT * FROM pragma_{name}(?1)"))?;
+            let width = stmt.column_count();
+            let rows = stmt.query_map([of], |r| {
+                (0..width)
+                    .map(|i| r.get::<_, rusqlite::types::Value>(i).map(|v| format!("{v:?}")))
+                    .collect::<Result<Vec<_>, _>>()
+            })?;
+            for row in rows {
+                out.push(format!("{label} {}", row?.join(" ")));
+            }
+            Ok(())
+        };
         let mut out = Vec::new();
         let tables: Vec<(String, i64, i64)> = conn
             .prepare("SELECT name, wr, strict FROM pragma_table_list WHERE schema = 'main' AND name NOT LIKE 'sqlite_%' ORDER BY name")?
@@ -452,17 +466,8 @@ mod tests {
             .collect::<Result<_, _>>()?;
         for (table, without_rowid, strict) in tables {
             out.push(format!("{table} without_rowid={without_rowid} strict={strict}"));
-            for pragma in ["table_info", "index_list", "foreign_key_list"] {
-                let mut stmt = conn.prepare(&format!("SELECT * FROM pragma_{pragma}(?1)"))?;
-                let width = stmt.column_count();
-                let rows = stmt.query_map([&table], |r| {
-                    (0..width)
-                        .map(|i| r.get::<_, rusqlite::types::Value>(i).map(|v| format!("{v:?}")))
-                        .collect::<Result<Vec<_>, _>>()
-                })?;
-                for row in rows {
-                    out.push(format!("{table} {pragma} {}", row?.join(" ")));
-                }
+            for name in ["table_info", "index_list", "foreign_key_list"] {
+                pragma(&mut out, name, &table, format!("{table} {name}"))?;
             }
         }
         let indexes: Vec<String> = conn
@@ -470,16 +475,7 @@ mod tests {
             .query_map([], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         for index in indexes {
-            let mut stmt = conn.prepare("SELECT * FROM pragma_index_xinfo(?1)")?;
-            let width = stmt.column_count();
-            let rows = stmt.query_map([&index], |r| {
-                (0..width)
-                    .map(|i| r.get::<_, rusqlite::types::Value>(i).map(|v| format!("{v:?}")))
-                    .collect::<Result<Vec<_>, _>>()
-            })?;
-            for row in rows {
-                out.push(format!("{index} {}", row?.join(" ")));
-            }
+            pragma(&mut out, "index_xinfo", &index, index.clone())?;
         }
         Ok(out)
     }
