@@ -217,6 +217,58 @@ fn called(c: &u32) -> Option<&u32> {
     (*c != 0).then_some(c)
 }
 
+/// Activation counts on the wire: a list up to the last method called when that is the shorter
+/// form (a run that called most of its methods, as chains and loops do), else a map of the
+/// methods called (a large flow that took one branch). Both read back; rows written before the
+/// list form existed hold the map.
+struct Calls<'a>(&'a [u32]);
+
+impl Serialize for Calls<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let set = self.0.iter().filter(|c| **c != 0).count();
+        let through = self.0.iter().rposition(|c| *c != 0).map_or(0, |last| last + 1);
+        // A list entry costs about two bytes, a map entry about eight.
+        if through <= set * 4 {
+            serializer.collect_seq(&self.0[..through])
+        } else {
+            Sparse(self.0, called).serialize(serializer)
+        }
+    }
+}
+
+/// Reads [`Calls`] in either form into a map from method id.
+fn calls_from_wire<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<BTreeMap<usize, u32>, D::Error> {
+    struct Visitor;
+    impl<'de> serde::de::Visitor<'de> for Visitor {
+        type Value = BTreeMap<usize, u32>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a list of activation counts or a map from method id to count")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            let mut i = 0;
+            while let Some(count) = seq.next_element::<u32>()? {
+                if count != 0 {
+                    out.insert(i, count);
+                }
+                i += 1;
+            }
+            Ok(out)
+        }
+
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some((i, count)) = map.next_entry::<usize, u32>()? {
+                out.insert(i, count);
+            }
+            Ok(out)
+        }
+    }
+    deserializer.deserialize_any(Visitor)
+}
+
 fn joined(j: &Vec<NodeState>) -> Option<&Vec<NodeState>> {
     j.iter().any(|n| *n != NodeState::default()).then_some(j)
 }
@@ -227,7 +279,7 @@ impl Serialize for Progress {
         let mut st = serializer.serialize_struct("Progress", 11)?;
         st.serialize_field("format", &self.format)?;
         st.serialize_field("methods", &self.calls.len())?;
-        st.serialize_field("calls", &Sparse(&self.calls, called))?;
+        st.serialize_field("calls", &Calls(&self.calls))?;
         st.serialize_field("joins", &Sparse(&self.joins, joined))?;
         st.serialize_field("pending", &self.pending)?;
         st.serialize_field("last", &self.last)?;
@@ -244,7 +296,7 @@ impl Serialize for Progress {
 struct Wire {
     format: u32,
     methods: usize,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "calls_from_wire")]
     calls: BTreeMap<usize, u32>,
     #[serde(default)]
     joins: BTreeMap<usize, Vec<NodeState>>,
@@ -322,6 +374,34 @@ mod tests {
         assert!(!text.contains("seven"), "outputs live in the step rows: {text}");
         let back: Progress = serde_json::from_str(&text).unwrap();
         assert_eq!(back, Progress { outputs: vec![None; 500], ..p });
+    }
+
+    #[test]
+    fn activation_counts_take_the_shorter_form_and_both_read_back() {
+        let mut chain = Progress::new(&EMPTY, Vec::new());
+        chain.calls = vec![0; 100];
+        chain.joins = vec![Vec::new(); 100];
+        chain.outputs = vec![None; 100];
+        for c in &mut chain.calls[..40] {
+            *c = 1;
+        }
+        chain.calls[3] = 0;
+        let text = serde_json::to_string(&chain).unwrap();
+        let list = format!("[1,1,1,0{}]", ",1".repeat(36));
+        assert!(text.contains(&format!(r#""calls":{list}"#)), "{text}");
+        assert_eq!(serde_json::from_str::<Progress>(&text).unwrap(), chain);
+
+        // The map form, as rows written before the list form hold it.
+        let old = text.replace(&list, r#"{"0":1,"39":2}"#);
+        let back: Progress = serde_json::from_str(&old).unwrap();
+        assert_eq!((back.calls[0], back.calls[1], back.calls[39]), (1, 0, 2));
+
+        let long = text.replace(&list, &format!("[{}]", ["1"; 101].join(",")));
+        let err = serde_json::from_str::<Progress>(&long).unwrap_err().to_string();
+        assert!(err.contains("calls names method #100 of 100"), "{err}");
+        let wrong = text.replace(&list, r#""many""#);
+        let err = serde_json::from_str::<Progress>(&wrong).unwrap_err().to_string();
+        assert!(err.contains("a list of activation counts or a map"), "{err}");
     }
 
     #[test]
