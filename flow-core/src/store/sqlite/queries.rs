@@ -38,7 +38,7 @@ impl<'a> Db<'a> {
 macro_rules! run_columns {
     () => {
         "run_id, flow, parent_run_id, status, output, error, pause, lease_owner, lease_expires_at, epoch, \
-         created_at, updated_at"
+         created_at, updated_at, run_no"
     };
 }
 
@@ -46,16 +46,21 @@ const SELECT_RUN: &str = concat!("SELECT ", run_columns!(), " FROM flow_runs WHE
 
 const RUN_EXISTS: &str = "SELECT epoch FROM flow_runs WHERE run_id = ?1";
 
-const RUN_FENCE: &str = "SELECT epoch, status FROM flow_runs WHERE run_id = ?1";
+const RUN_FENCE: &str = "SELECT epoch, status, run_no FROM flow_runs WHERE run_id = ?1";
 
-// The run's current snapshot is its newest checkpoint; `seq` is the run's version.
-const SELECT_LATEST: &str = "SELECT seq, state, progress, created_at FROM flow_checkpoints WHERE run_id = ?1 \
-     ORDER BY seq DESC LIMIT 1";
+const RUN_NO: &str = "SELECT run_no FROM flow_runs WHERE run_id = ?1";
 
+// The run's current snapshot is its newest checkpoint; `seq` is the run's version. ?1 and ?2
+// bound the run's keys (`History::keys`).
+const SELECT_LATEST: &str = "SELECT seq, state, progress, created_at FROM flow_checkpoints \
+     WHERE ck BETWEEN ?1 AND ?2 ORDER BY ck DESC LIMIT 1";
+
+// Runs are numbered in creation order; the number keys the run's checkpoints. The `MAX` is one
+// seek at the end of `flow_runs_by_no`.
 const INSERT_RUN: &str = "INSERT INTO flow_runs (run_id, flow, parent_run_id, status, lease_owner, \
-     lease_expires_at, epoch, created_at, updated_at) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?7) \
-     ON CONFLICT (run_id) DO NOTHING";
+     lease_expires_at, epoch, created_at, updated_at, run_no) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?7, (SELECT COALESCE(MAX(run_no), 0) + 1 FROM flow_runs)) \
+     ON CONFLICT (run_id) DO NOTHING RETURNING run_no";
 
 const SELECT_LEASE: &str = "SELECT lease_owner, lease_expires_at FROM flow_runs WHERE run_id = ?1";
 
@@ -82,22 +87,21 @@ const UPSERT_STEP: &str = "INSERT INTO flow_steps (run_id, step_key, ord, method
      input = excluded.input, output = excluded.output, error = excluded.error, attempt = excluded.attempt, \
      updated_at = excluded.updated_at";
 
-// A single seek to the end of the run's part of the primary key: SQLite does that only for a
-// query whose one result is the bare `MAX`.
-const LAST_CHECKPOINT: &str = "SELECT MAX(seq) FROM flow_checkpoints WHERE run_id = ?1";
+// A single seek to the end of the run's key range.
+const LAST_CHECKPOINT: &str = "SELECT MAX(ck) FROM flow_checkpoints WHERE ck BETWEEN ?1 AND ?2";
 
-const APPEND_CHECKPOINT: &str = "INSERT INTO flow_checkpoints (run_id, seq, step_key, status, state, progress, \
-     created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+const APPEND_CHECKPOINT: &str = "INSERT INTO flow_checkpoints (ck, run_id, seq, step_key, status, state, progress, \
+     created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 
-const PRUNE_CHECKPOINTS: &str = "DELETE FROM flow_checkpoints WHERE run_id = ?1 AND seq <= ?2";
+const PRUNE_CHECKPOINTS: &str = "DELETE FROM flow_checkpoints WHERE ck BETWEEN ?1 AND ?2";
 
 const SELECT_STEPS: &str = "SELECT step_key, method, status, input, output, error, attempt FROM flow_steps \
      WHERE run_id = ?1 ORDER BY ord";
 
 const SELECT_CHECKPOINTS: &str =
-    "SELECT seq, step_key, status, created_at FROM flow_checkpoints WHERE run_id = ?1 ORDER BY seq";
+    "SELECT seq, step_key, status, created_at FROM flow_checkpoints WHERE ck BETWEEN ?1 AND ?2 ORDER BY ck";
 
-const SELECT_CHECKPOINT: &str = "SELECT state, progress FROM flow_checkpoints WHERE run_id = ?1 AND seq = ?2";
+const SELECT_CHECKPOINT: &str = "SELECT state, progress FROM flow_checkpoints WHERE ck = ?1";
 
 const INSERT_JOURNAL: &str = "INSERT INTO step_journal (run_id, step_key, seq, kind, name, request_hash, output, \
      created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
@@ -106,14 +110,21 @@ const INSERT_JOURNAL: &str = "INSERT INTO step_journal (run_id, step_key, seq, k
 const SELECT_JOURNAL: &str = "SELECT kind, name, request_hash, output FROM step_journal \
      WHERE run_id = ?1 AND step_key = ?2 AND seq = ?3";
 
+/// The largest checkpoint number, as SQL text (2^32 - 1).
+macro_rules! checkpoint_span {
+    () => {
+        "4294967295"
+    };
+}
+
 // A running run's row changes only with its status and lease; its last change is its newest
 // checkpoint.
 macro_rules! summary_query {
     ($($where:literal)?) => {
         concat!(
             "SELECT run_id, flow, status, pause, created_at, MAX(updated_at, COALESCE((SELECT c.created_at \
-             FROM flow_checkpoints c WHERE c.run_id = flow_runs.run_id ORDER BY c.seq DESC LIMIT 1), 0)) \
-             FROM flow_runs ",
+             FROM flow_checkpoints c WHERE c.ck BETWEEN flow_runs.run_no << 32 AND (flow_runs.run_no << 32) + ",
+            checkpoint_span!(), " ORDER BY c.ck DESC LIMIT 1), 0)) FROM flow_runs ",
             $($where, " ",)?
             "ORDER BY created_at DESC, run_id DESC LIMIT ?1"
         )
@@ -188,6 +199,7 @@ struct RunRow {
     epoch: i64,
     created_at: i64,
     updated_at: i64,
+    run_no: i64,
 }
 
 impl RunRow {
@@ -205,6 +217,7 @@ impl RunRow {
             epoch: row.get(9)?,
             created_at: row.get(10)?,
             updated_at: row.get(11)?,
+            run_no: row.get(12)?,
         })
     }
 
@@ -243,10 +256,55 @@ struct Latest {
     created_at: i64,
 }
 
+/// The most runs a store numbers, and the most checkpoints a run has: a checkpoint's key is
+/// `run_no * 2^32 + seq` in SQLite's signed 64-bit integer.
+const MAX_RUN_NO: i64 = (1 << 31) - 1;
+const MAX_SEQ: i64 = (1 << 32) - 1;
+
+/// Where a run's checkpoints are: one key range of `flow_checkpoints`.
+#[derive(Clone, Copy)]
+struct History {
+    run_id: Uuid,
+    base: i64,
+}
+
+impl History {
+    fn of(run_id: Uuid, run_no: i64) -> Result<Self, StoreError> {
+        if !(1..=MAX_RUN_NO).contains(&run_no) {
+            return Err(corrupt(run_id, "run number", format!("{run_no} is not between 1 and {MAX_RUN_NO}")));
+        }
+        Ok(History { run_id, base: run_no << 32 })
+    }
+
+    /// Reads the run's number; the run must exist.
+    fn read(db: Db<'_>, run_id: Uuid) -> Result<Self, StoreError> {
+        let run_no: Option<i64> = db
+            .prepare(RUN_NO)?
+            .query_row([run_id.to_string()], |r| r.get(0))
+            .optional()
+            .map_err(|e| column(e, run_id, "run number", db.path))?;
+        History::of(run_id, run_no.ok_or(StoreError::NotFound(run_id))?)
+    }
+
+    /// The first and last key the run's checkpoints may have.
+    fn keys(self) -> [i64; 2] {
+        [self.base, self.base + MAX_SEQ]
+    }
+
+    fn key(self, seq: i64) -> i64 {
+        self.base + seq
+    }
+
+    fn seq(self, key: i64) -> i64 {
+        key - self.base
+    }
+}
+
 /// Reads the run's newest checkpoint; every stored run has one, written with the run.
-fn latest_checkpoint(db: Db<'_>, run_id: Uuid, id: &str) -> Result<Latest, StoreError> {
+fn latest_checkpoint(db: Db<'_>, history: History) -> Result<Latest, StoreError> {
+    let run_id = history.run_id;
     db.prepare(SELECT_LATEST)?
-        .query_row([id], |r| {
+        .query_row(history.keys(), |r| {
             Ok(Latest { seq: r.get(0)?, state: r.get(1)?, progress: r.get(2)?, created_at: r.get(3)? })
         })
         .optional()
@@ -325,11 +383,26 @@ struct CheckpointRow<'a> {
 }
 
 /// Appends the run's next checkpoint; returns its number, the run's new version.
-fn append_checkpoint(db: Db<'_>, row: CheckpointRow<'_>) -> Result<i64, StoreError> {
-    let last: Option<i64> = db.prepare(LAST_CHECKPOINT)?.query_row([row.run_id], |r| r.get(0)).map_err(db.fail())?;
-    let seq = last.unwrap_or(0) + 1;
+fn append_checkpoint(db: Db<'_>, history: History, row: CheckpointRow<'_>) -> Result<i64, StoreError> {
+    let last: Option<i64> = db.prepare(LAST_CHECKPOINT)?.query_row(history.keys(), |r| r.get(0)).map_err(db.fail())?;
+    let seq = last.map_or(1, |key| history.seq(key) + 1);
+    if seq > MAX_SEQ {
+        return Err(StoreError::Backend(format!(
+            "run {}: it has {MAX_SEQ} checkpoints, the most one run can have; fork it to go on",
+            history.run_id
+        )));
+    }
     db.prepare(APPEND_CHECKPOINT)?
-        .execute(params![row.run_id, seq, row.step_key, row.status.as_str(), row.state, row.progress, row.now])
+        .execute(params![
+            history.key(seq),
+            row.run_id,
+            seq,
+            row.step_key,
+            row.status.as_str(),
+            row.state,
+            row.progress,
+            row.now
+        ])
         .map_err(db.fail())?;
     Ok(seq)
 }
@@ -339,23 +412,34 @@ pub(super) fn create_run(db: Db<'_>, run: &NewRun, now: i64) -> Result<u64, Stor
     let id = run.run_id.to_string();
     let state = run.snapshot.state.get();
     let progress = run.snapshot.progress.get();
-    let inserted = db
+    let run_no: Option<i64> = db
         .prepare(INSERT_RUN)?
-        .execute(params![
-            id,
-            run.flow,
-            run.parent_run_id.map(|p| p.to_string()),
-            RunStatus::Running.as_str(),
-            run.owner,
-            now.saturating_add(millis(run.lease)),
-            now,
-        ])
+        .query_row(
+            params![
+                id,
+                run.flow,
+                run.parent_run_id.map(|p| p.to_string()),
+                RunStatus::Running.as_str(),
+                run.owner,
+                now.saturating_add(millis(run.lease)),
+                now,
+            ],
+            |r| r.get(0),
+        )
+        .optional()
         .map_err(db.fail())?;
-    if inserted == 0 {
+    let Some(run_no) = run_no else {
         return Err(StoreError::Duplicate(run.run_id));
+    };
+    if run_no > MAX_RUN_NO {
+        return Err(StoreError::Backend(format!(
+            "{}: the store has numbered {MAX_RUN_NO} runs, the most it can; start a new store file",
+            db.path.display()
+        )));
     }
+    let history = History::of(run.run_id, run_no)?;
     let row = CheckpointRow { run_id: &id, step_key: None, status: RunStatus::Running, state, progress, now };
-    let seq = append_checkpoint(db, row)?;
+    let seq = append_checkpoint(db, history, row)?;
     upsert_steps(db, &id, seq, &run.steps, now)?;
     decode_u64(run.run_id, "checkpoint seq", seq)
 }
@@ -382,8 +466,9 @@ pub(super) fn claim(db: Db<'_>, run_id: Uuid, owner: &str, lease: Duration, now:
         .prepare(TAKE_LEASE)?
         .query_row(params![id, owner, now.saturating_add(millis(lease))], RunRow::read)
         .map_err(|e| column(e, run_id, "row", db.path))?;
+    let latest = latest_checkpoint(db, History::of(run_id, row.run_no)?)?;
     // A row that does not decode fails the claim here, and the writer rolls back the epoch bump.
-    let run = row.decode(run_id, latest_checkpoint(db, run_id, &id)?)?;
+    let run = row.decode(run_id, latest)?;
     Ok(Claim { epoch: run.epoch, run })
 }
 
@@ -406,17 +491,18 @@ pub(super) fn renew(db: Db<'_>, run_id: Uuid, epoch: u64, lease: Duration, now: 
 /// the checkpoint and step rows only, which is what a durable step costs in WAL frames.
 pub(super) fn commit(db: Db<'_>, commit: &Commit, keep: Option<usize>, now: i64) -> Result<(), StoreError> {
     let id = commit.run_id.to_string();
-    let fence: Option<(i64, String)> = db
+    let fence: Option<(i64, String, i64)> = db
         .prepare(RUN_FENCE)?
-        .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()
         .map_err(|e| column(e, commit.run_id, "row", db.path))?;
-    let Some((current, stored_status)) = fence else {
+    let Some((current, stored_status, run_no)) = fence else {
         return Err(StoreError::NotFound(commit.run_id));
     };
     if current != epoch_param(commit.epoch) {
         return Err(fenced(commit.run_id, commit.epoch, current));
     }
+    let history = History::of(commit.run_id, run_no)?;
     if commit.status.is_at_rest() || stored_status != commit.status.as_str() {
         db.prepare(UPDATE_RUN)?
             .execute(params![
@@ -439,12 +525,13 @@ pub(super) fn commit(db: Db<'_>, commit: &Commit, keep: Option<usize>, now: i64)
         progress: commit.snapshot.progress.get(),
         now,
     };
-    let version = append_checkpoint(db, row)?;
+    let version = append_checkpoint(db, history, row)?;
     upsert_steps(db, &id, version, &commit.steps, now)?;
     if let Some(keep) = keep {
         let keep = i64::try_from(keep).unwrap_or(i64::MAX);
         if version > keep {
-            db.prepare(PRUNE_CHECKPOINTS)?.execute(params![id, version - keep]).map_err(db.fail())?;
+            let [first, _] = history.keys();
+            db.prepare(PRUNE_CHECKPOINTS)?.execute(params![first, history.key(version - keep)]).map_err(db.fail())?;
         }
     }
     Ok(())
@@ -490,7 +577,7 @@ pub(super) fn load_run(db: Db<'_>, run_id: Uuid) -> Result<RunRecord, StoreError
         .optional()
         .map_err(|e| column(e, run_id, "row", db.path))?;
     let row = row.ok_or(StoreError::NotFound(run_id))?;
-    let latest = latest_checkpoint(db, run_id, &row.run_id)?;
+    let latest = latest_checkpoint(db, History::of(run_id, row.run_no)?)?;
     row.decode(run_id, latest)
 }
 
@@ -576,8 +663,8 @@ pub(super) fn steps(db: Db<'_>, run_id: Uuid) -> Result<Vec<StepRecord>, StoreEr
 
 /// The run's checkpoint history, oldest first.
 pub(super) fn checkpoints(db: Db<'_>, run_id: Uuid) -> Result<Vec<CheckpointInfo>, StoreError> {
-    require_run(db, run_id)?;
-    let rows = collect(db, SELECT_CHECKPOINTS, params![run_id.to_string()], |r| {
+    let [first, last] = History::read(db, run_id)?.keys();
+    let rows = collect(db, SELECT_CHECKPOINTS, params![first, last], |r| {
         Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?))
     })
     .map_err(|e| column(e, run_id, "checkpoint row", db.path))?;
@@ -595,13 +682,14 @@ pub(super) fn checkpoints(db: Db<'_>, run_id: Uuid) -> Result<Vec<CheckpointInfo
 
 /// The snapshot saved by checkpoint `seq`.
 pub(super) fn load_checkpoint(db: Db<'_>, run_id: Uuid, seq: u64) -> Result<Snapshot, StoreError> {
-    require_run(db, run_id)?;
-    let Ok(seq_param) = i64::try_from(seq) else {
-        return Err(StoreError::CheckpointNotFound { run_id, seq });
+    let history = History::read(db, run_id)?;
+    let seq_param = match i64::try_from(seq) {
+        Ok(seq) if (1..=MAX_SEQ).contains(&seq) => seq,
+        _ => return Err(StoreError::CheckpointNotFound { run_id, seq }),
     };
     let row: Option<(String, String)> = db
         .prepare(SELECT_CHECKPOINT)?
-        .query_row(params![run_id.to_string(), seq_param], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row([history.key(seq_param)], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()
         .map_err(|e| column(e, run_id, "checkpoint row", db.path))?;
     let (state, progress) = row.ok_or(StoreError::CheckpointNotFound { run_id, seq })?;
@@ -651,6 +739,7 @@ mod tests {
         ("SELECT_RUN", SELECT_RUN),
         ("RUN_EXISTS", RUN_EXISTS),
         ("RUN_FENCE", RUN_FENCE),
+        ("RUN_NO", RUN_NO),
         ("SELECT_LATEST", SELECT_LATEST),
         ("INSERT_RUN", INSERT_RUN),
         ("SELECT_LEASE", SELECT_LEASE),
@@ -682,6 +771,69 @@ mod tests {
             error: None,
             attempt: 0,
         }
+    }
+
+    fn new_run() -> Result<NewRun, serde_json::Error> {
+        Ok(NewRun {
+            run_id: Uuid::new_v4(),
+            flow: "f".into(),
+            parent_run_id: None,
+            snapshot: Snapshot::encode(&json!({}), &json!({}))?,
+            steps: vec![],
+            owner: "w".into(),
+            lease: Duration::ZERO,
+        })
+    }
+
+    /// Checkpoint keys are `run_no * 2^32 + seq`: a store that ran out of run numbers, or a run
+    /// out of checkpoint numbers, says so instead of writing a key of another run; a run number
+    /// outside the range (edited by hand) is reported as damage.
+    #[test]
+    fn numbers_that_run_out_are_reported() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("runs.db");
+        let conn = schema::open_writer(&SqliteOptions::new(&path))?;
+        let db = Db { conn: &conn, path: &path };
+
+        let last = new_run()?;
+        create_run(db, &last, 1)?;
+        conn.execute("UPDATE flow_runs SET run_no = ?1", [MAX_RUN_NO])?;
+        conn.execute("UPDATE flow_checkpoints SET ck = ?1 + 1", [MAX_RUN_NO << 32])?;
+        assert_eq!(load_run(db, last.run_id)?.version, 1, "the last number still works");
+        match create_run(db, &new_run()?, 2) {
+            Err(StoreError::Backend(m)) => assert!(m.contains("start a new store file"), "{m}"),
+            other => return Err(format!("expected Backend, got {other:?}").into()),
+        }
+
+        conn.execute("UPDATE flow_checkpoints SET ck = ?1, seq = ?2", [(MAX_RUN_NO << 32) + MAX_SEQ, MAX_SEQ])?;
+        let claim = claim(db, last.run_id, "w", Duration::ZERO, 3)?;
+        assert_eq!(claim.run.version, MAX_SEQ as u64);
+        let c = Commit {
+            run_id: last.run_id,
+            epoch: claim.epoch,
+            status: RunStatus::Running,
+            snapshot: Snapshot::encode(&json!({}), &json!({}))?,
+            steps: vec![],
+            step_key: None,
+            output: None,
+            error: None,
+            pause: None,
+        };
+        match commit(db, &c, None, 4) {
+            Err(StoreError::Backend(m)) => assert!(m.contains("fork it to go on"), "{m}"),
+            other => return Err(format!("expected Backend, got {other:?}").into()),
+        }
+        assert!(matches!(
+            load_checkpoint(db, last.run_id, MAX_SEQ as u64 + 1),
+            Err(StoreError::CheckpointNotFound { .. })
+        ));
+
+        conn.execute("UPDATE flow_runs SET run_no = 0 WHERE run_id = ?1", [last.run_id.to_string()])?;
+        match load_run(db, last.run_id) {
+            Err(StoreError::Corrupt { what, .. }) => assert_eq!(what, "run number"),
+            other => return Err(format!("expected Corrupt, got {other:?}").into()),
+        }
+        Ok(())
     }
 
     /// Re-preparing means parsing and planning the SQL again at every call: the statement cache

@@ -152,6 +152,52 @@ ALTER TABLE flow_runs DROP COLUMN version;
 "
 );
 
+/// The checkpoint table as version 3 has it, under a given name.
+///
+/// A row's key is its run's number times 2^32 plus its `seq` (`ck` aliases the rowid), so one
+/// run's history is one contiguous key range and a checkpoint is a single b-tree insert: a
+/// `(run_id, seq)` primary key made every commit write the row's page and a page of the key's
+/// index besides. `run_id` and `seq` are kept as columns for whoever reads the file by hand.
+macro_rules! checkpoints_table {
+    ($name:literal) => {
+        concat!(
+            "-- `ck` is the run's `run_no` * 2^32 + `seq`. Checkpoint `seq` N holds the snapshot of \n",
+            "-- run version N; the run's newest checkpoint is its current snapshot.\n",
+            "CREATE TABLE ",
+            $name,
+            " (
+    ck         INTEGER NOT NULL PRIMARY KEY,
+    run_id     TEXT    NOT NULL REFERENCES flow_runs (run_id) ON DELETE CASCADE,
+    seq        INTEGER NOT NULL,
+    step_key   TEXT,
+    status     TEXT    NOT NULL,
+    state      TEXT    NOT NULL,
+    progress   TEXT    NOT NULL,
+    created_at INTEGER NOT NULL
+) STRICT;
+"
+        )
+    };
+}
+
+/// Version 3: a checkpoint is one b-tree insert ([`checkpoints_table`]). Every run gets a
+/// number, in creation order, that keys its checkpoints.
+const V3: &str = concat!(
+    "ALTER TABLE flow_runs ADD COLUMN run_no INTEGER NOT NULL DEFAULT 0;
+UPDATE flow_runs SET run_no = numbered.no
+    FROM (SELECT run_id AS id, row_number() OVER (ORDER BY created_at, run_id) AS no FROM flow_runs) AS numbered
+    WHERE flow_runs.run_id = numbered.id;
+CREATE UNIQUE INDEX flow_runs_by_no ON flow_runs (run_no);
+",
+    checkpoints_table!("flow_checkpoints_v3"),
+    "INSERT INTO flow_checkpoints_v3 (ck, run_id, seq, step_key, status, state, progress, created_at)
+    SELECT (r.run_no << 32) + c.seq, c.run_id, c.seq, c.step_key, c.status, c.state, c.progress, c.created_at
+    FROM flow_checkpoints c JOIN flow_runs r ON r.run_id = c.run_id;
+DROP TABLE flow_checkpoints;
+ALTER TABLE flow_checkpoints_v3 RENAME TO flow_checkpoints;
+"
+);
+
 /// What a new file gets: the schema every migration together makes of an empty file, written
 /// out, because running them one by one re-parses the schema at every `ALTER` and triples the
 /// cost of creating a store. `a_new_file_gets_what_the_migrations_make` keeps the two equal.
@@ -168,25 +214,17 @@ const CURRENT: &str = concat!(
     lease_expires_at INTEGER,
     epoch            INTEGER NOT NULL,
     created_at       INTEGER NOT NULL,
-    updated_at       INTEGER NOT NULL
+    updated_at       INTEGER NOT NULL,
+    run_no           INTEGER NOT NULL DEFAULT 0
 ) STRICT;
 CREATE INDEX flow_runs_by_created ON flow_runs (created_at DESC, run_id DESC);
 CREATE INDEX flow_runs_by_status ON flow_runs (status, created_at DESC, run_id DESC);
 CREATE INDEX flow_runs_by_flow ON flow_runs (flow, created_at DESC, run_id DESC);
+CREATE UNIQUE INDEX flow_runs_by_no ON flow_runs (run_no);
 ",
     steps_table!("flow_steps"),
-    "-- A run's newest checkpoint is its current snapshot, and its `seq` the run's version.
-CREATE TABLE flow_checkpoints (
-    run_id     TEXT    NOT NULL REFERENCES flow_runs (run_id) ON DELETE CASCADE,
-    seq        INTEGER NOT NULL,
-    step_key   TEXT,
-    status     TEXT    NOT NULL,
-    state      TEXT    NOT NULL,
-    progress   TEXT    NOT NULL,
-    created_at INTEGER NOT NULL,
-    PRIMARY KEY (run_id, seq)
-) STRICT;
-
+    checkpoints_table!("flow_checkpoints"),
+    "
 -- Keyed by run, not by step row: an effect may be recorded before its step's row is committed.
 CREATE TABLE step_journal (
     run_id       TEXT    NOT NULL REFERENCES flow_runs (run_id) ON DELETE CASCADE,
@@ -203,7 +241,7 @@ CREATE TABLE step_journal (
 );
 
 /// Every migration, oldest first. Append only: a released migration never changes.
-const MIGRATIONS: &[&str] = &[V1, V2];
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this build writes.
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -439,6 +477,70 @@ mod tests {
         let run = queries::load_run(db, lost)?;
         assert_eq!((run.version, run.snapshot.state.get()), (2, r#"{"v":2}"#));
         assert_eq!(queries::load_checkpoint(db, lost, 1)?.state.get(), r#"{"v":1}"#);
+        Ok(())
+    }
+
+    /// A file written by the version 2 code: runs get numbers in creation order, their
+    /// histories move under them intact, and runs created afterwards number on from there.
+    #[test]
+    fn a_version_2_file_numbers_its_runs_and_keeps_their_history() -> TestResult {
+        use super::super::queries::{self, Db};
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("runs.db");
+        let (older, newer) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        {
+            let conn = Connection::open(&path)?;
+            conn.execute_batch(V1)?;
+            conn.execute_batch(V2)?;
+            conn.pragma_update(None, "user_version", 2)?;
+            for (id, created) in [(newer, 20), (older, 10)] {
+                conn.execute(
+                    "INSERT INTO flow_runs (run_id, flow, status, epoch, created_at, updated_at) \
+                     VALUES (?1, 'f', 'running', 1, ?2, ?2)",
+                    rusqlite::params![id.to_string(), created],
+                )?;
+            }
+            for (id, seq) in [(older, 1), (older, 2), (newer, 4), (newer, 5)] {
+                conn.execute(
+                    "INSERT INTO flow_checkpoints (run_id, seq, step_key, status, state, progress, created_at) \
+                     VALUES (?1, ?2, NULL, 'running', ?3, '{}', ?2)",
+                    rusqlite::params![id.to_string(), seq, format!("{{\"seq\":{seq}}}")],
+                )?;
+            }
+        }
+        let conn = open_writer(&SqliteOptions::new(&path))?;
+        assert_eq!(pragma(&conn, "user_version")?, SCHEMA_VERSION);
+        let numbers: Vec<(String, i64)> = conn
+            .prepare("SELECT run_id, run_no FROM flow_runs ORDER BY run_no")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        assert_eq!(numbers, [(older.to_string(), 1), (newer.to_string(), 2)]);
+        let keys: Vec<i64> = conn
+            .prepare("SELECT ck FROM flow_checkpoints ORDER BY ck")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        assert_eq!(keys, [(1 << 32) + 1, (1 << 32) + 2, (2 << 32) + 4, (2 << 32) + 5]);
+
+        let db = Db { conn: &conn, path: &path };
+        let run = queries::load_run(db, newer)?;
+        assert_eq!((run.version, run.snapshot.state.get()), (5, r#"{"seq":5}"#));
+        let seqs: Vec<u64> = queries::checkpoints(db, older)?.iter().map(|c| c.seq).collect();
+        assert_eq!(seqs, [1, 2]);
+        assert_eq!(queries::load_checkpoint(db, newer, 4)?.state.get(), r#"{"seq":4}"#);
+
+        let third = crate::store::NewRun {
+            run_id: uuid::Uuid::new_v4(),
+            flow: "f".into(),
+            parent_run_id: None,
+            snapshot: crate::store::Snapshot::encode(&1, &2)?,
+            steps: Vec::new(),
+            owner: "w".into(),
+            lease: Duration::ZERO,
+        };
+        assert_eq!(queries::create_run(db, &third, 30)?, 1);
+        let no: i64 =
+            conn.query_row("SELECT run_no FROM flow_runs WHERE run_id = ?1", [third.run_id.to_string()], |r| r.get(0))?;
+        assert_eq!(no, 3);
         Ok(())
     }
 
