@@ -235,7 +235,12 @@ async fn commit_semantics(store: &dyn Store) -> TestResult {
     let paused = Commit {
         status: RunStatus::Paused,
         pause: Some(question.clone()),
-        steps: vec![step("ask#0", StepStatus::Paused), step("start#0", StepStatus::Failed)],
+        // New and known rows in every status: a known ready row is rewritten too (a retry).
+        steps: vec![
+            step("ask#0", StepStatus::Paused),
+            step("start#0", StepStatus::Failed),
+            StepRecord { attempt: 2, ..step("next#0", StepStatus::Ready) },
+        ],
         ..commit(id, 1, 2)
     };
     store.commit(paused).await?;
@@ -246,6 +251,7 @@ async fn commit_semantics(store: &dyn Store) -> TestResult {
     let keys: Vec<String> =
         store.steps(id).await?.into_iter().map(|s| format!("{}={:?}", s.step_key, s.status)).collect();
     assert_eq!(keys, ["start#0=Failed", "next#0=Ready", "ask#0=Paused"]);
+    assert_eq!(store.steps(id).await?[1].attempt, 2);
 
     let claim = store.claim(id, "w2", LONG).await?;
     let failed = Commit {

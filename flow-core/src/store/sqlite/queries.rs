@@ -867,7 +867,10 @@ mod tests {
                     // The last one ends the run, which writes the run row.
                     status: if n == 3 { RunStatus::Completed } else { RunStatus::Running },
                     snapshot: Snapshot::encode(&json!({ "n": n }), &json!({}))?,
-                    steps: vec![step("start#0"), step(&format!("m#{n}"))],
+                    steps: vec![
+                        StepRecord { status: StepStatus::Completed, ..step("start#0") },
+                        step(&format!("m#{n}")),
+                    ],
                     step_key: Some("start#0".into()),
                     output: None,
                     error: None,
