@@ -510,6 +510,26 @@ async fn two_processes_resuming_one_run_at_once_one_is_refused() {
     assert_eq!(ran.load(Ordering::SeqCst), 2, "once by the crashed process, once by the winner");
 }
 
+/// The run renews its lease while a step outlasts it, so another process cannot take the
+/// run over; the renewals stop with the execution.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_run_keeps_its_lease_through_a_long_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let ran = Arc::new(AtomicU32::new(0));
+    let store = store_at(dir.path()).await;
+    let live = Runner::new(Slow { ran: ran.clone() }).with_store(store.clone()).lease(Duration::from_millis(90));
+    let run = tokio::spawn(async move { live.kickoff(Keys::default()).await });
+    tokio::time::sleep(Duration::from_millis(200)).await; // two leases into the 300 ms step
+    let run_id = store.list_runs(&RunFilter::default()).await.unwrap()[0].run_id;
+    let other = Runner::new(Slow { ran: ran.clone() }).with_store(store_at(dir.path()).await);
+    let refused = other.resume(run_id).await.unwrap_err();
+    assert!(matches!(refused, FlowError::RunLocked { .. }), "{refused:?}");
+    assert_eq!(run.await.unwrap().unwrap().status(), RunStatus::Completed);
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
+    let record = store.load_run(run_id).await.unwrap();
+    assert_eq!((record.lease_owner, record.lease_expires_at_ms), (None, None), "released at rest");
+}
+
 #[tokio::test]
 async fn a_full_disk_is_a_clear_error_and_the_stored_run_survives() {
     let dir = tempfile::tempdir().unwrap();

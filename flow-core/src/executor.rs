@@ -227,12 +227,14 @@ impl<F: Flow> Execution<F> {
         let started = std::time::Instant::now();
         // Only a run with a store holds a lease that can be lost.
         let lost = self.durability.as_ref().map(|_| CancellationToken::new());
-        // Dropping this execution (a caller's timeout, say) must stop renewing the lease, or a
-        // run nobody executes would look alive forever.
+        // Renewed from the run's own task rather than a task of its own: dropping this execution
+        // (a caller's timeout, say) stops the renewals with it, or a run nobody executes would
+        // look alive forever; and a durable run stays one task, which lets the SQLite store
+        // commit a lone run's checkpoints on its own thread.
         let heartbeat = self.durability.as_ref().zip(lost.clone()).map(|(d, lost)| {
             let store = Arc::clone(&d.store);
             let (epoch, lease) = (d.epoch, d.lease);
-            AbortOnDrop(tokio::spawn(async move {
+            async move {
                 loop {
                     tokio::time::sleep(lease / 3).await;
                     match store.renew(run_id, epoch, lease).await {
@@ -244,11 +246,10 @@ impl<F: Flow> Execution<F> {
                         Err(e) => tracing::warn!(%run_id, error = %e, "renewing the run's lease failed; retrying"),
                     }
                 }
-            }))
+            }
         });
         let span = tracing::info_span!("flow_run", run_id = %run_id, flow);
-        let result = self.drive(lost.as_ref()).instrument(span).await;
-        drop(heartbeat);
+        let result = alongside(self.drive(lost.as_ref()).instrument(span), heartbeat).await;
         let status = match &result {
             Ok(o) => o.status(),
             Err(_) => RunStatus::Failed,
@@ -875,6 +876,22 @@ impl<F: Flow> Execution<F> {
             }
         }
         Err(FlowError::Store(StoreError::Backend(format!("run {run_id}: checkpoint kept failing"))))
+    }
+}
+
+/// Runs `main` to its end, polling `side` on the same task meanwhile (until `side` ends, if it
+/// does first); `side` is dropped when `main` ends.
+async fn alongside<T>(main: impl Future<Output = T>, side: Option<impl Future<Output = ()>>) -> T {
+    let Some(side) = side else { return main.await };
+    tokio::pin!(main);
+    tokio::pin!(side);
+    let mut side_done = false;
+    loop {
+        tokio::select! {
+            biased;
+            out = &mut main => return out,
+            () = &mut side, if !side_done => side_done = true,
+        }
     }
 }
 

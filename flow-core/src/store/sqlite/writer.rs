@@ -9,9 +9,15 @@
 //!
 //! A request is answered only after the transaction holding it committed: a caller that hears
 //! `Ok` knows its write is durable (as durable as the `synchronous` setting makes it).
+//!
+//! One exception to the hand-off: a write from the only task alive on its runtime, while the
+//! writer is idle, is committed on the caller's own thread ([`WriterHandle::write`]). Nobody
+//! could share that commit, and the hand-off costs two thread wake-ups per write, which on a
+//! virtual machine cost as much as the commit's own CPU work.
 
 use std::path::PathBuf;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError, mpsc};
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
@@ -69,9 +75,35 @@ where
     }
 }
 
+/// What the writer thread and inline writers share.
+struct Shared {
+    writer: Mutex<Writer>,
+    /// Requests sent to the writer thread that it has not yet taken under the lock. An inline
+    /// write goes only when this is zero, so it never overtakes a write queued before it (one
+    /// whose caller stopped waiting, say, then wrote again).
+    queued: AtomicUsize,
+}
+
+impl Shared {
+    /// The writer, also after a panic while it was held: each batch begins by rolling back
+    /// whatever transaction the panic left open.
+    fn lock(&self) -> MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn try_lock(&self) -> Option<MutexGuard<'_, Writer>> {
+        match self.writer.try_lock() {
+            Ok(guard) => Some(guard),
+            Err(TryLockError::Poisoned(poisoned)) => Some(poisoned.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
+        }
+    }
+}
+
 /// The sending side: what [`super::SqliteStore`] holds.
 pub(super) struct WriterHandle {
     queue: mpsc::Sender<Box<dyn Job>>,
+    shared: Arc<Shared>,
     path: PathBuf,
 }
 
@@ -79,14 +111,24 @@ impl WriterHandle {
     /// Starts the writer thread on `conn`.
     pub(super) fn start(conn: Connection, path: PathBuf) -> Result<Self, StoreError> {
         let (queue, requests) = mpsc::channel::<Box<dyn Job>>();
-        let writer = Writer { conn, path: path.clone(), requests };
-        std::thread::Builder::new().name("flows-sqlite-writer".into()).spawn(move || writer.run()).map_err(|e| {
-            StoreError::Backend(format!("{}: cannot start the SQLite writer thread: {e}", path.display()))
-        })?;
-        Ok(WriterHandle { queue, path })
+        let shared =
+            Arc::new(Shared { writer: Mutex::new(Writer { conn, path: path.clone() }), queued: AtomicUsize::new(0) });
+        let thread_shared = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("flows-sqlite-writer".into())
+            .spawn(move || run(&thread_shared, &requests))
+            .map_err(|e| {
+                StoreError::Backend(format!("{}: cannot start the SQLite writer thread: {e}", path.display()))
+            })?;
+        Ok(WriterHandle { queue, shared, path })
     }
 
-    /// Queues `work` for the next group commit and waits until it is committed (or failed).
+    /// Commits `work` and waits until it is committed (or failed).
+    ///
+    /// Normally the write is queued for the writer thread's next group commit. When the caller
+    /// is the only task alive on its runtime and the writer is idle with nothing queued, the
+    /// write is committed right here instead, blocking this thread for the commit: there is no
+    /// other task for the thread to run meanwhile and no other write to share the commit with.
     ///
     /// Dropping the returned future does not cancel the write: once queued it is applied, as a
     /// write whose reply was lost on the network would be.
@@ -96,37 +138,69 @@ impl WriterHandle {
         F: FnMut(Db<'_>) -> Result<T, StoreError> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        self.queue.send(Box::new(Request { work, result: None, reply })).map_err(|_| writer_stopped(&self.path))?;
+        let job: Box<dyn Job> = Box::new(Request { work, result: None, reply });
+        if let Some(job) = self.commit_inline(job) {
+            self.shared.queued.fetch_add(1, Ordering::SeqCst);
+            if self.queue.send(job).is_err() {
+                self.shared.queued.fetch_sub(1, Ordering::SeqCst);
+                return Err(writer_stopped(&self.path));
+            }
+        }
         answer.await.map_err(|_| writer_stopped(&self.path))?
+    }
+
+    /// Commits `job` on this thread if that is what [`WriterHandle::write`] says; otherwise
+    /// gives it back to be queued.
+    fn commit_inline(&self, job: Box<dyn Job>) -> Option<Box<dyn Job>> {
+        if !alone_on_runtime() {
+            return Some(job);
+        }
+        let Some(writer) = self.shared.try_lock() else { return Some(job) };
+        if self.shared.queued.load(Ordering::SeqCst) != 0 {
+            return Some(job);
+        }
+        writer.commit_batch(vec![job]);
+        None
     }
 }
 
+/// Whether the caller is a task, and the only one alive on its runtime. Code outside any task
+/// (a `block_on` future) may be running anything beside the write, so it never qualifies.
+fn alone_on_runtime() -> bool {
+    tokio::task::try_id().is_some()
+        && tokio::runtime::Handle::try_current().is_ok_and(|rt| rt.metrics().num_alive_tasks() == 1)
+}
+
+/// The writer thread: runs until every [`WriterHandle`] is gone; the connection then closes
+/// (the thread holds the last reference), which checkpoints the WAL into the database file.
+fn run(shared: &Shared, requests: &mpsc::Receiver<Box<dyn Job>>) {
+    while let Ok(first) = requests.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match requests.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let writer = shared.lock();
+        // Counted down only under the lock, so an inline write cannot slip in between taking
+        // these requests and committing them.
+        shared.queued.fetch_sub(batch.len(), Ordering::SeqCst);
+        let started = Instant::now();
+        let size = batch.len();
+        writer.commit_batch(batch);
+        tracing::trace!(requests = size, elapsed_us = started.elapsed().as_micros() as u64, "group commit");
+    }
+    tracing::debug!(path = %shared.lock().path.display(), "SQLite writer stopped: store dropped");
+}
+
+/// The writing connection.
 struct Writer {
     conn: Connection,
     path: PathBuf,
-    requests: mpsc::Receiver<Box<dyn Job>>,
 }
 
 impl Writer {
-    /// Runs until every [`WriterHandle`] is gone; the connection then closes, which
-    /// checkpoints the WAL into the database file.
-    fn run(self) {
-        while let Ok(first) = self.requests.recv() {
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match self.requests.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
-                }
-            }
-            let started = Instant::now();
-            let size = batch.len();
-            self.commit_batch(batch);
-            tracing::trace!(requests = size, elapsed_us = started.elapsed().as_micros() as u64, "group commit");
-        }
-        tracing::debug!(path = %self.path.display(), "SQLite writer stopped: store dropped");
-    }
-
     fn db(&self) -> Db<'_> {
         Db { conn: &self.conn, path: &self.path }
     }
@@ -285,6 +359,51 @@ mod tests {
             _ = tokio::time::sleep(Duration::from_millis(50)) => {}
         }
         Ok((dir, writer, open))
+    }
+
+    fn writing_thread(_: Db<'_>) -> Result<Option<String>, StoreError> {
+        Ok(std::thread::current().name().map(String::from))
+    }
+
+    /// A lone task commits on its own thread; with another task alive, or from outside any
+    /// task, the write goes to the writer thread (where it can share a commit).
+    async fn who_writes() -> Result<[Option<String>; 3], Box<dyn std::error::Error + Send + Sync>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("w.db");
+        let writer = std::sync::Arc::new(WriterHandle::start(Connection::open(&path)?, path)?);
+        let alone = tokio::spawn({
+            let writer = writer.clone();
+            async move { writer.write(writing_thread).await }
+        })
+        .await??;
+        let (release, held) = tokio::sync::oneshot::channel::<()>();
+        let other = tokio::spawn(held);
+        let crowded = tokio::spawn({
+            let writer = writer.clone();
+            async move { writer.write(writing_thread).await }
+        })
+        .await??;
+        let _ = release.send(());
+        other.await??;
+        let outside = writer.write(writing_thread).await?;
+        Ok([alone, crowded, outside])
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_a_lone_task_commits_on_its_own_thread() -> TestResult {
+        let writer_thread = Some("flows-sqlite-writer".to_string());
+        let [alone, crowded, outside] = who_writes().await.map_err(|e| e.to_string())?;
+        assert_ne!(alone, writer_thread);
+        assert_eq!((crowded, outside), (writer_thread.clone(), writer_thread.clone()));
+
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let [alone, crowded, outside] = std::thread::spawn(move || runtime.block_on(who_writes()))
+            .join()
+            .map_err(|_| "the current-thread runtime panicked")?
+            .map_err(|e| e.to_string())?;
+        assert_ne!(alone, writer_thread);
+        assert_eq!((crowded, outside), (writer_thread.clone(), writer_thread));
+        Ok(())
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
