@@ -194,6 +194,19 @@ fn checkpoint_sizes(db: &Path) -> rusqlite::Result<(i64, i64)> {
     )
 }
 
+/// Waits until the store has closed, which its last connection marks by removing the WAL
+/// file; returns how long that took.
+fn store_closed(wal: &Path) -> Result<Duration, BoxError> {
+    let t0 = Instant::now();
+    while wal.exists() {
+        if t0.elapsed() > Duration::from_secs(10) {
+            return Err(format!("{} is still there 10 s after the run: the store did not close", wal.display()).into());
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    Ok(t0.elapsed())
+}
+
 fn not_compiled(what: &str, n: usize, sizes: &[usize]) -> BoxError {
     format!("{what} is compiled for sizes {sizes:?} only, not {n} (add it in flow-bench/build.rs)").into()
 }
@@ -219,21 +232,34 @@ fn once(id: &str, n: usize, rt: &Runtime, opts: &Options) -> Result<Sample, BoxE
         "w5" | "w5-normal" => {
             let dir = temp_dir(opts, "flows_w5_")?;
             let sync = if id == "w5" { Synchronous::Full } else { Synchronous::Normal };
+            // The disk's commit cost drifts with the machine's I/O load: the bare insert+commit
+            // is measured right before and right after the run, in the same folder, and the
+            // ratio taken to their mean.
+            let bare_commit_us = |file: &str| -> Result<f64, BoxError> {
+                let conn = limit::w5_open(&dir.path().join(file))?;
+                if id == "w5-normal" {
+                    conn.pragma_update(None, "synchronous", "NORMAL")?;
+                }
+                Ok(limit::w5(&conn, "bare", n)?.as_secs_f64() * 1e6 / n.max(1) as f64)
+            };
+            let before = bare_commit_us("limit-before.db")?;
             let mut s = visit_chain(n, Kick { rt, store: Some(dir.path()), sync })
                 .ok_or_else(|| not_compiled("W5", n, CHAIN_SIZES))??;
+            // The store closes on its writer thread after the run: its last connection folds the
+            // WAL into the database file and fsyncs it. The bare commits below must not share the
+            // disk with that, or they measure slower than they are.
+            let closed = store_closed(&dir.path().join("runs.db-wal"))?;
+            s.extra.push(("store_close_ms", (closed.as_secs_f64() * 1e3).into()));
             if let Ok((count, bytes)) = checkpoint_sizes(&dir.path().join("runs.db")) {
                 s.extra.push(("checkpoints", count.into()));
                 s.extra.push(("checkpoint_json_bytes", (bytes as f64 / count.max(1) as f64).into()));
             }
             s.extra.push(("synchronous", if id == "w5" { "FULL" } else { "NORMAL" }.into()));
-            // The disk's commit cost drifts with the machine's I/O load: measure the bare
-            // insert+commit right after the run, in the same folder, for a same-moment ratio.
-            let conn = limit::w5_open(&dir.path().join("limit.db"))?;
-            if id == "w5-normal" {
-                conn.pragma_update(None, "synchronous", "NORMAL")?;
-            }
-            let bare = limit::w5(&conn, "bare", n)?.as_secs_f64() * 1e6 / n.max(1) as f64;
+            let after = bare_commit_us("limit-after.db")?;
+            let bare = (before + after) / 2.0;
             let per_step = s.wall.as_secs_f64() * 1e6 / n.max(1) as f64;
+            s.extra.push(("bare_commit_before_us", before.into()));
+            s.extra.push(("bare_commit_after_us", after.into()));
             s.extra.push(("bare_commit_us", bare.into()));
             s.extra.push(("ratio_to_bare_commit", (per_step / bare).into()));
             Ok(s)
