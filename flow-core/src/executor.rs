@@ -249,7 +249,10 @@ impl<F: Flow> Execution<F> {
             }
         });
         let span = tracing::info_span!("flow_run", run_id = %run_id, flow);
-        let result = alongside(self.drive(lost.as_ref()).instrument(span), heartbeat).await;
+        let result = {
+            let drive = std::pin::pin!(self.drive(lost.as_ref()).instrument(span));
+            Alongside { main: drive, side: heartbeat.map(|h| Box::pin(h) as SideFuture) }.await
+        };
         let status = match &result {
             Ok(o) => o.status(),
             Err(_) => RunStatus::Failed,
@@ -879,19 +882,30 @@ impl<F: Flow> Execution<F> {
     }
 }
 
+/// A future polled beside the run's own on the same task, for as long as it runs.
+type SideFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
 /// Runs `main` to its end, polling `side` on the same task meanwhile (until `side` ends, if it
-/// does first); `side` is dropped when `main` ends.
-async fn alongside<T>(main: impl Future<Output = T>, side: Option<impl Future<Output = ()>>) -> T {
-    let Some(side) = side else { return main.await };
-    tokio::pin!(main);
-    tokio::pin!(side);
-    let mut side_done = false;
-    loop {
-        tokio::select! {
-            biased;
-            out = &mut main => return out,
-            () = &mut side, if !side_done => side_done = true,
+/// does first); `side` is dropped when `main` ends. `main` is pinned by the caller rather than
+/// moved in, so the run's future does not hold it twice.
+struct Alongside<'a, M> {
+    main: Pin<&'a mut M>,
+    side: Option<SideFuture>,
+}
+
+impl<M: Future> Future for Alongside<'_, M> {
+    type Output = M::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<M::Output> {
+        if let Poll::Ready(out) = self.main.as_mut().poll(cx) {
+            return Poll::Ready(out);
         }
+        if let Some(side) = self.side.as_mut()
+            && side.as_mut().poll(cx).is_ready()
+        {
+            self.side = None;
+        }
+        Poll::Pending
     }
 }
 
