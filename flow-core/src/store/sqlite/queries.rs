@@ -42,11 +42,25 @@ macro_rules! run_columns {
     };
 }
 
+/// The largest checkpoint number, as SQL text (2^32 - 1).
+macro_rules! checkpoint_span {
+    () => {
+        "4294967295"
+    };
+}
+
 const SELECT_RUN: &str = concat!("SELECT ", run_columns!(), " FROM flow_runs WHERE run_id = ?1");
 
 const RUN_EXISTS: &str = "SELECT epoch FROM flow_runs WHERE run_id = ?1";
 
-const RUN_FENCE: &str = "SELECT epoch, status, run_no FROM flow_runs WHERE run_id = ?1";
+// With the run's newest checkpoint key, so a commit reads everything it checks in one
+// statement (the subquery is a single seek to the end of the run's key range).
+const RUN_FENCE: &str = concat!(
+    "SELECT r.epoch, r.status, r.run_no, (SELECT MAX(c.ck) FROM flow_checkpoints c \
+     WHERE c.ck BETWEEN r.run_no << 32 AND (r.run_no << 32) + ",
+    checkpoint_span!(),
+    ") FROM flow_runs r WHERE r.run_id = ?1"
+);
 
 const RUN_NO: &str = "SELECT run_no FROM flow_runs WHERE run_id = ?1";
 
@@ -87,9 +101,6 @@ const UPSERT_STEP: &str = "INSERT INTO flow_steps (run_id, step_key, ord, method
      input = excluded.input, output = excluded.output, error = excluded.error, attempt = excluded.attempt, \
      updated_at = excluded.updated_at";
 
-// A single seek to the end of the run's key range.
-const LAST_CHECKPOINT: &str = "SELECT MAX(ck) FROM flow_checkpoints WHERE ck BETWEEN ?1 AND ?2";
-
 const APPEND_CHECKPOINT: &str = "INSERT INTO flow_checkpoints (ck, run_id, seq, step_key, status, state, progress, \
      created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 
@@ -109,13 +120,6 @@ const INSERT_JOURNAL: &str = "INSERT INTO step_journal (run_id, step_key, seq, k
 
 const SELECT_JOURNAL: &str = "SELECT kind, name, request_hash, output FROM step_journal \
      WHERE run_id = ?1 AND step_key = ?2 AND seq = ?3";
-
-/// The largest checkpoint number, as SQL text (2^32 - 1).
-macro_rules! checkpoint_span {
-    () => {
-        "4294967295"
-    };
-}
 
 // A running run's row changes only with its status and lease; its last change is its newest
 // checkpoint.
@@ -382,9 +386,14 @@ struct CheckpointRow<'a> {
     now: i64,
 }
 
-/// Appends the run's next checkpoint; returns its number, the run's new version.
-fn append_checkpoint(db: Db<'_>, history: History, row: CheckpointRow<'_>) -> Result<i64, StoreError> {
-    let last: Option<i64> = db.prepare(LAST_CHECKPOINT)?.query_row(history.keys(), |r| r.get(0)).map_err(db.fail())?;
+/// Appends the run's next checkpoint after the one keyed `last` (none for a new run); returns
+/// its number, the run's new version.
+fn append_checkpoint(
+    db: Db<'_>,
+    history: History,
+    last: Option<i64>,
+    row: CheckpointRow<'_>,
+) -> Result<i64, StoreError> {
     let seq = last.map_or(1, |key| history.seq(key) + 1);
     if seq > MAX_SEQ {
         return Err(StoreError::Backend(format!(
@@ -439,7 +448,7 @@ pub(super) fn create_run(db: Db<'_>, run: &NewRun, now: i64) -> Result<u64, Stor
     }
     let history = History::of(run.run_id, run_no)?;
     let row = CheckpointRow { run_id: &id, step_key: None, status: RunStatus::Running, state, progress, now };
-    let seq = append_checkpoint(db, history, row)?;
+    let seq = append_checkpoint(db, history, None, row)?;
     upsert_steps(db, &id, seq, &run.steps, now)?;
     decode_u64(run.run_id, "checkpoint seq", seq)
 }
@@ -491,12 +500,12 @@ pub(super) fn renew(db: Db<'_>, run_id: Uuid, epoch: u64, lease: Duration, now: 
 /// the checkpoint and step rows only, which is what a durable step costs in WAL frames.
 pub(super) fn commit(db: Db<'_>, commit: &Commit, keep: Option<usize>, now: i64) -> Result<(), StoreError> {
     let id = commit.run_id.to_string();
-    let fence: Option<(i64, String, i64)> = db
+    let fence: Option<(i64, String, i64, Option<i64>)> = db
         .prepare(RUN_FENCE)?
-        .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
         .optional()
         .map_err(|e| column(e, commit.run_id, "row", db.path))?;
-    let Some((current, stored_status, run_no)) = fence else {
+    let Some((current, stored_status, run_no, last)) = fence else {
         return Err(StoreError::NotFound(commit.run_id));
     };
     if current != epoch_param(commit.epoch) {
@@ -525,7 +534,7 @@ pub(super) fn commit(db: Db<'_>, commit: &Commit, keep: Option<usize>, now: i64)
         progress: commit.snapshot.progress.get(),
         now,
     };
-    let version = append_checkpoint(db, history, row)?;
+    let version = append_checkpoint(db, history, last, row)?;
     upsert_steps(db, &id, version, &commit.steps, now)?;
     if let Some(keep) = keep {
         let keep = i64::try_from(keep).unwrap_or(i64::MAX);
@@ -747,7 +756,6 @@ mod tests {
         ("RENEW_LEASE", RENEW_LEASE),
         ("UPDATE_RUN", UPDATE_RUN),
         ("UPSERT_STEP", UPSERT_STEP),
-        ("LAST_CHECKPOINT", LAST_CHECKPOINT),
         ("APPEND_CHECKPOINT", APPEND_CHECKPOINT),
         ("PRUNE_CHECKPOINTS", PRUNE_CHECKPOINTS),
         ("SELECT_STEPS", SELECT_STEPS),
