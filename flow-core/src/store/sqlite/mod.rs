@@ -3,8 +3,9 @@
 //!
 //! Layout: [`schema`] opens connections and migrates; [`writer`] owns the only writing
 //! connection and group-commits; [`queries`] holds the SQL; [`error`] maps SQLite's codes.
-//! Reads run on a small pool of read-only connections on tokio's blocking threads, so no
-//! tokio worker ever waits on SQLite.
+//! Reads run on a small pool of read-only connections on tokio's blocking threads, and writes
+//! on the writer thread, so a tokio worker waits on SQLite only when its task is the only one
+//! alive on the runtime and writes while the writer is idle (see [`writer`]).
 
 mod error;
 mod queries;
@@ -194,10 +195,12 @@ impl SqliteOptions {
 /// - **Durable**: with the default `synchronous=FULL`, a write is on disk when its future
 ///   resolves. A killed process leaves a consistent file; the run continues from its last
 ///   commit.
-/// - **Group commit**: all writes go through one writer thread that applies every request
+/// - **Group commit**: writes go through one writer thread that applies every request
 ///   waiting in its queue in one transaction, each in its own savepoint, and commits once; so
 ///   concurrent runs share fsyncs, and a request that fails (fenced, disk full) undoes only
-///   itself.
+///   itself. A write from the only task alive on its runtime, while the writer is idle, is
+///   committed on the caller's thread instead (nothing could share it), which saves a lone
+///   run two thread wake-ups per durable step.
 /// - **Multi-process**: several processes (or several `SqliteStore`s) may open one file; leases
 ///   and epochs decide who drives a run. Never put the file on a network file system.
 /// - **Where**: [`SqliteStore::open_default`] uses `$FLOWS_DB`, else `./.flows/runs.db`, and
