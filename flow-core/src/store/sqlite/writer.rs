@@ -406,6 +406,33 @@ mod tests {
         Ok(())
     }
 
+    /// A write that panics on the caller's thread (a bug, but it must not wedge the store): the
+    /// panic reaches the caller's task, the half-done transaction is rolled back by the next
+    /// write, and the store goes on.
+    #[tokio::test]
+    async fn a_write_that_panics_inline_leaves_the_store_usable() -> TestResult {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("w.db");
+        let conn = Connection::open(&path)?;
+        conn.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE scratch (name TEXT NOT NULL);")?;
+        let writer = std::sync::Arc::new(WriterHandle::start(conn, path)?);
+        let panicking = writer.clone();
+        let outcome = tokio::spawn(async move {
+            panicking
+                .write(|db| -> Result<(), StoreError> {
+                    insert(db, "lost")?;
+                    panic!("a bug inside a write")
+                })
+                .await
+        })
+        .await;
+        assert!(outcome.is_err_and(|e| e.is_panic()));
+        let next = writer.clone();
+        tokio::spawn(async move { next.write(|db| insert(db, "kept")).await }).await??;
+        assert_eq!(writer.write(names).await?, ["kept"]);
+        Ok(())
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_request_undoes_only_its_own_writes() -> TestResult {
         let (_dir, writer, open) = gated_writer().await?;
