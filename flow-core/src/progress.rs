@@ -276,18 +276,34 @@ fn joined(j: &Vec<NodeState>) -> Option<&Vec<NodeState>> {
 impl Serialize for Progress {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
+        // Parts that are empty, as they mostly are, are left out: every one of them reads back as
+        // its default, and a checkpoint is encoded at every durable step.
         let mut st = serializer.serialize_struct("Progress", 11)?;
         st.serialize_field("format", &self.format)?;
         st.serialize_field("methods", &self.calls.len())?;
         st.serialize_field("calls", &Calls(&self.calls))?;
-        st.serialize_field("joins", &Sparse(&self.joins, joined))?;
+        if self.joins.iter().any(|j| joined(j).is_some()) {
+            st.serialize_field("joins", &Sparse(&self.joins, joined))?;
+        }
         st.serialize_field("pending", &self.pending)?;
-        st.serialize_field("last", &self.last)?;
-        st.serialize_field("failures", &self.failures)?;
-        st.serialize_field("undoable", &self.undoable)?;
-        st.serialize_field("halt", &self.halt)?;
-        st.serialize_field("compensation", &self.compensation)?;
-        st.serialize_field("usage", &self.usage)?;
+        if self.last.is_some() {
+            st.serialize_field("last", &self.last)?;
+        }
+        if !self.failures.is_empty() {
+            st.serialize_field("failures", &self.failures)?;
+        }
+        if !self.undoable.is_empty() {
+            st.serialize_field("undoable", &self.undoable)?;
+        }
+        if self.halt.is_some() {
+            st.serialize_field("halt", &self.halt)?;
+        }
+        if self.compensation.is_some() {
+            st.serialize_field("compensation", &self.compensation)?;
+        }
+        if self.usage != TokenUsage::default() {
+            st.serialize_field("usage", &self.usage)?;
+        }
         st.end()
     }
 }
@@ -402,6 +418,30 @@ mod tests {
         let wrong = text.replace(&list, r#""many""#);
         let err = serde_json::from_str::<Progress>(&wrong).unwrap_err().to_string();
         assert!(err.contains("a list of activation counts or a map"), "{err}");
+    }
+
+    #[test]
+    fn empty_parts_are_left_out_and_set_ones_round_trip() {
+        let mut p = Progress::new(&EMPTY, Vec::new());
+        let bare = serde_json::to_string(&p).unwrap();
+        for part in ["joins", "last", "failures", "undoable", "halt", "compensation", "usage"] {
+            assert!(!bare.contains(part), "{part} in {bare}");
+        }
+        assert_eq!(serde_json::from_str::<Progress>(&bare).unwrap(), p);
+
+        p.calls = vec![1; 3];
+        p.joins = vec![Vec::new(), vec![NodeState::default(); 2], Vec::new()];
+        p.joins[1][0] = serde_json::from_value(serde_json::json!({ "fired_at": 1 })).unwrap();
+        p.outputs = vec![None; 3];
+        p.last = Some(2);
+        p.halt = Some(Halt::CallLimit { method: 1 });
+        p.compensation = Some(Compensation { finished: true, ..Compensation::default() });
+        p.usage = TokenUsage { prompt_tokens: 1, completion_tokens: 2, total_tokens: 3 };
+        let full = serde_json::to_string(&p).unwrap();
+        for part in ["joins", "last", "halt", "compensation", "usage"] {
+            assert!(full.contains(part), "{part} missing from {full}");
+        }
+        assert_eq!(serde_json::from_str::<Progress>(&full).unwrap(), p);
     }
 
     #[test]
