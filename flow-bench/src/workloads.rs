@@ -194,6 +194,16 @@ fn checkpoint_sizes(db: &Path) -> rusqlite::Result<(i64, i64)> {
     )
 }
 
+/// The W5 limit's cost per commit: `n` bare inserts, each committed, in a new file at `db` with
+/// the given durability.
+fn bare_commit_us(db: &Path, n: usize, sync: Synchronous) -> Result<f64, BoxError> {
+    let conn = limit::w5_open(db)?;
+    if sync == Synchronous::Normal {
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+    }
+    Ok(limit::w5(&conn, "bare", n)?.as_secs_f64() * 1e6 / n.max(1) as f64)
+}
+
 /// Waits until the store has closed, which its last connection marks by removing the WAL
 /// file; returns how long that took.
 fn store_closed(wal: &Path) -> Result<Duration, BoxError> {
@@ -236,14 +246,7 @@ fn once(id: &str, n: usize, rt: &Runtime, opts: &Options) -> Result<Sample, BoxE
             // is measured in the same folder right after the run, once the store has closed,
             // for a same-moment ratio. It is also measured right before the run, for the
             // record only: then the warm-up's store may still be closing, which makes it slower.
-            let bare_commit_us = |file: &str| -> Result<f64, BoxError> {
-                let conn = limit::w5_open(&dir.path().join(file))?;
-                if id == "w5-normal" {
-                    conn.pragma_update(None, "synchronous", "NORMAL")?;
-                }
-                Ok(limit::w5(&conn, "bare", n)?.as_secs_f64() * 1e6 / n.max(1) as f64)
-            };
-            let before = bare_commit_us("limit-before.db")?;
+            let before = bare_commit_us(&dir.path().join("limit-before.db"), n, sync)?;
             let mut s = visit_chain(n, Kick { rt, store: Some(dir.path()), sync })
                 .ok_or_else(|| not_compiled("W5", n, CHAIN_SIZES))??;
             // The store closes on its writer thread after the run: its last connection folds the
@@ -256,11 +259,9 @@ fn once(id: &str, n: usize, rt: &Runtime, opts: &Options) -> Result<Sample, BoxE
                 s.extra.push(("checkpoint_json_bytes", (bytes as f64 / count.max(1) as f64).into()));
             }
             s.extra.push(("synchronous", if id == "w5" { "FULL" } else { "NORMAL" }.into()));
-            let after = bare_commit_us("limit-after.db")?;
-            let bare = after;
+            let bare = bare_commit_us(&dir.path().join("limit-after.db"), n, sync)?;
             let per_step = s.wall.as_secs_f64() * 1e6 / n.max(1) as f64;
             s.extra.push(("bare_commit_before_us", before.into()));
-            s.extra.push(("bare_commit_after_us", after.into()));
             s.extra.push(("bare_commit_us", bare.into()));
             s.extra.push(("ratio_to_bare_commit", (per_step / bare).into()));
             Ok(s)
@@ -312,16 +313,14 @@ fn once(id: &str, n: usize, rt: &Runtime, opts: &Options) -> Result<Sample, BoxE
         }
         "w5-concurrent" => {
             let dir = temp_dir(opts, "flows_w5c_")?;
-            let conn = limit::w5_open(&dir.path().join("limit.db"))?;
-            let bare = limit::w5(&conn, "bare", 100)?;
-            drop(conn);
+            let bare = bare_commit_us(&dir.path().join("limit.db"), 100, Synchronous::Full)?;
             rt.block_on(async {
                 let store = SqliteStore::open(dir.path().join("runs.db")).await?;
                 let runner = Runner::new(Chain10).with_store(store);
                 let (wall, ok) = many(&runner, n, CONCURRENT_CHAIN as u64).await?;
                 let mut s = Sample { wall, steps: CONCURRENT_CHAIN * n, ok, ..Sample::default() };
                 s.extra.push(("chain", CONCURRENT_CHAIN.into()));
-                s.extra.push(("bare_commit_us", (bare.as_secs_f64() * 1e6 / 100.0).into()));
+                s.extra.push(("bare_commit_us", bare.into()));
                 Ok(s)
             })
         }

@@ -42,10 +42,11 @@ macro_rules! run_columns {
     };
 }
 
-/// The largest checkpoint number, as SQL text (2^32 - 1).
-macro_rules! checkpoint_span {
-    () => {
-        "4294967295"
+/// `BETWEEN` the first and last checkpoint key of the run numbered by the SQL expression
+/// `$run_no`: the same range as `History::keys`, for queries that read the number themselves.
+macro_rules! checkpoint_keys_of {
+    ($run_no:literal) => {
+        concat!("BETWEEN ", $run_no, " << 32 AND (", $run_no, " << 32) + 4294967295")
     };
 }
 
@@ -56,9 +57,8 @@ const RUN_EXISTS: &str = "SELECT epoch FROM flow_runs WHERE run_id = ?1";
 // With the run's newest checkpoint key, so a commit reads everything it checks in one
 // statement (the subquery is a single seek to the end of the run's key range).
 const RUN_FENCE: &str = concat!(
-    "SELECT r.epoch, r.status, r.run_no, (SELECT MAX(c.ck) FROM flow_checkpoints c \
-     WHERE c.ck BETWEEN r.run_no << 32 AND (r.run_no << 32) + ",
-    checkpoint_span!(),
+    "SELECT r.epoch, r.status, r.run_no, (SELECT MAX(c.ck) FROM flow_checkpoints c WHERE c.ck ",
+    checkpoint_keys_of!("r.run_no"),
     ") FROM flow_runs r WHERE r.run_id = ?1"
 );
 
@@ -127,8 +127,9 @@ macro_rules! summary_query {
     ($($where:literal)?) => {
         concat!(
             "SELECT run_id, flow, status, pause, created_at, MAX(updated_at, COALESCE((SELECT c.created_at \
-             FROM flow_checkpoints c WHERE c.ck BETWEEN flow_runs.run_no << 32 AND (flow_runs.run_no << 32) + ",
-            checkpoint_span!(), " ORDER BY c.ck DESC LIMIT 1), 0)) FROM flow_runs ",
+             FROM flow_checkpoints c WHERE c.ck ",
+            checkpoint_keys_of!("flow_runs.run_no"),
+            " ORDER BY c.ck DESC LIMIT 1), 0)) FROM flow_runs ",
             $($where, " ",)?
             "ORDER BY created_at DESC, run_id DESC LIMIT ?1"
         )
