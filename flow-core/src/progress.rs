@@ -375,12 +375,19 @@ mod tests {
     static EMPTY: Graph =
         Graph { name: "g", type_name: "G", state_type: "S", methods: &[], labels: &[], options: FlowOptions::DEFAULT };
 
+    /// Fresh progress of a flow with `methods` methods.
+    fn progress(methods: usize) -> Progress {
+        Progress {
+            calls: vec![0; methods],
+            joins: vec![Vec::new(); methods],
+            outputs: vec![None; methods],
+            ..Progress::new(&EMPTY, Vec::new())
+        }
+    }
+
     #[test]
     fn the_wire_form_holds_only_what_is_set_and_round_trips() {
-        let mut p = Progress::new(&EMPTY, Vec::new());
-        p.calls = vec![0; 500];
-        p.joins = vec![Vec::new(); 500];
-        p.outputs = vec![None; 500];
+        let mut p = progress(500);
         p.calls[7] = 2;
         p.outputs[7] = Some(Arc::new(serde_json::json!("seven")));
         p.last = Some(7);
@@ -394,10 +401,7 @@ mod tests {
 
     #[test]
     fn activation_counts_take_the_shorter_form_and_both_read_back() {
-        let mut chain = Progress::new(&EMPTY, Vec::new());
-        chain.calls = vec![0; 100];
-        chain.joins = vec![Vec::new(); 100];
-        chain.outputs = vec![None; 100];
+        let mut chain = progress(100);
         for c in &mut chain.calls[..40] {
             *c = 1;
         }
@@ -422,17 +426,15 @@ mod tests {
 
     #[test]
     fn empty_parts_are_left_out_and_set_ones_round_trip() {
-        let mut p = Progress::new(&EMPTY, Vec::new());
+        let mut p = progress(0);
         let bare = serde_json::to_string(&p).unwrap();
         for part in ["joins", "last", "failures", "undoable", "halt", "compensation", "usage"] {
             assert!(!bare.contains(part), "{part} in {bare}");
         }
         assert_eq!(serde_json::from_str::<Progress>(&bare).unwrap(), p);
 
-        p.calls = vec![1; 3];
-        p.joins = vec![Vec::new(), vec![NodeState::default(); 2], Vec::new()];
-        p.joins[1][0] = serde_json::from_value(serde_json::json!({ "fired_at": 1 })).unwrap();
-        p.outputs = vec![None; 3];
+        p = Progress { calls: vec![1; 3], ..progress(3) };
+        p.joins[1] = vec![serde_json::from_value(serde_json::json!({ "fired_at": 1 })).unwrap(), NodeState::default()];
         p.last = Some(2);
         p.halt = Some(Halt::CallLimit { method: 1 });
         p.compensation = Some(Compensation { finished: true, ..Compensation::default() });

@@ -335,15 +335,20 @@ mod tests {
         rows.collect::<Result<_, _>>().map_err(|e| map(&e, db.path))
     }
 
-    /// A writer whose first job blocks until `open` is sent, so the jobs queued meanwhile all
-    /// land in the next batch.
-    async fn gated_writer()
-    -> Result<(tempfile::TempDir, WriterHandle, std_mpsc::Sender<()>), Box<dyn std::error::Error>> {
+    /// A writer on a new WAL file with a `scratch (name)` table.
+    fn scratch_writer() -> Result<(tempfile::TempDir, WriterHandle), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("w.db");
         let conn = Connection::open(&path)?;
         conn.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE scratch (name TEXT NOT NULL);")?;
-        let writer = WriterHandle::start(conn, path)?;
+        Ok((dir, WriterHandle::start(conn, path)?))
+    }
+
+    /// A writer whose first job blocks until `open` is sent, so the jobs queued meanwhile all
+    /// land in the next batch.
+    async fn gated_writer()
+    -> Result<(tempfile::TempDir, WriterHandle, std_mpsc::Sender<()>), Box<dyn std::error::Error>> {
+        let (dir, writer) = scratch_writer()?;
         let (open, gate) = std_mpsc::channel::<()>();
         let gate = std::sync::Mutex::new(Some(gate));
         let blocked = writer.write(move |_| {
@@ -411,11 +416,8 @@ mod tests {
     /// write, and the store goes on.
     #[tokio::test]
     async fn a_write_that_panics_inline_leaves_the_store_usable() -> TestResult {
-        let dir = tempfile::tempdir()?;
-        let path = dir.path().join("w.db");
-        let conn = Connection::open(&path)?;
-        conn.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE scratch (name TEXT NOT NULL);")?;
-        let writer = std::sync::Arc::new(WriterHandle::start(conn, path)?);
+        let (_dir, writer) = scratch_writer()?;
+        let writer = std::sync::Arc::new(writer);
         let panicking = writer.clone();
         let outcome = tokio::spawn(async move {
             panicking
@@ -463,11 +465,7 @@ mod tests {
     /// must still leave nothing behind.
     #[tokio::test]
     async fn a_lone_failed_request_leaves_nothing() -> TestResult {
-        let dir = tempfile::tempdir()?;
-        let path = dir.path().join("w.db");
-        let conn = Connection::open(&path)?;
-        conn.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE scratch (name TEXT NOT NULL);")?;
-        let writer = WriterHandle::start(conn, path)?;
+        let (_dir, writer) = scratch_writer()?;
         let failed = writer
             .write(|db| {
                 insert(db, "partial")?;
