@@ -86,8 +86,9 @@ async fn a_failed_run_resumes_by_running_the_failed_method_again() {
     assert_eq!(run.output::<String>().unwrap(), "label for o-1");
     let counts: Vec<u32> = runs.iter().map(|c| c.load(Ordering::SeqCst)).collect();
     assert_eq!(counts, [1, 2, 1], "reserve must not run again; ship runs again; notify once");
-    // Outputs of steps completed by the first execution come back from the step rows.
-    assert_eq!(run.outputs.keys().collect::<Vec<_>>(), ["notify", "reserve", "ship"]);
+    // Outputs of steps completed by the first execution come back from the step rows, in the
+    // order the flow declares its methods.
+    assert_eq!(run.outputs.keys().collect::<Vec<_>>(), ["reserve", "ship", "notify"]);
     assert_eq!(run.output_of::<String>("ship").unwrap(), "label for o-1");
 
     // Resuming a completed run returns its stored result, outputs included.

@@ -55,6 +55,17 @@ async fn sequential_chain_runs_in_order_and_passes_payloads() {
     assert_eq!(run.output_of::<u32>("first").unwrap(), 1);
     assert_eq!(run.output_of::<u32>("second").unwrap(), 2);
     assert_eq!(run.outputs.len(), 3);
+    assert!(!run.outputs.is_empty());
+    let all: Vec<(&str, &serde_json::Value)> = run.outputs.iter().collect();
+    assert_eq!(
+        all,
+        [("first", &serde_json::json!(1)), ("second", &serde_json::json!(2)), ("third", &serde_json::json!("n=2"))]
+    );
+    assert_eq!(format!("{:?}", run.outputs), r#"{"first": Number(1), "second": Number(2), "third": String("n=2")}"#);
+    assert_eq!(run.outputs.get("fourth"), None, "no such method");
+    assert!(!run.outputs.contains_key("fourth"));
+    let other = Chain.kickoff(Log::default()).await.unwrap().completed().unwrap();
+    assert_eq!(other.outputs, run.outputs, "equal outputs of two runs compare equal");
 }
 
 // ---------------------------------------------------------------- concurrent starts

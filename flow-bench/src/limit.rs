@@ -1,8 +1,10 @@
 //! The limits: the same calls as W1, W2, W3 and W5 written by hand, without the engine.
 //!
 //! Each step is a boxed async fn called through a table (as a dispatcher would call it) that
-//! updates the state through an `Arc<Mutex<Counter>>`. For W3 the branches are spawned as
-//! tokio tasks and joined. For W5 the limit is one SQLite insert and commit per step on a
+//! updates the state through an `Arc<Mutex<Counter>>`. The W1 and W3 tables hold one distinct
+//! function per step ([`crate::flows::limit_chain`], [`crate::flows::limit_fan`]), as the flows
+//! have one distinct method per step; [`chain_steps`] repeats one function, for comparison. For
+//! W3 the branches are spawned as tokio tasks and joined. For W5 the limit is one SQLite insert and commit per step on a
 //! reused connection with the same durability setting as the store (`synchronous=FULL`, WAL).
 
 use std::hint::black_box;
@@ -20,7 +22,13 @@ pub type Shared = Arc<Mutex<Counter>>;
 /// One hand-written step: an async fn behind a pointer, so the calls are not inlined away.
 pub type Step = Box<dyn Fn(Shared) -> BoxFuture<'static, u64> + Send + Sync>;
 
-fn lock(s: &Shared) -> std::sync::MutexGuard<'_, Counter> {
+/// Boxes one step (the generated limit tables call this once per distinct closure).
+pub fn step(f: impl Fn(Shared) -> BoxFuture<'static, u64> + Send + Sync + 'static) -> Step {
+    Box::new(f)
+}
+
+/// Locks the shared state, through a poisoned lock too.
+pub fn lock(s: &Shared) -> std::sync::MutexGuard<'_, Counter> {
     s.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -30,7 +38,7 @@ async fn inc(s: Shared) -> u64 {
     g.counter
 }
 
-/// `n` increment steps.
+/// `n` increment steps, all the same function: the W1 limit as a loop over one hot function.
 pub fn chain_steps(n: usize) -> Vec<Step> {
     (0..n).map(|_| Box::new(|s: Shared| -> BoxFuture<'static, u64> { Box::pin(inc(s)) }) as Step).collect()
 }
@@ -78,20 +86,20 @@ pub async fn w2(k: u64) -> (Duration, u64) {
     (wall, counter)
 }
 
-/// W3 and W3s limit: a root call, `f` spawned branches (each sleeping 10 ms first when
+/// W3 and W3s limit: a root call, the `branches` spawned (each sleeping 10 ms first when
 /// `sleep`), joined, then the join call.
-pub async fn w3(f: usize, sleep: bool) -> (Duration, u64) {
+pub async fn w3(branches: &[Step], sleep: bool) -> (Duration, u64) {
     let state = Shared::default();
     let t0 = Instant::now();
     black_box(lock(&state).counter);
-    let mut tasks = Vec::with_capacity(f);
-    for _ in 0..f {
-        let s = Arc::clone(&state);
+    let mut tasks = Vec::with_capacity(branches.len());
+    for branch in branches {
+        let work = branch(Arc::clone(&state));
         tasks.push(tokio::spawn(async move {
             if sleep {
                 tokio::time::sleep(BRANCH_SLEEP).await;
             }
-            inc(s).await
+            work.await
         }));
     }
     for t in tasks {

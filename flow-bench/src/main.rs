@@ -8,8 +8,9 @@
 //! ```
 //!
 //! Workloads: w1, w2, w3, w3s, w4, w5 (the engine; w1-spawned: W1 run inside a spawned task
-//! instead of the future `block_on` polls) and w1-limit, w1-limit-spawn, w2-limit,
-//! w3-limit, w3s-limit, w5-limit (hand-written, no engine), w4-inflight (memory per run with
+//! instead of the future `block_on` polls) and w1-limit, w1-limit-loop, w1-limit-spawn, w2-limit,
+//! w3-limit, w3s-limit, w5-limit (hand-written, no engine; w1-limit-loop awaits one function N
+//! times where w1-limit awaits N distinct ones), w4-inflight (memory per run with
 //! every run in flight), w5-normal (W5 and its bare commit with `synchronous=NORMAL`: the cost
 //! without the fsync), w5-concurrent (durable runs in flight sharing commits).
 //!
@@ -41,6 +42,8 @@ const MATRIX: &[(&str, usize)] = &[
     ("w5", 100),
     ("w1-limit", 100),
     ("w1-limit", 1000),
+    ("w1-limit-loop", 100),
+    ("w1-limit-loop", 1000),
     ("w1-limit-spawn", 100),
     ("w1-limit-spawn", 1000),
     ("w1-spawned", 100),

@@ -12,7 +12,8 @@ use tokio::runtime::Runtime;
 use tokio::task::JoinSet;
 
 use crate::flows::{
-    CHAIN_SIZES, Chain3, Chain10, Counter, FAN_SIZES, Gate, Gated, Loop, Visit, visit_chain, visit_fan,
+    CHAIN_SIZES, Chain3, Chain10, Counter, FAN_SIZES, Gate, Gated, Loop, Visit, limit_chain, limit_fan, visit_chain,
+    visit_fan,
 };
 use crate::limit;
 use crate::measure::{Record, cur_rss_kb, peak_rss_kb};
@@ -24,6 +25,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub const IDS: &[&str] = &[
     "w1",
     "w1-limit",
+    "w1-limit-loop",
     "w1-limit-spawn",
     "w1-spawned",
     "w2",
@@ -277,12 +279,15 @@ fn once(id: &str, n: usize, rt: &Runtime, opts: &Options) -> Result<Sample, BoxE
                 Ok(Sample { build_s, ..Sample::new(wall, n, out.state.counter, n64) })
             })
         }
-        "w1-limit" | "w1-limit-spawn" => {
+        "w1-limit" | "w1-limit-loop" | "w1-limit-spawn" => {
             let tb = Instant::now();
-            let steps = limit::chain_steps(n);
+            let steps = match id {
+                "w1-limit-loop" => limit::chain_steps(n),
+                _ => limit_chain(n).ok_or_else(|| not_compiled("W1", n, CHAIN_SIZES))?,
+            };
             let build_s = tb.elapsed().as_secs_f64();
             let (wall, c) = rt.block_on(async {
-                if id == "w1-limit" { limit::w1(&steps).await } else { limit::w1_spawn(&steps).await }
+                if id == "w1-limit-spawn" { limit::w1_spawn(&steps).await } else { limit::w1(&steps).await }
             });
             Ok(Sample { build_s, ..Sample::new(wall, n, c, n64) })
         }
@@ -291,7 +296,8 @@ fn once(id: &str, n: usize, rt: &Runtime, opts: &Options) -> Result<Sample, BoxE
             Ok(Sample::new(wall, n, c, n64))
         }
         "w3-limit" | "w3s-limit" => {
-            let (wall, c) = rt.block_on(limit::w3(n, id == "w3s-limit"));
+            let branches = limit_fan(n).ok_or_else(|| not_compiled("W3", n, FAN_SIZES))?;
+            let (wall, c) = rt.block_on(limit::w3(&branches, id == "w3s-limit"));
             Ok(Sample::new(wall, n + 2, c, n64))
         }
         "w4" => {

@@ -28,7 +28,7 @@ use crate::error::{Error, ErrorClass, FlowError, Special};
 use crate::events::FlowEvent;
 use crate::flow::{Flow, Payload, StepOutput, StepResult};
 use crate::graph::{Graph, MethodDef, MethodId, RetryPolicy};
-use crate::outcome::{Escalated, Paused, RecordedFailure, RunOutcome, RunResult};
+use crate::outcome::{Escalated, Outputs, Paused, RecordedFailure, RunOutcome, RunResult};
 use crate::plan::{Clock, Plan, Source, clock_set};
 use crate::progress::{Activation, Compensation, Halt, Progress, Undoable};
 use crate::running::Running;
@@ -940,12 +940,7 @@ fn terminal_route(graph: &Graph, def: &MethodDef, value: &Value) -> String {
 
 pub(crate) fn result_of<S>(plan: &Plan, run_id: Uuid, progress: &Progress, state: S, run: &RunShared) -> RunResult<S> {
     let graph = plan.graph;
-    let outputs = progress
-        .outputs
-        .iter()
-        .enumerate()
-        .filter_map(|(i, o)| o.as_deref().map(|v| (graph.methods[i].name.to_string(), v.clone())))
-        .collect();
+    let outputs = Outputs::new(graph, &progress.outputs);
     RunResult {
         run_id,
         state,

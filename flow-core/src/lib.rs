@@ -29,7 +29,7 @@ pub use flow::{Flow, FlowRegistration, State, find_flow, registered_flows};
 pub use flow_macros::{compensate, flow, listen, router, start};
 pub use input::{InputRequest, PauseRequest};
 pub use journal::{Journal, NoJournal, TokenUsage};
-pub use outcome::{Escalated, Paused, RecordedFailure, RunOutcome, RunResult};
+pub use outcome::{Escalated, Outputs, OutputsIter, Paused, RecordedFailure, RunOutcome, RunResult};
 pub use runner::{FlowExt, Runner};
 pub use store::RunStatus;
 pub use worker::Worker;

@@ -1,12 +1,14 @@
 //! What a run returns: completed with a result, paused for a person, or escalated.
 
-use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use uuid::Uuid;
 
 use crate::error::FlowError;
+use crate::graph::Graph;
 use crate::input::PauseRequest;
 use crate::journal::TokenUsage;
 use crate::store::RunStatus;
@@ -84,7 +86,7 @@ pub struct RunResult<S> {
     /// Its output.
     pub last_output: Option<Value>,
     /// The latest output of each method that completed.
-    pub outputs: BTreeMap<String, Value>,
+    pub outputs: Outputs,
     /// Failures of `non_critical` methods, recorded while the flow went on.
     pub failures: Vec<RecordedFailure>,
     /// Tokens used by LLM calls in this run (in this process).
@@ -129,6 +131,119 @@ impl<S> RunResult<S> {
             message: "that method did not complete in this run".into(),
         })?;
         decode(self.run_id, value, &format!("the output of `{method}`"))
+    }
+}
+
+/// The latest output of each method that completed, by method name, in the order the flow
+/// declares its methods.
+///
+/// It shares the outputs the run holds rather than copying them: finishing a run costs the same
+/// whatever the size of its outputs, and cloning a result is cheap.
+///
+/// ```
+/// use flow_core::prelude::*;
+/// use serde::{Deserialize, Serialize};
+/// #[derive(Clone, Default, Serialize, Deserialize)] struct S;
+/// struct F;
+/// #[flow(state = S)]
+/// impl F {
+///     #[start] async fn a(&self, _cx: &Ctx<S>) -> Result<u32> { Ok(41) }
+///     #[listen(a)] async fn b(&self, _cx: &Ctx<S>, n: u32) -> Result<u32> { Ok(n + 1) }
+/// }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), FlowError> {
+/// let run = F.kickoff(S).await?.completed()?;
+/// assert_eq!(run.outputs.get("a"), Some(&serde_json::json!(41)));
+/// assert_eq!(run.outputs.keys().collect::<Vec<_>>(), ["a", "b"]);
+/// assert!(!run.outputs.contains_key("c"));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Outputs {
+    graph: &'static Graph,
+    /// By method index, as the run's progress holds them.
+    values: Arc<[Option<Arc<Value>>]>,
+}
+
+impl Outputs {
+    pub(crate) fn new(graph: &'static Graph, values: &[Option<Arc<Value>>]) -> Self {
+        Outputs { graph, values: values.into() }
+    }
+
+    /// The latest output of `method`; `None` if it did not complete (or the flow has no such
+    /// method).
+    pub fn get(&self, method: &str) -> Option<&Value> {
+        let id = self.graph.method_id(method)?;
+        self.values.get(id.index())?.as_deref()
+    }
+
+    /// Whether `method` completed.
+    pub fn contains_key(&self, method: &str) -> bool {
+        self.get(method).is_some()
+    }
+
+    /// Each method that completed with its latest output.
+    pub fn iter(&self) -> OutputsIter<'_> {
+        OutputsIter { graph: self.graph, values: self.values.iter().enumerate() }
+    }
+
+    /// The methods that completed.
+    pub fn keys(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.iter().map(|(name, _)| name)
+    }
+
+    /// How many methods completed.
+    pub fn len(&self) -> usize {
+        self.iter().count()
+    }
+
+    /// Whether no method completed.
+    pub fn is_empty(&self) -> bool {
+        self.iter().next().is_none()
+    }
+}
+
+impl PartialEq for Outputs {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl fmt::Debug for Outputs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl<'a> IntoIterator for &'a Outputs {
+    type Item = (&'static str, &'a Value);
+    type IntoIter = OutputsIter<'a>;
+
+    fn into_iter(self) -> OutputsIter<'a> {
+        self.iter()
+    }
+}
+
+/// The iterator of [`Outputs::iter`]: method name and latest output, in declaration order.
+#[derive(Clone)]
+pub struct OutputsIter<'a> {
+    graph: &'static Graph,
+    values: std::iter::Enumerate<std::slice::Iter<'a, Option<Arc<Value>>>>,
+}
+
+impl<'a> Iterator for OutputsIter<'a> {
+    type Item = (&'static str, &'a Value);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let graph = self.graph;
+        self.values.find_map(|(i, v)| Some((graph.methods.get(i)?.name, v.as_deref()?)))
+    }
+}
+
+impl fmt::Debug for OutputsIter<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.clone()).finish()
     }
 }
 
