@@ -4,8 +4,9 @@
 //! updates the state through an `Arc<Mutex<Counter>>`. The W1 and W3 tables hold one distinct
 //! function per step ([`crate::flows::limit_chain`], [`crate::flows::limit_fan`]), as the flows
 //! have one distinct method per step; [`chain_steps`] repeats one function, for comparison. For
-//! W3 the branches are spawned as tokio tasks and joined. For W5 the limit is one SQLite insert and commit per step on a
-//! reused connection with the same durability setting as the store (`synchronous=FULL`, WAL).
+//! W3 the branches are spawned as tokio tasks and joined. For W5 the limit is one SQLite insert
+//! and commit per step on a reused connection with the same durability setting as the store
+//! (`synchronous=FULL`, WAL).
 
 use std::hint::black_box;
 use std::path::Path;
