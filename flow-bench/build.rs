@@ -33,31 +33,47 @@ fn chain(out: &mut String, n: usize) {
     out.push_str("}\n\n");
 }
 
-fn fan(out: &mut String, f: usize, sleep: bool) {
-    let ty = if sleep { format!("FanSleep{f}") } else { format!("Fan{f}") };
-    let name = if sleep { format!("bench_fan_sleep_{f}") } else { format!("bench_fan_{f}") };
-    let what = if sleep { "awaits a 10 ms sleep, then adds 1" } else { "adds 1" };
+/// What each branch of a generated fan awaits before it adds 1.
+#[derive(Clone, Copy)]
+enum Wait {
+    /// Nothing: W3.
+    None,
+    /// A 10 ms sleep: W3s.
+    Sleep,
+    /// One `yield_now`: every branch is pending after its first poll and runs again only when
+    /// woken, the wake-up path of running methods that the other flows never take.
+    Yield,
+}
+
+fn fan(out: &mut String, f: usize, wait: Wait) {
+    let (ty, name, what, before) = match wait {
+        Wait::None => (format!("Fan{f}"), format!("bench_fan_{f}"), "W3", ""),
+        Wait::Sleep => (
+            format!("FanSleep{f}"),
+            format!("bench_fan_sleep_{f}"),
+            "W3s (each branch first awaits a 10 ms sleep)",
+            "tokio::time::sleep(BRANCH_SLEEP).await; ",
+        ),
+        Wait::Yield => (
+            format!("FanYield{f}"),
+            format!("bench_fan_yield_{f}"),
+            "W3 whose branches give the thread back once first (the wake-up path)",
+            "tokio::task::yield_now().await; ",
+        ),
+    };
     let _ = writeln!(
         out,
-        "/// W3{}: a start `root`, {f} listeners on it (each {what}), one listener on `and` of all of them.",
-        if sleep { "s" } else { "" }
+        "/// {what}: a start `root`, {f} listeners on it (each adds 1), one listener on `and` of all of them."
     );
     let _ = writeln!(out, "#[derive(Debug, Default)]\npub struct {ty};");
     let _ = writeln!(out, "#[flow(state = Counter, name = \"{name}\", max_calls = 100000)]\nimpl {ty} {{");
     let _ = writeln!(out, "    #[start]\n    async fn root(&self, {CX}) -> Result<()> {{ let _ = cx; Ok(()) }}");
     for i in 0..f {
         let _ = writeln!(out, "    #[listen(root)]");
-        if sleep {
-            let _ = writeln!(
-                out,
-                "    async fn b{i}(&self, {CX}) -> Result<()> {{ tokio::time::sleep(BRANCH_SLEEP).await; cx.update(|s| s.counter += 1); Ok(()) }}"
-            );
-        } else {
-            let _ = writeln!(
-                out,
-                "    async fn b{i}(&self, {CX}) -> Result<()> {{ cx.update(|s| s.counter += 1); Ok(()) }}"
-            );
-        }
+        let _ = writeln!(
+            out,
+            "    async fn b{i}(&self, {CX}) -> Result<()> {{ {before}cx.update(|s| s.counter += 1); Ok(()) }}"
+        );
     }
     let parts: Vec<String> = (0..f).map(|i| format!("b{i}")).collect();
     let _ = writeln!(out, "    #[listen(and({}))]", parts.join(", "));
@@ -92,9 +108,11 @@ fn main() -> std::io::Result<()> {
         chain(&mut out, n);
     }
     for &f in FANS {
-        fan(&mut out, f, false);
-        fan(&mut out, f, true);
+        fan(&mut out, f, Wait::None);
+        fan(&mut out, f, Wait::Sleep);
     }
+    // The yielding fan is for Criterion only: four branches exercise the wake-up path.
+    fan(&mut out, 4, Wait::Yield);
     limit_steps(&mut out, "limit_chain", "The W1 limit's `n` steps, one distinct function each", CHAINS);
     limit_steps(&mut out, "limit_fan", "The W3 limit's `f` branches, one distinct function each", FANS);
     // Dispatch by size, through a generic visitor (see `flows::Visit`).

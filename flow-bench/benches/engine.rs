@@ -12,7 +12,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use flow_bench::flows::{Chain10, Chain100, Counter, Fan10, Fan100, Loop, One, YieldFan, limit_chain, limit_fan};
+use flow_bench::flows::{Chain10, Chain100, Counter, Fan10, Fan100, FanYield4, Loop, One, limit_chain, limit_fan};
 use flow_bench::limit;
 use flow_core::store::MemoryStore;
 use flow_core::{Flow, Runner};
@@ -51,7 +51,7 @@ fn chain(c: &mut Criterion) {
     let rt = multi();
     g.bench_function("w1_100_multi_thread", |b| b.iter(|| black_box(kick(&rt, &runner))));
     let rt = current();
-    let steps = limit_chain(100).unwrap_or_default();
+    let steps = limit_chain(100).expect("100 is a compiled chain size");
     g.bench_function("w1_100_limit", |b| b.iter(|| black_box(rt.block_on(limit::w1(&steps)))));
     g.bench_function("w1_100_limit_spawn", |b| b.iter(|| black_box(rt.block_on(limit::w1_spawn(&steps)))));
     let one = limit::chain_steps(100);
@@ -77,11 +77,11 @@ fn and_join(c: &mut Criterion) {
     g.throughput(Throughput::Elements(102));
     let runner = Runner::new(Fan100);
     g.bench_function("w3_100", |b| b.iter(|| black_box(kick(&rt, &runner))));
-    let branches = limit_fan(100).unwrap_or_default();
+    let branches = limit_fan(100).expect("100 is a compiled fan width");
     g.bench_function("w3_100_limit", |b| b.iter(|| black_box(rt.block_on(limit::w3(&branches, false)))));
     // Branches that are pending once: the wake-up path of the running set.
     g.throughput(Throughput::Elements(6));
-    let runner = Runner::new(YieldFan);
+    let runner = Runner::new(FanYield4);
     g.bench_function("w3_4_yielding", |b| b.iter(|| black_box(kick(&rt, &runner))));
     g.finish();
 }
