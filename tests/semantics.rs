@@ -68,6 +68,40 @@ async fn sequential_chain_runs_in_order_and_passes_payloads() {
     assert_eq!(other.outputs, run.outputs, "equal outputs of two runs compare equal");
 }
 
+// ---------------------------------------------------------------- where a run is polled
+
+fn this_thread() -> String {
+    format!("{:?}", std::thread::current().id())
+}
+
+struct Hop;
+
+#[flow(state = Log)]
+impl Hop {
+    #[start]
+    async fn here(&self, _cx: &Ctx<Log>) -> Result<String> {
+        Ok(this_thread())
+    }
+    #[listen(here)]
+    async fn wait(&self, _cx: &Ctx<Log>) -> Result<()> {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        Ok(())
+    }
+    #[listen(wait)]
+    async fn there(&self, _cx: &Ctx<Log>) -> Result<String> {
+        Ok(this_thread())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_starts_on_the_callers_thread_and_moves_to_a_worker_at_its_first_wait() {
+    // The test body is a `block_on` future, so this thread is not one of the runtime's workers.
+    let caller = this_thread();
+    let run = Hop.kickoff(Log::default()).await.unwrap().completed().unwrap();
+    assert_eq!(run.output_of::<String>("here").unwrap(), caller, "no task until the run has to wait");
+    assert_ne!(run.output_of::<String>("there").unwrap(), caller, "after its first wait a worker drives the run");
+}
+
 // ---------------------------------------------------------------- concurrent starts
 
 struct TwoStarts;

@@ -139,7 +139,7 @@ impl<T> Drop for AbortOnDrop<T> {
     }
 }
 
-fn panic_text(panic: Box<dyn Any + Send>) -> String {
+pub(crate) fn panic_text(panic: Box<dyn Any + Send>) -> String {
     match panic.downcast::<String>() {
         Ok(s) => *s,
         Err(p) => p.downcast_ref::<&str>().map_or_else(|| "a panic with a non-text payload".into(), |s| s.to_string()),

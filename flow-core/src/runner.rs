@@ -1,7 +1,9 @@
 //! [`Runner`]: starts, resumes and forks runs of one flow, with an optional [`Store`].
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -11,7 +13,7 @@ use uuid::Uuid;
 use crate::ctx::RunShared;
 use crate::error::FlowError;
 use crate::events::FlowEvent;
-use crate::executor::{AbortOnDrop, Durability, Execution, result_of};
+use crate::executor::{AbortOnDrop, Durability, Execution, panic_text, result_of};
 use crate::flow::Flow;
 use crate::graph::Graph;
 use crate::input::PauseRequest;
@@ -409,18 +411,34 @@ impl<F: Flow> Runner<F> {
     }
 }
 
-/// Runs an execution in a task of its own, so that its steps are driven by a tokio worker
-/// rather than by whatever polls the caller (`block_on` on another thread would pay two
-/// cross-thread wake-ups per step). Dropping the returned future stops the run, as dropping an
-/// un-spawned future would.
+/// Runs an execution: polled once right here, and moved into a task of its own only if it has
+/// to wait. A run whose steps never wait (in-memory work, a lone durable run's inline commits)
+/// then finishes without a task and without the two cross-thread wake-ups that handing it to a
+/// worker and the result back would cost. A run that waits is driven by a tokio worker from its
+/// first wait on, rather than by whatever polls the caller (`block_on` on another thread would
+/// pay two cross-thread wake-ups per wait). Dropping the returned future stops the run, as
+/// dropping an un-spawned future would.
 ///
-/// The task starts when this is called (callers await it at once), so the returned future
-/// holds only the task handle, not the execution; and the run's future is boxed before it is
-/// spawned, so the task moves a pointer around rather than the whole run.
+/// The run's future is boxed here, so the returned future holds a pointer rather than the whole
+/// run, and the task moves that pointer: a future polled once may still be spawned because the
+/// box keeps it where it was pinned, and the task's first poll hands every resource it waits on
+/// the task's waker.
 fn drive<F: Flow>(exec: Execution<F>) -> impl Future<Output = Result<RunOutcome<F::State>, FlowError>> {
     let run_id = exec.run.run_id;
-    let mut task = AbortOnDrop(tokio::spawn(Box::pin(exec.run())));
+    let mut run = Box::pin(exec.run());
     async move {
+        let first = std::future::poll_fn(|cx| {
+            Poll::Ready(std::panic::catch_unwind(AssertUnwindSafe(|| run.as_mut().poll(cx))))
+        })
+        .await;
+        match first {
+            Ok(Poll::Ready(outcome)) => return outcome,
+            Ok(Poll::Pending) => {}
+            Err(panic) => {
+                return Err(FlowError::Aborted { run_id, message: format!("panicked: {}", panic_text(panic)) });
+            }
+        }
+        let mut task = AbortOnDrop(tokio::spawn(run));
         match (&mut task.0).await {
             Ok(outcome) => outcome,
             Err(e) => Err(FlowError::Aborted { run_id, message: e.to_string() }),
