@@ -511,6 +511,36 @@ async fn two_processes_resuming_one_run_at_once_one_is_refused() {
     assert_eq!(ran.load(Ordering::SeqCst), 2, "once by the crashed process, once by the winner");
 }
 
+/// A scheduled step has no row until it first finishes or fails; `Runner::steps` lists it
+/// from the run's newest checkpoint, and stops listing it that way once its row exists.
+#[tokio::test]
+async fn a_stopped_run_lists_the_step_it_had_scheduled() {
+    let dir = tempfile::tempdir().unwrap();
+    let ran = Arc::new(AtomicU32::new(0));
+    let store = store_at(dir.path()).await;
+    let runner = Runner::new(Slow { ran: ran.clone() }).with_store(store.clone()).lease(Duration::from_millis(50));
+    let kick = tokio::time::timeout(Duration::from_millis(100), runner.kickoff(Keys::default())).await;
+    assert!(kick.is_err(), "the run was still in its long step");
+    let run_id = store.list_runs(&RunFilter::default()).await.unwrap()[0].run_id;
+
+    let rows: Vec<(String, StepStatus)> =
+        store.steps(run_id).await.unwrap().into_iter().map(|s| (s.step_key, s.status)).collect();
+    assert_eq!(rows, [("wait_a_bit#1".to_string(), StepStatus::Completed)], "no row for a step not yet finished");
+    let steps = runner.steps(run_id).await.unwrap();
+    let listed: Vec<(&str, &str, StepStatus, u32)> =
+        steps.iter().map(|s| (s.step_key.as_str(), s.method.as_str(), s.status, s.attempt)).collect();
+    assert_eq!(
+        listed,
+        [("wait_a_bit#1", "wait_a_bit", StepStatus::Completed, 1), ("long_step#1", "long_step", StepStatus::Ready, 0)]
+    );
+
+    tokio::time::sleep(Duration::from_millis(60)).await; // the stopped run's lease expires
+    assert_eq!(runner.resume(run_id).await.unwrap().status(), RunStatus::Completed);
+    let after: Vec<StepStatus> = runner.steps(run_id).await.unwrap().into_iter().map(|s| s.status).collect();
+    assert_eq!(after, [StepStatus::Completed, StepStatus::Completed], "listed once, by its row");
+    assert!(matches!(Runner::new(Slow { ran }).steps(run_id).await.unwrap_err(), FlowError::NoStore { .. }));
+}
+
 /// The run renews its lease while a step outlasts it, so another process cannot take the
 /// run over; the renewals stop with the execution.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -190,28 +190,11 @@ impl<F: Flow> Execution<F> {
         }
     }
 
-    /// Schedules every unconditional start; returns their step records when `durable`.
-    pub(crate) fn schedule_starts(&mut self, durable: bool) -> Vec<StepRecord> {
-        let graph = self.plan.graph;
-        for s in graph.starts() {
+    /// Schedules every unconditional start.
+    pub(crate) fn schedule_starts(&mut self) {
+        for s in self.plan.graph.starts() {
             self.schedule(s, Vec::new(), None);
         }
-        if !durable {
-            return Vec::new();
-        }
-        self.progress
-            .pending
-            .iter()
-            .map(|a| StepRecord {
-                step_key: a.step_key.to_string(),
-                method: self.method(a.method).name.to_string(),
-                status: StepStatus::Ready,
-                input: None,
-                output: None,
-                error: None,
-                attempt: 0,
-            })
-            .collect()
     }
 
     fn method(&self, id: u16) -> &'static MethodDef {
@@ -474,7 +457,7 @@ impl<F: Flow> Execution<F> {
             if durable && let Some(s) = steps.last_mut() {
                 s.status = StepStatus::Compensated;
             }
-            self.push_next_undo(&mut steps);
+            self.push_next_undo();
             return self.checkpoint(steps, key, RunStatus::Running).await;
         }
 
@@ -515,10 +498,7 @@ impl<F: Flow> Execution<F> {
                 None => own_clock.clone().unwrap_or_default(),
             };
             let payload = carries_payload.then(|| Arc::clone(&value));
-            // `schedule` builds a step record only for durable runs.
-            if let Some(step) = self.schedule(listener, clock, payload) {
-                steps.push(step);
-            }
+            self.schedule(listener, clock, payload);
         }
         self.fired = fired;
         if !durable {
@@ -527,13 +507,12 @@ impl<F: Flow> Execution<F> {
         self.checkpoint(steps, key, RunStatus::Running).await
     }
 
-    /// Adds an activation of `listener`; returns its step record. Enforces the call limit.
-    fn schedule(
-        &mut self,
-        listener: MethodId,
-        mut clock: crate::plan::Clock,
-        payload: Option<Arc<Value>>,
-    ) -> Option<StepRecord> {
+    /// Adds an activation of `listener`. Enforces the call limit.
+    ///
+    /// A durable run writes no step row for it yet: the checkpoint that schedules it holds it in
+    /// its pending list, and its row is written when it first finishes or fails
+    /// ([`crate::Runner::steps`] lists both).
+    fn schedule(&mut self, listener: MethodId, mut clock: crate::plan::Clock, payload: Option<Arc<Value>>) {
         let i = listener.index();
         let def = self.plan.graph.method(listener);
         let limit = self.plan.graph.options.max_calls;
@@ -541,7 +520,7 @@ impl<F: Flow> Execution<F> {
             if self.progress.halt.is_none() {
                 self.progress.halt = Some(Halt::CallLimit { method: listener.0 });
             }
-            return None;
+            return;
         }
         self.progress.calls[i] += 1;
         let n = self.progress.calls[i];
@@ -549,15 +528,6 @@ impl<F: Flow> Execution<F> {
             clock_set(&mut clock, listener.0, n);
         }
         let step_key = StepKey::Parts { method: def.name, n };
-        let record = self.durability.is_some().then(|| StepRecord {
-            step_key: step_key.to_string(),
-            method: def.name.to_string(),
-            status: StepStatus::Ready,
-            input: payload.as_deref().cloned(),
-            output: None,
-            error: None,
-            attempt: 0,
-        });
         self.progress.pending.push_back(Activation {
             method: listener.0,
             step_key,
@@ -570,7 +540,6 @@ impl<F: Flow> Execution<F> {
             slot: None,
             wake: None,
         });
-        record
     }
 
     async fn failed(&mut self, index: usize, error: Error, duration: Duration) -> Result<(), FlowError> {
@@ -625,9 +594,8 @@ impl<F: Flow> Execution<F> {
         if let Some(undone) = undo {
             self.progress.pending.remove(index);
             self.record_undo(def, &undone, Some(&text));
-            let mut steps = vec![record];
-            self.push_next_undo(&mut steps);
-            return self.checkpoint(steps, Some(step_key), RunStatus::Running).await;
+            self.push_next_undo();
+            return self.checkpoint(vec![record], Some(step_key), RunStatus::Running).await;
         }
 
         if error.is_escalation() {
@@ -677,7 +645,7 @@ impl<F: Flow> Execution<F> {
     }
 
     /// Schedules the undo step of the most recently completed undoable step, if any is left.
-    fn push_next_undo(&mut self, steps: &mut Vec<StepRecord>) {
+    fn push_next_undo(&mut self) {
         let Some(comp) = &mut self.progress.compensation else { return };
         let Some(next) = comp.remaining.pop() else {
             comp.finished = true;
@@ -688,17 +656,6 @@ impl<F: Flow> Execution<F> {
         self.progress.calls[i] += 1;
         let def = self.plan.graph.method(undo);
         let step_key = StepKey::Parts { method: def.name, n: self.progress.calls[i] };
-        if self.durability.is_some() {
-            steps.push(StepRecord {
-                step_key: step_key.to_string(),
-                method: def.name.to_string(),
-                status: StepStatus::Ready,
-                input: Some(Value::clone(&next.output)),
-                output: None,
-                error: None,
-                attempt: 0,
-            });
-        }
         self.progress.pending.push_back(Activation {
             method: undo.0,
             step_key,
@@ -727,9 +684,8 @@ impl<F: Flow> Execution<F> {
         }
         self.progress.compensation =
             Some(Compensation { remaining: std::mem::take(&mut self.progress.undoable), ..Compensation::default() });
-        let mut steps = Vec::new();
-        self.push_next_undo(&mut steps);
-        self.checkpoint(steps, None, RunStatus::Running).await?;
+        self.push_next_undo();
+        self.checkpoint(Vec::new(), None, RunStatus::Running).await?;
         Ok(true)
     }
 

@@ -15,12 +15,14 @@ use crate::error::FlowError;
 use crate::events::FlowEvent;
 use crate::executor::{AbortOnDrop, Durability, Execution, panic_text, result_of};
 use crate::flow::Flow;
-use crate::graph::Graph;
+use crate::graph::{Graph, MethodId};
 use crate::input::PauseRequest;
 use crate::outcome::RunOutcome;
 use crate::plan::Plan;
 use crate::progress::{Halt, Progress};
-use crate::store::{NewRun, RunFilter, RunRecord, RunStatus, RunSummary, Snapshot, StepRecord, Store, StoreError};
+use crate::store::{
+    NewRun, RunFilter, RunRecord, RunStatus, RunSummary, Snapshot, StepRecord, StepStatus, Store, StoreError,
+};
 
 /// Runs one flow: `kickoff` new runs, `resume` stored ones, `fork` from checkpoints.
 ///
@@ -191,7 +193,7 @@ impl<F: Flow> Runner<F> {
         let progress = Progress::new(self.plan.graph, self.plan.initial_joins());
         let mut exec =
             Execution::new(Arc::clone(&self.flow), Arc::clone(&self.plan), run, None, Arc::new(state), progress);
-        let steps = exec.schedule_starts(self.store.is_some());
+        exec.schedule_starts();
         if let Some(store) = &self.store {
             let epoch = store
                 .create_run(NewRun {
@@ -199,7 +201,7 @@ impl<F: Flow> Runner<F> {
                     flow: self.plan.graph.name.to_string(),
                     parent_run_id: None,
                     snapshot: exec.snapshot()?,
-                    steps,
+                    steps: Vec::new(),
                     owner: self.owner.to_string(),
                     lease: self.lease,
                 })
@@ -273,6 +275,70 @@ impl<F: Flow> Runner<F> {
         Ok(store.list_runs(&filter).await?)
     }
 
+    /// Every step of a stored run: its step rows in the order they were first written (steps
+    /// that finished, failed, paused, were skipped or undone, or wait for a retry), then the
+    /// steps its newest checkpoint has scheduled that have no row yet, as
+    /// [`StepStatus::Ready`](crate::store::StepStatus::Ready) with the input they will get.
+    ///
+    /// A run writes a step's row when the step first finishes or fails, not when it is
+    /// scheduled: scheduled work is already in the checkpoint that schedules it, and a second
+    /// copy would cost every durable step a row write. [`Store::steps`] alone lists the rows.
+    ///
+    /// ```
+    /// # use flow_core::prelude::*;
+    /// # use flow_core::store::{SqliteStore, StepStatus};
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
+    /// # struct Doc;
+    /// struct Review;
+    ///
+    /// #[flow(state = Doc)]
+    /// impl Review {
+    ///     #[start]
+    ///     async fn draft(&self, _cx: &Ctx<Doc>) -> Result<String> {
+    ///         Ok("text".into())
+    ///     }
+    ///     #[listen(draft)]
+    ///     async fn check(&self, _cx: &Ctx<Doc>, text: String) -> Result<usize> {
+    ///         Ok(text.len())
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// let runner = Runner::new(Review).with_store(SqliteStore::open(dir.path().join("runs.db")).await?);
+    /// let run_id = runner.kickoff(Doc).await?.run_id();
+    /// let steps = runner.steps(run_id).await?;
+    /// assert_eq!(steps.len(), 2);
+    /// assert!(steps.iter().all(|s| s.status == StepStatus::Completed));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn steps(&self, run_id: Uuid) -> Result<Vec<StepRecord>, FlowError> {
+        // The run first, its rows second: a step that finishes between the two reads is then
+        // listed by its row rather than missed.
+        let record = self.load(run_id).await?;
+        let mut steps = self.store_for(run_id)?.steps(run_id).await?;
+        let progress = self.decode_progress(run_id, &record.snapshot)?;
+        let graph = self.plan.graph;
+        let scheduled: Vec<StepRecord> = progress
+            .pending
+            .iter()
+            .filter(|a| !steps.iter().any(|s| a.step_key.is(&s.step_key)))
+            .map(|a| StepRecord {
+                step_key: a.step_key.to_string(),
+                method: graph.method(MethodId(a.method)).name.to_string(),
+                status: StepStatus::Ready,
+                input: a.payload.as_deref().cloned(),
+                output: None,
+                error: None,
+                attempt: a.attempt,
+            })
+            .collect();
+        steps.extend(scheduled);
+        Ok(steps)
+    }
+
     /// Paused runs of this flow, with what each waits for.
     pub async fn paused_runs(&self) -> Result<Vec<PauseRequest>, FlowError> {
         let runs = self.runs(RunFilter { status: Some(RunStatus::Paused), ..RunFilter::default() }).await?;
@@ -315,10 +381,14 @@ impl<F: Flow> Runner<F> {
                 message: e.into_inner().to_string(),
             }
         })?;
+        Ok((state, self.decode_progress(run_id, snapshot)?))
+    }
+
+    fn decode_progress(&self, run_id: Uuid, snapshot: &Snapshot) -> Result<Progress, FlowError> {
         let mut progress = serde_json::from_str::<Progress>(snapshot.progress.get())
             .map_err(|e| FlowError::Corrupt { run_id, what: format!("its progress record: {e}") })?;
         progress.restore(&self.plan).map_err(|what| FlowError::Corrupt { run_id, what })?;
-        Ok((state, progress))
+        Ok(progress)
     }
 
     async fn continue_run(

@@ -93,7 +93,9 @@ impl fmt::Display for RunStatus {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StepStatus {
-    /// Scheduled: its trigger fired; it has not completed.
+    /// Scheduled: its trigger fired; it has not completed. The engine stores a row with this
+    /// status only for a step waiting for its next attempt after a failure; a step that has not
+    /// run yet is in its run's checkpoint, and `Runner::steps` lists it with this status.
     Ready,
     /// Completed; its output is recorded.
     Completed,
@@ -210,7 +212,8 @@ pub struct NewRun {
     pub parent_run_id: Option<Uuid>,
     /// Its first checkpoint.
     pub snapshot: Snapshot,
-    /// Steps scheduled at creation (the starts).
+    /// Step rows the run starts with: the steps a fork inherits from its source (a new run has
+    /// none; its starts are in its first checkpoint).
     pub steps: Vec<StepRecord>,
     /// Who runs it now (a lease is taken at creation, epoch 1).
     pub owner: String,
@@ -468,7 +471,8 @@ pub trait Store: Send + Sync + 'static {
     /// Runs matching a filter, newest first.
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, StoreError>;
 
-    /// The run's step rows, in creation order.
+    /// The run's step rows, in creation order. The engine writes a step's row when the step
+    /// first finishes or fails; `Runner::steps` adds the steps the run has scheduled.
     async fn steps(&self, run_id: Uuid) -> Result<Vec<StepRecord>, StoreError>;
 
     /// The run's checkpoint history, oldest first (subject to retention).
