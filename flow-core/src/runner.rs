@@ -1,5 +1,6 @@
 //! [`Runner`]: starts, resumes and forks runs of one flow, with an optional [`Store`].
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
@@ -321,12 +322,14 @@ impl<F: Flow> Runner<F> {
         let mut steps = self.store_for(run_id)?.steps(run_id).await?;
         let progress = self.decode_progress(run_id, &record.snapshot)?;
         let graph = self.plan.graph;
+        let with_rows: HashSet<&str> = steps.iter().map(|s| s.step_key.as_str()).collect();
         let scheduled: Vec<StepRecord> = progress
             .pending
             .iter()
-            .filter(|a| !steps.iter().any(|s| a.step_key.is(&s.step_key)))
-            .map(|a| StepRecord {
-                step_key: a.step_key.to_string(),
+            .map(|a| (a, a.step_key.to_string()))
+            .filter(|(_, key)| !with_rows.contains(key.as_str()))
+            .map(|(a, step_key)| StepRecord {
+                step_key,
                 method: graph.method(MethodId(a.method)).name.to_string(),
                 status: StepStatus::Ready,
                 input: a.payload.as_deref().cloned(),
