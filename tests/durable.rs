@@ -486,17 +486,21 @@ impl Slow {
     }
 }
 
+/// Leaves a run behind as a crashed process would: kickoff, then drop the future mid-step.
+/// Returns the run's id, read from `store`.
+async fn stopped_mid_step(runner: &Runner<Slow>, store: &SqliteStore) -> Uuid {
+    let kick = tokio::time::timeout(Duration::from_millis(100), runner.kickoff(Keys::default())).await;
+    assert!(kick.is_err(), "the run was still in its long step");
+    store.list_runs(&RunFilter::default()).await.unwrap()[0].run_id
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_resuming_one_run_at_once_one_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let ran = Arc::new(AtomicU32::new(0));
-    // Leave a run behind as a crashed process would: kickoff, then drop the future mid-step.
     let first =
         Runner::new(Slow { ran: ran.clone() }).with_store(store_at(dir.path()).await).lease(Duration::from_millis(200));
-    let kick = tokio::time::timeout(Duration::from_millis(100), first.kickoff(Keys::default())).await;
-    assert!(kick.is_err(), "the run was still in its long step");
-    let store = store_at(dir.path()).await;
-    let run_id = store.list_runs(&RunFilter::default()).await.unwrap()[0].run_id;
+    let run_id = stopped_mid_step(&first, &store_at(dir.path()).await).await;
     tokio::time::sleep(Duration::from_millis(250)).await; // the dead holder's lease expires
 
     let a = Runner::new(Slow { ran: ran.clone() }).with_store(store_at(dir.path()).await);
@@ -519,9 +523,7 @@ async fn a_stopped_run_lists_the_step_it_had_scheduled() {
     let ran = Arc::new(AtomicU32::new(0));
     let store = store_at(dir.path()).await;
     let runner = Runner::new(Slow { ran: ran.clone() }).with_store(store.clone()).lease(Duration::from_millis(50));
-    let kick = tokio::time::timeout(Duration::from_millis(100), runner.kickoff(Keys::default())).await;
-    assert!(kick.is_err(), "the run was still in its long step");
-    let run_id = store.list_runs(&RunFilter::default()).await.unwrap()[0].run_id;
+    let run_id = stopped_mid_step(&runner, &store).await;
 
     let rows: Vec<(String, StepStatus)> =
         store.steps(run_id).await.unwrap().into_iter().map(|s| (s.step_key, s.status)).collect();

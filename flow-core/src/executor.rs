@@ -432,18 +432,18 @@ impl<F: Flow> Execution<F> {
         // The key's text, formatted once for what a durable run stores: the step row and the
         // checkpoint that records the completion.
         let key = durable.then(|| act.step_key.to_string());
-        let mut steps = Vec::new();
-        if let Some(key) = &key {
-            steps.push(StepRecord {
+        let steps: Vec<StepRecord> = key
+            .iter()
+            .map(|key| StepRecord {
                 step_key: key.clone(),
                 method: def.name.to_string(),
-                status: StepStatus::Completed,
+                status: if act.undo_of.is_some() { StepStatus::Compensated } else { StepStatus::Completed },
                 input: act.payload.as_deref().cloned(),
                 output: Some(Value::clone(&value)),
                 error: None,
                 attempt: act.attempt + 1,
-            });
-        }
+            })
+            .collect();
         self.run.emit(|| FlowEvent::MethodFinished {
             run_id,
             method: def.name,
@@ -454,9 +454,6 @@ impl<F: Flow> Execution<F> {
 
         if let Some(undone) = &act.undo_of {
             self.record_undo(def, undone, None);
-            if durable && let Some(s) = steps.last_mut() {
-                s.status = StepStatus::Compensated;
-            }
             self.push_next_undo();
             return self.checkpoint(steps, key, RunStatus::Running).await;
         }
