@@ -10,7 +10,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use flow_core::prelude::*;
-use flow_core::store::{RunFilter, SqliteStore, StepStatus, Store};
+use flow_core::store::{
+    CheckpointInfo, Claim, Commit, JournalEntry, NewRun, RunFilter, RunRecord, RunSummary, Snapshot, SqliteStore,
+    StepRecord, StepStatus, Store, StoreError,
+};
 use flow_core::{RunStatus, Worker};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -126,6 +129,87 @@ async fn a_run_resumes_in_another_runner_found_by_its_flow_name() {
     assert!(matches!(unknown.resume(Uuid::now_v7()).await.unwrap_err(), FlowError::RunNotFound(_)));
 }
 
+/// A store that refuses every commit that would put a run at rest while `refuse` is set, as a
+/// disk that fails at that moment would.
+struct RefusesFinalCommit {
+    inner: SqliteStore,
+    refuse: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Store for RefusesFinalCommit {
+    async fn create_run(&self, run: NewRun) -> Result<u64, StoreError> {
+        self.inner.create_run(run).await
+    }
+    async fn claim(&self, run_id: Uuid, owner: &str, lease: Duration) -> Result<Claim, StoreError> {
+        self.inner.claim(run_id, owner, lease).await
+    }
+    async fn renew(&self, run_id: Uuid, epoch: u64, lease: Duration) -> Result<(), StoreError> {
+        self.inner.renew(run_id, epoch, lease).await
+    }
+    async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
+        if commit.status.is_at_rest() && self.refuse.load(Ordering::SeqCst) {
+            return Err(StoreError::Busy("the disk went away".into()));
+        }
+        self.inner.commit(commit).await
+    }
+    async fn load_run(&self, run_id: Uuid) -> Result<RunRecord, StoreError> {
+        self.inner.load_run(run_id).await
+    }
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, StoreError> {
+        self.inner.list_runs(filter).await
+    }
+    async fn steps(&self, run_id: Uuid) -> Result<Vec<StepRecord>, StoreError> {
+        self.inner.steps(run_id).await
+    }
+    async fn checkpoints(&self, run_id: Uuid) -> Result<Vec<CheckpointInfo>, StoreError> {
+        self.inner.checkpoints(run_id).await
+    }
+    async fn load_checkpoint(&self, run_id: Uuid, seq: u64) -> Result<Snapshot, StoreError> {
+        self.inner.load_checkpoint(run_id, seq).await
+    }
+    async fn journal_get(&self, run_id: Uuid, step_key: &str, seq: u32) -> Result<Option<JournalEntry>, StoreError> {
+        self.inner.journal_get(run_id, step_key, seq).await
+    }
+    async fn journal_put(&self, entry: JournalEntry) -> Result<JournalEntry, StoreError> {
+        self.inner.journal_put(entry).await
+    }
+}
+
+#[tokio::test]
+async fn a_final_commit_that_fails_leaves_the_last_step_to_run_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(RefusesFinalCommit {
+        inner: store_at(dir.path()).await,
+        refuse: std::sync::atomic::AtomicBool::new(true),
+    });
+    let flow = Fulfil::new(0);
+    let runs = Arc::clone(&flow.runs);
+    let runner = Runner::new(flow).with_shared_store(store.clone()).lease(Duration::from_millis(200));
+    let err = runner.kickoff(Order::default()).await.unwrap_err();
+    assert!(matches!(err, FlowError::Store(StoreError::Busy(_))), "{err:?}");
+    let run_id = store.inner.list_runs(&RunFilter::default()).await.unwrap()[0].run_id;
+
+    // The last step's completion was to be recorded by the refused commit: nothing of it is
+    // stored, and the run still has it to do.
+    let steps = store.steps(run_id).await.unwrap();
+    assert_eq!(steps.iter().map(|s| s.step_key.as_str()).collect::<Vec<_>>(), ["reserve#1", "ship#1"]);
+    let steps = runner.steps(run_id).await.unwrap();
+    assert_eq!(steps.last().map(|s| (s.step_key.as_str(), s.status)), Some(("notify#1", StepStatus::Ready)));
+
+    store.refuse.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let done = runner.resume(run_id).await.unwrap().completed().unwrap();
+    assert_eq!(done.state.steps, ["reserve", "ship", "notify"]);
+    let counts: Vec<u32> = runs.iter().map(|r| r.load(Ordering::SeqCst)).collect();
+    assert_eq!(counts, [1, 1, 2], "only the unrecorded step runs again");
+    let history = store.checkpoints(run_id).await.unwrap();
+    assert_eq!(
+        history.last().map(|c| (c.step_key.as_deref(), c.status)),
+        Some((Some("notify#1"), RunStatus::Completed))
+    );
+}
+
 #[tokio::test]
 async fn checkpoint_history_is_listed_and_retention_applies() {
     let dir = tempfile::tempdir().unwrap();
@@ -134,9 +218,12 @@ async fn checkpoint_history_is_listed_and_retention_applies() {
     let run = runner.kickoff(Order::default()).await.unwrap().completed().unwrap();
     let history = store.checkpoints(run.run_id).await.unwrap();
     let keys: Vec<Option<&str>> = history.iter().map(|c| c.step_key.as_deref()).collect();
-    assert_eq!(keys, [None, Some("reserve#1"), Some("ship#1"), Some("notify#1"), None]);
+    // The last completion ends the run: the final checkpoint records it, no second commit.
+    assert_eq!(keys, [None, Some("reserve#1"), Some("ship#1"), Some("notify#1")]);
     assert_eq!(history.last().unwrap().status, RunStatus::Completed);
     let steps = store.steps(run.run_id).await.unwrap();
+    let names: Vec<&str> = steps.iter().map(|s| s.step_key.as_str()).collect();
+    assert_eq!(names, ["reserve#1", "ship#1", "notify#1"]);
     assert!(steps.iter().all(|s| s.status == StepStatus::Completed && s.attempt == 1), "{steps:?}");
 
     let small =
@@ -145,7 +232,7 @@ async fn checkpoint_history_is_listed_and_retention_applies() {
             .unwrap();
     let run = Runner::new(Fulfil::new(0)).with_store(small.clone()).kickoff(Order::default()).await.unwrap();
     let kept = small.checkpoints(run.run_id()).await.unwrap();
-    assert_eq!(kept.iter().map(|c| c.seq).collect::<Vec<_>>(), [4, 5]);
+    assert_eq!(kept.iter().map(|c| c.seq).collect::<Vec<_>>(), [3, 4]);
 }
 
 // ---------------------------------------------------------------- human in the loop

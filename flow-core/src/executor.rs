@@ -128,6 +128,10 @@ pub(crate) struct Execution<F: Flow> {
     /// Reused by every completion for the listeners it fires.
     fired: Vec<(MethodId, Option<Clock>, bool)>,
     invalid_input: Option<(String, String)>,
+    /// The completion that ended the run (its step rows and key), left for the final
+    /// checkpoint to record: one commit where a checkpoint of the completion and then the
+    /// run's final one would be two.
+    last_completion: Option<(Vec<StepRecord>, Option<String>)>,
 }
 
 /// A task handle that stops its task when dropped.
@@ -187,6 +191,7 @@ impl<F: Flow> Execution<F> {
             next_slot: 0,
             fired: Vec::new(),
             invalid_input: None,
+            last_completion: None,
         }
     }
 
@@ -501,7 +506,20 @@ impl<F: Flow> Execution<F> {
         if !durable {
             return Ok(());
         }
+        if self.ends_here() {
+            self.last_completion = Some((steps, key));
+            return Ok(());
+        }
         self.checkpoint(steps, key, RunStatus::Running).await
+    }
+
+    /// Whether the run completes as soon as the step that just finished is recorded: nothing
+    /// is scheduled or running, and no failure halted the run (which may still compensate).
+    /// Nothing can run between this completion and the final checkpoint then, so that
+    /// checkpoint records both, and a crash before it loses no more than a crash before the
+    /// completion's own checkpoint would: the step runs again on resume.
+    fn ends_here(&self) -> bool {
+        self.progress.pending.is_empty() && self.tasks.is_empty() && self.progress.halt.is_none()
     }
 
     /// Adds an activation of `listener`. Enforces the call limit.
@@ -786,7 +804,8 @@ impl<F: Flow> Execution<F> {
         pause: Option<Value>,
     ) -> Result<(), FlowError> {
         let output = self.progress.last.and_then(|m| self.progress.outputs[usize::from(m)].as_deref().cloned());
-        self.write(Vec::new(), step_key, status, output, error, pause).await
+        let (steps, completed_key) = self.last_completion.take().unwrap_or_default();
+        self.write(steps, step_key.or(completed_key), status, output, error, pause).await
     }
 
     async fn write(

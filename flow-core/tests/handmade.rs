@@ -128,8 +128,9 @@ async fn diamond_checkpoints_into_memory_store() {
     let run = runner.kickoff(S::default()).await.unwrap().completed().unwrap();
     use flow_core::store::Store;
     let cps = store.checkpoints(run.run_id).await.unwrap();
-    // creation + 4 completions + final
-    assert_eq!(cps.len(), 6, "{cps:?}");
+    // Creation and 4 completions, the last of which the final checkpoint records.
+    assert_eq!(cps.len(), 5, "{cps:?}");
+    assert_eq!(cps.last().map(|c| c.status), Some(flow_core::store::RunStatus::Completed), "{cps:?}");
     let steps = store.steps(run.run_id).await.unwrap();
     assert_eq!(steps.len(), 4);
     assert!(steps.iter().all(|s| s.status == flow_core::store::StepStatus::Completed), "{steps:?}");
