@@ -24,6 +24,46 @@ pub fn cur_rss_kb() -> i64 {
     proc_status("VmRSS")
 }
 
+/// The scheduler's account of this process, summed over its threads
+/// (`/proc/self/task/*/schedstat`): time on a CPU, time runnable but waiting for one, and
+/// how many times a thread was put on a CPU. All zero where it cannot be read (not Linux).
+///
+/// W5 reports it per step beside the wall time: a durable step that is slower than a bare
+/// commit while using no more CPU lost its time waiting, not computing.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Sched {
+    /// Nanoseconds on a CPU.
+    pub on_cpu_ns: u64,
+    /// Nanoseconds runnable but waiting in a run queue.
+    pub runq_ns: u64,
+    /// Times a thread was scheduled in.
+    pub slices: u64,
+}
+
+impl Sched {
+    /// The process's figures now. Threads that ended before this call are not counted.
+    pub fn now() -> Self {
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return Sched::default() };
+        tasks.filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()).fold(
+            Sched::default(),
+            |sum, text| {
+                let mut fields = text.split_whitespace().map(|f| f.parse::<u64>().unwrap_or(0));
+                let mut next = || fields.next().unwrap_or(0);
+                Sched { on_cpu_ns: sum.on_cpu_ns + next(), runq_ns: sum.runq_ns + next(), slices: sum.slices + next() }
+            },
+        )
+    }
+
+    /// What happened since `earlier`.
+    pub fn since(self, earlier: Sched) -> Sched {
+        Sched {
+            on_cpu_ns: self.on_cpu_ns.saturating_sub(earlier.on_cpu_ns),
+            runq_ns: self.runq_ns.saturating_sub(earlier.runq_ns),
+            slices: self.slices.saturating_sub(earlier.slices),
+        }
+    }
+}
+
 /// One measurement: a JSON object with the reference scripts' field names.
 #[derive(Debug, Default, Clone)]
 pub struct Record(pub Map<String, Value>);

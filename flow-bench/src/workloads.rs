@@ -16,7 +16,7 @@ use crate::flows::{
     visit_fan,
 };
 use crate::limit;
-use crate::measure::{Record, cur_rss_kb, peak_rss_kb};
+use crate::measure::{Record, Sched, cur_rss_kb, peak_rss_kb};
 
 /// Any failure of a measurement.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -125,6 +125,8 @@ struct Sample {
     ok: bool,
     counter: Option<u64>,
     build_s: f64,
+    /// The scheduler's account of the timed region, where the workload takes it.
+    sched: Option<Sched>,
     extra: Vec<(&'static str, Value)>,
 }
 
@@ -197,13 +199,24 @@ fn checkpoint_sizes(db: &Path) -> rusqlite::Result<(i64, i64)> {
 }
 
 /// The W5 limit's cost per commit: `n` bare inserts, each committed, in a new file at `db` with
-/// the given durability.
-fn bare_commit_us(db: &Path, n: usize, sync: Synchronous) -> Result<f64, BoxError> {
+/// the given durability; and the scheduler's account of them.
+fn bare_commit_us(db: &Path, n: usize, sync: Synchronous) -> Result<(f64, Sched), BoxError> {
     let conn = limit::w5_open(db)?;
     if sync == Synchronous::Normal {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
     }
-    Ok(limit::w5(&conn, "bare", n)?.as_secs_f64() * 1e6 / n.max(1) as f64)
+    let before = Sched::now();
+    let wall = limit::w5(&conn, "bare", n)?;
+    Ok((wall.as_secs_f64() * 1e6 / n.max(1) as f64, Sched::now().since(before)))
+}
+
+/// Adds the scheduler's account per step (or per commit) under `keys`: microseconds on a
+/// CPU, microseconds waiting for one, and times scheduled in.
+fn per_step_sched(extra: &mut Vec<(&'static str, Value)>, keys: [&'static str; 3], sched: Sched, n: usize) {
+    let n = n.max(1) as f64;
+    extra.push((keys[0], (sched.on_cpu_ns as f64 / 1e3 / n).into()));
+    extra.push((keys[1], (sched.runq_ns as f64 / 1e3 / n).into()));
+    extra.push((keys[2], (sched.slices as f64 / n).into()));
 }
 
 /// Waits until the store has closed, which its last connection marks by removing the WAL
@@ -248,7 +261,7 @@ fn once(id: &str, n: usize, rt: &Runtime, opts: &Options) -> Result<Sample, BoxE
             // is measured in the same folder right after the run, once the store has closed,
             // for a same-moment ratio. It is also measured right before the run, for the
             // record only: then the warm-up's store may still be closing, which makes it slower.
-            let before = bare_commit_us(&dir.path().join("limit-before.db"), n, sync)?;
+            let (before, _) = bare_commit_us(&dir.path().join("limit-before.db"), n, sync)?;
             let mut s = visit_chain(n, Kick { rt, store: Some(dir.path()), sync })
                 .ok_or_else(|| not_compiled("W5", n, CHAIN_SIZES))??;
             // The store closes on its writer thread after the run: its last connection folds the
@@ -261,8 +274,12 @@ fn once(id: &str, n: usize, rt: &Runtime, opts: &Options) -> Result<Sample, BoxE
                 s.extra.push(("checkpoint_json_bytes", (bytes as f64 / count.max(1) as f64).into()));
             }
             s.extra.push(("synchronous", if id == "w5" { "FULL" } else { "NORMAL" }.into()));
-            let bare = bare_commit_us(&dir.path().join("limit-after.db"), n, sync)?;
+            let (bare, bare_sched) = bare_commit_us(&dir.path().join("limit-after.db"), n, sync)?;
             let per_step = s.wall.as_secs_f64() * 1e6 / n.max(1) as f64;
+            if let Some(sched) = s.sched {
+                per_step_sched(&mut s.extra, ["cpu_us_per_step", "runq_us_per_step", "slices_per_step"], sched, n);
+            }
+            per_step_sched(&mut s.extra, ["bare_cpu_us", "bare_runq_us", "bare_slices"], bare_sched, n);
             s.extra.push(("bare_commit_before_us", before.into()));
             s.extra.push(("bare_commit_us", bare.into()));
             s.extra.push(("ratio_to_bare_commit", (per_step / bare).into()));
@@ -319,7 +336,7 @@ fn once(id: &str, n: usize, rt: &Runtime, opts: &Options) -> Result<Sample, BoxE
         }
         "w5-concurrent" => {
             let dir = temp_dir(opts, "flows_w5c_")?;
-            let bare = bare_commit_us(&dir.path().join("limit.db"), 100, Synchronous::Full)?;
+            let (bare, _) = bare_commit_us(&dir.path().join("limit.db"), 100, Synchronous::Full)?;
             rt.block_on(async {
                 let store = SqliteStore::open(dir.path().join("runs.db")).await?;
                 let runner = Runner::new(Chain10).with_store(store);
@@ -356,10 +373,12 @@ impl Visit for Kick<'_> {
                 ),
                 None => runner,
             };
+            let sched = Sched::now();
             let t0 = Instant::now();
             let out = runner.kickoff(Counter::default()).await?.completed()?;
             let wall = t0.elapsed();
-            Ok(Sample { build_s, ..Sample::new(wall, steps, out.state.counter, steps as u64) })
+            let sched = Some(Sched::now().since(sched));
+            Ok(Sample { build_s, sched, ..Sample::new(wall, steps, out.state.counter, steps as u64) })
         })
     }
 }
