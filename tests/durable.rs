@@ -198,6 +198,7 @@ async fn a_final_commit_that_fails_leaves_the_last_step_to_run_again() {
     assert_eq!(steps.last().map(|s| (s.step_key.as_str(), s.status)), Some(("notify#1", StepStatus::Ready)));
 
     store.refuse.store(false, Ordering::SeqCst);
+    // The failed execution could not write the run's release either: its lease has to expire.
     tokio::time::sleep(Duration::from_millis(250)).await;
     let done = runner.resume(run_id).await.unwrap().completed().unwrap();
     assert_eq!(done.state.steps, ["reserve", "ship", "notify"]);

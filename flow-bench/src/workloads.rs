@@ -373,11 +373,12 @@ impl Visit for Kick<'_> {
                 ),
                 None => runner,
             };
-            let sched = Sched::now();
+            // Only W5 (the durable chain) reports it.
+            let sched = self.store.map(|_| Sched::now());
             let t0 = Instant::now();
             let out = runner.kickoff(Counter::default()).await?.completed()?;
             let wall = t0.elapsed();
-            let sched = Some(Sched::now().since(sched));
+            let sched = sched.map(|before| Sched::now().since(before));
             Ok(Sample { build_s, sched, ..Sample::new(wall, steps, out.state.counter, steps as u64) })
         })
     }
