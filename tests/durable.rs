@@ -136,7 +136,7 @@ struct RefusesFinalCommit {
     refuse: std::sync::atomic::AtomicBool,
 }
 
-#[async_trait::async_trait]
+#[flow_core::store::async_trait]
 impl Store for RefusesFinalCommit {
     async fn create_run(&self, run: NewRun) -> Result<u64, StoreError> {
         self.inner.create_run(run).await

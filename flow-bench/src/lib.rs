@@ -9,6 +9,7 @@
 
 #![warn(missing_docs)]
 
+pub mod bare_sql;
 pub mod flows;
 pub mod limit;
 pub mod measure;

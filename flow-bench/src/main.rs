@@ -12,7 +12,8 @@
 //! w3-limit, w3s-limit, w5-limit (hand-written, no engine; w1-limit-loop awaits one function N
 //! times where w1-limit awaits N distinct ones), w4-inflight (memory per run with
 //! every run in flight), w5-normal (W5 and its bare commit with `synchronous=NORMAL`: the cost
-//! without the fsync), w5-concurrent (durable runs in flight sharing commits).
+//! without the fsync), w5-bare-sql (W5 with each checkpoint replaced by the limit's bare insert:
+//! the engine's work between fsyncs without our store's SQL), w5-concurrent (durable runs in flight sharing commits).
 //!
 //! Every measurement runs in a fresh process (this binary, spawned with `--once`): a warm-up at
 //! size 3, then the timed run. With `--reps N` (default 5) each measurement runs N times and a
@@ -58,6 +59,7 @@ const MATRIX: &[(&str, usize)] = &[
     ("w4-inflight", 10000),
     ("w5-limit", 100),
     ("w5-normal", 100),
+    ("w5-bare-sql", 100),
     ("w5-concurrent", 1000),
     ("startup", 10),
 ];

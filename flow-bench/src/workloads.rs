@@ -11,6 +11,7 @@ use serde_json::Value;
 use tokio::runtime::Runtime;
 use tokio::task::JoinSet;
 
+use crate::bare_sql::BareSqlCommits;
 use crate::flows::{
     CHAIN_SIZES, Chain3, Chain10, Counter, FAN_SIZES, Gate, Gated, Loop, Visit, limit_chain, limit_fan, visit_chain,
     visit_fan,
@@ -39,6 +40,7 @@ pub const IDS: &[&str] = &[
     "w5",
     "w5-limit",
     "w5-normal",
+    "w5-bare-sql",
     "w5-concurrent",
 ];
 
@@ -245,24 +247,24 @@ fn once(id: &str, n: usize, rt: &Runtime, opts: &Options) -> Result<Sample, BoxE
     let n64 = n as u64;
     match id {
         "w1-spawned" => visit_chain(n, Spawned { rt }).ok_or_else(|| not_compiled("W1", n, CHAIN_SIZES))?,
-        "w1" => visit_chain(n, Kick { rt, store: None, sync: Synchronous::Full })
+        "w1" => visit_chain(n, Kick { rt, store: None, sync: Synchronous::Full, bare_sql: false })
             .ok_or_else(|| not_compiled("W1", n, CHAIN_SIZES))?,
-        "w3" | "w3s" => visit_fan(n, id == "w3s", Kick { rt, store: None, sync: Synchronous::Full })
+        "w3" | "w3s" => visit_fan(n, id == "w3s", Kick { rt, store: None, sync: Synchronous::Full, bare_sql: false })
             .ok_or_else(|| not_compiled("W3", n, FAN_SIZES))?
             .map(|mut s| {
                 s.steps = n + 2;
                 s.ok = s.counter == Some(n64);
                 s
             }),
-        "w5" | "w5-normal" => {
+        "w5" | "w5-normal" | "w5-bare-sql" => {
             let dir = temp_dir(opts, "flows_w5_")?;
-            let sync = if id == "w5" { Synchronous::Full } else { Synchronous::Normal };
+            let sync = if id == "w5-normal" { Synchronous::Normal } else { Synchronous::Full };
             // The disk's commit cost drifts with the machine's I/O load: the bare insert+commit
             // is measured in the same folder right after the run, once the store has closed,
             // for a same-moment ratio. It is also measured right before the run, for the
             // record only: then the warm-up's store may still be closing, which makes it slower.
             let (before, _) = bare_commit_us(&dir.path().join("limit-before.db"), n, sync)?;
-            let mut s = visit_chain(n, Kick { rt, store: Some(dir.path()), sync })
+            let mut s = visit_chain(n, Kick { rt, store: Some(dir.path()), sync, bare_sql: id == "w5-bare-sql" })
                 .ok_or_else(|| not_compiled("W5", n, CHAIN_SIZES))??;
             // The store closes on its writer thread after the run: its last connection folds the
             // WAL into the database file and fsyncs it. The bare commits below must not share the
@@ -273,7 +275,7 @@ fn once(id: &str, n: usize, rt: &Runtime, opts: &Options) -> Result<Sample, BoxE
                 s.extra.push(("checkpoints", count.into()));
                 s.extra.push(("checkpoint_json_bytes", (bytes as f64 / count.max(1) as f64).into()));
             }
-            s.extra.push(("synchronous", if id == "w5" { "FULL" } else { "NORMAL" }.into()));
+            s.extra.push(("synchronous", if sync == Synchronous::Full { "FULL" } else { "NORMAL" }.into()));
             let (bare, bare_sched) = bare_commit_us(&dir.path().join("limit-after.db"), n, sync)?;
             let per_step = s.wall.as_secs_f64() * 1e6 / n.max(1) as f64;
             if let Some(sched) = s.sched {
@@ -356,6 +358,8 @@ struct Kick<'a> {
     rt: &'a Runtime,
     store: Option<&'a Path>,
     sync: Synchronous,
+    /// Checkpoints become the W5 limit's bare insert ([`BareSqlCommits`]).
+    bare_sql: bool,
 }
 
 impl Visit for Kick<'_> {
@@ -368,9 +372,15 @@ impl Visit for Kick<'_> {
         let steps = F::graph().methods.len();
         self.rt.block_on(async {
             let runner = match self.store {
-                Some(dir) => runner.with_store(
-                    SqliteStore::open_with(SqliteOptions::new(dir.join("runs.db")).synchronous(self.sync)).await?,
-                ),
+                Some(dir) => {
+                    let store =
+                        SqliteStore::open_with(SqliteOptions::new(dir.join("runs.db")).synchronous(self.sync)).await?;
+                    if self.bare_sql {
+                        runner.with_store(BareSqlCommits::new(store, &dir.join("bare-sql.db"), self.sync)?)
+                    } else {
+                        runner.with_store(store)
+                    }
+                }
                 None => runner,
             };
             // Only W5 (the durable chain) reports it.

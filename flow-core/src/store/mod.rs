@@ -33,6 +33,9 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
+/// The attribute [`Store`] is declared with, for implementing it without depending on the
+/// `async-trait` crate yourself: put `#[flow_core::store::async_trait]` on the `impl`.
+pub use async_trait::async_trait;
 pub use memory::MemoryStore;
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
@@ -448,6 +451,71 @@ pub enum StoreError {
 ///
 /// Every write is one transaction. `commit`, `renew` and `journal_put` are fenced by the lease
 /// epoch: a holder whose lease was taken over can no longer change the run.
+///
+/// An implementation carries [`macro@async_trait`] (re-exported here). A store that wraps
+/// another, here to count commits, delegates what it does not change:
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use std::time::Duration;
+///
+/// use flow_core::store::{
+///     CheckpointInfo, Claim, Commit, JournalEntry, MemoryStore, NewRun, RunFilter, RunRecord,
+///     RunSummary, Snapshot, StepRecord, Store, StoreError, async_trait,
+/// };
+/// use uuid::Uuid;
+///
+/// struct Counting<S> {
+///     inner: S,
+///     commits: AtomicU64,
+/// }
+///
+/// #[async_trait]
+/// impl<S: Store> Store for Counting<S> {
+///     async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
+///         self.commits.fetch_add(1, Ordering::Relaxed);
+///         self.inner.commit(commit).await
+///     }
+///     async fn create_run(&self, run: NewRun) -> Result<u64, StoreError> {
+///         self.inner.create_run(run).await
+///     }
+///     async fn claim(&self, run_id: Uuid, owner: &str, lease: Duration) -> Result<Claim, StoreError> {
+///         self.inner.claim(run_id, owner, lease).await
+///     }
+///     async fn renew(&self, run_id: Uuid, epoch: u64, lease: Duration) -> Result<(), StoreError> {
+///         self.inner.renew(run_id, epoch, lease).await
+///     }
+///     async fn load_run(&self, run_id: Uuid) -> Result<RunRecord, StoreError> {
+///         self.inner.load_run(run_id).await
+///     }
+///     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, StoreError> {
+///         self.inner.list_runs(filter).await
+///     }
+///     async fn steps(&self, run_id: Uuid) -> Result<Vec<StepRecord>, StoreError> {
+///         self.inner.steps(run_id).await
+///     }
+///     async fn checkpoints(&self, run_id: Uuid) -> Result<Vec<CheckpointInfo>, StoreError> {
+///         self.inner.checkpoints(run_id).await
+///     }
+///     async fn load_checkpoint(&self, run_id: Uuid, seq: u64) -> Result<Snapshot, StoreError> {
+///         self.inner.load_checkpoint(run_id, seq).await
+///     }
+///     async fn journal_get(&self, run_id: Uuid, step_key: &str, seq: u32) -> Result<Option<JournalEntry>, StoreError> {
+///         self.inner.journal_get(run_id, step_key, seq).await
+///     }
+///     async fn journal_put(&self, entry: JournalEntry) -> Result<JournalEntry, StoreError> {
+///         self.inner.journal_put(entry).await
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), StoreError> {
+/// let store = Counting { inner: MemoryStore::new(), commits: AtomicU64::new(0) };
+/// assert!(store.list_runs(&RunFilter::default()).await?.is_empty());
+/// assert_eq!(store.commits.load(Ordering::Relaxed), 0);
+/// # Ok(())
+/// # }
+/// ```
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Inserts a run with its first checkpoint and a lease for `owner` at epoch 1.
