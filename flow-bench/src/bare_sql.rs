@@ -34,16 +34,9 @@ pub struct BareSqlCommits {
 impl BareSqlCommits {
     /// Wraps `inner`; commits go to a new database at `path`, opened as the W5 limit opens it.
     pub fn new(inner: SqliteStore, path: &Path, sync: Synchronous) -> Result<Self, StoreError> {
-        let conn = limit::w5_open(path).map_err(|e| backend(path, &e))?;
-        if sync == Synchronous::Normal {
-            conn.pragma_update(None, "synchronous", "NORMAL").map_err(|e| backend(path, &e))?;
-        }
+        let conn = limit::w5_open(path, sync).map_err(|e| StoreError::Backend(format!("{}: {e}", path.display())))?;
         Ok(BareSqlCommits { inner, conn: Mutex::new(conn), seq: AtomicI64::new(0) })
     }
-}
-
-fn backend(path: &Path, e: &rusqlite::Error) -> StoreError {
-    StoreError::Backend(format!("{}: {e}", path.display()))
 }
 
 #[async_trait]
@@ -54,7 +47,7 @@ impl Store for BareSqlCommits {
     async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
         let conn = self.conn.lock().map_err(|_| StoreError::Backend("the bare-SQL connection is poisoned".into()))?;
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        conn.prepare_cached("INSERT INTO ck (run, seq, state) VALUES (?1, ?2, ?3)")
+        conn.prepare_cached(limit::W5_INSERT)
             .and_then(|mut stmt| stmt.execute(rusqlite::params!["bare-sql", seq, commit.snapshot.state.get()]))
             .map(drop)
             .map_err(|e| StoreError::Backend(format!("bare-SQL commit: {e}")))

@@ -13,6 +13,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use flow_core::store::Synchronous;
 use futures::future::BoxFuture;
 
 use crate::flows::{BRANCH_SLEEP, Counter};
@@ -111,18 +112,21 @@ pub async fn w3(branches: &[Step], sleep: bool) -> (Duration, u64) {
     (wall, counter)
 }
 
-/// Opens a WAL database with `synchronous=FULL` and the table the W5 limit writes.
-pub fn w5_open(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
+/// The W5 limit's write: one row per step, the state's JSON under the run and a sequence number.
+pub const W5_INSERT: &str = "INSERT INTO ck (run, seq, state) VALUES (?1, ?2, ?3)";
+
+/// Opens a WAL database with the given durability setting and the table the W5 limit writes.
+pub fn w5_open(path: &Path, sync: Synchronous) -> rusqlite::Result<rusqlite::Connection> {
     let conn = rusqlite::Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "synchronous", if sync == Synchronous::Normal { "NORMAL" } else { "FULL" })?;
     conn.execute_batch("CREATE TABLE IF NOT EXISTS ck (run TEXT NOT NULL, seq INTEGER NOT NULL, state TEXT NOT NULL, PRIMARY KEY (run, seq))")?;
     Ok(conn)
 }
 
 /// W5 limit: `n` inserts, each its own committed transaction, on a reused connection.
 pub fn w5(conn: &rusqlite::Connection, run: &str, n: usize) -> rusqlite::Result<Duration> {
-    let mut stmt = conn.prepare_cached("INSERT INTO ck (run, seq, state) VALUES (?1, ?2, ?3)")?;
+    let mut stmt = conn.prepare_cached(W5_INSERT)?;
     let t0 = Instant::now();
     for i in 0..n {
         let state = format!("{{\"counter\":{}}}", i + 1);

@@ -203,10 +203,7 @@ fn checkpoint_sizes(db: &Path) -> rusqlite::Result<(i64, i64)> {
 /// The W5 limit's cost per commit: `n` bare inserts, each committed, in a new file at `db` with
 /// the given durability; and the scheduler's account of them.
 fn bare_commit_us(db: &Path, n: usize, sync: Synchronous) -> Result<(f64, Sched), BoxError> {
-    let conn = limit::w5_open(db)?;
-    if sync == Synchronous::Normal {
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-    }
+    let conn = limit::w5_open(db, sync)?;
     let before = Sched::now();
     let wall = limit::w5(&conn, "bare", n)?;
     Ok((wall.as_secs_f64() * 1e6 / n.max(1) as f64, Sched::now().since(before)))
@@ -247,9 +244,8 @@ fn once(id: &str, n: usize, rt: &Runtime, opts: &Options) -> Result<Sample, BoxE
     let n64 = n as u64;
     match id {
         "w1-spawned" => visit_chain(n, Spawned { rt }).ok_or_else(|| not_compiled("W1", n, CHAIN_SIZES))?,
-        "w1" => visit_chain(n, Kick { rt, store: None, sync: Synchronous::Full, bare_sql: false })
-            .ok_or_else(|| not_compiled("W1", n, CHAIN_SIZES))?,
-        "w3" | "w3s" => visit_fan(n, id == "w3s", Kick { rt, store: None, sync: Synchronous::Full, bare_sql: false })
+        "w1" => visit_chain(n, Kick { rt, durable: None }).ok_or_else(|| not_compiled("W1", n, CHAIN_SIZES))?,
+        "w3" | "w3s" => visit_fan(n, id == "w3s", Kick { rt, durable: None })
             .ok_or_else(|| not_compiled("W3", n, FAN_SIZES))?
             .map(|mut s| {
                 s.steps = n + 2;
@@ -264,8 +260,11 @@ fn once(id: &str, n: usize, rt: &Runtime, opts: &Options) -> Result<Sample, BoxE
             // for a same-moment ratio. It is also measured right before the run, for the
             // record only: then the warm-up's store may still be closing, which makes it slower.
             let (before, _) = bare_commit_us(&dir.path().join("limit-before.db"), n, sync)?;
-            let mut s = visit_chain(n, Kick { rt, store: Some(dir.path()), sync, bare_sql: id == "w5-bare-sql" })
-                .ok_or_else(|| not_compiled("W5", n, CHAIN_SIZES))??;
+            let mut s = visit_chain(
+                n,
+                Kick { rt, durable: Some(Durable { dir: dir.path(), sync, bare_sql: id == "w5-bare-sql" }) },
+            )
+            .ok_or_else(|| not_compiled("W5", n, CHAIN_SIZES))??;
             // The store closes on its writer thread after the run: its last connection folds the
             // WAL into the database file and fsyncs it. The bare commits below must not share the
             // disk with that, or they measure slower than they are.
@@ -329,7 +328,7 @@ fn once(id: &str, n: usize, rt: &Runtime, opts: &Options) -> Result<Sample, BoxE
         "w4-inflight" => in_flight(rt, n),
         "w5-limit" => {
             let dir = temp_dir(opts, "flows_w5_limit_")?;
-            let conn = limit::w5_open(&dir.path().join("limit.db"))?;
+            let conn = limit::w5_open(&dir.path().join("limit.db"), Synchronous::Full)?;
             let wall = limit::w5(&conn, "run", n)?;
             let rows: i64 = conn.query_row("SELECT count(*) FROM ck", [], |r| r.get(0))?;
             let mut s = Sample::new(wall, n, u64::try_from(rows).unwrap_or(0), n64);
@@ -356,7 +355,14 @@ fn once(id: &str, n: usize, rt: &Runtime, opts: &Options) -> Result<Sample, BoxE
 /// Runs flow `F` once with a fresh state (durably, when `store` names a folder).
 struct Kick<'a> {
     rt: &'a Runtime,
-    store: Option<&'a Path>,
+    /// W5: the run checkpoints every step; without, it runs in memory.
+    durable: Option<Durable<'a>>,
+}
+
+/// Where and how a W5 run checkpoints.
+struct Durable<'a> {
+    /// The folder of the store's file.
+    dir: &'a Path,
     sync: Synchronous,
     /// Checkpoints become the W5 limit's bare insert ([`BareSqlCommits`]).
     bare_sql: bool,
@@ -371,12 +377,12 @@ impl Visit for Kick<'_> {
         let build_s = tb.elapsed().as_secs_f64();
         let steps = F::graph().methods.len();
         self.rt.block_on(async {
-            let runner = match self.store {
-                Some(dir) => {
+            let runner = match &self.durable {
+                Some(d) => {
                     let store =
-                        SqliteStore::open_with(SqliteOptions::new(dir.join("runs.db")).synchronous(self.sync)).await?;
-                    if self.bare_sql {
-                        runner.with_store(BareSqlCommits::new(store, &dir.join("bare-sql.db"), self.sync)?)
+                        SqliteStore::open_with(SqliteOptions::new(d.dir.join("runs.db")).synchronous(d.sync)).await?;
+                    if d.bare_sql {
+                        runner.with_store(BareSqlCommits::new(store, &d.dir.join("bare-sql.db"), d.sync)?)
                     } else {
                         runner.with_store(store)
                     }
@@ -384,7 +390,7 @@ impl Visit for Kick<'_> {
                 None => runner,
             };
             // Only W5 (the durable chain) reports it.
-            let sched = self.store.map(|_| Sched::now());
+            let sched = self.durable.as_ref().map(|_| Sched::now());
             let t0 = Instant::now();
             let out = runner.kickoff(Counter::default()).await?.completed()?;
             let wall = t0.elapsed();
