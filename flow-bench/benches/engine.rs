@@ -1,8 +1,10 @@
 //! Micro-benchmarks of the engine's hot paths, on the flows of the W1-W4 workloads, so that
 //! regressions show: the cost of a kickoff (one-method run), a chain step (W1), a router
 //! iteration (W2), an and-join fan-in (W3, and a small one whose branches are pending once),
-//! a checkpoint (state and progress serialized into a `MemoryStore` after every step), and the
-//! hand-written limit for scale.
+//! a checkpoint (state and progress serialized into a `MemoryStore` after every step, and the
+//! same committed to SQLite with `synchronous=NORMAL`: the durable commit's CPU path, which the
+//! W5 profile found to be most of a durable step's instructions, without the fsync's noise), and
+//! the hand-written limit for scale.
 //!
 //! `CARGO_TARGET_DIR=target-bench cargo bench -p flow-bench --bench engine [-- filter]`
 
@@ -14,7 +16,7 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use flow_bench::flows::{Chain10, Chain100, Counter, Fan10, Fan100, FanYield4, Loop, One, limit_chain, limit_fan};
 use flow_bench::limit;
-use flow_core::store::MemoryStore;
+use flow_core::store::{MemoryStore, SqliteOptions, SqliteStore, Synchronous};
 use flow_core::{Flow, Runner};
 use tokio::runtime::Runtime;
 
@@ -95,6 +97,22 @@ fn checkpoint(c: &mut Criterion) {
     // Every step: state + progress to JSON values, a commit into the in-memory store.
     let runner = Runner::new(Chain10).with_store(MemoryStore::new().keep_checkpoints(1));
     g.bench_function("w1_10_memory_store", |b| b.iter(|| black_box(kick(&rt, &runner))));
+    // Every step: the same snapshot, committed by the SQLite store (fence read, checkpoint row,
+    // step row) without an fsync; the bare insert+commit of the W5 limit beside it.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let options = SqliteOptions::new(dir.path().join("runs.db")).synchronous(Synchronous::Normal);
+    let store = rt.block_on(SqliteStore::open_with(options)).expect("open the store");
+    let runner = Runner::new(Chain10).with_store(store);
+    g.bench_function("w1_10_sqlite_store_normal", |b| b.iter(|| black_box(kick(&rt, &runner))));
+    let conn = limit::w5_open(&dir.path().join("limit.db"), Synchronous::Normal).expect("open the limit's db");
+    let mut batch = 0u64;
+    g.bench_function("w5_limit_10_bare_commits_normal", |b| {
+        b.iter(|| {
+            // A run name per batch: the limit's table keys rows by (run, seq).
+            batch += 1;
+            black_box(limit::w5(&conn, &format!("bench-{batch}"), 10).expect("bare commits"))
+        })
+    });
     g.finish();
 }
 
