@@ -258,8 +258,8 @@ fn once(id: &str, n: usize, rt: &Runtime, opts: &Options) -> Result<Sample, BoxE
             // The disk's commit cost drifts with the machine's I/O load: the bare insert+commit
             // is measured in the same folder right before the run and right after it (once the
             // store has closed, so the two do not share the disk). The ratio to the one after is
-            // the verdict's, as it is the lower (the conservative ratio); the ratio to the
-            // mean of the two brackets the run in time. On the VM of BENCHMARKS.md the bare
+            // the verdict's, as that commit is the faster one (the harder reference); the ratio
+            // to the mean of the two brackets the run in time. On the VM of BENCHMARKS.md the bare
             // commit is 10-25 % slower before a run than after it, in every repetition.
             let (before, _) = bare_commit_us(&dir.path().join("limit-before.db"), n, sync)?;
             let mut s = visit_chain(

@@ -24,7 +24,7 @@ fn python(test: &str) -> Option<&'static str> {
 }
 
 /// Runs the script with `args` on the test build of `flow-bench`, with no reference engines
-/// installed (`ANCHORS_VENV` names an empty folder).
+/// installed (`ANCHORS_VENV` names a folder that does not exist).
 fn compare(python: &str, dir: &Path, args: &[&str]) -> Result<Output, std::io::Error> {
     Command::new(python)
         .arg(repo().join("scripts/bench-compare"))
