@@ -12,21 +12,19 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// `python3`, or `None` after saying loudly that the test is skipped.
-fn python(test: &str) -> Option<&'static str> {
-    match Command::new("python3").arg("--version").output() {
-        Ok(out) if out.status.success() => Some("python3"),
-        _ => {
-            eprintln!("SKIPPED {test}: python3 is not installed, and scripts/bench-compare needs it");
-            None
-        }
+/// Whether `python3` runs; if not, says loudly that `test` is skipped.
+fn has_python(test: &str) -> bool {
+    let found = Command::new("python3").arg("--version").output().is_ok_and(|out| out.status.success());
+    if !found {
+        eprintln!("SKIPPED {test}: python3 is not installed, and scripts/bench-compare needs it");
     }
+    found
 }
 
 /// Runs the script with `args` on the test build of `flow-bench`, with no reference engines
 /// installed (`ANCHORS_VENV` names a folder that does not exist).
-fn compare(python: &str, dir: &Path, args: &[&str]) -> Result<Output, std::io::Error> {
-    Command::new(python)
+fn compare(dir: &Path, args: &[&str]) -> Result<Output, std::io::Error> {
+    Command::new("python3")
         .arg(repo().join("scripts/bench-compare"))
         .args(["--reps", "1", "--rt", "current", "--out"])
         .arg(dir.join("out"))
@@ -74,11 +72,11 @@ fn assert_table(stdout: &str, dir: &Path) -> TestResult {
 
 #[test]
 fn without_the_reference_engines_it_runs_ours_alone_and_says_so() -> TestResult {
-    let Some(python) = python("without_the_reference_engines_it_runs_ours_alone_and_says_so") else {
+    if !has_python("without_the_reference_engines_it_runs_ours_alone_and_says_so") {
         return Ok(());
-    };
+    }
     let dir = tempfile::tempdir()?;
-    let out = compare(python, dir.path(), &[])?;
+    let out = compare(dir.path(), &[])?;
     let (stdout, stderr) = (String::from_utf8(out.stdout)?, String::from_utf8(out.stderr)?);
     assert!(out.status.success(), "{stderr}");
     assert!(
@@ -92,9 +90,9 @@ fn without_the_reference_engines_it_runs_ours_alone_and_says_so() -> TestResult 
 
 #[test]
 fn with_the_reference_engines_results_it_prints_both_side_by_side() -> TestResult {
-    let Some(python) = python("with_the_reference_engines_results_it_prints_both_side_by_side") else {
+    if !has_python("with_the_reference_engines_results_it_prints_both_side_by_side") {
         return Ok(());
-    };
+    }
     let dir = tempfile::tempdir()?;
     // One reference result, on a figure far from the published one, so the table shows which it used.
     let raw = dir.path().join("anchors-raw.jsonl");
@@ -106,7 +104,7 @@ fn with_the_reference_engines_results_it_prints_both_side_by_side() -> TestResul
             "\n",
         ),
     )?;
-    let out = compare(python, dir.path(), &["--anchor-raw", raw.to_str().ok_or("temp path is not UTF-8")?])?;
+    let out = compare(dir.path(), &["--anchor-raw", raw.to_str().ok_or("temp path is not UTF-8")?])?;
     let (stdout, stderr) = (String::from_utf8(out.stdout)?, String::from_utf8(out.stderr)?);
     assert!(out.status.success(), "{stderr}");
     assert!(!stderr.contains("no reference engines installed"), "{stderr}");
