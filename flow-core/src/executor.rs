@@ -28,6 +28,7 @@ use crate::error::{Error, ErrorClass, FlowError, Special};
 use crate::events::FlowEvent;
 use crate::flow::{Flow, Payload, StepOutput, StepResult};
 use crate::graph::{Graph, MethodDef, MethodId, RetryPolicy};
+use crate::lease::Heartbeat;
 use crate::outcome::{Escalated, Outputs, Paused, RecordedFailure, RunOutcome, RunResult};
 use crate::plan::{Clock, Plan, Source, clock_set};
 use crate::progress::{Activation, Compensation, Halt, Progress, Undoable};
@@ -215,32 +216,16 @@ impl<F: Flow> Execution<F> {
         let started = std::time::Instant::now();
         // Only a run with a store holds a lease that can be lost.
         let lost = self.durability.as_ref().map(|_| CancellationToken::new());
-        // Renewed from the run's own task rather than a task of its own: dropping this execution
-        // (a caller's timeout, say) stops the renewals with it, or a run nobody executes would
-        // look alive forever; and a durable run stays one task, which lets the SQLite store
-        // commit a lone run's checkpoints on its own thread.
-        let heartbeat = self.durability.as_ref().zip(lost.clone()).map(|(d, lost)| {
-            let store = Arc::clone(&d.store);
-            let (epoch, lease) = (d.epoch, d.lease);
-            async move {
-                loop {
-                    tokio::time::sleep(lease / 3).await;
-                    match store.renew(run_id, epoch, lease).await {
-                        Ok(()) => {}
-                        Err(StoreError::Fenced { .. }) | Err(StoreError::NotFound(_)) => {
-                            lost.cancel();
-                            return;
-                        }
-                        Err(e) => tracing::warn!(%run_id, error = %e, "renewing the run's lease failed; retrying"),
-                    }
-                }
-            }
-        });
+        // Renewed from a thread no step runs on (see `lease`); dropping this execution drops
+        // the guard and so stops the renewals with it.
+        let heartbeat = self
+            .durability
+            .as_ref()
+            .zip(lost.clone())
+            .map(|(d, lost)| Heartbeat::start(Arc::clone(&d.store), run_id, d.epoch, d.lease, lost));
         let span = tracing::info_span!("flow_run", run_id = %run_id, flow);
-        let result = {
-            let drive = std::pin::pin!(self.drive(lost.as_ref()).instrument(span));
-            Alongside { main: drive, side: heartbeat.map(|h| Box::pin(h) as SideFuture) }.await
-        };
+        let result = self.drive(lost.as_ref()).instrument(span).await;
+        drop(heartbeat);
         let status = match &result {
             Ok(o) => o.status(),
             Err(_) => RunStatus::Failed,
@@ -855,32 +840,6 @@ impl<F: Flow> Execution<F> {
 }
 
 /// A future polled beside the run's own on the same task, for as long as it runs.
-type SideFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
-
-/// Runs `main` to its end, polling `side` on the same task meanwhile (until `side` ends, if it
-/// does first); `side` is dropped when `main` ends. `main` is pinned by the caller rather than
-/// moved in, so the run's future does not hold it twice.
-struct Alongside<'a, M> {
-    main: Pin<&'a mut M>,
-    side: Option<SideFuture>,
-}
-
-impl<M: Future> Future for Alongside<'_, M> {
-    type Output = M::Output;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<M::Output> {
-        if let Poll::Ready(out) = self.main.as_mut().poll(cx) {
-            return Poll::Ready(out);
-        }
-        if let Some(side) = self.side.as_mut()
-            && side.as_mut().poll(cx).is_ready()
-        {
-            self.side = None;
-        }
-        Poll::Pending
-    }
-}
-
 /// Resolves when the run's lease is lost; never for a run without a store.
 async fn lease_lost(lost: Option<&CancellationToken>) {
     match lost {

@@ -13,6 +13,7 @@ mod flow;
 pub mod graph;
 pub mod input;
 pub mod journal;
+mod lease;
 mod outcome;
 mod plan;
 pub mod plot;

@@ -130,6 +130,9 @@ impl Store for MemoryStore {
         if run.epoch != epoch {
             return Err(StoreError::Fenced { run_id, epoch, current: run.epoch });
         }
+        if run.lease_owner.is_none() {
+            return Err(StoreError::Released { run_id, epoch });
+        }
         run.lease_expires_at_ms = Some(now_ms() + lease.as_millis() as i64);
         Ok(())
     }

@@ -393,6 +393,17 @@ pub enum StoreError {
         /// The current epoch.
         current: u64,
     },
+    /// The lease was released: the run came to rest (completed, failed, paused, cancelled)
+    /// under this epoch, so there is nothing left to renew.
+    #[error(
+        "run {run_id}: the lease of epoch {epoch} was released when the run came to rest; claim the run again to work on it"
+    )]
+    Released {
+        /// The run.
+        run_id: Uuid,
+        /// The epoch whose lease was released.
+        epoch: u64,
+    },
     /// A stored row cannot be read.
     #[error("run {run_id}: stored {what} is corrupt ({detail}); the row was left as it is")]
     Corrupt {
@@ -527,7 +538,9 @@ pub trait Store: Send + Sync + 'static {
     /// decides whether to continue it.
     async fn claim(&self, run_id: Uuid, owner: &str, lease: Duration) -> Result<Claim, StoreError>;
 
-    /// Extends a held lease. Fails with [`StoreError::Fenced`] when it was taken over.
+    /// Extends a held lease. Fails with [`StoreError::Fenced`] when it was taken over, and with
+    /// [`StoreError::Released`] when the run came to rest under this epoch (a late renewal must
+    /// not give a resting run an expiry again).
     async fn renew(&self, run_id: Uuid, epoch: u64, lease: Duration) -> Result<(), StoreError>;
 
     /// Writes one checkpoint atomically.

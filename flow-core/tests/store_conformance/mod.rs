@@ -202,6 +202,14 @@ async fn lease_rules(store: &dyn Store) -> TestResult {
     store.commit(done).await?;
     let at_rest = store.load_run(id).await?;
     assert_eq!((at_rest.lease_owner, at_rest.lease_expires_at_ms), (None, None));
+    // A heartbeat's renewal that lands after the run came to rest under the same epoch must
+    // not hand the resting run an expiry again.
+    match store.renew(id, 3, LONG).await {
+        Err(StoreError::Released { run_id, epoch: 3 }) if run_id == id => {}
+        other => return Err(format!("renew after the run came to rest: expected Released, got {other:?}").into()),
+    }
+    let still = store.load_run(id).await?;
+    assert_eq!((still.lease_owner, still.lease_expires_at_ms), (None, None), "a late renewal holds nothing");
     let claim = store.claim(id, "c", LONG).await?;
     assert_eq!((claim.epoch, claim.run.status), (4, RunStatus::Completed));
     Ok(())

@@ -83,7 +83,11 @@ const TAKE_LEASE: &str = concat!(
     run_columns!()
 );
 
-const RENEW_LEASE: &str = "UPDATE flow_runs SET lease_expires_at = ?3 WHERE run_id = ?1 AND epoch = ?2";
+// Only a lease still held: a renewal that reaches the store after the run came to rest under
+// the same epoch (the heartbeat's write queued behind the final commit) must not give the
+// released run an expiry again.
+const RENEW_LEASE: &str =
+    "UPDATE flow_runs SET lease_expires_at = ?3 WHERE run_id = ?1 AND epoch = ?2 AND lease_owner IS NOT NULL";
 
 // Written only when the status changes, not on every checkpoint. ?6 says whether the run
 // stays running: any other status releases the lease.
@@ -489,7 +493,11 @@ pub(super) fn renew(db: Db<'_>, run_id: Uuid, epoch: u64, lease: Duration, now: 
         .execute(params![run_id.to_string(), epoch_param(epoch), now.saturating_add(millis(lease))])
         .map_err(db.fail())?;
     if changed == 0 {
-        return Err(fenced_or_missing(db, run_id, epoch));
+        return Err(match fenced_or_missing(db, run_id, epoch) {
+            // The epoch still matches, so the lease is what is missing.
+            StoreError::Fenced { current, .. } if current == epoch => StoreError::Released { run_id, epoch },
+            e => e,
+        });
     }
     Ok(())
 }
