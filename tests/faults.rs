@@ -91,3 +91,98 @@ fn a_step_that_blocks_its_thread_keeps_the_run_leased() {
     assert_eq!(outcome.status(), RunStatus::Completed);
     assert_eq!(attempts.load(Ordering::SeqCst), 1, "the step ran once");
 }
+
+// ---------------------------------------------------------------- a step past its time limit
+
+struct Overrun {
+    attempts: Arc<AtomicU32>,
+}
+
+#[flow(state = Doc, name = "overrun")]
+impl Overrun {
+    #[start(timeout = "200ms")]
+    async fn call_legacy_api(&self, cx: &Ctx<Doc>) -> Result<()> {
+        self.attempts.fetch_add(1, Ordering::SeqCst);
+        // A blocking client inside an async method: the runtime's timer cannot fire meanwhile.
+        std::thread::sleep(Duration::from_millis(600));
+        cx.update(|s| s.steps.push("called".into()));
+        Ok(())
+    }
+}
+
+/// A step that blocks past its limit is a timeout, not a success, even though its own
+/// thread kept the timer from firing; its state change is discarded.
+#[tokio::test(flavor = "current_thread")]
+async fn a_blocking_call_past_its_timeout_is_a_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let attempts = Arc::new(AtomicU32::new(0));
+    let store = store_at(dir.path()).await;
+    let runner = Runner::new(Overrun { attempts: attempts.clone() }).with_store(store.clone());
+    let err = runner.kickoff(Doc::default()).await.unwrap_err();
+    let FlowError::MethodFailed { method, class, .. } = &err else { panic!("expected a method failure: {err:?}") };
+    assert_eq!((method.as_str(), *class), ("call_legacy_api", ErrorClass::Transient));
+    assert!(err.to_string().contains("timed out after 200ms"), "{err}");
+    assert_eq!(attempts.load(Ordering::SeqCst), 1, "no retry policy: one attempt");
+    let run_id = store.list_runs(&Default::default()).await.unwrap()[0].run_id;
+    let record = store.load_run(run_id).await.unwrap();
+    assert_eq!(record.status, RunStatus::Failed);
+    assert_eq!(record.snapshot.state_as::<Doc>().unwrap(), Doc::default(), "the late update is not applied");
+}
+
+// ---------------------------------------------------------------- a panic in a state update
+
+struct PanickyUpdate {
+    fail: Arc<AtomicU32>,
+}
+
+#[flow(state = Doc, name = "panicky_update")]
+impl PanickyUpdate {
+    #[start]
+    async fn first(&self, cx: &Ctx<Doc>) -> Result<()> {
+        cx.update(|s| s.steps.push("first".into()));
+        Ok(())
+    }
+    #[listen(first)]
+    async fn second(&self, cx: &Ctx<Doc>) -> Result<()> {
+        let fail = self.fail.load(Ordering::SeqCst) > 0;
+        // The closure changes the state and then panics, as `v[i] = x` past the end would
+        // after an earlier push: the half-done change must not survive.
+        cx.update(move |s| {
+            s.steps.push("second".into());
+            assert!(!fail, "a bug in the update");
+        });
+        Ok(())
+    }
+}
+
+/// A panic inside a `cx.update` closure fails that step like a panic in the step: recorded,
+/// the lease released, the state as it was before the step, and the run resumable.
+#[tokio::test]
+async fn a_panic_in_a_state_update_fails_the_step_and_the_run_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let fail = Arc::new(AtomicU32::new(1));
+    let store = store_at(dir.path()).await;
+    let runner = Runner::new(PanickyUpdate { fail: fail.clone() }).with_store(store.clone());
+    let err = runner.kickoff(Doc::default()).await.unwrap_err();
+    let FlowError::MethodFailed { method, .. } = &err else { panic!("expected the step to fail: {err:?}") };
+    assert_eq!(method, "second");
+    assert!(err.to_string().contains("panicked in a state update"), "{err}");
+
+    let run_id = store.list_runs(&Default::default()).await.unwrap()[0].run_id;
+    let record = store.load_run(run_id).await.unwrap();
+    assert_eq!(record.status, RunStatus::Failed);
+    assert_eq!((record.lease_owner, record.lease_expires_at_ms), (None, None), "lease released");
+    assert_eq!(record.snapshot.state_as::<Doc>().unwrap().steps, ["first"], "the half-done update is not stored");
+
+    fail.store(0, Ordering::SeqCst);
+    let done = runner.resume(run_id).await.unwrap().completed().unwrap();
+    assert_eq!(done.state.steps, ["first", "second"]);
+}
+
+/// Without a store the step fails the same way and the caller gets the error, not a panic.
+#[tokio::test]
+async fn a_panic_in_a_state_update_without_a_store_is_an_error() {
+    let runner = Runner::new(PanickyUpdate { fail: Arc::new(AtomicU32::new(1)) });
+    let err = runner.kickoff(Doc::default()).await.unwrap_err();
+    assert!(matches!(&err, FlowError::MethodFailed { method, .. } if method == "second"), "{err:?}");
+}

@@ -73,6 +73,13 @@ struct MethodTask<S> {
     span: tracing::Span,
 }
 
+impl<S> MethodTask<S> {
+    fn timed_out(&self) -> Error {
+        let limit = self.limit.as_ref().map(|(_, l)| *l).unwrap_or_default();
+        Error::special(Special::Timeout, format!("attempt {} timed out after {limit:?}", self.attempt))
+    }
+}
+
 impl<S> Future for MethodTask<S> {
     type Output = Finished<S>;
 
@@ -82,6 +89,11 @@ impl<S> Future for MethodTask<S> {
         // The checks run in the order the method's result, its time limit and a pause were
         // raced before: a result that is ready wins.
         let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| this.work.as_mut().poll(cx))) {
+            // A method that blocked its thread past its limit (a blocking call, a CPU loop)
+            // kept the timer from firing; its late result is a timeout all the same.
+            Ok(Poll::Ready(_)) if this.limit.as_ref().is_some_and(|(_, limit)| this.start.elapsed() > *limit) => {
+                TaskOutcome::Done(Err(this.timed_out()))
+            }
             Ok(Poll::Ready(r)) => TaskOutcome::Done(r),
             Err(panic) => {
                 TaskOutcome::Done(Err(Error::special(Special::Panic, format!("panicked: {}", panic_text(panic)))))
@@ -92,12 +104,7 @@ impl<S> Future for MethodTask<S> {
                     None => false,
                 };
                 if timed_out {
-                    let limit = this.limit.as_ref().map(|(_, l)| *l).unwrap_or_default();
-                    let attempt = this.attempt;
-                    TaskOutcome::Done(Err(Error::special(
-                        Special::Timeout,
-                        format!("attempt {attempt} timed out after {limit:?}"),
-                    )))
+                    TaskOutcome::Done(Err(this.timed_out()))
                 } else if this.ctx.as_ref().is_some_and(|c| c.poll_interrupted(cx).is_ready()) {
                     TaskOutcome::Interrupted
                 } else {
@@ -398,6 +405,34 @@ impl<F: Flow> Execution<F> {
         }
     }
 
+    /// Applies a completed step's updates to the run's state; `false` when one panicked, with
+    /// the state as it was before the step.
+    ///
+    /// A state nobody else holds is changed in place (no copy per step), so a panic part-way
+    /// can leave it half-changed; it is then read back from the run's last checkpoint, which
+    /// holds the state as it was (every completion is checkpointed before the next is
+    /// applied). A run without a store has no copy to go back to and fails with the step.
+    async fn apply(&mut self, updates: &Updates<F::State>) -> Result<bool, FlowError> {
+        let shared = Arc::strong_count(&self.state) > 1;
+        let before = shared.then(|| Arc::clone(&self.state));
+        let applied = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let state = Arc::make_mut(&mut self.state);
+            for update in updates.iter() {
+                update(state);
+            }
+        }));
+        let Err(panic) = applied else { return Ok(true) };
+        let run_id = self.run.run_id;
+        tracing::error!(%run_id, panic = %panic_text(panic), "a state update panicked");
+        if let Some(before) = before {
+            self.state = before;
+        } else if let Some(d) = &self.durability {
+            let record = d.store.load_run(run_id).await?;
+            self.state = Arc::new(decode_state(run_id, self.plan.graph.state_type, &record.snapshot)?);
+        }
+        Ok(false)
+    }
+
     async fn completed(
         &mut self,
         index: usize,
@@ -405,15 +440,16 @@ impl<F: Flow> Execution<F> {
         updates: Updates<F::State>,
         duration: Duration,
     ) -> Result<(), FlowError> {
+        if !updates.is_empty() && !self.apply(&updates).await? {
+            let error = Error::special(
+                Special::Panic,
+                "panicked in a state update (`cx.update`); the step's changes were not applied",
+            );
+            return self.failed(index, error, duration).await;
+        }
         let Some(act) = self.progress.pending.remove(index) else {
             return Err(FlowError::Corrupt { run_id: self.run.run_id, what: format!("no pending step #{index}") });
         };
-        if !updates.is_empty() {
-            let state = Arc::make_mut(&mut self.state);
-            for update in updates.iter() {
-                update(state);
-            }
-        }
         let m = act.method;
         let def = self.method(m);
         let value = output_arc(out.value);
@@ -840,6 +876,19 @@ impl<F: Flow> Execution<F> {
 }
 
 /// A future polled beside the run's own on the same task, for as long as it runs.
+/// The state a snapshot holds; a mismatch names the field that does not fit.
+pub(crate) fn decode_state<S: serde::de::DeserializeOwned>(
+    run_id: Uuid,
+    state_type: &'static str,
+    snapshot: &Snapshot,
+) -> Result<S, FlowError> {
+    let mut decoder = serde_json::Deserializer::from_str(snapshot.state.get());
+    serde_path_to_error::deserialize(&mut decoder).map_err(|e| {
+        let path = e.path().to_string();
+        FlowError::StateMismatch { run_id, state_type, path, message: e.into_inner().to_string() }
+    })
+}
+
 /// Resolves when the run's lease is lost; never for a run without a store.
 async fn lease_lost(lost: Option<&CancellationToken>) {
     match lost {

@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::ctx::RunShared;
 use crate::error::FlowError;
 use crate::events::FlowEvent;
-use crate::executor::{AbortOnDrop, Durability, Execution, panic_text, result_of};
+use crate::executor::{AbortOnDrop, Durability, Execution, decode_state, panic_text, result_of};
 use crate::flow::Flow;
 use crate::graph::{Graph, MethodId};
 use crate::input::PauseRequest;
@@ -374,16 +374,7 @@ impl<F: Flow> Runner<F> {
     }
 
     fn decode(&self, run_id: Uuid, snapshot: &Snapshot) -> Result<(F::State, Progress), FlowError> {
-        let mut decoder = serde_json::Deserializer::from_str(snapshot.state.get());
-        let state: F::State = serde_path_to_error::deserialize(&mut decoder).map_err(|e| {
-            let path = e.path().to_string();
-            FlowError::StateMismatch {
-                run_id,
-                state_type: self.plan.graph.state_type,
-                path,
-                message: e.into_inner().to_string(),
-            }
-        })?;
+        let state = decode_state(run_id, self.plan.graph.state_type, snapshot)?;
         Ok((state, self.decode_progress(run_id, snapshot)?))
     }
 
