@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use flow_core::RunStatus;
 use flow_core::prelude::*;
-use flow_core::store::{SqliteStore, Store};
+use flow_core::store::{SqliteStore, StepStatus, Store};
 use serde::{Deserialize, Serialize};
 
 async fn store_at(dir: &Path) -> SqliteStore {
@@ -185,4 +185,89 @@ async fn a_panic_in_a_state_update_without_a_store_is_an_error() {
     let runner = Runner::new(PanickyUpdate { fail: Arc::new(AtomicU32::new(1)) });
     let err = runner.kickoff(Doc::default()).await.unwrap_err();
     assert!(matches!(&err, FlowError::MethodFailed { method, .. } if method == "second"), "{err:?}");
+}
+
+// ---------------------------------------------------------------- a compensation that fails
+
+#[derive(Clone, Default, Debug, Serialize, Deserialize)]
+struct Trip {}
+
+struct Booking {
+    log: Arc<Mutex<Vec<String>>>,
+    hotel_api_down: Arc<AtomicU32>,
+}
+
+#[flow(state = Trip, name = "booking")]
+impl Booking {
+    #[start]
+    async fn flight(&self) -> Result<String> {
+        Ok("FL-1".into())
+    }
+    #[listen(flight)]
+    async fn hotel(&self) -> Result<String> {
+        Ok("HO-2".into())
+    }
+    #[listen(hotel)]
+    async fn car(&self) -> Result<String> {
+        Ok("CA-3".into())
+    }
+    #[listen(car)]
+    async fn pay(&self) -> Result<()> {
+        Err(Error::permanent("card declined"))
+    }
+    #[compensate(flight)]
+    async fn cancel_flight(&self, booking: String) -> Result<()> {
+        self.log.lock().unwrap().push(format!("cancel {booking}"));
+        Ok(())
+    }
+    #[compensate(hotel)]
+    async fn cancel_hotel(&self, booking: String) -> Result<()> {
+        if self.hotel_api_down.load(Ordering::SeqCst) > 0 {
+            return Err(Error::permanent("hotel API down"));
+        }
+        self.log.lock().unwrap().push(format!("cancel {booking}"));
+        Ok(())
+    }
+    #[compensate(car)]
+    async fn cancel_car(&self, booking: String) -> Result<()> {
+        self.log.lock().unwrap().push(format!("cancel {booking}"));
+        Ok(())
+    }
+}
+
+/// An undo step that fails for good is kept: the run says so, and a resume tries exactly the
+/// undo steps that failed again (not the ones that worked, not the failed step itself).
+#[tokio::test]
+async fn a_failed_compensation_is_retried_on_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_at(dir.path()).await;
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let down = Arc::new(AtomicU32::new(1));
+    let runner = Runner::new(Booking { log: log.clone(), hotel_api_down: down.clone() }).with_store(store.clone());
+    let err = runner.kickoff(Trip::default()).await.unwrap_err();
+    let FlowError::Compensated { run_id, compensation, .. } = &err else { panic!("{err:?}") };
+    let run_id = *run_id;
+    assert!(compensation.contains("`cancel_hotel` failed to undo `hotel#1`: hotel API down"), "{compensation}");
+    assert!(compensation.contains("resume the run to try them again"), "{compensation}");
+    assert_eq!(*log.lock().unwrap(), ["cancel CA-3", "cancel FL-1"]);
+
+    down.store(0, Ordering::SeqCst);
+    let err = runner.resume(run_id).await.unwrap_err();
+    let FlowError::Compensated { compensation, .. } = &err else { panic!("{err:?}") };
+    assert!(compensation.contains("`cancel_hotel` undid `hotel#1`"), "{compensation}");
+    assert!(!compensation.contains("try them again"), "{compensation}");
+    assert_eq!(*log.lock().unwrap(), ["cancel CA-3", "cancel FL-1", "cancel HO-2"], "only the failed undo ran again");
+
+    let hotel: Vec<_> = store
+        .steps(run_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.method == "cancel_hotel")
+        .map(|s| s.status)
+        .collect();
+    assert_eq!(hotel, [StepStatus::Failed, StepStatus::Compensated]);
+    // Now fully undone: the run cannot be resumed into running anything again.
+    assert!(matches!(runner.resume(run_id).await.unwrap_err(), FlowError::InvalidStatus { .. }));
+    assert_eq!(log.lock().unwrap().len(), 3);
 }

@@ -628,7 +628,15 @@ impl<F: Flow> Execution<F> {
         }
 
         if let Some(undone) = undo {
-            self.progress.pending.remove(index);
+            let undo_step = self.progress.pending.remove(index);
+            // Kept to be tried again on resume: a step left done but not undone is exactly
+            // what a compensation exists to prevent.
+            if let (Some(a), Some(undone_method), Some(c)) =
+                (undo_step, def.compensates, self.progress.compensation.as_mut())
+            {
+                let output = a.payload.unwrap_or_else(|| Arc::new(Value::Null));
+                c.failed.push(Undoable { method: undone_method.0, step_key: undone.clone(), output });
+            }
             self.record_undo(def, &undone, Some(&text));
             self.push_next_undo();
             return self.checkpoint(vec![record], Some(step_key), RunStatus::Running).await;
@@ -684,7 +692,7 @@ impl<F: Flow> Execution<F> {
     fn push_next_undo(&mut self) {
         let Some(comp) = &mut self.progress.compensation else { return };
         let Some(next) = comp.remaining.pop() else {
-            comp.finished = true;
+            comp.finished = comp.failed.is_empty();
             return;
         };
         let Some(undo) = self.plan.compensator[usize::from(next.method)] else { return };
@@ -704,6 +712,14 @@ impl<F: Flow> Execution<F> {
             slot: None,
             wake: None,
         });
+    }
+
+    /// On resuming a failed run whose compensation left undo steps failed: tries them again.
+    pub(crate) fn retry_failed_undos(&mut self) {
+        let retry = self.progress.compensation.as_mut().is_some_and(Compensation::retry_failed);
+        if retry && !self.progress.pending.iter().any(|a| a.undo_of.is_some()) {
+            self.push_next_undo();
+        }
     }
 
     /// After a failure, once nothing runs: starts undoing completed steps (newest first).
@@ -732,12 +748,16 @@ impl<F: Flow> Execution<F> {
             Some(Halt::Failure { method, step_key, attempt, error, class }) => {
                 let name = graph.method(MethodId(method)).name.to_string();
                 let err = match &self.progress.compensation {
-                    Some(c) => FlowError::Compensated {
-                        run_id,
-                        method: name,
-                        message: error.clone(),
-                        compensation: c.results.join("; "),
-                    },
+                    Some(c) => {
+                        let mut compensation = c.results.join("; ");
+                        if !c.failed.is_empty() {
+                            compensation.push_str(&format!(
+                                "; {} undo step(s) failed and the steps they undo are still done: fix the cause and resume the run to try them again",
+                                c.failed.len()
+                            ));
+                        }
+                        FlowError::Compensated { run_id, method: name, message: error.clone(), compensation }
+                    }
                     None => FlowError::MethodFailed {
                         run_id,
                         method: name,

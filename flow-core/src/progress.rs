@@ -72,8 +72,24 @@ pub(crate) struct Compensation {
     pub(crate) remaining: Vec<Undoable>,
     /// What each undo step did.
     pub(crate) results: Vec<String>,
-    /// Whether every undo step has run.
+    /// Whether every undo step has run and none failed: only then is the run past saving.
     pub(crate) finished: bool,
+    /// Completed steps whose undo step failed for good, in the order they were tried; a
+    /// resume tries them again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) failed: Vec<Undoable>,
+}
+
+impl Compensation {
+    /// Puts the steps whose undo failed back in line, to be undone in the order first tried.
+    pub(crate) fn retry_failed(&mut self) -> bool {
+        if self.failed.is_empty() {
+            return false;
+        }
+        self.remaining.extend(self.failed.drain(..).rev());
+        self.finished = false;
+        true
+    }
 }
 
 /// The executor's persisted progress.

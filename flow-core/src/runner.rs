@@ -471,6 +471,9 @@ impl<F: Flow> Runner<F> {
         );
         exec.input = input;
         exec.resumed = true;
+        if claim.run.status == RunStatus::Failed {
+            exec.retry_failed_undos();
+        }
         drive(exec).await
     }
 }
