@@ -271,3 +271,164 @@ async fn a_failed_compensation_is_retried_on_resume() {
     assert!(matches!(runner.resume(run_id).await.unwrap_err(), FlowError::InvalidStatus { .. }));
     assert_eq!(log.lock().unwrap().len(), 3);
 }
+
+// ---------------------------------------------------------------- defaults that protect
+
+#[derive(Clone, Default, Debug, Serialize, Deserialize)]
+struct Count {
+    n: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+enum Loop {
+    Again,
+    Done,
+}
+
+/// Loops `rounds` times: two checkpoints per round.
+struct Looper {
+    rounds: u32,
+}
+
+#[flow(state = Count, name = "looper")]
+impl Looper {
+    #[start]
+    async fn begin(&self) -> Result<()> {
+        Ok(())
+    }
+    #[router(or(begin, step), terminal(Loop::Done))]
+    async fn check(&self, cx: &Ctx<Count>) -> Result<Loop> {
+        Ok(if cx.read(|s| s.n) < self.rounds { Loop::Again } else { Loop::Done })
+    }
+    #[listen(Loop::Again)]
+    async fn step(&self, cx: &Ctx<Count>) -> Result<()> {
+        cx.update(|s| s.n += 1);
+        Ok(())
+    }
+}
+
+/// Retention is on by default: a long run keeps its newest checkpoints, not one per step
+/// forever; `keep_all_checkpoints` keeps them all.
+#[tokio::test]
+async fn checkpoint_retention_is_on_by_default() {
+    use flow_core::store::{DEFAULT_KEEP_CHECKPOINTS, MemoryStore, SqliteOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let rounds = 40; // 81 checkpoints and more: past the default
+    let sqlite = store_at(dir.path()).await;
+    let all =
+        SqliteStore::open_with(SqliteOptions::new(dir.path().join("all.db")).keep_all_checkpoints()).await.unwrap();
+    let stores: [(&str, Arc<dyn Store>, bool); 4] = [
+        ("sqlite", Arc::new(sqlite), true),
+        ("memory", Arc::new(MemoryStore::new()), true),
+        ("sqlite, keep all", Arc::new(all), false),
+        ("memory, keep all", Arc::new(MemoryStore::new().keep_all_checkpoints()), false),
+    ];
+    for (name, store, bounded) in stores {
+        let runner = Runner::new(Looper { rounds }).with_shared_store(store.clone());
+        let done = runner.kickoff(Count::default()).await.unwrap().completed().unwrap();
+        assert_eq!(done.state.n, rounds);
+        let kept = store.checkpoints(done.run_id).await.unwrap();
+        if bounded {
+            assert_eq!(kept.len(), DEFAULT_KEEP_CHECKPOINTS, "{name}");
+        } else {
+            assert!(kept.len() > 2 * rounds as usize, "{name}: {} kept", kept.len());
+        }
+        assert_eq!(kept.last().unwrap().status, RunStatus::Completed, "{name}: the newest is kept");
+    }
+}
+
+struct Hangs;
+
+#[flow(state = Doc, name = "hangs")]
+impl Hangs {
+    #[start]
+    async fn call_a_server_that_never_answers(&self) -> Result<()> {
+        std::future::pending::<()>().await;
+        Ok(())
+    }
+}
+
+struct HangsUnlimited;
+
+#[flow(state = Doc, name = "hangs_unlimited")]
+impl HangsUnlimited {
+    #[start(timeout = "none")]
+    async fn wait_for_ever(&self) -> Result<()> {
+        std::future::pending::<()>().await;
+        Ok(())
+    }
+}
+
+/// A step nobody gave a limit still ends: after the default timeout it is a timeout failure.
+/// `timeout = "none"` opts out. On the paused clock, so the 10 minutes pass at once.
+#[tokio::test(start_paused = true)]
+async fn a_hung_step_ends_at_the_default_timeout() {
+    let err = Runner::new(Hangs).kickoff(Doc::default()).await.unwrap_err();
+    let FlowError::MethodFailed { method, class, .. } = &err else { panic!("{err:?}") };
+    assert_eq!((method.as_str(), *class), ("call_a_server_that_never_answers", ErrorClass::Transient));
+    assert!(err.to_string().contains("timed out after 600s"), "{err}");
+    assert_eq!(flow_core::graph::DEFAULT_STEP_TIMEOUT, Duration::from_secs(600));
+
+    let unlimited =
+        tokio::time::timeout(Duration::from_secs(24 * 3600), Runner::new(HangsUnlimited).kickoff(Doc::default())).await;
+    assert!(unlimited.is_err(), "`timeout = \"none\"` has no limit: still waiting after a day");
+}
+
+// ---------------------------------------------------------------- blocking methods
+
+/// Two blocking starts that can only finish together, and a blocking step that outlives its
+/// limit.
+struct Threads {
+    meet: Arc<std::sync::Barrier>,
+    late: Mutex<Option<mpsc::Receiver<()>>>,
+    finished_late: Arc<AtomicU32>,
+}
+
+#[flow(state = Doc, name = "threads")]
+impl Threads {
+    #[start]
+    fn left(&self, cx: &Ctx<Doc>) -> Result<()> {
+        self.meet.wait();
+        cx.update(|s| s.steps.push("left".into()));
+        Ok(())
+    }
+    #[start]
+    fn right(&self, cx: &Ctx<Doc>) -> Result<()> {
+        self.meet.wait();
+        cx.update(|s| s.steps.push("right".into()));
+        Ok(())
+    }
+    #[listen(and(left, right), timeout = "300ms")]
+    fn stuck(&self, cx: &Ctx<Doc>) -> Result<()> {
+        // Held until the test has seen the run end: only a timeout can end this step first.
+        if let Some(late) = self.late.lock().unwrap().take() {
+            let _ = late.recv();
+        }
+        self.finished_late.fetch_add(1, Ordering::SeqCst);
+        cx.update(|s| s.steps.push("stuck".into()));
+        Ok(())
+    }
+}
+
+/// A plain `fn` method runs on the blocking pool: blocking branches overlap (they meet at a
+/// barrier, on a runtime with one thread), and the time limit ends a blocking step without
+/// waiting for its thread, whose late result is discarded.
+#[tokio::test(flavor = "current_thread")]
+async fn blocking_methods_overlap_and_their_timeout_ends_them() {
+    let (release, late) = mpsc::channel();
+    let finished_late = Arc::new(AtomicU32::new(0));
+    let flow = Threads {
+        meet: Arc::new(std::sync::Barrier::new(2)),
+        late: Mutex::new(Some(late)),
+        finished_late: finished_late.clone(),
+    };
+    let outcome = tokio::time::timeout(Duration::from_secs(120), Runner::new(flow).kickoff(Doc::default()))
+        .await
+        .expect("the run must end at the step's timeout, not wait for its thread");
+    let err = outcome.unwrap_err();
+    let FlowError::MethodFailed { method, class, .. } = &err else { panic!("{err:?}") };
+    assert_eq!((method.as_str(), *class), ("stuck", ErrorClass::Transient));
+    assert!(err.to_string().contains("timed out after 300ms"), "{err}");
+    assert_eq!(finished_late.load(Ordering::SeqCst), 0, "the run ended while the thread was still in the step");
+    release.send(()).unwrap();
+}

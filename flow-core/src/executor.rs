@@ -4,8 +4,8 @@
 //!
 //! Methods are polled by the run's own task rather than spawned as tasks of their own: they
 //! still overlap in time (they are async), a panic is still caught per method, and a step costs
-//! no task allocation or cross-thread wake-up. Work that needs a core of its own belongs in
-//! `spawn_blocking` inside the method.
+//! no task allocation or cross-thread wake-up. Blocking work belongs in a plain `fn` method,
+//! which runs on the blocking thread pool ([`blocking`]).
 
 use std::any::Any;
 use std::future::Future;
@@ -27,7 +27,7 @@ use crate::ctx::{Ctx, Interrupt, RunShared, Updates};
 use crate::error::{Error, ErrorClass, FlowError, Special};
 use crate::events::FlowEvent;
 use crate::flow::{Flow, Payload, StepOutput, StepResult};
-use crate::graph::{Graph, MethodDef, MethodId, RetryPolicy};
+use crate::graph::{DEFAULT_STEP_TIMEOUT, Graph, MethodDef, MethodId, RetryPolicy};
 use crate::lease::Heartbeat;
 use crate::outcome::{Escalated, Outputs, Paused, RecordedFailure, RunOutcome, RunResult};
 use crate::plan::{Clock, Plan, Source, clock_set};
@@ -64,8 +64,12 @@ enum TaskOutcome {
 struct MethodTask<S> {
     slot: u64,
     work: BoxFuture<'static, StepResult>,
-    /// The method's time limit, when it has one: the timer and the limit it stands for.
-    limit: Option<(Pin<Box<tokio::time::Sleep>>, Duration)>,
+    /// The method's time limit; `Duration::MAX` ("none") or a limit too far away to be a
+    /// point in time is none.
+    limit: Duration,
+    /// The timer for the limit, made the first time the method waits: a method that
+    /// completes on its first poll (most in-memory steps) costs no timer.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Taken when the call finishes.
     ctx: Option<Ctx<S>>,
     attempt: u32,
@@ -75,8 +79,7 @@ struct MethodTask<S> {
 
 impl<S> MethodTask<S> {
     fn timed_out(&self) -> Error {
-        let limit = self.limit.as_ref().map(|(_, l)| *l).unwrap_or_default();
-        Error::special(Special::Timeout, format!("attempt {} timed out after {limit:?}", self.attempt))
+        Error::special(Special::Timeout, format!("attempt {} timed out after {:?}", self.attempt, self.limit))
     }
 }
 
@@ -91,18 +94,16 @@ impl<S> Future for MethodTask<S> {
         let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| this.work.as_mut().poll(cx))) {
             // A method that blocked its thread past its limit (a blocking call, a CPU loop)
             // kept the timer from firing; its late result is a timeout all the same.
-            Ok(Poll::Ready(_)) if this.limit.as_ref().is_some_and(|(_, limit)| this.start.elapsed() > *limit) => {
-                TaskOutcome::Done(Err(this.timed_out()))
-            }
+            Ok(Poll::Ready(_)) if this.start.elapsed() > this.limit => TaskOutcome::Done(Err(this.timed_out())),
             Ok(Poll::Ready(r)) => TaskOutcome::Done(r),
             Err(panic) => {
                 TaskOutcome::Done(Err(Error::special(Special::Panic, format!("panicked: {}", panic_text(panic)))))
             }
             Ok(Poll::Pending) => {
-                let timed_out = match &mut this.limit {
-                    Some((timer, _)) => timer.as_mut().poll(cx).is_ready(),
-                    None => false,
-                };
+                if this.timer.is_none() {
+                    this.timer = this.start.checked_add(this.limit).map(|at| Box::pin(tokio::time::sleep_until(at)));
+                }
+                let timed_out = this.timer.as_mut().is_some_and(|timer| timer.as_mut().poll(cx).is_ready());
                 if timed_out {
                     TaskOutcome::Done(Err(this.timed_out()))
                 } else if this.ctx.as_ref().is_some_and(|c| c.poll_interrupted(cx).is_ready()) {
@@ -155,6 +156,21 @@ pub(crate) fn panic_text(panic: Box<dyn Any + Send>) -> String {
     match panic.downcast::<String>() {
         Ok(s) => *s,
         Err(p) => p.downcast_ref::<&str>().map_or_else(|| "a panic with a non-text payload".into(), |s| s.to_string()),
+    }
+}
+
+/// Runs a blocking method (a plain `fn` of the flow) on tokio's blocking thread pool. The run's
+/// task only waits for it, so blocking methods overlap as threads do, and the step's time limit
+/// still ends the step: the run moves on and the thread's late result is dropped (a thread
+/// cannot be stopped from outside; it finishes on its own).
+#[doc(hidden)]
+pub async fn blocking<T: Send + 'static>(method: impl FnOnce() -> T + Send + 'static) -> Result<T, Error> {
+    match tokio::task::spawn_blocking(method).await {
+        Ok(out) => Ok(out),
+        Err(e) if e.is_panic() => {
+            Err(Error::special(Special::Panic, format!("panicked: {}", panic_text(e.into_panic()))))
+        }
+        Err(e) => Err(Error::transient(format!("the blocking thread pool dropped the method: {e}"))),
     }
 }
 
@@ -345,7 +361,7 @@ impl<F: Flow> Execution<F> {
             Ctx::new(Arc::clone(&self.run), def.name, act.step_key.clone(), attempt, Arc::clone(&self.state), input);
         let work =
             F::__invoke(Arc::clone(&self.flow), MethodId(act.method), ctx.clone(), Payload::new(act.payload.clone()));
-        let limit = def.policy.timeout.or(self.plan.graph.options.timeout);
+        let limit = def.policy.timeout.or(self.plan.graph.options.timeout).unwrap_or(DEFAULT_STEP_TIMEOUT);
         let run_id = self.run.run_id;
         let method = def.name;
         let step_key = &act.step_key;
@@ -357,16 +373,7 @@ impl<F: Flow> Execution<F> {
         act.slot = Some(slot);
         act.wake = None;
         let start = Instant::now();
-        self.tasks.push(MethodTask {
-            slot,
-            work,
-            // A limit too far away to be a point in time is no limit.
-            limit: limit.and_then(|l| Some((Box::pin(tokio::time::sleep_until(start.checked_add(l)?)), l))),
-            ctx: Some(ctx),
-            attempt,
-            start,
-            span,
-        });
+        self.tasks.push(MethodTask { slot, work, limit, timer: None, ctx: Some(ctx), attempt, start, span });
     }
 
     async fn on_finished(&mut self, f: Finished<F::State>) -> Result<(), FlowError> {

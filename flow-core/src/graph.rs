@@ -75,12 +75,24 @@ pub struct FlowOptions {
     pub max_calls: u32,
     /// Retry policy for methods that declare none (`retry(...)` on `#[flow]`).
     pub retry: Option<RetryPolicy>,
-    /// Timeout for methods that declare none (`timeout = "30s"` on `#[flow]`).
+    /// Timeout for methods that declare none (`timeout = "30s"` on `#[flow]`); when neither
+    /// sets one, [`DEFAULT_STEP_TIMEOUT`] applies. `Duration::MAX` (`timeout = "none"`) is
+    /// no limit.
     pub timeout: Option<Duration>,
 }
 
+/// The time limit of one attempt of a method when neither the method nor its flow sets one:
+/// a call that hangs (a server that never answers, a lock never released) ends as a
+/// transient failure instead of holding its run forever. Set `timeout = "..."` on the method
+/// or on `#[flow]` to change it, `timeout = "none"` to remove it.
+///
+/// ```
+/// assert_eq!(flow_core::graph::DEFAULT_STEP_TIMEOUT, std::time::Duration::from_secs(600));
+/// ```
+pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(600);
+
 impl FlowOptions {
-    /// The defaults: 100 calls per method, no retries, no timeout.
+    /// The defaults: 100 calls per method, no retries, the timeout [`DEFAULT_STEP_TIMEOUT`].
     pub const DEFAULT: FlowOptions = FlowOptions { max_calls: 100, retry: None, timeout: None };
 }
 
@@ -120,6 +132,7 @@ pub struct MethodPolicy {
     /// `retry(...)`: how a transient failure is retried.
     pub retry: Option<RetryPolicy>,
     /// `timeout = "10s"`: how long one attempt may take; a timeout is a transient failure.
+    /// `Duration::MAX` (`timeout = "none"`) is no limit.
     pub timeout: Option<Duration>,
     /// `non_critical`: a failure is recorded in the run and the flow goes on without this
     /// method's listeners.

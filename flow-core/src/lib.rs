@@ -53,6 +53,7 @@ pub mod prelude {
 pub mod __private {
     pub use crate::ctx::Ctx;
     pub use crate::error::{Classifier, Error};
+    pub use crate::executor::blocking;
     pub use crate::flow::{
         Flow, FlowRegistration, Payload, StepOutput, StepResult, assert_output, assert_state, output, payload, route,
         unknown_method,

@@ -52,6 +52,8 @@ pub(crate) struct Sig {
     pub(crate) error: Option<Type>,
     /// For routers: the route enum.
     pub(crate) route: Option<Route>,
+    /// A plain `fn` rather than an `async fn`: blocking work, run on the blocking thread pool.
+    pub(crate) blocking: bool,
 }
 
 /// The route a router returns: `Result<Route>` or `Result<Option<Route>>`.
@@ -97,9 +99,11 @@ impl Flow {
                 plain_fns.push(f.sig.ident.clone());
                 continue;
             }
-            // A flow method must be async even when it awaits nothing; clippy's pedantic
-            // `unused_async` would ask for the opposite.
-            f.attrs.push(syn::parse_quote!(#[allow(clippy::unused_async)]));
+            // An async flow method stays async even when it awaits nothing (a plain `fn` means
+            // blocking work); clippy's pedantic `unused_async` would ask for the opposite.
+            if f.sig.asyncness.is_some() {
+                f.attrs.push(syn::parse_quote!(#[allow(clippy::unused_async)]));
+            }
             methods.push(method(cx, ours, &f.sig));
         }
         Flow {
@@ -146,7 +150,10 @@ fn strip_misplaced(cx: &Ctxt, item: &mut ImplItem) {
     };
     attrs.retain(|a| match AttrKind::from_path(a.path()) {
         Some(kind) => {
-            cx.error_spanned_by(a, format!("`#[{}]` goes on an `async fn` of the flow", kind.name()));
+            cx.error_spanned_by(
+                a,
+                format!("`#[{}]` goes on an `async fn` (or a blocking `fn`) of the flow", kind.name()),
+            );
             false
         }
         None => true,
@@ -277,9 +284,7 @@ fn signature(cx: &Ctxt, sig: &syn::Signature, is_router: bool) -> Sig {
     if let Some(abi) = &sig.abi {
         cx.error_spanned_by(abi, format!("a flow method cannot have an ABI: {SHAPE}"));
     }
-    if sig.asyncness.is_none() {
-        cx.error_spanned_by(sig.fn_token, format!("flow methods are async: write `async fn {name}`"));
-    }
+    out.blocking = sig.asyncness.is_none();
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
         cx.error_spanned_by(
             &sig.generics,

@@ -427,7 +427,7 @@ fn duration_lit(cx: &Ctxt, lit: &LitStr) -> Option<Dur> {
     }
 }
 
-/// `timeout = "10s"`: a positive duration.
+/// `timeout = "10s"`: a positive duration; `timeout = "none"`: no limit (not even the default).
 fn timeout(cx: &Ctxt, arg: &Arg) -> Option<Dur> {
     let lit = match &arg.kind {
         ArgKind::Value(ArgValue::Expr(e)) => match &**e {
@@ -440,6 +440,9 @@ fn timeout(cx: &Ctxt, arg: &Arg) -> Option<Dur> {
         cx.error_spanned_by(arg, "write the timeout as a string with a unit, for example `timeout = \"10s\"`");
         return None;
     };
+    if lit.value() == "none" {
+        return Some(Dur::unlimited(lit));
+    }
     let dur = duration_lit(cx, lit)?;
     if dur.millis == 0 {
         cx.error_spanned_by(

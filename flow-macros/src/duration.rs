@@ -13,6 +13,17 @@ pub(crate) struct Dur {
     pub(crate) lit: LitStr,
 }
 
+impl Dur {
+    /// `"none"` where a limit is asked for: no limit at all.
+    pub(crate) fn unlimited(lit: &LitStr) -> Self {
+        Dur { millis: u64::MAX, lit: lit.clone() }
+    }
+
+    pub(crate) fn is_unlimited(&self) -> bool {
+        self.millis == u64::MAX
+    }
+}
+
 /// Parses a duration literal into milliseconds.
 pub(crate) fn parse(lit: &LitStr) -> Result<Dur, String> {
     let text = lit.value();

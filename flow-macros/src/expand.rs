@@ -229,6 +229,9 @@ fn trigger_tokens(t: &Resolved) -> TokenStream {
 
 fn duration(d: &Dur) -> TokenStream {
     let p = private();
+    if d.is_unlimited() {
+        return quote!(#p::Duration::MAX);
+    }
     let ms = Literal::u64_unsuffixed(d.millis);
     quote!(#p::Duration::from_millis(#ms))
 }
@@ -294,7 +297,13 @@ fn invoke_arm(g: &Graph<'_>, i: usize, m: &Method) -> TokenStream {
         }
         None => TokenStream::new(),
     };
-    let call = quote!(Self::#ident(#(#args),*).await);
+    let call = if m.sig.blocking {
+        // Moved to the blocking pool with what it borrows: the flow's `Arc`, the context and
+        // the decoded input. The run's own task stays free, so its timer can end the step.
+        quote!(#p::blocking(move || Self::#ident(#(#args),*)).await?)
+    } else {
+        quote!(Self::#ident(#(#args),*).await)
+    };
     // The output and error types are passed explicitly (from the user's own tokens), so that an
     // output that does not persist or an error that does not convert into `flow_core::Error` is
     // reported on the user's type. `assert_output` sits in the same body as the call, where

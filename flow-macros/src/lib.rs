@@ -23,13 +23,21 @@
 //! trigger  = method | Enum::Variant | or(trigger, trigger, ...) | and(trigger, trigger, ...)
 //! options  = retry(attempts = N, backoff = fixed("1s") | exponential("500ms", max = "30s"),
 //!                  jitter, invalid_reply = N)
-//!          | timeout = "10s" | non_critical
+//!          | timeout = "10s" | timeout = "none" | non_critical
 //!          | terminal | terminal(Enum::Variant, ...)          (routers only)
 //! duration = "<whole number><ms|s|m|h>"
 //! ```
 //!
+//! Every attempt of a method has a time limit: its own `timeout`, else the flow's, else
+//! [`DEFAULT_STEP_TIMEOUT`](../flow_core/graph/constant.DEFAULT_STEP_TIMEOUT.html) (10 minutes),
+//! so a hung call ends. `timeout = "none"` removes the limit.
+//!
 //! A method is `async fn name(&self [, cx: &Ctx<State>] [, input: T]) -> Result<U>` (any
-//! `Result<U>` or `Result<U, E>` whose error converts into `flow_core::Error`).
+//! `Result<U>` or `Result<U, E>` whose error converts into `flow_core::Error`), or the same as a
+//! plain `fn` for blocking work (a blocking client, file or CPU work): a plain `fn` runs on
+//! tokio's blocking thread pool, so blocking branches overlap like threads and its `timeout`
+//! still ends the step (the run moves on; the thread's late result is dropped). It can read and
+//! update the state but not await (`cx.ask`, `cx.effect` need an `async fn`).
 
 mod ast;
 mod attr;

@@ -27,10 +27,16 @@ struct Run {
 /// let store = MemoryStore::new().keep_checkpoints(10);
 /// # let _ = store;
 /// ```
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct MemoryStore {
     runs: Arc<Mutex<HashMap<Uuid, Run>>>,
     keep_checkpoints: Option<usize>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore { runs: Arc::default(), keep_checkpoints: Some(super::DEFAULT_KEEP_CHECKPOINTS) }
+    }
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -40,14 +46,36 @@ impl std::fmt::Debug for MemoryStore {
 }
 
 impl MemoryStore {
-    /// An empty store that keeps every checkpoint.
+    /// An empty store that keeps the newest
+    /// [`DEFAULT_KEEP_CHECKPOINTS`](super::DEFAULT_KEEP_CHECKPOINTS) checkpoints of each run.
+    ///
+    /// ```
+    /// let store = flow_core::store::MemoryStore::new();
+    /// # let _ = store;
+    /// ```
     pub fn new() -> Self {
         Self::default()
     }
 
     /// Keep only the newest `n` checkpoints of each run (at least 1).
+    ///
+    /// ```
+    /// let store = flow_core::store::MemoryStore::new().keep_checkpoints(5);
+    /// # let _ = store;
+    /// ```
     pub fn keep_checkpoints(mut self, n: usize) -> Self {
         self.keep_checkpoints = Some(n.max(1));
+        self
+    }
+
+    /// Keep every checkpoint of every run.
+    ///
+    /// ```
+    /// let store = flow_core::store::MemoryStore::new().keep_all_checkpoints();
+    /// # let _ = store;
+    /// ```
+    pub fn keep_all_checkpoints(mut self) -> Self {
+        self.keep_checkpoints = None;
         self
     }
 

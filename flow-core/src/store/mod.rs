@@ -158,6 +158,16 @@ pub struct StepRecord {
     pub attempt: u32,
 }
 
+/// How many checkpoints of each run a store keeps unless told otherwise: the newest ones, enough
+/// to fork or inspect the recent history of a run, while a run with a large state does not keep
+/// a copy of it per step forever. `keep_checkpoints(n)` changes it, `keep_all_checkpoints()`
+/// keeps every one.
+///
+/// ```
+/// assert_eq!(flow_core::store::DEFAULT_KEEP_CHECKPOINTS, 50);
+/// ```
+pub const DEFAULT_KEEP_CHECKPOINTS: usize = 50;
+
 /// The executor's snapshot of a run: everything needed to continue it.
 ///
 /// Both parts are JSON text as the executor encoded it: a store writes them as they are, with

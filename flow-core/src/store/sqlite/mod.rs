@@ -85,8 +85,9 @@ pub struct SqliteOptions {
 
 impl SqliteOptions {
     /// Options for the database at `path` (created if missing; its directory must exist),
-    /// with `synchronous=FULL`, a 5 s busy timeout, every checkpoint kept and 4 read
-    /// connections.
+    /// with `synchronous=FULL`, a 5 s busy timeout, the newest
+    /// [`DEFAULT_KEEP_CHECKPOINTS`](crate::store::DEFAULT_KEEP_CHECKPOINTS) checkpoints of each
+    /// run kept and 4 read connections.
     ///
     /// ```
     /// let options = flow_core::store::SqliteOptions::new("runs.db");
@@ -97,7 +98,7 @@ impl SqliteOptions {
             path: path.into(),
             synchronous: Synchronous::Full,
             busy_timeout: Duration::from_secs(5),
-            keep_checkpoints: None,
+            keep_checkpoints: Some(crate::store::DEFAULT_KEEP_CHECKPOINTS),
             read_connections: 4,
             read_only: false,
             max_size: None,
@@ -148,6 +149,18 @@ impl SqliteOptions {
     /// ```
     pub fn keep_checkpoints(mut self, n: usize) -> Self {
         self.keep_checkpoints = Some(n.max(1));
+        self
+    }
+
+    /// Keep every checkpoint of every run (no retention): the whole history stays available
+    /// to fork from, at the cost of one stored state per step.
+    ///
+    /// ```
+    /// let options = flow_core::store::SqliteOptions::new("runs.db").keep_all_checkpoints();
+    /// # let _ = options;
+    /// ```
+    pub fn keep_all_checkpoints(mut self) -> Self {
+        self.keep_checkpoints = None;
         self
     }
 
