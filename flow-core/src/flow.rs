@@ -130,8 +130,7 @@ pub fn payload<T: DeserializeOwned>(p: &Payload, method: &'static str) -> Result
 #[doc(hidden)]
 pub fn output<T: Serialize, E: Into<Error>>(r: Result<T, E>) -> StepResult {
     let value = r.map_err(Into::into)?;
-    let value =
-        serde_json::to_value(&value).map_err(|e| Error::permanent(format!("output does not serialize: {e}")))?;
+    let value = crate::faithful::to_value(&value).map_err(|r| r.into_step_error("its output"))?;
     Ok(StepOutput { value, route: None })
 }
 
@@ -140,7 +139,7 @@ pub fn output<T: Serialize, E: Into<Error>>(r: Result<T, E>) -> StepResult {
 pub fn route<T: Serialize, E: Into<Error>>(r: Result<T, E>, label: impl FnOnce(&T) -> Option<LabelId>) -> StepResult {
     let value = r.map_err(Into::into)?;
     let route = label(&value);
-    let value = serde_json::to_value(&value).map_err(|e| Error::permanent(format!("route does not serialize: {e}")))?;
+    let value = crate::faithful::to_value(&value).map_err(|r| r.into_step_error("its route"))?;
     // `Option<Route>` serializes `Some(r)` as `r` itself, so label listeners get the bare route.
     Ok(StepOutput { value, route })
 }
