@@ -166,7 +166,8 @@ async fn a_nan_in_the_state_fails_the_step_naming_the_field_and_the_run_resumes_
     let dir = tempfile::tempdir().unwrap();
     let store = store_at(dir.path()).await;
     let (err, run_id, runs) = run_with(Bug::NanPriceInMap, store.clone()).await;
-    let FlowError::Unfaithful { run_id: id, method, path, value, .. } = &err else { panic!("{err:?}") };
+    let FlowError::Unfaithful { run_id: id, method, path, value, run_stored, .. } = &err else { panic!("{err:?}") };
+    assert!(run_stored);
     assert_eq!(
         (*id, method.as_deref(), path.as_str(), *value),
         (run_id, Some("price"), "prices.b", UnfaithfulValue::NaN)
@@ -247,8 +248,9 @@ async fn a_nan_in_the_kickoff_state_is_refused_before_anything_is_stored() {
     let runs = flow.counts();
     let state = Quote { prices: BTreeMap::from([("a".into(), f64::NEG_INFINITY)]), ..Quote::default() };
     let err = Runner::new(flow).with_shared_store(store.clone()).kickoff(state).await.unwrap_err();
-    let FlowError::Unfaithful { method, path, value, .. } = &err else { panic!("{err:?}") };
+    let FlowError::Unfaithful { method, path, value, run_stored, .. } = &err else { panic!("{err:?}") };
     assert_eq!((method.as_deref(), path.as_str(), *value), (None, "prices.a", UnfaithfulValue::NegativeInfinity));
+    assert!(!run_stored);
     assert!(err.to_string().contains("nothing was stored"), "{err}");
     assert_eq!(store.list_runs(&RunFilter::default()).await.unwrap(), [], "no run was created");
     assert_eq!(counts(&runs), [0, 0, 0]);

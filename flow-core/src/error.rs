@@ -481,8 +481,8 @@ pub enum FlowError {
     #[error(
         "run {run_id}: {what} holds {value} at `{path}`, which JSON cannot hold faithfully; {advice}; {outcome}",
         advice = value.advice(),
-        outcome = if method.is_some() {
-            "the step's changes were not stored and the run is failed at its last good checkpoint: fix the flow and resume the run to run the step again"
+        outcome = if *run_stored {
+            "the step's changes were not stored and the run stays at its last good checkpoint (failed): fix the flow and resume the run to run the step again"
         } else {
             "nothing was stored and the run was not started"
         }
@@ -491,7 +491,7 @@ pub enum FlowError {
         /// The run.
         run_id: Uuid,
         /// The method whose completion produced the value; `None` for the state a run starts
-        /// with, which is refused before the run is stored.
+        /// with.
         method: Option<String>,
         /// What held the value: the state after a step, or the state a run was started with.
         what: String,
@@ -499,6 +499,9 @@ pub enum FlowError {
         path: String,
         /// What was refused.
         value: UnfaithfulValue,
+        /// Whether the run is in the store, at its last good checkpoint (a step left the value),
+        /// or was not created at all (the state it was started with holds the value).
+        run_stored: bool,
     },
     /// The initial state or an output could not be serialized.
     #[error("run {run_id}: could not serialize {what}: {message}")]

@@ -61,7 +61,8 @@ pub(crate) fn state_error(run_id: Uuid, state_type: &'static str, refused: Refus
     let Refused { path, value, message } = refused;
     match value {
         Some(value) => {
-            FlowError::Unfaithful { run_id, method: None, what: format!("the state `{state_type}`"), path, value }
+            let what = format!("the state `{state_type}`");
+            FlowError::Unfaithful { run_id, method: None, what, path, value, run_stored: false }
         }
         None => FlowError::Serialize { run_id, what: format!("the state `{state_type}` at `{path}`"), message },
     }
@@ -88,9 +89,11 @@ impl<F: Flow> Execution<F> {
             Some(key) => format!("the state after step `{key}`"),
             None => format!("the state `{}`", self.plan.graph.state_type),
         };
-        let error =
-            FlowError::Unfaithful { run_id, method: steps.first().map(|s| s.method.clone()), what, path, value };
-        let Some(d) = &self.durability else { return error };
+        let method = steps.first().map(|s| s.method.clone());
+        let Some(d) = &self.durability else {
+            return FlowError::Unfaithful { run_id, method, what, path, value, run_stored: false };
+        };
+        let error = FlowError::Unfaithful { run_id, method, what, path, value, run_stored: true };
         let text = error.to_string();
         let last_good = match d.store.load_run(run_id).await {
             Ok(record) => record.snapshot,
