@@ -375,7 +375,7 @@ impl<S: State> Ctx<S> {
         let fut = f(key);
         let effect: BoxFuture<'_, Result<Value, Error>> = Box::pin(async move {
             let v = fut.await?;
-            serde_json::to_value(v).map_err(|e| Error::permanent(format!("effect result does not serialize: {e}")))
+            crate::faithful::to_value(&v).map_err(|r| r.into_step_error(format_args!("the result of effect `{name}`")))
         });
         let value = self.record("effect", name, &request, effect).await?;
         T::deserialize(&value).map_err(|e| {

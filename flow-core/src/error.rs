@@ -468,6 +468,41 @@ pub enum FlowError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// A value that JSON cannot hold faithfully (a NaN or infinite float, a map key that is not
+    /// a string or a number) was refused before it was stored: serde_json would write the float
+    /// as `null`, which reads back as something else or not at all.
+    ///
+    /// ```
+    /// use flow_core::error::UnfaithfulValue;
+    ///
+    /// assert_eq!(UnfaithfulValue::NaN.to_string(), "NaN");
+    /// assert!(UnfaithfulValue::Key("a tuple").advice().contains("string"));
+    /// ```
+    #[error(
+        "run {run_id}: {what} holds {value} at `{path}`, which JSON cannot hold faithfully; {advice}; {outcome}",
+        advice = value.advice(),
+        outcome = if *run_stored {
+            "the step's changes were not stored and the run stays at its last good checkpoint (failed): fix the flow and resume the run to run the step again"
+        } else {
+            "nothing was stored and the run was not started"
+        }
+    )]
+    Unfaithful {
+        /// The run.
+        run_id: Uuid,
+        /// The method whose completion produced the value; `None` for the state a run starts
+        /// with.
+        method: Option<String>,
+        /// What held the value: the state after a step, or the state a run was started with.
+        what: String,
+        /// Where in it, as `items[2].price` (`.` for the value itself).
+        path: String,
+        /// What was refused.
+        value: UnfaithfulValue,
+        /// Whether the run is in the store, at its last good checkpoint (a step left the value),
+        /// or was not created at all (the state it was started with holds the value).
+        run_stored: bool,
+    },
     /// The initial state or an output could not be serialized.
     #[error("run {run_id}: could not serialize {what}: {message}")]
     Serialize {
@@ -480,6 +515,46 @@ pub enum FlowError {
     },
 }
 
+/// A value that JSON cannot hold faithfully, in [`FlowError::Unfaithful`] and in the errors of
+/// steps whose output or effect result holds one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UnfaithfulValue {
+    /// A float that is not a number (serde_json writes it as `null`).
+    NaN,
+    /// Positive infinity (serde_json writes it as `null`).
+    Infinity,
+    /// Negative infinity (serde_json writes it as `null`).
+    NegativeInfinity,
+    /// A map key that JSON cannot hold as an object key: what it is (`a tuple`, `a struct`).
+    Key(&'static str),
+}
+
+impl UnfaithfulValue {
+    /// What to change so the value can be stored.
+    pub fn advice(self) -> &'static str {
+        match self {
+            UnfaithfulValue::NaN | UnfaithfulValue::Infinity | UnfaithfulValue::NegativeInfinity => {
+                "keep only finite numbers there (check with `f64::is_finite`), or use `Option<f64>` with `None` where there is no number"
+            }
+            UnfaithfulValue::Key(_) => {
+                "key the map by strings, integers or unit enum variants (format the key as a string, e.g. \"3,4\"), or store a `Vec` of (key, value) pairs"
+            }
+        }
+    }
+}
+
+impl fmt::Display for UnfaithfulValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UnfaithfulValue::NaN => f.write_str("NaN"),
+            UnfaithfulValue::Infinity => f.write_str("an infinite float (inf)"),
+            UnfaithfulValue::NegativeInfinity => f.write_str("an infinite float (-inf)"),
+            UnfaithfulValue::Key(what) => write!(f, "a map key that is {what} (JSON object keys are strings)"),
+        }
+    }
+}
+
 impl FlowError {
     /// The method that failed, for [`FlowError::MethodFailed`] and [`FlowError::CallLimit`].
     pub fn method(&self) -> Option<&str> {
@@ -487,6 +562,7 @@ impl FlowError {
             FlowError::MethodFailed { method, .. }
             | FlowError::CallLimit { method, .. }
             | FlowError::Compensated { method, .. } => Some(method),
+            FlowError::Unfaithful { method, .. } => method.as_deref(),
             _ => None,
         }
     }

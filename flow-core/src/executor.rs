@@ -822,11 +822,8 @@ impl<F: Flow> Execution<F> {
     pub(crate) fn snapshot(&mut self) -> Result<Snapshot, FlowError> {
         self.progress.usage = *self.run.usage.lock().unwrap_or_else(|p| p.into_inner());
         let run_id = self.run.run_id;
-        let state = serde_json::value::to_raw_value(&*self.state).map_err(|e| FlowError::Serialize {
-            run_id,
-            what: format!("the state `{}`", self.plan.graph.state_type),
-            message: e.to_string(),
-        })?;
+        let state = crate::faithful::to_raw_value(&*self.state)
+            .map_err(|r| crate::faithful::state_error(run_id, self.plan.graph.state_type, r))?;
         let progress = serde_json::value::to_raw_value(&self.progress).map_err(|e| FlowError::Serialize {
             run_id,
             what: "the run's progress".into(),
@@ -873,7 +870,11 @@ impl<F: Flow> Execution<F> {
             }
             // Encoded afresh per attempt rather than cloned: the first attempt, nearly always
             // the only one, copies nothing.
-            let snapshot = self.snapshot()?;
+            let snapshot = match self.snapshot() {
+                Ok(snapshot) => snapshot,
+                Err(e @ FlowError::Unfaithful { .. }) => return Err(self.refuse_unfaithful(e, steps, step_key).await),
+                Err(e) => return Err(e),
+            };
             let Some(d) = &self.durability else { return Ok(()) };
             let commit = Commit {
                 run_id,

@@ -15,6 +15,14 @@ use crate::graph::{Graph, LabelId, MethodId};
 /// What a flow's state must be: serde-persisted, cloneable, shareable across tasks.
 ///
 /// Implemented for every type that meets the bounds.
+///
+/// A durable run stores its state as JSON at every checkpoint, so the state must hold only
+/// what JSON reads back as it was written: a NaN or infinite float, or a map keyed by tuples,
+/// structs or options, fails the step that put it there with
+/// [`FlowError::Unfaithful`](crate::FlowError::Unfaithful) naming the field (`items[2].price`),
+/// and the run stays at its last good checkpoint. Use `Option<f64>` for a number that may be
+/// missing, and string or integer keys. Step outputs and effect results are checked the same
+/// way (the step fails with a permanent error).
 pub trait State: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}
 
 impl<T> State for T where T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}
@@ -130,8 +138,7 @@ pub fn payload<T: DeserializeOwned>(p: &Payload, method: &'static str) -> Result
 #[doc(hidden)]
 pub fn output<T: Serialize, E: Into<Error>>(r: Result<T, E>) -> StepResult {
     let value = r.map_err(Into::into)?;
-    let value =
-        serde_json::to_value(&value).map_err(|e| Error::permanent(format!("output does not serialize: {e}")))?;
+    let value = crate::faithful::to_value(&value).map_err(|r| r.into_step_error("its output"))?;
     Ok(StepOutput { value, route: None })
 }
 
@@ -140,7 +147,7 @@ pub fn output<T: Serialize, E: Into<Error>>(r: Result<T, E>) -> StepResult {
 pub fn route<T: Serialize, E: Into<Error>>(r: Result<T, E>, label: impl FnOnce(&T) -> Option<LabelId>) -> StepResult {
     let value = r.map_err(Into::into)?;
     let route = label(&value);
-    let value = serde_json::to_value(&value).map_err(|e| Error::permanent(format!("route does not serialize: {e}")))?;
+    let value = crate::faithful::to_value(&value).map_err(|r| r.into_step_error("its route"))?;
     // `Option<Route>` serializes `Some(r)` as `r` itself, so label listeners get the bare route.
     Ok(StepOutput { value, route })
 }

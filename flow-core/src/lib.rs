@@ -9,6 +9,7 @@ mod ctx;
 pub mod error;
 pub mod events;
 mod executor;
+mod faithful;
 mod flow;
 pub mod graph;
 pub mod input;
