@@ -22,6 +22,7 @@ use futures::StreamExt;
 use secrecy::{ExposeSecret, SecretString};
 
 pub use self::retry::RetryPolicy;
+pub(crate) use self::transport::MAX_RETRY_AFTER;
 use crate::chat::{ChatRequest, ChatResponse};
 use crate::error::LlmError;
 use crate::limit::ConcurrencyLimit;
@@ -184,13 +185,16 @@ impl OpenAiLlm {
         convert::error(err, &self.base_url, self.timeout, phase)
     }
 
-    async fn backoff(&self, attempt: u32, err: &LlmError, model: &str) -> bool {
-        let Some(delay) = self.retry.delay_after(attempt, err) else {
-            return false;
+    /// Sleeps before the next attempt, or hands back the error that ends the call.
+    async fn backoff(&self, attempt: u32, err: LlmError, model: &str) -> Result<(), LlmError> {
+        let delay = match self.retry.next(attempt, &err) {
+            retry::Next::Retry(delay) => delay,
+            retry::Next::GiveUp => return Err(err),
+            retry::Next::WaitTooLong(asked) => return Err(err.retry_after_too_long(asked, self.retry.max_retry_after)),
         };
         tracing::warn!(model, attempt = attempt + 1, ?delay, status = err.status(), error = %err, "LLM call failed, retrying");
         tokio::time::sleep(delay).await;
-        true
+        Ok(())
     }
 }
 
@@ -218,9 +222,7 @@ impl Llm for OpenAiLlm {
                 }
                 Err(e) => self.map_error(e, convert::Phase::Request),
             };
-            if !self.backoff(attempt, &err, &model).await {
-                return Err(err);
-            }
+            self.backoff(attempt, err, &model).await?;
             attempt += 1;
         }
     }
@@ -247,9 +249,7 @@ impl Llm for OpenAiLlm {
                 Err(e) => self.map_error(e, convert::Phase::Request),
             };
             drop(permit);
-            if !self.backoff(attempt, &err, &model).await {
-                return Err(err);
-            }
+            self.backoff(attempt, err, &model).await?;
             attempt += 1;
         }
     }
