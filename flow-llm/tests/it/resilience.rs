@@ -1,6 +1,6 @@
 //! Retries, Retry-After, timeouts, error classes and the shared concurrency limit.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use flow_core::{Classify, ErrorClass};
 use flow_llm::{ChatRequest, ConcurrencyLimit, Llm, LlmError, Match, Message, Reply, RetryPolicy, TestServer};
@@ -154,7 +154,7 @@ async fn retry_after_ms_values_are_clamped_or_ignored_too() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn server_errors_are_retried_with_backoff_then_fail_as_transient() {
     let server = TestServer::start().await.unwrap();
     server.respond_with(|_| Reply::server_error());
@@ -163,7 +163,7 @@ async fn server_errors_are_retried_with_backoff_then_fail_as_transient() {
         .retry(RetryPolicy::default().max_retries(3).initial_backoff(Duration::from_millis(40)))
         .build()
         .unwrap();
-    let started = Instant::now();
+    let started = tokio::time::Instant::now();
     let err = client.chat(ask()).await.unwrap_err();
     assert_eq!(server.hits(), 4, "one attempt and three retries, no more (async-openai's own retry is off)");
     assert_eq!(err.status(), Some(500));
@@ -254,20 +254,19 @@ async fn malformed_success_bodies_are_clear_permanent_errors() {
     assert_eq!(server.hits(), 3, "malformed replies are not retried");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_call_past_its_timeout_fails_fast_as_transient() {
     let server = TestServer::start().await.unwrap();
-    server.enqueue(Reply::text("too late").delay(Duration::from_secs(3)));
-    let client = server.llm_builder().timeout(Duration::from_millis(200)).build().unwrap();
-    let started = Instant::now();
+    server.enqueue(Reply::text("too late").delay(Duration::from_secs(3600)));
+    let client = server.llm_builder().timeout(Duration::from_secs(30)).build().unwrap();
     let err = client.chat(ask()).await.unwrap_err();
-    assert!(matches!(err, LlmError::Timeout { after } if after == Duration::from_millis(200)), "{err:?}");
+    assert!(matches!(err, LlmError::Timeout { after } if after == Duration::from_secs(30)), "{err:?}");
+    assert!(err.to_string().contains("did not finish within 30s"), "{err}");
     assert_eq!(err.class(), ErrorClass::Transient);
-    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
     assert_eq!(server.hits(), 1, "a timeout is left to the flow's retry policy");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_refused_connection_is_retried_then_transient() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -277,7 +276,7 @@ async fn a_refused_connection_is_retried_then_transient() {
         .retry(RetryPolicy::default().max_retries(2).initial_backoff(Duration::from_millis(50)))
         .build()
         .unwrap();
-    let started = Instant::now();
+    let started = tokio::time::Instant::now();
     let err = client.chat(ask()).await.unwrap_err();
     assert!(matches!(err, LlmError::Connect { .. }), "{err:?}");
     assert!(err.to_string().contains("OPENAI_BASE_URL"), "{err}");
