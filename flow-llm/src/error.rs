@@ -186,6 +186,28 @@ pub enum LlmError {
         /// The agent's role.
         agent: String,
     },
+    /// The agent was stopped after `max_iter` tool-calling rounds, and when told to answer
+    /// without tools the model still asked for tools instead of answering.
+    ///
+    /// ```
+    /// use flow_llm::LlmError;
+    ///
+    /// let e = LlmError::MaxIterReached { agent: "Researcher".into(), max_iter: 3, tools: vec!["search".into()] };
+    /// assert!(e.to_string().contains("after max_iter = 3 tool-calling rounds"), "{e}");
+    /// assert!(e.to_string().contains("`search`"), "{e}");
+    /// ```
+    #[error(
+        "agent `{agent}` was stopped after max_iter = {max_iter} tool-calling rounds while the model still wanted to call tools ({}), and it gave no final answer when told to answer without tools; raise the agent's limit with `Agent::builder(..).max_iter(n)`, or give it a task it can finish in fewer tool calls",
+        tools.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")
+    )]
+    MaxIterReached {
+        /// The agent's role.
+        agent: String,
+        /// Its tool-calling round limit.
+        max_iter: u32,
+        /// The tools the model asked for in its last reply.
+        tools: Vec<String>,
+    },
     /// A person's answer could not be mapped onto one of the routes; nothing was chosen.
     #[error(
         "the answer {answer:?} could not be mapped onto one of the routes {routes:?} ({reason}); ask the person again with a clearer question"
@@ -350,6 +372,7 @@ impl Classify for LlmError {
             | LlmError::Config(_)
             | LlmError::MissingInput { .. }
             | LlmError::NoFinalAnswer { .. }
+            | LlmError::MaxIterReached { .. }
             | LlmError::UnclearFeedback { .. }
             | LlmError::NoScriptedReply { .. }
             | LlmError::InvalidRequest(_)
