@@ -259,8 +259,14 @@ impl Llm for OpenAiLlm {
         loop {
             let permit = self.limit.acquire().await;
             let deadline = self.deadline();
-            let err = match self.client.chat().create_stream(wire.clone()).await {
-                Ok(stream) => {
+            let chat = self.client.chat();
+            let opened = match deadline {
+                Some(at) => tokio::time::timeout_at(at, chat.create_stream(wire.clone())).await.ok(),
+                None => Some(chat.create_stream(wire.clone()).await),
+            };
+            let err = match opened {
+                None => LlmError::Timeout { after: self.timeout },
+                Some(Ok(stream)) => {
                     let (base_url, timeout) = (self.base_url.clone(), self.timeout);
                     // The permit lives as long as the stream: the request is in flight until
                     // the last chunk arrives.
@@ -273,7 +279,7 @@ impl Llm for OpenAiLlm {
                         .boxed();
                     return Ok(until_deadline(chunks, deadline, self.timeout));
                 }
-                Err(e) => self.map_error(e, convert::Phase::Request, deadline),
+                Some(Err(e)) => self.map_error(e, convert::Phase::Request, deadline),
             };
             drop(permit);
             self.backoff(attempt, err, &model).await?;

@@ -138,3 +138,14 @@ async fn a_stalled_stream_says_it_timed_out() {
     assert!(seen.is_empty() || "one two three four".starts_with(&seen), "{seen:?}");
     assert_eq!(server.hits(), 1, "a timeout is left to the flow's retry policy");
 }
+
+/// A streaming request whose server never sends the response headers times out the same way.
+#[tokio::test(start_paused = true)]
+async fn a_stream_that_never_starts_says_it_timed_out() {
+    let server = TestServer::start().await.unwrap();
+    server.enqueue(Reply::text("too late").delay(std::time::Duration::from_secs(3600)));
+    let client = server.llm_builder().timeout(std::time::Duration::from_secs(30)).build().unwrap();
+    let err = client.complete_streaming(&NoJournal, ask(), &mut |_| {}).await.unwrap_err();
+    assert!(matches!(err, LlmError::Timeout { after } if after == std::time::Duration::from_secs(30)), "{err:?}");
+    assert_eq!(server.hits(), 1);
+}
