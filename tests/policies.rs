@@ -15,7 +15,7 @@ use flow_core::{Classify, RunStatus};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use flow_tests::{Gate, until, until_lease_lapses};
+use flow_tests::{Gate, resume_when_free, until};
 
 #[derive(Clone, Default, Debug, Serialize, Deserialize)]
 struct Ret {
@@ -344,11 +344,9 @@ async fn compensation_is_persisted_and_resumes_after_a_crash() {
     }
     assert_eq!(*log.lock().unwrap(), ["undo 2"]);
     let run_id = store.list_runs(&Default::default()).await.unwrap()[0].run_id;
-    until_lease_lapses(&store, run_id).await;
-
     gate.open(1);
     let fresh = Runner::new(SlowUndo { log: log.clone(), gate }).with_store(store.clone());
-    let err = fresh.resume(run_id).await.unwrap_err();
+    let err = resume_when_free(&fresh, &store, run_id).await.unwrap_err();
     assert!(matches!(err, FlowError::Compensated { .. }), "{err:?}");
     assert_eq!(*log.lock().unwrap(), ["undo 2", "undo 1"], "undo_second did not run twice");
 }
@@ -476,8 +474,8 @@ async fn the_attempt_count_is_checkpointed_so_a_crash_does_not_reset_the_budget(
     }
     let run_id = store.list_runs(&Default::default()).await.unwrap()[0].run_id;
     assert_eq!(*attempts.lock().unwrap(), [1], "the crash landed before the second attempt");
-    until_lease_lapses(&store, run_id).await;
-    let err = Runner::new(CountsAttempts { attempts: attempts.clone() }).with_store(store).resume(run_id).await;
+    let fresh = Runner::new(CountsAttempts { attempts: attempts.clone() }).with_store(store.clone());
+    let err = resume_when_free(&fresh, &store, run_id).await;
     assert!(matches!(err, Err(FlowError::MethodFailed { attempt: 3, .. })), "{err:?}");
     assert_eq!(*attempts.lock().unwrap(), [1, 2, 3]);
 }

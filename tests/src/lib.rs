@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flow_core::store::Store;
+use flow_core::{Flow, FlowError, RunOutcome, Runner};
 use tokio::sync::Semaphore;
 use uuid::Uuid;
 
@@ -48,6 +49,11 @@ impl Gate {
     pub fn open(&self, n: usize) {
         self.open.add_permits(n);
     }
+
+    /// Takes back the passes [`Gate::open`] gave that no step has used.
+    pub fn close(&self) {
+        self.open.forget_permits(usize::MAX);
+    }
 }
 
 /// Milliseconds since the Unix epoch, the clock stores measure leases with.
@@ -82,5 +88,24 @@ where
     while !done().await {
         assert!(Instant::now() < deadline, "waited a minute for {what}");
         tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Resumes `run_id` as a process taking over from a dead one does: once the dead holder's lease
+/// has lapsed, and again whenever it is refused for a lease still held. A test's "crash" drops
+/// an execution inside this process, and a lease renewal it had already handed to the store
+/// may land after the lease was seen to lapse.
+pub async fn resume_when_free<F: Flow>(
+    runner: &Runner<F>,
+    store: &dyn Store,
+    run_id: Uuid,
+) -> Result<RunOutcome<F::State>, FlowError> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        until_lease_lapses(store, run_id).await;
+        match runner.resume(run_id).await {
+            Err(FlowError::RunLocked { .. }) if Instant::now() < deadline => {}
+            other => return other,
+        }
     }
 }
