@@ -82,6 +82,10 @@ struct Shared {
     /// write goes only when this is zero, so it never overtakes a write queued before it (one
     /// whose caller stopped waiting, say, then wrote again).
     queued: AtomicUsize,
+    /// Writes handed to [`WriterHandle::write`]: with [`Writer::transactions`], the group-commit
+    /// test's evidence that concurrent writes share commits.
+    #[cfg(test)]
+    requests: AtomicUsize,
 }
 
 impl Shared {
@@ -111,8 +115,17 @@ impl WriterHandle {
     /// Starts the writer thread on `conn`.
     pub(super) fn start(conn: Connection, path: PathBuf) -> Result<Self, StoreError> {
         let (queue, requests) = mpsc::channel::<Box<dyn Job>>();
-        let shared =
-            Arc::new(Shared { writer: Mutex::new(Writer { conn, path: path.clone() }), queued: AtomicUsize::new(0) });
+        let shared = Arc::new(Shared {
+            writer: Mutex::new(Writer {
+                conn,
+                path: path.clone(),
+                #[cfg(test)]
+                transactions: AtomicUsize::new(0),
+            }),
+            queued: AtomicUsize::new(0),
+            #[cfg(test)]
+            requests: AtomicUsize::new(0),
+        });
         let thread_shared = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("flows-sqlite-writer".into())
@@ -139,6 +152,8 @@ impl WriterHandle {
     {
         let (reply, answer) = oneshot::channel();
         let job: Box<dyn Job> = Box::new(Request { work, result: None, reply });
+        #[cfg(test)]
+        self.shared.requests.fetch_add(1, Ordering::SeqCst);
         if let Some(job) = self.commit_inline(job) {
             self.shared.queued.fetch_add(1, Ordering::SeqCst);
             if self.queue.send(job).is_err() {
@@ -198,6 +213,9 @@ fn run(shared: &Shared, requests: &mpsc::Receiver<Box<dyn Job>>) {
 struct Writer {
     conn: Connection,
     path: PathBuf,
+    /// Transactions committed (see [`Shared::requests`]).
+    #[cfg(test)]
+    transactions: AtomicUsize,
 }
 
 impl Writer {
@@ -242,6 +260,11 @@ impl Writer {
             let committed = self.with_busy_retry("COMMIT");
             if committed.is_err() {
                 self.rollback();
+            }
+            // Counted before any answer, so a caller that heard back sees its transaction counted.
+            #[cfg(test)]
+            if committed.is_ok() {
+                self.transactions.fetch_add(1, Ordering::SeqCst);
             }
             for (job, refusal) in done {
                 match (refusal, &committed) {
@@ -432,6 +455,77 @@ mod tests {
         let next = writer.clone();
         tokio::spawn(async move { next.write(|db| insert(db, "kept")).await }).await??;
         assert_eq!(writer.write(names).await?, ["kept"]);
+        Ok(())
+    }
+
+    /// Many runs committing at once share transactions. Another connection holds the write
+    /// lock, so the writer's first batch waits in `BEGIN IMMEDIATE` while every other commit
+    /// queues behind it; once the lock goes they take at most three transactions (a lone first
+    /// commit made inline, the writer's blocked batch, the rest), not one each.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_commits_share_transactions() -> TestResult {
+        use crate::store::{Commit, NewRun, RunStatus, Snapshot, SqliteStore, Store};
+
+        const RUNS: usize = 64;
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("runs.db");
+        let store = Arc::new(SqliteStore::open(&path).await?);
+        let snapshot = Snapshot::encode(&serde_json::json!({ "n": 0 }), &serde_json::json!({}))?;
+        let mut runs = Vec::new();
+        for _ in 0..RUNS {
+            let run_id = uuid::Uuid::new_v4();
+            let epoch = store
+                .create_run(NewRun {
+                    run_id,
+                    flow: "group".into(),
+                    parent_run_id: None,
+                    snapshot: snapshot.clone(),
+                    steps: Vec::new(),
+                    owner: "w1".into(),
+                    lease: Duration::from_secs(600),
+                })
+                .await?;
+            runs.push((run_id, epoch));
+        }
+        let shared = Arc::clone(&store.inner.writer.shared);
+        let requests = shared.requests.load(Ordering::SeqCst);
+        let transactions = shared.lock().transactions.load(Ordering::SeqCst);
+
+        let blocker = Connection::open(&path)?;
+        blocker.execute_batch("BEGIN IMMEDIATE")?;
+        let commits: Vec<_> = runs
+            .into_iter()
+            .map(|(run_id, epoch)| {
+                let (store, snapshot) = (Arc::clone(&store), snapshot.clone());
+                tokio::spawn(async move {
+                    store
+                        .commit(Commit {
+                            run_id,
+                            epoch,
+                            status: RunStatus::Running,
+                            snapshot,
+                            steps: Vec::new(),
+                            step_key: None,
+                            output: None,
+                            error: None,
+                            pause: None,
+                        })
+                        .await
+                })
+            })
+            .collect();
+        // Every commit in the writer's hands (its blocked batch or its queue) before the lock goes.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while shared.requests.load(Ordering::SeqCst) < requests + RUNS {
+            assert!(Instant::now() < deadline, "the commits never reached the writer");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        blocker.execute_batch("COMMIT")?;
+        for commit in commits {
+            commit.await??;
+        }
+        let used = shared.lock().transactions.load(Ordering::SeqCst) - transactions;
+        assert!((1..=3).contains(&used), "{RUNS} concurrent commits took {used} transactions");
         Ok(())
     }
 
