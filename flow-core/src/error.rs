@@ -431,6 +431,18 @@ pub enum FlowError {
         /// What was asked.
         action: &'static str,
     },
+    /// An answer was given to a run that is not waiting for it: the run is completed, failed,
+    /// escalated or running, or it now waits at another question than the one the answer was
+    /// for. Nothing was delivered and the run is as it was.
+    #[error("run {run_id} is {status} and not waiting for this answer; the answer was not delivered: {advice}")]
+    NotWaiting {
+        /// The run.
+        run_id: Uuid,
+        /// Its status when the answer arrived.
+        status: crate::RunStatus,
+        /// What to do instead.
+        advice: String,
+    },
     /// The stored state does not fit the state type.
     #[error(
         "run {run_id}: stored state does not fit `{state_type}` at `{path}`: {message}; the row is left untouched: add `#[serde(default)]` to new fields or migrate the row"
