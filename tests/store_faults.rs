@@ -128,18 +128,30 @@ async fn an_answer_to_a_failed_or_escalated_run_is_refused_with_its_status() {
 #[derive(Clone, Default, Debug, Serialize, Deserialize)]
 struct Held;
 
-/// A step that waits until the test lets it go.
+/// A second step that, when `gate` is set, waits until the test lets it go.
 struct Hold {
-    entered: Arc<Notify>,
-    release: Arc<Notify>,
+    gate: Option<(Arc<Notify>, Arc<Notify>)>,
+}
+
+impl Hold {
+    fn gated() -> (Self, Arc<Notify>, Arc<Notify>) {
+        let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        (Hold { gate: Some((entered.clone(), release.clone())) }, entered, release)
+    }
 }
 
 #[flow(state = Held, name = "faults_hold")]
 impl Hold {
     #[start]
+    async fn before(&self, _cx: &Ctx<Held>) -> Result<()> {
+        Ok(())
+    }
+    #[listen(before)]
     async fn wait(&self, _cx: &Ctx<Held>) -> Result<()> {
-        self.entered.notify_one();
-        self.release.notified().await;
+        if let Some((entered, release)) = &self.gate {
+            entered.notify_one();
+            release.notified().await;
+        }
         Ok(())
     }
 }
@@ -147,9 +159,8 @@ impl Hold {
 #[tokio::test]
 async fn an_answer_to_a_running_run_is_refused_and_the_run_goes_on() {
     for (name, store, _dir) in stores().await {
-        let (entered, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
-        let runner =
-            Runner::new(Hold { entered: entered.clone(), release: release.clone() }).with_shared_store(store.clone());
+        let (hold, entered, release) = Hold::gated();
+        let runner = Runner::new(hold).with_shared_store(store.clone());
         let running = tokio::spawn({
             let runner = runner.clone();
             async move { runner.kickoff(Held).await }
@@ -239,5 +250,181 @@ async fn an_answer_whose_question_was_answered_meanwhile_is_refused_not_dropped(
         // The run waits at its second question, with no lease held: it can be answered now.
         let done = late.resume_with(run_id, "b").await.unwrap().completed().unwrap();
         assert_eq!(done.state.answers, ["first answer", "b"], "{name}");
+    }
+}
+
+// ---------------------------------------------------------------- damaged rows
+
+/// Damages one run's row behind the store's back.
+fn damage(dir: &Path, sql_text: &str, run_id: Uuid) {
+    let changed = sql(dir).execute(sql_text, [run_id.to_string()]).unwrap();
+    assert_eq!(changed, 1, "{sql_text}");
+}
+
+fn damaged_ids(damaged: &[flow_core::store::DamagedRun]) -> Vec<Uuid> {
+    sorted(damaged.iter().map(|d| d.run_id).collect())
+}
+
+fn sorted(mut ids: Vec<Uuid>) -> Vec<Uuid> {
+    ids.sort();
+    ids
+}
+
+fn expect_corrupt(error: &StoreError, run_id: Uuid, what: &str) {
+    match error {
+        StoreError::Corrupt { run_id: id, what: found, .. } if *id == run_id && found.contains(what) => {
+            assert!(error.to_string().contains(&run_id.to_string()), "{error}");
+        }
+        other => panic!("expected Corrupt({run_id}, {what}), got {other:?}"),
+    }
+}
+
+/// A listing used to fail as a whole on the first row it could not decode, so one bad row hid
+/// every run from `runs`, `paused_runs` and `list_runs`.
+#[tokio::test]
+async fn one_damaged_row_does_not_stop_listing_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("runs.db")).await.unwrap());
+    let runner = Runner::new(Questions).with_shared_store(store.clone());
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(runner.kickoff(Ask::default()).await.unwrap().run_id());
+    }
+    let [bad_pause_json, bad_status, bad_request, good] = ids[..] else { unreachable!() };
+    damage(dir.path(), "UPDATE flow_runs SET pause = '{\"step_key\": ' WHERE run_id = ?1", bad_pause_json);
+    damage(dir.path(), "UPDATE flow_runs SET status = 'exploded' WHERE run_id = ?1", bad_status);
+    damage(dir.path(), "UPDATE flow_runs SET pause = '{\"asked\": 1}' WHERE run_id = ?1", bad_request);
+
+    let all = runner.runs(RunFilter::default()).await.unwrap();
+    assert_eq!(sorted(all.iter().map(|r| r.run_id).collect()), sorted(vec![bad_request, good]));
+    assert_eq!(damaged_ids(&all.damaged), sorted(vec![bad_pause_json, bad_status]));
+    for d in &all.damaged {
+        expect_corrupt(&d.error, d.run_id, if d.run_id == bad_status { "status" } else { "pause" });
+    }
+    // The plain listing leaves them out rather than failing.
+    assert_eq!(store.list_runs(&RunFilter::default()).await.unwrap().len(), 2);
+
+    let paused = runner.paused_runs().await.unwrap();
+    assert_eq!(paused.iter().map(|p| p.run_id).collect::<Vec<_>>(), [good]);
+    assert_eq!(damaged_ids(&paused.damaged), sorted(vec![bad_pause_json, bad_request]));
+    for d in &paused.damaged {
+        expect_corrupt(&d.error, d.run_id, "pause");
+    }
+    // The healthy run is answered as ever.
+    let next = runner.resume_with(good, "a").await.unwrap();
+    assert_eq!(next.paused().unwrap().request.prompt, "second?");
+}
+
+/// On any store: a paused run whose stored request is not a request is reported, not fatal.
+#[tokio::test]
+async fn a_pause_request_that_does_not_decode_is_reported_for_its_run_alone() {
+    for (name, store, _dir) in stores().await {
+        let runner = Runner::new(Questions).with_shared_store(store.clone());
+        let good = runner.kickoff(Ask::default()).await.unwrap().run_id();
+        let bad = runner.kickoff(Ask::default()).await.unwrap().run_id();
+        // A writer that stored something else as the request (a bug, or another version).
+        let claim = store.claim(bad, "test", Duration::from_secs(60)).await.unwrap();
+        store
+            .commit(Commit {
+                run_id: bad,
+                epoch: claim.epoch,
+                status: RunStatus::Paused,
+                snapshot: claim.run.snapshot,
+                steps: Vec::new(),
+                step_key: None,
+                output: None,
+                error: None,
+                pause: Some(serde_json::json!("not a request")),
+            })
+            .await
+            .unwrap();
+        let paused = runner.paused_runs().await.unwrap();
+        assert_eq!(paused.iter().map(|p| p.run_id).collect::<Vec<_>>(), [good], "{name}");
+        assert_eq!(damaged_ids(&paused.damaged), [bad], "{name}");
+        expect_corrupt(&paused.damaged[0].error, bad, "pause request");
+    }
+}
+
+/// Runs a `faults_hold` run into its second step, then drops it there, as a process that
+/// died would, and lets its lease lapse.
+async fn left_running(store: &Arc<dyn Store>, dir: &Path) -> Uuid {
+    let (hold, entered, _release) = Hold::gated();
+    let runner = Runner::new(hold).with_shared_store(store.clone());
+    let known: Vec<Uuid> = store.list_runs(&RunFilter::default()).await.unwrap().iter().map(|r| r.run_id).collect();
+    let task = tokio::spawn(async move { runner.kickoff(Held).await });
+    entered.notified().await;
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    let listed = store.list_runs(&RunFilter::default()).await.unwrap();
+    let run_id = listed.iter().map(|r| r.run_id).find(|id| !known.contains(id)).unwrap();
+    damage(dir, "UPDATE flow_runs SET lease_expires_at = 0 WHERE run_id = ?1", run_id);
+    run_id
+}
+
+/// Recovery used to stop at the listing when one stuck run's row was damaged, leaving every
+/// other stuck run where it was.
+#[tokio::test]
+async fn one_damaged_run_does_not_stop_recovering_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("runs.db")).await.unwrap());
+    let healthy = left_running(&store, dir.path()).await;
+    let bad_state = left_running(&store, dir.path()).await;
+    let bad_step = left_running(&store, dir.path()).await;
+    let bad_row = left_running(&store, dir.path()).await;
+    damage(
+        dir.path(),
+        "UPDATE flow_checkpoints SET state = '{\"oops' WHERE run_id = ?1 \
+         AND seq = (SELECT MAX(seq) FROM flow_checkpoints WHERE run_id = ?1)",
+        bad_state,
+    );
+    damage(dir.path(), "UPDATE flow_steps SET status = 'melted' WHERE run_id = ?1", bad_step);
+    damage(dir.path(), "UPDATE flow_runs SET pause = '[' WHERE run_id = ?1", bad_row);
+
+    let worker = Worker::new(store.clone()).register(Hold { gate: None });
+    let recovered = worker.recover().await.unwrap();
+    let seen = sorted(recovered.iter().map(|(id, _)| *id).collect());
+    assert_eq!(seen, sorted(vec![healthy, bad_state, bad_step, bad_row]), "{recovered:?}");
+    let expected = [(bad_state, "state"), (bad_step, "step `before#1` status"), (bad_row, "pause")];
+    for (id, result) in &recovered {
+        match result {
+            Ok(status) => assert_eq!((*id, *status), (healthy, RunStatus::Completed)),
+            Err(FlowError::Store(e)) => {
+                let (_, what) = expected.iter().find(|(bad, _)| bad == id).unwrap_or_else(|| panic!("{id}: {e}"));
+                expect_corrupt(e, *id, what);
+            }
+            Err(other) => panic!("{id}: {other:?}"),
+        }
+    }
+    assert_eq!(store.load_run(healthy).await.unwrap().status, RunStatus::Completed);
+}
+
+/// Forking used to load the run's latest snapshot first, whatever checkpoint it forked from,
+/// so a damaged latest state made every earlier, intact checkpoint unreachable.
+#[tokio::test]
+async fn a_run_whose_latest_state_is_damaged_forks_from_an_earlier_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("runs.db")).await.unwrap());
+    let runner = Runner::new(Hold { gate: None }).with_shared_store(store.clone());
+    let run_id = runner.kickoff(Held).await.unwrap().run_id();
+    let checkpoints = store.checkpoints(run_id).await.unwrap();
+    let latest = checkpoints.last().unwrap().seq;
+    let after_before = checkpoints.iter().find(|c| c.step_key.as_deref() == Some("before#1")).unwrap().seq;
+    assert!(after_before < latest);
+    damage(
+        dir.path(),
+        "UPDATE flow_checkpoints SET state = 'truncat' WHERE run_id = ?1 \
+         AND seq = (SELECT MAX(seq) FROM flow_checkpoints WHERE run_id = ?1)",
+        run_id,
+    );
+
+    let fork = runner.fork(run_id, Some(after_before)).await.unwrap();
+    assert_eq!(fork.status(), RunStatus::Completed);
+    assert_ne!(fork.run_id(), run_id);
+    // The damaged checkpoint itself is reported, naming the run.
+    for at in [None, Some(latest)] {
+        match runner.fork(run_id, at).await.unwrap_err() {
+            FlowError::Store(e) => expect_corrupt(&e, run_id, "state"),
+            other => panic!("fork at {at:?}: {other:?}"),
+        }
     }
 }

@@ -22,8 +22,8 @@ use crate::outcome::RunOutcome;
 use crate::plan::Plan;
 use crate::progress::{Halt, Progress};
 use crate::store::{
-    Claim, Commit, NewRun, RunFilter, RunRecord, RunStatus, RunSummary, Snapshot, StepRecord, StepStatus, Store,
-    StoreError, now_ms,
+    Claim, Commit, DamagedRun, Listing, NewRun, RunFilter, RunRecord, RunStatus, RunSummary, Snapshot, StepRecord,
+    StepStatus, Store, StoreError, now_ms,
 };
 
 /// Runs one flow: `kickoff` new runs, `resume` stored ones, `fork` from checkpoints.
@@ -241,10 +241,15 @@ impl<F: Flow> Runner<F> {
     /// from checkpoint `at` (see [`Store::checkpoints`]). The source run is not touched.
     pub async fn fork(&self, run_id: Uuid, at: Option<u64>) -> Result<RunOutcome<F::State>, FlowError> {
         let store = self.store_for(run_id)?;
-        let record = self.load(run_id).await?;
+        // An earlier checkpoint needs only the run's flow: the latest snapshot is not read, so a
+        // run whose latest state is damaged can still be forked from before the damage.
         let snapshot = match at {
-            Some(seq) => store.load_checkpoint(run_id, seq).await?,
-            None => record.snapshot.clone(),
+            Some(seq) => {
+                let summary = store.run_summary(run_id).await.map_err(not_found)?;
+                self.check_flow(run_id, summary.flow)?;
+                store.load_checkpoint(run_id, seq).await?
+            }
+            None => self.load(run_id).await?.snapshot,
         };
         let (state, mut progress) = self.decode(run_id, &snapshot)?;
         reopen(&mut progress);
@@ -275,11 +280,38 @@ impl<F: Flow> Runner<F> {
         drive(exec).await
     }
 
-    /// Stored runs of this flow.
-    pub async fn runs(&self, mut filter: RunFilter) -> Result<Vec<RunSummary>, FlowError> {
+    /// Stored runs of this flow, newest first. A run whose stored row cannot be read does not
+    /// stop the listing: it is reported in [`Listing::damaged`] with its id and error.
+    ///
+    /// ```
+    /// # use flow_core::prelude::*;
+    /// # use flow_core::store::{MemoryStore, RunFilter};
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
+    /// # struct S;
+    /// struct Once;
+    ///
+    /// #[flow(state = S)]
+    /// impl Once {
+    ///     #[start]
+    ///     async fn go(&self, _cx: &Ctx<S>) -> Result<()> {
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), FlowError> {
+    /// let runner = Runner::new(Once).with_store(MemoryStore::new());
+    /// runner.kickoff(S).await?;
+    /// let runs = runner.runs(RunFilter::default()).await?;
+    /// assert_eq!(runs.len(), 1);
+    /// assert!(runs.damaged.is_empty());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn runs(&self, mut filter: RunFilter) -> Result<Listing<RunSummary>, FlowError> {
         let store = self.store_for(Uuid::nil())?;
         filter.flow = Some(self.plan.graph.name.to_string());
-        Ok(store.list_runs(&filter).await?)
+        Ok(store.list_runs_checked(&filter).await?)
     }
 
     /// Every step of a stored run: its step rows in the order they were first written (steps
@@ -348,35 +380,39 @@ impl<F: Flow> Runner<F> {
         Ok(steps)
     }
 
-    /// Paused runs of this flow, with what each waits for.
-    pub async fn paused_runs(&self) -> Result<Vec<PauseRequest>, FlowError> {
+    /// Paused runs of this flow, with what each waits for. A paused run whose stored request
+    /// cannot be read is reported in [`Listing::damaged`] and the others are listed.
+    pub async fn paused_runs(&self) -> Result<Listing<PauseRequest>, FlowError> {
         let runs = self.runs(RunFilter { status: Some(RunStatus::Paused), ..RunFilter::default() }).await?;
-        runs.into_iter()
-            .map(|r| {
-                let pause = r.pause.ok_or_else(|| FlowError::Corrupt {
+        let mut listing = Listing { items: Vec::with_capacity(runs.items.len()), damaged: runs.damaged };
+        for r in runs.items {
+            let request = match r.pause {
+                Some(pause) => serde_json::from_value::<PauseRequest>(pause).map_err(|e| e.to_string()),
+                None => Err("a paused run has no stored request".into()),
+            };
+            match request {
+                Ok(request) => listing.items.push(request),
+                Err(detail) => listing.damaged.push(DamagedRun {
                     run_id: r.run_id,
-                    what: "a paused run without its request".into(),
-                })?;
-                serde_json::from_value(pause)
-                    .map_err(|e| FlowError::Corrupt { run_id: r.run_id, what: format!("its pause request: {e}") })
-            })
-            .collect()
+                    error: StoreError::Corrupt { run_id: r.run_id, what: "pause request".into(), detail },
+                }),
+            }
+        }
+        Ok(listing)
     }
 
     async fn load(&self, run_id: Uuid) -> Result<RunRecord, FlowError> {
         let store = self.store_for(run_id)?;
-        let record = store.load_run(run_id).await.map_err(|e| match e {
-            StoreError::NotFound(id) => FlowError::RunNotFound(id),
-            e => FlowError::Store(e),
-        })?;
-        if record.flow != self.plan.graph.name {
-            return Err(FlowError::WrongFlow {
-                run_id,
-                expected: self.plan.graph.name.to_string(),
-                found: record.flow,
-            });
-        }
+        let record = store.load_run(run_id).await.map_err(not_found)?;
+        self.check_flow(run_id, record.flow.clone())?;
         Ok(record)
+    }
+
+    fn check_flow(&self, run_id: Uuid, found: String) -> Result<(), FlowError> {
+        if found != self.plan.graph.name {
+            return Err(FlowError::WrongFlow { run_id, expected: self.plan.graph.name.to_string(), found });
+        }
+        Ok(())
     }
 
     fn decode(&self, run_id: Uuid, snapshot: &Snapshot) -> Result<(F::State, Progress), FlowError> {
@@ -550,6 +586,13 @@ async fn outputs_from_steps(
 ) -> Result<Vec<StepRecord>, FlowError> {
     let steps = store.steps(run_id).await?;
     Ok(progress.restore_outputs(plan.graph, steps))
+}
+
+fn not_found(e: StoreError) -> FlowError {
+    match e {
+        StoreError::NotFound(id) => FlowError::RunNotFound(id),
+        e => FlowError::Store(e),
+    }
 }
 
 /// Why a run that is not paused cannot take an answer, and what to do instead.

@@ -106,16 +106,20 @@ impl Worker {
     }
 
     /// Resumes every run left `running` (by a process that died), one after the other.
-    /// Returns each run's id with how it ended this time.
+    /// Returns each run's id with how it ended this time. A run that cannot be read or resumed
+    /// (a damaged row) is in the list with its error; the others are recovered all the same.
     pub async fn recover(&self) -> Result<Vec<(Uuid, Result<RunStatus, FlowError>)>, FlowError> {
-        let stuck =
-            self.store.list_runs(&RunFilter { status: Some(RunStatus::Running), ..RunFilter::default() }).await?;
-        let mut out = Vec::with_capacity(stuck.len());
-        for r in stuck {
+        let stuck = self
+            .store
+            .list_runs_checked(&RunFilter { status: Some(RunStatus::Running), ..RunFilter::default() })
+            .await?;
+        let mut out = Vec::with_capacity(stuck.items.len() + stuck.damaged.len());
+        for r in &stuck.items {
             if self.runners.contains_key(r.flow.as_str()) {
                 out.push((r.run_id, self.resume(r.run_id).await));
             }
         }
+        out.extend(stuck.damaged.into_iter().map(|d| (d.run_id, Err(FlowError::Store(d.error)))));
         Ok(out)
     }
 }

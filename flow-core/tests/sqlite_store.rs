@@ -193,7 +193,15 @@ async fn a_corrupt_row_is_named_and_left_as_it_is() -> TestResult {
     damage(&path, "UPDATE flow_runs SET status = 'exploded' WHERE run_id = ?1", id)?;
     expect_corrupt(store.load_run(id).await, id, "status")?;
     let by_flow = RunFilter { flow: Some("corrupt".into()), ..RunFilter::default() };
-    expect_corrupt(store.list_runs(&by_flow).await, id, "status")?;
+    // Listing goes on without it: the plain listing leaves it out, the checked one reports it.
+    let listed = store.list_runs(&by_flow).await?;
+    assert_eq!(listed.iter().map(|r| r.run_id).collect::<Vec<_>>(), [healthy_id]);
+    let mut checked = store.list_runs_checked(&by_flow).await?;
+    assert_eq!(checked.iter().map(|r| r.run_id).collect::<Vec<_>>(), [healthy_id]);
+    let damaged = checked.damaged.pop().ok_or("the damaged run is reported")?;
+    assert_eq!(damaged.run_id, id);
+    expect_corrupt(Err::<(), _>(damaged.error), id, "status")?;
+    expect_corrupt(store.run_summary(id).await, id, "status")?;
     // Filtering on a real status never meets the bad one.
     let running = RunFilter { status: Some(RunStatus::Running), ..by_flow };
     assert_eq!(store.list_runs(&running).await?.len(), 1);

@@ -297,6 +297,77 @@ pub struct RunSummary {
     pub updated_at_ms: i64,
 }
 
+/// A run a listing could not read: its row is damaged (an unknown status, a pause that is not
+/// JSON, an id that is not a UUID). The listing goes on with the other runs and reports this
+/// one instead of failing.
+#[derive(Debug)]
+pub struct DamagedRun {
+    /// The run; the nil UUID when even its stored id cannot be read (the error then shows the
+    /// stored text).
+    pub run_id: Uuid,
+    /// What is wrong with it, as reading the run alone would report it.
+    pub error: StoreError,
+}
+
+/// What a listing found: the items it could read, newest first, and the runs it could not.
+///
+/// It derefs to the slice of items, so it reads like the list of them; check
+/// [`Listing::damaged`] to learn of runs that need repair.
+///
+/// ```
+/// use flow_core::store::{MemoryStore, RunFilter, Store};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), flow_core::store::StoreError> {
+/// let store = MemoryStore::new();
+/// let listing = store.list_runs_checked(&RunFilter::default()).await?;
+/// assert!(listing.is_empty() && listing.damaged.is_empty());
+/// for damaged in &listing.damaged {
+///     eprintln!("run {} cannot be read: {}", damaged.run_id, damaged.error);
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Listing<T> {
+    /// What could be read.
+    pub items: Vec<T>,
+    /// The runs that could not, each with its error.
+    pub damaged: Vec<DamagedRun>,
+}
+
+impl<T> Default for Listing<T> {
+    fn default() -> Self {
+        Listing { items: Vec::new(), damaged: Vec::new() }
+    }
+}
+
+impl<T> std::ops::Deref for Listing<T> {
+    type Target = [T];
+
+    fn deref(&self) -> &[T] {
+        &self.items
+    }
+}
+
+impl<T> IntoIterator for Listing<T> {
+    type Item = T;
+    type IntoIter = std::vec::IntoIter<T>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.items.into_iter()
+    }
+}
+
+impl<'a, T> IntoIterator for &'a Listing<T> {
+    type Item = &'a T;
+    type IntoIter = std::slice::Iter<'a, T>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.items.iter()
+    }
+}
+
 /// Which runs to list.
 #[derive(Clone, Debug, Default)]
 pub struct RunFilter {
@@ -536,8 +607,32 @@ pub trait Store: Send + Sync + 'static {
     /// The run's latest record.
     async fn load_run(&self, run_id: Uuid) -> Result<RunRecord, StoreError>;
 
-    /// Runs matching a filter, newest first.
+    /// Runs matching a filter, newest first. A run whose row cannot be read is left out (and
+    /// logged), so one damaged row never hides the others; [`Store::list_runs_checked`]
+    /// reports it.
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, StoreError>;
+
+    /// Like [`Store::list_runs`], and reports each run whose row cannot be read, by its id,
+    /// beside the runs that can. The default lists with `list_runs` and reports nothing: a
+    /// store that can hold damaged rows overrides it, and a store wrapping another delegates it.
+    async fn list_runs_checked(&self, filter: &RunFilter) -> Result<Listing<RunSummary>, StoreError> {
+        Ok(Listing { items: self.list_runs(filter).await?, damaged: Vec::new() })
+    }
+
+    /// The run's summary: its flow and status without its snapshot, so it reads even when the
+    /// run's latest state is damaged (forking an earlier checkpoint needs no more). The default
+    /// loads the whole run.
+    async fn run_summary(&self, run_id: Uuid) -> Result<RunSummary, StoreError> {
+        let r = self.load_run(run_id).await?;
+        Ok(RunSummary {
+            run_id: r.run_id,
+            flow: r.flow,
+            status: r.status,
+            pause: r.pause,
+            created_at_ms: r.created_at_ms,
+            updated_at_ms: r.updated_at_ms,
+        })
+    }
 
     /// The run's step rows, in creation order. The engine writes a step's row when the step
     /// first finishes or fails; `Runner::steps` adds the steps the run has scheduled.

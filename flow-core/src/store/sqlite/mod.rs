@@ -23,8 +23,8 @@ use uuid::Uuid;
 use self::queries::Db;
 use self::writer::WriterHandle;
 use crate::store::{
-    CheckpointInfo, Claim, Commit, JournalEntry, NewRun, RunFilter, RunRecord, RunSummary, Snapshot, StepRecord, Store,
-    StoreError, now_ms,
+    CheckpointInfo, Claim, Commit, JournalEntry, Listing, NewRun, RunFilter, RunRecord, RunSummary, Snapshot,
+    StepRecord, Store, StoreError, now_ms,
 };
 
 /// How hard SQLite pushes each commit to the disk (`PRAGMA synchronous`).
@@ -460,8 +460,20 @@ impl Store for SqliteStore {
     }
 
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, StoreError> {
+        let listing = self.list_runs_checked(filter).await?;
+        for damaged in &listing.damaged {
+            tracing::warn!(run_id = %damaged.run_id, error = %damaged.error, "left a damaged run out of a listing");
+        }
+        Ok(listing.items)
+    }
+
+    async fn list_runs_checked(&self, filter: &RunFilter) -> Result<Listing<RunSummary>, StoreError> {
         let filter = filter.clone();
         self.read(move |db| queries::list_runs(db, &filter)).await
+    }
+
+    async fn run_summary(&self, run_id: Uuid) -> Result<RunSummary, StoreError> {
+        self.read(move |db| queries::run_summary(db, run_id)).await
     }
 
     async fn steps(&self, run_id: Uuid) -> Result<Vec<StepRecord>, StoreError> {
