@@ -428,3 +428,113 @@ async fn a_run_whose_latest_state_is_damaged_forks_from_an_earlier_checkpoint() 
         }
     }
 }
+
+// ---------------------------------------------------------------- the store file disappears
+
+#[derive(Debug, Clone, Copy)]
+enum Vanish {
+    /// `rm runs.db`
+    Delete,
+    /// `mv other.db runs.db`: another database now has the path.
+    Replace,
+    /// `rm -r` of the store's directory.
+    RemoveDirectory,
+}
+
+/// The run's first step is committed, then the store's file goes away while its second step
+/// runs. SQLite goes on writing to the file it opened, so the run used to complete, report
+/// `Completed`, and leave nothing of its completion in any file anybody could open.
+async fn a_run_whose_store_vanishes(vanish: Vanish) {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("store");
+    std::fs::create_dir(&dir).unwrap();
+    let path = dir.join("runs.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let (hold, entered, release) = Hold::gated();
+    let runner = Runner::new(hold).with_store(store.clone());
+    let task = tokio::spawn(async move { runner.kickoff(Held).await });
+    entered.notified().await;
+    let run_id = store.list_runs(&RunFilter::default()).await.unwrap()[0].run_id;
+
+    match vanish {
+        Vanish::Delete => std::fs::remove_file(&path).unwrap(),
+        Vanish::Replace => {
+            let other = root.path().join("other.db");
+            drop(SqliteStore::open(&other).await.unwrap());
+            std::fs::rename(&other, &path).unwrap();
+        }
+        Vanish::RemoveDirectory => std::fs::remove_dir_all(&dir).unwrap(),
+    }
+    release.notify_one();
+
+    let err = task.await.unwrap().expect_err("the completion could not be stored: the run must not complete");
+    let what = match vanish {
+        Vanish::Delete => "was deleted",
+        Vanish::Replace => "was replaced",
+        Vanish::RemoveDirectory => "was deleted with its directory",
+    };
+    match &err {
+        FlowError::Store(StoreError::Gone { run_id: Some(id), path: shown, what: found }) => {
+            assert_eq!(*id, run_id, "{err}");
+            assert!(shown.ends_with("runs.db"), "{err}");
+            assert!(found.starts_with(what), "{vanish:?}: {err}");
+        }
+        other => panic!("{vanish:?}: expected Gone, got {other:?}"),
+    }
+    let text = err.to_string();
+    assert!(text.contains(&run_id.to_string()) && text.contains(&path.display().to_string()), "{text}");
+    assert!(text.contains("resume the run"), "{text}");
+
+    // Every later write is refused too, whichever run it is for.
+    match store.create_run(a_new_run()).await {
+        Err(StoreError::Gone { .. }) => {}
+        other => panic!("{vanish:?}: a write after the loss: expected Gone, got {other:?}"),
+    }
+}
+
+/// A new run's row; its contents do not matter.
+fn a_new_run() -> NewRun {
+    NewRun {
+        run_id: Uuid::now_v7(),
+        flow: "faults_hold".into(),
+        parent_run_id: None,
+        snapshot: Snapshot::encode(&serde_json::json!(null), &serde_json::json!({})).unwrap(),
+        steps: Vec::new(),
+        owner: "test".into(),
+        lease: Duration::from_secs(60),
+    }
+}
+
+#[tokio::test]
+async fn a_store_file_deleted_under_a_run_fails_its_next_commit() {
+    a_run_whose_store_vanishes(Vanish::Delete).await;
+}
+
+#[tokio::test]
+async fn a_store_file_replaced_under_a_run_fails_its_next_commit() {
+    a_run_whose_store_vanishes(Vanish::Replace).await;
+}
+
+#[tokio::test]
+async fn a_store_directory_removed_under_a_run_fails_its_next_commit() {
+    a_run_whose_store_vanishes(Vanish::RemoveDirectory).await;
+}
+
+/// Deleting only the write-ahead log loses every commit not yet checkpointed into the main
+/// file: the writer notices that too.
+#[tokio::test]
+async fn a_write_ahead_log_deleted_under_a_run_fails_its_next_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("runs.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    let (hold, entered, release) = Hold::gated();
+    let runner = Runner::new(hold).with_store(store.clone());
+    let task = tokio::spawn(async move { runner.kickoff(Held).await });
+    entered.notified().await;
+    std::fs::remove_file(dir.path().join("runs.db-wal")).unwrap();
+    release.notify_one();
+    match task.await.unwrap() {
+        Err(FlowError::Store(StoreError::Gone { what, .. })) => assert!(what.contains("write-ahead log"), "{what}"),
+        other => panic!("expected Gone, got {other:?}"),
+    }
+}

@@ -508,6 +508,24 @@ pub enum StoreError {
         /// What SQLite reported.
         detail: String,
     },
+    /// The store's file was deleted or replaced (or its directory removed) while this process
+    /// had it open. SQLite would go on writing to the file it opened, which nobody can open
+    /// again, so every write since is refused: a commit that reports success is in the file at
+    /// `path`.
+    #[error(
+        "{}the store file {path} {what} while this process had it open: the last commit is not stored there \
+         and was refused, as is every later write; stop this process, restore the file from a backup or \
+         point the store at a new file, and resume the run",
+        run_prefix(*run_id)
+    )]
+    Gone {
+        /// The run whose write found out, when the store knows it.
+        run_id: Option<Uuid>,
+        /// The file.
+        path: String,
+        /// What happened to it: `was deleted`, `was replaced by another file`, ...
+        what: String,
+    },
     /// Another process kept the database locked through every retry.
     #[error(
         "the store is locked by another process ({0}) and stayed locked after several retries; retry later, or look for a stuck process holding the file"
@@ -516,6 +534,31 @@ pub enum StoreError {
     /// Any other database failure.
     #[error("store failure: {0}")]
     Backend(String),
+}
+
+/// `run <id>: ` when the run is known.
+fn run_prefix(run_id: Option<Uuid>) -> String {
+    run_id.map(|id| format!("run {id}: ")).unwrap_or_default()
+}
+
+impl StoreError {
+    /// Names the run in an error about the store as a whole (a full disk, a lock, a vanished
+    /// file), so the message says which run's write or read it stopped. Errors that name
+    /// their run already are returned as they are.
+    pub fn for_run(self, run_id: Uuid) -> Self {
+        let named = |message: String| {
+            if message.contains(&run_id.to_string()) { message } else { format!("run {run_id}: {message}") }
+        };
+        match self {
+            StoreError::DiskFull(m) => StoreError::DiskFull(named(m)),
+            StoreError::ReadOnly(m) => StoreError::ReadOnly(named(m)),
+            StoreError::Busy(m) => StoreError::Busy(named(m)),
+            StoreError::Backend(m) => StoreError::Backend(named(m)),
+            StoreError::FileCorrupt { path, detail } => StoreError::FileCorrupt { path, detail: named(detail) },
+            StoreError::Gone { run_id: None, path, what } => StoreError::Gone { run_id: Some(run_id), path, what },
+            other => other,
+        }
+    }
 }
 
 /// Where runs are kept.

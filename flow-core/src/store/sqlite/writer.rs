@@ -15,7 +15,7 @@
 //! could share that commit, and the hand-off costs two thread wake-ups per write, which on a
 //! virtual machine cost as much as the commit's own CPU work.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError, mpsc};
 use std::time::{Duration, Instant};
@@ -111,8 +111,11 @@ impl WriterHandle {
     /// Starts the writer thread on `conn`.
     pub(super) fn start(conn: Connection, path: PathBuf) -> Result<Self, StoreError> {
         let (queue, requests) = mpsc::channel::<Box<dyn Job>>();
-        let shared =
-            Arc::new(Shared { writer: Mutex::new(Writer { conn, path: path.clone() }), queued: AtomicUsize::new(0) });
+        let watch = FileWatch::new(&path);
+        let shared = Arc::new(Shared {
+            writer: Mutex::new(Writer { conn, path: path.clone(), watch }),
+            queued: AtomicUsize::new(0),
+        });
         let thread_shared = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("flows-sqlite-writer".into())
@@ -155,7 +158,7 @@ impl WriterHandle {
         if !alone_on_runtime() {
             return Some(job);
         }
-        let Some(writer) = self.shared.try_lock() else { return Some(job) };
+        let Some(mut writer) = self.shared.try_lock() else { return Some(job) };
         if self.shared.queued.load(Ordering::SeqCst) != 0 {
             return Some(job);
         }
@@ -182,7 +185,7 @@ fn run(shared: &Shared, requests: &mpsc::Receiver<Box<dyn Job>>) {
                 Err(_) => break,
             }
         }
-        let writer = shared.lock();
+        let mut writer = shared.lock();
         // Counted down only under the lock, so an inline write cannot slip in between taking
         // these requests and committing them.
         shared.queued.fetch_sub(batch.len(), Ordering::SeqCst);
@@ -194,10 +197,125 @@ fn run(shared: &Shared, requests: &mpsc::Receiver<Box<dyn Job>>) {
     tracing::debug!(path = %shared.lock().path.display(), "SQLite writer stopped: store dropped");
 }
 
+/// Which file a path names (device and inode on unix).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileId(u64, u64);
+
+impl FileId {
+    fn of(path: &Path) -> std::io::Result<Self> {
+        let meta = std::fs::metadata(path)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            Ok(FileId(meta.dev(), meta.ino()))
+        }
+        // Elsewhere only the file's disappearance is seen.
+        #[cfg(not(unix))]
+        {
+            let _ = meta;
+            Ok(FileId(0, 0))
+        }
+    }
+}
+
+/// Notices the store's files being deleted or replaced under the open connection: SQLite keeps
+/// writing to the files it opened, so without this a commit would report success while landing
+/// in a file nobody can open again. One `stat` per file per group commit, after it committed.
+struct FileWatch {
+    /// The database file as opened; `None` when it could not be read then (nothing to compare).
+    db: Option<FileId>,
+    /// The write-ahead log, learnt at the first commit (SQLite creates it lazily) and stable
+    /// while this connection is open: SQLite deletes it only when the last connection closes.
+    wal: Option<FileId>,
+    wal_path: PathBuf,
+    /// Set for good once a file was found gone: every later write is refused.
+    gone: Option<String>,
+}
+
+impl FileWatch {
+    fn new(path: &Path) -> Self {
+        let db = FileId::of(path)
+            .inspect_err(|e| tracing::debug!(path = %path.display(), error = %e, "cannot identify the store file"))
+            .ok();
+        let mut wal_path = path.as_os_str().to_owned();
+        wal_path.push("-wal");
+        FileWatch { db, wal: None, wal_path: PathBuf::from(wal_path), gone: None }
+    }
+
+    /// Whether the files are still the ones this connection writes, after a commit.
+    fn check(&mut self, path: &Path) -> Result<(), StoreError> {
+        if self.gone.is_none() {
+            self.gone = self.what_happened(path);
+        }
+        self.found_gone(path)
+    }
+
+    /// Whether a file was found gone before (no system call).
+    fn found_gone(&self, path: &Path) -> Result<(), StoreError> {
+        match &self.gone {
+            None => Ok(()),
+            Some(what) => Err(StoreError::Gone { run_id: None, path: path.display().to_string(), what: what.clone() }),
+        }
+    }
+
+    fn what_happened(&mut self, path: &Path) -> Option<String> {
+        let expected = self.db?;
+        match FileId::of(path) {
+            Ok(found) if found != expected => return Some("was replaced by another file".into()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                return Some(if dir.is_dir() {
+                    "was deleted".into()
+                } else {
+                    format!("was deleted with its directory {}", dir.display())
+                });
+            }
+            Err(e) => return Some(format!("can no longer be checked ({e})")),
+        }
+        match (FileId::of(&self.wal_path), self.wal) {
+            (Ok(found), None) => self.wal = Some(found),
+            (Ok(found), Some(wal)) if found != wal => {
+                return Some(format!(
+                    "has a new write-ahead log {} (the old one was replaced)",
+                    self.wal_path.display()
+                ));
+            }
+            (Ok(_), Some(_)) => {}
+            (Err(e), Some(_)) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Some(format!("lost its write-ahead log {} (deleted)", self.wal_path.display()));
+            }
+            // Not in WAL mode, or not created yet: nothing to compare.
+            (Err(_), _) => {}
+        }
+        None
+    }
+}
+
+/// The same failure again, for each request of a batch it failed (a [`StoreError`] is not
+/// `Clone`: its variants carry what they need to be rebuilt).
+fn same_error(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Gone { run_id, path, what } => {
+            StoreError::Gone { run_id: *run_id, path: path.clone(), what: what.clone() }
+        }
+        StoreError::Busy(m) => StoreError::Busy(m.clone()),
+        StoreError::Backend(m) => StoreError::Backend(m.clone()),
+        StoreError::DiskFull(m) => StoreError::DiskFull(m.clone()),
+        StoreError::ReadOnly(m) => StoreError::ReadOnly(m.clone()),
+        StoreError::FileCorrupt { path, detail } => {
+            StoreError::FileCorrupt { path: path.clone(), detail: detail.clone() }
+        }
+        StoreError::Open { path, message } => StoreError::Open { path: path.clone(), message: message.clone() },
+        other => StoreError::Backend(other.to_string()),
+    }
+}
+
 /// The writing connection.
 struct Writer {
     conn: Connection,
     path: PathBuf,
+    watch: FileWatch,
 }
 
 impl Writer {
@@ -205,7 +323,14 @@ impl Writer {
         Db { conn: &self.conn, path: &self.path }
     }
 
-    fn commit_batch(&self, mut jobs: Vec<Box<dyn Job>>) {
+    fn commit_batch(&mut self, mut jobs: Vec<Box<dyn Job>>) {
+        // A connection to a file that is gone can only write where nobody will read.
+        if let Err(e) = self.watch.found_gone(&self.path) {
+            for job in jobs {
+                job.answer(Some(same_error(&e)));
+            }
+            return;
+        }
         // Each pass either commits or answers at least one job, so this ends.
         'pass: while !jobs.is_empty() {
             // A transaction left open by a failed ROLLBACK would make BEGIN fail forever.
@@ -239,15 +364,22 @@ impl Writer {
                     Err(e) => done.push((job, Some(e))),
                 }
             }
-            let committed = self.with_busy_retry("COMMIT");
-            if committed.is_err() {
-                self.rollback();
+            let committed = match self.with_busy_retry("COMMIT") {
+                // Committed, but to the file at the path only if that is still the file opened.
+                Ok(()) => self.watch.check(&self.path),
+                Err(e) => {
+                    self.rollback();
+                    Err(map(&e, &self.path))
+                }
+            };
+            if let Err(e) = &committed {
+                tracing::error!(path = %self.path.display(), error = %e, "commit failed");
             }
             for (job, refusal) in done {
                 match (refusal, &committed) {
                     (Some(refusal), _) => job.answer(Some(refusal)),
                     (None, Ok(())) => job.answer(None),
-                    (None, Err(e)) => job.answer(Some(map(e, &self.path))),
+                    (None, Err(e)) => job.answer(Some(same_error(e))),
                 }
             }
             return;
