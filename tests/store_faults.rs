@@ -273,7 +273,8 @@ fn sorted(mut ids: Vec<Uuid>) -> Vec<Uuid> {
 fn expect_corrupt(error: &StoreError, run_id: Uuid, what: &str) {
     match error {
         StoreError::Corrupt { run_id: id, what: found, .. } if *id == run_id && found.contains(what) => {
-            assert!(error.to_string().contains(&run_id.to_string()), "{error}");
+            let text = error.to_string();
+            assert!(text.contains(&run_id.to_string()) && text.contains("fork the run"), "{text}");
         }
         other => panic!("expected Corrupt({run_id}, {what}), got {other:?}"),
     }
@@ -537,4 +538,28 @@ async fn a_write_ahead_log_deleted_under_a_run_fails_its_next_commit() {
         Err(FlowError::Store(StoreError::Gone { what, .. })) => assert!(what.contains("write-ahead log"), "{what}"),
         other => panic!("expected Gone, got {other:?}"),
     }
+}
+
+// ---------------------------------------------------------------- errors that say what to do
+
+/// The run's lease is taken over while its step runs (as when this process stalled past the
+/// lease): its next commit is fenced, and the error names the run and says what happens next.
+#[tokio::test]
+async fn a_lost_lease_names_the_run_and_says_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("runs.db")).await.unwrap();
+    let (hold, entered, release) = Hold::gated();
+    let runner = Runner::new(hold).with_store(store.clone());
+    let task = tokio::spawn(async move { runner.kickoff(Held).await });
+    entered.notified().await;
+    let run_id = store.list_runs(&RunFilter::default()).await.unwrap()[0].run_id;
+    damage(dir.path(), "UPDATE flow_runs SET lease_expires_at = 0 WHERE run_id = ?1", run_id);
+    store.claim(run_id, "another worker", Duration::from_secs(60)).await.unwrap();
+    release.notify_one();
+
+    let err = task.await.unwrap().unwrap_err();
+    assert!(matches!(err, FlowError::LeaseLost { run_id: id } if id == run_id), "{err:?}");
+    let text = err.to_string();
+    assert!(text.contains(&run_id.to_string()), "{text}");
+    assert!(text.contains("resume the run once its lease expires"), "says what to do: {text}");
 }

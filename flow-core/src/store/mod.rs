@@ -465,7 +465,10 @@ pub enum StoreError {
         current: u64,
     },
     /// A stored row cannot be read.
-    #[error("run {run_id}: stored {what} is corrupt ({detail}); the row was left as it is")]
+    #[error(
+        "run {run_id}: stored {what} is corrupt ({detail}); the row was left as it is and other runs are not \
+         affected: fork the run from an earlier checkpoint (`Runner::fork`), or repair the row by hand"
+    )]
     Corrupt {
         /// The run.
         run_id: Uuid,
@@ -528,7 +531,8 @@ pub enum StoreError {
     },
     /// Another process kept the database locked through every retry.
     #[error(
-        "the store is locked by another process ({0}) and stayed locked after several retries; retry later, or look for a stuck process holding the file"
+        "the store is locked by another process ({0}) and stayed locked after several retries; nothing was written: \
+         retry (resume the run) once the lock is released, and look for a stuck process holding the file"
     )]
     Busy(String),
     /// Any other database failure.
