@@ -346,6 +346,26 @@ async fn a_pause_request_that_does_not_decode_is_reported_for_its_run_alone() {
     }
 }
 
+/// A paused run with a damaged step row fails to resume with the damage named, every time:
+/// the failed attempt used to keep the lease it had taken, so the next attempt was told the
+/// run was locked by this very process.
+#[tokio::test]
+async fn a_damaged_step_row_fails_its_run_every_time_without_locking_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("runs.db")).await.unwrap());
+    let runner = Runner::new(Questions).with_shared_store(store.clone());
+    let run_id = runner.kickoff(Ask::default()).await.unwrap().run_id();
+    runner.resume_with(run_id, "a").await.unwrap();
+    damage(dir.path(), "UPDATE flow_steps SET status = 'melted' WHERE run_id = ?1 AND step_key = 'first#1'", run_id);
+    for attempt in 0..2 {
+        match runner.resume_with(run_id, "b").await.unwrap_err() {
+            FlowError::Store(e) => expect_corrupt(&e, run_id, "step `first#1` status"),
+            other => panic!("attempt {attempt}: {other:?}"),
+        }
+    }
+    assert_eq!(store.load_run(run_id).await.unwrap().lease_owner, None, "no lease left behind");
+}
+
 /// Runs a `faults_hold` run into its second step, then drops it there, as a process that
 /// died would, and lets its lease lapse.
 async fn left_running(store: &Arc<dyn Store>, dir: &Path) -> Uuid {

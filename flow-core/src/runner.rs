@@ -505,7 +505,8 @@ impl<F: Flow> Runner<F> {
         let (state, mut progress) = if claim.run.version == record.version {
             (state, progress)
         } else {
-            let (s, mut p) = self.decode(run_id, &claim.run.snapshot)?;
+            let decoded = self.decode(run_id, &claim.run.snapshot);
+            let (s, mut p) = released_on_error(store, &claim, decoded).await?;
             if claim.run.status == RunStatus::Failed && p.compensation.is_none() {
                 reopen(&mut p);
             }
@@ -520,7 +521,9 @@ impl<F: Flow> Runner<F> {
             release(store, &claim).await;
             return Err(moved_on(&claim.run, key));
         }
-        outputs_from_steps(store, run_id, &self.plan, &mut progress).await?;
+        // A step row that cannot be read fails this run alone, and leaves it claimable.
+        let outputs = outputs_from_steps(store, run_id, &self.plan, &mut progress).await;
+        released_on_error(store, &claim, outputs).await?;
         if claim.run.status == RunStatus::Completed {
             return Ok(RunOutcome::Completed(result_of(&self.plan, run_id, &progress, state, &self.shared(run_id))));
         }
@@ -658,6 +661,18 @@ async fn release(store: &Arc<dyn Store>, claim: &Claim) {
     if let Err(e) = store.commit(commit).await {
         tracing::warn!(run_id = %run.run_id, error = %e, "could not give back the lease of a run left as it was; it lapses on its own");
     }
+}
+
+/// Gives the lease back when what was read after the claim cannot be used.
+async fn released_on_error<T>(
+    store: &Arc<dyn Store>,
+    claim: &Claim,
+    result: Result<T, FlowError>,
+) -> Result<T, FlowError> {
+    if result.is_err() {
+        release(store, claim).await;
+    }
+    result
 }
 
 /// Makes a failed run's progress runnable again: the failure is cleared and every pending
