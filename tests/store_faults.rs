@@ -178,6 +178,22 @@ async fn an_answer_to_a_running_run_is_refused_and_the_run_goes_on() {
     }
 }
 
+/// The worker's way to answer goes through the same checks.
+#[tokio::test]
+async fn a_worker_refuses_an_answer_nobody_waits_for() {
+    for (name, store, _dir) in stores().await {
+        let runner = Runner::new(Questions).with_shared_store(store.clone());
+        let worker = Worker::new(store.clone()).register(Questions);
+        let run_id = runner.kickoff(Ask::default()).await.unwrap().run_id();
+        assert_eq!(worker.resume_with(run_id, "a".into()).await.unwrap(), RunStatus::Paused, "{name}");
+        assert_eq!(worker.resume_with(run_id, "b".into()).await.unwrap(), RunStatus::Completed, "{name}");
+        let before = status_and_version(&store, run_id).await;
+        let err = worker.resume_with(run_id, "c".into()).await.unwrap_err();
+        expect_not_waiting(err, run_id, RunStatus::Completed, "fork");
+        assert_eq!(status_and_version(&store, run_id).await, before, "{name}");
+    }
+}
+
 /// Runs `hook` once, at the first claim, before claiming: stands for another process acting
 /// on the run between a caller's read of it and its claim.
 struct BeforeClaim {

@@ -548,7 +548,17 @@ fn run_prefix(run_id: Option<Uuid>) -> String {
 impl StoreError {
     /// Names the run in an error about the store as a whole (a full disk, a lock, a vanished
     /// file), so the message says which run's write or read it stopped. Errors that name
-    /// their run already are returned as they are.
+    /// their run already are returned as they are. A store of your own calls it on the errors
+    /// of its run operations, as the SQLite store does.
+    ///
+    /// ```
+    /// use flow_core::store::StoreError;
+    /// use uuid::Uuid;
+    ///
+    /// let run_id = Uuid::now_v7();
+    /// let e = StoreError::DiskFull("/data/runs.db: database or disk is full".into()).for_run(run_id);
+    /// assert!(e.to_string().contains(&format!("run {run_id}")));
+    /// ```
     pub fn for_run(self, run_id: Uuid) -> Self {
         let named = |message: String| {
             if message.contains(&run_id.to_string()) { message } else { format!("run {run_id}: {message}") }
