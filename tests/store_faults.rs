@@ -522,11 +522,17 @@ async fn a_run_whose_store_vanishes(vanish: Vanish) {
     assert!(text.contains(&run_id.to_string()) && text.contains(&path.display().to_string()), "{text}");
     assert!(text.contains("resume the run"), "{text}");
 
-    // Every later write is refused too, whichever run it is for.
+    // Every later write is refused too, whichever run it is for, and so are reads: they would
+    // see another file than the one written, or none.
     match store.create_run(a_new_run()).await {
         Err(StoreError::Gone { .. }) => {}
         other => panic!("{vanish:?}: a write after the loss: expected Gone, got {other:?}"),
     }
+    match store.load_run(run_id).await {
+        Err(StoreError::Gone { run_id: Some(id), .. }) => assert_eq!(id, run_id),
+        other => panic!("{vanish:?}: a read after the loss: expected Gone, got {other:?}"),
+    }
+    assert!(matches!(store.list_runs(&RunFilter::default()).await, Err(StoreError::Gone { run_id: None, .. })));
 }
 
 /// A new run's row; its contents do not matter.

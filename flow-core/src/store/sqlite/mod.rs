@@ -391,6 +391,9 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(Db<'_>) -> Result<T, StoreError> + Send + 'static,
     {
+        // Once the file was found gone, what a read connection sees is not what this process
+        // wrote: a new connection opens whatever now has the path, or nothing.
+        self.inner.writer.found_gone()?;
         let permit = self.inner.readers.permits.acquire().await.map_err(|_| {
             StoreError::Backend(format!("{}: the store's read pool is closed", self.inner.path.display()))
         })?;

@@ -17,7 +17,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError, mpsc};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError, mpsc};
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
@@ -105,13 +105,16 @@ pub(super) struct WriterHandle {
     queue: mpsc::Sender<Box<dyn Job>>,
     shared: Arc<Shared>,
     path: PathBuf,
+    /// What happened to the store's file, once a commit found it gone.
+    gone: Arc<OnceLock<String>>,
 }
 
 impl WriterHandle {
     /// Starts the writer thread on `conn`.
     pub(super) fn start(conn: Connection, path: PathBuf) -> Result<Self, StoreError> {
         let (queue, requests) = mpsc::channel::<Box<dyn Job>>();
-        let watch = FileWatch::new(&path);
+        let gone = Arc::new(OnceLock::new());
+        let watch = FileWatch::new(&path, Arc::clone(&gone));
         let shared = Arc::new(Shared {
             writer: Mutex::new(Writer { conn, path: path.clone(), watch }),
             queued: AtomicUsize::new(0),
@@ -123,7 +126,13 @@ impl WriterHandle {
             .map_err(|e| {
                 StoreError::Backend(format!("{}: cannot start the SQLite writer thread: {e}", path.display()))
             })?;
-        Ok(WriterHandle { queue, shared, path })
+        Ok(WriterHandle { queue, shared, path, gone })
+    }
+
+    /// [`StoreError::Gone`] once a commit found the store's file deleted or replaced: what the
+    /// read connections would read is then not the store this process wrote to.
+    pub(super) fn found_gone(&self) -> Result<(), StoreError> {
+        found_gone(&self.gone, &self.path)
     }
 
     /// Commits `work` and waits until it is committed (or failed).
@@ -228,36 +237,46 @@ struct FileWatch {
     /// while this connection is open: SQLite deletes it only when the last connection closes.
     wal: Option<FileId>,
     wal_path: PathBuf,
-    /// Set for good once a file was found gone: every later write is refused.
-    gone: Option<String>,
+    /// Set for good once a file was found gone (what happened to it): every later write is
+    /// refused, and reads too ([`WriterHandle::found_gone`]).
+    gone: Arc<OnceLock<String>>,
 }
 
 impl FileWatch {
-    fn new(path: &Path) -> Self {
+    fn new(path: &Path, gone: Arc<OnceLock<String>>) -> Self {
         let db = FileId::of(path)
             .inspect_err(|e| tracing::debug!(path = %path.display(), error = %e, "cannot identify the store file"))
             .ok();
         let mut wal_path = path.as_os_str().to_owned();
         wal_path.push("-wal");
-        FileWatch { db, wal: None, wal_path: PathBuf::from(wal_path), gone: None }
+        FileWatch { db, wal: None, wal_path: PathBuf::from(wal_path), gone }
     }
 
     /// Whether the files are still the ones this connection writes, after a commit.
     fn check(&mut self, path: &Path) -> Result<(), StoreError> {
-        if self.gone.is_none() {
-            self.gone = self.what_happened(path);
+        if self.gone.get().is_none()
+            && let Some(what) = self.what_happened(path)
+        {
+            let _ = self.gone.set(what);
         }
         self.found_gone(path)
     }
 
     /// Whether a file was found gone before (no system call).
     fn found_gone(&self, path: &Path) -> Result<(), StoreError> {
-        match &self.gone {
-            None => Ok(()),
-            Some(what) => Err(StoreError::Gone { run_id: None, path: path.display().to_string(), what: what.clone() }),
-        }
+        found_gone(&self.gone, path)
     }
+}
 
+/// [`StoreError::Gone`] if a commit found the store's file gone.
+fn found_gone(gone: &OnceLock<String>, path: &Path) -> Result<(), StoreError> {
+    match gone.get() {
+        None => Ok(()),
+        Some(what) => Err(StoreError::Gone { run_id: None, path: path.display().to_string(), what: what.clone() }),
+    }
+}
+
+impl FileWatch {
     fn what_happened(&mut self, path: &Path) -> Option<String> {
         let expected = self.db?;
         match FileId::of(path) {
