@@ -398,6 +398,21 @@ async fn left_running(store: &Arc<dyn Store>, dir: &Path) -> Uuid {
     run_id
 }
 
+/// A run a dead process left running has asked nothing either: the answer is refused, with
+/// the advice to resume it first.
+#[tokio::test]
+async fn an_answer_to_an_interrupted_run_is_refused_with_advice_to_resume_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("runs.db")).await.unwrap());
+    let run_id = left_running(&store, dir.path()).await;
+    let before = status_and_version(&store, run_id).await;
+    let runner = Runner::new(Hold { gate: None }).with_shared_store(store.clone());
+    let err = runner.resume_with(run_id, "x").await.unwrap_err();
+    expect_not_waiting(err, run_id, RunStatus::Running, "interrupted");
+    assert_eq!(status_and_version(&store, run_id).await, before, "not claimed");
+    assert_eq!(runner.resume(run_id).await.unwrap().status(), RunStatus::Completed);
+}
+
 /// Recovery used to stop at the listing when one stuck run's row was damaged, leaving every
 /// other stuck run where it was.
 #[tokio::test]
