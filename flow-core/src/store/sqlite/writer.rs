@@ -257,6 +257,7 @@ impl FileWatch {
         if self.gone.get().is_none()
             && let Some(what) = self.what_happened(path)
         {
+            tracing::error!(path = %path.display(), "the store file {what} while open; refusing every write and read from now on");
             let _ = self.gone.set(what);
         }
         self.found_gone(path)
@@ -266,17 +267,7 @@ impl FileWatch {
     fn found_gone(&self, path: &Path) -> Result<(), StoreError> {
         found_gone(&self.gone, path)
     }
-}
 
-/// [`StoreError::Gone`] if a commit found the store's file gone.
-fn found_gone(gone: &OnceLock<String>, path: &Path) -> Result<(), StoreError> {
-    match gone.get() {
-        None => Ok(()),
-        Some(what) => Err(StoreError::Gone { run_id: None, path: path.display().to_string(), what: what.clone() }),
-    }
-}
-
-impl FileWatch {
     fn what_happened(&mut self, path: &Path) -> Option<String> {
         let expected = self.db?;
         match FileId::of(path) {
@@ -308,6 +299,14 @@ impl FileWatch {
             (Err(_), _) => {}
         }
         None
+    }
+}
+
+/// [`StoreError::Gone`] if a commit found the store's file gone.
+fn found_gone(gone: &OnceLock<String>, path: &Path) -> Result<(), StoreError> {
+    match gone.get() {
+        None => Ok(()),
+        Some(what) => Err(StoreError::Gone { run_id: None, path: path.display().to_string(), what: what.clone() }),
     }
 }
 
@@ -391,9 +390,6 @@ impl Writer {
                     Err(map(&e, &self.path))
                 }
             };
-            if let Err(e) = &committed {
-                tracing::error!(path = %self.path.display(), error = %e, "commit failed");
-            }
             for (job, refusal) in done {
                 match (refusal, &committed) {
                     (Some(refusal), _) => job.answer(Some(refusal)),
