@@ -332,6 +332,19 @@ async fn one_damaged_row_does_not_stop_listing_the_others() {
     assert_eq!(next.paused().unwrap().request.prompt, "second?");
 }
 
+/// `run_summary` is what a listing says of the run, on every store.
+#[tokio::test]
+async fn a_run_summary_matches_its_listing() {
+    for (name, store, _dir) in stores().await {
+        let runner = Runner::new(Questions).with_shared_store(store.clone());
+        let run_id = runner.kickoff(Ask::default()).await.unwrap().run_id();
+        let listed = store.list_runs(&RunFilter::default()).await.unwrap();
+        assert_eq!(store.run_summary(run_id).await.unwrap(), listed[0], "{name}");
+        let unknown = Uuid::now_v7();
+        assert!(matches!(store.run_summary(unknown).await, Err(StoreError::NotFound(id)) if id == unknown), "{name}");
+    }
+}
+
 /// On any store: a paused run whose stored request is not a request is reported, not fatal.
 #[tokio::test]
 async fn a_pause_request_that_does_not_decode_is_reported_for_its_run_alone() {
