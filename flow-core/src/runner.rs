@@ -229,10 +229,11 @@ impl<F: Flow> Runner<F> {
     /// waits at another step, or has ended), it is refused with [`FlowError::NotWaiting`],
     /// which says the run's status and what to do, and the run is left as it was.
     pub async fn resume_with(&self, run_id: Uuid, input: impl Serialize) -> Result<RunOutcome<F::State>, FlowError> {
-        let value = serde_json::to_value(input).map_err(|e| FlowError::Serialize {
+        // Checked like everything a run stores: a NaN would otherwise reach the step as `null`.
+        let value = crate::faithful::to_value(&input).map_err(|refused| FlowError::InvalidInput {
             run_id,
-            what: "the input".into(),
-            message: e.to_string(),
+            expected: "an answer JSON can hold".into(),
+            message: refused.into_step_error("the answer").message().to_string(),
         })?;
         self.continue_run(run_id, Some(value)).await
     }

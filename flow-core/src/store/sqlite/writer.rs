@@ -527,13 +527,24 @@ mod tests {
             }
             Ok(())
         });
-        // Queue the gate job and let the writer take it before the test queues more.
+        // Queue the gate job (the first poll sends it) and wait for the writer to take it, so
+        // the jobs the test queues next wait behind it and land in one batch.
         tokio::select! {
             biased;
             _ = blocked => return Err("the gate job finished before it was opened".into()),
-            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            () = until_queued(&writer, 0) => {}
         }
         Ok((dir, writer, open))
+    }
+
+    /// Waits until exactly `n` requests wait in the writer's queue: how the tests order the
+    /// requests they queue, rather than by sleeping and hoping.
+    async fn until_queued(writer: &WriterHandle, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while writer.shared.queued.load(Ordering::SeqCst) != n {
+            assert!(Instant::now() < deadline, "the writer's queue never held {n} requests");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 
     fn writing_thread(_: Db<'_>) -> Result<Option<String>, StoreError> {
@@ -685,14 +696,14 @@ mod tests {
             tokio::spawn(async move { writer.write(f).await })
         };
         let first = queue(|db| insert(db, "a"));
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        until_queued(&writer, 1).await;
         let failing = queue(|db| {
             insert(db, "partial")?;
             Err(StoreError::Backend("refused after writing".into()))
         });
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        until_queued(&writer, 2).await;
         let last = queue(|db| insert(db, "c"));
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        until_queued(&writer, 3).await;
         open.send(())?;
 
         first.await??;
@@ -728,15 +739,15 @@ mod tests {
             tokio::spawn(async move { writer.write(f).await })
         };
         let first = queue(|db| insert(db, "a"));
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        until_queued(&writer, 1).await;
         // As SQLite does on a full disk or an I/O error: the whole transaction is gone.
         let culprit = queue(|db| {
             db.conn.execute_batch("ROLLBACK").map_err(|e| map(&e, db.path))?;
             Err(StoreError::DiskFull("simulated".into()))
         });
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        until_queued(&writer, 2).await;
         let last = queue(|db| insert(db, "c"));
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        until_queued(&writer, 3).await;
         open.send(())?;
 
         first.await??;
