@@ -10,15 +10,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use flow_core::prelude::*;
-use flow_core::store::{
-    CheckpointInfo, Claim, Commit, JournalEntry, NewRun, RunFilter, RunRecord, RunSummary, Snapshot, SqliteStore,
-    StepRecord, StepStatus, Store, StoreError,
-};
+use flow_core::store::{RunFilter, SqliteStore, StepStatus, Store, StoreError};
 use flow_core::{RunStatus, Worker};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use flow_tests::{Gate, now_ms, resume_when_free, until, until_lease_lapses};
+use flow_tests::{Gate, Intercept, now_ms, resume_when_free, until, until_lease_lapses};
 
 async fn store_at(dir: &Path) -> SqliteStore {
     SqliteStore::open(dir.join("runs.db")).await.unwrap()
@@ -131,59 +128,21 @@ async fn a_run_resumes_in_another_runner_found_by_its_flow_name() {
     assert!(matches!(unknown.resume(Uuid::now_v7()).await.unwrap_err(), FlowError::RunNotFound(_)));
 }
 
-/// A store that refuses every commit that would put a run at rest while `refuse` is set, as a
-/// disk that fails at that moment would.
-struct RefusesFinalCommit {
-    inner: SqliteStore,
-    refuse: std::sync::atomic::AtomicBool,
-}
-
-#[flow_core::store::async_trait]
-impl Store for RefusesFinalCommit {
-    async fn create_run(&self, run: NewRun) -> Result<u64, StoreError> {
-        self.inner.create_run(run).await
-    }
-    async fn claim(&self, run_id: Uuid, owner: &str, lease: Duration) -> Result<Claim, StoreError> {
-        self.inner.claim(run_id, owner, lease).await
-    }
-    async fn renew(&self, run_id: Uuid, epoch: u64, lease: Duration) -> Result<(), StoreError> {
-        self.inner.renew(run_id, epoch, lease).await
-    }
-    async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
-        if commit.status.is_at_rest() && self.refuse.load(Ordering::SeqCst) {
-            return Err(StoreError::Busy("the disk went away".into()));
-        }
-        self.inner.commit(commit).await
-    }
-    async fn load_run(&self, run_id: Uuid) -> Result<RunRecord, StoreError> {
-        self.inner.load_run(run_id).await
-    }
-    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, StoreError> {
-        self.inner.list_runs(filter).await
-    }
-    async fn steps(&self, run_id: Uuid) -> Result<Vec<StepRecord>, StoreError> {
-        self.inner.steps(run_id).await
-    }
-    async fn checkpoints(&self, run_id: Uuid) -> Result<Vec<CheckpointInfo>, StoreError> {
-        self.inner.checkpoints(run_id).await
-    }
-    async fn load_checkpoint(&self, run_id: Uuid, seq: u64) -> Result<Snapshot, StoreError> {
-        self.inner.load_checkpoint(run_id, seq).await
-    }
-    async fn journal_get(&self, run_id: Uuid, step_key: &str, seq: u32) -> Result<Option<JournalEntry>, StoreError> {
-        self.inner.journal_get(run_id, step_key, seq).await
-    }
-    async fn journal_put(&self, entry: JournalEntry) -> Result<JournalEntry, StoreError> {
-        self.inner.journal_put(entry).await
-    }
-}
-
 #[tokio::test]
 async fn a_final_commit_that_fails_leaves_the_last_step_to_run_again() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(RefusesFinalCommit {
-        inner: store_at(dir.path()).await,
-        refuse: std::sync::atomic::AtomicBool::new(true),
+    // Refuses every commit that would put a run at rest while `refuse` is set, as a disk that
+    // fails at that moment would.
+    let refuse = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let store = Arc::new(Intercept {
+        refuse_commit: Box::new({
+            let refuse = refuse.clone();
+            move |commit| {
+                (commit.status.is_at_rest() && refuse.load(Ordering::SeqCst))
+                    .then(|| StoreError::Busy("the disk went away".into()))
+            }
+        }),
+        ..Intercept::new(Arc::new(store_at(dir.path()).await))
     });
     let flow = Fulfil::new(0);
     let runs = Arc::clone(&flow.runs);
@@ -199,9 +158,9 @@ async fn a_final_commit_that_fails_leaves_the_last_step_to_run_again() {
     let steps = runner.steps(run_id).await.unwrap();
     assert_eq!(steps.last().map(|s| (s.step_key.as_str(), s.status)), Some(("notify#1", StepStatus::Ready)));
 
-    store.refuse.store(false, Ordering::SeqCst);
+    refuse.store(false, Ordering::SeqCst);
     // The failed execution could not write the run's release either: its lease has to expire.
-    let done = resume_when_free(&runner, &store.inner, run_id).await.unwrap().completed().unwrap();
+    let done = resume_when_free(&runner, &*store.inner, run_id).await.unwrap().completed().unwrap();
     assert_eq!(done.state.steps, ["reserve", "ship", "notify"]);
     let counts: Vec<u32> = runs.iter().map(|r| r.load(Ordering::SeqCst)).collect();
     assert_eq!(counts, [1, 1, 2], "only the unrecorded step runs again");

@@ -6,16 +6,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use flow_core::prelude::*;
-use flow_core::store::{
-    CheckpointInfo, Claim, Commit, JournalEntry, MemoryStore, NewRun, RunFilter, RunRecord, RunSummary, Snapshot,
-    SqliteStore, StepRecord, Store, StoreError,
-};
+use flow_core::store::{Commit, MemoryStore, NewRun, RunFilter, Snapshot, SqliteStore, Store, StoreError};
 use flow_core::{RunStatus, Worker};
-use futures::future::BoxFuture;
+use flow_tests::Intercept;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -194,54 +191,6 @@ async fn a_worker_refuses_an_answer_nobody_waits_for() {
     }
 }
 
-/// Runs `hook` once, at the first claim, before claiming: stands for another process acting
-/// on the run between a caller's read of it and its claim.
-struct BeforeClaim {
-    inner: Arc<dyn Store>,
-    hook: Mutex<Option<BoxFuture<'static, ()>>>,
-}
-
-#[flow_core::store::async_trait]
-impl Store for BeforeClaim {
-    async fn create_run(&self, run: NewRun) -> Result<u64, StoreError> {
-        self.inner.create_run(run).await
-    }
-    async fn claim(&self, run_id: Uuid, owner: &str, lease: Duration) -> Result<Claim, StoreError> {
-        let hook = self.hook.lock().unwrap().take();
-        if let Some(hook) = hook {
-            hook.await;
-        }
-        self.inner.claim(run_id, owner, lease).await
-    }
-    async fn renew(&self, run_id: Uuid, epoch: u64, lease: Duration) -> Result<(), StoreError> {
-        self.inner.renew(run_id, epoch, lease).await
-    }
-    async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
-        self.inner.commit(commit).await
-    }
-    async fn load_run(&self, run_id: Uuid) -> Result<RunRecord, StoreError> {
-        self.inner.load_run(run_id).await
-    }
-    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, StoreError> {
-        self.inner.list_runs(filter).await
-    }
-    async fn steps(&self, run_id: Uuid) -> Result<Vec<StepRecord>, StoreError> {
-        self.inner.steps(run_id).await
-    }
-    async fn checkpoints(&self, run_id: Uuid) -> Result<Vec<CheckpointInfo>, StoreError> {
-        self.inner.checkpoints(run_id).await
-    }
-    async fn load_checkpoint(&self, run_id: Uuid, seq: u64) -> Result<Snapshot, StoreError> {
-        self.inner.load_checkpoint(run_id, seq).await
-    }
-    async fn journal_get(&self, run_id: Uuid, step_key: &str, seq: u32) -> Result<Option<JournalEntry>, StoreError> {
-        self.inner.journal_get(run_id, step_key, seq).await
-    }
-    async fn journal_put(&self, entry: JournalEntry) -> Result<JournalEntry, StoreError> {
-        self.inner.journal_put(entry).await
-    }
-}
-
 /// Two people answer the first question at once. The second answer used to be handed to a
 /// step that no longer waited for it and vanish, with `resume_with` reporting a pause.
 #[tokio::test]
@@ -249,16 +198,15 @@ async fn an_answer_whose_question_was_answered_meanwhile_is_refused_not_dropped(
     for (name, store, _dir) in stores().await {
         let runner = Runner::new(Questions).with_shared_store(store.clone());
         let run_id = runner.kickoff(Ask::default()).await.unwrap().run_id();
-        let racing = BeforeClaim {
-            inner: store.clone(),
-            hook: Mutex::new(Some(Box::pin({
-                let runner = runner.clone();
-                async move {
-                    let next = runner.resume_with(run_id, "first answer").await.unwrap();
-                    assert_eq!(next.paused().unwrap().request.prompt, "second?");
-                }
-            }))),
-        };
+        // Another process answers the first question between this caller's read and its claim.
+        let racing = Intercept::new(store.clone());
+        *racing.before_claim.lock().unwrap() = Some(Box::pin({
+            let runner = runner.clone();
+            async move {
+                let next = runner.resume_with(run_id, "first answer").await.unwrap();
+                assert_eq!(next.paused().unwrap().request.prompt, "second?");
+            }
+        }));
         let late = Runner::new(Questions).with_store(racing);
         let err = late.resume_with(run_id, "second answer to the first question").await.unwrap_err();
         expect_not_waiting(err, run_id, RunStatus::Paused, "second#");

@@ -7,7 +7,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flow_core::store::Store;
+use flow_core::store::{
+    CheckpointInfo, Claim, Commit, JournalEntry, Listing, NewRun, RunFilter, RunRecord, RunSummary, Snapshot,
+    StepRecord, Store, StoreError,
+};
 use flow_core::{Flow, FlowError, RunOutcome, Runner};
 use tokio::sync::Semaphore;
 use uuid::Uuid;
@@ -107,5 +110,78 @@ pub async fn resume_when_free<F: Flow>(
             Err(FlowError::RunLocked { .. }) if Instant::now() < deadline => {}
             other => return other,
         }
+    }
+}
+
+/// Says whether to refuse a commit, and with what.
+pub type RefuseCommit = Box<dyn Fn(&Commit) -> Option<StoreError> + Send + Sync>;
+
+/// A store that passes everything on to `inner`, with two ways to stand for the world acting
+/// at a precise point: `before_claim` runs once, at the first claim, before claiming (another
+/// process acting on the run between a caller's read of it and its claim), and
+/// `refuse_commit` may refuse a commit (a disk that fails at that moment).
+pub struct Intercept {
+    /// The store underneath.
+    pub inner: Arc<dyn Store>,
+    /// Run once, at the first claim, before it.
+    pub before_claim: std::sync::Mutex<Option<futures::future::BoxFuture<'static, ()>>>,
+    /// Asked before each commit; an error refuses the commit.
+    pub refuse_commit: RefuseCommit,
+}
+
+impl Intercept {
+    /// Passes everything on, until told otherwise.
+    pub fn new(inner: Arc<dyn Store>) -> Self {
+        Intercept { inner, before_claim: std::sync::Mutex::new(None), refuse_commit: Box::new(|_| None) }
+    }
+}
+
+#[flow_core::store::async_trait]
+impl Store for Intercept {
+    async fn create_run(&self, run: NewRun) -> Result<u64, StoreError> {
+        self.inner.create_run(run).await
+    }
+    async fn claim(&self, run_id: Uuid, owner: &str, lease: Duration) -> Result<Claim, StoreError> {
+        let hook = self.before_claim.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(hook) = hook {
+            hook.await;
+        }
+        self.inner.claim(run_id, owner, lease).await
+    }
+    async fn renew(&self, run_id: Uuid, epoch: u64, lease: Duration) -> Result<(), StoreError> {
+        self.inner.renew(run_id, epoch, lease).await
+    }
+    async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
+        if let Some(refused) = (self.refuse_commit)(&commit) {
+            return Err(refused);
+        }
+        self.inner.commit(commit).await
+    }
+    async fn load_run(&self, run_id: Uuid) -> Result<RunRecord, StoreError> {
+        self.inner.load_run(run_id).await
+    }
+    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, StoreError> {
+        self.inner.list_runs(filter).await
+    }
+    async fn list_runs_checked(&self, filter: &RunFilter) -> Result<Listing<RunSummary>, StoreError> {
+        self.inner.list_runs_checked(filter).await
+    }
+    async fn run_summary(&self, run_id: Uuid) -> Result<RunSummary, StoreError> {
+        self.inner.run_summary(run_id).await
+    }
+    async fn steps(&self, run_id: Uuid) -> Result<Vec<StepRecord>, StoreError> {
+        self.inner.steps(run_id).await
+    }
+    async fn checkpoints(&self, run_id: Uuid) -> Result<Vec<CheckpointInfo>, StoreError> {
+        self.inner.checkpoints(run_id).await
+    }
+    async fn load_checkpoint(&self, run_id: Uuid, seq: u64) -> Result<Snapshot, StoreError> {
+        self.inner.load_checkpoint(run_id, seq).await
+    }
+    async fn journal_get(&self, run_id: Uuid, step_key: &str, seq: u32) -> Result<Option<JournalEntry>, StoreError> {
+        self.inner.journal_get(run_id, step_key, seq).await
+    }
+    async fn journal_put(&self, entry: JournalEntry) -> Result<JournalEntry, StoreError> {
+        self.inner.journal_put(entry).await
     }
 }
