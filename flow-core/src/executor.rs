@@ -904,6 +904,66 @@ impl<F: Flow> Execution<F> {
 }
 
 /// A future polled beside the run's own on the same task, for as long as it runs.
+impl<F: Flow> Execution<F> {
+    /// Records that the state a step left cannot be stored, and returns the error to end the run
+    /// with.
+    ///
+    /// The step's changes are already applied in memory (undoing them would need a copy of the
+    /// state at every step), so this execution ends here, and the store goes back to the last
+    /// checkpoint it holds: the one before this step, because this execution holds the lease
+    /// and committed every completion before this one. That checkpoint is written again as the
+    /// run's latest with the run failed and the step's row saying why; resuming the run after
+    /// the flow is fixed runs the step again (and whatever else was running, as after a crash).
+    pub(crate) async fn refuse_unfaithful(
+        &mut self,
+        error: FlowError,
+        steps: Vec<StepRecord>,
+        step_key: Option<String>,
+    ) -> FlowError {
+        let FlowError::Unfaithful { run_id, path, value, .. } = error else { return error };
+        let what = match &step_key {
+            Some(key) => format!("the state after step `{key}`"),
+            None => format!("the state `{}`", self.plan.graph.state_type),
+        };
+        let method = steps.first().map(|s| s.method.clone());
+        let Some(d) = &self.durability else {
+            return FlowError::Unfaithful { run_id, method, what, path, value, run_stored: false };
+        };
+        let error = FlowError::Unfaithful { run_id, method, what, path, value, run_stored: true };
+        let text = error.to_string();
+        let last_good = match d.store.load_run(run_id).await {
+            Ok(record) => record.snapshot,
+            Err(e) => {
+                tracing::error!(%run_id, error = %e, "reading the last good checkpoint failed; the run stays running until its lease expires");
+                return error;
+            }
+        };
+        let steps = steps
+            .into_iter()
+            .map(|s| StepRecord { status: StepStatus::Failed, output: None, error: Some(text.clone()), ..s })
+            .collect();
+        let commit = Commit {
+            run_id,
+            epoch: d.epoch,
+            status: RunStatus::Failed,
+            snapshot: last_good,
+            steps,
+            step_key,
+            output: None,
+            error: Some(text),
+            pause: None,
+        };
+        match d.store.commit(commit).await {
+            Ok(()) => error,
+            Err(StoreError::Fenced { .. }) => FlowError::LeaseLost { run_id },
+            Err(e) => {
+                tracing::error!(%run_id, error = %e, "recording the refused step failed; the run stays running until its lease expires");
+                error
+            }
+        }
+    }
+}
+
 /// The state a snapshot holds; a mismatch names the field that does not fit.
 pub(crate) fn decode_state<S: serde::de::DeserializeOwned>(
     run_id: Uuid,
