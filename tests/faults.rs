@@ -56,7 +56,9 @@ fn a_step_that_blocks_its_thread_keeps_the_run_leased() {
     let attempts = Arc::new(AtomicU32::new(0));
     let (entered_tx, entered) = mpsc::channel();
     let (release, release_rx) = mpsc::channel();
-    let lease = Duration::from_millis(600);
+    // Generous, so that a keeper thread that a loaded machine schedules late still renews in
+    // time; without the keeper no renewal happens at all and the lease lapses whatever its length.
+    let lease = Duration::from_secs(2);
     let flow =
         Blocking { attempts: attempts.clone(), entered: Mutex::new(entered_tx), release: Mutex::new(release_rx) };
     let worker = std::thread::spawn(move || {
@@ -72,8 +74,11 @@ fn a_step_that_blocks_its_thread_keeps_the_run_leased() {
     rt.block_on(async {
         let store = store_at(dir.path()).await;
         let run_id = store.list_runs(&Default::default()).await.unwrap()[0].run_id;
-        // Long enough for several leases to lapse had nobody renewed them.
-        std::thread::sleep(lease * 4);
+        // Long enough for the lease to lapse twice over had nobody renewed it.
+        let first = store.load_run(run_id).await.unwrap().lease_expires_at_ms.unwrap();
+        std::thread::sleep(lease * 5 / 2);
+        let now = store.load_run(run_id).await.unwrap().lease_expires_at_ms.unwrap();
+        assert!(now > first, "the lease was renewed while the step blocked its thread");
         let other = Runner::new(Blocking {
             attempts: attempts.clone(),
             entered: Mutex::new(mpsc::channel().0),
