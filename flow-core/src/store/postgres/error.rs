@@ -40,15 +40,22 @@ impl Pg {
     /// A failure while opening the store (connecting, migrating).
     pub(super) fn open(&self, e: &tokio_postgres::Error) -> StoreError {
         match self.map(e, None) {
-            StoreError::Backend(message) => StoreError::Open { path: self.shown.clone(), message },
+            StoreError::Backend(message) => self.opening(message),
             other => other,
         }
+    }
+
+    /// The error's message says where already; `Open` says it once.
+    fn opening(&self, message: String) -> StoreError {
+        let prefix = format!("{}: ", self.shown);
+        let message = message.strip_prefix(&prefix).map(str::to_string).unwrap_or(message);
+        StoreError::Open { path: self.shown.clone(), message }
     }
 
     /// A failure of the pool to hand out a connection while opening the store.
     pub(super) fn open_pool(&self, e: PoolError) -> StoreError {
         match self.pool(e, None) {
-            StoreError::Backend(message) => StoreError::Open { path: self.shown.clone(), message },
+            StoreError::Backend(message) => self.opening(message),
             other => other,
         }
     }
