@@ -138,7 +138,9 @@ pub async fn database(test: &str) -> Option<TestDb> {
         }
     };
     let schema = format!("flows_test_{}", uuid::Uuid::new_v4().simple());
-    let admin = admin(&url).await.unwrap_or_else(|e| panic!("{test}: cannot connect to {url}: {e}"));
+    let admin = admin(&url).await.unwrap_or_else(|e| {
+        panic!("{test}: cannot connect to {url}: {e}; set DATABASE_URL to a server and database this user may use")
+    });
     admin
         .batch_execute(&format!("CREATE SCHEMA {schema}"))
         .await

@@ -39,6 +39,17 @@ impl Pg {
 
     /// A failure while opening the store (connecting, migrating).
     pub(super) fn open(&self, e: &tokio_postgres::Error) -> StoreError {
+        if e.as_db_error().is_none() {
+            return StoreError::Open {
+                path: self.shown.clone(),
+                message: format!(
+                    "cannot reach PostgreSQL at {} ({}); check that the server is running there and accepts TCP \
+                     connections, and that the URL's host and port are right",
+                    self.shown,
+                    chain(e)
+                ),
+            };
+        }
         match self.map(e, None) {
             StoreError::Backend(message) => self.opening(message),
             other => other,
@@ -54,6 +65,9 @@ impl Pg {
 
     /// A failure of the pool to hand out a connection while opening the store.
     pub(super) fn open_pool(&self, e: PoolError) -> StoreError {
+        if let PoolError::Backend(e) = &e {
+            return self.open(e);
+        }
         match self.pool(e, None) {
             StoreError::Backend(message) => self.opening(message),
             other => other,
@@ -86,10 +100,11 @@ impl Pg {
         let Some(db) = e.as_db_error() else {
             if e.is_closed() || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>()) {
                 return StoreError::Backend(format!(
-                    "{run_prefix}cannot reach PostgreSQL at {at} or lost the connection ({e}); a write in flight \
+                    "{run_prefix}cannot reach PostgreSQL at {at} or lost the connection ({}); a write in flight \
                      may or may not have been applied: this is transient, retry (resume the run) once the server \
                      answers: the pool opens a new connection, and the lease epoch makes a retried write safe. \
-                     If it persists, check that the server is running and accepts TCP connections there"
+                     If it persists, check that the server is running and accepts TCP connections there",
+                    chain(e)
                 ));
             }
             return StoreError::Backend(format!("{run_prefix}PostgreSQL at {at}: {e}"));
@@ -129,6 +144,18 @@ impl Pg {
             StoreError::Backend(format!("{run_prefix}{detail}"))
         }
     }
+}
+
+/// The error and its causes (`error connecting to server: Connection refused`).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    out
 }
 
 fn prefix(run: Option<Uuid>) -> String {

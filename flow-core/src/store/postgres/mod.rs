@@ -60,9 +60,13 @@ const DEFAULT_MAX_CONNECTIONS: usize = 16;
 ///   [`PgStore::from_pool`] takes a [`deadpool_postgres::Pool`] the application already owns
 ///   (re-exported here with [`tokio_postgres`], so the versions match). The tables go in the
 ///   first schema of the connections' `search_path`.
-/// - **Restarts**: a connection the server dropped is discarded by the pool and the next call
-///   opens a new one; the call that met the drop fails with a transient
-///   [`StoreError::Backend`] that says to retry, which the lease epoch makes safe.
+/// - **Restarts**: a call that meets a connection the server dropped (a restart, a failover)
+///   fails with a transient [`StoreError::Backend`] that says to retry, which the lease epoch
+///   makes safe, and its connection is discarded, so the next call gets a new one from the
+///   pool (at most one failed call per pooled connection, none for connections the pool
+///   already saw closed).
+/// - **Poolers**: statements are prepared once per connection, so behind PgBouncer use session
+///   pooling, or transaction pooling with PgBouncer 1.21 or later and `max_prepared_statements`.
 ///
 /// Cloning is cheap and shares the pool.
 ///
@@ -263,17 +267,41 @@ impl PgStore {
     }
 }
 
+/// Gives a connection back to the pool, unless the call on it failed in the database or the
+/// network: such a connection may be one the server dropped (a restart) before the pool noticed,
+/// and handing it out again would fail the next call too.
+fn settle<T>(client: deadpool_postgres::Object, result: &Result<T, StoreError>) {
+    if matches!(result, Err(StoreError::Backend(_) | StoreError::Busy(_))) {
+        drop(deadpool_postgres::Object::take(client));
+    }
+}
+
 /// Runs `work` in a transaction on a pooled connection, committing when it succeeds; a failure
 /// drops the transaction, which rolls it back.
 macro_rules! in_transaction {
     ($store:expr, $run:expr, |$tx:ident| $work:expr) => {{
         let run: Uuid = $run;
-        let fail = |e: tokio_postgres::Error| $store.pg.map(&e, Some(run));
         let mut client = $store.client(Some(run)).await?;
-        let $tx = client.transaction().await.map_err(fail)?;
-        let out = $work.await?;
-        $tx.commit().await.map_err(fail)?;
-        Ok::<_, StoreError>(out)
+        let result = async {
+            let fail = |e: tokio_postgres::Error| $store.pg.map(&e, Some(run));
+            let $tx = client.transaction().await.map_err(fail)?;
+            let out = $work.await?;
+            $tx.commit().await.map_err(fail)?;
+            Ok::<_, StoreError>(out)
+        }
+        .await;
+        settle(client, &result);
+        result
+    }};
+}
+
+/// Runs `read` on a pooled connection.
+macro_rules! on_connection {
+    ($store:expr, $run:expr, |$client:ident| $read:expr) => {{
+        let $client = $store.client($run).await?;
+        let result = $read.await;
+        settle($client, &result);
+        result
     }};
 }
 
@@ -292,8 +320,7 @@ impl Store for PgStore {
     }
 
     async fn renew(&self, run_id: Uuid, epoch: u64, lease: Duration) -> Result<(), StoreError> {
-        let client = self.client(Some(run_id)).await?;
-        queries::renew(&client, &self.pg, run_id, epoch, lease).await
+        on_connection!(self, Some(run_id), |client| queries::renew(&client, &self.pg, run_id, epoch, lease))
     }
 
     async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
@@ -301,12 +328,17 @@ impl Store for PgStore {
         let keep = self.keep_checkpoints;
         let fail = |e: tokio_postgres::Error| self.pg.map(&e, Some(run_id));
         let mut client = self.client(Some(run_id)).await?;
-        let tx = client.transaction().await.map_err(fail)?;
-        let Some(_) = queries::commit(&tx, &self.pg, &commit, keep).await? else {
-            drop(tx);
-            return Err(queries::fenced_or_missing(&client, &self.pg, run_id, commit.epoch).await);
-        };
-        tx.commit().await.map_err(fail)?;
+        let result = async {
+            let tx = client.transaction().await.map_err(fail)?;
+            let Some(_) = queries::commit(&tx, &self.pg, &commit, keep).await? else {
+                drop(tx);
+                return Err(queries::fenced_or_missing(&client, &self.pg, run_id, commit.epoch).await);
+            };
+            tx.commit().await.map_err(fail)
+        }
+        .await;
+        settle(client, &result);
+        result?;
         if commit.status.is_at_rest() {
             let mut held = self.held();
             if held.get(&run_id) == Some(&commit.epoch) {
@@ -317,28 +349,27 @@ impl Store for PgStore {
     }
 
     async fn load_run(&self, run_id: Uuid) -> Result<RunRecord, StoreError> {
-        queries::load_run(&self.client(Some(run_id)).await?, &self.pg, run_id).await
+        on_connection!(self, Some(run_id), |client| queries::load_run(&client, &self.pg, run_id))
     }
 
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, StoreError> {
-        let client = self.pool.get().await.map_err(|e| self.pg.pool(e, None))?;
-        queries::list_runs(&client, &self.pg, filter).await
+        on_connection!(self, None, |client| queries::list_runs(&client, &self.pg, filter))
     }
 
     async fn steps(&self, run_id: Uuid) -> Result<Vec<StepRecord>, StoreError> {
-        queries::steps(&self.client(Some(run_id)).await?, &self.pg, run_id).await
+        on_connection!(self, Some(run_id), |client| queries::steps(&client, &self.pg, run_id))
     }
 
     async fn checkpoints(&self, run_id: Uuid) -> Result<Vec<CheckpointInfo>, StoreError> {
-        queries::checkpoints(&self.client(Some(run_id)).await?, &self.pg, run_id).await
+        on_connection!(self, Some(run_id), |client| queries::checkpoints(&client, &self.pg, run_id))
     }
 
     async fn load_checkpoint(&self, run_id: Uuid, seq: u64) -> Result<Snapshot, StoreError> {
-        queries::load_checkpoint(&self.client(Some(run_id)).await?, &self.pg, run_id, seq).await
+        on_connection!(self, Some(run_id), |client| queries::load_checkpoint(&client, &self.pg, run_id, seq))
     }
 
     async fn journal_get(&self, run_id: Uuid, step_key: &str, seq: u32) -> Result<Option<JournalEntry>, StoreError> {
-        queries::journal_get(&self.client(Some(run_id)).await?, &self.pg, run_id, step_key, seq).await
+        on_connection!(self, Some(run_id), |client| queries::journal_get(&client, &self.pg, run_id, step_key, seq))
     }
 
     async fn journal_put(&self, entry: JournalEntry) -> Result<JournalEntry, StoreError> {
