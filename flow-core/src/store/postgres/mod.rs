@@ -18,7 +18,11 @@
 //! **Fencing.** Every statement that changes a run is fenced by the lease epoch in the same
 //! statement (`UPDATE ... WHERE run_id = $1 AND epoch = $2`) or, for `journal_put`, after
 //! locking the run row `FOR SHARE` and comparing its epoch in the same transaction, so no claim
-//! can bump the epoch between the check and the write.
+//! can bump the epoch between the check and the write. `Store::journal_put` carries no epoch,
+//! so the store compares the epoch of the lease it last took on the run itself (`create_run`,
+//! `claim`), which is the lease every execution in this process writes under: a process whose
+//! run another process claimed since records nothing more. A store that took no lease on the
+//! run (or whose run came to rest) writes first-writer-wins without a fence, as SqliteStore does.
 //!
 //! **Clock.** Lease expiries and timestamps come from the database's clock (`now()`), so
 //! workers on machines whose clocks disagree still agree on whether a lease is live.
@@ -76,8 +80,8 @@ const DEFAULT_MAX_CONNECTIONS: usize = 16;
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), flow_core::store::StoreError> {
 /// let store = PgStore::connect("postgres://flows:secret@db.internal:5432/flows").await?.keep_checkpoints(20);
-/// let paused = store.list_runs(&RunFilter::default()).await?;
-/// # let _ = paused;
+/// let runs = store.list_runs(&RunFilter::default()).await?;
+/// # let _ = runs;
 /// # Ok(())
 /// # }
 /// ```
