@@ -30,12 +30,12 @@ async fn example() -> Result<(), flow_examples::ExampleError> {
     match out.crash {
         Crash::ChildKilled { pid } => println!(
             "  crash: child process {pid} was killed with SIGKILL during {}; resumed here after waiting {} for its lease",
-            out.crashed_in,
+            out.crashed_in.join(", "),
             human_duration(out.waited_for_lease)
         ),
         Crash::ExecutionDropped => println!(
             "  crash: the execution was dropped during {}; resumed in a fresh runner after {}",
-            out.crashed_in,
+            out.crashed_in.join(", "),
             human_duration(out.waited_for_lease)
         ),
     }

@@ -10,13 +10,12 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use flow_core::prelude::*;
-use flow_core::store::{
-    CheckpointInfo, Claim, Commit, JournalEntry, NewRun, RunFilter, RunRecord, RunSummary, Snapshot, SqliteStore,
-    StepRecord, StepStatus, Store, StoreError,
-};
+use flow_core::store::{RunFilter, SqliteStore, StepStatus, Store, StoreError};
 use flow_core::{RunStatus, Worker};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+use flow_tests::{Gate, Intercept, now_ms, resume_when_free, until, until_lease_lapses};
 
 async fn store_at(dir: &Path) -> SqliteStore {
     SqliteStore::open(dir.join("runs.db")).await.unwrap()
@@ -129,59 +128,21 @@ async fn a_run_resumes_in_another_runner_found_by_its_flow_name() {
     assert!(matches!(unknown.resume(Uuid::now_v7()).await.unwrap_err(), FlowError::RunNotFound(_)));
 }
 
-/// A store that refuses every commit that would put a run at rest while `refuse` is set, as a
-/// disk that fails at that moment would.
-struct RefusesFinalCommit {
-    inner: SqliteStore,
-    refuse: std::sync::atomic::AtomicBool,
-}
-
-#[flow_core::store::async_trait]
-impl Store for RefusesFinalCommit {
-    async fn create_run(&self, run: NewRun) -> Result<u64, StoreError> {
-        self.inner.create_run(run).await
-    }
-    async fn claim(&self, run_id: Uuid, owner: &str, lease: Duration) -> Result<Claim, StoreError> {
-        self.inner.claim(run_id, owner, lease).await
-    }
-    async fn renew(&self, run_id: Uuid, epoch: u64, lease: Duration) -> Result<(), StoreError> {
-        self.inner.renew(run_id, epoch, lease).await
-    }
-    async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
-        if commit.status.is_at_rest() && self.refuse.load(Ordering::SeqCst) {
-            return Err(StoreError::Busy("the disk went away".into()));
-        }
-        self.inner.commit(commit).await
-    }
-    async fn load_run(&self, run_id: Uuid) -> Result<RunRecord, StoreError> {
-        self.inner.load_run(run_id).await
-    }
-    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, StoreError> {
-        self.inner.list_runs(filter).await
-    }
-    async fn steps(&self, run_id: Uuid) -> Result<Vec<StepRecord>, StoreError> {
-        self.inner.steps(run_id).await
-    }
-    async fn checkpoints(&self, run_id: Uuid) -> Result<Vec<CheckpointInfo>, StoreError> {
-        self.inner.checkpoints(run_id).await
-    }
-    async fn load_checkpoint(&self, run_id: Uuid, seq: u64) -> Result<Snapshot, StoreError> {
-        self.inner.load_checkpoint(run_id, seq).await
-    }
-    async fn journal_get(&self, run_id: Uuid, step_key: &str, seq: u32) -> Result<Option<JournalEntry>, StoreError> {
-        self.inner.journal_get(run_id, step_key, seq).await
-    }
-    async fn journal_put(&self, entry: JournalEntry) -> Result<JournalEntry, StoreError> {
-        self.inner.journal_put(entry).await
-    }
-}
-
 #[tokio::test]
 async fn a_final_commit_that_fails_leaves_the_last_step_to_run_again() {
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(RefusesFinalCommit {
-        inner: store_at(dir.path()).await,
-        refuse: std::sync::atomic::AtomicBool::new(true),
+    // Refuses every commit that would put a run at rest while `refuse` is set, as a disk that
+    // fails at that moment would.
+    let refuse = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let store = Arc::new(Intercept {
+        refuse_commit: Box::new({
+            let refuse = refuse.clone();
+            move |commit| {
+                (commit.status.is_at_rest() && refuse.load(Ordering::SeqCst))
+                    .then(|| StoreError::Busy("the disk went away".into()))
+            }
+        }),
+        ..Intercept::new(Arc::new(store_at(dir.path()).await))
     });
     let flow = Fulfil::new(0);
     let runs = Arc::clone(&flow.runs);
@@ -197,10 +158,9 @@ async fn a_final_commit_that_fails_leaves_the_last_step_to_run_again() {
     let steps = runner.steps(run_id).await.unwrap();
     assert_eq!(steps.last().map(|s| (s.step_key.as_str(), s.status)), Some(("notify#1", StepStatus::Ready)));
 
-    store.refuse.store(false, Ordering::SeqCst);
+    refuse.store(false, Ordering::SeqCst);
     // The failed execution could not write the run's release either: its lease has to expire.
-    tokio::time::sleep(Duration::from_millis(250)).await;
-    let done = runner.resume(run_id).await.unwrap().completed().unwrap();
+    let done = resume_when_free(&runner, &*store.inner, run_id).await.unwrap().completed().unwrap();
     assert_eq!(done.state.steps, ["reserve", "ship", "notify"]);
     let counts: Vec<u32> = runs.iter().map(|r| r.load(Ordering::SeqCst)).collect();
     assert_eq!(counts, [1, 1, 2], "only the unrecorded step runs again");
@@ -556,8 +516,11 @@ async fn unknown_runs_and_corrupt_rows_are_clear_errors_that_change_nothing() {
     assert!(after.contains("oops"), "the corrupt row was left as it was");
 }
 
+/// A flow whose second step lasts until the test opens its gate.
+#[derive(Clone, Default)]
 struct Slow {
     ran: Arc<AtomicU32>,
+    gate: Gate,
 }
 
 #[flow(state = Keys, name = "slow")]
@@ -569,34 +532,62 @@ impl Slow {
     #[listen(wait_a_bit)]
     async fn long_step(&self, _cx: &Ctx<Keys>) -> Result<()> {
         self.ran.fetch_add(1, Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.gate.pass().await;
         Ok(())
     }
 }
 
-/// Leaves a run behind as a crashed process would: kickoff, then drop the future mid-step.
-/// Returns the run's id, read from `store`.
-async fn stopped_mid_step(runner: &Runner<Slow>, store: &SqliteStore) -> Uuid {
-    let kick = tokio::time::timeout(Duration::from_millis(100), runner.kickoff(Keys::default())).await;
-    assert!(kick.is_err(), "the run was still in its long step");
+/// Leaves a run behind as a crashed process would: kickoff, then drop the future once the run
+/// is in its long step. Returns the run's id, read from `store`.
+async fn stopped_mid_step(runner: &Runner<Slow>, slow: &Slow, store: &SqliteStore) -> Uuid {
+    tokio::select! {
+        done = runner.kickoff(Keys::default()) => panic!("the run ended before its long step was reached: {done:?}"),
+        () = slow.gate.reached(1) => {}
+    }
     store.list_runs(&RunFilter::default()).await.unwrap()[0].run_id
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_resuming_one_run_at_once_one_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let ran = Arc::new(AtomicU32::new(0));
-    let first =
-        Runner::new(Slow { ran: ran.clone() }).with_store(store_at(dir.path()).await).lease(Duration::from_millis(200));
-    let run_id = stopped_mid_step(&first, &store_at(dir.path()).await).await;
-    tokio::time::sleep(Duration::from_millis(250)).await; // the dead holder's lease expires
+    let slow = Slow::default();
+    let ran = slow.ran.clone();
+    let first = Runner::new(slow.clone()).with_store(store_at(dir.path()).await).lease(Duration::from_millis(200));
+    let store = store_at(dir.path()).await;
+    let run_id = stopped_mid_step(&first, &slow, &store).await;
 
-    let a = Runner::new(Slow { ran: ran.clone() }).with_store(store_at(dir.path()).await);
-    let b = Runner::new(Slow { ran: ran.clone() }).with_store(store_at(dir.path()).await);
-    let (ra, rb) = tokio::join!(a.resume(run_id), b.resume(run_id));
-    let (ok, refused) = match (ra, rb) {
-        (Ok(o), Err(e)) | (Err(e), Ok(o)) => (o, e),
-        other => panic!("exactly one resume must win: {other:?}"),
+    let a = Runner::new(slow.clone()).with_store(store_at(dir.path()).await);
+    let b = Runner::new(slow.clone()).with_store(store_at(dir.path()).await);
+    // The winner stays in its long step until the other was refused; if both got in, both are
+    // let through, so that the double run fails the test instead of hanging it.
+    let refused_opens_the_gate = |r: Result<RunOutcome<Keys>, FlowError>| {
+        if r.is_err() {
+            slow.gate.open(2);
+        }
+        r
+    };
+    let both = || async {
+        tokio::join!(async { refused_opens_the_gate(a.resume(run_id).await) }, async {
+            refused_opens_the_gate(b.resume(run_id).await)
+        })
+    };
+    let (ok, refused) = loop {
+        until_lease_lapses(&store, run_id).await; // the dead holder's lease expires
+        let (ra, rb) = tokio::select! {
+            both = both() => both,
+            never = async {
+                slow.gate.reached(2).await;
+                slow.gate.open(2);
+                std::future::pending::<std::convert::Infallible>().await
+            } => match never {},
+        };
+        match (ra, rb) {
+            (Ok(o), Err(e)) | (Err(e), Ok(o)) => break (o, e),
+            // Both refused: a renewal the dropped execution had handed to the store landed
+            // after its lease lapsed (see `resume_when_free`).
+            (Err(FlowError::RunLocked { .. }), Err(FlowError::RunLocked { .. })) => slow.gate.close(),
+            other => panic!("exactly one resume must win: {other:?}"),
+        }
     };
     assert_eq!(ok.status(), RunStatus::Completed);
     assert!(matches!(refused, FlowError::RunLocked { .. }), "{refused:?}");
@@ -608,10 +599,10 @@ async fn two_processes_resuming_one_run_at_once_one_is_refused() {
 #[tokio::test]
 async fn a_stopped_run_lists_the_step_it_had_scheduled() {
     let dir = tempfile::tempdir().unwrap();
-    let ran = Arc::new(AtomicU32::new(0));
+    let slow = Slow::default();
     let store = store_at(dir.path()).await;
-    let runner = Runner::new(Slow { ran: ran.clone() }).with_store(store.clone()).lease(Duration::from_millis(50));
-    let run_id = stopped_mid_step(&runner, &store).await;
+    let runner = Runner::new(slow.clone()).with_store(store.clone()).lease(Duration::from_millis(50));
+    let run_id = stopped_mid_step(&runner, &slow, &store).await;
 
     let rows: Vec<(String, StepStatus)> =
         store.steps(run_id).await.unwrap().into_iter().map(|s| (s.step_key, s.status)).collect();
@@ -624,11 +615,11 @@ async fn a_stopped_run_lists_the_step_it_had_scheduled() {
         [("wait_a_bit#1", "wait_a_bit", StepStatus::Completed, 1), ("long_step#1", "long_step", StepStatus::Ready, 0)]
     );
 
-    tokio::time::sleep(Duration::from_millis(60)).await; // the stopped run's lease expires
-    assert_eq!(runner.resume(run_id).await.unwrap().status(), RunStatus::Completed);
+    slow.gate.open(1);
+    assert_eq!(resume_when_free(&runner, &store, run_id).await.unwrap().status(), RunStatus::Completed);
     let after: Vec<StepStatus> = runner.steps(run_id).await.unwrap().into_iter().map(|s| s.status).collect();
     assert_eq!(after, [StepStatus::Completed, StepStatus::Completed], "listed once, by its row");
-    assert!(matches!(Runner::new(Slow { ran }).steps(run_id).await.unwrap_err(), FlowError::NoStore { .. }));
+    assert!(matches!(Runner::new(slow).steps(run_id).await.unwrap_err(), FlowError::NoStore { .. }));
 }
 
 /// The run renews its lease while a step outlasts it, so another process cannot take the
@@ -636,15 +627,26 @@ async fn a_stopped_run_lists_the_step_it_had_scheduled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_run_keeps_its_lease_through_a_long_step() {
     let dir = tempfile::tempdir().unwrap();
-    let ran = Arc::new(AtomicU32::new(0));
+    let slow = Slow::default();
+    let ran = slow.ran.clone();
     let store = store_at(dir.path()).await;
-    let live = Runner::new(Slow { ran: ran.clone() }).with_store(store.clone()).lease(Duration::from_millis(90));
+    // Long enough that a busy machine delaying a renewal by most of a second does not let the
+    // lease lapse: what is tested is that renewals happen, not how promptly.
+    let live = Runner::new(slow.clone()).with_store(store.clone()).lease(Duration::from_secs(1));
     let run = tokio::spawn(async move { live.kickoff(Keys::default()).await });
-    tokio::time::sleep(Duration::from_millis(200)).await; // two leases into the 300 ms step
+    slow.gate.reached(1).await;
     let run_id = store.list_runs(&RunFilter::default()).await.unwrap()[0].run_id;
-    let other = Runner::new(Slow { ran: ran.clone() }).with_store(store_at(dir.path()).await);
-    let refused = other.resume(run_id).await.unwrap_err();
+    let first_expiry = store.load_run(run_id).await.unwrap().lease_expires_at_ms.unwrap();
+    until("the step to outlast the lease it started with", || async { now_ms() > first_expiry }).await;
+    let renewed = store.load_run(run_id).await.unwrap().lease_expires_at_ms;
+    assert!(renewed.is_some_and(|e| e > first_expiry), "the lease was not renewed: {renewed:?} vs {first_expiry}");
+    let other = Runner::new(slow.clone()).with_store(store_at(dir.path()).await);
+    let refused = tokio::select! {
+        r = other.resume(run_id) => r.unwrap_err(),
+        () = slow.gate.reached(1) => panic!("another process took the live run over"),
+    };
     assert!(matches!(refused, FlowError::RunLocked { .. }), "{refused:?}");
+    slow.gate.open(1);
     assert_eq!(run.await.unwrap().unwrap().status(), RunStatus::Completed);
     assert_eq!(ran.load(Ordering::SeqCst), 1);
     let record = store.load_run(run_id).await.unwrap();
@@ -715,23 +717,50 @@ async fn token_usage_adds_up_over_every_execution_of_a_run() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_recovers_every_run_a_dead_process_left_running() {
     let dir = tempfile::tempdir().unwrap();
-    let ran = Arc::new(AtomicU32::new(0));
+    let slow = Slow::default();
+    let ran = slow.ran.clone();
     let store: Arc<dyn Store> = Arc::new(store_at(dir.path()).await);
     // Two runs left mid-step by a "process" that dies (its executions are dropped).
-    let dying =
-        Runner::new(Slow { ran: ran.clone() }).with_shared_store(store.clone()).lease(Duration::from_millis(150));
-    let left = tokio::time::timeout(
-        Duration::from_millis(100),
-        futures::future::join(dying.kickoff(Keys::default()), dying.kickoff(Keys::default())),
-    )
-    .await;
-    assert!(left.is_err());
+    let dying = Runner::new(slow.clone()).with_shared_store(store.clone()).lease(Duration::from_millis(150));
+    tokio::select! {
+        done = futures::future::join(dying.kickoff(Keys::default()), dying.kickoff(Keys::default())) => {
+            panic!("the runs ended before their long steps were reached: {done:?}")
+        }
+        () = slow.gate.reached(2) => {}
+    }
     // A finished run, which recovery must leave alone.
     let done = Runner::new(Fulfil::new(0)).with_shared_store(store.clone()).kickoff(Order::default()).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let left: Vec<Uuid> = store
+        .list_runs(&RunFilter { status: Some(RunStatus::Running), ..RunFilter::default() })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.run_id)
+        .collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+    for run_id in left {
+        until_lease_lapses(store.as_ref(), run_id).await;
+    }
 
-    let worker = Worker::new(store.clone()).register(Slow { ran: ran.clone() }).register(Fulfil::new(0));
-    let recovered = worker.recover().await.unwrap();
+    slow.gate.open(2);
+    let worker = Worker::new(store.clone()).register(slow.clone()).register(Fulfil::new(0));
+    // A run refused for its lease is recovered on the next pass (see `resume_when_free`).
+    let mut recovered = Vec::new();
+    for _ in 0..100 {
+        let (locked, done): (Vec<_>, Vec<_>) = worker
+            .recover()
+            .await
+            .unwrap()
+            .into_iter()
+            .partition(|(_, r)| matches!(r, Err(FlowError::RunLocked { .. })));
+        recovered.extend(done);
+        if locked.is_empty() {
+            break;
+        }
+        for (run_id, _) in locked {
+            until_lease_lapses(store.as_ref(), run_id).await;
+        }
+    }
     assert_eq!(recovered.len(), 2, "{recovered:?}");
     assert!(recovered.iter().all(|(_, r)| matches!(r, Ok(RunStatus::Completed))), "{recovered:?}");
     assert!(recovered.iter().all(|(id, _)| *id != done.run_id()));

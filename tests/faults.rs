@@ -432,3 +432,38 @@ async fn blocking_methods_overlap_and_their_timeout_ends_them() {
     assert_eq!(finished_late.load(Ordering::SeqCst), 0, "the run ended while the thread was still in the step");
     release.send(()).unwrap();
 }
+
+// ---------------------------------------------------------------- an answer JSON cannot hold
+
+#[derive(Clone, Default, Debug, Serialize, Deserialize)]
+struct Quote {
+    price: Option<f64>,
+}
+
+struct AskPrice;
+
+#[flow(state = Quote, name = "ask_price")]
+impl AskPrice {
+    #[start]
+    async fn ask(&self, cx: &Ctx<Quote>) -> Result<()> {
+        let price: Option<f64> = cx.ask("What price?").await?;
+        cx.update(move |s| s.price = price);
+        Ok(())
+    }
+}
+
+/// A NaN answer would reach the step as `null` (a silent `None`); it is refused naming what
+/// JSON cannot hold, and the run stays paused for a valid answer.
+#[tokio::test]
+async fn an_answer_json_cannot_hold_is_refused_and_the_run_stays_paused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store_at(dir.path()).await;
+    let runner = Runner::new(AskPrice).with_store(store.clone());
+    let run_id = runner.kickoff(Quote::default()).await.unwrap().run_id();
+    let err = runner.resume_with(run_id, f64::NAN).await.unwrap_err();
+    assert!(matches!(err, FlowError::InvalidInput { .. }), "{err:?}");
+    assert!(err.to_string().contains("NaN"), "{err}");
+    assert_eq!(store.load_run(run_id).await.unwrap().status, RunStatus::Paused);
+    let done = runner.resume_with(run_id, 12.5).await.unwrap().completed().unwrap();
+    assert_eq!(done.state.price, Some(12.5));
+}

@@ -15,6 +15,8 @@ use flow_core::{Classify, RunStatus};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use flow_tests::{Gate, resume_when_free, until};
+
 #[derive(Clone, Default, Debug, Serialize, Deserialize)]
 struct Ret {
     log: Vec<String>,
@@ -298,9 +300,11 @@ async fn a_failing_undo_step_is_reported_not_swallowed_and_the_others_still_run(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compensation_is_persisted_and_resumes_after_a_crash() {
-    // Undo steps that take a while, so the "crash" (dropping the execution) lands between them.
+    // The first undo step waits at a gate, so the "crash" (dropping the execution) lands
+    // between the two.
     struct SlowUndo {
         log: Arc<Mutex<Vec<String>>>,
+        gate: Gate,
     }
     #[flow(state = Saga, name = "slow_undo")]
     impl SlowUndo {
@@ -318,7 +322,7 @@ async fn compensation_is_persisted_and_resumes_after_a_crash() {
         }
         #[compensate(first)]
         async fn undo_first(&self, _cx: &Ctx<Saga>, n: u32) -> Result<()> {
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            self.gate.pass().await;
             self.log.lock().unwrap().push(format!("undo {n}"));
             Ok(())
         }
@@ -330,15 +334,19 @@ async fn compensation_is_persisted_and_resumes_after_a_crash() {
     }
     let store = MemoryStore::new();
     let log = Arc::new(Mutex::new(Vec::new()));
-    let runner = Runner::new(SlowUndo { log: log.clone() }).with_store(store.clone()).lease(Duration::from_millis(100));
-    let crashed = tokio::time::timeout(Duration::from_millis(100), runner.kickoff(Saga::default())).await;
-    assert!(crashed.is_err(), "the crash must land while undo_first runs");
+    let gate = Gate::new();
+    let runner = Runner::new(SlowUndo { log: log.clone(), gate: gate.clone() })
+        .with_store(store.clone())
+        .lease(Duration::from_millis(100));
+    tokio::select! {
+        done = runner.kickoff(Saga::default()) => panic!("the run ended before undo_first was reached: {done:?}"),
+        () = gate.reached(1) => {}
+    }
     assert_eq!(*log.lock().unwrap(), ["undo 2"]);
     let run_id = store.list_runs(&Default::default()).await.unwrap()[0].run_id;
-    tokio::time::sleep(Duration::from_millis(150)).await;
-
-    let fresh = Runner::new(SlowUndo { log: log.clone() }).with_store(store.clone());
-    let err = fresh.resume(run_id).await.unwrap_err();
+    gate.open(1);
+    let fresh = Runner::new(SlowUndo { log: log.clone(), gate }).with_store(store.clone());
+    let err = resume_when_free(&fresh, &store, run_id).await.unwrap_err();
     assert!(matches!(err, FlowError::Compensated { .. }), "{err:?}");
     assert_eq!(*log.lock().unwrap(), ["undo 2", "undo 1"], "undo_second did not run twice");
 }
@@ -446,20 +454,28 @@ impl CountsAttempts {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// On the paused clock, so the crash lands in the 300 ms wait for the second attempt however
+/// busy the machine is.
+#[tokio::test(start_paused = true)]
 async fn the_attempt_count_is_checkpointed_so_a_crash_does_not_reset_the_budget() {
     let store = MemoryStore::new();
     let attempts = Arc::new(Mutex::new(Vec::new()));
     let runner = Runner::new(CountsAttempts { attempts: attempts.clone() })
         .with_store(store.clone())
         .lease(Duration::from_millis(100));
-    // Crash while waiting for the second attempt.
-    let _ = tokio::time::timeout(Duration::from_millis(100), runner.kickoff(Ret::default())).await;
+    // Crash while waiting for the second attempt: once the first attempt's failure is stored.
+    let first_failure_stored = until("the first attempt's failure to be stored", || async {
+        let Some(run) = store.list_runs(&Default::default()).await.unwrap().first().cloned() else { return false };
+        store.steps(run.run_id).await.unwrap().first().is_some_and(|s| s.attempt == 1)
+    });
+    tokio::select! {
+        done = runner.kickoff(Ret::default()) => panic!("the run ended before the crash: {done:?}"),
+        () = first_failure_stored => {}
+    }
     let run_id = store.list_runs(&Default::default()).await.unwrap()[0].run_id;
-    let steps = store.steps(run_id).await.unwrap();
-    assert_eq!(steps[0].attempt, 1);
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    let err = Runner::new(CountsAttempts { attempts: attempts.clone() }).with_store(store).resume(run_id).await;
+    assert_eq!(*attempts.lock().unwrap(), [1], "the crash landed before the second attempt");
+    let fresh = Runner::new(CountsAttempts { attempts: attempts.clone() }).with_store(store.clone());
+    let err = resume_when_free(&fresh, &store, run_id).await;
     assert!(matches!(err, Err(FlowError::MethodFailed { attempt: 3, .. })), "{err:?}");
     assert_eq!(*attempts.lock().unwrap(), [1, 2, 3]);
 }

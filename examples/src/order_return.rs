@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use flow_core::events::FlowEvent;
 use flow_core::prelude::*;
-use flow_core::store::{RunFilter, SqliteStore, StepRecord, Store};
+use flow_core::store::{RunFilter, SqliteStore, StepRecord, StepStatus, Store};
 use flow_core::{RecordedFailure, RunStatus, TokenUsage};
 use flow_llm::{Agent, Llm, LlmError, Match, Reply, TestServer};
 use schemars::JsonSchema;
@@ -104,12 +104,13 @@ impl Config {
         })
     }
 
-    /// The tests' configuration: offline, runs in `db`, an in-process crash, a short lease.
+    /// The tests' configuration: offline, runs in `db`, an in-process crash, a 2 s lease (long
+    /// enough that the resume still finds the dead execution's lease on a busy machine).
     pub fn offline(db: impl Into<PathBuf>) -> Self {
         Config {
             setup: Setup::offline(db),
             crash: CrashMode::InProcess,
-            lease: Duration::from_millis(500),
+            lease: Duration::from_secs(2),
             mail_relay_down: true,
         }
     }
@@ -602,8 +603,11 @@ pub struct ReturnReport {
 pub struct Outcome {
     /// How the first return crashed.
     pub crash: Crash,
-    /// The step that was running when it crashed.
-    pub crashed_in: String,
+    /// The steps the stored run had yet to finish when it crashed, read from the store before
+    /// the resume: the one in flight is among them.
+    pub crashed_in: Vec<String>,
+    /// How often the resume was refused because the dead execution's lease was still held.
+    pub lease_refusals: u32,
     /// How long the resume waited for the dead execution's lease to expire.
     pub waited_for_lease: Duration,
     /// The first return: crashed, resumed, completed.
@@ -722,10 +726,19 @@ pub async fn run(config: Config) -> Result<Outcome, ExampleError> {
     let flow = ReturnFlow::new(Arc::clone(&llm), shop.clone(), config.mail_relay_down)?;
     let fresh = Runner::new(flow).with_store(fresh_store).lease(config.lease);
     trace.follow(&fresh);
+    let crashed_in: Vec<String> = fresh
+        .steps(run_id)
+        .await?
+        .into_iter()
+        .filter(|s| !matches!(s.status, StepStatus::Completed | StepStatus::Skipped))
+        .map(|s| s.method)
+        .collect();
     let waited = Instant::now();
+    let mut lease_refusals = 0;
     let outcome = loop {
         match fresh.resume(run_id).await {
             Err(FlowError::RunLocked { owner, expires_at_ms, .. }) => {
+                lease_refusals += 1;
                 let wait_ms = (expires_at_ms - now_ms()).clamp(10, 5_000);
                 trace.note(format!(
                     "the run is still leased to {owner} for {}; waiting for the lease to expire",
@@ -760,7 +773,8 @@ pub async fn run(config: Config) -> Result<Outcome, ExampleError> {
     }
     Ok(Outcome {
         crash,
-        crashed_in: "restock_inventory".into(),
+        crashed_in,
+        lease_refusals,
         waited_for_lease,
         stock_movements: shop.stock_movements(run_id).await?,
         refunds: shop.refunds(run_id).await?,

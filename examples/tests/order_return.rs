@@ -27,7 +27,14 @@ fn step<'a>(out: &'a Outcome, method: &str) -> &'a flow_core::store::StepRecord 
 /// What holds however the crash happened.
 async fn assert_survived_the_crash(out: &Outcome, db: &std::path::Path) {
     let r = &out.returned;
-    assert_eq!(out.crashed_in, "restock_inventory");
+    // The crash hit restock_inventory (stored as not yet finished), before refund was scheduled;
+    // the non-critical email may still have been waiting for its retry.
+    assert!(out.crashed_in.iter().any(|m| m == "restock_inventory"), "{:?}", out.crashed_in);
+    assert!(
+        out.crashed_in.iter().all(|m| m == "restock_inventory" || m == "send_confirmation"),
+        "{:?}",
+        out.crashed_in
+    );
     assert_eq!(r.stored_status, RunStatus::Completed);
     let store = SqliteStore::open(db).await.unwrap();
     assert_eq!(store.load_run(r.run_id).await.unwrap().status, RunStatus::Completed);
@@ -58,9 +65,10 @@ async fn assert_survived_the_crash(out: &Outcome, db: &std::path::Path) {
     assert_eq!(out.refunds[0].requests, 1);
     assert_eq!(r.state.refund_id.as_deref(), Some(format!("re_{:06}", 1).as_str()));
 
-    // The resume waited for the dead execution's lease and ran in this process.
+    // The resume found the dead execution's lease still held, waited it out and ran in this
+    // process.
+    assert!(out.lease_refusals >= 1, "the resume was never refused for the dead execution's lease");
     assert!(r.events.iter().any(|e| matches!(e, FlowEvent::RunStarted { resumed: true, .. })));
-    assert!(out.waited_for_lease > std::time::Duration::ZERO);
 
     // The late return escalated to a person: stored as escalated, nothing after eligibility ran.
     let e = &out.escalated;

@@ -334,7 +334,8 @@ impl<S: State> Ctx<S> {
     /// systems, so that even the one call in flight at a crash can be deduplicated there.
     ///
     /// Effects are matched by their order in the step; a step that replays them in another
-    /// order gets a non-determinism error.
+    /// order, or asks one with another request, gets a non-determinism error (see
+    /// [`Journal::record`]).
     ///
     /// ```
     /// use flow_core::prelude::*;
@@ -447,11 +448,28 @@ impl<S: State> Ctx<S> {
         Error::special(
             Special::NonDeterminism,
             format!(
-                "non-determinism in step `{}`: effect #{seq} was recorded as {} `{}` but this run asked for a {wanted}; \
+                "non-determinism in run {} step `{}`: effect #{seq} was recorded as {} `{}` but this run asked for a {wanted}; \
                  effects must run in the same order on every run of a step (change the flow's name or version to change the order)",
+                self.scope.run.run_id,
                 self.step_key(),
                 found.kind,
                 found.name
+            ),
+        )
+    }
+
+    /// A recorded effect asked again with another request: its result answers a question this
+    /// code no longer asks, so it is not replayed (see [`Journal::record`]).
+    fn changed_request(&self, seq: u32, kind: &str, name: &str) -> Error {
+        let run_id = self.scope.run.run_id;
+        Error::special(
+            Special::NonDeterminism,
+            format!(
+                "non-determinism in run {run_id} step `{}`: effect #{seq} ({kind} `{name}`) was recorded for another request than this run now makes \
+                 (its prompt, arguments or model changed since, or the request is built from something that differs between runs, such as the clock); \
+                 its recorded result is not replayed for a different question. To run the step with the new request, fork the run \
+                 (`Runner::fork({run_id}, None)`), whose journal starts empty; to resume this run, restore the code that made the recorded request",
+                self.step_key()
             ),
         )
     }
@@ -475,10 +493,7 @@ impl<S: State> Journal for Ctx<S> {
                     return Err(self.nondeterminism(seq, &format!("{kind} `{name}`"), &entry));
                 }
                 if entry.request_hash != hash {
-                    tracing::warn!(
-                        step = %self.step_key(), seq, kind, name,
-                        "replaying a recorded effect whose request changed since it was recorded"
-                    );
+                    return Err(self.changed_request(seq, kind, name));
                 }
                 return Ok(entry.output);
             }

@@ -416,7 +416,11 @@ pub enum FlowError {
         expires_at_ms: i64,
     },
     /// This process lost the run to another one (its lease expired and was taken over).
-    #[error("run {run_id}: lease lost to another worker; this process stopped running it")]
+    #[error(
+        "run {run_id}: lease lost to another worker (this process was too slow to renew it, or the run was \
+         taken over); this process stopped running it and wrote nothing more. The worker holding it now goes \
+         on with it; if none does, resume the run once its lease expires"
+    )]
     LeaseLost {
         /// The run.
         run_id: Uuid,
@@ -430,6 +434,18 @@ pub enum FlowError {
         status: crate::RunStatus,
         /// What was asked.
         action: &'static str,
+    },
+    /// An answer was given to a run that is not waiting for it: the run is completed, failed,
+    /// escalated or running, or it now waits at another question than the one the answer was
+    /// for. Nothing was delivered and the run is as it was.
+    #[error("run {run_id} is {status} and not waiting for this answer; the answer was not delivered: {advice}")]
+    NotWaiting {
+        /// The run.
+        run_id: Uuid,
+        /// Its status when the answer arrived.
+        status: crate::RunStatus,
+        /// What to do instead.
+        advice: String,
     },
     /// The stored state does not fit the state type.
     #[error(
@@ -458,7 +474,10 @@ pub enum FlowError {
         message: String,
     },
     /// A stored record is damaged.
-    #[error("run {run_id}: stored record is corrupt ({what}); it was not modified")]
+    #[error(
+        "run {run_id}: stored record is corrupt ({what}); it was not modified: fork the run from an earlier \
+         checkpoint (`Runner::fork`), or repair the record by hand"
+    )]
     Corrupt {
         /// The run.
         run_id: Uuid,

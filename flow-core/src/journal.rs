@@ -65,11 +65,22 @@ impl std::ops::Add for TokenUsage {
 ///
 /// `record` runs `effect` unless an entry for the same position in the same step was already
 /// recorded, in which case it returns the recorded value without running it. Entries are
-/// matched by order: the n-th `record` call of a step replays the n-th entry, and a different
-/// `kind` or `name` there is a non-determinism error.
+/// matched by order: the n-th `record` call of a step replays the n-th entry.
+///
+/// A recorded entry is replayed only for the same call: a different `kind` or `name` at that
+/// position, or the same effect asked with a different `request` (compared by
+/// [`request_hash`]), is a non-determinism error that names the run and the step, and the
+/// effect is not run. The recorded result answered another question (a prompt fixed since, a
+/// request built from the clock), so replaying it would hand the step a wrong answer, and
+/// running the effect again while later entries of the step were recorded on the old path
+/// would mix two versions of the step. Fork the run to run the step with the new request
+/// (the fork's journal starts empty), or restore the code that made the recorded request to
+/// resume it. Requests must therefore be built from the state, the step's inputs and earlier
+/// journaled results only.
 pub trait Journal: Send + Sync {
     /// Runs or replays one effect. `request` identifies the call (it is hashed and compared on
-    /// replay); the effect's value is stored as JSON.
+    /// replay: a different request is an error, not a replay); the effect's value is stored as
+    /// JSON.
     fn record<'a>(
         &'a self,
         kind: &'a str,

@@ -22,7 +22,8 @@ use crate::outcome::RunOutcome;
 use crate::plan::Plan;
 use crate::progress::{Halt, Progress};
 use crate::store::{
-    NewRun, RunFilter, RunRecord, RunStatus, RunSummary, Snapshot, StepRecord, StepStatus, Store, StoreError,
+    Claim, Commit, DamagedRun, Listing, NewRun, RunFilter, RunRecord, RunStatus, RunSummary, Snapshot, StepRecord,
+    StepStatus, Store, StoreError, now_ms,
 };
 
 /// Runs one flow: `kickoff` new runs, `resume` stored ones, `fork` from checkpoints.
@@ -222,11 +223,17 @@ impl<F: Flow> Runner<F> {
 
     /// Continues a paused run with a person's answer to its question. An answer that does
     /// not fit the requested type is [`FlowError::InvalidInput`] and the run stays paused.
+    ///
+    /// An answer is never dropped: given to a run that is not paused (completed, failed,
+    /// escalated, running), or to one whose question was answered elsewhere meanwhile (it then
+    /// waits at another step, or has ended), it is refused with [`FlowError::NotWaiting`],
+    /// which says the run's status and what to do, and the run is left as it was.
     pub async fn resume_with(&self, run_id: Uuid, input: impl Serialize) -> Result<RunOutcome<F::State>, FlowError> {
-        let value = serde_json::to_value(input).map_err(|e| FlowError::Serialize {
+        // Checked like everything a run stores: a NaN would otherwise reach the step as `null`.
+        let value = crate::faithful::to_value(&input).map_err(|refused| FlowError::InvalidInput {
             run_id,
-            what: "the input".into(),
-            message: e.to_string(),
+            expected: "an answer JSON can hold".into(),
+            message: refused.into_step_error("the answer").message().to_string(),
         })?;
         self.continue_run(run_id, Some(value)).await
     }
@@ -235,10 +242,15 @@ impl<F: Flow> Runner<F> {
     /// from checkpoint `at` (see [`Store::checkpoints`]). The source run is not touched.
     pub async fn fork(&self, run_id: Uuid, at: Option<u64>) -> Result<RunOutcome<F::State>, FlowError> {
         let store = self.store_for(run_id)?;
-        let record = self.load(run_id).await?;
+        // An earlier checkpoint needs only the run's flow: the latest snapshot is not read, so a
+        // run whose latest state is damaged can still be forked from before the damage.
         let snapshot = match at {
-            Some(seq) => store.load_checkpoint(run_id, seq).await?,
-            None => record.snapshot.clone(),
+            Some(seq) => {
+                let summary = store.run_summary(run_id).await.map_err(not_found)?;
+                self.check_flow(run_id, summary.flow)?;
+                store.load_checkpoint(run_id, seq).await?
+            }
+            None => self.load(run_id).await?.snapshot,
         };
         let (state, mut progress) = self.decode(run_id, &snapshot)?;
         reopen(&mut progress);
@@ -269,11 +281,38 @@ impl<F: Flow> Runner<F> {
         drive(exec).await
     }
 
-    /// Stored runs of this flow.
-    pub async fn runs(&self, mut filter: RunFilter) -> Result<Vec<RunSummary>, FlowError> {
+    /// Stored runs of this flow, newest first. A run whose stored row cannot be read does not
+    /// stop the listing: it is reported in [`Listing::damaged`] with its id and error.
+    ///
+    /// ```
+    /// # use flow_core::prelude::*;
+    /// # use flow_core::store::{MemoryStore, RunFilter};
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
+    /// # struct S;
+    /// struct Once;
+    ///
+    /// #[flow(state = S)]
+    /// impl Once {
+    ///     #[start]
+    ///     async fn go(&self, _cx: &Ctx<S>) -> Result<()> {
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), FlowError> {
+    /// let runner = Runner::new(Once).with_store(MemoryStore::new());
+    /// runner.kickoff(S).await?;
+    /// let runs = runner.runs(RunFilter::default()).await?;
+    /// assert_eq!(runs.len(), 1);
+    /// assert!(runs.damaged.is_empty());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn runs(&self, mut filter: RunFilter) -> Result<Listing<RunSummary>, FlowError> {
         let store = self.store_for(Uuid::nil())?;
         filter.flow = Some(self.plan.graph.name.to_string());
-        Ok(store.list_runs(&filter).await?)
+        Ok(store.list_runs_checked(&filter).await?)
     }
 
     /// Every step of a stored run: its step rows in the order they were first written (steps
@@ -342,35 +381,39 @@ impl<F: Flow> Runner<F> {
         Ok(steps)
     }
 
-    /// Paused runs of this flow, with what each waits for.
-    pub async fn paused_runs(&self) -> Result<Vec<PauseRequest>, FlowError> {
+    /// Paused runs of this flow, with what each waits for. A paused run whose stored request
+    /// cannot be read is reported in [`Listing::damaged`] and the others are listed.
+    pub async fn paused_runs(&self) -> Result<Listing<PauseRequest>, FlowError> {
         let runs = self.runs(RunFilter { status: Some(RunStatus::Paused), ..RunFilter::default() }).await?;
-        runs.into_iter()
-            .map(|r| {
-                let pause = r.pause.ok_or_else(|| FlowError::Corrupt {
+        let mut listing = Listing { items: Vec::with_capacity(runs.items.len()), damaged: runs.damaged };
+        for r in runs.items {
+            let request = match r.pause {
+                Some(pause) => serde_json::from_value::<PauseRequest>(pause).map_err(|e| e.to_string()),
+                None => Err("a paused run has no stored request".into()),
+            };
+            match request {
+                Ok(request) => listing.items.push(request),
+                Err(detail) => listing.damaged.push(DamagedRun {
                     run_id: r.run_id,
-                    what: "a paused run without its request".into(),
-                })?;
-                serde_json::from_value(pause)
-                    .map_err(|e| FlowError::Corrupt { run_id: r.run_id, what: format!("its pause request: {e}") })
-            })
-            .collect()
+                    error: StoreError::Corrupt { run_id: r.run_id, what: "pause request".into(), detail },
+                }),
+            }
+        }
+        Ok(listing)
     }
 
     async fn load(&self, run_id: Uuid) -> Result<RunRecord, FlowError> {
         let store = self.store_for(run_id)?;
-        let record = store.load_run(run_id).await.map_err(|e| match e {
-            StoreError::NotFound(id) => FlowError::RunNotFound(id),
-            e => FlowError::Store(e),
-        })?;
-        if record.flow != self.plan.graph.name {
-            return Err(FlowError::WrongFlow {
-                run_id,
-                expected: self.plan.graph.name.to_string(),
-                found: record.flow,
-            });
-        }
+        let record = store.load_run(run_id).await.map_err(not_found)?;
+        self.check_flow(run_id, record.flow.clone())?;
         Ok(record)
+    }
+
+    fn check_flow(&self, run_id: Uuid, found: String) -> Result<(), FlowError> {
+        if found != self.plan.graph.name {
+            return Err(FlowError::WrongFlow { run_id, expected: self.plan.graph.name.to_string(), found });
+        }
+        Ok(())
     }
 
     fn decode(&self, run_id: Uuid, snapshot: &Snapshot) -> Result<(F::State, Progress), FlowError> {
@@ -392,6 +435,11 @@ impl<F: Flow> Runner<F> {
     ) -> Result<RunOutcome<F::State>, FlowError> {
         let store = self.store_for(run_id)?;
         let record = self.load(run_id).await?;
+        // Refused before anything else, so an answer to a run that cannot take it is never
+        // taken for a plain resume and dropped.
+        if input.is_some() && record.status != RunStatus::Paused {
+            return Err(not_waiting(&record));
+        }
         let (state, mut progress) = self.decode(run_id, &record.snapshot)?;
         match record.status {
             RunStatus::Completed => {
@@ -411,12 +459,7 @@ impl<F: Flow> Runner<F> {
                     action: "resumed (fork it to continue)",
                 });
             }
-            RunStatus::Paused => {}
-            RunStatus::Running | RunStatus::Failed => {
-                if input.is_some() {
-                    return Err(FlowError::InvalidStatus { run_id, status: record.status, action: "given an input" });
-                }
-            }
+            RunStatus::Paused | RunStatus::Running | RunStatus::Failed => {}
         }
         if record.status == RunStatus::Failed {
             if progress.compensation.as_ref().is_some_and(|c| c.finished) {
@@ -434,7 +477,13 @@ impl<F: Flow> Runner<F> {
         let input = match (input, paused_key) {
             (Some(v), Some(k)) => Some((k, v)),
             (Some(_), None) => {
-                return Err(FlowError::InvalidStatus { run_id, status: record.status, action: "given an input" });
+                return Err(FlowError::NotWaiting {
+                    run_id,
+                    status: record.status,
+                    advice: "no step of it waits for an answer (its checkpoint schedules none); resume it \
+                             without one, and answer when it asks"
+                        .into(),
+                });
             }
             (None, _) => None,
         };
@@ -448,13 +497,25 @@ impl<F: Flow> Runner<F> {
         let (state, mut progress) = if claim.run.version == record.version {
             (state, progress)
         } else {
-            let (s, mut p) = self.decode(run_id, &claim.run.snapshot)?;
+            let decoded = self.decode(run_id, &claim.run.snapshot);
+            let (s, mut p) = released_on_error(store, &claim, decoded).await?;
             if claim.run.status == RunStatus::Failed && p.compensation.is_none() {
                 reopen(&mut p);
             }
             (s, p)
         };
-        outputs_from_steps(store, run_id, &self.plan, &mut progress).await?;
+        // Another answer may have reached the run between `load` and the claim, moving it on
+        // to another question (or to its end): this answer was for the question that is gone.
+        if let Some((key, _)) = &input
+            && (claim.run.status != RunStatus::Paused
+                || !progress.pending.iter().any(|a| a.paused.is_some() && a.step_key.is(key)))
+        {
+            release(store, &claim).await;
+            return Err(moved_on(&claim.run, key));
+        }
+        // A step row that cannot be read fails this run alone, and leaves it claimable.
+        let outputs = outputs_from_steps(store, run_id, &self.plan, &mut progress).await;
+        released_on_error(store, &claim, outputs).await?;
         if claim.run.status == RunStatus::Completed {
             return Ok(RunOutcome::Completed(result_of(&self.plan, run_id, &progress, state, &self.shared(run_id))));
         }
@@ -523,6 +584,90 @@ async fn outputs_from_steps(
 ) -> Result<Vec<StepRecord>, FlowError> {
     let steps = store.steps(run_id).await?;
     Ok(progress.restore_outputs(plan.graph, steps))
+}
+
+fn not_found(e: StoreError) -> FlowError {
+    match e {
+        StoreError::NotFound(id) => FlowError::RunNotFound(id),
+        e => FlowError::Store(e),
+    }
+}
+
+/// Why a run that is not paused cannot take an answer, and what to do instead.
+fn not_waiting(record: &RunRecord) -> FlowError {
+    let advice = match record.status {
+        RunStatus::Completed => {
+            "it has finished and asks nothing more; start a new run, or fork one of its checkpoints \
+             (`Runner::fork`) to take another course"
+                .to_string()
+        }
+        RunStatus::Failed => "resume it without an answer (`Runner::resume`) to run its failed step again, and \
+                              answer when it pauses to ask"
+            .to_string(),
+        RunStatus::Escalated => "a step handed it to a person; fork it (`Runner::fork`) to continue".to_string(),
+        RunStatus::Running => match (&record.lease_owner, record.lease_expires_at_ms) {
+            (Some(owner), Some(until)) if until > now_ms() => format!(
+                "`{owner}` is running it (lease until {until} ms since epoch) and it has asked nothing; \
+                 answer once it pauses (`Runner::paused_runs` lists the runs waiting for an answer)"
+            ),
+            _ => "it was interrupted while running and has asked nothing; resume it without an answer \
+                  (`Runner::resume`), and answer once it pauses"
+                .to_string(),
+        },
+        RunStatus::Paused => "it waits for another answer; read its question (`Runner::paused_runs`)".to_string(),
+    };
+    FlowError::NotWaiting { run_id: record.run_id, status: record.status, advice }
+}
+
+/// The run moved on while an answer for its step `key` was on its way.
+fn moved_on(run: &RunRecord, key: &str) -> FlowError {
+    let now = match (run.status, run.pause.as_ref().and_then(|p| p.get("step_key")).and_then(|k| k.as_str())) {
+        (RunStatus::Paused, Some(step)) => format!("it now waits at step `{step}`"),
+        (status, _) => format!("it is now {status}"),
+    };
+    FlowError::NotWaiting {
+        run_id: run.run_id,
+        status: run.status,
+        advice: format!(
+            "the question of step `{key}` was answered elsewhere while this answer was on its way, and {now}; \
+             read its current question (`Runner::paused_runs`) before answering again"
+        ),
+    }
+}
+
+/// Gives back a lease taken for nothing, by committing the claimed checkpoint again unchanged:
+/// a run at rest holds no lease. A run that is running keeps the lease until it expires.
+async fn release(store: &Arc<dyn Store>, claim: &Claim) {
+    let run = &claim.run;
+    if !run.status.is_at_rest() {
+        return;
+    }
+    let commit = Commit {
+        run_id: run.run_id,
+        epoch: claim.epoch,
+        status: run.status,
+        snapshot: run.snapshot.clone(),
+        steps: Vec::new(),
+        step_key: None,
+        output: run.output.clone(),
+        error: run.error.clone(),
+        pause: run.pause.clone(),
+    };
+    if let Err(e) = store.commit(commit).await {
+        tracing::warn!(run_id = %run.run_id, error = %e, "could not give back the lease of a run left as it was; it lapses on its own");
+    }
+}
+
+/// Gives the lease back when what was read after the claim cannot be used.
+async fn released_on_error<T>(
+    store: &Arc<dyn Store>,
+    claim: &Claim,
+    result: Result<T, FlowError>,
+) -> Result<T, FlowError> {
+    if result.is_err() {
+        release(store, claim).await;
+    }
+    result
 }
 
 /// Makes a failed run's progress runnable again: the failure is cleared and every pending

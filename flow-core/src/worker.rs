@@ -14,11 +14,16 @@ use crate::store::{RunFilter, RunStatus, Store, StoreError};
 
 trait AnyRunner: Send + Sync {
     fn resume(&self, run_id: Uuid) -> BoxFuture<'_, Result<RunStatus, FlowError>>;
+    fn resume_with(&self, run_id: Uuid, input: serde_json::Value) -> BoxFuture<'_, Result<RunStatus, FlowError>>;
 }
 
 impl<F: Flow> AnyRunner for Runner<F> {
     fn resume(&self, run_id: Uuid) -> BoxFuture<'_, Result<RunStatus, FlowError>> {
         Box::pin(async move { self.resume(run_id).await.map(|o| o.status()) })
+    }
+
+    fn resume_with(&self, run_id: Uuid, input: serde_json::Value) -> BoxFuture<'_, Result<RunStatus, FlowError>> {
+        Box::pin(async move { self.resume_with(run_id, input).await.map(|o| o.status()) })
     }
 }
 
@@ -92,30 +97,80 @@ impl Worker {
 
     /// Resumes a stored run, whatever its flow.
     pub async fn resume(&self, run_id: Uuid) -> Result<RunStatus, FlowError> {
-        let record = self.store.load_run(run_id).await.map_err(|e| match e {
+        self.runner_of(run_id).await?.resume(run_id).await
+    }
+
+    /// Answers a paused run's question, whatever its flow, as
+    /// [`Runner::resume_with`](crate::Runner::resume_with) does: an answer the run is not waiting
+    /// for (it is completed, failed, running, or waits at another question) is refused with
+    /// [`FlowError::NotWaiting`] and the run is left as it was.
+    ///
+    /// ```
+    /// use flow_core::prelude::*;
+    /// use flow_core::store::{MemoryStore, Store};
+    /// use flow_core::{RunStatus, Worker};
+    /// use std::sync::Arc;
+    ///
+    /// #[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
+    /// struct S { approved: bool }
+    /// struct Approve;
+    ///
+    /// #[flow(state = S, name = "worker_doc_approve")]
+    /// impl Approve {
+    ///     #[start]
+    ///     async fn ask(&self, cx: &Ctx<S>) -> Result<()> {
+    ///         let yes: bool = cx.ask(InputRequest::new("Approve?")).await?;
+    ///         cx.update(move |s| s.approved = yes);
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), FlowError> {
+    /// let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    /// let run = Runner::new(Approve).with_shared_store(store.clone()).kickoff(S::default()).await?;
+    /// let worker = Worker::new(store).register(Approve);
+    /// assert_eq!(worker.resume_with(run.run_id(), serde_json::json!(true)).await?, RunStatus::Completed);
+    /// // Answered: a second answer is refused, saying why.
+    /// let late = worker.resume_with(run.run_id(), serde_json::json!(false)).await.unwrap_err();
+    /// assert!(matches!(late, FlowError::NotWaiting { status: RunStatus::Completed, .. }));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn resume_with(&self, run_id: Uuid, input: serde_json::Value) -> Result<RunStatus, FlowError> {
+        self.runner_of(run_id).await?.resume_with(run_id, input).await
+    }
+
+    async fn runner_of(&self, run_id: Uuid) -> Result<&Arc<dyn AnyRunner>, FlowError> {
+        // The summary names the flow without decoding the run's state.
+        let flow = self.store.run_summary(run_id).await.map_err(|e| match e {
             StoreError::NotFound(id) => FlowError::RunNotFound(id),
             e => FlowError::Store(e),
         })?;
-        let runner = self.runners.get(record.flow.as_str()).ok_or_else(|| FlowError::UnknownFlow {
+        let flow = flow.flow;
+        self.runners.get(flow.as_str()).ok_or_else(|| FlowError::UnknownFlow {
             run_id,
-            flow: record.flow.clone(),
-            compiled_in: registered_flows().any(|r| r.name == record.flow),
+            compiled_in: registered_flows().any(|r| r.name == flow),
             registered: self.runners.keys().map(|k| k.to_string()).collect(),
-        })?;
-        runner.resume(run_id).await
+            flow,
+        })
     }
 
     /// Resumes every run left `running` (by a process that died), one after the other.
-    /// Returns each run's id with how it ended this time.
+    /// Returns each run's id with how it ended this time. A run that cannot be read or resumed
+    /// (a damaged row) is in the list with its error; the others are recovered all the same.
     pub async fn recover(&self) -> Result<Vec<(Uuid, Result<RunStatus, FlowError>)>, FlowError> {
-        let stuck =
-            self.store.list_runs(&RunFilter { status: Some(RunStatus::Running), ..RunFilter::default() }).await?;
-        let mut out = Vec::with_capacity(stuck.len());
-        for r in stuck {
+        let stuck = self
+            .store
+            .list_runs_checked(&RunFilter { status: Some(RunStatus::Running), ..RunFilter::default() })
+            .await?;
+        let mut out = Vec::with_capacity(stuck.items.len() + stuck.damaged.len());
+        for r in &stuck.items {
             if self.runners.contains_key(r.flow.as_str()) {
                 out.push((r.run_id, self.resume(r.run_id).await));
             }
         }
+        out.extend(stuck.damaged.into_iter().map(|d| (d.run_id, Err(FlowError::Store(d.error)))));
         Ok(out)
     }
 }

@@ -193,7 +193,15 @@ async fn a_corrupt_row_is_named_and_left_as_it_is() -> TestResult {
     damage(&path, "UPDATE flow_runs SET status = 'exploded' WHERE run_id = ?1", id)?;
     expect_corrupt(store.load_run(id).await, id, "status")?;
     let by_flow = RunFilter { flow: Some("corrupt".into()), ..RunFilter::default() };
-    expect_corrupt(store.list_runs(&by_flow).await, id, "status")?;
+    // Listing goes on without it: the plain listing leaves it out, the checked one reports it.
+    let listed = store.list_runs(&by_flow).await?;
+    assert_eq!(listed.iter().map(|r| r.run_id).collect::<Vec<_>>(), [healthy_id]);
+    let mut checked = store.list_runs_checked(&by_flow).await?;
+    assert_eq!(checked.iter().map(|r| r.run_id).collect::<Vec<_>>(), [healthy_id]);
+    let damaged = checked.damaged.pop().ok_or("the damaged run is reported")?;
+    assert_eq!(damaged.run_id, id);
+    expect_corrupt(Err::<(), _>(damaged.error), id, "status")?;
+    expect_corrupt(store.run_summary(id).await, id, "status")?;
     // Filtering on a real status never meets the bad one.
     let running = RunFilter { status: Some(RunStatus::Running), ..by_flow };
     assert_eq!(store.list_runs(&running).await?.len(), 1);
@@ -286,8 +294,8 @@ async fn a_read_only_store_reads_and_refuses_every_write() -> TestResult {
 
 const PROTECTED_DB: &str = "FLOWS_TEST_PROTECTED_DB";
 
-async fn expect_read_only_open(path: &Path, mentions: &str) -> TestResult {
-    match SqliteStore::open(path).await {
+async fn expect_read_only_open(path: &Path, mentions: &str, read_only: bool) -> TestResult {
+    match SqliteStore::open_with(SqliteOptions::new(path).read_only(read_only)).await {
         Err(StoreError::ReadOnly(message)) if message.contains(mentions) => Ok(()),
         other => {
             Err(format!("opening {}: expected ReadOnly mentioning `{mentions}`, got {other:?}", path.display()).into())
@@ -301,7 +309,36 @@ async fn expect_read_only_open(path: &Path, mentions: &str) -> TestResult {
 async fn child_opens_a_protected_store() -> TestResult {
     let path = PathBuf::from(std::env::var_os(PROTECTED_DB).ok_or("run by write_protection_is_reported_as_read_only")?);
     let mentions = std::env::var("FLOWS_TEST_MENTIONS")?;
-    expect_read_only_open(&path, &mentions).await
+    expect_read_only_open(&path, &mentions, std::env::var_os("FLOWS_TEST_OPEN_READ_ONLY").is_some()).await
+}
+
+/// Checks that opening `path` (read-only when `read_only`) fails with [`StoreError::ReadOnly`]
+/// mentioning `mentions`, as a process without write permission: this one, or when it is
+/// `privileged` (root ignores permission bits) a child test run as `nobody` through `setpriv`.
+async fn expect_read_only_open_unprivileged(
+    path: &Path,
+    mentions: &str,
+    privileged: bool,
+    read_only: bool,
+) -> TestResult {
+    if !privileged {
+        return expect_read_only_open(path, mentions, read_only).await;
+    }
+    let exe = std::env::current_exe()?;
+    let mut child = Command::new("setpriv");
+    child
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(exe)
+        .args(["--exact", "child_opens_a_protected_store", "--ignored", "--nocapture", "--test-threads=1"])
+        .env(PROTECTED_DB, path)
+        .env("FLOWS_TEST_MENTIONS", mentions);
+    if read_only {
+        child.env("FLOWS_TEST_OPEN_READ_ONLY", "1");
+    }
+    let out = child.output()?;
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"), "the child ran the check");
+    Ok(())
 }
 
 /// Waits for the last connection of a dropped store to close (it removes the `-wal` file), so
@@ -345,25 +382,7 @@ async fn write_protection_is_reported_as_read_only() -> TestResult {
     // Root ignores permission bits; then the check runs as `nobody` in a child process.
     let privileged = std::fs::OpenOptions::new().write(true).open(&cases[0].0).is_ok();
     for (path, mentions) in &cases {
-        if !privileged {
-            expect_read_only_open(path, mentions).await?;
-            continue;
-        }
-        let exe = std::env::current_exe()?;
-        let out = Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(exe)
-            .args(["--exact", "child_opens_a_protected_store", "--ignored", "--nocapture", "--test-threads=1"])
-            .env(PROTECTED_DB, path)
-            .env("FLOWS_TEST_MENTIONS", mentions)
-            .output()?;
-        assert!(
-            out.status.success(),
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(String::from_utf8_lossy(&out.stdout).contains("1 passed"), "the child ran the check");
+        expect_read_only_open_unprivileged(path, mentions, privileged, false).await?;
     }
     // The directory probe cleans up after itself.
     for case in [&file_case, &dir_case] {
@@ -373,6 +392,48 @@ async fn write_protection_is_reported_as_read_only() -> TestResult {
         }
     }
     mode(&dir_case, 0o755)?;
+    Ok(())
+}
+
+/// Reading a store needs no write access to its file, but a WAL database needs its `-shm`
+/// file, which SQLite creates beside it even for a read-only connection: in a directory the
+/// process cannot write, with no process holding the store open, the read-only open fails, and
+/// used to say only "attempt to write a readonly database" (puzzling for a read-only open).
+/// Checked as `nobody` when this test runs as root (found by creating a file in the 0o555
+/// directory: only root can), since root may write anywhere.
+#[tokio::test]
+async fn a_read_only_store_in_a_directory_it_cannot_write_says_so() -> TestResult {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir()?;
+    std::fs::set_permissions(root.path(), std::fs::Permissions::from_mode(0o755))?;
+    let dir = root.path().join("shared");
+    std::fs::create_dir(&dir)?;
+    let path = dir.join("runs.db");
+    drop(SqliteStore::open(&path).await?);
+    wait_closed(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555))?;
+    let privileged = std::fs::write(dir.join("probe"), b"").is_ok();
+    let checked =
+        expect_read_only_open_unprivileged(&path, "was opened read-only, but its directory", privileged, true).await;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))?;
+    checked
+}
+
+/// SQLite reports a directory given as the store's path as "unable to open database file".
+#[tokio::test]
+async fn a_store_path_that_is_a_directory_says_so() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    for read_only in [false, true] {
+        match SqliteStore::open_with(SqliteOptions::new(dir.path()).read_only(read_only)).await {
+            Err(e @ StoreError::Open { .. }) => {
+                let text = e.to_string();
+                assert!(text.contains("is a directory, not a database file"), "{text}");
+                assert!(text.contains(&dir.path().join("runs.db").display().to_string()), "{text}");
+            }
+            other => return Err(format!("read_only={read_only}: expected Open, got {other:?}").into()),
+        }
+    }
     Ok(())
 }
 
@@ -394,7 +455,9 @@ async fn a_full_disk_rolls_back_and_keeps_what_was_committed() -> TestResult {
         ..commit(id, 1, 4)
     };
     match store.commit(huge).await {
-        Err(StoreError::DiskFull(message)) => assert!(message.contains("runs.db"), "{message}"),
+        Err(StoreError::DiskFull(message)) => {
+            assert!(message.contains("runs.db") && message.contains(&id.to_string()), "names the run: {message}");
+        }
         other => return Err(format!("expected DiskFull, got {other:?}").into()),
     }
     let after = (store.load_run(id).await?, store.steps(id).await?, store.checkpoints(id).await?);
@@ -546,7 +609,9 @@ async fn a_lock_held_by_another_process_is_waited_for_then_reported_as_busy() ->
     release.send(())?;
     holder.join().map_err(|_| "lock holder panicked")??;
     match outcome {
-        Err(StoreError::Busy(message)) => assert!(message.contains("locked"), "{message}"),
+        Err(StoreError::Busy(message)) => {
+            assert!(message.contains("locked") && message.contains(&id.to_string()), "names the run: {message}");
+        }
         other => return Err(format!("expected Busy, got {other:?}").into()),
     }
     assert!(waited >= Duration::from_millis(250), "retried with backoff before giving up: {waited:?}");

@@ -57,7 +57,9 @@ pub(crate) struct AgentInner {
 /// Its system prompt is `You are {role}. {backstory}\nYour personal goal is: {goal}`. With
 /// tools, each model reply that calls tools is answered with the tools' results until the model
 /// gives a final answer; after `max_iter` tool-calling replies the model is told to answer now and
-/// is called once more without tools.
+/// is called once more without tools (logged as a warning naming the tools it still wanted). If it
+/// asks for tools even then, the run fails with [`LlmError::MaxIterReached`](crate::LlmError),
+/// which says so and names the tools.
 ///
 /// ```
 /// use std::sync::Arc;

@@ -61,6 +61,38 @@ pub enum LlmError {
         /// How long the endpoint asked to wait before trying again (`Retry-After`).
         retry_after: Option<Duration>,
     },
+    /// The endpoint asked (`Retry-After`) to wait longer than this client waits in-process
+    /// ([`RetryPolicy::max_retry_after`](crate::RetryPolicy::max_retry_after)), so the call was
+    /// given up at once instead of holding a task asleep. Transient: the flow's retry policy
+    /// may run the step again later.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use flow_llm::LlmError;
+    ///
+    /// let e = LlmError::RetryAfterTooLong {
+    ///     status: 429,
+    ///     message: "Rate limit reached".into(),
+    ///     retry_after: Duration::from_secs(3600),
+    ///     limit: Duration::from_secs(60),
+    /// };
+    /// assert!(e.to_string().contains("asked to wait 3600s"), "{e}");
+    /// assert!(e.to_string().contains("max_retry_after"), "{e}");
+    /// ```
+    #[error(
+        "the LLM endpoint answered HTTP {status} ({message}) and asked to wait {} before trying again, longer than this client waits in-process (RetryPolicy::max_retry_after = {limit:?}), so the call was not retried; let the flow's retry policy run the step again after that long, or raise `RetryPolicy::max_retry_after` if waiting in-process is acceptable",
+        describe_wait(*retry_after)
+    )]
+    RetryAfterTooLong {
+        /// HTTP status code (429, 503, ...).
+        status: u16,
+        /// The endpoint's message.
+        message: String,
+        /// How long the endpoint asked to wait (a value above 24 hours is read as 24 hours).
+        retry_after: Duration,
+        /// The longest wait this client accepts in-process.
+        limit: Duration,
+    },
     /// The call did not finish within the per-call timeout.
     #[error(
         "the LLM call did not finish within {after:?}; the endpoint is slow or hung. Raise the timeout with `OpenAiLlm::builder().timeout(..)` if replies are legitimately long"
@@ -154,6 +186,28 @@ pub enum LlmError {
         /// The agent's role.
         agent: String,
     },
+    /// The agent was stopped after `max_iter` tool-calling rounds, and when told to answer
+    /// without tools the model still asked for tools instead of answering.
+    ///
+    /// ```
+    /// use flow_llm::LlmError;
+    ///
+    /// let e = LlmError::MaxIterReached { agent: "Researcher".into(), max_iter: 3, tools: vec!["search".into()] };
+    /// assert!(e.to_string().contains("after max_iter = 3 tool-calling rounds"), "{e}");
+    /// assert!(e.to_string().contains("`search`"), "{e}");
+    /// ```
+    #[error(
+        "agent `{agent}` was stopped after max_iter = {max_iter} tool-calling rounds while the model still wanted to call tools ({}), and it gave no final answer when told to answer without tools; raise the agent's limit with `Agent::builder(..).max_iter(n)`, or give it a task it can finish in fewer tool calls",
+        tools.iter().map(|t| format!("`{t}`")).collect::<Vec<_>>().join(", ")
+    )]
+    MaxIterReached {
+        /// The agent's role.
+        agent: String,
+        /// Its tool-calling round limit.
+        max_iter: u32,
+        /// The tools the model asked for in its last reply.
+        tools: Vec<String>,
+    },
     /// A person's answer could not be mapped onto one of the routes; nothing was chosen.
     #[error(
         "the answer {answer:?} could not be mapped onto one of the routes {routes:?} ({reason}); ask the person again with a clearer question"
@@ -197,6 +251,14 @@ pub enum LlmError {
     },
 }
 
+fn describe_wait(d: Duration) -> String {
+    if d >= crate::openai::MAX_RETRY_AFTER {
+        format!("{d:?} or more (the server's value was clamped)")
+    } else {
+        format!("{d:?}")
+    }
+}
+
 fn describe_kind(kind: Option<&str>, code: Option<&str>) -> String {
     match (kind, code) {
         (Some(k), Some(c)) => format!(" ({k}/{c})"),
@@ -215,7 +277,9 @@ fn api_hint(status: u16, code: Option<&str>, kind: Option<&str>) -> &'static str
         429 if is_quota(code, kind) => {
             "the account's quota is used up: add credit or use another key; retrying will not help"
         }
-        429 => "rate limited: retried with backoff; lower the concurrency limit if this persists",
+        429 => {
+            "rate limited: the client's retries (RetryPolicy::max_retries) did not get through; lower the concurrency limit or allow more retries"
+        }
         401 => "the API key was rejected: check OPENAI_API_KEY",
         403 => "the key may not use this endpoint or model: check the account's permissions",
         404 => "the model or path does not exist: check the model name and OPENAI_BASE_URL (it must end in /v1)",
@@ -236,7 +300,7 @@ impl LlmError {
     /// ```
     pub fn status(&self) -> Option<u16> {
         match self {
-            LlmError::Api { status, .. } => Some(*status),
+            LlmError::Api { status, .. } | LlmError::RetryAfterTooLong { status, .. } => Some(*status),
             _ => None,
         }
     }
@@ -250,7 +314,18 @@ impl LlmError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             LlmError::Api { retry_after, .. } => *retry_after,
+            LlmError::RetryAfterTooLong { retry_after, .. } => Some(*retry_after),
             _ => None,
+        }
+    }
+
+    /// This API error as [`LlmError::RetryAfterTooLong`]; other errors are returned unchanged.
+    pub(crate) fn retry_after_too_long(self, retry_after: Duration, limit: Duration) -> Self {
+        match self {
+            LlmError::Api { status, message, .. } => {
+                LlmError::RetryAfterTooLong { status, message, retry_after, limit }
+            }
+            other => other,
         }
     }
 
@@ -283,6 +358,7 @@ impl Classify for LlmError {
                 _ => ErrorClass::Permanent,
             },
             LlmError::Timeout { .. }
+            | LlmError::RetryAfterTooLong { .. }
             | LlmError::Connect { .. }
             | LlmError::Transport { .. }
             | LlmError::Stream { .. }
@@ -296,6 +372,7 @@ impl Classify for LlmError {
             | LlmError::Config(_)
             | LlmError::MissingInput { .. }
             | LlmError::NoFinalAnswer { .. }
+            | LlmError::MaxIterReached { .. }
             | LlmError::UnclearFeedback { .. }
             | LlmError::NoScriptedReply { .. }
             | LlmError::InvalidRequest(_)

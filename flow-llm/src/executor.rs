@@ -128,9 +128,36 @@ impl Exec<'_> {
                 messages.push(Message::tool(call.id.clone(), result));
             }
         }
-        tracing::debug!(max_iter = self.agent.max_iter(), "tool loop hit max_iter, forcing a final answer");
+        let wanted: Vec<String> = messages
+            .iter()
+            .rev()
+            .find(|m| !m.tool_calls.is_empty())
+            .map(|m| m.tool_calls.iter().map(|c| c.name.clone()).collect())
+            .unwrap_or_default();
+        tracing::warn!(
+            agent = %self.agent.role(),
+            max_iter = self.agent.max_iter(),
+            tools = ?wanted,
+            "agent stopped after max_iter tool-calling rounds while the model still wanted to call tools; asking for a final answer without tools (raise max_iter if the answer is cut short)"
+        );
         messages.push(Message::user(FORCE_FINAL_ANSWER));
         let response = self.call(&messages, &[], output).await?;
+        // A model that answers the forced call with more tool calls (some servers let it even
+        // when no tools are offered) has no answer: say it was the limit, not an empty reply.
+        let no_content = response.content.as_deref().is_none_or(|c| c.trim().is_empty());
+        if !response.tool_calls.is_empty() && no_content {
+            let mut tools: Vec<String> = Vec::new();
+            for call in &response.tool_calls {
+                if !tools.contains(&call.name) {
+                    tools.push(call.name.clone());
+                }
+            }
+            return Err(LlmError::MaxIterReached {
+                agent: self.agent.role().to_owned(),
+                max_iter: self.agent.max_iter(),
+                tools,
+            });
+        }
         self.finish(response, messages, output).await
     }
 

@@ -85,6 +85,12 @@ pub trait Llm: Send + Sync {
 /// Pass `cx` (a flow method's context) as the journal inside a flow, [`flow_core::NoJournal`]
 /// outside one.
 ///
+/// The recorded reply is replayed only for the same request (model, messages, tools, settings).
+/// A step that runs again with a changed request, e.g. resumed after its prompt was fixed, fails
+/// with a non-determinism error naming the run and the step: it is neither handed the old reply
+/// to a different question nor sent again on top of a journal recorded for the old one. Fork
+/// the run (`Runner::fork`) to ask the new question; see [`Journal::record`].
+///
 /// ```
 /// use flow_core::NoJournal;
 /// use flow_llm::{ChatRequest, ChatResponse, LlmExt, Message, ScriptedLlm};

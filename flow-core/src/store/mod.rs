@@ -311,6 +311,77 @@ pub struct RunSummary {
     pub updated_at_ms: i64,
 }
 
+/// A run a listing could not read: its row is damaged (an unknown status, a pause that is not
+/// JSON, an id that is not a UUID). The listing goes on with the other runs and reports this
+/// one instead of failing.
+#[derive(Debug)]
+pub struct DamagedRun {
+    /// The run; the nil UUID when even its stored id cannot be read (the error then shows the
+    /// stored text).
+    pub run_id: Uuid,
+    /// What is wrong with it, as reading the run alone would report it.
+    pub error: StoreError,
+}
+
+/// What a listing found: the items it could read, newest first, and the runs it could not.
+///
+/// It derefs to the slice of items, so it reads like the list of them; check
+/// [`Listing::damaged`] to learn of runs that need repair.
+///
+/// ```
+/// use flow_core::store::{MemoryStore, RunFilter, Store};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), flow_core::store::StoreError> {
+/// let store = MemoryStore::new();
+/// let listing = store.list_runs_checked(&RunFilter::default()).await?;
+/// assert!(listing.is_empty() && listing.damaged.is_empty());
+/// for damaged in &listing.damaged {
+///     eprintln!("run {} cannot be read: {}", damaged.run_id, damaged.error);
+/// }
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Listing<T> {
+    /// What could be read.
+    pub items: Vec<T>,
+    /// The runs that could not, each with its error.
+    pub damaged: Vec<DamagedRun>,
+}
+
+impl<T> Default for Listing<T> {
+    fn default() -> Self {
+        Listing { items: Vec::new(), damaged: Vec::new() }
+    }
+}
+
+impl<T> std::ops::Deref for Listing<T> {
+    type Target = [T];
+
+    fn deref(&self) -> &[T] {
+        &self.items
+    }
+}
+
+impl<T> IntoIterator for Listing<T> {
+    type Item = T;
+    type IntoIter = std::vec::IntoIter<T>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.items.into_iter()
+    }
+}
+
+impl<'a, T> IntoIterator for &'a Listing<T> {
+    type Item = &'a T;
+    type IntoIter = std::slice::Iter<'a, T>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.items.iter()
+    }
+}
+
 /// Which runs to list.
 #[derive(Clone, Debug, Default)]
 pub struct RunFilter {
@@ -419,7 +490,10 @@ pub enum StoreError {
         epoch: u64,
     },
     /// A stored row cannot be read.
-    #[error("run {run_id}: stored {what} is corrupt ({detail}); the row was left as it is")]
+    #[error(
+        "run {run_id}: stored {what} is corrupt ({detail}); the row was left as it is and other runs are not \
+         affected: fork the run from an earlier checkpoint (`Runner::fork`), or repair the row by hand"
+    )]
     Corrupt {
         /// The run.
         run_id: Uuid,
@@ -462,14 +536,68 @@ pub enum StoreError {
         /// What SQLite reported.
         detail: String,
     },
+    /// The store's file was deleted or replaced (or its directory removed) while this process
+    /// had it open. SQLite would go on writing to the file it opened, which nobody can open
+    /// again, so every write since is refused: a commit that reports success is in the file at
+    /// `path`.
+    #[error(
+        "{}the store file {path} {what} while this process had it open: the last commit is not stored there \
+         and was refused, as is every later write; stop this process, restore the file from a backup or \
+         point the store at a new file, and resume the run",
+        run_prefix(*run_id)
+    )]
+    Gone {
+        /// The run whose write found out, when the store knows it.
+        run_id: Option<Uuid>,
+        /// The file.
+        path: String,
+        /// What happened to it: `was deleted`, `was replaced by another file`, ...
+        what: String,
+    },
     /// Another process kept the database locked through every retry.
     #[error(
-        "the store is locked by another process ({0}) and stayed locked after several retries; retry later, or look for a stuck process holding the file"
+        "the store is locked by another process ({0}) and stayed locked after several retries; nothing was written: \
+         retry (resume the run) once the lock is released, and look for a stuck process holding the file"
     )]
     Busy(String),
     /// Any other database failure.
     #[error("store failure: {0}")]
     Backend(String),
+}
+
+/// `run <id>: ` when the run is known.
+fn run_prefix(run_id: Option<Uuid>) -> String {
+    run_id.map(|id| format!("run {id}: ")).unwrap_or_default()
+}
+
+impl StoreError {
+    /// Names the run in an error about the store as a whole (a full disk, a lock, a vanished
+    /// file), so the message says which run's write or read it stopped. Errors that name
+    /// their run already are returned as they are. A store of your own calls it on the errors
+    /// of its run operations, as the SQLite store does.
+    ///
+    /// ```
+    /// use flow_core::store::StoreError;
+    /// use uuid::Uuid;
+    ///
+    /// let run_id = Uuid::now_v7();
+    /// let e = StoreError::DiskFull("/data/runs.db: database or disk is full".into()).for_run(run_id);
+    /// assert!(e.to_string().contains(&format!("run {run_id}")));
+    /// ```
+    pub fn for_run(self, run_id: Uuid) -> Self {
+        let named = |message: String| {
+            if message.contains(&run_id.to_string()) { message } else { format!("run {run_id}: {message}") }
+        };
+        match self {
+            StoreError::DiskFull(m) => StoreError::DiskFull(named(m)),
+            StoreError::ReadOnly(m) => StoreError::ReadOnly(named(m)),
+            StoreError::Busy(m) => StoreError::Busy(named(m)),
+            StoreError::Backend(m) => StoreError::Backend(named(m)),
+            StoreError::FileCorrupt { path, detail } => StoreError::FileCorrupt { path, detail: named(detail) },
+            StoreError::Gone { run_id: None, path, what } => StoreError::Gone { run_id: Some(run_id), path, what },
+            other => other,
+        }
+    }
 }
 
 /// Where runs are kept.
@@ -563,8 +691,32 @@ pub trait Store: Send + Sync + 'static {
     /// The run's latest record.
     async fn load_run(&self, run_id: Uuid) -> Result<RunRecord, StoreError>;
 
-    /// Runs matching a filter, newest first.
+    /// Runs matching a filter, newest first. A run whose row cannot be read is left out (and
+    /// logged), so one damaged row never hides the others; [`Store::list_runs_checked`]
+    /// reports it.
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, StoreError>;
+
+    /// Like [`Store::list_runs`], and reports each run whose row cannot be read, by its id,
+    /// beside the runs that can. The default lists with `list_runs` and reports nothing: a
+    /// store that can hold damaged rows overrides it, and a store wrapping another delegates it.
+    async fn list_runs_checked(&self, filter: &RunFilter) -> Result<Listing<RunSummary>, StoreError> {
+        Ok(Listing { items: self.list_runs(filter).await?, damaged: Vec::new() })
+    }
+
+    /// The run's summary: its flow and status without its snapshot, so it reads even when the
+    /// run's latest state is damaged (forking an earlier checkpoint needs no more). The default
+    /// loads the whole run.
+    async fn run_summary(&self, run_id: Uuid) -> Result<RunSummary, StoreError> {
+        let r = self.load_run(run_id).await?;
+        Ok(RunSummary {
+            run_id: r.run_id,
+            flow: r.flow,
+            status: r.status,
+            pause: r.pause,
+            created_at_ms: r.created_at_ms,
+            updated_at_ms: r.updated_at_ms,
+        })
+    }
 
     /// The run's step rows, in creation order. The engine writes a step's row when the step
     /// first finishes or fails; `Runner::steps` adds the steps the run has scheduled.

@@ -22,6 +22,7 @@ use futures::StreamExt;
 use secrecy::{ExposeSecret, SecretString};
 
 pub use self::retry::RetryPolicy;
+pub(crate) use self::transport::MAX_RETRY_AFTER;
 use crate::chat::{ChatRequest, ChatResponse};
 use crate::error::LlmError;
 use crate::limit::ConcurrencyLimit;
@@ -180,17 +181,36 @@ impl OpenAiLlm {
         (model, request)
     }
 
-    fn map_error(&self, err: async_openai::error::OpenAIError, phase: convert::Phase) -> LlmError {
+    /// When the attempt starting now must have its whole reply; `None` for a timeout too large
+    /// to add to the clock (nothing could wait that long anyway).
+    fn deadline(&self) -> Option<tokio::time::Instant> {
+        tokio::time::Instant::now().checked_add(self.timeout)
+    }
+
+    /// An error that arrives once the attempt's deadline has passed is its timeout, whatever the
+    /// transport calls it.
+    fn map_error(
+        &self,
+        err: async_openai::error::OpenAIError,
+        phase: convert::Phase,
+        deadline: Option<tokio::time::Instant>,
+    ) -> LlmError {
+        if deadline.is_some_and(|at| tokio::time::Instant::now() >= at) {
+            return LlmError::Timeout { after: self.timeout };
+        }
         convert::error(err, &self.base_url, self.timeout, phase)
     }
 
-    async fn backoff(&self, attempt: u32, err: &LlmError, model: &str) -> bool {
-        let Some(delay) = self.retry.delay_after(attempt, err) else {
-            return false;
+    /// Sleeps before the next attempt, or hands back the error that ends the call.
+    async fn backoff(&self, attempt: u32, err: LlmError, model: &str) -> Result<(), LlmError> {
+        let delay = match self.retry.next(attempt, &err) {
+            retry::Next::Retry(delay) => delay,
+            retry::Next::GiveUp => return Err(err),
+            retry::Next::WaitTooLong(asked) => return Err(err.retry_after_too_long(asked, self.retry.max_retry_after)),
         };
         tracing::warn!(model, attempt = attempt + 1, ?delay, status = err.status(), error = %err, "LLM call failed, retrying");
         tokio::time::sleep(delay).await;
-        true
+        Ok(())
     }
 }
 
@@ -209,18 +229,25 @@ impl Llm for OpenAiLlm {
                 // The permit covers the HTTP exchange only, not the backoff sleep, so waiting
                 // callers can use the endpoint while this one backs off.
                 let _permit = self.limit.acquire().await;
-                self.client.chat().create(wire.clone()).await
+                let deadline = self.deadline();
+                let chat = self.client.chat();
+                let call = chat.create(wire.clone());
+                match deadline {
+                    Some(at) => match tokio::time::timeout_at(at, call).await {
+                        Ok(outcome) => outcome.map_err(|e| self.map_error(e, convert::Phase::Request, deadline)),
+                        Err(_) => Err(LlmError::Timeout { after: self.timeout }),
+                    },
+                    None => call.await.map_err(|e| self.map_error(e, convert::Phase::Request, None)),
+                }
             };
             let err = match outcome {
                 Ok(resp) => {
                     tracing::debug!(model = %model, attempt, "LLM call succeeded");
                     return convert::response(resp);
                 }
-                Err(e) => self.map_error(e, convert::Phase::Request),
+                Err(err) => err,
             };
-            if !self.backoff(attempt, &err, &model).await {
-                return Err(err);
-            }
+            self.backoff(attempt, err, &model).await?;
             attempt += 1;
         }
     }
@@ -231,28 +258,59 @@ impl Llm for OpenAiLlm {
         let mut attempt = 0;
         loop {
             let permit = self.limit.acquire().await;
-            let err = match self.client.chat().create_stream(wire.clone()).await {
-                Ok(stream) => {
+            let deadline = self.deadline();
+            let chat = self.client.chat();
+            let opened = match deadline {
+                Some(at) => tokio::time::timeout_at(at, chat.create_stream(wire.clone())).await.ok(),
+                None => Some(chat.create_stream(wire.clone()).await),
+            };
+            let err = match opened {
+                None => LlmError::Timeout { after: self.timeout },
+                Some(Ok(stream)) => {
                     let (base_url, timeout) = (self.base_url.clone(), self.timeout);
                     // The permit lives as long as the stream: the request is in flight until
                     // the last chunk arrives.
-                    return Ok(stream
+                    let chunks = stream
                         .map(move |item| {
                             let _held = &permit;
                             item.map(convert::chunk)
                                 .map_err(|e| convert::error(e, &base_url, timeout, convert::Phase::Stream))
                         })
-                        .boxed());
+                        .boxed();
+                    return Ok(until_deadline(chunks, deadline, self.timeout));
                 }
-                Err(e) => self.map_error(e, convert::Phase::Request),
+                Some(Err(e)) => self.map_error(e, convert::Phase::Request, deadline),
             };
             drop(permit);
-            if !self.backoff(attempt, &err, &model).await {
-                return Err(err);
-            }
+            self.backoff(attempt, err, &model).await?;
             attempt += 1;
         }
     }
+}
+
+/// Ends `stream` with [`LlmError::Timeout`] once `deadline` passes.
+///
+/// reqwest's own timeout cuts a stalled body too, but async-openai turns that error into text
+/// ("error decoding response body") on the way, so the stream would report a transport failure.
+/// The deadline here starts before the request is sent, so it runs out no later than reqwest's;
+/// an error that still arrives first but after the deadline is the same timeout.
+fn until_deadline(stream: ChatStream, deadline: Option<tokio::time::Instant>, after: Duration) -> ChatStream {
+    let timed_out = move || deadline.is_some_and(|at| tokio::time::Instant::now() >= at);
+    futures::stream::unfold(Some(stream), move |state| async move {
+        let mut stream = state?;
+        let item = match deadline {
+            Some(at) => match tokio::time::timeout_at(at, stream.next()).await {
+                Ok(item) => item,
+                Err(_) => return Some((Err(LlmError::Timeout { after }), None)),
+            },
+            None => stream.next().await,
+        };
+        match item? {
+            Err(_) if timed_out() => Some((Err(LlmError::Timeout { after }), None)),
+            item => Some((item, Some(stream))),
+        }
+    })
+    .boxed()
 }
 
 /// Configures an [`OpenAiLlm`].

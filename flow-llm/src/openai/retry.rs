@@ -12,9 +12,11 @@ use crate::error::LlmError;
 ///
 /// Attempt `n` (from 0) waits `initial_backoff * 2^n`, capped at `max_backoff`, scaled by a random
 /// factor in `[0.5, 1.0]` so that many clients hit by the same outage do not retry in lockstep.
-/// When the endpoint sends `Retry-After`, that delay is used as-is; if it is longer than
-/// `max_retry_after`, the error is returned at once so the flow's own retry policy can reschedule
-/// the step instead of holding a task asleep.
+/// When the endpoint sends `Retry-After` (or `retry-after-ms`), that delay is used as-is; if it
+/// is longer than `max_retry_after`, the call fails at once with
+/// [`LlmError::RetryAfterTooLong`], which names both durations, so the flow's own retry policy
+/// can reschedule the step instead of holding a task asleep. A `Retry-After` that is not a
+/// usable delay (negative, garbage) is ignored in favour of the backoff.
 ///
 /// ```
 /// use std::time::Duration;
@@ -115,20 +117,34 @@ impl RetryPolicy {
     pub fn backoff(&self, attempt: u32) -> Duration {
         let factor = 2u32.saturating_pow(attempt.min(30));
         let base = self.initial_backoff.saturating_mul(factor).min(self.max_backoff);
-        base.mul_f64(rand::rng().random_range(0.5..=1.0))
+        let jitter = rand::rng().random_range(0.5..=1.0);
+        // `mul_f64` panics when the product rounds above `Duration::MAX` (a `max_backoff` of
+        // `Duration::MAX` does); the unjittered base is the right answer then.
+        Duration::try_from_secs_f64(base.as_secs_f64() * jitter).unwrap_or(base)
     }
 
-    /// The wait before the next attempt, or `None` to give up with `error`.
-    pub(crate) fn delay_after(&self, attempt: u32, error: &LlmError) -> Option<Duration> {
+    /// What to do after attempt `attempt` (from 0) failed with `error`.
+    pub(crate) fn next(&self, attempt: u32, error: &LlmError) -> Next {
         if attempt >= self.max_retries || !error.retryable_in_process() {
-            return None;
+            return Next::GiveUp;
         }
         match error.retry_after() {
-            Some(d) if d > self.max_retry_after => None,
-            Some(d) => Some(d),
-            None => Some(self.backoff(attempt)),
+            Some(d) if d > self.max_retry_after => Next::WaitTooLong(d),
+            Some(d) => Next::Retry(d),
+            None => Next::Retry(self.backoff(attempt)),
         }
     }
+}
+
+/// The decision after a failed attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// Wait this long, then try again.
+    Retry(Duration),
+    /// Return the error as it is.
+    GiveUp,
+    /// The endpoint asked to wait this long, more than `max_retry_after`.
+    WaitTooLong(Duration),
 }
 
 #[cfg(test)]
@@ -142,11 +158,20 @@ mod tests {
     #[test]
     fn honours_retry_after_and_gives_up() {
         let p = RetryPolicy::default();
-        assert_eq!(p.delay_after(0, &status(429, Some(Duration::from_secs(2)))), Some(Duration::from_secs(2)));
-        assert_eq!(p.delay_after(0, &status(429, Some(Duration::from_secs(3600)))), None);
-        assert_eq!(p.delay_after(3, &status(500, None)), None);
-        assert_eq!(p.delay_after(0, &status(400, None)), None);
-        let d = p.delay_after(1, &status(503, None)).unwrap();
+        let secs = Duration::from_secs;
+        assert_eq!(p.next(0, &status(429, Some(secs(2)))), Next::Retry(secs(2)));
+        assert_eq!(p.next(0, &status(429, Some(secs(3600)))), Next::WaitTooLong(secs(3600)));
+        assert_eq!(p.next(3, &status(500, None)), Next::GiveUp);
+        assert_eq!(p.next(0, &status(400, None)), Next::GiveUp);
+        let Next::Retry(d) = p.next(1, &status(503, None)) else { panic!("503 is retried") };
         assert!(d >= Duration::from_millis(500) && d <= Duration::from_secs(1), "{d:?}");
+    }
+
+    #[test]
+    fn extreme_backoff_settings_do_not_panic() {
+        let p = RetryPolicy::default().initial_backoff(Duration::MAX).max_backoff(Duration::MAX);
+        for attempt in [0, 1, 31, u32::MAX] {
+            assert!(p.backoff(attempt) > Duration::ZERO);
+        }
     }
 }

@@ -56,22 +56,52 @@ impl tower::Service<HttpRequestFactory> for Transport {
     }
 }
 
-/// Reads `retry-after-ms` (OpenAI's millisecond variant) or `Retry-After` as seconds or as an
-/// HTTP date.
+/// The longest `Retry-After` read from a response: a server's larger value (up to `10^30`
+/// seconds, or a date years ahead) is clamped to this, so every later conversion and comparison
+/// stays in range. It is far above any sensible [`RetryPolicy::max_retry_after`], so a clamped
+/// value still ends the call with [`LlmError::RetryAfterTooLong`](crate::LlmError).
+///
+/// [`RetryPolicy::max_retry_after`]: crate::RetryPolicy::max_retry_after
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// Reads `retry-after-ms` (OpenAI's millisecond variant) or `Retry-After` as seconds (fractions
+/// allowed) or as an HTTP date relative to `now`.
+///
+/// Values the server controls never panic here: a negative, NaN, infinite or unparseable value
+/// is ignored (the caller falls back to its own backoff), a huge one is clamped to
+/// [`MAX_RETRY_AFTER`], a date in the past means "now". A garbled `retry-after-ms` falls back to
+/// `Retry-After`.
 pub(crate) fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let text = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim);
-    if let Some(ms) = text("retry-after-ms").and_then(|v| v.parse::<f64>().ok())
-        && ms.is_finite()
-        && ms >= 0.0
-    {
-        return Some(Duration::from_secs_f64(ms / 1000.0));
+    if let Some(ms) = text("retry-after-ms").and_then(|v| seconds(v, 1000.0)) {
+        return Some(ms);
     }
     let value = text("retry-after")?;
-    if let Ok(secs) = value.parse::<f64>() {
-        return (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs));
+    if let Some(secs) = seconds(value, 1.0) {
+        return Some(secs);
     }
-    let at = httpdate::parse_http_date(value).ok()?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+    match httpdate::parse_http_date(value) {
+        Ok(at) => Some(at.duration_since(now).unwrap_or(Duration::ZERO).min(MAX_RETRY_AFTER)),
+        Err(_) => {
+            // A number that did not pass (negative, NaN) is not a date either: one debug line
+            // covers both.
+            tracing::debug!(retry_after = value, "ignoring a Retry-After that is neither a delay nor an HTTP date");
+            None
+        }
+    }
+}
+
+/// `value / per_second` seconds, clamped to [`MAX_RETRY_AFTER`]; `None` for anything that is not
+/// a finite, non-negative number.
+fn seconds(value: &str, per_second: f64) -> Option<Duration> {
+    let n = value.parse::<f64>().ok()?;
+    if !n.is_finite() || n < 0.0 {
+        tracing::debug!(value, "ignoring a negative or non-finite retry delay");
+        return None;
+    }
+    // `try_from` rejects what does not fit in a Duration (it never panics, unlike
+    // `from_secs_f64`); anything that large is over the clamp anyway.
+    Some(Duration::try_from_secs_f64(n / per_second).map_or(MAX_RETRY_AFTER, |d| d.min(MAX_RETRY_AFTER)))
 }
 
 fn string_field(v: &Value, key: &str) -> Option<String> {
@@ -150,5 +180,36 @@ mod tests {
         assert_eq!(retry_after(&h, now), Some(Duration::from_secs(30)));
         h.insert("retry-after", "soon".parse().unwrap());
         assert_eq!(retry_after(&h, now), None);
+    }
+
+    /// Every value a server may send, including the ones that made `Duration::from_secs_f64`
+    /// panic.
+    #[test]
+    fn hostile_retry_after_values_are_clamped_or_ignored() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let read = |name: &str, value: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(reqwest::header::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
+            retry_after(&h, now)
+        };
+        for huge in ["1e30", "18446744073709551616", "1e308", "99999999999999999999999999999"] {
+            assert_eq!(read("retry-after", huge), Some(MAX_RETRY_AFTER), "{huge}");
+            assert_eq!(read("retry-after-ms", huge), Some(MAX_RETRY_AFTER), "{huge}");
+        }
+        assert_eq!(read("retry-after", "1.5"), Some(Duration::from_millis(1500)));
+        assert_eq!(read("retry-after-ms", "0.5"), Some(Duration::from_micros(500)));
+        for ignored in ["-1", "-0.5", "-1e30", "NaN", "inf", "-inf", "infinity", "soon", "", "1s", "0x10"] {
+            assert_eq!(read("retry-after", ignored), None, "{ignored:?}");
+            assert_eq!(read("retry-after-ms", ignored), None, "{ignored:?}");
+        }
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(60));
+        assert_eq!(read("retry-after", &past), Some(Duration::ZERO));
+        let far = httpdate::fmt_http_date(now + Duration::from_secs(400 * 24 * 60 * 60));
+        assert_eq!(read("retry-after", &far), Some(MAX_RETRY_AFTER));
+        // A garbled millisecond header falls back to the standard one.
+        let mut h = HeaderMap::new();
+        h.insert("retry-after-ms", "-5".parse().unwrap());
+        h.insert("retry-after", "3".parse().unwrap());
+        assert_eq!(retry_after(&h, now), Some(Duration::from_secs(3)));
     }
 }

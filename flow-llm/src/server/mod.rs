@@ -622,7 +622,8 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, headers: HeaderMap,
             Some("no_scripted_reply"),
         );
     };
-    let wait = latency + reply.delay;
+    // A test's `Duration::MAX` means "never answer", not an overflow panic in the handler.
+    let wait = latency.saturating_add(reply.delay);
     if !wait.is_zero() {
         tokio::time::sleep(wait).await;
     }

@@ -278,8 +278,11 @@ impl Reply {
     /// # let _ = r;
     /// ```
     pub fn usage(mut self, prompt_tokens: u64, completion_tokens: u64) -> Self {
-        self.usage =
-            Some(TokenUsage { prompt_tokens, completion_tokens, total_tokens: prompt_tokens + completion_tokens });
+        self.usage = Some(TokenUsage {
+            prompt_tokens,
+            completion_tokens,
+            total_tokens: prompt_tokens.saturating_add(completion_tokens),
+        });
         self
     }
 
@@ -303,5 +306,16 @@ impl Reply {
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.headers.push((name.into(), value.into()));
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extreme_usage_saturates() {
+        let r = Reply::text("x").usage(u64::MAX, 1);
+        assert_eq!(r.usage.map(|u| u.total_tokens), Some(u64::MAX));
     }
 }

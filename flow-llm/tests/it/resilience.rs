@@ -1,6 +1,6 @@
 //! Retries, Retry-After, timeouts, error classes and the shared concurrency limit.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use flow_core::{Classify, ErrorClass};
 use flow_llm::{ChatRequest, ConcurrencyLimit, Llm, LlmError, Match, Message, Reply, RetryPolicy, TestServer};
@@ -11,27 +11,30 @@ fn ask() -> ChatRequest {
     ChatRequest::new(vec![Message::user("hi")])
 }
 
-#[tokio::test]
+// The waits below run on tokio's paused clock: it jumps ahead whenever every task is idle, so
+// a one-second Retry-After costs no real time and the elapsed virtual time is exact.
+
+#[tokio::test(start_paused = true)]
 async fn a_rate_limit_is_retried_after_the_retry_after_delay() {
     let server = TestServer::start().await.unwrap();
     server.enqueue(Reply::rate_limited(1));
     server.enqueue(Reply::text("after the wait"));
     // Backoff alone would wait about 10 ms; only Retry-After explains a full second.
     let client = llm(&server);
-    let started = Instant::now();
+    let started = tokio::time::Instant::now();
     let reply = client.chat(ask()).await.unwrap();
     assert_eq!(reply.content.as_deref(), Some("after the wait"));
     assert_eq!(server.hits(), 2);
     assert!(started.elapsed() >= Duration::from_secs(1), "waited only {:?}", started.elapsed());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn retry_after_ms_is_honoured_too() {
     let server = TestServer::start().await.unwrap();
     server
         .enqueue(Reply::error(429, "tokens", Some("rate_limit_exceeded"), "slow down").header("retry-after-ms", "300"));
     server.enqueue(Reply::text("ok"));
-    let started = Instant::now();
+    let started = tokio::time::Instant::now();
     llm(&server).chat(ask()).await.unwrap();
     assert_eq!(server.hits(), 2);
     assert!(started.elapsed() >= Duration::from_millis(300), "waited only {:?}", started.elapsed());
@@ -42,15 +45,116 @@ async fn a_retry_after_longer_than_allowed_returns_at_once_for_the_flow_to_resch
     let server = TestServer::start().await.unwrap();
     server.enqueue(Reply::rate_limited(3600));
     let client = server.llm_builder().retry(fast_retry().max_retry_after(Duration::from_secs(5))).build().unwrap();
-    let started = Instant::now();
     let err = client.chat(ask()).await.unwrap_err();
+    assert!(
+        matches!(err, LlmError::RetryAfterTooLong { status: 429, limit, .. } if limit == Duration::from_secs(5)),
+        "{err:?}"
+    );
     assert_eq!(err.retry_after(), Some(Duration::from_secs(3600)));
+    assert_eq!(err.status(), Some(429));
     assert_eq!(err.class(), ErrorClass::Transient);
-    assert_eq!(server.hits(), 1);
-    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(server.hits(), 1, "a wait longer than max_retry_after is not waited for");
+    let text = err.to_string();
+    for part in ["asked to wait 3600s", "max_retry_after = 5s", "not retried", "Rate limit reached"] {
+        assert!(text.contains(part), "{part:?} missing from: {text}");
+    }
+    assert!(!text.contains("retried with backoff"), "{text}");
+}
+
+/// How a client that waits at most one second in-process fares against one 429 carrying
+/// `header: value`, followed by a success.
+async fn after_retry_after(header: &str, value: &str) -> (Result<flow_llm::ChatResponse, LlmError>, usize) {
+    let server = TestServer::start().await.unwrap();
+    server.enqueue(Reply::error(429, "requests", Some("rate_limit_exceeded"), "slow down").header(header, value));
+    server.enqueue(Reply::text("after the wait"));
+    let client = server
+        .llm_builder()
+        .retry(fast_retry().max_retry_after(Duration::from_secs(1)))
+        .concurrency(ConcurrencyLimit::new(4))
+        .build()
+        .unwrap();
+    let outcome = client.chat(ask()).await;
+    (outcome, server.hits())
+}
+
+fn too_long(outcome: &Result<flow_llm::ChatResponse, LlmError>) -> Duration {
+    match outcome {
+        Err(e @ LlmError::RetryAfterTooLong { retry_after, limit, .. }) => {
+            assert_eq!(*limit, Duration::from_secs(1));
+            assert!(e.to_string().contains("max_retry_after = 1s"), "{e}");
+            *retry_after
+        }
+        other => panic!("expected RetryAfterTooLong, got {other:?}"),
+    }
+}
+
+fn retried(outcome: &Result<flow_llm::ChatResponse, LlmError>, hits: usize) {
+    assert_eq!(outcome.as_ref().unwrap().content.as_deref(), Some("after the wait"));
+    assert_eq!(hits, 2);
 }
 
 #[tokio::test]
+async fn a_huge_retry_after_is_clamped_and_refused_without_panicking() {
+    for value in ["1e30", "18446744073709551616", "1e308"] {
+        let (outcome, hits) = after_retry_after("retry-after", value).await;
+        assert_eq!(too_long(&outcome), Duration::from_secs(24 * 3600), "{value}");
+        assert!(outcome.unwrap_err().to_string().contains("or more (the server's value was clamped)"));
+        assert_eq!(hits, 1);
+    }
+}
+
+#[tokio::test]
+async fn a_fractional_retry_after_is_read_exactly() {
+    let (outcome, hits) = after_retry_after("retry-after", "1.5").await;
+    assert_eq!(too_long(&outcome), Duration::from_millis(1500));
+    assert_eq!(hits, 1);
+    let (outcome, hits) = after_retry_after("retry-after", "0.01").await;
+    retried(&outcome, hits);
+}
+
+#[tokio::test]
+async fn a_negative_retry_after_is_ignored_in_favour_of_the_backoff() {
+    for value in ["-5", "-1e30", "-inf"] {
+        let (outcome, hits) = after_retry_after("retry-after", value).await;
+        retried(&outcome, hits);
+    }
+}
+
+#[tokio::test]
+async fn a_garbage_retry_after_is_ignored_in_favour_of_the_backoff() {
+    for value in ["soon", "NaN", "inf", "1s", ""] {
+        let (outcome, hits) = after_retry_after("retry-after", value).await;
+        retried(&outcome, hits);
+    }
+}
+
+#[tokio::test]
+async fn an_http_date_retry_after_is_read_relative_to_now() {
+    let in_an_hour = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(3600));
+    let (outcome, hits) = after_retry_after("retry-after", &in_an_hour).await;
+    let asked = too_long(&outcome);
+    // The date has whole seconds and a little time passes before it is read.
+    assert!(asked > Duration::from_secs(3500) && asked <= Duration::from_secs(3600), "{asked:?}");
+    assert_eq!(hits, 1);
+    let a_minute_ago = httpdate::fmt_http_date(std::time::SystemTime::now() - Duration::from_secs(60));
+    let (outcome, hits) = after_retry_after("retry-after", &a_minute_ago).await;
+    retried(&outcome, hits);
+}
+
+#[tokio::test]
+async fn retry_after_ms_values_are_clamped_or_ignored_too() {
+    let (outcome, hits) = after_retry_after("retry-after-ms", "1e300").await;
+    assert_eq!(too_long(&outcome), Duration::from_secs(24 * 3600));
+    assert_eq!(hits, 1);
+    let (outcome, _) = after_retry_after("retry-after-ms", "2500").await;
+    assert_eq!(too_long(&outcome), Duration::from_millis(2500));
+    for value in ["-1", "NaN", "soon"] {
+        let (outcome, hits) = after_retry_after("retry-after-ms", value).await;
+        retried(&outcome, hits);
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn server_errors_are_retried_with_backoff_then_fail_as_transient() {
     let server = TestServer::start().await.unwrap();
     server.respond_with(|_| Reply::server_error());
@@ -59,7 +163,7 @@ async fn server_errors_are_retried_with_backoff_then_fail_as_transient() {
         .retry(RetryPolicy::default().max_retries(3).initial_backoff(Duration::from_millis(40)))
         .build()
         .unwrap();
-    let started = Instant::now();
+    let started = tokio::time::Instant::now();
     let err = client.chat(ask()).await.unwrap_err();
     assert_eq!(server.hits(), 4, "one attempt and three retries, no more (async-openai's own retry is off)");
     assert_eq!(err.status(), Some(500));
@@ -150,20 +254,19 @@ async fn malformed_success_bodies_are_clear_permanent_errors() {
     assert_eq!(server.hits(), 3, "malformed replies are not retried");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_call_past_its_timeout_fails_fast_as_transient() {
     let server = TestServer::start().await.unwrap();
-    server.enqueue(Reply::text("too late").delay(Duration::from_secs(3)));
-    let client = server.llm_builder().timeout(Duration::from_millis(200)).build().unwrap();
-    let started = Instant::now();
+    server.enqueue(Reply::text("too late").delay(Duration::from_secs(3600)));
+    let client = server.llm_builder().timeout(Duration::from_secs(30)).build().unwrap();
     let err = client.chat(ask()).await.unwrap_err();
-    assert!(matches!(err, LlmError::Timeout { after } if after == Duration::from_millis(200)), "{err:?}");
+    assert!(matches!(err, LlmError::Timeout { after } if after == Duration::from_secs(30)), "{err:?}");
+    assert!(err.to_string().contains("did not finish within 30s"), "{err}");
     assert_eq!(err.class(), ErrorClass::Transient);
-    assert!(started.elapsed() < Duration::from_secs(2), "took {:?}", started.elapsed());
     assert_eq!(server.hits(), 1, "a timeout is left to the flow's retry policy");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_refused_connection_is_retried_then_transient() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -173,7 +276,7 @@ async fn a_refused_connection_is_retried_then_transient() {
         .retry(RetryPolicy::default().max_retries(2).initial_backoff(Duration::from_millis(50)))
         .build()
         .unwrap();
-    let started = Instant::now();
+    let started = tokio::time::Instant::now();
     let err = client.chat(ask()).await.unwrap_err();
     assert!(matches!(err, LlmError::Connect { .. }), "{err:?}");
     assert!(err.to_string().contains("OPENAI_BASE_URL"), "{err}");

@@ -1,6 +1,6 @@
 //! The test server itself, spoken to with a plain HTTP client and with the real one.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use flow_llm::{ChatRequest, Llm, LlmError, Match, Message, Reply, TestServer};
 use serde_json::{Value, json};
@@ -125,12 +125,13 @@ async fn a_required_api_key_is_checked() {
     assert!(right.chat(ChatRequest::new(vec![Message::user("hi")])).await.is_ok());
 }
 
-#[tokio::test]
+/// On the paused clock the waits are virtual, so the elapsed time is exact, not a race.
+#[tokio::test(start_paused = true)]
 async fn latency_is_injected() {
     let server = TestServer::start().await.unwrap();
     server.set_latency(Duration::from_millis(150));
     server.enqueue(Reply::text("slow").delay(Duration::from_millis(100)));
-    let started = Instant::now();
+    let started = tokio::time::Instant::now();
     llm(&server).chat(ChatRequest::new(vec![Message::user("hi")])).await.unwrap();
     assert!(started.elapsed() >= Duration::from_millis(250), "{:?}", started.elapsed());
 }
@@ -153,4 +154,16 @@ async fn bad_bodies_get_openai_shaped_400s_and_counters_reset() {
     assert_eq!(server.hits(), 2);
     server.reset_counters();
     assert_eq!((server.hits(), server.requests().len()), (0, 0));
+}
+
+/// `Duration::MAX` on top of the server-wide latency is a server that never answers (the
+/// client times out), not an overflow panic that drops the connection.
+#[tokio::test(start_paused = true)]
+async fn a_delay_of_duration_max_hangs_instead_of_panicking() {
+    let server = TestServer::start().await.unwrap();
+    server.set_latency(Duration::from_secs(1));
+    server.enqueue(Reply::text("never").delay(Duration::MAX));
+    let client = server.llm_builder().timeout(Duration::from_secs(30)).build().unwrap();
+    let err = client.chat(ChatRequest::new(vec![Message::user("hi")])).await.unwrap_err();
+    assert!(matches!(err, LlmError::Timeout { .. }), "{err:?}");
 }

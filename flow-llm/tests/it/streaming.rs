@@ -115,3 +115,37 @@ async fn an_error_status_before_the_stream_is_retried_like_any_call() {
     assert_eq!(reply.content.as_deref(), Some("second try"));
     assert_eq!(server.hits(), 2);
 }
+
+/// A stream that stalls after its first chunk ends with the per-call timeout, named as such,
+/// not as a transport or decode failure of the body.
+#[tokio::test(start_paused = true)]
+async fn a_stalled_stream_says_it_timed_out() {
+    let server = TestServer::start().await.unwrap();
+    server.enqueue(Reply::text("one two three four").chunk_delay(std::time::Duration::from_secs(3600)));
+    let client = server.llm_builder().timeout(std::time::Duration::from_secs(30)).build().unwrap();
+    let mut seen = String::new();
+    let err = client
+        .complete_streaming(&NoJournal, ask(), &mut |d| seen.push_str(d.content.as_deref().unwrap_or("")))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, LlmError::Timeout { after } if after == std::time::Duration::from_secs(30)),
+        "expected a timeout naming 30s, got {err:?}"
+    );
+    let text = err.to_string();
+    assert!(text.contains("did not finish within 30s") && text.contains("timeout"), "{text}");
+    assert_eq!(err.class(), ErrorClass::Transient);
+    assert!(seen.is_empty() || "one two three four".starts_with(&seen), "{seen:?}");
+    assert_eq!(server.hits(), 1, "a timeout is left to the flow's retry policy");
+}
+
+/// A streaming request whose server never sends the response headers times out the same way.
+#[tokio::test(start_paused = true)]
+async fn a_stream_that_never_starts_says_it_timed_out() {
+    let server = TestServer::start().await.unwrap();
+    server.enqueue(Reply::text("too late").delay(std::time::Duration::from_secs(3600)));
+    let client = server.llm_builder().timeout(std::time::Duration::from_secs(30)).build().unwrap();
+    let err = client.complete_streaming(&NoJournal, ask(), &mut |_| {}).await.unwrap_err();
+    assert!(matches!(err, LlmError::Timeout { after } if after == std::time::Duration::from_secs(30)), "{err:?}");
+    assert_eq!(server.hits(), 1);
+}

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use flow_core::NoJournal;
-use flow_llm::{Agent, FnTool, Match, Reply, Role, TestServer, ToolError};
+use flow_core::{Classify, ErrorClass, NoJournal};
+use flow_llm::{Agent, FnTool, LlmError, Match, Reply, Role, TestServer, ToolError};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
@@ -169,4 +169,34 @@ async fn max_iter_bounds_the_loop_and_forces_a_final_answer_without_tools() {
     assert_eq!(calls.load(Ordering::SeqCst), 3);
     let last = &server.requests()[3].body;
     assert!(last.get("tools").is_none(), "the forced final call offers no tools: {last}");
+}
+
+/// A model that keeps calling tools even when told to answer without them: the agent's error says
+/// it was stopped by max_iter, which tool the model still wanted, and what to raise.
+#[tokio::test]
+async fn a_model_still_calling_tools_at_max_iter_is_told_apart_from_an_empty_answer() {
+    let server = TestServer::start().await.unwrap();
+    server.when(Match::any()).reply(Reply::tool_call("add", json!({"a": 1, "b": 1, "label": null})));
+    let calls = Arc::new(AtomicUsize::new(0));
+    let agent = Agent::builder("Looper", "Loop", "Stubborn")
+        .llm(Arc::new(llm(&server)))
+        .tool(add_tool(Arc::clone(&calls)))
+        .max_iter(2)
+        .build()
+        .unwrap();
+
+    let err = agent.run(&NoJournal, "add forever").await.unwrap_err();
+    match &err {
+        LlmError::MaxIterReached { agent, max_iter, tools } => {
+            assert_eq!((agent.as_str(), *max_iter, tools.as_slice()), ("Looper", 2, ["add".to_owned()].as_slice()));
+        }
+        other => panic!("expected MaxIterReached, got {other:?}"),
+    }
+    let text = err.to_string();
+    for part in ["`Looper`", "max_iter = 2 tool-calling rounds", "still wanted to call tools (`add`)", ".max_iter(n)"] {
+        assert!(text.contains(part), "{part:?} missing from: {text}");
+    }
+    assert_eq!(err.class(), ErrorClass::Permanent);
+    assert_eq!(server.hits(), 3, "two tool-calling rounds, then the forced final call");
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "the tools asked for in the forced call are not run");
 }

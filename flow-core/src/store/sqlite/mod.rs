@@ -23,8 +23,8 @@ use uuid::Uuid;
 use self::queries::Db;
 use self::writer::WriterHandle;
 use crate::store::{
-    CheckpointInfo, Claim, Commit, JournalEntry, NewRun, RunFilter, RunRecord, RunSummary, Snapshot, StepRecord, Store,
-    StoreError, now_ms,
+    CheckpointInfo, Claim, Commit, JournalEntry, Listing, NewRun, RunFilter, RunRecord, RunSummary, Snapshot,
+    StepRecord, Store, StoreError, now_ms,
 };
 
 /// How hard SQLite pushes each commit to the disk (`PRAGMA synchronous`).
@@ -404,6 +404,9 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(Db<'_>) -> Result<T, StoreError> + Send + 'static,
     {
+        // Once the file was found gone, what a read connection sees is not what this process
+        // wrote: a new connection opens whatever now has the path, or nothing.
+        self.inner.writer.found_gone()?;
         let permit = self.inner.readers.permits.acquire().await.map_err(|_| {
             StoreError::Backend(format!("{}: the store's read pool is closed", self.inner.path.display()))
         })?;
@@ -451,50 +454,65 @@ impl Readers {
 #[async_trait::async_trait]
 impl Store for SqliteStore {
     async fn create_run(&self, run: NewRun) -> Result<u64, StoreError> {
-        self.write(move |db| queries::create_run(db, &run, now_ms())).await
+        let run_id = run.run_id;
+        self.write(move |db| queries::create_run(db, &run, now_ms())).await.map_err(|e| e.for_run(run_id))
     }
 
     async fn claim(&self, run_id: Uuid, owner: &str, lease: Duration) -> Result<Claim, StoreError> {
         let owner = owner.to_string();
-        self.write(move |db| queries::claim(db, run_id, &owner, lease, now_ms())).await
+        self.write(move |db| queries::claim(db, run_id, &owner, lease, now_ms())).await.map_err(|e| e.for_run(run_id))
     }
 
     async fn renew(&self, run_id: Uuid, epoch: u64, lease: Duration) -> Result<(), StoreError> {
-        self.write(move |db| queries::renew(db, run_id, epoch, lease, now_ms())).await
+        self.write(move |db| queries::renew(db, run_id, epoch, lease, now_ms())).await.map_err(|e| e.for_run(run_id))
     }
 
     async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
         let keep = self.inner.keep_checkpoints;
-        self.write(move |db| queries::commit(db, &commit, keep, now_ms())).await
+        let run_id = commit.run_id;
+        self.write(move |db| queries::commit(db, &commit, keep, now_ms())).await.map_err(|e| e.for_run(run_id))
     }
 
     async fn load_run(&self, run_id: Uuid) -> Result<RunRecord, StoreError> {
-        self.read(move |db| queries::load_run(db, run_id)).await
+        self.read(move |db| queries::load_run(db, run_id)).await.map_err(|e| e.for_run(run_id))
     }
 
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, StoreError> {
+        let listing = self.list_runs_checked(filter).await?;
+        for damaged in &listing.damaged {
+            tracing::warn!(run_id = %damaged.run_id, error = %damaged.error, "left a damaged run out of a listing");
+        }
+        Ok(listing.items)
+    }
+
+    async fn list_runs_checked(&self, filter: &RunFilter) -> Result<Listing<RunSummary>, StoreError> {
         let filter = filter.clone();
         self.read(move |db| queries::list_runs(db, &filter)).await
     }
 
+    async fn run_summary(&self, run_id: Uuid) -> Result<RunSummary, StoreError> {
+        self.read(move |db| queries::run_summary(db, run_id)).await.map_err(|e| e.for_run(run_id))
+    }
+
     async fn steps(&self, run_id: Uuid) -> Result<Vec<StepRecord>, StoreError> {
-        self.read(move |db| queries::steps(db, run_id)).await
+        self.read(move |db| queries::steps(db, run_id)).await.map_err(|e| e.for_run(run_id))
     }
 
     async fn checkpoints(&self, run_id: Uuid) -> Result<Vec<CheckpointInfo>, StoreError> {
-        self.read(move |db| queries::checkpoints(db, run_id)).await
+        self.read(move |db| queries::checkpoints(db, run_id)).await.map_err(|e| e.for_run(run_id))
     }
 
     async fn load_checkpoint(&self, run_id: Uuid, seq: u64) -> Result<Snapshot, StoreError> {
-        self.read(move |db| queries::load_checkpoint(db, run_id, seq)).await
+        self.read(move |db| queries::load_checkpoint(db, run_id, seq)).await.map_err(|e| e.for_run(run_id))
     }
 
     async fn journal_get(&self, run_id: Uuid, step_key: &str, seq: u32) -> Result<Option<JournalEntry>, StoreError> {
         let step_key = step_key.to_string();
-        self.read(move |db| queries::journal_get(db, run_id, &step_key, seq)).await
+        self.read(move |db| queries::journal_get(db, run_id, &step_key, seq)).await.map_err(|e| e.for_run(run_id))
     }
 
     async fn journal_put(&self, entry: JournalEntry) -> Result<JournalEntry, StoreError> {
-        self.write(move |db| queries::journal_put(db, &entry, now_ms())).await
+        let run_id = entry.run_id;
+        self.write(move |db| queries::journal_put(db, &entry, now_ms())).await.map_err(|e| e.for_run(run_id))
     }
 }

@@ -14,8 +14,8 @@ use uuid::Uuid;
 
 use super::error::{column, corrupt, map};
 use crate::store::{
-    CheckpointInfo, Claim, Commit, JournalEntry, NewRun, RunFilter, RunRecord, RunStatus, RunSummary, Snapshot,
-    StepRecord, StepStatus, StoreError,
+    CheckpointInfo, Claim, Commit, DamagedRun, JournalEntry, Listing, NewRun, RunFilter, RunRecord, RunStatus,
+    RunSummary, Snapshot, StepRecord, StepStatus, StoreError,
 };
 
 /// A connection and the file it is on, for error messages.
@@ -145,6 +145,7 @@ const LIST_ALL: &str = summary_query!();
 const LIST_BY_STATUS: &str = summary_query!("WHERE status = ?2");
 const LIST_BY_FLOW: &str = summary_query!("WHERE flow = ?2");
 const LIST_BY_FLOW_AND_STATUS: &str = summary_query!("WHERE flow = ?2 AND status = ?3");
+const SUMMARY_OF_RUN: &str = summary_query!("WHERE run_id = ?2");
 
 /// Lease lengths in milliseconds; a lease too long for i64 is as good as forever.
 fn millis(d: Duration) -> i64 {
@@ -599,42 +600,70 @@ pub(super) fn load_run(db: Db<'_>, run_id: Uuid) -> Result<RunRecord, StoreError
     row.decode(run_id, latest)
 }
 
-/// Runs matching the filter, newest first.
-pub(super) fn list_runs(db: Db<'_>, filter: &RunFilter) -> Result<Vec<RunSummary>, StoreError> {
+/// One listed row as read: its id, and the other columns or why they could not be read (a
+/// column that cannot be read damages its own row, not the listing).
+type SummaryRow = (String, rusqlite::Result<(String, String, Option<String>, i64, i64)>);
+
+fn read_summary(row: &rusqlite::Row<'_>) -> rusqlite::Result<SummaryRow> {
+    // Read as bytes so that even an id that is not UTF-8 names its row in the report.
+    let id = match row.get_ref(0)? {
+        rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => String::from_utf8_lossy(t).into(),
+        other => format!("{other:?}"),
+    };
+    let rest = (|| Ok((row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?)))();
+    Ok((id, rest))
+}
+
+fn decode_summary(db: Db<'_>, (id, rest): SummaryRow) -> Result<RunSummary, DamagedRun> {
+    let run_id = Uuid::parse_str(&id).map_err(|e| DamagedRun {
+        run_id: Uuid::nil(),
+        error: corrupt(Uuid::nil(), "run id", format!("`{id}` is not a UUID: {e}")),
+    })?;
+    let summary = (|| {
+        let (flow, status, pause, created_at_ms, updated_at_ms) =
+            rest.map_err(|e| column(e, run_id, "run row", db.path))?;
+        Ok(RunSummary {
+            run_id,
+            flow,
+            status: decode_run_status(run_id, "status", &status)?,
+            pause: decode_opt_json(run_id, "pause", pause)?,
+            created_at_ms,
+            updated_at_ms,
+        })
+    })();
+    summary.map_err(|error| DamagedRun { run_id, error })
+}
+
+/// Runs matching the filter, newest first, and the ones whose rows cannot be read.
+pub(super) fn list_runs(db: Db<'_>, filter: &RunFilter) -> Result<Listing<RunSummary>, StoreError> {
     // SQLite reads a negative LIMIT as "no limit".
     let limit = filter.limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
     let status = filter.status.map(RunStatus::as_str);
-    let read = |row: &rusqlite::Row<'_>| {
-        Ok((
-            row.get::<_, String>(0)?,
-            row.get::<_, String>(1)?,
-            row.get::<_, String>(2)?,
-            row.get::<_, Option<String>>(3)?,
-            row.get::<_, i64>(4)?,
-            row.get::<_, i64>(5)?,
-        ))
-    };
     let rows = match (filter.flow.as_deref(), status) {
-        (None, None) => collect(db, LIST_ALL, params![limit], read),
-        (None, Some(status)) => collect(db, LIST_BY_STATUS, params![limit, status], read),
-        (Some(flow), None) => collect(db, LIST_BY_FLOW, params![limit, flow], read),
-        (Some(flow), Some(status)) => collect(db, LIST_BY_FLOW_AND_STATUS, params![limit, flow, status], read),
+        (None, None) => collect(db, LIST_ALL, params![limit], read_summary),
+        (None, Some(status)) => collect(db, LIST_BY_STATUS, params![limit, status], read_summary),
+        (Some(flow), None) => collect(db, LIST_BY_FLOW, params![limit, flow], read_summary),
+        (Some(flow), Some(status)) => collect(db, LIST_BY_FLOW_AND_STATUS, params![limit, flow, status], read_summary),
     }
-    .map_err(|e| column(e, Uuid::nil(), "run listing", db.path))?;
-    rows.into_iter()
-        .map(|(id, flow, status, pause, created_at_ms, updated_at_ms)| {
-            // A listing has no run id to name until this row's own id decodes.
-            let run_id = decode_uuid(Uuid::nil(), "run id", &id)?;
-            Ok(RunSummary {
-                run_id,
-                flow,
-                status: decode_run_status(run_id, "status", &status)?,
-                pause: decode_opt_json(run_id, "pause", pause)?,
-                created_at_ms,
-                updated_at_ms,
-            })
-        })
-        .collect()
+    .map_err(db.fail())?;
+    let mut listing = Listing::default();
+    for row in rows {
+        match decode_summary(db, row) {
+            Ok(summary) => listing.items.push(summary),
+            Err(damaged) => listing.damaged.push(damaged),
+        }
+    }
+    Ok(listing)
+}
+
+/// One run's summary, without reading its snapshot.
+pub(super) fn run_summary(db: Db<'_>, run_id: Uuid) -> Result<RunSummary, StoreError> {
+    let row = db
+        .prepare(SUMMARY_OF_RUN)?
+        .query_row(params![1, run_id.to_string()], read_summary)
+        .optional()
+        .map_err(db.fail())?;
+    decode_summary(db, row.ok_or(StoreError::NotFound(run_id))?).map_err(|d| d.error)
 }
 
 fn collect<T>(
@@ -776,6 +805,7 @@ mod tests {
         ("LIST_BY_STATUS", LIST_BY_STATUS),
         ("LIST_BY_FLOW", LIST_BY_FLOW),
         ("LIST_BY_FLOW_AND_STATUS", LIST_BY_FLOW_AND_STATUS),
+        ("SUMMARY_OF_RUN", SUMMARY_OF_RUN),
     ];
 
     fn step(key: &str) -> StepRecord {
@@ -919,6 +949,7 @@ mod tests {
             journal_put(db, &entry, 5_000)?;
             journal_get(db, id, "start#0", round)?;
             load_run(db, id)?;
+            run_summary(db, id)?;
             steps(db, id)?;
             checkpoints(db, id)?;
             load_checkpoint(db, id, 5)?;

@@ -251,6 +251,16 @@ pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 pub(super) fn open_writer(options: &SqliteOptions) -> Result<Connection, StoreError> {
     let path = options.path.as_path();
     check_parent(path)?;
+    if path.is_dir() {
+        // SQLite would say only "unable to open database file".
+        return Err(StoreError::Open {
+            path: path.display().to_string(),
+            message: format!(
+                "this is a directory, not a database file; give the path of a file inside it, such as {}",
+                path.join("runs.db").display()
+            ),
+        });
+    }
     open_writer_in(options, path).map_err(|e| match e {
         StoreError::Open { .. } | StoreError::ReadOnly(_) if !options.read_only && directory_is_read_only(path) => {
             StoreError::ReadOnly(format!(
@@ -258,6 +268,17 @@ pub(super) fn open_writer(options: &SqliteOptions) -> Result<Connection, StoreEr
                  files beside {}; fix the directory's permissions or move the database",
                 parent_dir(path).display(),
                 path.display()
+            ))
+        }
+        StoreError::Open { .. } | StoreError::ReadOnly(_) if options.read_only && directory_is_read_only(path) => {
+            StoreError::ReadOnly(format!(
+                "{} was opened read-only, but its directory {} is not writable by this process, and SQLite \
+                 must create the `-shm` file beside a WAL database to read it, even read-only (it exists only \
+                 while some process has the store open); read it while a process that may write there has it \
+                 open, give this process write access to the directory, or copy the file to a writable \
+                 directory and open the copy",
+                path.display(),
+                parent_dir(path).display(),
             ))
         }
         other => other,

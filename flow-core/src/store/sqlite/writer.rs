@@ -15,9 +15,9 @@
 //! could share that commit, and the hand-off costs two thread wake-ups per write, which on a
 //! virtual machine cost as much as the commit's own CPU work.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, TryLockError, mpsc};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, TryLockError, mpsc};
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
@@ -82,6 +82,10 @@ struct Shared {
     /// write goes only when this is zero, so it never overtakes a write queued before it (one
     /// whose caller stopped waiting, say, then wrote again).
     queued: AtomicUsize,
+    /// Writes handed to [`WriterHandle::write`]: with [`Writer::transactions`], the group-commit
+    /// test's evidence that concurrent writes share commits.
+    #[cfg(test)]
+    requests: AtomicUsize,
 }
 
 impl Shared {
@@ -105,14 +109,28 @@ pub(super) struct WriterHandle {
     queue: mpsc::Sender<Box<dyn Job>>,
     shared: Arc<Shared>,
     path: PathBuf,
+    /// What happened to the store's file, once a commit found it gone.
+    gone: Arc<OnceLock<String>>,
 }
 
 impl WriterHandle {
     /// Starts the writer thread on `conn`.
     pub(super) fn start(conn: Connection, path: PathBuf) -> Result<Self, StoreError> {
         let (queue, requests) = mpsc::channel::<Box<dyn Job>>();
-        let shared =
-            Arc::new(Shared { writer: Mutex::new(Writer { conn, path: path.clone() }), queued: AtomicUsize::new(0) });
+        let gone = Arc::new(OnceLock::new());
+        let watch = FileWatch::new(&path, Arc::clone(&gone));
+        let shared = Arc::new(Shared {
+            writer: Mutex::new(Writer {
+                conn,
+                path: path.clone(),
+                watch,
+                #[cfg(test)]
+                transactions: AtomicUsize::new(0),
+            }),
+            queued: AtomicUsize::new(0),
+            #[cfg(test)]
+            requests: AtomicUsize::new(0),
+        });
         let thread_shared = Arc::clone(&shared);
         std::thread::Builder::new()
             .name("flows-sqlite-writer".into())
@@ -120,7 +138,13 @@ impl WriterHandle {
             .map_err(|e| {
                 StoreError::Backend(format!("{}: cannot start the SQLite writer thread: {e}", path.display()))
             })?;
-        Ok(WriterHandle { queue, shared, path })
+        Ok(WriterHandle { queue, shared, path, gone })
+    }
+
+    /// [`StoreError::Gone`] once a commit found the store's file deleted or replaced: what the
+    /// read connections would read is then not the store this process wrote to.
+    pub(super) fn found_gone(&self) -> Result<(), StoreError> {
+        found_gone(&self.gone, &self.path)
     }
 
     /// Commits `work` and waits until it is committed (or failed).
@@ -139,6 +163,8 @@ impl WriterHandle {
     {
         let (reply, answer) = oneshot::channel();
         let job: Box<dyn Job> = Box::new(Request { work, result: None, reply });
+        #[cfg(test)]
+        self.shared.requests.fetch_add(1, Ordering::SeqCst);
         if let Some(job) = self.commit_inline(job) {
             self.shared.queued.fetch_add(1, Ordering::SeqCst);
             if self.queue.send(job).is_err() {
@@ -155,7 +181,7 @@ impl WriterHandle {
         if !alone_on_runtime() {
             return Some(job);
         }
-        let Some(writer) = self.shared.try_lock() else { return Some(job) };
+        let Some(mut writer) = self.shared.try_lock() else { return Some(job) };
         if self.shared.queued.load(Ordering::SeqCst) != 0 {
             return Some(job);
         }
@@ -182,7 +208,7 @@ fn run(shared: &Shared, requests: &mpsc::Receiver<Box<dyn Job>>) {
                 Err(_) => break,
             }
         }
-        let writer = shared.lock();
+        let mut writer = shared.lock();
         // Counted down only under the lock, so an inline write cannot slip in between taking
         // these requests and committing them.
         shared.queued.fetch_sub(batch.len(), Ordering::SeqCst);
@@ -194,10 +220,137 @@ fn run(shared: &Shared, requests: &mpsc::Receiver<Box<dyn Job>>) {
     tracing::debug!(path = %shared.lock().path.display(), "SQLite writer stopped: store dropped");
 }
 
+/// Which file a path names (device and inode on unix).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileId(u64, u64);
+
+impl FileId {
+    fn of(path: &Path) -> std::io::Result<Self> {
+        let meta = std::fs::metadata(path)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            Ok(FileId(meta.dev(), meta.ino()))
+        }
+        // Elsewhere only the file's disappearance is seen.
+        #[cfg(not(unix))]
+        {
+            let _ = meta;
+            Ok(FileId(0, 0))
+        }
+    }
+}
+
+/// Notices the store's files being deleted or replaced under the open connection: SQLite keeps
+/// writing to the files it opened, so without this a commit would report success while landing
+/// in a file nobody can open again. One `stat` per file per group commit, after it committed.
+struct FileWatch {
+    /// The database file as opened; `None` when it could not be read then (nothing to compare).
+    db: Option<FileId>,
+    /// The write-ahead log, learnt at the first commit (SQLite creates it lazily) and stable
+    /// while this connection is open: SQLite deletes it only when the last connection closes.
+    wal: Option<FileId>,
+    wal_path: PathBuf,
+    /// Set for good once a file was found gone (what happened to it): every later write is
+    /// refused, and reads too ([`WriterHandle::found_gone`]).
+    gone: Arc<OnceLock<String>>,
+}
+
+impl FileWatch {
+    fn new(path: &Path, gone: Arc<OnceLock<String>>) -> Self {
+        let db = FileId::of(path)
+            .inspect_err(|e| tracing::debug!(path = %path.display(), error = %e, "cannot identify the store file"))
+            .ok();
+        let mut wal_path = path.as_os_str().to_owned();
+        wal_path.push("-wal");
+        FileWatch { db, wal: None, wal_path: PathBuf::from(wal_path), gone }
+    }
+
+    /// Whether the files are still the ones this connection writes, after a commit.
+    fn check(&mut self, path: &Path) -> Result<(), StoreError> {
+        if self.gone.get().is_none()
+            && let Some(what) = self.what_happened(path)
+        {
+            tracing::error!(path = %path.display(), "the store file {what} while open; refusing every write and read from now on");
+            let _ = self.gone.set(what);
+        }
+        self.found_gone(path)
+    }
+
+    /// Whether a file was found gone before (no system call).
+    fn found_gone(&self, path: &Path) -> Result<(), StoreError> {
+        found_gone(&self.gone, path)
+    }
+
+    fn what_happened(&mut self, path: &Path) -> Option<String> {
+        let expected = self.db?;
+        match FileId::of(path) {
+            Ok(found) if found != expected => return Some("was replaced by another file".into()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                return Some(if dir.is_dir() {
+                    "was deleted".into()
+                } else {
+                    format!("was deleted with its directory {}", dir.display())
+                });
+            }
+            Err(e) => return Some(format!("can no longer be checked ({e})")),
+        }
+        match (FileId::of(&self.wal_path), self.wal) {
+            (Ok(found), None) => self.wal = Some(found),
+            (Ok(found), Some(wal)) if found != wal => {
+                return Some(format!(
+                    "has a new write-ahead log {} (the old one was replaced)",
+                    self.wal_path.display()
+                ));
+            }
+            (Ok(_), Some(_)) => {}
+            (Err(e), Some(_)) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Some(format!("lost its write-ahead log {} (deleted)", self.wal_path.display()));
+            }
+            // Not in WAL mode, or not created yet: nothing to compare.
+            (Err(_), _) => {}
+        }
+        None
+    }
+}
+
+/// [`StoreError::Gone`] if a commit found the store's file gone.
+fn found_gone(gone: &OnceLock<String>, path: &Path) -> Result<(), StoreError> {
+    match gone.get() {
+        None => Ok(()),
+        Some(what) => Err(StoreError::Gone { run_id: None, path: path.display().to_string(), what: what.clone() }),
+    }
+}
+
+/// The same failure again, for each request of a batch it failed (a [`StoreError`] is not
+/// `Clone`: its variants carry what they need to be rebuilt).
+fn same_error(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Gone { run_id, path, what } => {
+            StoreError::Gone { run_id: *run_id, path: path.clone(), what: what.clone() }
+        }
+        StoreError::Busy(m) => StoreError::Busy(m.clone()),
+        StoreError::Backend(m) => StoreError::Backend(m.clone()),
+        StoreError::DiskFull(m) => StoreError::DiskFull(m.clone()),
+        StoreError::ReadOnly(m) => StoreError::ReadOnly(m.clone()),
+        StoreError::FileCorrupt { path, detail } => {
+            StoreError::FileCorrupt { path: path.clone(), detail: detail.clone() }
+        }
+        StoreError::Open { path, message } => StoreError::Open { path: path.clone(), message: message.clone() },
+        other => StoreError::Backend(other.to_string()),
+    }
+}
+
 /// The writing connection.
 struct Writer {
     conn: Connection,
     path: PathBuf,
+    watch: FileWatch,
+    /// Transactions committed (see [`Shared::requests`]).
+    #[cfg(test)]
+    transactions: AtomicUsize,
 }
 
 impl Writer {
@@ -205,7 +358,14 @@ impl Writer {
         Db { conn: &self.conn, path: &self.path }
     }
 
-    fn commit_batch(&self, mut jobs: Vec<Box<dyn Job>>) {
+    fn commit_batch(&mut self, mut jobs: Vec<Box<dyn Job>>) {
+        // A connection to a file that is gone can only write where nobody will read.
+        if let Err(e) = self.watch.found_gone(&self.path) {
+            for job in jobs {
+                job.answer(Some(same_error(&e)));
+            }
+            return;
+        }
         // Each pass either commits or answers at least one job, so this ends.
         'pass: while !jobs.is_empty() {
             // A transaction left open by a failed ROLLBACK would make BEGIN fail forever.
@@ -239,15 +399,25 @@ impl Writer {
                     Err(e) => done.push((job, Some(e))),
                 }
             }
-            let committed = self.with_busy_retry("COMMIT");
-            if committed.is_err() {
-                self.rollback();
-            }
+            let committed = match self.with_busy_retry("COMMIT") {
+                Ok(()) => {
+                    // Counted before any answer, so a caller that heard back sees its
+                    // transaction counted.
+                    #[cfg(test)]
+                    self.transactions.fetch_add(1, Ordering::SeqCst);
+                    // Committed, but to the file at the path only if that is still the file opened.
+                    self.watch.check(&self.path)
+                }
+                Err(e) => {
+                    self.rollback();
+                    Err(map(&e, &self.path))
+                }
+            };
             for (job, refusal) in done {
                 match (refusal, &committed) {
                     (Some(refusal), _) => job.answer(Some(refusal)),
                     (None, Ok(())) => job.answer(None),
-                    (None, Err(e)) => job.answer(Some(map(e, &self.path))),
+                    (None, Err(e)) => job.answer(Some(same_error(e))),
                 }
             }
             return;
@@ -357,13 +527,24 @@ mod tests {
             }
             Ok(())
         });
-        // Queue the gate job and let the writer take it before the test queues more.
+        // Queue the gate job (the first poll sends it) and wait for the writer to take it, so
+        // the jobs the test queues next wait behind it and land in one batch.
         tokio::select! {
             biased;
             _ = blocked => return Err("the gate job finished before it was opened".into()),
-            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            () = until_queued(&writer, 0) => {}
         }
         Ok((dir, writer, open))
+    }
+
+    /// Waits until exactly `n` requests wait in the writer's queue: how the tests order the
+    /// requests they queue, rather than by sleeping and hoping.
+    async fn until_queued(writer: &WriterHandle, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while writer.shared.queued.load(Ordering::SeqCst) != n {
+            assert!(Instant::now() < deadline, "the writer's queue never held {n} requests");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 
     fn writing_thread(_: Db<'_>) -> Result<Option<String>, StoreError> {
@@ -435,6 +616,77 @@ mod tests {
         Ok(())
     }
 
+    /// Many runs committing at once share transactions. Another connection holds the write
+    /// lock, so the writer's first batch waits in `BEGIN IMMEDIATE` while every other commit
+    /// queues behind it; once the lock goes they take at most three transactions (a lone first
+    /// commit made inline, the writer's blocked batch, the rest), not one each.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_commits_share_transactions() -> TestResult {
+        use crate::store::{Commit, NewRun, RunStatus, Snapshot, SqliteStore, Store};
+
+        const RUNS: usize = 64;
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("runs.db");
+        let store = Arc::new(SqliteStore::open(&path).await?);
+        let snapshot = Snapshot::encode(&serde_json::json!({ "n": 0 }), &serde_json::json!({}))?;
+        let mut runs = Vec::new();
+        for _ in 0..RUNS {
+            let run_id = uuid::Uuid::new_v4();
+            let epoch = store
+                .create_run(NewRun {
+                    run_id,
+                    flow: "group".into(),
+                    parent_run_id: None,
+                    snapshot: snapshot.clone(),
+                    steps: Vec::new(),
+                    owner: "w1".into(),
+                    lease: Duration::from_secs(600),
+                })
+                .await?;
+            runs.push((run_id, epoch));
+        }
+        let shared = Arc::clone(&store.inner.writer.shared);
+        let requests = shared.requests.load(Ordering::SeqCst);
+        let transactions = shared.lock().transactions.load(Ordering::SeqCst);
+
+        let blocker = Connection::open(&path)?;
+        blocker.execute_batch("BEGIN IMMEDIATE")?;
+        let commits: Vec<_> = runs
+            .into_iter()
+            .map(|(run_id, epoch)| {
+                let (store, snapshot) = (Arc::clone(&store), snapshot.clone());
+                tokio::spawn(async move {
+                    store
+                        .commit(Commit {
+                            run_id,
+                            epoch,
+                            status: RunStatus::Running,
+                            snapshot,
+                            steps: Vec::new(),
+                            step_key: None,
+                            output: None,
+                            error: None,
+                            pause: None,
+                        })
+                        .await
+                })
+            })
+            .collect();
+        // Every commit in the writer's hands (its blocked batch or its queue) before the lock goes.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while shared.requests.load(Ordering::SeqCst) < requests + RUNS {
+            assert!(Instant::now() < deadline, "the commits never reached the writer");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        blocker.execute_batch("COMMIT")?;
+        for commit in commits {
+            commit.await??;
+        }
+        let used = shared.lock().transactions.load(Ordering::SeqCst) - transactions;
+        assert!((1..=3).contains(&used), "{RUNS} concurrent commits took {used} transactions");
+        Ok(())
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_request_undoes_only_its_own_writes() -> TestResult {
         let (_dir, writer, open) = gated_writer().await?;
@@ -444,14 +696,14 @@ mod tests {
             tokio::spawn(async move { writer.write(f).await })
         };
         let first = queue(|db| insert(db, "a"));
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        until_queued(&writer, 1).await;
         let failing = queue(|db| {
             insert(db, "partial")?;
             Err(StoreError::Backend("refused after writing".into()))
         });
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        until_queued(&writer, 2).await;
         let last = queue(|db| insert(db, "c"));
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        until_queued(&writer, 3).await;
         open.send(())?;
 
         first.await??;
@@ -487,15 +739,15 @@ mod tests {
             tokio::spawn(async move { writer.write(f).await })
         };
         let first = queue(|db| insert(db, "a"));
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        until_queued(&writer, 1).await;
         // As SQLite does on a full disk or an I/O error: the whole transaction is gone.
         let culprit = queue(|db| {
             db.conn.execute_batch("ROLLBACK").map_err(|e| map(&e, db.path))?;
             Err(StoreError::DiskFull("simulated".into()))
         });
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        until_queued(&writer, 2).await;
         let last = queue(|db| insert(db, "c"));
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        until_queued(&writer, 3).await;
         open.send(())?;
 
         first.await??;
