@@ -216,3 +216,40 @@ async fn dropped_connections_reconnect_through_the_pool() -> TestResult {
     assert_eq!(store.load_run(id).await?.version, 3);
     Ok(())
 }
+
+/// A row damaged by hand is reported for its run alone: listings leave it out (or report it,
+/// checked), the other runs still list, and reading it names the run and the damage.
+#[tokio::test]
+async fn a_damaged_row_is_reported_for_its_run_alone() -> TestResult {
+    let Some(db) = pg_support::database("a_damaged_row_is_reported_for_its_run_alone").await else {
+        return Ok(());
+    };
+    let store = PgStore::from_pool(db.pool(2)).await?;
+    let (good, bad) = (new_run("damage", "w1", LONG), new_run("damage", "w1", LONG));
+    store.create_run(good.clone()).await?;
+    store.create_run(bad.clone()).await?;
+    let listed = store.list_runs(&flow_core::store::RunFilter::default()).await?;
+    let listed_good = listed.iter().find(|s| s.run_id == good.run_id).ok_or("the run is listed")?;
+    assert_eq!(&store.run_summary(good.run_id).await?, listed_good, "a summary is what the listing says");
+    db.connect().await?.execute("UPDATE flow_runs SET status = 'bogus' WHERE run_id = $1", &[&bad.run_id]).await?;
+
+    let all = flow_core::store::RunFilter::default();
+    let ids: Vec<_> = store.list_runs(&all).await?.into_iter().map(|s| s.run_id).collect();
+    assert_eq!(ids, [good.run_id]);
+    let checked = store.list_runs_checked(&all).await?;
+    assert_eq!(checked.items.len(), 1);
+    assert_eq!(checked.damaged.len(), 1);
+    assert_eq!(checked.damaged[0].run_id, bad.run_id);
+    for e in [store.load_run(bad.run_id).await.err(), store.run_summary(bad.run_id).await.err()] {
+        match e {
+            Some(StoreError::Corrupt { run_id, what, detail }) => {
+                assert_eq!((run_id, what.as_str()), (bad.run_id, "status"));
+                assert!(detail.contains("bogus"), "{detail}");
+            }
+            other => return Err(format!("expected Corrupt, got {other:?}").into()),
+        }
+    }
+    let unknown = uuid::Uuid::new_v4();
+    assert!(matches!(store.run_summary(unknown).await, Err(StoreError::NotFound(id)) if id == unknown));
+    Ok(())
+}

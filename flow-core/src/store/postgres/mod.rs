@@ -42,8 +42,8 @@ use uuid::Uuid;
 
 use self::error::Pg;
 use crate::store::{
-    CheckpointInfo, Claim, Commit, JournalEntry, NewRun, RunFilter, RunRecord, RunSummary, Snapshot, StepRecord, Store,
-    StoreError,
+    CheckpointInfo, Claim, Commit, JournalEntry, Listing, NewRun, RunFilter, RunRecord, RunSummary, Snapshot,
+    StepRecord, Store, StoreError,
 };
 
 /// How many connections [`PgStore::connect`] opens at most.
@@ -357,7 +357,19 @@ impl Store for PgStore {
     }
 
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, StoreError> {
+        let listing = self.list_runs_checked(filter).await?;
+        for damaged in &listing.damaged {
+            tracing::warn!(run_id = %damaged.run_id, error = %damaged.error, "left a damaged run out of a listing");
+        }
+        Ok(listing.items)
+    }
+
+    async fn list_runs_checked(&self, filter: &RunFilter) -> Result<Listing<RunSummary>, StoreError> {
         on_connection!(self, None, |client| queries::list_runs(&client, &self.pg, filter))
+    }
+
+    async fn run_summary(&self, run_id: Uuid) -> Result<RunSummary, StoreError> {
+        on_connection!(self, Some(run_id), |client| queries::run_summary(&client, &self.pg, run_id))
     }
 
     async fn steps(&self, run_id: Uuid) -> Result<Vec<StepRecord>, StoreError> {

@@ -16,8 +16,8 @@ use uuid::Uuid;
 
 use super::error::{Pg, corrupt};
 use crate::store::{
-    CheckpointInfo, Claim, Commit, JournalEntry, NewRun, RunFilter, RunRecord, RunStatus, RunSummary, Snapshot,
-    StepRecord, StepStatus, StoreError,
+    CheckpointInfo, Claim, Commit, DamagedRun, JournalEntry, Listing, NewRun, RunFilter, RunRecord, RunStatus,
+    RunSummary, Snapshot, StepRecord, StepStatus, StoreError,
 };
 
 /// Now, in milliseconds since the Unix epoch, on the database's clock: the same clock for every
@@ -147,6 +147,9 @@ macro_rules! summary_query {
         )
     };
 }
+
+const SUMMARY_OF_RUN: &str =
+    "SELECT run_id, flow, status, pause, created_at, updated_at FROM flow_runs WHERE run_id = $1";
 
 // One statement per filter shape, so each can use its index.
 const LIST_ALL: &str = summary_query!();
@@ -522,12 +525,31 @@ pub(super) async fn load_run(client: &impl GenericClient, pg: &Pg, run_id: Uuid)
     decode_run(&row, run_id)
 }
 
-/// Runs matching the filter, newest first.
+/// One listed row, decoded; a row that cannot be read is reported as damaged, for its run
+/// alone.
+fn decode_summary(row: &Row) -> Result<RunSummary, DamagedRun> {
+    // The id is a `uuid` column, so it always reads unless the column itself was altered.
+    let run_id: Uuid = col(row, 0, Uuid::nil(), "run id").map_err(|error| DamagedRun { run_id: Uuid::nil(), error })?;
+    let summary = (|| {
+        let status: String = col(row, 2, run_id, "status")?;
+        Ok(RunSummary {
+            run_id,
+            flow: col(row, 1, run_id, "flow")?,
+            status: decode_run_status(run_id, "status", &status)?,
+            pause: decode_opt_json(run_id, "pause", col(row, 3, run_id, "pause")?)?,
+            created_at_ms: col(row, 4, run_id, "creation time")?,
+            updated_at_ms: col(row, 5, run_id, "update time")?,
+        })
+    })();
+    summary.map_err(|error| DamagedRun { run_id, error })
+}
+
+/// Runs matching the filter, newest first, and the ones whose rows cannot be read.
 pub(super) async fn list_runs(
     client: &impl GenericClient,
     pg: &Pg,
     filter: &RunFilter,
-) -> Result<Vec<RunSummary>, StoreError> {
+) -> Result<Listing<RunSummary>, StoreError> {
     let fail = |e: tokio_postgres::Error| pg.map(&e, None);
     // `LIMIT NULL` is no limit.
     let limit: Option<i64> = filter.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
@@ -551,21 +573,22 @@ pub(super) async fn list_runs(
         }
     }
     .map_err(fail)?;
-    rows.iter()
-        .map(|row| {
-            // A listing has no run id to name until this row's own id decodes.
-            let run_id: Uuid = col(row, 0, Uuid::nil(), "run id")?;
-            let status: String = col(row, 2, run_id, "status")?;
-            Ok(RunSummary {
-                run_id,
-                flow: col(row, 1, run_id, "flow")?,
-                status: decode_run_status(run_id, "status", &status)?,
-                pause: decode_opt_json(run_id, "pause", col(row, 3, run_id, "pause")?)?,
-                created_at_ms: col(row, 4, run_id, "creation time")?,
-                updated_at_ms: col(row, 5, run_id, "update time")?,
-            })
-        })
-        .collect()
+    let mut listing = Listing::default();
+    for row in &rows {
+        match decode_summary(row) {
+            Ok(summary) => listing.items.push(summary),
+            Err(damaged) => listing.damaged.push(damaged),
+        }
+    }
+    Ok(listing)
+}
+
+/// One run's summary, without reading its snapshot.
+pub(super) async fn run_summary(client: &impl GenericClient, pg: &Pg, run_id: Uuid) -> Result<RunSummary, StoreError> {
+    let fail = |e: tokio_postgres::Error| pg.map(&e, Some(run_id));
+    let stmt = client.prepare_cached(SUMMARY_OF_RUN).await.map_err(fail)?;
+    let row = client.query_opt(&stmt, &[&run_id]).await.map_err(fail)?.ok_or(StoreError::NotFound(run_id))?;
+    decode_summary(&row).map_err(|d| d.error)
 }
 
 /// The run's steps in creation order.
