@@ -21,6 +21,8 @@
 //! ```
 
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
@@ -37,6 +39,8 @@ use uuid::Uuid;
 /// `async-trait` crate yourself: put `#[flow_core::store::async_trait]` on the `impl`.
 pub use async_trait::async_trait;
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use postgres::{PgStore, deadpool_postgres, tokio_postgres};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 

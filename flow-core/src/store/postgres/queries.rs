@@ -1,0 +1,674 @@
+//! The SQL of every store operation, with row decoding.
+//!
+//! Writes run inside a transaction the caller opens and commits ([`super::PgStore`]); every
+//! statement that changes a run carries the lease epoch in its own `WHERE` clause, or runs
+//! after a statement that locked the run row and read the epoch in the same transaction.
+//! Statements are prepared once per connection (deadpool's statement cache).
+
+use std::time::Duration;
+
+use deadpool_postgres::{GenericClient, Transaction};
+use serde_json::Value;
+use serde_json::value::RawValue;
+use tokio_postgres::Row;
+use tokio_postgres::types::{FromSql, ToSql};
+use uuid::Uuid;
+
+use super::error::{Pg, corrupt};
+use crate::store::{
+    CheckpointInfo, Claim, Commit, DamagedRun, JournalEntry, Listing, NewRun, RunFilter, RunRecord, RunStatus,
+    RunSummary, Snapshot, StepRecord, StepStatus, StoreError,
+};
+
+/// Now, in milliseconds since the Unix epoch, on the database's clock: the same clock for every
+/// worker on every machine. `now()` is the transaction's start, so one transaction's rows
+/// agree on it.
+macro_rules! now_ms {
+    () => {
+        "(floor(extract(epoch FROM now()) * 1000))::bigint"
+    };
+}
+
+macro_rules! run_columns {
+    () => {
+        "r.run_id, r.flow, r.parent_run_id, r.status, r.version, r.output, r.error, r.pause, r.lease_owner, \
+         r.lease_expires_at, r.epoch, r.created_at, r.updated_at, c.state, c.progress"
+    };
+}
+
+// The run's snapshot is its newest checkpoint, numbered by its version.
+const SELECT_RUN: &str = concat!(
+    "SELECT ",
+    run_columns!(),
+    " FROM flow_runs r LEFT JOIN flow_checkpoints c ON c.run_id = r.run_id AND c.seq = r.version \
+     WHERE r.run_id = $1"
+);
+
+const RUN_EPOCH: &str = "SELECT epoch, lease_owner IS NOT NULL FROM flow_runs WHERE run_id = $1";
+
+// Locks the run row against a claim (which bumps the epoch) until the journal write commits.
+const RUN_EPOCH_SHARED: &str = "SELECT epoch FROM flow_runs WHERE run_id = $1 FOR SHARE";
+
+const INSERT_RUN: &str = concat!(
+    "INSERT INTO flow_runs (run_id, flow, parent_run_id, status, version, lease_owner, lease_expires_at, epoch, \
+     created_at, updated_at) VALUES ($1, $2, $3, 'running', 1, $4, ",
+    now_ms!(),
+    " + $5, 1, ",
+    now_ms!(),
+    ", ",
+    now_ms!(),
+    ") ON CONFLICT (run_id) DO NOTHING RETURNING run_id"
+);
+
+// A live lease (held and not expired) refuses every claimant, its own holder included. Two
+// claims racing on one row: the second waits for the first's row lock, then re-checks this
+// condition against the row the first wrote, and matches nothing.
+const TAKE_LEASE: &str = concat!(
+    "WITH r AS (UPDATE flow_runs SET epoch = epoch + 1, lease_owner = $2, lease_expires_at = ",
+    now_ms!(),
+    " + $3 WHERE run_id = $1 AND (lease_owner IS NULL OR lease_expires_at IS NULL OR lease_expires_at <= ",
+    now_ms!(),
+    ") RETURNING *) SELECT ",
+    run_columns!(),
+    " FROM r LEFT JOIN flow_checkpoints c ON c.run_id = r.run_id AND c.seq = r.version"
+);
+
+const SELECT_LEASE: &str = concat!(
+    "SELECT lease_owner, lease_expires_at, lease_owner IS NOT NULL AND lease_expires_at > ",
+    now_ms!(),
+    " FROM flow_runs WHERE run_id = $1"
+);
+
+// Only a lease still held: a renewal that reaches the store after the run came to rest under
+// the same epoch (the heartbeat's write behind the final commit) must not give the released
+// run an expiry again.
+const RENEW_LEASE: &str = concat!(
+    "UPDATE flow_runs SET lease_expires_at = ",
+    now_ms!(),
+    " + $3 WHERE run_id = $1 AND epoch = $2 AND lease_owner IS NOT NULL"
+);
+
+// The fence and the version bump in one statement. $6 says whether the run stays running:
+// any other status releases the lease.
+const UPDATE_RUN: &str = concat!(
+    "UPDATE flow_runs SET version = version + 1, status = $3, output = $4, error = $5, pause = $6, \
+     lease_owner = CASE WHEN $7::boolean THEN lease_owner END, \
+     lease_expires_at = CASE WHEN $7::boolean THEN lease_expires_at END, updated_at = ",
+    now_ms!(),
+    " WHERE run_id = $1 AND epoch = $2 RETURNING version"
+);
+
+const UPSERT_STEP: &str = concat!(
+    "INSERT INTO flow_steps (run_id, step_key, ord, method, status, input, output, error, attempt, created_at, \
+     updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, ",
+    now_ms!(),
+    ", ",
+    now_ms!(),
+    ") ON CONFLICT (run_id, step_key) DO UPDATE SET method = excluded.method, status = excluded.status, \
+     input = excluded.input, output = excluded.output, error = excluded.error, attempt = excluded.attempt, \
+     updated_at = excluded.updated_at"
+);
+
+const APPEND_CHECKPOINT: &str = concat!(
+    "INSERT INTO flow_checkpoints (run_id, seq, step_key, status, state, progress, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, ",
+    now_ms!(),
+    ")"
+);
+
+const PRUNE_CHECKPOINTS: &str = "DELETE FROM flow_checkpoints WHERE run_id = $1 AND seq <= $2";
+
+const SELECT_STEPS: &str = "SELECT step_key, method, status, input, output, error, attempt FROM flow_steps \
+     WHERE run_id = $1 ORDER BY ord";
+
+const SELECT_CHECKPOINTS: &str =
+    "SELECT seq, step_key, status, created_at FROM flow_checkpoints WHERE run_id = $1 ORDER BY seq";
+
+const SELECT_CHECKPOINT: &str = "SELECT state, progress FROM flow_checkpoints WHERE run_id = $1 AND seq = $2";
+
+const RUN_EXISTS: &str = "SELECT 1 FROM flow_runs WHERE run_id = $1";
+
+const INSERT_JOURNAL: &str = concat!(
+    "INSERT INTO step_journal (run_id, step_key, seq, kind, name, request_hash, output, epoch, created_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, ",
+    now_ms!(),
+    ") ON CONFLICT (run_id, step_key, seq) DO NOTHING"
+);
+
+const SELECT_JOURNAL: &str = "SELECT kind, name, request_hash, output FROM step_journal \
+     WHERE run_id = $1 AND step_key = $2 AND seq = $3";
+
+macro_rules! summary_query {
+    ($($where:literal)?) => {
+        concat!(
+            "SELECT run_id, flow, status, pause, created_at, updated_at FROM flow_runs ",
+            $($where, " ",)?
+            "ORDER BY created_at DESC, run_id DESC LIMIT $1"
+        )
+    };
+}
+
+const SUMMARY_OF_RUN: &str =
+    "SELECT run_id, flow, status, pause, created_at, updated_at FROM flow_runs WHERE run_id = $1";
+
+// One statement per filter shape, so each can use its index.
+const LIST_ALL: &str = summary_query!();
+const LIST_BY_STATUS: &str = summary_query!("WHERE status = $2");
+const LIST_BY_FLOW: &str = summary_query!("WHERE flow = $2");
+const LIST_BY_FLOW_AND_STATUS: &str = summary_query!("WHERE flow = $2 AND status = $3");
+
+/// A lease of about a century is as good as forever, and keeps `now + lease` inside `bigint`.
+const LONGEST_LEASE_MS: i64 = 100 * 365 * 24 * 3600 * 1000;
+
+/// Room for this many new steps per commit in a step's `ord` (version * 2^20 + position).
+const STEPS_PER_COMMIT: usize = 1 << 20;
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX).min(LONGEST_LEASE_MS)
+}
+
+// Request hashes use all 64 bits; `bigint` is signed, so the bits are stored as they are.
+fn hash_to_sql(h: u64) -> i64 {
+    i64::from_ne_bytes(h.to_ne_bytes())
+}
+
+fn hash_from_sql(h: i64) -> u64 {
+    u64::from_ne_bytes(h.to_ne_bytes())
+}
+
+/// An epoch no stored epoch can equal when the caller's does not fit `bigint`; the write is
+/// then fenced, which is the truth (no such epoch was ever issued).
+fn epoch_param(epoch: u64) -> i64 {
+    i64::try_from(epoch).unwrap_or(-1)
+}
+
+fn opt_json(v: Option<&Value>) -> Option<String> {
+    // `Some(Value::Null)` is stored as the text `null`, distinct from SQL NULL for `None`.
+    v.map(Value::to_string)
+}
+
+/// Reads a column; a value of another type than the schema's is damage to that row.
+fn col<'a, T: FromSql<'a>>(row: &'a Row, i: usize, run_id: Uuid, what: &str) -> Result<T, StoreError> {
+    row.try_get(i).map_err(|e| corrupt(run_id, what, e))
+}
+
+fn decode_json(run_id: Uuid, what: &str, text: &str) -> Result<Value, StoreError> {
+    serde_json::from_str(text).map_err(|e| corrupt(run_id, what, format!("not valid JSON: {e}")))
+}
+
+fn decode_raw(run_id: Uuid, what: &str, text: String) -> Result<Box<RawValue>, StoreError> {
+    RawValue::from_string(text).map_err(|e| corrupt(run_id, what, format!("not valid JSON: {e}")))
+}
+
+fn decode_opt_json(run_id: Uuid, what: &str, text: Option<String>) -> Result<Option<Value>, StoreError> {
+    text.map(|t| decode_json(run_id, what, &t)).transpose()
+}
+
+fn decode_run_status(run_id: Uuid, what: &str, s: &str) -> Result<RunStatus, StoreError> {
+    RunStatus::parse(s).ok_or_else(|| corrupt(run_id, what, format!("unknown run status `{s}`")))
+}
+
+fn decode_u64(run_id: Uuid, what: &str, v: i64) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| corrupt(run_id, what, format!("negative value {v}")))
+}
+
+fn decode_u32(run_id: Uuid, what: &str, v: i64) -> Result<u32, StoreError> {
+    u32::try_from(v).map_err(|_| corrupt(run_id, what, format!("value {v} out of range")))
+}
+
+/// Decodes a row of [`run_columns`].
+fn decode_run(row: &Row, run_id: Uuid) -> Result<RunRecord, StoreError> {
+    let state: Option<String> = col(row, 13, run_id, "checkpoint state")?;
+    let progress: Option<String> = col(row, 14, run_id, "checkpoint progress")?;
+    let (Some(state), Some(progress)) = (state, progress) else {
+        return Err(corrupt(run_id, "checkpoint history", "the run has no checkpoint to continue from"));
+    };
+    let status: String = col(row, 3, run_id, "status")?;
+    Ok(RunRecord {
+        run_id: col(row, 0, run_id, "run id")?,
+        flow: col(row, 1, run_id, "flow")?,
+        parent_run_id: col(row, 2, run_id, "parent run id")?,
+        status: decode_run_status(run_id, "status", &status)?,
+        snapshot: Snapshot {
+            state: decode_raw(run_id, "state", state)?,
+            progress: decode_raw(run_id, "progress", progress)?,
+        },
+        version: decode_u64(run_id, "version", col(row, 4, run_id, "version")?)?,
+        output: decode_opt_json(run_id, "output", col(row, 5, run_id, "output")?)?,
+        error: col(row, 6, run_id, "error")?,
+        pause: decode_opt_json(run_id, "pause", col(row, 7, run_id, "pause")?)?,
+        lease_owner: col(row, 8, run_id, "lease owner")?,
+        lease_expires_at_ms: col(row, 9, run_id, "lease expiry")?,
+        epoch: decode_u64(run_id, "epoch", col(row, 10, run_id, "epoch")?)?,
+        created_at_ms: col(row, 11, run_id, "creation time")?,
+        updated_at_ms: col(row, 12, run_id, "update time")?,
+    })
+}
+
+/// Inserts new steps, positioned after every step of earlier versions, and updates known ones
+/// (which keep their position). The statements are sent together (pipelined).
+async fn upsert_steps(
+    tx: &Transaction<'_>,
+    pg: &Pg,
+    run_id: Uuid,
+    version: i64,
+    steps: &[StepRecord],
+) -> Result<(), StoreError> {
+    if steps.is_empty() {
+        return Ok(());
+    }
+    if steps.len() > STEPS_PER_COMMIT {
+        return Err(StoreError::Backend(format!(
+            "run {run_id}: one commit carries {} steps, more than the {STEPS_PER_COMMIT} a commit may schedule",
+            steps.len()
+        )));
+    }
+    let fail = |e: tokio_postgres::Error| pg.map(&e, Some(run_id));
+    let stmt = tx.prepare_cached(UPSERT_STEP).await.map_err(fail)?;
+    let base = version.saturating_mul(STEPS_PER_COMMIT as i64);
+    let rows: Vec<_> = steps
+        .iter()
+        .enumerate()
+        .map(|(position, step)| {
+            (
+                base + position as i64,
+                step.status.as_str(),
+                opt_json(step.input.as_ref()),
+                opt_json(step.output.as_ref()),
+                i64::from(step.attempt),
+                step,
+            )
+        })
+        .collect();
+    let stmt = &stmt;
+    let writes = rows.iter().map(|(ord, status, input, output, attempt, step)| async move {
+        let params: [&(dyn ToSql + Sync); 9] =
+            [&run_id, &step.step_key, ord, &step.method, status, input, output, &step.error, attempt];
+        tx.execute(stmt, &params).await
+    });
+    futures::future::try_join_all(writes).await.map_err(fail)?;
+    Ok(())
+}
+
+/// Inserts a run, its first checkpoint and its start steps. Returns the run's version (1).
+pub(super) async fn create_run(tx: &Transaction<'_>, pg: &Pg, run: &NewRun) -> Result<u64, StoreError> {
+    let id = run.run_id;
+    let fail = |e: tokio_postgres::Error| pg.map(&e, Some(id));
+    let insert = tx.prepare_cached(INSERT_RUN).await.map_err(fail)?;
+    let inserted = tx
+        .query_opt(&insert, &[&id, &run.flow, &run.parent_run_id, &run.owner, &millis(run.lease)])
+        .await
+        .map_err(fail)?;
+    if inserted.is_none() {
+        return Err(StoreError::Duplicate(id));
+    }
+    let append = tx.prepare_cached(APPEND_CHECKPOINT).await.map_err(fail)?;
+    let (state, progress) = (run.snapshot.state.get(), run.snapshot.progress.get());
+    tx.execute(&append, &[&id, &1_i64, &None::<&str>, &RunStatus::Running.as_str(), &state, &progress])
+        .await
+        .map_err(fail)?;
+    upsert_steps(tx, pg, id, 1, &run.steps).await?;
+    Ok(1)
+}
+
+/// Takes the lease unless someone holds a live one; bumps the epoch.
+pub(super) async fn claim(
+    tx: &Transaction<'_>,
+    pg: &Pg,
+    run_id: Uuid,
+    owner: &str,
+    lease: Duration,
+) -> Result<Claim, StoreError> {
+    let fail = |e: tokio_postgres::Error| pg.map(&e, Some(run_id));
+    let take = tx.prepare_cached(TAKE_LEASE).await.map_err(fail)?;
+    let lease_of = tx.prepare_cached(SELECT_LEASE).await.map_err(fail)?;
+    // The lease read after a refused take can have been released in between by its holder's
+    // final commit; the take is then tried again.
+    let mut tries = 0;
+    loop {
+        if let Some(row) = tx.query_opt(&take, &[&run_id, &owner, &millis(lease)]).await.map_err(fail)? {
+            // A row that does not decode fails the claim here, and the caller rolls the bump back.
+            let run = decode_run(&row, run_id)?;
+            return Ok(Claim { epoch: run.epoch, run });
+        }
+        let Some(row) = tx.query_opt(&lease_of, &[&run_id]).await.map_err(fail)? else {
+            return Err(StoreError::NotFound(run_id));
+        };
+        let holder: Option<String> = col(&row, 0, run_id, "lease owner")?;
+        let expires: Option<i64> = col(&row, 1, run_id, "lease expiry")?;
+        let live: Option<bool> = col(&row, 2, run_id, "lease")?;
+        tries += 1;
+        if let (Some(holder), Some(expires_at_ms)) = (holder, expires)
+            && (live == Some(true) || tries >= 3)
+        {
+            return Err(StoreError::Locked { run_id, owner: holder, expires_at_ms });
+        }
+        if tries >= 3 {
+            return Err(StoreError::Busy(format!(
+                "run {run_id}: its lease changed hands during each of three claims; retry the claim"
+            )));
+        }
+    }
+}
+
+/// Extends the lease held under `epoch`.
+pub(super) async fn renew(
+    client: &impl GenericClient,
+    pg: &Pg,
+    run_id: Uuid,
+    epoch: u64,
+    lease: Duration,
+) -> Result<(), StoreError> {
+    let fail = |e: tokio_postgres::Error| pg.map(&e, Some(run_id));
+    let stmt = client.prepare_cached(RENEW_LEASE).await.map_err(fail)?;
+    let changed = client.execute(&stmt, &[&run_id, &epoch_param(epoch), &millis(lease)]).await.map_err(fail)?;
+    if changed > 0 {
+        return Ok(());
+    }
+    Err(match epoch_of(client, pg, run_id).await? {
+        None => StoreError::NotFound(run_id),
+        // The epoch still matches, so the lease is what is missing.
+        Some((current, _)) if current == epoch => StoreError::Released { run_id, epoch },
+        Some((current, _)) => StoreError::Fenced { run_id, epoch, current },
+    })
+}
+
+/// The run's epoch and whether its lease is held, to explain a fenced write.
+async fn epoch_of(client: &impl GenericClient, pg: &Pg, run_id: Uuid) -> Result<Option<(u64, bool)>, StoreError> {
+    let fail = |e: tokio_postgres::Error| pg.map(&e, Some(run_id));
+    let stmt = client.prepare_cached(RUN_EPOCH).await.map_err(fail)?;
+    let Some(row) = client.query_opt(&stmt, &[&run_id]).await.map_err(fail)? else {
+        return Ok(None);
+    };
+    let epoch = decode_u64(run_id, "epoch", col(&row, 0, run_id, "epoch")?)?;
+    Ok(Some((epoch, col(&row, 1, run_id, "lease owner")?)))
+}
+
+/// One checkpoint, fenced by the epoch: the run row (status, version, lease), the history row
+/// (which is the run's snapshot), the steps and retention. Returns `Ok(None)` when the epoch
+/// did not match (the caller rolls back and says why, outside the transaction).
+pub(super) async fn commit(
+    tx: &Transaction<'_>,
+    pg: &Pg,
+    commit: &Commit,
+    keep: Option<usize>,
+) -> Result<Option<i64>, StoreError> {
+    let id = commit.run_id;
+    let fail = |e: tokio_postgres::Error| pg.map(&e, Some(id));
+    let update = tx.prepare_cached(UPDATE_RUN).await.map_err(fail)?;
+    let output = opt_json(commit.output.as_ref());
+    let pause = opt_json(commit.pause.as_ref());
+    let stays_running = !commit.status.is_at_rest();
+    let row = tx
+        .query_opt(
+            &update,
+            &[&id, &epoch_param(commit.epoch), &commit.status.as_str(), &output, &commit.error, &pause, &stays_running],
+        )
+        .await
+        .map_err(fail)?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let version: i64 = col(&row, 0, id, "version")?;
+    let append = tx.prepare_cached(APPEND_CHECKPOINT).await.map_err(fail)?;
+    let (state, progress) = (commit.snapshot.state.get(), commit.snapshot.progress.get());
+    let status = commit.status.as_str();
+    let params: [&(dyn ToSql + Sync); 6] = [&id, &version, &commit.step_key, &status, &state, &progress];
+    let checkpoint = tx.execute(&append, &params);
+    let steps = upsert_steps(tx, pg, id, version, &commit.steps);
+    let prune = async {
+        let Some(keep) = keep else { return Ok(()) };
+        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
+        if version <= keep {
+            return Ok(());
+        }
+        let stmt = tx.prepare_cached(PRUNE_CHECKPOINTS).await.map_err(fail)?;
+        tx.execute(&stmt, &[&id, &(version - keep)]).await.map_err(fail).map(drop)
+    };
+    let (checkpoint, steps, prune) = futures::join!(checkpoint, steps, prune);
+    checkpoint.map_err(fail)?;
+    steps?;
+    prune?;
+    Ok(Some(version))
+}
+
+/// Why a fenced commit matched no row: the run is missing, or its epoch moved on.
+pub(super) async fn fenced_or_missing(client: &impl GenericClient, pg: &Pg, run_id: Uuid, epoch: u64) -> StoreError {
+    match epoch_of(client, pg, run_id).await {
+        Ok(None) => StoreError::NotFound(run_id),
+        Ok(Some((current, _))) => StoreError::Fenced { run_id, epoch, current },
+        Err(e) => e,
+    }
+}
+
+/// Records an effect unless one is recorded at its position; returns the one that is. With
+/// `held`, the epoch this process's lease on the run was issued under, a run taken over since
+/// refuses the write.
+pub(super) async fn journal_put(
+    tx: &Transaction<'_>,
+    pg: &Pg,
+    entry: &JournalEntry,
+    held: Option<u64>,
+) -> Result<JournalEntry, StoreError> {
+    let id = entry.run_id;
+    let fail = |e: tokio_postgres::Error| pg.map(&e, Some(id));
+    let lock = tx.prepare_cached(RUN_EPOCH_SHARED).await.map_err(fail)?;
+    let Some(row) = tx.query_opt(&lock, &[&id]).await.map_err(fail)? else {
+        return Err(StoreError::NotFound(id));
+    };
+    let current = decode_u64(id, "epoch", col(&row, 0, id, "epoch")?)?;
+    if let Some(held) = held
+        && held != current
+    {
+        return Err(StoreError::Fenced { run_id: id, epoch: held, current });
+    }
+    let insert = tx.prepare_cached(INSERT_JOURNAL).await.map_err(fail)?;
+    let params: [&(dyn ToSql + Sync); 8] = [
+        &id,
+        &entry.step_key,
+        &i64::from(entry.seq),
+        &entry.kind,
+        &entry.name,
+        &hash_to_sql(entry.request_hash),
+        &entry.output.to_string(),
+        &epoch_param(current),
+    ];
+    tx.execute(&insert, &params).await.map_err(fail)?;
+    journal_get(tx, pg, id, &entry.step_key, entry.seq).await?.ok_or_else(|| {
+        StoreError::Backend(format!(
+            "run {id}: journal entry {}:{} vanished right after it was written",
+            entry.step_key, entry.seq
+        ))
+    })
+}
+
+/// The recorded effect at `(step_key, seq)`, if any.
+pub(super) async fn journal_get(
+    client: &impl GenericClient,
+    pg: &Pg,
+    run_id: Uuid,
+    step_key: &str,
+    seq: u32,
+) -> Result<Option<JournalEntry>, StoreError> {
+    let fail = |e: tokio_postgres::Error| pg.map(&e, Some(run_id));
+    let stmt = client.prepare_cached(SELECT_JOURNAL).await.map_err(fail)?;
+    let Some(row) = client.query_opt(&stmt, &[&run_id, &step_key, &i64::from(seq)]).await.map_err(fail)? else {
+        return Ok(None);
+    };
+    let what = format!("journal entry {step_key}:{seq}");
+    let output: String = col(&row, 3, run_id, &what)?;
+    Ok(Some(JournalEntry {
+        run_id,
+        step_key: step_key.to_string(),
+        seq,
+        kind: col(&row, 0, run_id, &what)?,
+        name: col(&row, 1, run_id, &what)?,
+        request_hash: hash_from_sql(col(&row, 2, run_id, &what)?),
+        output: decode_json(run_id, &format!("{what} output"), &output)?,
+    }))
+}
+
+async fn require_run(client: &impl GenericClient, pg: &Pg, run_id: Uuid) -> Result<(), StoreError> {
+    let fail = |e: tokio_postgres::Error| pg.map(&e, Some(run_id));
+    let stmt = client.prepare_cached(RUN_EXISTS).await.map_err(fail)?;
+    match client.query_opt(&stmt, &[&run_id]).await.map_err(fail)? {
+        Some(_) => Ok(()),
+        None => Err(StoreError::NotFound(run_id)),
+    }
+}
+
+/// The run's latest record.
+pub(super) async fn load_run(client: &impl GenericClient, pg: &Pg, run_id: Uuid) -> Result<RunRecord, StoreError> {
+    let fail = |e: tokio_postgres::Error| pg.map(&e, Some(run_id));
+    let stmt = client.prepare_cached(SELECT_RUN).await.map_err(fail)?;
+    let row = client.query_opt(&stmt, &[&run_id]).await.map_err(fail)?.ok_or(StoreError::NotFound(run_id))?;
+    decode_run(&row, run_id)
+}
+
+/// One listed row, decoded; a row that cannot be read is reported as damaged, for its run
+/// alone.
+fn decode_summary(row: &Row) -> Result<RunSummary, DamagedRun> {
+    // The id is a `uuid` column, so it always reads unless the column itself was altered.
+    let run_id: Uuid = col(row, 0, Uuid::nil(), "run id").map_err(|error| DamagedRun { run_id: Uuid::nil(), error })?;
+    let summary = (|| {
+        let status: String = col(row, 2, run_id, "status")?;
+        Ok(RunSummary {
+            run_id,
+            flow: col(row, 1, run_id, "flow")?,
+            status: decode_run_status(run_id, "status", &status)?,
+            pause: decode_opt_json(run_id, "pause", col(row, 3, run_id, "pause")?)?,
+            created_at_ms: col(row, 4, run_id, "creation time")?,
+            updated_at_ms: col(row, 5, run_id, "update time")?,
+        })
+    })();
+    summary.map_err(|error| DamagedRun { run_id, error })
+}
+
+/// Runs matching the filter, newest first, and the ones whose rows cannot be read.
+pub(super) async fn list_runs(
+    client: &impl GenericClient,
+    pg: &Pg,
+    filter: &RunFilter,
+) -> Result<Listing<RunSummary>, StoreError> {
+    let fail = |e: tokio_postgres::Error| pg.map(&e, None);
+    // `LIMIT NULL` is no limit.
+    let limit: Option<i64> = filter.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
+    let status = filter.status.map(RunStatus::as_str);
+    let rows = match (filter.flow.as_deref(), status) {
+        (None, None) => {
+            let stmt = client.prepare_cached(LIST_ALL).await.map_err(fail)?;
+            client.query(&stmt, &[&limit]).await
+        }
+        (None, Some(status)) => {
+            let stmt = client.prepare_cached(LIST_BY_STATUS).await.map_err(fail)?;
+            client.query(&stmt, &[&limit, &status]).await
+        }
+        (Some(flow), None) => {
+            let stmt = client.prepare_cached(LIST_BY_FLOW).await.map_err(fail)?;
+            client.query(&stmt, &[&limit, &flow]).await
+        }
+        (Some(flow), Some(status)) => {
+            let stmt = client.prepare_cached(LIST_BY_FLOW_AND_STATUS).await.map_err(fail)?;
+            client.query(&stmt, &[&limit, &flow, &status]).await
+        }
+    }
+    .map_err(fail)?;
+    let mut listing = Listing::default();
+    for row in &rows {
+        match decode_summary(row) {
+            Ok(summary) => listing.items.push(summary),
+            Err(damaged) => listing.damaged.push(damaged),
+        }
+    }
+    Ok(listing)
+}
+
+/// One run's summary, without reading its snapshot.
+pub(super) async fn run_summary(client: &impl GenericClient, pg: &Pg, run_id: Uuid) -> Result<RunSummary, StoreError> {
+    let fail = |e: tokio_postgres::Error| pg.map(&e, Some(run_id));
+    let stmt = client.prepare_cached(SUMMARY_OF_RUN).await.map_err(fail)?;
+    let row = client.query_opt(&stmt, &[&run_id]).await.map_err(fail)?.ok_or(StoreError::NotFound(run_id))?;
+    decode_summary(&row).map_err(|d| d.error)
+}
+
+/// The run's steps in creation order.
+pub(super) async fn steps(client: &impl GenericClient, pg: &Pg, run_id: Uuid) -> Result<Vec<StepRecord>, StoreError> {
+    let fail = |e: tokio_postgres::Error| pg.map(&e, Some(run_id));
+    let stmt = client.prepare_cached(SELECT_STEPS).await.map_err(fail)?;
+    let rows = client.query(&stmt, &[&run_id]).await.map_err(fail)?;
+    if rows.is_empty() {
+        require_run(client, pg, run_id).await?;
+    }
+    rows.iter()
+        .map(|row| {
+            let step_key: String = col(row, 0, run_id, "step key")?;
+            let what = |column: &str| format!("step `{step_key}` {column}");
+            let status: String = col(row, 2, run_id, &what("status"))?;
+            Ok(StepRecord {
+                method: col(row, 1, run_id, &what("method"))?,
+                status: StepStatus::parse(&status)
+                    .ok_or_else(|| corrupt(run_id, what("status"), format!("unknown step status `{status}`")))?,
+                input: decode_opt_json(run_id, &what("input"), col(row, 3, run_id, &what("input"))?)?,
+                output: decode_opt_json(run_id, &what("output"), col(row, 4, run_id, &what("output"))?)?,
+                error: col(row, 5, run_id, &what("error"))?,
+                attempt: decode_u32(run_id, &what("attempt"), col(row, 6, run_id, &what("attempt"))?)?,
+                step_key: step_key.clone(),
+            })
+        })
+        .collect()
+}
+
+/// The run's checkpoint history, oldest first.
+pub(super) async fn checkpoints(
+    client: &impl GenericClient,
+    pg: &Pg,
+    run_id: Uuid,
+) -> Result<Vec<CheckpointInfo>, StoreError> {
+    let fail = |e: tokio_postgres::Error| pg.map(&e, Some(run_id));
+    let stmt = client.prepare_cached(SELECT_CHECKPOINTS).await.map_err(fail)?;
+    let rows = client.query(&stmt, &[&run_id]).await.map_err(fail)?;
+    if rows.is_empty() {
+        require_run(client, pg, run_id).await?;
+    }
+    rows.iter()
+        .map(|row| {
+            let seq: i64 = col(row, 0, run_id, "checkpoint seq")?;
+            let status: String = col(row, 2, run_id, &format!("checkpoint {seq} status"))?;
+            Ok(CheckpointInfo {
+                seq: decode_u64(run_id, "checkpoint seq", seq)?,
+                step_key: col(row, 1, run_id, &format!("checkpoint {seq} step key"))?,
+                status: decode_run_status(run_id, &format!("checkpoint {seq} status"), &status)?,
+                created_at_ms: col(row, 3, run_id, &format!("checkpoint {seq} time"))?,
+            })
+        })
+        .collect()
+}
+
+/// The snapshot saved by checkpoint `seq`.
+pub(super) async fn load_checkpoint(
+    client: &impl GenericClient,
+    pg: &Pg,
+    run_id: Uuid,
+    seq: u64,
+) -> Result<Snapshot, StoreError> {
+    let fail = |e: tokio_postgres::Error| pg.map(&e, Some(run_id));
+    let row = match i64::try_from(seq) {
+        Ok(seq_param) => {
+            let stmt = client.prepare_cached(SELECT_CHECKPOINT).await.map_err(fail)?;
+            client.query_opt(&stmt, &[&run_id, &seq_param]).await.map_err(fail)?
+        }
+        Err(_) => None,
+    };
+    let Some(row) = row else {
+        require_run(client, pg, run_id).await?;
+        return Err(StoreError::CheckpointNotFound { run_id, seq });
+    };
+    Ok(Snapshot {
+        state: decode_raw(run_id, &format!("checkpoint {seq} state"), col(&row, 0, run_id, "checkpoint state")?)?,
+        progress: decode_raw(
+            run_id,
+            &format!("checkpoint {seq} progress"),
+            col(&row, 1, run_id, "checkpoint progress")?,
+        )?,
+    })
+}

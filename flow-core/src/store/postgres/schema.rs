@@ -1,0 +1,126 @@
+//! The schema and its versioned migrations.
+//!
+//! Each applied migration is a row of `flow_schema_migrations`; the schema's version is the
+//! highest. Migration `i` (counting from 1) takes a schema from version `i - 1` to `i`. All
+//! pending migrations run in one transaction that first takes a transaction-scoped advisory
+//! lock keyed by the schema's name, so two processes starting at once apply them once, one
+//! after the other, and a crash never leaves a half-migrated schema (PostgreSQL's DDL is
+//! transactional). A schema whose version is newer than [`SCHEMA_VERSION`] belongs to a newer
+//! build: it is refused and left untouched.
+
+use super::error::Pg;
+use crate::store::StoreError;
+
+/// Version 1: runs, steps, checkpoint history and the effect journal (research §9.2, adapted
+/// as in the SQLite store: the lease lives on the run, which is the unit one executor drives).
+///
+/// JSON is stored as `text`, byte for byte as the executor encoded it (`jsonb` would reorder
+/// keys and rewrite numbers, and a snapshot must read back exactly as written), and decoded on
+/// read, so a damaged value is reported as [`StoreError::Corrupt`] naming the run. Times are
+/// milliseconds since the Unix epoch on the database's clock, so every worker on every machine
+/// judges a lease by the same clock. `version` on the run is the number of its newest
+/// checkpoint, which holds its current snapshot.
+const V1: &str = r#"
+CREATE TABLE flow_runs (
+    run_id           uuid    NOT NULL PRIMARY KEY,
+    flow             text    NOT NULL,
+    parent_run_id    uuid,
+    status           text    NOT NULL,
+    version          bigint  NOT NULL,
+    output           text,
+    error            text,
+    pause            text,
+    lease_owner      text,
+    lease_expires_at bigint,
+    epoch            bigint  NOT NULL,
+    created_at       bigint  NOT NULL,
+    updated_at       bigint  NOT NULL
+);
+CREATE INDEX flow_runs_by_created ON flow_runs (created_at DESC, run_id DESC);
+CREATE INDEX flow_runs_by_status ON flow_runs (status, created_at DESC, run_id DESC);
+CREATE INDEX flow_runs_by_flow ON flow_runs (flow, created_at DESC, run_id DESC);
+
+-- `ord` keeps creation order (step keys do not sort by it): the checkpoint number of the commit
+-- that created the step, times 2^20, plus its position in that commit. Set on insert only.
+CREATE TABLE flow_steps (
+    run_id     uuid    NOT NULL REFERENCES flow_runs (run_id) ON DELETE CASCADE,
+    step_key   text    NOT NULL,
+    ord        bigint  NOT NULL,
+    method     text    NOT NULL,
+    status     text    NOT NULL,
+    input      text,
+    output     text,
+    error      text,
+    attempt    bigint  NOT NULL,
+    created_at bigint  NOT NULL,
+    updated_at bigint  NOT NULL,
+    PRIMARY KEY (run_id, step_key)
+);
+
+-- Checkpoint `seq` N holds the snapshot of run version N; the newest is the run's current one.
+CREATE TABLE flow_checkpoints (
+    run_id     uuid    NOT NULL REFERENCES flow_runs (run_id) ON DELETE CASCADE,
+    seq        bigint  NOT NULL,
+    step_key   text,
+    status     text    NOT NULL,
+    state      text    NOT NULL,
+    progress   text    NOT NULL,
+    created_at bigint  NOT NULL,
+    PRIMARY KEY (run_id, seq)
+);
+
+-- Keyed by run, not by step row: an effect may be recorded before its step's row is committed.
+-- `epoch` is the lease epoch the entry was recorded under.
+CREATE TABLE step_journal (
+    run_id       uuid    NOT NULL REFERENCES flow_runs (run_id) ON DELETE CASCADE,
+    step_key     text    NOT NULL,
+    seq          bigint  NOT NULL,
+    kind         text    NOT NULL,
+    name         text    NOT NULL,
+    request_hash bigint  NOT NULL,
+    output       text    NOT NULL,
+    epoch        bigint  NOT NULL,
+    created_at   bigint  NOT NULL,
+    PRIMARY KEY (run_id, step_key, seq)
+);
+"#;
+
+/// Every migration, in order: `MIGRATIONS[i]` takes a schema from version `i` to `i + 1`.
+pub(super) const MIGRATIONS: &[&str] = &[V1];
+
+/// The schema version this build reads and writes.
+pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS flow_schema_migrations (
+    version    bigint      NOT NULL PRIMARY KEY,
+    applied_at timestamptz NOT NULL DEFAULT now()
+)";
+
+// The first key names this store's lock among the database's advisory locks; the second keeps
+// stores in different schemas of one database from waiting on each other.
+const LOCK: &str = "SELECT pg_advisory_xact_lock(1718579063, hashtext(current_schema()))";
+
+const CURRENT_VERSION: &str = "SELECT COALESCE(MAX(version), 0) FROM flow_schema_migrations";
+
+const RECORD_VERSION: &str = "INSERT INTO flow_schema_migrations (version) VALUES ($1)";
+
+/// Brings the schema the connection's `search_path` points at to [`SCHEMA_VERSION`], or refuses
+/// a newer one.
+pub(super) async fn migrate(client: &mut deadpool_postgres::Object, pg: &Pg) -> Result<(), StoreError> {
+    let tx = client.transaction().await.map_err(|e| pg.open(&e))?;
+    tx.execute(LOCK, &[]).await.map_err(|e| pg.open(&e))?;
+    tx.batch_execute(VERSION_TABLE).await.map_err(|e| pg.open(&e))?;
+    let from: i64 = tx.query_one(CURRENT_VERSION, &[]).await.map_err(|e| pg.open(&e))?.get(0);
+    if from > SCHEMA_VERSION {
+        // Dropping the transaction rolls it back: nothing was changed.
+        return Err(StoreError::SchemaTooNew { found: from, supported: SCHEMA_VERSION });
+    }
+    let from_index = usize::try_from(from).unwrap_or(0);
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(from_index) {
+        let version = index as i64 + 1;
+        tx.batch_execute(sql).await.map_err(|e| pg.open(&e))?;
+        tx.execute(RECORD_VERSION, &[&version]).await.map_err(|e| pg.open(&e))?;
+        tracing::info!(database = %pg.shown, version, "applied PostgreSQL store schema migration");
+    }
+    tx.commit().await.map_err(|e| pg.open(&e))
+}

@@ -1,0 +1,255 @@
+//! `PgStore` on a real PostgreSQL server: the `Store` contract, migrations, an application's
+//! own pool, fencing across processes, claim races and clear errors. `pg_support` finds or
+//! starts the server and gives each test a schema of its own.
+
+#[path = "../flow-core/tests/store_conformance/mod.rs"]
+mod store_conformance;
+
+mod pg_support;
+
+use std::time::Duration;
+
+use flow_core::store::{JournalEntry, PgStore, RunStatus, Store, StoreError};
+use serde_json::json;
+use store_conformance::{KEEP, TestResult, commit, new_run};
+
+const LONG: Duration = Duration::from_secs(60);
+
+fn entry(run_id: uuid::Uuid, seq: u32, output: serde_json::Value) -> JournalEntry {
+    JournalEntry {
+        run_id,
+        step_key: "charge#0".into(),
+        seq,
+        kind: "effect".into(),
+        name: "charge".into(),
+        request_hash: 42,
+        output,
+    }
+}
+
+async fn versions(db: &pg_support::TestDb) -> Result<Vec<i64>, Box<dyn std::error::Error>> {
+    let client = db.connect().await?;
+    let rows = client.query("SELECT version FROM flow_schema_migrations ORDER BY version", &[]).await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_store_meets_the_contract() -> TestResult {
+    let Some(db) = pg_support::database("pg_store_meets_the_contract").await else { return Ok(()) };
+    let store = PgStore::from_pool(db.pool(4)).await?.keep_checkpoints(KEEP);
+    store_conformance::check(&store).await
+}
+
+/// A new schema gets every migration once, even when two processes open it at the same
+/// moment; a schema a newer build migrated is refused and left as it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_apply_once_and_a_newer_schema_is_refused() -> TestResult {
+    let Some(db) = pg_support::database("migrations_apply_once_and_a_newer_schema_is_refused").await else {
+        return Ok(());
+    };
+    let (a, b) = tokio::join!(PgStore::from_pool(db.pool(2)), PgStore::from_pool(db.pool(2)));
+    let (a, _b) = (a?, b?);
+    assert_eq!(versions(&db).await?, [1], "each migration recorded once");
+    let run = new_run("migrations", "w1", LONG);
+    a.create_run(run.clone()).await?;
+
+    // Opening again changes nothing.
+    PgStore::from_pool(db.pool(1)).await?;
+    assert_eq!(versions(&db).await?, [1]);
+
+    // A newer build's migration, recorded by hand.
+    db.connect().await?.execute("INSERT INTO flow_schema_migrations (version) VALUES (2)", &[]).await?;
+    match PgStore::from_pool(db.pool(1)).await {
+        Err(e @ StoreError::SchemaTooNew { found: 2, supported: 1 }) => {
+            assert!(e.to_string().contains("upgrade flows"), "{e}");
+        }
+        other => return Err(format!("expected SchemaTooNew, got {other:?}").into()),
+    }
+    assert_eq!(versions(&db).await?, [1, 2], "the refused schema is left as it is");
+    assert_eq!(a.load_run(run.run_id).await?.snapshot, run.snapshot, "its runs are untouched");
+    Ok(())
+}
+
+/// The store works on the application's pool, and the application keeps using it.
+#[tokio::test]
+async fn takes_a_pool_the_application_owns() -> TestResult {
+    let Some(db) = pg_support::database("takes_a_pool_the_application_owns").await else { return Ok(()) };
+    let pool = db.pool(2);
+    pool.get().await?.batch_execute("CREATE TABLE orders (id bigint PRIMARY KEY)").await?;
+    let store = PgStore::from_pool(pool.clone()).await?;
+    let run = new_run("app-pool", "w1", LONG);
+    store.create_run(run.clone()).await?;
+    store.commit(commit(run.run_id, 1, 1)).await?;
+    pool.get().await?.execute("INSERT INTO orders (id) VALUES (1)", &[]).await?;
+
+    let other = PgStore::from_pool(db.pool(1)).await?;
+    assert_eq!(other.load_run(run.run_id).await?.version, 2, "another pool sees the store's commits");
+    let orders: i64 = store.pool().get().await?.query_one("SELECT count(*) FROM orders", &[]).await?.get(0);
+    assert_eq!(orders, 1, "the store's pool is the application's");
+    Ok(())
+}
+
+/// A process whose run was taken over by another (a worker frozen past its lease) can record
+/// no effect for it: its journal write is fenced, like its commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journal_put_is_fenced_by_the_lease_epoch() -> TestResult {
+    let Some(db) = pg_support::database("journal_put_is_fenced_by_the_lease_epoch").await else { return Ok(()) };
+    let (zombie, successor) = (PgStore::from_pool(db.pool(2)).await?, PgStore::from_pool(db.pool(2)).await?);
+    let run = new_run("fencing", "zombie", Duration::ZERO);
+    let id = run.run_id;
+    zombie.create_run(run).await?;
+    assert_eq!(zombie.journal_put(entry(id, 0, json!("zombie's first"))).await?.output, json!("zombie's first"));
+
+    let claim = successor.claim(id, "successor", LONG).await?;
+    assert_eq!(claim.epoch, 2);
+    match zombie.journal_put(entry(id, 1, json!("zombie's late"))).await {
+        Err(StoreError::Fenced { run_id, epoch: 1, current: 2 }) if run_id == id => {}
+        other => return Err(format!("journal_put under a lost lease: expected Fenced, got {other:?}").into()),
+    }
+    assert_eq!(successor.journal_get(id, "charge#0", 1).await?, None, "the fenced write left nothing");
+    match zombie.commit(commit(id, 1, 1)).await {
+        Err(StoreError::Fenced { epoch: 1, current: 2, .. }) => {}
+        other => return Err(format!("commit under a lost lease: expected Fenced, got {other:?}").into()),
+    }
+    match zombie.renew(id, 1, LONG).await {
+        Err(StoreError::Fenced { epoch: 1, current: 2, .. }) => {}
+        other => return Err(format!("renew under a lost lease: expected Fenced, got {other:?}").into()),
+    }
+
+    let recorded = successor.journal_put(entry(id, 1, json!("successor's"))).await?;
+    assert_eq!(recorded.output, json!("successor's"));
+    assert_eq!(successor.journal_get(id, "charge#0", 0).await?.map(|e| e.output), Some(json!("zombie's first")));
+    successor.commit(commit(id, 2, 1)).await?;
+    assert_eq!(successor.load_run(id).await?.version, 2);
+    Ok(())
+}
+
+/// Two processes (two pools) claiming the same runs at the same moment: exactly one wins each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_stores_racing_a_claim_exactly_one_wins() -> TestResult {
+    let Some(db) = pg_support::database("two_stores_racing_a_claim_exactly_one_wins").await else {
+        return Ok(());
+    };
+    let (a, b) = (PgStore::from_pool(db.pool(2)).await?, PgStore::from_pool(db.pool(2)).await?);
+    for round in 0..20 {
+        let run = new_run("race", "creator", Duration::ZERO);
+        let id = run.run_id;
+        a.create_run(run).await?;
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(2));
+        let claim = |store: PgStore, owner: &'static str| {
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store.claim(id, owner, LONG).await
+            })
+        };
+        let (ra, rb) = tokio::join!(claim(a.clone(), "a"), claim(b.clone(), "b"));
+        let (ra, rb) = (ra?, rb?);
+        let (winner, loser) = match (ra, rb) {
+            (Ok(w), Err(l)) => (("a", w), l),
+            (Err(l), Ok(w)) => (("b", w), l),
+            other => return Err(format!("round {round}: expected one winner, got {other:?}").into()),
+        };
+        assert_eq!(winner.1.epoch, 2, "round {round}: one epoch bump");
+        match loser {
+            StoreError::Locked { owner, .. } => assert_eq!(owner, winner.0, "round {round}"),
+            other => return Err(format!("round {round}: loser expected Locked, got {other:?}").into()),
+        }
+        let stored = a.load_run(id).await?;
+        assert_eq!((stored.epoch, stored.lease_owner.as_deref()), (2, Some(winner.0)));
+    }
+    Ok(())
+}
+
+/// A server that does not answer is named (host and port, no password) with what to check.
+#[tokio::test]
+async fn an_unreachable_server_is_a_clear_error() -> TestResult {
+    // A port nothing listens on: bound, then freed.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let url = format!("postgres://flows:hunter2@127.0.0.1:{port}/flows");
+    match PgStore::connect(&url).await {
+        Err(e @ StoreError::Open { .. }) => {
+            let message = e.to_string();
+            assert!(message.contains(&format!("127.0.0.1:{port}")), "{message}");
+            assert!(!message.contains("hunter2"), "the password leaked: {message}");
+            assert!(message.contains("check that the server is running"), "{message}");
+        }
+        other => return Err(format!("expected Open, got {other:?}").into()),
+    }
+    match PgStore::connect("postgres://flows:hunter2@127.0.0.1:notaport/flows").await {
+        Err(e @ StoreError::Open { .. }) => assert!(!e.to_string().contains("hunter2"), "{e}"),
+        other => return Err(format!("expected Open for a bad URL, got {other:?}").into()),
+    }
+    Ok(())
+}
+
+/// A connection the server ends (a restart) costs at most the call that meets it, which says it
+/// is transient; the connection is discarded, the pool opens a new one for the next call, and
+/// nothing committed is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_connections_reconnect_through_the_pool() -> TestResult {
+    let Some(db) = pg_support::database("dropped_connections_reconnect_through_the_pool").await else {
+        return Ok(());
+    };
+    // One connection, so the call after a failure would get the same one back if the store
+    // returned it to the pool.
+    let store = PgStore::from_pool(db.pool(1)).await?;
+    let run = new_run("restart", "w1", LONG);
+    let id = run.run_id;
+    store.create_run(run).await?;
+    store.commit(commit(id, 1, 1)).await?;
+    assert_eq!(db.terminate_connections().await?, 1, "the store's connection was open");
+
+    let mut failures = Vec::new();
+    let record = loop {
+        match store.load_run(id).await {
+            Ok(record) => break record,
+            Err(e) if failures.is_empty() => failures.push(e),
+            Err(e) => return Err(format!("still failing after {failures:?}: {e}").into()),
+        }
+    };
+    assert_eq!((record.version, record.status), (2, RunStatus::Running));
+    for e in &failures {
+        assert!(matches!(e, StoreError::Backend(m) if m.contains("retry") && m.contains(&id.to_string())), "{e}");
+    }
+    store.commit(commit(id, 1, 2)).await?;
+    assert_eq!(store.load_run(id).await?.version, 3);
+    Ok(())
+}
+
+/// A row damaged by hand is reported for its run alone: listings leave it out (or report it,
+/// checked), the other runs still list, and reading it names the run and the damage.
+#[tokio::test]
+async fn a_damaged_row_is_reported_for_its_run_alone() -> TestResult {
+    let Some(db) = pg_support::database("a_damaged_row_is_reported_for_its_run_alone").await else {
+        return Ok(());
+    };
+    let store = PgStore::from_pool(db.pool(2)).await?;
+    let (good, bad) = (new_run("damage", "w1", LONG), new_run("damage", "w1", LONG));
+    store.create_run(good.clone()).await?;
+    store.create_run(bad.clone()).await?;
+    let listed = store.list_runs(&flow_core::store::RunFilter::default()).await?;
+    let listed_good = listed.iter().find(|s| s.run_id == good.run_id).ok_or("the run is listed")?;
+    assert_eq!(&store.run_summary(good.run_id).await?, listed_good, "a summary is what the listing says");
+    db.connect().await?.execute("UPDATE flow_runs SET status = 'bogus' WHERE run_id = $1", &[&bad.run_id]).await?;
+
+    let all = flow_core::store::RunFilter::default();
+    let ids: Vec<_> = store.list_runs(&all).await?.into_iter().map(|s| s.run_id).collect();
+    assert_eq!(ids, [good.run_id]);
+    let checked = store.list_runs_checked(&all).await?;
+    assert_eq!(checked.items.len(), 1);
+    assert_eq!(checked.damaged.len(), 1);
+    assert_eq!(checked.damaged[0].run_id, bad.run_id);
+    for e in [store.load_run(bad.run_id).await.err(), store.run_summary(bad.run_id).await.err()] {
+        match e {
+            Some(StoreError::Corrupt { run_id, what, detail }) => {
+                assert_eq!((run_id, what.as_str()), (bad.run_id, "status"));
+                assert!(detail.contains("bogus"), "{detail}");
+            }
+            other => return Err(format!("expected Corrupt, got {other:?}").into()),
+        }
+    }
+    let unknown = uuid::Uuid::new_v4();
+    assert!(matches!(store.run_summary(unknown).await, Err(StoreError::NotFound(id)) if id == unknown));
+    Ok(())
+}
