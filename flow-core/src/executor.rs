@@ -27,7 +27,7 @@ use crate::ctx::{Ctx, Interrupt, RunShared, Updates};
 use crate::error::{Error, ErrorClass, FlowError, Special};
 use crate::events::FlowEvent;
 use crate::flow::{Flow, Payload, StepOutput, StepResult};
-use crate::graph::{DEFAULT_STEP_TIMEOUT, Graph, MethodDef, MethodId, RetryPolicy};
+use crate::graph::{DEFAULT_STEP_TIMEOUT, Graph, MethodDef, MethodId, OnFailure, RetryPolicy};
 use crate::lease::Heartbeat;
 use crate::outcome::{Escalated, Outputs, Paused, RecordedFailure, RunOutcome, RunResult};
 use crate::plan::{Clock, Plan, Source, clock_set};
@@ -676,8 +676,31 @@ impl<F: Flow> Execution<F> {
         if self.progress.halt.is_none() {
             self.progress.halt =
                 Some(Halt::Failure { method: act.method, step_key: step_key.clone(), attempt, error: text, class });
+            if self.plan.graph.options.on_failure == OnFailure::CancelRunning {
+                self.cancel_running();
+            }
         }
         self.checkpoint(vec![record], Some(step_key), RunStatus::Running).await
+    }
+
+    /// After a failure: stops the methods still running, so the run reports the failure (and
+    /// compensates) without waiting for them. Their futures are dropped with their state
+    /// updates; their activations stay pending, with the attempt they were on, so a resume
+    /// runs them again, and the effects they journaled are replayed then. Undo steps are left
+    /// to finish: stopping one half-way would leave its step neither done nor undone.
+    fn cancel_running(&mut self) {
+        let cancelled: Vec<u64> =
+            self.progress.pending.iter().filter(|a| a.undo_of.is_none()).filter_map(|a| a.slot).collect();
+        if cancelled.is_empty() {
+            return;
+        }
+        self.tasks.cancel(|t| cancelled.contains(&t.slot));
+        let run_id = self.run.run_id;
+        for a in self.progress.pending.iter_mut().filter(|a| a.slot.is_some_and(|s| cancelled.contains(&s))) {
+            a.slot = None;
+            a.wake = None;
+            tracing::info!(%run_id, step_key = %a.step_key, "stopped: another method failed (`on_failure = \"finish_running\"` lets it finish)");
+        }
     }
 
     /// Records what an undo step did to the step it undid.
