@@ -184,3 +184,111 @@ async fn a_cancelled_sibling_runs_again_on_resume_and_keeps_its_effects() {
     assert_eq!(done, ["booked #1", "charged"]);
 }
 
+// ---------------------------------------------------------------- 4. kickoff inputs
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+struct Brief {
+    topic: String,
+    depth: u32,
+    tags: Vec<String>,
+    customer: Customer,
+    notes: Vec<String>,
+}
+
+#[derive(Clone, Default, Debug, Serialize, Deserialize, PartialEq)]
+struct Customer {
+    name: String,
+    age: u32,
+}
+
+impl Default for Brief {
+    fn default() -> Self {
+        Brief {
+            topic: "nothing yet".into(),
+            depth: 2,
+            tags: vec!["default".into()],
+            customer: Customer::default(),
+            notes: Vec::new(),
+        }
+    }
+}
+
+struct Research;
+
+#[flow(state = Brief, name = "crewai_research")]
+impl Research {
+    #[start]
+    async fn study(&self, cx: &Ctx<Brief>) -> Result<()> {
+        let note = cx.read(|s| format!("{} for {} at depth {}", s.topic, s.customer.name, s.depth));
+        cx.update(move |s| s.notes.push(note.clone()));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn kickoff_inputs_replace_the_defaults_they_name() {
+    let inputs = serde_json::json!({ "topic": "tides", "customer": { "name": "Ann", "age": 40 } });
+    let run = Runner::new(Research).kickoff_with_inputs(inputs).await.unwrap().completed().unwrap();
+    assert_eq!(
+        run.state,
+        Brief {
+            topic: "tides".into(),
+            depth: 2,
+            tags: vec!["default".into()],
+            customer: Customer { name: "Ann".into(), age: 40 },
+            notes: vec!["tides for Ann at depth 2".into()],
+        }
+    );
+}
+
+fn refused(result: Result<RunOutcome<Brief>, FlowError>) -> (String, String, String, String) {
+    let err = result.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("No run was started and nothing was stored"), "{text}");
+    match err {
+        FlowError::InvalidInputs { state_type, key, problem, expected } => {
+            assert_eq!(state_type, "Brief");
+            (key, problem, expected, text)
+        }
+        other => panic!("expected InvalidInputs, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_input_key_is_refused_by_name_and_nothing_is_stored() {
+    let store = MemoryStore::new();
+    let runner = Runner::new(Research).with_store(store.clone());
+    let (key, problem, expected, text) =
+        refused(runner.kickoff_with_inputs(serde_json::json!({ "topic": "tides", "depht": 3 })).await);
+    assert_eq!(key, "depht");
+    assert_eq!(problem, "the state has no such field");
+    assert_eq!(expected, "one of its fields: `customer`, `depth`, `notes`, `tags`, `topic`");
+    assert!(text.starts_with("kickoff input `depht` was refused for state `Brief`"), "{text}");
+    assert!(store.list_runs(&RunFilter::default()).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_input_of_the_wrong_type_is_refused_by_name_and_nothing_is_stored() {
+    let store = MemoryStore::new();
+    let runner = Runner::new(Research).with_store(store.clone());
+
+    let (key, problem, expected, _) = refused(runner.kickoff_with_inputs(serde_json::json!({ "depth": "deep" })).await);
+    assert_eq!(key, "depth");
+    assert_eq!(problem, "at `depth`: invalid type: string \"deep\", expected u32");
+    assert_eq!(expected, "a value shaped like the default's `depth`: 2");
+
+    let nested = serde_json::json!({ "topic": "tides", "customer": { "name": "Ann", "age": "old" } });
+    let (key, problem, _, _) = refused(runner.kickoff_with_inputs(nested).await);
+    assert_eq!(key, "customer");
+    assert_eq!(problem, "at `customer.age`: invalid type: string \"old\", expected u32");
+
+    let (key, problem, expected, _) = refused(runner.kickoff_with_inputs(serde_json::json!(["tides"])).await);
+    assert_eq!((key.as_str(), problem.as_str()), (".", "the inputs are an array, not an object"));
+    assert_eq!(expected, "a JSON object whose keys are fields of the state");
+
+    assert!(store.list_runs(&RunFilter::default()).await.unwrap().is_empty());
+    // The same runner stores a run from good inputs.
+    runner.kickoff_with_inputs(serde_json::json!({ "depth": 5 })).await.unwrap().completed().unwrap();
+    assert_eq!(store.list_runs(&RunFilter::default()).await.unwrap().len(), 1);
+}
+
