@@ -292,3 +292,111 @@ async fn an_input_of_the_wrong_type_is_refused_by_name_and_nothing_is_stored() {
     assert_eq!(store.list_runs(&RunFilter::default()).await.unwrap().len(), 1);
 }
 
+// ---------------------------------------------------------------- 6. or-joins fed by and-joins
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+enum Emit {
+    Y,
+}
+
+/// CrewAI's `test_or_branch_does_not_leave_stale_and_state`: `joined` fires through
+/// `and(a, x)`; `c` had half-filled `and(c, Y)`, and the `Y` that `joined` itself leads to
+/// must not complete it.
+struct StaleAnd;
+
+#[flow(state = Log)]
+impl StaleAnd {
+    #[start]
+    async fn begin(&self, cx: &Ctx<Log>) -> Result<()> {
+        push(cx, "begin");
+        Ok(())
+    }
+    #[listen(begin)]
+    async fn a(&self, cx: &Ctx<Log>) -> Result<()> {
+        push(cx, "a");
+        Ok(())
+    }
+    #[listen(begin)]
+    async fn c(&self, cx: &Ctx<Log>) -> Result<()> {
+        push(cx, "c");
+        Ok(())
+    }
+    #[listen(and(a, c))]
+    async fn x(&self, cx: &Ctx<Log>) -> Result<()> {
+        push(cx, "x");
+        Ok(())
+    }
+    #[listen(or(and(a, x), and(c, Emit::Y)))]
+    async fn joined(&self, cx: &Ctx<Log>) -> Result<()> {
+        push(cx, "joined");
+        Ok(())
+    }
+    #[router(joined)]
+    async fn emit_y(&self, cx: &Ctx<Log>) -> Result<Emit> {
+        push(cx, "emit_y");
+        Ok(Emit::Y)
+    }
+}
+
+#[tokio::test]
+async fn an_or_clears_what_its_other_and_half_collected() {
+    let run = StaleAnd.kickoff(Log::default()).await.unwrap().completed().unwrap();
+    assert_eq!(run.state.done, ["begin", "a", "c", "x", "joined", "emit_y"]);
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+enum Next {
+    B,
+}
+
+/// `or(and(a, B), c)` where `B` is routed from the listener itself: `a` and `c` come from one
+/// wave, so the or fires once for them, whichever comes first.
+struct OrOfAnd {
+    a_after: Duration,
+    c_after: Duration,
+}
+
+#[flow(state = Log)]
+impl OrOfAnd {
+    #[start]
+    async fn begin(&self, _cx: &Ctx<Log>) -> Result<()> {
+        Ok(())
+    }
+    #[listen(begin)]
+    async fn a(&self, cx: &Ctx<Log>) -> Result<()> {
+        tokio::time::sleep(self.a_after).await;
+        push(cx, "a");
+        Ok(())
+    }
+    #[listen(begin)]
+    async fn c(&self, cx: &Ctx<Log>) -> Result<()> {
+        tokio::time::sleep(self.c_after).await;
+        push(cx, "c");
+        Ok(())
+    }
+    #[listen(or(and(a, Next::B), c))]
+    async fn joined(&self, cx: &Ctx<Log>) -> Result<()> {
+        push(cx, "joined");
+        Ok(())
+    }
+    #[router(joined)]
+    async fn then(&self, cx: &Ctx<Log>) -> Result<Next> {
+        push(cx, "then");
+        Ok(Next::B)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_or_fed_by_an_and_fires_once_per_wave_when_the_and_part_came_first() {
+    let flow = OrOfAnd { a_after: Duration::from_secs(1), c_after: Duration::from_secs(2) };
+    let run = flow.kickoff(Log::default()).await.unwrap().completed().unwrap();
+    assert_eq!(run.state.done, ["a", "c", "joined", "then"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_or_fed_by_an_and_fires_once_per_wave_when_the_and_part_came_last() {
+    let flow = OrOfAnd { a_after: Duration::from_secs(2), c_after: Duration::from_secs(1) };
+    let run = flow.kickoff(Log::default()).await.unwrap().completed().unwrap();
+    assert_eq!(run.state.done, ["c", "joined", "then", "a"]);
+}
+
