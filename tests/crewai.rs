@@ -400,3 +400,131 @@ async fn an_or_fed_by_an_and_fires_once_per_wave_when_the_and_part_came_last() {
     assert_eq!(run.state.done, ["c", "joined", "then", "a"]);
 }
 
+// ---------------------------------------------------------------- 8. the read-then-write trap
+
+#[derive(Clone, Default, Debug, Serialize, Deserialize, PartialEq)]
+struct Count {
+    n: u32,
+    notes: Vec<String>,
+}
+
+/// Ten branches that each add one to `n`, the safe way (`safe`) or by writing back what they
+/// read (the trap).
+struct Tally {
+    safe: bool,
+}
+
+fn add_one(flow: &Tally, cx: &Ctx<Count>) -> Result<()> {
+    if flow.safe {
+        // Reading for something else is fine; the count changes inside the update.
+        let note = cx.read(|s| format!("saw {}", s.n));
+        cx.update(move |s| {
+            s.n += 1;
+            s.notes.push(note.clone());
+        });
+    } else {
+        let n = cx.read(|s| s.n);
+        cx.update(move |s| s.n = n + 1);
+    }
+    Ok(())
+}
+
+#[flow(state = Count)]
+impl Tally {
+    #[start]
+    async fn begin(&self, _cx: &Ctx<Count>) -> Result<()> {
+        Ok(())
+    }
+    #[listen(begin)]
+    async fn b0(&self, cx: &Ctx<Count>) -> Result<()> {
+        add_one(self, cx)
+    }
+    #[listen(begin)]
+    async fn b1(&self, cx: &Ctx<Count>) -> Result<()> {
+        add_one(self, cx)
+    }
+    #[listen(begin)]
+    async fn b2(&self, cx: &Ctx<Count>) -> Result<()> {
+        add_one(self, cx)
+    }
+    #[listen(begin)]
+    async fn b3(&self, cx: &Ctx<Count>) -> Result<()> {
+        add_one(self, cx)
+    }
+    #[listen(begin)]
+    async fn b4(&self, cx: &Ctx<Count>) -> Result<()> {
+        add_one(self, cx)
+    }
+    #[listen(begin)]
+    async fn b5(&self, cx: &Ctx<Count>) -> Result<()> {
+        add_one(self, cx)
+    }
+    #[listen(begin)]
+    async fn b6(&self, cx: &Ctx<Count>) -> Result<()> {
+        add_one(self, cx)
+    }
+    #[listen(begin)]
+    async fn b7(&self, cx: &Ctx<Count>) -> Result<()> {
+        add_one(self, cx)
+    }
+    #[listen(begin)]
+    async fn b8(&self, cx: &Ctx<Count>) -> Result<()> {
+        add_one(self, cx)
+    }
+    #[listen(begin)]
+    async fn b9(&self, cx: &Ctx<Count>) -> Result<()> {
+        add_one(self, cx)
+    }
+}
+
+/// Log lines written while `run` runs on this thread.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+async fn run_logged(flow: Tally) -> (Count, Vec<String>) {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    // A current-thread runtime: the run's task runs on this thread, under this subscriber.
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let run = flow.kickoff(Count::default()).await.unwrap().completed().unwrap();
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    (run.state, text.lines().filter(|l| l.contains("read the state and then updated")).map(String::from).collect())
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn updates_from_ten_parallel_branches_all_count() {
+    let (state, warnings) = run_logged(Tally { safe: true }).await;
+    assert_eq!(state.n, 10);
+    // Each branch read the state as it was when they all started.
+    assert_eq!(state.notes, vec!["saw 0"; 10]);
+    assert_eq!(warnings, Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn writing_back_a_value_read_loses_updates_and_is_warned_in_debug_builds() {
+    let (state, warnings) = run_logged(Tally { safe: false }).await;
+    // Every branch wrote 0 + 1: nine increments are lost.
+    assert_eq!(state.n, 1);
+    if cfg!(debug_assertions) {
+        // The first branch to complete changed nothing anyone else had changed; each of the
+        // nine after it overwrote `n`.
+        assert_eq!(warnings.len(), 9, "{warnings:#?}");
+        assert!(warnings[0].contains("updated `n` to the value it would have without a parallel branch's change"));
+        assert!(warnings[0].contains("cx.update(|s| s.n += 1)"), "{}", warnings[0]);
+    }
+}
