@@ -184,6 +184,52 @@ async fn a_cancelled_sibling_runs_again_on_resume_and_keeps_its_effects() {
     assert_eq!(done, ["booked #1", "charged"]);
 }
 
+/// A sibling with an undo step finishes (so it can be undone) while one without is stopped.
+#[derive(Default)]
+struct HoldAndCharge {
+    undone: std::sync::Mutex<Vec<String>>,
+    plain: Sibling,
+}
+
+#[flow(state = Log, timeout = "none")]
+impl HoldAndCharge {
+    #[start]
+    async fn hold(&self, _cx: &Ctx<Log>) -> Result<String> {
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        Ok("H-1".into())
+    }
+    #[start]
+    async fn browse(&self, cx: &Ctx<Log>) -> Result<()> {
+        let _dropped = DropFlag(&self.plain.dropped);
+        tokio::time::sleep(Duration::from_secs(7200)).await;
+        self.plain.finished.store(true, Ordering::SeqCst);
+        push(cx, "browsed");
+        Ok(())
+    }
+    #[start]
+    async fn charge(&self, _cx: &Ctx<Log>) -> Result<()> {
+        fail_after_a_second().await
+    }
+    #[compensate(hold)]
+    async fn release(&self, _cx: &Ctx<Log>, hold: String) -> Result<()> {
+        self.undone.lock().unwrap().push(format!("released {hold}"));
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_sibling_with_an_undo_step_finishes_and_is_undone() {
+    let flow = Arc::new(HoldAndCharge::default());
+    let started = Instant::now();
+    let err = Runner::from_arc(Arc::clone(&flow)).kickoff(Log::default()).await.unwrap_err();
+    let FlowError::Compensated { method, .. } = &err else { panic!("{err:?}") };
+    assert_eq!(method, "charge");
+    // Waited for `hold` (an hour), not for `browse` (two).
+    assert_eq!(started.elapsed(), Duration::from_secs(3600));
+    assert_eq!(*flow.undone.lock().unwrap(), ["released H-1"]);
+    assert!(flow.plain.dropped.load(Ordering::SeqCst) && !flow.plain.finished.load(Ordering::SeqCst));
+}
+
 // ---------------------------------------------------------------- 4. kickoff inputs
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

@@ -742,11 +742,20 @@ impl<F: Flow> Execution<F> {
     /// After a failure: stops the methods still running, so the run reports the failure (and
     /// compensates) without waiting for them. Their futures are dropped with their state
     /// updates; their activations stay pending, with the attempt they were on, so a resume
-    /// runs them again, and the effects they journaled are replayed then. Undo steps are left
-    /// to finish: stopping one half-way would leave its step neither done nor undone.
+    /// runs them again, and the effects they journaled are replayed then.
+    ///
+    /// Methods that have an undo step (`#[compensate(..)]`) are left to finish, and so are undo
+    /// steps: a compensated run is not resumed, so a method stopped after its effects would
+    /// leave them neither finished nor undone.
     fn cancel_running(&mut self) {
-        let cancelled: Vec<u64> =
-            self.progress.pending.iter().filter(|a| a.undo_of.is_none()).filter_map(|a| a.slot).collect();
+        let compensator = &self.plan.compensator;
+        let cancelled: Vec<u64> = self
+            .progress
+            .pending
+            .iter()
+            .filter(|a| a.undo_of.is_none() && compensator[usize::from(a.method)].is_none())
+            .filter_map(|a| a.slot)
+            .collect();
         if cancelled.is_empty() {
             return;
         }

@@ -110,8 +110,9 @@ pub enum OnFailure {
     /// `on_failure = "cancel_running"`, the default: the methods still running are stopped at
     /// once (their futures dropped, their state updates discarded, their journaled effects
     /// kept), compensation runs, and `kickoff` returns the error without waiting for them. A
-    /// durable run keeps them pending, so a resume runs them again. A plain `fn` method runs on
-    /// a thread, which cannot be stopped: its result is dropped when it arrives.
+    /// durable run keeps them pending, so a resume runs them again. A method that has an undo
+    /// step (`#[compensate(..)]`) is left to finish, so that it can be undone. A plain `fn`
+    /// method runs on a thread, which cannot be stopped: its result is dropped when it arrives.
     #[default]
     CancelRunning,
     /// `on_failure = "finish_running"`: the methods still running finish (their updates are
