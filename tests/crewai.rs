@@ -230,6 +230,44 @@ async fn a_sibling_with_an_undo_step_finishes_and_is_undone() {
     assert!(flow.plain.dropped.load(Ordering::SeqCst) && !flow.plain.finished.load(Ordering::SeqCst));
 }
 
+/// A blocking sibling, held on its thread until the test lets it go.
+struct BlockedSibling {
+    release: std::sync::Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+    finished: AtomicU32,
+}
+
+#[flow(state = Log)]
+impl BlockedSibling {
+    #[start]
+    fn wait_for_release(&self, cx: &Ctx<Log>) -> Result<()> {
+        if let Some(release) = self.release.lock().unwrap().take() {
+            let _ = release.recv();
+        }
+        self.finished.fetch_add(1, Ordering::SeqCst);
+        push(cx, "late");
+        Ok(())
+    }
+    #[start]
+    async fn charge(&self, _cx: &Ctx<Log>) -> Result<()> {
+        Err(Error::permanent("card declined"))
+    }
+}
+
+/// A thread cannot be stopped: the run reports the failure without waiting for it, and its
+/// late result is dropped.
+#[tokio::test(flavor = "current_thread")]
+async fn a_failure_does_not_wait_for_a_blocking_sibling() {
+    let (release, held) = std::sync::mpsc::channel();
+    let flow = Arc::new(BlockedSibling { release: std::sync::Mutex::new(Some(held)), finished: AtomicU32::new(0) });
+    let result =
+        tokio::time::timeout(Duration::from_secs(120), Runner::from_arc(Arc::clone(&flow)).kickoff(Log::default()))
+            .await
+            .expect("the run must report the failure without waiting for the blocked thread");
+    assert_eq!(failed_method(result), "charge");
+    assert_eq!(flow.finished.load(Ordering::SeqCst), 0, "the run ended while the thread was still in the step");
+    release.send(()).unwrap();
+}
+
 // ---------------------------------------------------------------- 4. kickoff inputs
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -336,6 +374,33 @@ async fn an_input_of_the_wrong_type_is_refused_by_name_and_nothing_is_stored() {
     // The same runner stores a run from good inputs.
     runner.kickoff_with_inputs(serde_json::json!({ "depth": 5 })).await.unwrap().completed().unwrap();
     assert_eq!(store.list_runs(&RunFilter::default()).await.unwrap().len(), 1);
+}
+
+#[derive(Clone, Default, Debug, Serialize, Deserialize, PartialEq)]
+struct Review {
+    draft: String,
+    /// Left out of the default's JSON: still a field inputs may set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reviewer: Option<String>,
+}
+
+struct Proofread;
+
+#[flow(state = Review)]
+impl Proofread {
+    #[start]
+    async fn read(&self, _cx: &Ctx<Review>) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn an_input_for_a_field_the_default_leaves_out_is_taken() {
+    let runner = Runner::new(Proofread);
+    let run = runner.kickoff_with_inputs(serde_json::json!({ "reviewer": "Bo" })).await.unwrap().completed().unwrap();
+    assert_eq!(run.state, Review { draft: String::new(), reviewer: Some("Bo".into()) });
+    let refused = runner.kickoff_with_inputs(serde_json::json!({ "reviewr": "Bo" })).await;
+    assert!(matches!(refused, Err(FlowError::InvalidInputs { ref key, .. }) if key == "reviewr"), "{refused:?}");
 }
 
 // ---------------------------------------------------------------- 6. or-joins fed by and-joins
