@@ -129,6 +129,10 @@ struct Scope<S> {
     /// Wakes the method's task when the interrupt comes from another task (the method may
     /// hand its `Ctx` to a task of its own). Registered only while the method is pending.
     interrupt_waker: AtomicWaker,
+    /// Whether the method read the state (`read`, `state`), and whether it updated the state
+    /// after a read: what the debug-build check for lost updates looks at.
+    has_read: AtomicBool,
+    read_then_updated: AtomicBool,
 }
 
 /// The context of one method call.
@@ -231,6 +235,8 @@ impl<S: State> Ctx<S> {
                 interrupt: Mutex::new(None),
                 interrupted: AtomicBool::new(false),
                 interrupt_waker: AtomicWaker::new(),
+                has_read: AtomicBool::new(false),
+                read_then_updated: AtomicBool::new(false),
             }),
         }
     }
@@ -262,26 +268,120 @@ impl<S: State> Ctx<S> {
         format!("{}:{}", self.scope.run.run_id, self.step_key())
     }
 
-    /// Reads the state through a closure.
+    /// Reads the state through a closure: the state as it was when this method started, plus
+    /// this method's own updates. Branches running beside it do not show here until they and
+    /// this method have completed.
+    ///
+    /// Read to decide or to compute an output, **not to write back**: a value read here and
+    /// then written with [`Ctx::update`] overwrites whatever a parallel branch changed in the
+    /// meantime. Change a field from its current value inside the update instead:
+    ///
+    /// ```
+    /// use flow_core::prelude::*;
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Clone, Default, Serialize, Deserialize)]
+    /// struct S { topic: String, visits: u32, notes: Vec<String> }
+    /// struct Visit;
+    ///
+    /// #[flow(state = S)]
+    /// impl Visit {
+    ///     #[start]
+    ///     async fn left(&self, cx: &Ctx<S>) -> Result<()> { visit(cx) }
+    ///     #[start]
+    ///     async fn right(&self, cx: &Ctx<S>) -> Result<()> { visit(cx) }
+    /// }
+    ///
+    /// fn visit(cx: &Ctx<S>) -> Result<()> {
+    ///     // Reading to compute something new is fine...
+    ///     let note = cx.read(|s| format!("visited {}", s.topic));
+    ///     cx.update(move |s| s.notes.push(note.clone()));
+    ///     // ...but not `let n = cx.read(|s| s.visits); cx.update(move |s| s.visits = n + 1);`,
+    ///     // which loses the other branch's visit. Count from the current value:
+    ///     cx.update(|s| s.visits += 1);
+    ///     Ok(())
+    /// }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), FlowError> {
+    /// let run = Visit.kickoff(S { topic: "tides".into(), ..S::default() }).await?.completed()?;
+    /// assert_eq!(run.state.visits, 2);
+    /// assert_eq!(run.state.notes, ["visited tides", "visited tides"]);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn read<R>(&self, f: impl FnOnce(&S) -> R) -> R {
+        self.scope.has_read.store(true, Ordering::Relaxed);
         f(self.view().current())
     }
 
-    /// A copy of the state as this method sees it.
+    /// A copy of the state as this method sees it. The same caution as for [`Ctx::read`]
+    /// applies: change fields inside [`Ctx::update`], not by writing back values from the copy.
     pub fn state(&self) -> S {
+        self.scope.has_read.store(true, Ordering::Relaxed);
         S::clone(self.view().current())
     }
 
     /// Changes the state. The change is visible to this method at once and reaches the run's
     /// state when the method completes; parallel methods' changes are applied one after the
-    /// other, so none is lost. The closure may run twice (once on this method's view, once on
-    /// the run's state), which is why it is `Fn`.
+    /// other, each to the state the others left, so none is lost. The closure may run more than
+    /// once (on this method's view, on the run's state, and in debug builds on copies to check
+    /// for lost updates), which is why it is `Fn`; keep it free of side effects.
+    ///
+    /// The closure gets the run's state as it is when the method completes, so write changes
+    /// relative to it (`s.count += 1`, `s.items.push(..)`). A value captured from an earlier
+    /// [`Ctx::read`] is from when the method started: writing it back (`s.count = read + 1`)
+    /// silently undoes what parallel branches did to that field meanwhile. In debug builds the
+    /// run logs a warning (once per method) when a method's update leaves a field at the same
+    /// value whether or not a parallel branch's change to it was there.
+    ///
+    /// ```
+    /// use flow_core::prelude::*;
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Clone, Default, Serialize, Deserialize)]
+    /// struct S { words: u32, drafts: Vec<String> }
+    /// struct Write;
+    ///
+    /// #[flow(state = S)]
+    /// impl Write {
+    ///     #[start]
+    ///     async fn intro(&self, cx: &Ctx<S>) -> Result<()> { draft(cx, "intro", 120) }
+    ///     #[start]
+    ///     async fn body(&self, cx: &Ctx<S>) -> Result<()> { draft(cx, "body", 900) }
+    /// }
+    ///
+    /// fn draft(cx: &Ctx<S>, part: &str, words: u32) -> Result<()> {
+    ///     let part = part.to_string();
+    ///     cx.update(move |s| {
+    ///         s.words += words;
+    ///         s.drafts.push(part.clone());
+    ///     });
+    ///     Ok(())
+    /// }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), FlowError> {
+    /// let run = Write.kickoff(S::default()).await?.completed()?;
+    /// assert_eq!(run.state.words, 1020);
+    /// assert_eq!(run.state.drafts.len(), 2);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn update(&self, f: impl Fn(&mut S) + Send + Sync + 'static) {
+        if self.scope.has_read.load(Ordering::Relaxed) {
+            self.scope.read_then_updated.store(true, Ordering::Relaxed);
+        }
         let mut view = self.view();
         if let Some(local) = &mut view.local {
             f(local);
         }
         view.updates.push(Box::new(f));
+    }
+
+    /// The run's state as it was when this method started, if the method updated the state
+    /// after reading it (the only case the debug-build check for lost updates looks at).
+    #[cfg(debug_assertions)]
+    pub(crate) fn read_then_updated(&self) -> Option<Arc<S>> {
+        self.scope.read_then_updated.load(Ordering::Relaxed).then(|| Arc::clone(&self.view().base))
     }
 
     pub(crate) fn take_updates(&self) -> Updates<S> {

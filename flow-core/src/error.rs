@@ -473,6 +473,23 @@ pub enum FlowError {
         /// What serde said.
         message: String,
     },
+    /// The inputs given to [`Runner::kickoff_with_inputs`](crate::Runner::kickoff_with_inputs)
+    /// do not fit the state: a key that is not one of its fields, or a value of the wrong type.
+    /// They were refused before anything was stored: no run exists.
+    #[error(
+        "kickoff input `{key}` was refused for state `{state_type}`: {problem}; expected {expected}. \
+         No run was started and nothing was stored: fix the input and kick off again"
+    )]
+    InvalidInputs {
+        /// The state type.
+        state_type: &'static str,
+        /// The input's top-level key (`.` when the inputs are not an object).
+        key: String,
+        /// What is wrong with it.
+        problem: String,
+        /// What would fit there.
+        expected: String,
+    },
     /// A stored record is damaged.
     #[error(
         "run {run_id}: stored record is corrupt ({what}); it was not modified: fork the run from an earlier \

@@ -27,7 +27,7 @@ use crate::ctx::{Ctx, Interrupt, RunShared, Updates};
 use crate::error::{Error, ErrorClass, FlowError, Special};
 use crate::events::FlowEvent;
 use crate::flow::{Flow, Payload, StepOutput, StepResult};
-use crate::graph::{DEFAULT_STEP_TIMEOUT, Graph, MethodDef, MethodId, RetryPolicy};
+use crate::graph::{DEFAULT_STEP_TIMEOUT, Graph, MethodDef, MethodId, OnFailure, RetryPolicy};
 use crate::lease::Heartbeat;
 use crate::outcome::{Escalated, Outputs, Paused, RecordedFailure, RunOutcome, RunResult};
 use crate::plan::{Clock, Plan, Source, clock_set};
@@ -141,6 +141,9 @@ pub(crate) struct Execution<F: Flow> {
     /// checkpoint to record: one commit where a checkpoint of the completion and then the
     /// run's final one would be two.
     last_completion: Option<(Vec<StepRecord>, Option<String>)>,
+    /// Methods already warned about a lost update, so each is warned once.
+    #[cfg(debug_assertions)]
+    warned_lost_updates: Vec<u16>,
 }
 
 /// A task handle that stops its task when dropped.
@@ -216,6 +219,8 @@ impl<F: Flow> Execution<F> {
             fired: Vec::new(),
             invalid_input: None,
             last_completion: None,
+            #[cfg(debug_assertions)]
+            warned_lost_updates: Vec::new(),
         }
     }
 
@@ -403,6 +408,10 @@ impl<F: Flow> Execution<F> {
             }
             TaskOutcome::Done(Ok(out)) => {
                 let updates = f.ctx.take_updates();
+                #[cfg(debug_assertions)]
+                if let Some(started_from) = f.ctx.read_then_updated() {
+                    self.warn_lost_updates(index, &started_from, &updates);
+                }
                 // The method's view of the state goes first, so applying its updates below
                 // does not copy a state that nobody else shares.
                 drop(f.ctx);
@@ -410,6 +419,53 @@ impl<F: Flow> Execution<F> {
             }
             TaskOutcome::Done(Err(e)) => self.failed(index, e, f.duration).await,
         }
+    }
+
+    /// The read-then-write trap, checked in debug builds: a method that read the state and
+    /// then updated it, while a parallel branch changed the state, and whose update leaves a
+    /// field that branch changed at the value it would have had without that change (`let n =
+    /// cx.read(|s| s.n); cx.update(move |s| s.n = n + 1)`): the branch's change is lost.
+    /// Warned once per method of the run. It costs two copies of the state and four encodings
+    /// to JSON, only in that case and only in debug builds.
+    #[cfg(debug_assertions)]
+    fn warn_lost_updates(&mut self, index: usize, started_from: &Arc<F::State>, updates: &Updates<F::State>) {
+        if updates.is_empty() || Arc::ptr_eq(started_from, &self.state) {
+            return;
+        }
+        let Some(act) = self.progress.pending.get(index) else { return };
+        let method = act.method;
+        if act.undo_of.is_some() || self.warned_lost_updates.contains(&method) {
+            return;
+        }
+        let now = &self.state;
+        // A panicking update is reported when the updates are applied; here it ends the check.
+        let encoded = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let mut alone = F::State::clone(started_from);
+            let mut applied = F::State::clone(now);
+            for update in updates.iter() {
+                update(&mut alone);
+                update(&mut applied);
+            }
+            let json = serde_json::to_value;
+            (json(&**started_from), json(&**now), json(&alone), json(&applied))
+        }));
+        let Ok((Ok(before), Ok(others), Ok(alone), Ok(applied))) = encoded else { return };
+        let mut path = String::new();
+        if !lost_update(&before, &others, &alone, &applied, &mut path) {
+            return;
+        }
+        self.warned_lost_updates.push(method);
+        let run_id = self.run.run_id;
+        let method = self.method(method).name;
+        let field = if path.is_empty() { ".".to_string() } else { path };
+        tracing::warn!(
+            %run_id,
+            method,
+            field = %field,
+            "`{method}` read the state and then updated `{field}` to the value it would have without a parallel branch's change to it, \
+             so that change is lost if the value came from the read; change the field from its current value inside the update \
+             (`cx.update(|s| s.{field} += 1)`, `push`, ...) rather than writing back a value read before"
+        );
     }
 
     /// Applies a completed step's updates to the run's state; `false` when one panicked, with
@@ -676,8 +732,40 @@ impl<F: Flow> Execution<F> {
         if self.progress.halt.is_none() {
             self.progress.halt =
                 Some(Halt::Failure { method: act.method, step_key: step_key.clone(), attempt, error: text, class });
+            if self.plan.graph.options.on_failure == OnFailure::CancelRunning {
+                self.cancel_running();
+            }
         }
         self.checkpoint(vec![record], Some(step_key), RunStatus::Running).await
+    }
+
+    /// After a failure: stops the methods still running, so the run reports the failure (and
+    /// compensates) without waiting for them. Their futures are dropped with their state
+    /// updates; their activations stay pending, with the attempt they were on, so a resume
+    /// runs them again, and the effects they journaled are replayed then.
+    ///
+    /// Methods that have an undo step (`#[compensate(..)]`) are left to finish, and so are undo
+    /// steps: a compensated run is not resumed, so a method stopped after its effects would
+    /// leave them neither finished nor undone.
+    fn cancel_running(&mut self) {
+        let compensator = &self.plan.compensator;
+        let cancelled: Vec<u64> = self
+            .progress
+            .pending
+            .iter()
+            .filter(|a| a.undo_of.is_none() && compensator[usize::from(a.method)].is_none())
+            .filter_map(|a| a.slot)
+            .collect();
+        if cancelled.is_empty() {
+            return;
+        }
+        self.tasks.cancel(|t| cancelled.contains(&t.slot));
+        let run_id = self.run.run_id;
+        for a in self.progress.pending.iter_mut().filter(|a| a.slot.is_some_and(|s| cancelled.contains(&s))) {
+            a.slot = None;
+            a.wake = None;
+            tracing::info!(%run_id, step_key = %a.step_key, "stopped: another method failed (`on_failure = \"finish_running\"` lets it finish)");
+        }
     }
 
     /// Records what an undo step did to the step it undid.
@@ -983,6 +1071,35 @@ async fn lease_lost(lost: Option<&CancellationToken>) {
         Some(token) => token.cancelled().await,
         None => std::future::pending().await,
     }
+}
+
+/// Whether some field that a parallel branch changed (`before` → `others`) ends, after a
+/// method's updates, at the value those updates give without that change (`alone` equals
+/// `applied`), and the method did change it. Objects are compared field by field (`path`
+/// names the first such field); anything else as a whole.
+#[cfg(debug_assertions)]
+fn lost_update(before: &Value, others: &Value, alone: &Value, applied: &Value, path: &mut String) -> bool {
+    if before == others || alone == before {
+        return false;
+    }
+    if let (Value::Object(b), Value::Object(o), Value::Object(a), Value::Object(p)) = (before, others, alone, applied) {
+        let len = path.len();
+        let null = Value::Null;
+        for (key, other) in o {
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(key);
+            let (was, alone, applied) =
+                (b.get(key).unwrap_or(&null), a.get(key).unwrap_or(&null), p.get(key).unwrap_or(&null));
+            if lost_update(was, other, alone, applied, path) {
+                return true;
+            }
+            path.truncate(len);
+        }
+        return false;
+    }
+    alone == applied
 }
 
 /// A method's output, shared. Methods that return `()` (most of those that only update the

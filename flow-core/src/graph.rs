@@ -79,6 +79,45 @@ pub struct FlowOptions {
     /// sets one, [`DEFAULT_STEP_TIMEOUT`] applies. `Duration::MAX` (`timeout = "none"`) is
     /// no limit.
     pub timeout: Option<Duration>,
+    /// What happens to the methods still running when a method fails for good
+    /// (`on_failure = "..."` on `#[flow]`, default [`OnFailure::CancelRunning`]).
+    pub on_failure: OnFailure,
+}
+
+/// What a run does with the methods still running when a method fails for good (after its
+/// retries; a `non_critical` method's failure does not count).
+///
+/// ```
+/// use flow_core::prelude::*;
+/// use flow_core::graph::OnFailure;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Clone, Default, Serialize, Deserialize)]
+/// struct S;
+/// struct Patient;
+///
+/// // Let siblings finish before the run reports the failure (CrewAI's behaviour).
+/// #[flow(state = S, on_failure = "finish_running")]
+/// impl Patient {
+///     #[start]
+///     async fn go(&self, _cx: &Ctx<S>) -> Result<()> { Ok(()) }
+/// }
+///
+/// assert_eq!(Patient::graph().options.on_failure, OnFailure::FinishRunning);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnFailure {
+    /// `on_failure = "cancel_running"`, the default: the methods still running are stopped at
+    /// once (their futures dropped, their state updates discarded, their journaled effects
+    /// kept), compensation runs, and `kickoff` returns the error without waiting for them. A
+    /// durable run keeps them pending, so a resume runs them again. A method that has an undo
+    /// step (`#[compensate(..)]`) is left to finish, so that it can be undone. A plain `fn`
+    /// method runs on a thread, which cannot be stopped: its result is dropped when it arrives.
+    #[default]
+    CancelRunning,
+    /// `on_failure = "finish_running"`: the methods still running finish (their updates are
+    /// applied and checkpointed) before compensation runs and the error is returned.
+    FinishRunning,
 }
 
 /// The time limit of one attempt of a method when neither the method nor its flow sets one:
@@ -92,8 +131,10 @@ pub struct FlowOptions {
 pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(600);
 
 impl FlowOptions {
-    /// The defaults: 100 calls per method, no retries, the timeout [`DEFAULT_STEP_TIMEOUT`].
-    pub const DEFAULT: FlowOptions = FlowOptions { max_calls: 100, retry: None, timeout: None };
+    /// The defaults: 100 calls per method, no retries, the timeout [`DEFAULT_STEP_TIMEOUT`],
+    /// running methods cancelled when one fails.
+    pub const DEFAULT: FlowOptions =
+        FlowOptions { max_calls: 100, retry: None, timeout: None, on_failure: OnFailure::CancelRunning };
 }
 
 impl Default for FlowOptions {

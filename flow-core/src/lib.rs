@@ -60,7 +60,8 @@ pub mod __private {
         unknown_method,
     };
     pub use crate::graph::{
-        Backoff, FlowOptions, Graph, LabelDef, LabelId, MethodDef, MethodId, MethodPolicy, RetryPolicy, Trigger,
+        Backoff, FlowOptions, Graph, LabelDef, LabelId, MethodDef, MethodId, MethodPolicy, OnFailure, RetryPolicy,
+        Trigger,
     };
     pub use futures::future::BoxFuture;
     pub use inventory;

@@ -192,6 +192,9 @@ fn bubble(
     listener: u16,
     listener_calls: u32,
 ) -> Option<(Option<Clock>, bool)> {
+    if served_by_an_or(tree, state, leaf, event_clock, listener) {
+        return None;
+    }
     let mut clock: Option<Clock> = None;
     let mut carries_payload = true;
     let mut node = leaf;
@@ -218,12 +221,61 @@ fn bubble(
                     return None;
                 }
                 st.fired_at = Some(listener_calls);
+                clear_half_joins(tree, state, parent);
             }
             NodeKind::Leaf => {}
         }
         node = parent;
     }
     Some((clock, carries_payload))
+}
+
+/// Whether `node` is `ancestor` or lies below it.
+fn within(tree: &Tree, mut node: usize, ancestor: usize) -> bool {
+    loop {
+        if node == ancestor {
+            return true;
+        }
+        match tree.nodes[node].parent {
+            Some((parent, _)) => node = parent,
+            None => return false,
+        }
+    }
+}
+
+/// When an `or` fires, what its branches had half-collected (the parts of an `and` that did
+/// not complete) belongs to the wave it just served: cleared, so that the rest of such an
+/// `and` arriving later, even from downstream of the listener, does not fire it again with
+/// a part of the old wave (CrewAI clears its pending events the same way).
+fn clear_half_joins(tree: &Tree, state: &mut [NodeState], or: usize) {
+    for (i, node) in tree.nodes.iter().enumerate().skip(or + 1) {
+        if matches!(node.kind, NodeKind::And { .. }) && within(tree, i, or) {
+            state[i].seen.clear();
+            state[i].clock.clear();
+        }
+    }
+}
+
+/// Whether an `or` above `leaf` already fired for the wave this event belongs to (it is not
+/// downstream of the listener's activation from that firing): the event is then spent, and
+/// an `and` below that `or` must not keep it as a part, for the same reason as
+/// [`clear_half_joins`].
+fn served_by_an_or(tree: &Tree, state: &[NodeState], leaf: usize, event_clock: &Clock, listener: u16) -> bool {
+    let mut node = leaf;
+    let mut below_an_and = false;
+    while let Some((parent, _)) = tree.nodes[node].parent {
+        match tree.nodes[parent].kind {
+            NodeKind::And { .. } => below_an_and = true,
+            NodeKind::Or if below_an_and => {
+                if state[parent].fired_at.is_some_and(|at| clock_get(event_clock, listener) <= at) {
+                    return true;
+                }
+            }
+            NodeKind::Or | NodeKind::Leaf => {}
+        }
+        node = parent;
+    }
+    false
 }
 
 #[cfg(test)]

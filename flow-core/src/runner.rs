@@ -8,6 +8,7 @@ use std::task::Poll;
 use std::time::Duration;
 
 use serde::Serialize;
+use serde_json::Value;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
@@ -15,7 +16,7 @@ use crate::ctx::RunShared;
 use crate::error::FlowError;
 use crate::events::FlowEvent;
 use crate::executor::{AbortOnDrop, Durability, Execution, decode_state, panic_text, result_of};
-use crate::flow::Flow;
+use crate::flow::{Flow, State};
 use crate::graph::{Graph, MethodId};
 use crate::input::PauseRequest;
 use crate::outcome::RunOutcome;
@@ -211,6 +212,49 @@ impl<F: Flow> Runner<F> {
             exec.durability = Some(Durability { store: Arc::clone(store), epoch, lease: self.lease });
         }
         drive(exec).await
+    }
+
+    /// Starts a new run from JSON inputs merged onto the state's default, as CrewAI's
+    /// `kickoff(inputs=...)`: each top-level key of `inputs` replaces that field of
+    /// `F::State::default()`, and the rest keep their default.
+    ///
+    /// A key that is not a field of the state, or a value that does not fit its field, is
+    /// refused with [`FlowError::InvalidInputs`] naming the key, before anything is stored.
+    ///
+    /// ```
+    /// use flow_core::prelude::*;
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Clone, Default, Serialize, Deserialize)]
+    /// struct Research { topic: String, depth: u32, notes: Vec<String> }
+    /// struct Study;
+    ///
+    /// #[flow(state = Research)]
+    /// impl Study {
+    ///     #[start]
+    ///     async fn go(&self, cx: &Ctx<Research>) -> Result<()> {
+    ///         let note = cx.read(|s| format!("{} at depth {}", s.topic, s.depth));
+    ///         cx.update(move |s| s.notes.push(note.clone()));
+    ///         Ok(())
+    ///     }
+    /// }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), FlowError> {
+    /// let runner = Runner::new(Study);
+    /// let run = runner.kickoff_with_inputs(serde_json::json!({ "topic": "tides" })).await?.completed()?;
+    /// assert_eq!(run.state.notes, ["tides at depth 0"]);
+    ///
+    /// let refused = runner.kickoff_with_inputs(serde_json::json!({ "depht": 3 })).await;
+    /// assert!(matches!(refused, Err(FlowError::InvalidInputs { ref key, .. }) if key == "depht"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn kickoff_with_inputs(&self, inputs: serde_json::Value) -> Result<RunOutcome<F::State>, FlowError>
+    where
+        F::State: Default,
+    {
+        let state = state_from_inputs(self.plan.graph.state_type, inputs)?;
+        self.kickoff(state).await
     }
 
     /// Continues a stored run from its last checkpoint: completed methods never run again,
@@ -668,6 +712,93 @@ async fn released_on_error<T>(
         release(store, claim).await;
     }
     result
+}
+
+/// The state `inputs` make when merged onto `S::default()` (see [`Runner::kickoff_with_inputs`]).
+fn state_from_inputs<S: State + Default>(state_type: &'static str, inputs: Value) -> Result<S, FlowError> {
+    let refuse = |key: &str, problem: String, expected: String| FlowError::InvalidInputs {
+        state_type,
+        key: key.to_string(),
+        problem,
+        expected,
+    };
+    let Value::Object(inputs) = inputs else {
+        return Err(refuse(
+            ".",
+            format!("the inputs are {}, not an object", json_kind(&inputs)),
+            "a JSON object whose keys are fields of the state".into(),
+        ));
+    };
+    let mut merged = match serde_json::to_value(S::default()) {
+        Ok(Value::Object(fields)) => fields,
+        Ok(other) => {
+            return Err(refuse(
+                ".",
+                format!("the state's default serializes as {}, which has no fields to set", json_kind(&other)),
+                "a state that is a struct with named fields".into(),
+            ));
+        }
+        Err(e) => {
+            return Err(refuse(
+                ".",
+                format!("the state's default could not be serialized: {e}"),
+                "a state that serializes".into(),
+            ));
+        }
+    };
+    let defaults = merged.clone();
+    let field_list = || {
+        let names: Vec<String> = defaults.keys().map(|k| format!("`{k}`")).collect();
+        if names.is_empty() {
+            "no key: the state has no fields".to_string()
+        } else {
+            format!("one of its fields: {}", names.join(", "))
+        }
+    };
+    for (key, value) in &inputs {
+        merged.insert(key.clone(), value.clone());
+    }
+    let state: S = serde_path_to_error::deserialize(Value::Object(merged)).map_err(|e| {
+        let path = e.path().to_string();
+        let key = path.split(['.', '[']).next().filter(|k| !k.is_empty() && inputs.contains_key(*k));
+        match key {
+            Some(key) => {
+                let like = defaults.get(key).map_or_else(
+                    || "a value of the field's type".to_string(),
+                    |d| format!("a value shaped like the default's `{key}`: {d}"),
+                );
+                refuse(key, format!("at `{path}`: {}", e.inner()), like)
+            }
+            // The state refuses the merge as a whole (`deny_unknown_fields`, a custom check):
+            // blame an input it does not know, else the first.
+            None => {
+                let key = inputs.keys().find(|k| !defaults.contains_key(*k)).or_else(|| inputs.keys().next());
+                refuse(key.map_or(".", String::as_str), e.into_inner().to_string(), field_list())
+            }
+        }
+    })?;
+    // Serde skips a field it does not know unless the state denies unknown fields: a key the
+    // default does not have counts only if the state read it (it appears in the state again).
+    let unknown: Vec<&String> = inputs.keys().filter(|k| !defaults.contains_key(*k)).collect();
+    if !unknown.is_empty() {
+        let back = serde_json::to_value(&state).ok();
+        let back = back.as_ref().and_then(Value::as_object);
+        if let Some(key) = unknown.into_iter().find(|k| back.is_none_or(|b| !b.contains_key(k.as_str()))) {
+            return Err(refuse(key, "the state has no such field".into(), field_list()));
+        }
+    }
+    Ok(state)
+}
+
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
 }
 
 /// Makes a failed run's progress runnable again: the failure is cleared and every pending

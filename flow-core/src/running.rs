@@ -97,6 +97,22 @@ impl<T: Future + Unpin> Running<T> {
         // A slot a stale waker already queued is polled once, for its new task.
         slot.waker.enqueue();
     }
+
+    /// Drops the calls `cancel` picks (their futures, and with them whatever they hold);
+    /// returns how many. A slot still queued by a waker is skipped when polled, as after a
+    /// call that finished.
+    pub(crate) fn cancel(&mut self, mut cancel: impl FnMut(&T) -> bool) -> usize {
+        let mut dropped = 0;
+        for (index, slot) in self.slots.iter_mut().enumerate() {
+            if slot.task.as_ref().is_some_and(&mut cancel) {
+                slot.task = None;
+                self.free.push(index);
+                self.len -= 1;
+                dropped += 1;
+            }
+        }
+        dropped
+    }
 }
 
 impl<T: Future + Unpin> Stream for Running<T> {
@@ -186,5 +202,37 @@ mod tests {
             got.push(v);
         }
         assert_eq!(got, ["now", "fast", "slow"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn cancelled_calls_are_dropped_and_their_slots_reused() {
+        use std::time::Duration;
+        let mut set = Running::default();
+        set.push(
+            async {
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                "slow"
+            }
+            .boxed(),
+        );
+        set.push(
+            async {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                "fast"
+            }
+            .boxed(),
+        );
+        // Polled once, so the slow call's timer holds a waker for its slot.
+        assert!(futures::poll!(set.next()).is_pending());
+        let mut first = true;
+        assert_eq!(set.cancel(|_| std::mem::take(&mut first)), 1);
+        assert_eq!(set.len(), 1);
+        set.push(async { "new" }.boxed());
+        let mut got = Vec::new();
+        while let Some(v) = set.next().await {
+            got.push(v);
+        }
+        assert_eq!(got, ["new", "fast"]);
+        assert_eq!(set.slots.len(), 2);
     }
 }

@@ -20,6 +20,8 @@ pub(crate) struct Flow {
     pub(crate) max_calls: u32,
     pub(crate) retry: Option<Retry>,
     pub(crate) timeout: Option<Dur>,
+    /// `on_failure = "finish_running"`.
+    pub(crate) finish_running: bool,
     /// The annotated methods, in declaration order: their index is their `MethodId`.
     pub(crate) methods: Vec<Method>,
     /// Methods of the impl without our attributes: not part of the graph.
@@ -113,6 +115,7 @@ impl Flow {
             max_calls: flow_args.max_calls.unwrap_or(100),
             retry: flow_args.retry,
             timeout: flow_args.timeout,
+            finish_running: flow_args.finish_running,
             methods,
             plain_fns,
         }

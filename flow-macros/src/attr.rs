@@ -464,12 +464,19 @@ pub(crate) struct FlowArgs {
     pub(crate) max_calls: Option<u32>,
     pub(crate) retry: Option<Retry>,
     pub(crate) timeout: Option<Dur>,
+    /// `on_failure = "finish_running"`: let running methods finish after a failure.
+    pub(crate) finish_running: bool,
 }
 
-const FLOW_OPTIONS: &str = "`state = Type`, `name = \"...\"`, `max_calls = N`, `retry(...)`, `timeout = \"...\"`";
+const FLOW_OPTIONS: &str =
+    "`state = Type`, `name = \"...\"`, `max_calls = N`, `retry(...)`, `timeout = \"...\"`, `on_failure = \"...\"`";
+
+const ON_FAILURE: &str = "write `on_failure = \"cancel_running\"` (the default: a method that fails for good stops the methods \
+     still running) or `on_failure = \"finish_running\"` (they finish before the run reports the failure)";
 
 pub(crate) fn flow_args(cx: &Ctxt, tokens: TokenStream) -> FlowArgs {
-    let mut out = FlowArgs { state: None, name: None, max_calls: None, retry: None, timeout: None };
+    let mut out =
+        FlowArgs { state: None, name: None, max_calls: None, retry: None, timeout: None, finish_running: false };
     let mut seen = Vec::new();
     let before = cx.count();
     let args = parse_args(cx, tokens.clone());
@@ -498,7 +505,15 @@ pub(crate) fn flow_args(cx: &Ctxt, tokens: TokenStream) -> FlowArgs {
             }
             ("retry", ArgKind::List(inner)) => out.retry = retry(cx, arg, inner),
             ("timeout", ArgKind::Value(_)) => out.timeout = timeout(cx, arg),
+            ("on_failure", ArgKind::Value(ArgValue::Expr(e))) => match &**e {
+                Expr::Lit(syn::ExprLit { lit: Lit::Str(lit), .. }) if lit.value() == "cancel_running" => {}
+                Expr::Lit(syn::ExprLit { lit: Lit::Str(lit), .. }) if lit.value() == "finish_running" => {
+                    out.finish_running = true;
+                }
+                _ => cx.error_spanned_by(arg, ON_FAILURE),
+            },
             ("state", _) => cx.error_spanned_by(arg, "write the state type as `state = MyState`"),
+            ("on_failure", _) => cx.error_spanned_by(arg, ON_FAILURE),
             ("name" | "max_calls" | "retry" | "timeout", _) => {
                 cx.error_spanned_by(arg, format!("malformed `{key}`; valid options: {FLOW_OPTIONS}"));
             }

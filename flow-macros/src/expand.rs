@@ -41,6 +41,7 @@ pub(crate) fn expand(g: &Graph<'_>) -> TokenStream {
     let max_calls = Literal::u32_unsuffixed(flow.max_calls);
     let retry = retry_tokens(flow.retry.as_ref());
     let timeout = duration_opt(flow.timeout.as_ref());
+    let on_failure = if flow.finish_running { quote!(FinishRunning) } else { quote!(CancelRunning) };
     let arms = flow.methods.iter().enumerate().map(|(i, m)| invoke_arm(g, i, m));
     let checks = checks(g);
     let registration = if flow.is_generic() {
@@ -72,7 +73,12 @@ pub(crate) fn expand(g: &Graph<'_>) -> TokenStream {
                         state_type: #state_name,
                         methods: &[#(#methods),*],
                         labels: &[#(#labels),*],
-                        options: #p::FlowOptions { max_calls: #max_calls, retry: #retry, timeout: #timeout },
+                        options: #p::FlowOptions {
+                            max_calls: #max_calls,
+                            retry: #retry,
+                            timeout: #timeout,
+                            on_failure: #p::OnFailure::#on_failure,
+                        },
                     };
                     &GRAPH
                 }
