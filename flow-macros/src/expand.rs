@@ -390,31 +390,48 @@ fn checks(g: &Graph<'_>) -> TokenStream {
     let (impl_generics, _, where_clause) = item.generics.split_for_impl();
     let mut body = Vec::new();
     let mut traits = Vec::new();
-    for (n, c) in g.payload_checks.iter().enumerate() {
+    for c in &g.payload_checks {
         let param = &c.param;
-        let source = &c.source;
-        // One marker trait per check, implemented only by `T` for `T`, so that rustc's message
-        // can say which method receives what.
-        let same = format_ident!("__FlowPayload{}", n);
-        let message = format!("`{}` receives {}, `{{T}}`, but its parameter is `{{Self}}`", c.method, c.what);
+        let sources = &c.sources;
+        // One marker trait per check, implemented only by `X` for `(X, X, ...)` (one `X` per
+        // source), so that rustc's message can say which method receives what.
+        // Named after the method (`InputOfLog`), as rustc names the trait in a help line.
+        let camel: String = syn::ext::IdentExt::unraw(&c.method)
+            .to_string()
+            .split('_')
+            .map(|w| {
+                let mut chars = w.chars();
+                chars.next().map(|f| f.to_uppercase().chain(chars).collect::<String>()).unwrap_or_default()
+            })
+            .collect();
+        let same = format_ident!("InputOf{}", camel, span = c.method.span());
+        let message = &c.message;
+        let label = &c.label;
+        // One source: `T` for `T`; several (an `or`): `X` for `(X, X, ...)`.
+        let (impl_same, source) = match sources.as_slice() {
+            [one] => (quote!(impl<T> #same<T> for T {}), quote!(#one)),
+            _ => {
+                let xs = sources.iter().map(|_| quote!(X));
+                (quote!(impl<X> #same<(#(#xs,)*)> for X {}), quote!((#(#sources,)*)))
+            }
+        };
         traits.push(quote! {
             #[diagnostic::on_unimplemented(
                 message = #message,
-                label = "expected `{T}` here",
+                label = #label,
                 note = "an input parameter has the type its trigger sends: a method's output, the route enum \
                         for a route, the undone method's output for `#[compensate]`; change the type, or remove \
                         the parameter"
             )]
-            trait #same<T> {}
-            impl<T> #same<T> for T {}
-        });
-        let call = quote_spanned!(param.span()=> __check::<#param, #source>());
-        body.push(quote! {
-            {
-                fn __check<P: #same<T>, T>() {}
-                #call;
+            trait #same<T> {
+                fn check() {}
             }
+            #impl_same
         });
+        // A qualified call rather than a bounded function: rustc then reports the trait alone,
+        // with no "required by a bound in" note naming generated items.
+        let call = quote_spanned!(param.span()=> <#param as #same<#source>>::check());
+        body.push(quote!(#call;));
     }
     quote! {
         #(#traits)*

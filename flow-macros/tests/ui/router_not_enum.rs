@@ -13,10 +13,21 @@ impl Routes {
         Ok(())
     }
 
-    // A path, but not an enum: rustc reports the route match.
+    // A string to branch on, as in CrewAI.
     #[router(begin)]
     async fn by_name(&self) -> Result<String> {
         Ok(String::new())
+    }
+
+    // `terminal` does not make a number a route.
+    #[router(begin, terminal)]
+    async fn by_score(&self) -> Result<u32> {
+        Ok(0)
+    }
+
+    #[router(begin, terminal)]
+    async fn maybe(&self) -> Result<Option<String>> {
+        Ok(None)
     }
 }
 
