@@ -93,6 +93,9 @@ pub(crate) fn check<'a>(cx: &Ctxt, flow: &'a Flow) -> Graph<'a> {
     let names_ok = cx.count() == before;
 
     routes(cx, &mut g);
+    if names_ok {
+        unhandled_routers(cx, &g);
+    }
     compensation(cx, &mut g);
     let has_start = starts(cx, flow);
     if names_ok && has_start {
@@ -285,6 +288,62 @@ fn routes(cx: &Ctxt, g: &mut Graph<'_>) {
             .filter(|(_, l)| !terminal.iter().any(|t| t.variant == l.variant))
             .map(|(id, _)| id)
             .collect();
+    }
+}
+
+/// A router none of whose routes is handled (no listener on any variant of its enum, no
+/// `terminal`): certain to fail rustc's exhaustiveness check, so it is reported here in words
+/// that name the fixes. Listeners that listen to the router by its name are the usual cause
+/// (they run after every route, handling none), so the error goes on them when there are some.
+fn unhandled_routers(cx: &Ctxt, g: &Graph<'_>) {
+    for (i, m) in g.flow.methods.iter().enumerate() {
+        let Some(route) = &m.sig.route else { continue };
+        if !g.routes[i].is_empty() || m.options.terminal.is_some() {
+            continue;
+        }
+        let enum_name = &route.enum_name;
+        let fixes = format!(
+            "listen to its variants, `#[listen({enum_name}::Variant)]`, or end the ones no method handles with \
+             `terminal({enum_name}::Variant)` (or a bare `terminal`) on `#[router]`"
+        );
+        let by_name: Vec<&Method> = g
+            .flow
+            .methods
+            .iter()
+            .zip(&g.triggers)
+            .filter(|(_, t)| t.as_ref().is_some_and(|t| mentions(t, i)))
+            .map(|(l, _)| l)
+            .collect();
+        if by_name.is_empty() {
+            cx.error_spanned_by(
+                &route.ty,
+                format!(
+                    "no route of the router `{}` is handled: no method listens to a variant of `{enum_name}`; {fixes}",
+                    m.ident
+                ),
+            );
+            continue;
+        }
+        for l in by_name {
+            let trigger = l.trigger.as_ref().map(TriggerExpr::text).unwrap_or_default();
+            cx.error_spanned_by(
+                &l.ident,
+                format!(
+                    "`{}` listens to the router `{}` by its name (`{trigger}`), which handles none of its routes, and no \
+                     method listens to one; {fixes}",
+                    l.ident, m.ident
+                ),
+            );
+        }
+    }
+}
+
+/// Whether method `m` appears in the trigger.
+fn mentions(t: &Resolved, m: usize) -> bool {
+    match t {
+        Resolved::Method(x) => *x == m,
+        Resolved::Label(_) => false,
+        Resolved::Or(parts) | Resolved::And(parts) => parts.iter().any(|p| mentions(p, m)),
     }
 }
 

@@ -375,7 +375,9 @@ fn route_match(g: &Graph<'_>, i: usize, m: &Method) -> TokenStream {
     if let Some(Terminal::All) = &m.options.terminal {
         arms.push(quote!(_ => #p::None,));
     }
-    let scrutinee = quote_spanned!(route.ty.span()=> __r);
+    // Matched by place (`*__r`): rustc then names an unhandled variant as the user wrote it,
+    // `Ticket::Spam`, not `&Ticket::Spam`.
+    let scrutinee = quote_spanned!(route.ty.span()=> *__r);
     quote!(match #scrutinee { #(#arms)* })
 }
 
