@@ -162,6 +162,43 @@ pub fn unknown_method(id: MethodId) -> StepResult {
 #[doc(hidden)]
 pub const fn assert_state<S: State>() {}
 
+/// The state type checked for what [`State`] requires, one bound at a time: `#[flow]` writes
+/// `type State = <S as StateCheck>::Checked`, so a state without a serde derive is reported once
+/// per missing derive, on the user's type, in the words of [`SaveState`] and [`LoadState`].
+#[doc(hidden)]
+pub trait StateCheck {
+    type Checked: State;
+}
+
+impl<T: SaveState + LoadState + Clone + Send + Sync + 'static> StateCheck for T {
+    type Checked = T;
+}
+
+/// `Serialize`, for the state (see [`StateCheck`]).
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is the flow's state, which is saved at every checkpoint, so it must implement `Serialize`",
+    label = "add `#[derive(serde::Serialize)]` to `{Self}`",
+    note = "the state is stored as JSON at each checkpoint and read back on resume"
+)]
+pub trait SaveState: Serialize {}
+
+#[diagnostic::do_not_recommend]
+impl<T: Serialize + ?Sized> SaveState for T {}
+
+/// `DeserializeOwned`, for the state (see [`StateCheck`]).
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is the flow's state, which is read back from checkpoints, so it must implement \
+               `Deserialize`",
+    label = "add `#[derive(serde::Deserialize)]` to `{Self}`",
+    note = "the state is stored as JSON at each checkpoint and read back on resume"
+)]
+pub trait LoadState: DeserializeOwned {}
+
+#[diagnostic::do_not_recommend]
+impl<T: DeserializeOwned> LoadState for T {}
+
 /// Compile-time check that a method's output can be persisted and sent between tasks.
 #[doc(hidden)]
 pub const fn assert_output<T: SaveOutput + LoadOutput + Send + 'static>() {}

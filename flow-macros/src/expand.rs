@@ -2,7 +2,8 @@
 //! `const _: () = { ... }` the `Flow` impl with the static graph and the dispatcher, the type
 //! checks rustc performs for us (spanned on the user's tokens) and the registration.
 //!
-//! Generated code names only `::flow_core::__private` items, by absolute path.
+//! Generated code names only `::flow_core::__private` items and `::flow_core::StateCheck`
+//! (which rustc names in its note on a state without serde), by absolute path.
 
 use proc_macro2::{Literal, TokenStream};
 use quote::{ToTokens, format_ident, quote, quote_spanned};
@@ -43,6 +44,51 @@ pub(crate) fn expand(g: &Graph<'_>) -> TokenStream {
     let timeout = duration_opt(flow.timeout.as_ref());
     let arms = flow.methods.iter().enumerate().map(|(i, m)| invoke_arm(g, i, m));
     let checks = checks(g);
+    // Spanned on the user's state type, braces included: the state reaches the impl through
+    // `StateCheck`, so a state without a serde derive is reported there once per derive, in
+    // flow_core's words; every item of the impl normalizes `Self::State`, and an item spanned
+    // on the attribute would report the same missing derive a second time. The methods'
+    // futures capture a context of the state type itself, not of the projection.
+    let flow_impl = quote_spanned! {state.span()=>
+        impl #impl_generics ::flow_core::__private::Flow for #self_ty #where_clause {
+            type State = <#state as ::flow_core::StateCheck>::Checked;
+
+            fn graph() -> &'static ::flow_core::__private::Graph {
+                static GRAPH: ::flow_core::__private::Graph = ::flow_core::__private::Graph {
+                    name: #name,
+                    type_name: #type_name,
+                    state_type: #state_name,
+                    methods: &[#(#methods),*],
+                    labels: &[#(#labels),*],
+                    options: ::flow_core::__private::FlowOptions {
+                        max_calls: #max_calls,
+                        retry: #retry,
+                        timeout: #timeout,
+                    },
+                };
+                &GRAPH
+            }
+
+            // Terminal arms may overlap listened-to variants (terminal wins), and a bare
+            // `terminal` may follow arms that already cover every variant.
+            // A method without a context or an input leaves `cx` or `payload` unused.
+            #[allow(unreachable_patterns, unused_variables)]
+            fn __invoke(
+                self: ::flow_core::__private::Arc<Self>,
+                method: ::flow_core::__private::MethodId,
+                cx: ::flow_core::__private::Ctx<Self::State>,
+                payload: ::flow_core::__private::Payload,
+            ) -> ::flow_core::__private::BoxFuture<'static, ::flow_core::__private::StepResult> {
+                let cx: ::flow_core::__private::Ctx<#state> = cx;
+                match method.0 {
+                    #(#arms)*
+                    _ => ::flow_core::__private::Box::pin(async move {
+                        ::flow_core::__private::unknown_method(method)
+                    }),
+                }
+            }
+        }
+    };
     let registration = if flow.is_generic() {
         // A generic flow has no single type to register under its name.
         TokenStream::new()
@@ -62,36 +108,7 @@ pub(crate) fn expand(g: &Graph<'_>) -> TokenStream {
         #item
 
         const _: () = {
-            impl #impl_generics #p::Flow for #self_ty #where_clause {
-                type State = #state;
-
-                fn graph() -> &'static #p::Graph {
-                    static GRAPH: #p::Graph = #p::Graph {
-                        name: #name,
-                        type_name: #type_name,
-                        state_type: #state_name,
-                        methods: &[#(#methods),*],
-                        labels: &[#(#labels),*],
-                        options: #p::FlowOptions { max_calls: #max_calls, retry: #retry, timeout: #timeout },
-                    };
-                    &GRAPH
-                }
-
-                // Terminal arms may overlap listened-to variants (terminal wins), and a bare
-                // `terminal` may follow arms that already cover every variant.
-                #[allow(unreachable_patterns)]
-                fn __invoke(
-                    self: #p::Arc<Self>,
-                    method: #p::MethodId,
-                    cx: #p::Ctx<#state>,
-                    payload: #p::Payload,
-                ) -> #p::BoxFuture<'static, #p::StepResult> {
-                    match method.0 {
-                        #(#arms)*
-                        _ => #p::Box::pin(async move { #p::unknown_method(method) }),
-                    }
-                }
-            }
+            #flow_impl
 
             #checks
 
@@ -104,7 +121,6 @@ pub(crate) fn expand(g: &Graph<'_>) -> TokenStream {
 /// uses the flow (`MyFlow::graph()`, `kickoff`) still type-checks, so only the real errors show
 /// (thiserror's fallback). The methods are never called then, so dead-code warnings are silenced.
 pub(crate) fn fallback(flow: &Flow, errors: TokenStream) -> TokenStream {
-    let p = private();
     let item = &flow.item;
     let self_ty = &item.self_ty;
     let (impl_generics, _, where_clause) = item.generics.split_for_impl();
@@ -115,30 +131,32 @@ pub(crate) fn fallback(flow: &Flow, errors: TokenStream) -> TokenStream {
     let stub = if item.trait_.is_some() {
         TokenStream::new()
     } else {
-        quote! {
+        // Spanned on the state type, braces included, as in `expand`: a state without a serde
+        // derive is reported once per derive, there.
+        quote_spanned! {state.span()=>
             const _: () = {
-                impl #impl_generics #p::Flow for #self_ty #where_clause {
-                    type State = #state;
+                impl #impl_generics ::flow_core::__private::Flow for #self_ty #where_clause {
+                    type State = <#state as ::flow_core::StateCheck>::Checked;
 
-                    fn graph() -> &'static #p::Graph {
-                        static GRAPH: #p::Graph = #p::Graph {
+                    fn graph() -> &'static ::flow_core::__private::Graph {
+                        static GRAPH: ::flow_core::__private::Graph = ::flow_core::__private::Graph {
                             name: #name,
                             type_name: #type_name,
                             state_type: "",
                             methods: &[],
                             labels: &[],
-                            options: #p::FlowOptions::DEFAULT,
+                            options: ::flow_core::__private::FlowOptions::DEFAULT,
                         };
                         &GRAPH
                     }
 
                     fn __invoke(
-                        self: #p::Arc<Self>,
-                        method: #p::MethodId,
-                        _cx: #p::Ctx<#state>,
-                        _payload: #p::Payload,
-                    ) -> #p::BoxFuture<'static, #p::StepResult> {
-                        #p::Box::pin(async move { #p::unknown_method(method) })
+                        self: ::flow_core::__private::Arc<Self>,
+                        method: ::flow_core::__private::MethodId,
+                        _cx: ::flow_core::__private::Ctx<Self::State>,
+                        _payload: ::flow_core::__private::Payload,
+                    ) -> ::flow_core::__private::BoxFuture<'static, ::flow_core::__private::StepResult> {
+                        ::flow_core::__private::Box::pin(async move { ::flow_core::__private::unknown_method(method) })
                     }
                 }
             };
