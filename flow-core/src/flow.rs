@@ -136,7 +136,7 @@ pub fn payload<T: DeserializeOwned>(p: &Payload, method: &'static str) -> Result
 
 /// Turns a plain method's result into a step result.
 #[doc(hidden)]
-pub fn output<T: SaveOutput, E: Into<Error>>(r: Result<T, E>) -> StepResult {
+pub fn output<T: SaveOutput, E: IntoFlowError>(r: Result<T, E>) -> StepResult {
     let value = r.map_err(Into::into)?;
     let value = crate::faithful::to_value(&value).map_err(|r| r.into_step_error("its output"))?;
     Ok(StepOutput { value, route: None })
@@ -144,7 +144,10 @@ pub fn output<T: SaveOutput, E: Into<Error>>(r: Result<T, E>) -> StepResult {
 
 /// Turns a router's result into a step result with the label its route maps to.
 #[doc(hidden)]
-pub fn route<T: SaveOutput, E: Into<Error>>(r: Result<T, E>, label: impl FnOnce(&T) -> Option<LabelId>) -> StepResult {
+pub fn route<T: SaveOutput, E: IntoFlowError>(
+    r: Result<T, E>,
+    label: impl FnOnce(&T) -> Option<LabelId>,
+) -> StepResult {
     let value = r.map_err(Into::into)?;
     let route = label(&value);
     let value = crate::faithful::to_value(&value).map_err(|r| r.into_step_error("its route"))?;
@@ -229,3 +232,21 @@ pub trait LoadOutput: DeserializeOwned {}
 
 #[diagnostic::do_not_recommend]
 impl<T: DeserializeOwned> LoadOutput for T {}
+
+/// Compile-time check that a method's own error type converts into [`Error`].
+#[doc(hidden)]
+pub const fn assert_error<E: IntoFlowError>() {}
+
+/// `Into<Error>` under another name, for a method's own error type: reported in these words
+/// rather than as a missing `std::error::Error` behind a conversion.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is the error type of a flow method, so it must convert into `flow_core::Error`",
+    label = "`{Self}` does not convert into `flow_core::Error`",
+    note = "implement `std::error::Error` for it (for example `#[derive(Debug, thiserror::Error)]`), or return \
+            `flow_core::Result<T>` and convert with `.map_err(flow_core::Error::permanent)`"
+)]
+pub trait IntoFlowError: Into<Error> {}
+
+#[diagnostic::do_not_recommend]
+impl<E: Into<Error>> IntoFlowError for E {}

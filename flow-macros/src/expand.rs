@@ -2,8 +2,9 @@
 //! `const _: () = { ... }` the `Flow` impl with the static graph and the dispatcher, the type
 //! checks rustc performs for us (spanned on the user's tokens) and the registration.
 //!
-//! Generated code names only `::flow_core::__private` items and `::flow_core::StateCheck`
-//! (which rustc names in its note on a state without serde), by absolute path.
+//! Generated code names only `::flow_core::__private` items and the items rustc names in its
+//! notes on a missing bound (`::flow_core::StateCheck`, `assert_output`, `assert_error`), by
+//! absolute path.
 
 use proc_macro2::{Literal, TokenStream};
 use quote::{ToTokens, format_ident, quote, quote_spanned};
@@ -329,7 +330,8 @@ fn invoke_arm(g: &Graph<'_>, i: usize, m: &Method) -> TokenStream {
     let (assert, types) = match &m.sig.output {
         Some(out) => {
             let err = m.sig.error.as_ref().map_or_else(|| quote!(_), ToTokens::to_token_stream);
-            (quote!(#p::assert_output::<#out>();), quote!(::<#out, #err>))
+            let err_check = m.sig.error.as_ref().map(|e| quote!(::flow_core::assert_error::<#e>();));
+            (quote!(::flow_core::assert_output::<#out>(); #err_check), quote!(::<#out, #err>))
         }
         None => (TokenStream::new(), TokenStream::new()),
     };
