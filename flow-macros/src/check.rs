@@ -298,10 +298,25 @@ fn routes(cx: &Ctxt, g: &mut Graph<'_>) {
 fn unhandled_routers(cx: &Ctxt, g: &Graph<'_>) {
     for (i, m) in g.flow.methods.iter().enumerate() {
         let Some(route) = &m.sig.route else { continue };
+        let enum_name = &route.enum_name;
+        if g.routes[i].is_empty() && matches!(m.options.terminal, Some(Terminal::All)) {
+            // Nothing listens and everything ends: not a router. This is also how a struct
+            // returned by a router would get through, since the macro cannot see its definition.
+            cx.error_spanned_by(
+                &route.ty,
+                format!(
+                    "the router `{}` routes nowhere: no method listens to a variant of `{enum_name}` and `terminal` \
+                     ends them all; a router returns an enum (or an Option of one) whose variants its listeners \
+                     handle: listen to one with `#[listen({enum_name}::Variant)]`, or make `{}` an ordinary \
+                     `#[listen]` or `#[start]` method",
+                    m.ident, m.ident
+                ),
+            );
+            continue;
+        }
         if !g.routes[i].is_empty() || m.options.terminal.is_some() {
             continue;
         }
-        let enum_name = &route.enum_name;
         let fixes = format!(
             "listen to its variants, `#[listen({enum_name}::Variant)]`, or end the ones no method handles with \
              `terminal({enum_name}::Variant)` (or a bare `terminal`) on `#[router]`"

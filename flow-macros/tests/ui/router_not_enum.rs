@@ -31,4 +31,28 @@ impl Routes {
     }
 }
 
-fn main() {}
+#[derive(Serialize, Deserialize)]
+struct Decision {
+    approved: bool,
+}
+
+struct StructRoutes;
+
+#[flow(state = S)]
+impl StructRoutes {
+    #[start]
+    async fn begin(&self) -> Result<()> {
+        Ok(())
+    }
+
+    // The macro cannot see that `Decision` is a struct; with a bare `terminal` and no listener
+    // it routes nowhere, which is refused.
+    #[router(begin, terminal)]
+    async fn decide(&self) -> Result<Decision> {
+        Ok(Decision { approved: true })
+    }
+}
+
+fn main() {
+    let _ = Decision { approved: false }.approved;
+}
