@@ -366,6 +366,45 @@ impl<S: State> Ctx<S> {
     /// # Ok(())
     /// # }
     /// ```
+    ///
+    /// Because it may run more than once, a value moved into the closure must still be there
+    /// for the next run: clone it inside the closure. `cx.update(move |s| s.text = text)`
+    /// fails with rustc's "cannot move out of `text`, a captured variable in an `Fn` closure";
+    /// write `s.text = text.clone()`.
+    ///
+    /// ```
+    /// use flow_core::prelude::*;
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
+    /// # struct Article { text: String }
+    /// struct Writer;
+    ///
+    /// #[flow(state = Article)]
+    /// impl Writer {
+    ///     #[start]
+    ///     async fn write(&self, cx: &Ctx<Article>) -> Result<()> {
+    ///         let text = String::from("draft");
+    ///         cx.update(move |s| s.text = text.clone());
+    ///         Ok(())
+    ///     }
+    /// }
+    /// # let _ = Writer::graph();
+    /// ```
+    ///
+    /// ```compile_fail,E0507
+    /// # use flow_core::prelude::*;
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
+    /// # struct Article { text: String }
+    /// # struct Writer;
+    /// # #[flow(state = Article)]
+    /// # impl Writer {
+    /// #     #[start]
+    /// #     async fn write(&self, cx: &Ctx<Article>) -> Result<()> {
+    /// let text = String::from("draft");
+    /// cx.update(move |s| s.text = text); // the second run would find `text` gone
+    /// #         Ok(())
+    /// #     }
+    /// # }
+    /// ```
     pub fn update(&self, f: impl Fn(&mut S) + Send + Sync + 'static) {
         if self.scope.has_read.load(Ordering::Relaxed) {
             self.scope.read_then_updated.store(true, Ordering::Relaxed);

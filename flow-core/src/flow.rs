@@ -136,7 +136,7 @@ pub fn payload<T: DeserializeOwned>(p: &Payload, method: &'static str) -> Result
 
 /// Turns a plain method's result into a step result.
 #[doc(hidden)]
-pub fn output<T: Serialize, E: Into<Error>>(r: Result<T, E>) -> StepResult {
+pub fn output<T: SaveOutput, E: IntoFlowError>(r: Result<T, E>) -> StepResult {
     let value = r.map_err(Into::into)?;
     let value = crate::faithful::to_value(&value).map_err(|r| r.into_step_error("its output"))?;
     Ok(StepOutput { value, route: None })
@@ -144,7 +144,10 @@ pub fn output<T: Serialize, E: Into<Error>>(r: Result<T, E>) -> StepResult {
 
 /// Turns a router's result into a step result with the label its route maps to.
 #[doc(hidden)]
-pub fn route<T: Serialize, E: Into<Error>>(r: Result<T, E>, label: impl FnOnce(&T) -> Option<LabelId>) -> StepResult {
+pub fn route<T: SaveOutput, E: IntoFlowError>(
+    r: Result<T, E>,
+    label: impl FnOnce(&T) -> Option<LabelId>,
+) -> StepResult {
     let value = r.map_err(Into::into)?;
     let route = label(&value);
     let value = crate::faithful::to_value(&value).map_err(|r| r.into_step_error("its route"))?;
@@ -162,6 +165,88 @@ pub fn unknown_method(id: MethodId) -> StepResult {
 #[doc(hidden)]
 pub const fn assert_state<S: State>() {}
 
+/// The state type checked for what [`State`] requires, one bound at a time: `#[flow]` writes
+/// `type State = <S as StateCheck>::Checked`, so a state without a serde derive is reported once
+/// per missing derive, on the user's type, in the words of [`SaveState`] and [`LoadState`].
+#[doc(hidden)]
+pub trait StateCheck {
+    type Checked: State;
+}
+
+impl<T: SaveState + LoadState + Clone + Send + Sync + 'static> StateCheck for T {
+    type Checked = T;
+}
+
+/// `Serialize`, for the state (see [`StateCheck`]).
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is the flow's state, which is saved at every checkpoint, so it must implement `Serialize`",
+    label = "add `#[derive(serde::Serialize)]` to `{Self}`",
+    note = "the state is stored as JSON at each checkpoint and read back on resume"
+)]
+pub trait SaveState: Serialize {}
+
+#[diagnostic::do_not_recommend]
+impl<T: Serialize + ?Sized> SaveState for T {}
+
+/// `DeserializeOwned`, for the state (see [`StateCheck`]).
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is the flow's state, which is read back from checkpoints, so it must implement \
+               `Deserialize`",
+    label = "add `#[derive(serde::Deserialize)]` to `{Self}`",
+    note = "the state is stored as JSON at each checkpoint and read back on resume"
+)]
+pub trait LoadState: DeserializeOwned {}
+
+#[diagnostic::do_not_recommend]
+impl<T: DeserializeOwned> LoadState for T {}
+
 /// Compile-time check that a method's output can be persisted and sent between tasks.
 #[doc(hidden)]
-pub const fn assert_output<T: Serialize + DeserializeOwned + Send + 'static>() {}
+pub const fn assert_output<T: SaveOutput + LoadOutput + Send + 'static>() {}
+
+/// `Serialize` under another name, so that an output type without it is reported once, on the
+/// user's type, in these words (`do_not_recommend` stops rustc from reporting serde's bound with
+/// its list of every serializable type instead).
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is a method's output, which is saved in the run's checkpoints, so it must implement `Serialize`",
+    label = "add `#[derive(serde::Serialize)]` to `{Self}`",
+    note = "a method's output is stored as JSON when the step completes and read back on resume"
+)]
+pub trait SaveOutput: Serialize {}
+
+#[diagnostic::do_not_recommend]
+impl<T: Serialize + ?Sized> SaveOutput for T {}
+
+/// `DeserializeOwned` under another name, for the same reason as [`SaveOutput`].
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is a method's output, which is read back from the run's checkpoints, so it must implement \
+               `Deserialize`",
+    label = "add `#[derive(serde::Deserialize)]` to `{Self}`",
+    note = "a method's output is stored as JSON when the step completes and read back on resume"
+)]
+pub trait LoadOutput: DeserializeOwned {}
+
+#[diagnostic::do_not_recommend]
+impl<T: DeserializeOwned> LoadOutput for T {}
+
+/// Compile-time check that a method's own error type converts into [`Error`].
+#[doc(hidden)]
+pub const fn assert_error<E: IntoFlowError>() {}
+
+/// `Into<Error>` under another name, for a method's own error type: reported in these words
+/// rather than as a missing `std::error::Error` behind a conversion.
+#[doc(hidden)]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is the error type of a flow method, so it must convert into `flow_core::Error`",
+    label = "`{Self}` does not convert into `flow_core::Error`",
+    note = "implement `std::error::Error` for it (for example `#[derive(Debug, thiserror::Error)]`), or return \
+            `flow_core::Result<T>` and convert with `.map_err(flow_core::Error::permanent)`"
+)]
+pub trait IntoFlowError: Into<Error> {}
+
+#[diagnostic::do_not_recommend]
+impl<E: Into<Error>> IntoFlowError for E {}

@@ -28,6 +28,10 @@ mod worker;
 pub use ctx::Ctx;
 pub use error::{Classify, Error, ErrorClass, FlowError, Result};
 pub use flow::{Flow, FlowRegistration, State, find_flow, registered_flows};
+// Named in rustc's notes when a state, an output or an error type lacks a bound: a path
+// without `__private` reads better there.
+#[doc(hidden)]
+pub use flow::{StateCheck, assert_error, assert_output};
 pub use flow_macros::{compensate, flow, listen, router, start};
 pub use input::{InputRequest, PauseRequest};
 pub use journal::{Journal, NoJournal, TokenUsage};

@@ -84,11 +84,28 @@ impl Flow {
         };
         let mut methods = Vec::new();
         let mut plain_fns = Vec::new();
-        for impl_item in &mut item.items {
+        let mut names: Vec<Ident> = Vec::new();
+        let mut duplicates = Vec::new();
+        for (index, impl_item) in item.items.iter_mut().enumerate() {
             let ImplItem::Fn(f) = impl_item else {
                 strip_misplaced(cx, impl_item);
                 continue;
             };
+            if let Some(first) = names.iter().find(|n| **n == f.sig.ident) {
+                // Reported here, before any check of the graph: with two methods of one name,
+                // every trigger naming it is ambiguous. The second one is dropped from the
+                // output so that rustc does not report it again in its own words.
+                cx.error_spanned_by(
+                    &f.sig.ident,
+                    format!(
+                        "a second method named `{first}`: each method of a flow is a step with its own name, \
+                         by which triggers refer to it; rename one of them"
+                    ),
+                );
+                duplicates.push(index);
+                continue;
+            }
+            names.push(f.sig.ident.clone());
             let mut ours = Vec::new();
             f.attrs.retain(|a| match AttrKind::from_path(a.path()) {
                 Some(kind) => {
@@ -107,6 +124,9 @@ impl Flow {
                 f.attrs.push(syn::parse_quote!(#[allow(clippy::unused_async)]));
             }
             methods.push(method(cx, ours, &f.sig));
+        }
+        for index in duplicates.into_iter().rev() {
+            item.items.remove(index);
         }
         Flow {
             item,
@@ -393,23 +413,42 @@ fn result_args(ty: &Type) -> Option<(&Type, Option<&Type>)> {
 
 /// The route of a router returning `Result<t>`.
 fn route(cx: &Ctxt, t: &Type) -> Option<Route> {
-    const HELP: &str = "a router returns its route enum: `-> Result<Route>`, or `-> Result<Option<Route>>` \
-                        to route nowhere on `None`";
+    const HELP: &str = "a router returns an enum (or an Option of one): `-> Result<Route>` with \
+                        `enum Route { ... }` whose variants its listeners handle, or `-> Result<Option<Route>>` to \
+                        route nowhere on `None`";
     let (inner, optional) = match option_arg(t) {
         Some(inner) => (inner, true),
         None => (t, false),
     };
+    let not_enum = |ty: &Type| {
+        cx.error_spanned_by(
+            ty,
+            format!(
+                "{HELP}; `{}` is not an enum: to route on a value, return an enum of the outcomes instead",
+                attr::type_text(&ty.to_token_stream())
+            ),
+        );
+    };
     let enum_path = match ungroup(inner) {
         Type::Path(p) if p.qself.is_none() => &p.path,
         other => {
-            cx.error_spanned_by(
-                other,
-                format!("{HELP}; `{}` is not an enum path", attr::type_text(&other.to_token_stream())),
-            );
+            not_enum(other);
             return None;
         }
     };
     let enum_name = enum_path.segments.last()?.ident.to_string();
+    // The macro cannot see the type's definition; these are the types that are certainly no
+    // enum and that a router is most often given by mistake (a string or number to branch on,
+    // a collection). A struct of the user's is reported by rustc on the route match.
+    const NOT_ENUMS: &[&str] = &[
+        "String", "str", "bool", "char", "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64", "i128",
+        "isize", "f32", "f64", "Vec", "VecDeque", "HashMap", "BTreeMap", "HashSet", "BTreeSet", "Box", "Rc", "Arc",
+        "Cow", "PathBuf", "Duration",
+    ];
+    if NOT_ENUMS.contains(&enum_name.as_str()) {
+        not_enum(inner);
+        return None;
+    }
     Some(Route { ty: t.clone(), optional, enum_name })
 }
 

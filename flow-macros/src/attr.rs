@@ -31,6 +31,11 @@ pub(crate) enum ArgValue {
 
 impl Arg {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        if input.peek(LitStr) {
+            // CrewAI names triggers with strings (`@listen("approved")`); here they are paths.
+            let lit: LitStr = input.parse()?;
+            return Err(syn::Error::new(lit.span(), string_trigger_message(&lit.value())));
+        }
         let path = input.call(Path::parse_mod_style)?;
         let kind = if input.peek(syn::token::Paren) {
             let content;
@@ -88,6 +93,15 @@ impl ToTokens for Arg {
     }
 }
 
+/// The error for a trigger written as a string: triggers are Rust paths, checked at compile time.
+fn string_trigger_message(text: &str) -> String {
+    let method = syn::parse_str::<Ident>(text).map_or_else(|_| "method_name".to_owned(), |i| i.to_string());
+    format!(
+        "a trigger is not a string: write a method name or a route variant as a path, without quotes: \
+         `#[listen({method})]` for a method, `#[listen(Route::Variant)]` for a route that a `#[router]` returns"
+    )
+}
+
 /// Parses comma-separated arguments; a syntax error is reported and yields no arguments.
 pub(crate) fn parse_args(cx: &Ctxt, tokens: TokenStream) -> Vec<Arg> {
     let parser = Punctuated::<Arg, Token![,]>::parse_terminated_with;
@@ -128,6 +142,13 @@ pub(crate) fn type_text(tokens: &TokenStream) -> String {
         }
     }
     out
+}
+
+/// `did you mean `retry`? ` for a misspelt option, with the suggestion helper that method names
+/// use; empty when no option is close.
+fn did_you_mean(name: &str, options: &[&str]) -> String {
+    let options: Vec<String> = options.iter().map(|o| (*o).to_owned()).collect();
+    crate::check::closest(name, &options).map_or_else(String::new, |best| format!("did you mean `{best}`? "))
 }
 
 /// Records `key` as seen; reports a duplicate on its second occurrence.
@@ -224,12 +245,22 @@ fn trigger(cx: &Ctxt, arg: &Arg) -> Option<TriggerExpr> {
                 Some("or") => true,
                 Some("and") => false,
                 _ => {
-                    cx.error_spanned_by(&arg.path, format!("unknown trigger `{}`: {TRIGGER_HELP}", arg.shape()));
+                    // `#[start(retires(...))]`: a misspelt option in the trigger's place.
+                    let suggestion = combinator.as_deref().map(|n| did_you_mean(n, &OPTION_NAMES)).unwrap_or_default();
+                    cx.error_spanned_by(
+                        &arg.path,
+                        format!("unknown trigger `{}`: {suggestion}{TRIGGER_HELP}", arg.shape()),
+                    );
                     return None;
                 }
             };
             let name = if is_or { "or" } else { "and" };
+            let before = cx.count();
             let parts = parse_args(cx, inner.clone());
+            if cx.count() != before {
+                // A syntax error (a string trigger, say) is reported; the count is unknown.
+                return None;
+            }
             if parts.len() < 2 {
                 cx.error_spanned_by(
                     arg,
@@ -307,7 +338,13 @@ fn retry(cx: &Ctxt, arg: &Arg, inner: &TokenStream) -> Option<Retry> {
             ("attempts" | "invalid_reply" | "backoff" | "jitter", _) => {
                 cx.error_spanned_by(&part, format!("malformed `{key}`; write {RETRY_HELP}"));
             }
-            _ => cx.error_spanned_by(&part.path, format!("unknown retry option `{key}`; write {RETRY_HELP}")),
+            _ => cx.error_spanned_by(
+                &part.path,
+                format!(
+                    "unknown retry option `{key}`; {}write {RETRY_HELP}",
+                    did_you_mean(&key, &["attempts", "backoff", "jitter", "invalid_reply"])
+                ),
+            ),
         }
     }
     if attempts.is_none() && invalid_reply.is_none() && cx.count() == errors {
@@ -517,7 +554,13 @@ pub(crate) fn flow_args(cx: &Ctxt, tokens: TokenStream) -> FlowArgs {
             ("name" | "max_calls" | "retry" | "timeout", _) => {
                 cx.error_spanned_by(arg, format!("malformed `{key}`; valid options: {FLOW_OPTIONS}"));
             }
-            _ => cx.error_spanned_by(&arg.path, format!("unknown flow option `{key}`; valid options: {FLOW_OPTIONS}")),
+            _ => cx.error_spanned_by(
+                &arg.path,
+                format!(
+                    "unknown flow option `{key}`; {}valid options: {FLOW_OPTIONS}",
+                    did_you_mean(&key, &["state", "name", "max_calls", "retry", "timeout"])
+                ),
+            ),
         }
     }
     // After a syntax error the arguments are unknown, so a missing `state` proves nothing.
@@ -646,7 +689,13 @@ pub(crate) fn method_attr(cx: &Ctxt, kind: AttrKind, attr: &syn::Attribute) -> M
     let name = kind.name();
     let args = match &attr.meta {
         syn::Meta::Path(_) => Vec::new(),
-        syn::Meta::List(list) => parse_args(cx, list.tokens.clone()),
+        syn::Meta::List(list) => {
+            let before = cx.count();
+            let args = parse_args(cx, list.tokens.clone());
+            // After a syntax error the trigger is unknown, not missing: no follow-up error.
+            out.trigger_written = cx.count() != before;
+            args
+        }
         syn::Meta::NameValue(nv) => {
             cx.error_spanned_by(nv, format!("write `#[{name}(...)]`, not `#[{name} = ...]`"));
             return out;
@@ -674,20 +723,32 @@ pub(crate) fn method_attr(cx: &Ctxt, kind: AttrKind, attr: &syn::Attribute) -> M
     if kind == AttrKind::Compensate && !out.trigger_written {
         cx.error_spanned_by(attr, "`#[compensate]` needs the method it undoes: `#[compensate(save_ticket)]`");
     }
+    let options: Vec<&str> = OPTION_NAMES.into_iter().filter(|o| kind.allows(o)).collect();
     for arg in rest {
         if !is_option(arg) {
+            let suggestion = arg.name().map(|n| did_you_mean(&n, &options)).unwrap_or_default();
             if looks_like_trigger(arg) && kind != AttrKind::Compensate {
+                // A bare name may be a second trigger or a misspelt flag (`non_critcal`).
+                let option = if suggestion.is_empty() {
+                    String::new()
+                } else {
+                    format!("; if `{}` is meant as an option, {}", arg.shape(), suggestion.trim_end())
+                };
                 cx.error_spanned_by(
                     arg,
                     format!(
                         "`#[{name}]` takes one trigger, then options; to run on several triggers write \
-                         `or(a, b)` (any of them) or `and(a, b)` (all of them)"
+                         `or(a, b)` (any of them) or `and(a, b)` (all of them){option}"
                     ),
                 );
             } else {
                 cx.error_spanned_by(
                     &arg.path,
-                    format!("unknown option `{}` on `#[{name}]`; valid options: {}", arg.shape(), kind.valid_options()),
+                    format!(
+                        "unknown option `{}` on `#[{name}]`; {suggestion}valid options: {}",
+                        arg.shape(),
+                        kind.valid_options()
+                    ),
                 );
             }
             continue;

@@ -36,14 +36,37 @@ pub(crate) struct Graph<'a> {
     pub(crate) payload_checks: Vec<PayloadCheck>,
 }
 
-/// `param` must be the type `source` produces.
+/// `param` must be the type every one of `sources` produces (one source, or the leaves of an
+/// `or(...)`).
 pub(crate) struct PayloadCheck {
-    pub(crate) param: Type,
-    pub(crate) source: TokenStream,
-    /// What the parameter receives, in words: "`count`'s output", "the route `Quality::Good`".
-    pub(crate) what: String,
     /// The method taking the parameter.
-    pub(crate) method: String,
+    pub(crate) method: Ident,
+    pub(crate) param: Type,
+    pub(crate) sources: Vec<TokenStream>,
+    /// rustc's message when the check fails, in `diagnostic::on_unimplemented` syntax (`{Self}`
+    /// is the parameter's type; user text is escaped).
+    pub(crate) message: String,
+    pub(crate) label: String,
+}
+
+/// Escapes text for a `diagnostic::on_unimplemented` format string.
+fn escape_braces(text: &str) -> String {
+    text.replace('{', "{{").replace('}', "}}")
+}
+
+impl PayloadCheck {
+    /// The parameter `param` of `method` receives what `what` sends, `source`.
+    fn single(param: &Type, method: &Ident, what: &str, source: TokenStream) -> Self {
+        let ty = escape_braces(&crate::attr::type_text(&source));
+        let what = escape_braces(what);
+        PayloadCheck {
+            method: method.clone(),
+            param: param.clone(),
+            message: format!("`{method}` receives {what}, `{ty}`, but its parameter is `{{Self}}`"),
+            label: format!("expected `{ty}` here"),
+            sources: vec![source],
+        }
+    }
 }
 
 pub(crate) fn check<'a>(cx: &Ctxt, flow: &'a Flow) -> Graph<'a> {
@@ -70,6 +93,9 @@ pub(crate) fn check<'a>(cx: &Ctxt, flow: &'a Flow) -> Graph<'a> {
     let names_ok = cx.count() == before;
 
     routes(cx, &mut g);
+    if names_ok {
+        unhandled_routers(cx, &g);
+    }
     compensation(cx, &mut g);
     let has_start = starts(cx, flow);
     if names_ok && has_start {
@@ -192,9 +218,10 @@ fn quoted(names: &[String]) -> String {
     names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
 }
 
-/// The candidate within a third of the name's length in edits (at least one edit).
-fn closest<'a>(name: &str, candidates: &'a [String]) -> Option<&'a str> {
-    let limit = (name.chars().count() / 3).max(1);
+/// The closest candidate within half the name's length in edits (at least one edit): a third
+/// would miss the usual slips on short words, such as `retires` for `retry`.
+pub(crate) fn closest<'a>(name: &str, candidates: &'a [String]) -> Option<&'a str> {
+    let limit = (name.chars().count() / 2).max(1);
     candidates
         .iter()
         .map(|c| (edit_distance(name, c), c))
@@ -261,6 +288,77 @@ fn routes(cx: &Ctxt, g: &mut Graph<'_>) {
             .filter(|(_, l)| !terminal.iter().any(|t| t.variant == l.variant))
             .map(|(id, _)| id)
             .collect();
+    }
+}
+
+/// A router none of whose routes is handled (no listener on any variant of its enum, no
+/// `terminal`): certain to fail rustc's exhaustiveness check, so it is reported here in words
+/// that name the fixes. Listeners that listen to the router by its name are the usual cause
+/// (they run after every route, handling none), so the error goes on them when there are some.
+fn unhandled_routers(cx: &Ctxt, g: &Graph<'_>) {
+    for (i, m) in g.flow.methods.iter().enumerate() {
+        let Some(route) = &m.sig.route else { continue };
+        let enum_name = &route.enum_name;
+        if g.routes[i].is_empty() && matches!(m.options.terminal, Some(Terminal::All)) {
+            // Nothing listens and everything ends: not a router. This is also how a struct
+            // returned by a router would get through, since the macro cannot see its definition.
+            cx.error_spanned_by(
+                &route.ty,
+                format!(
+                    "the router `{}` routes nowhere: no method listens to a variant of `{enum_name}` and `terminal` \
+                     ends them all; a router returns an enum (or an Option of one) whose variants its listeners \
+                     handle: listen to one with `#[listen({enum_name}::Variant)]`, or make `{}` an ordinary \
+                     `#[listen]` or `#[start]` method",
+                    m.ident, m.ident
+                ),
+            );
+            continue;
+        }
+        if !g.routes[i].is_empty() || m.options.terminal.is_some() {
+            continue;
+        }
+        let fixes = format!(
+            "listen to its variants, `#[listen({enum_name}::Variant)]`, or end the ones no method handles with \
+             `terminal({enum_name}::Variant)` (or a bare `terminal`) on `#[router]`"
+        );
+        let by_name: Vec<&Method> = g
+            .flow
+            .methods
+            .iter()
+            .zip(&g.triggers)
+            .filter(|(_, t)| t.as_ref().is_some_and(|t| mentions(t, i)))
+            .map(|(l, _)| l)
+            .collect();
+        if by_name.is_empty() {
+            cx.error_spanned_by(
+                &route.ty,
+                format!(
+                    "no route of the router `{}` is handled: no method listens to a variant of `{enum_name}`; {fixes}",
+                    m.ident
+                ),
+            );
+            continue;
+        }
+        for l in by_name {
+            let trigger = l.trigger.as_ref().map(TriggerExpr::text).unwrap_or_default();
+            cx.error_spanned_by(
+                &l.ident,
+                format!(
+                    "`{}` listens to the router `{}` by its name (`{trigger}`), which handles none of its routes, and no \
+                     method listens to one; {fixes}",
+                    l.ident, m.ident
+                ),
+            );
+        }
+    }
+}
+
+/// Whether method `m` appears in the trigger.
+fn mentions(t: &Resolved, m: usize) -> bool {
+    match t {
+        Resolved::Method(x) => *x == m,
+        Resolved::Label(_) => false,
+        Resolved::Or(parts) | Resolved::And(parts) => parts.iter().any(|p| mentions(p, m)),
     }
 }
 
@@ -387,12 +485,8 @@ fn payloads(cx: &Ctxt, g: &mut Graph<'_>) {
             if let Some(t) = g.compensates[i]
                 && let Some(out) = &flow.methods[t].sig.output
             {
-                g.payload_checks.push(PayloadCheck {
-                    param: param.clone(),
-                    source: out.to_token_stream(),
-                    what: format!("the output of `{}` (the step it undoes)", flow.methods[t].ident),
-                    method: m.ident.to_string(),
-                });
+                let what = format!("the output of `{}` (the step it undoes)", flow.methods[t].ident);
+                g.payload_checks.push(PayloadCheck::single(param, &m.ident, &what, out.to_token_stream()));
             }
             continue;
         }
@@ -417,28 +511,79 @@ fn payloads(cx: &Ctxt, g: &mut Graph<'_>) {
         let Some(resolved) = &g.triggers[i] else { continue };
         let mut leaves = Vec::new();
         leaf_sources(g, resolved, &mut leaves);
-        for (source, what) in leaves {
-            if let Some(source) = source {
-                g.payload_checks.push(PayloadCheck { param: param.clone(), source, what, method: m.ident.to_string() });
+        // A leaf whose output could not be read is reported already.
+        let leaves: Vec<Leaf> = leaves.into_iter().filter(|l| l.source.is_some()).collect();
+        let check = match leaves.as_slice() {
+            [] => continue,
+            [one] => {
+                let what = if one.is_route {
+                    format!("the route value of {}", one.name)
+                } else {
+                    format!("the output of {}", one.name)
+                };
+                PayloadCheck::single(param, &m.ident, &what, one.source.clone().unwrap_or_default())
             }
-        }
+            many => or_check(param, &m.ident, trigger, many),
+        };
+        g.payload_checks.push(check);
     }
 }
 
-/// What each leaf of a trigger sends: a method's output type, or a label's route enum; and
-/// that in words.
-fn leaf_sources(g: &Graph<'_>, t: &Resolved, out: &mut Vec<(Option<TokenStream>, String)>) {
+/// One check for a listener on `or(...)`: it receives whichever trigger fires, so every
+/// trigger must send its parameter's type. When the triggers disagree among themselves, the
+/// message says so and which sends what, rather than pointing at one trigger (whose fix would
+/// break the others).
+fn or_check(param: &Type, method: &Ident, trigger: &crate::attr::TriggerExpr, leaves: &[Leaf]) -> PayloadCheck {
+    let sources: Vec<TokenStream> = leaves.iter().filter_map(|l| l.source.clone()).collect();
+    let texts: Vec<String> = sources.iter().map(|s| escape_braces(&crate::attr::type_text(s))).collect();
+    let trigger = escape_braces(&trigger.text());
+    let agree = texts.windows(2).all(|w| w[0] == w[1]);
+    let (message, label) = if agree {
+        (
+            format!("`{method}` receives `{}` from `{trigger}`, but its parameter is `{{Self}}`", texts[0]),
+            format!("expected `{}` here", texts[0]),
+        )
+    } else {
+        let sends: Vec<String> =
+            leaves.iter().zip(&texts).map(|(l, t)| format!("{} sends `{t}`", escape_braces(&l.name))).collect();
+        (
+            format!(
+                "the triggers of `{method}` disagree: {}; a listener on `or(...)` receives whichever fires, so \
+                 they must send one type: make them return the same type, or remove the parameter and read \
+                 what `{method}` needs from the state",
+                sends.join(", ")
+            ),
+            format!("`{trigger}` sends different types"),
+        )
+    };
+    PayloadCheck { method: method.clone(), param: param.clone(), sources, message, label }
+}
+
+/// One leaf of a trigger: what it sends (a method's output type, a label's route enum) and
+/// how to name it in a message.
+struct Leaf {
+    source: Option<TokenStream>,
+    name: String,
+    is_route: bool,
+}
+
+fn leaf_sources(g: &Graph<'_>, t: &Resolved, out: &mut Vec<Leaf>) {
     match t {
         Resolved::Method(m) => {
             let m = &g.flow.methods[*m];
-            out.push((m.sig.output.as_ref().map(ToTokens::to_token_stream), format!("the output of `{}`", m.ident)));
+            out.push(Leaf {
+                source: m.sig.output.as_ref().map(ToTokens::to_token_stream),
+                name: format!("`{}`", m.ident),
+                is_route: false,
+            });
         }
         Resolved::Label(l) => {
             let label = &g.labels[*l];
-            out.push((
-                Some(label.enum_path.to_token_stream()),
-                format!("the route value of `{}`", crate::attr::path_text(&label.path)),
-            ));
+            out.push(Leaf {
+                source: Some(label.enum_path.to_token_stream()),
+                name: format!("`{}`", crate::attr::path_text(&label.path)),
+                is_route: true,
+            });
         }
         Resolved::Or(parts) | Resolved::And(parts) => parts.iter().for_each(|p| leaf_sources(g, p, out)),
     }
@@ -462,5 +607,9 @@ mod tests {
         assert_eq!(closest("reserch", &names), Some("research"));
         assert_eq!(closest("wirte", &names), Some("write"));
         assert_eq!(closest("publish", &names), None);
+        let options = vec!["retry".to_owned(), "timeout".to_owned(), "non_critical".to_owned()];
+        assert_eq!(closest("retires", &options), Some("retry"));
+        assert_eq!(closest("timout", &options), Some("timeout"));
+        assert_eq!(closest("deadline", &options), None);
     }
 }

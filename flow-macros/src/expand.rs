@@ -2,7 +2,9 @@
 //! `const _: () = { ... }` the `Flow` impl with the static graph and the dispatcher, the type
 //! checks rustc performs for us (spanned on the user's tokens) and the registration.
 //!
-//! Generated code names only `::flow_core::__private` items, by absolute path.
+//! Generated code names only `::flow_core::__private` items and the items rustc names in its
+//! notes on a missing bound (`::flow_core::StateCheck`, `assert_output`, `assert_error`), by
+//! absolute path.
 
 use proc_macro2::{Literal, TokenStream};
 use quote::{ToTokens, format_ident, quote, quote_spanned};
@@ -44,6 +46,52 @@ pub(crate) fn expand(g: &Graph<'_>) -> TokenStream {
     let on_failure = if flow.finish_running { quote!(FinishRunning) } else { quote!(CancelRunning) };
     let arms = flow.methods.iter().enumerate().map(|(i, m)| invoke_arm(g, i, m));
     let checks = checks(g);
+    // Spanned on the user's state type, braces included: the state reaches the impl through
+    // `StateCheck`, so a state without a serde derive is reported there once per derive, in
+    // flow_core's words; every item of the impl normalizes `Self::State`, and an item spanned
+    // on the attribute would report the same missing derive a second time. The methods'
+    // futures capture a context of the state type itself, not of the projection.
+    let flow_impl = quote_spanned! {state.span()=>
+        impl #impl_generics ::flow_core::__private::Flow for #self_ty #where_clause {
+            type State = <#state as ::flow_core::StateCheck>::Checked;
+
+            fn graph() -> &'static ::flow_core::__private::Graph {
+                static GRAPH: ::flow_core::__private::Graph = ::flow_core::__private::Graph {
+                    name: #name,
+                    type_name: #type_name,
+                    state_type: #state_name,
+                    methods: &[#(#methods),*],
+                    labels: &[#(#labels),*],
+                    options: ::flow_core::__private::FlowOptions {
+                        max_calls: #max_calls,
+                        retry: #retry,
+                        timeout: #timeout,
+                        on_failure: ::flow_core::__private::OnFailure::#on_failure,
+                    },
+                };
+                &GRAPH
+            }
+
+            // Terminal arms may overlap listened-to variants (terminal wins), and a bare
+            // `terminal` may follow arms that already cover every variant.
+            // A method without a context or an input leaves `cx` or `payload` unused.
+            #[allow(unreachable_patterns, unused_variables)]
+            fn __invoke(
+                self: ::flow_core::__private::Arc<Self>,
+                method: ::flow_core::__private::MethodId,
+                cx: ::flow_core::__private::Ctx<Self::State>,
+                payload: ::flow_core::__private::Payload,
+            ) -> ::flow_core::__private::BoxFuture<'static, ::flow_core::__private::StepResult> {
+                let cx: ::flow_core::__private::Ctx<#state> = cx;
+                match method.0 {
+                    #(#arms)*
+                    _ => ::flow_core::__private::Box::pin(async move {
+                        ::flow_core::__private::unknown_method(method)
+                    }),
+                }
+            }
+        }
+    };
     let registration = if flow.is_generic() {
         // A generic flow has no single type to register under its name.
         TokenStream::new()
@@ -63,41 +111,7 @@ pub(crate) fn expand(g: &Graph<'_>) -> TokenStream {
         #item
 
         const _: () = {
-            impl #impl_generics #p::Flow for #self_ty #where_clause {
-                type State = #state;
-
-                fn graph() -> &'static #p::Graph {
-                    static GRAPH: #p::Graph = #p::Graph {
-                        name: #name,
-                        type_name: #type_name,
-                        state_type: #state_name,
-                        methods: &[#(#methods),*],
-                        labels: &[#(#labels),*],
-                        options: #p::FlowOptions {
-                            max_calls: #max_calls,
-                            retry: #retry,
-                            timeout: #timeout,
-                            on_failure: #p::OnFailure::#on_failure,
-                        },
-                    };
-                    &GRAPH
-                }
-
-                // Terminal arms may overlap listened-to variants (terminal wins), and a bare
-                // `terminal` may follow arms that already cover every variant.
-                #[allow(unreachable_patterns)]
-                fn __invoke(
-                    self: #p::Arc<Self>,
-                    method: #p::MethodId,
-                    cx: #p::Ctx<#state>,
-                    payload: #p::Payload,
-                ) -> #p::BoxFuture<'static, #p::StepResult> {
-                    match method.0 {
-                        #(#arms)*
-                        _ => #p::Box::pin(async move { #p::unknown_method(method) }),
-                    }
-                }
-            }
+            #flow_impl
 
             #checks
 
@@ -110,7 +124,6 @@ pub(crate) fn expand(g: &Graph<'_>) -> TokenStream {
 /// uses the flow (`MyFlow::graph()`, `kickoff`) still type-checks, so only the real errors show
 /// (thiserror's fallback). The methods are never called then, so dead-code warnings are silenced.
 pub(crate) fn fallback(flow: &Flow, errors: TokenStream) -> TokenStream {
-    let p = private();
     let item = &flow.item;
     let self_ty = &item.self_ty;
     let (impl_generics, _, where_clause) = item.generics.split_for_impl();
@@ -121,30 +134,32 @@ pub(crate) fn fallback(flow: &Flow, errors: TokenStream) -> TokenStream {
     let stub = if item.trait_.is_some() {
         TokenStream::new()
     } else {
-        quote! {
+        // Spanned on the state type, braces included, as in `expand`: a state without a serde
+        // derive is reported once per derive, there.
+        quote_spanned! {state.span()=>
             const _: () = {
-                impl #impl_generics #p::Flow for #self_ty #where_clause {
-                    type State = #state;
+                impl #impl_generics ::flow_core::__private::Flow for #self_ty #where_clause {
+                    type State = <#state as ::flow_core::StateCheck>::Checked;
 
-                    fn graph() -> &'static #p::Graph {
-                        static GRAPH: #p::Graph = #p::Graph {
+                    fn graph() -> &'static ::flow_core::__private::Graph {
+                        static GRAPH: ::flow_core::__private::Graph = ::flow_core::__private::Graph {
                             name: #name,
                             type_name: #type_name,
                             state_type: "",
                             methods: &[],
                             labels: &[],
-                            options: #p::FlowOptions::DEFAULT,
+                            options: ::flow_core::__private::FlowOptions::DEFAULT,
                         };
                         &GRAPH
                     }
 
                     fn __invoke(
-                        self: #p::Arc<Self>,
-                        method: #p::MethodId,
-                        _cx: #p::Ctx<#state>,
-                        _payload: #p::Payload,
-                    ) -> #p::BoxFuture<'static, #p::StepResult> {
-                        #p::Box::pin(async move { #p::unknown_method(method) })
+                        self: ::flow_core::__private::Arc<Self>,
+                        method: ::flow_core::__private::MethodId,
+                        _cx: ::flow_core::__private::Ctx<Self::State>,
+                        _payload: ::flow_core::__private::Payload,
+                    ) -> ::flow_core::__private::BoxFuture<'static, ::flow_core::__private::StepResult> {
+                        ::flow_core::__private::Box::pin(async move { ::flow_core::__private::unknown_method(method) })
                     }
                 }
             };
@@ -317,7 +332,8 @@ fn invoke_arm(g: &Graph<'_>, i: usize, m: &Method) -> TokenStream {
     let (assert, types) = match &m.sig.output {
         Some(out) => {
             let err = m.sig.error.as_ref().map_or_else(|| quote!(_), ToTokens::to_token_stream);
-            (quote!(#p::assert_output::<#out>();), quote!(::<#out, #err>))
+            let err_check = m.sig.error.as_ref().map(|e| quote!(::flow_core::assert_error::<#e>();));
+            (quote!(::flow_core::assert_output::<#out>(); #err_check), quote!(::<#out, #err>))
         }
         None => (TokenStream::new(), TokenStream::new()),
     };
@@ -381,7 +397,9 @@ fn route_match(g: &Graph<'_>, i: usize, m: &Method) -> TokenStream {
     if let Some(Terminal::All) = &m.options.terminal {
         arms.push(quote!(_ => #p::None,));
     }
-    let scrutinee = quote_spanned!(route.ty.span()=> __r);
+    // Matched by place (`*__r`): rustc then names an unhandled variant as the user wrote it,
+    // `Ticket::Spam`, not `&Ticket::Spam`.
+    let scrutinee = quote_spanned!(route.ty.span()=> *__r);
     quote!(match #scrutinee { #(#arms)* })
 }
 
@@ -396,31 +414,48 @@ fn checks(g: &Graph<'_>) -> TokenStream {
     let (impl_generics, _, where_clause) = item.generics.split_for_impl();
     let mut body = Vec::new();
     let mut traits = Vec::new();
-    for (n, c) in g.payload_checks.iter().enumerate() {
+    for c in &g.payload_checks {
         let param = &c.param;
-        let source = &c.source;
-        // One marker trait per check, implemented only by `T` for `T`, so that rustc's message
-        // can say which method receives what.
-        let same = format_ident!("__FlowPayload{}", n);
-        let message = format!("`{}` receives {}, `{{T}}`, but its parameter is `{{Self}}`", c.method, c.what);
+        let sources = &c.sources;
+        // One marker trait per check, implemented only by `X` for `(X, X, ...)` (one `X` per
+        // source), so that rustc's message can say which method receives what.
+        // Named after the method (`InputOfLog`), as rustc names the trait in a help line.
+        let camel: String = syn::ext::IdentExt::unraw(&c.method)
+            .to_string()
+            .split('_')
+            .map(|w| {
+                let mut chars = w.chars();
+                chars.next().map(|f| f.to_uppercase().chain(chars).collect::<String>()).unwrap_or_default()
+            })
+            .collect();
+        let same = format_ident!("InputOf{}", camel, span = c.method.span());
+        let message = &c.message;
+        let label = &c.label;
+        // One source: `T` for `T`; several (an `or`): `X` for `(X, X, ...)`.
+        let (impl_same, source) = match sources.as_slice() {
+            [one] => (quote!(impl<T> #same<T> for T {}), quote!(#one)),
+            _ => {
+                let xs = sources.iter().map(|_| quote!(X));
+                (quote!(impl<X> #same<(#(#xs,)*)> for X {}), quote!((#(#sources,)*)))
+            }
+        };
         traits.push(quote! {
             #[diagnostic::on_unimplemented(
                 message = #message,
-                label = "expected `{T}` here",
+                label = #label,
                 note = "an input parameter has the type its trigger sends: a method's output, the route enum \
                         for a route, the undone method's output for `#[compensate]`; change the type, or remove \
                         the parameter"
             )]
-            trait #same<T> {}
-            impl<T> #same<T> for T {}
-        });
-        let call = quote_spanned!(param.span()=> __check::<#param, #source>());
-        body.push(quote! {
-            {
-                fn __check<P: #same<T>, T>() {}
-                #call;
+            trait #same<T> {
+                fn check() {}
             }
+            #impl_same
         });
+        // A qualified call rather than a bounded function: rustc then reports the trait alone,
+        // with no "required by a bound in" note naming generated items.
+        let call = quote_spanned!(param.span()=> <#param as #same<#source>>::check());
+        body.push(quote!(#call;));
     }
     quote! {
         #(#traits)*

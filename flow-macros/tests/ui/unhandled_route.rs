@@ -1,0 +1,43 @@
+use flow_core::prelude::*;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Default, Serialize, Deserialize)]
+struct S;
+
+#[derive(Serialize, Deserialize)]
+enum Ticket {
+    Bug,
+    Question,
+}
+
+struct ByName;
+
+#[flow(state = S)]
+impl ByName {
+    #[start]
+    #[router]
+    async fn classify(&self) -> Result<Ticket> {
+        Ok(Ticket::Bug)
+    }
+
+    // CrewAI habit: listening to the router's name instead of its routes.
+    #[listen(classify)]
+    async fn handle(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+struct Nobody;
+
+#[flow(state = S)]
+impl Nobody {
+    #[start]
+    #[router]
+    async fn classify(&self) -> Result<Option<Ticket>> {
+        Ok(None)
+    }
+}
+
+fn main() {
+    let _ = (Ticket::Bug, Ticket::Question);
+}
