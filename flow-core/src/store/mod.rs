@@ -20,6 +20,8 @@
 //! # }
 //! ```
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod decode;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;

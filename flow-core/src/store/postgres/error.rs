@@ -162,7 +162,4 @@ fn prefix(run: Option<Uuid>) -> String {
     run.map(|id| format!("run {id}: ")).unwrap_or_default()
 }
 
-/// A stored value that does not decode: the row stays as it is and the caller is told which.
-pub(super) fn corrupt(run_id: Uuid, what: impl Into<String>, detail: impl ToString) -> StoreError {
-    StoreError::Corrupt { run_id, what: what.into(), detail: detail.to_string() }
-}
+pub(super) use crate::store::decode::corrupt;

@@ -5,11 +5,11 @@
 //! after a statement that locked the run row and read the epoch in the same transaction.
 //! Statements are prepared once per connection (deadpool's statement cache).
 
+use crate::store::decode::{decode_json, decode_opt_json, decode_raw, decode_run_status, decode_u32, decode_u64};
 use std::time::Duration;
 
 use deadpool_postgres::{GenericClient, Transaction};
 use serde_json::Value;
-use serde_json::value::RawValue;
 use tokio_postgres::Row;
 use tokio_postgres::types::{FromSql, ToSql};
 use uuid::Uuid;
@@ -190,30 +190,6 @@ fn opt_json(v: Option<&Value>) -> Option<String> {
 /// Reads a column; a value of another type than the schema's is damage to that row.
 fn col<'a, T: FromSql<'a>>(row: &'a Row, i: usize, run_id: Uuid, what: &str) -> Result<T, StoreError> {
     row.try_get(i).map_err(|e| corrupt(run_id, what, e))
-}
-
-fn decode_json(run_id: Uuid, what: &str, text: &str) -> Result<Value, StoreError> {
-    serde_json::from_str(text).map_err(|e| corrupt(run_id, what, format!("not valid JSON: {e}")))
-}
-
-fn decode_raw(run_id: Uuid, what: &str, text: String) -> Result<Box<RawValue>, StoreError> {
-    RawValue::from_string(text).map_err(|e| corrupt(run_id, what, format!("not valid JSON: {e}")))
-}
-
-fn decode_opt_json(run_id: Uuid, what: &str, text: Option<String>) -> Result<Option<Value>, StoreError> {
-    text.map(|t| decode_json(run_id, what, &t)).transpose()
-}
-
-fn decode_run_status(run_id: Uuid, what: &str, s: &str) -> Result<RunStatus, StoreError> {
-    RunStatus::parse(s).ok_or_else(|| corrupt(run_id, what, format!("unknown run status `{s}`")))
-}
-
-fn decode_u64(run_id: Uuid, what: &str, v: i64) -> Result<u64, StoreError> {
-    u64::try_from(v).map_err(|_| corrupt(run_id, what, format!("negative value {v}")))
-}
-
-fn decode_u32(run_id: Uuid, what: &str, v: i64) -> Result<u32, StoreError> {
-    u32::try_from(v).map_err(|_| corrupt(run_id, what, format!("value {v} out of range")))
 }
 
 /// Decodes a row of [`run_columns`].

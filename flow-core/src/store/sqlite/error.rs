@@ -41,10 +41,7 @@ pub(super) fn is_busy(e: &rusqlite::Error) -> bool {
     matches!(e.sqlite_error_code(), Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked))
 }
 
-/// A stored value that does not decode: the row stays as it is and the caller is told which.
-pub(super) fn corrupt(run_id: Uuid, what: impl Into<String>, detail: impl ToString) -> StoreError {
-    StoreError::Corrupt { run_id, what: what.into(), detail: detail.to_string() }
-}
+pub(super) use crate::store::decode::corrupt;
 
 /// Reading a column failed: a value of the wrong type or invalid UTF-8 is damage to that row;
 /// anything else is the database's own failure.

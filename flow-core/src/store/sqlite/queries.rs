@@ -4,12 +4,14 @@
 //! never begin or end transactions themselves. Every statement is prepared through the
 //! connection's statement cache.
 
+use crate::store::decode::{
+    decode_json, decode_opt_json, decode_raw, decode_run_status, decode_u32, decode_u64, decode_uuid,
+};
 use std::path::Path;
 use std::time::Duration;
 
 use rusqlite::{CachedStatement, Connection, OptionalExtension, params};
 use serde_json::Value;
-use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use super::error::{column, corrupt, map};
@@ -164,35 +166,6 @@ fn hash_from_sql(h: i64) -> u64 {
 fn opt_json(v: Option<&Value>) -> Option<String> {
     // `Some(Value::Null)` is stored as the text `null`, distinct from SQL NULL for `None`.
     v.map(Value::to_string)
-}
-
-fn decode_json(run_id: Uuid, what: &str, text: &str) -> Result<Value, StoreError> {
-    serde_json::from_str(text).map_err(|e| corrupt(run_id, what, format!("not valid JSON: {e}")))
-}
-
-/// Keeps stored JSON as text, after checking that it is JSON.
-fn decode_raw(run_id: Uuid, what: &str, text: String) -> Result<Box<RawValue>, StoreError> {
-    RawValue::from_string(text).map_err(|e| corrupt(run_id, what, format!("not valid JSON: {e}")))
-}
-
-fn decode_opt_json(run_id: Uuid, what: &str, text: Option<String>) -> Result<Option<Value>, StoreError> {
-    text.map(|t| decode_json(run_id, what, &t)).transpose()
-}
-
-fn decode_run_status(run_id: Uuid, what: &str, s: &str) -> Result<RunStatus, StoreError> {
-    RunStatus::parse(s).ok_or_else(|| corrupt(run_id, what, format!("unknown run status `{s}`")))
-}
-
-fn decode_u64(run_id: Uuid, what: &str, v: i64) -> Result<u64, StoreError> {
-    u64::try_from(v).map_err(|_| corrupt(run_id, what, format!("negative value {v}")))
-}
-
-fn decode_u32(run_id: Uuid, what: &str, v: i64) -> Result<u32, StoreError> {
-    u32::try_from(v).map_err(|_| corrupt(run_id, what, format!("value {v} out of range")))
-}
-
-fn decode_uuid(run_id: Uuid, what: &str, s: &str) -> Result<Uuid, StoreError> {
-    Uuid::parse_str(s).map_err(|e| corrupt(run_id, what, format!("`{s}` is not a UUID: {e}")))
 }
 
 /// A `flow_runs` row as stored, before decoding.

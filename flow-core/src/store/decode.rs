@@ -1,0 +1,42 @@
+//! Reading stored values back, shared by the SQL stores: a value that does not decode is
+//! damage to its run's row ([`StoreError::Corrupt`]), named by the run and the part.
+
+use serde_json::Value;
+use serde_json::value::RawValue;
+use uuid::Uuid;
+
+use super::{RunStatus, StoreError};
+
+/// Damage to one run's row: the part and why.
+pub(super) fn corrupt(run_id: Uuid, what: impl Into<String>, detail: impl ToString) -> StoreError {
+    StoreError::Corrupt { run_id, what: what.into(), detail: detail.to_string() }
+}
+
+pub(super) fn decode_json(run_id: Uuid, what: &str, text: &str) -> Result<Value, StoreError> {
+    serde_json::from_str(text).map_err(|e| corrupt(run_id, what, format!("not valid JSON: {e}")))
+}
+
+/// Keeps stored JSON as text, after checking that it is JSON.
+pub(super) fn decode_raw(run_id: Uuid, what: &str, text: String) -> Result<Box<RawValue>, StoreError> {
+    RawValue::from_string(text).map_err(|e| corrupt(run_id, what, format!("not valid JSON: {e}")))
+}
+
+pub(super) fn decode_opt_json(run_id: Uuid, what: &str, text: Option<String>) -> Result<Option<Value>, StoreError> {
+    text.map(|t| decode_json(run_id, what, &t)).transpose()
+}
+
+pub(super) fn decode_run_status(run_id: Uuid, what: &str, s: &str) -> Result<RunStatus, StoreError> {
+    RunStatus::parse(s).ok_or_else(|| corrupt(run_id, what, format!("unknown run status `{s}`")))
+}
+
+pub(super) fn decode_u64(run_id: Uuid, what: &str, v: i64) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| corrupt(run_id, what, format!("negative value {v}")))
+}
+
+pub(super) fn decode_u32(run_id: Uuid, what: &str, v: i64) -> Result<u32, StoreError> {
+    u32::try_from(v).map_err(|_| corrupt(run_id, what, format!("value {v} out of range")))
+}
+
+pub(super) fn decode_uuid(run_id: Uuid, what: &str, s: &str) -> Result<Uuid, StoreError> {
+    Uuid::parse_str(s).map_err(|e| corrupt(run_id, what, format!("`{s}` is not a UUID: {e}")))
+}
