@@ -368,7 +368,9 @@ impl HangsUnlimited {
 /// `timeout = "none"` opts out. On the paused clock, so the 10 minutes pass at once.
 #[tokio::test(start_paused = true)]
 async fn a_hung_step_ends_at_the_default_timeout() {
-    let err = Runner::new(Hangs).kickoff(Doc::default()).await.unwrap_err();
+    // An hour of the paused clock: without a default limit the run would still be waiting.
+    let ended = tokio::time::timeout(Duration::from_secs(3600), Runner::new(Hangs).kickoff(Doc::default())).await;
+    let err = ended.expect("a step with no timeout of its own must end at the default").unwrap_err();
     let FlowError::MethodFailed { method, class, .. } = &err else { panic!("{err:?}") };
     assert_eq!((method.as_str(), *class), ("call_a_server_that_never_answers", ErrorClass::Transient));
     assert!(err.to_string().contains("timed out after 600s"), "{err}");
