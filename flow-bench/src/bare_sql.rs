@@ -64,6 +64,9 @@ impl Store for BareSqlCommits {
     async fn renew(&self, run_id: Uuid, epoch: u64, lease: Duration) -> Result<(), StoreError> {
         self.inner.renew(run_id, epoch, lease).await
     }
+    async fn release(&self, run_id: Uuid, epoch: u64) -> Result<(), StoreError> {
+        self.inner.release(run_id, epoch).await
+    }
 
     async fn load_run(&self, run_id: Uuid) -> Result<RunRecord, StoreError> {
         self.inner.load_run(run_id).await

@@ -23,8 +23,8 @@ use crate::outcome::RunOutcome;
 use crate::plan::Plan;
 use crate::progress::{Halt, Progress};
 use crate::store::{
-    Claim, Commit, DamagedRun, Listing, NewRun, RunFilter, RunRecord, RunStatus, RunSummary, Snapshot, StepRecord,
-    StepStatus, Store, StoreError, now_ms,
+    Claim, DamagedRun, Listing, NewRun, RunFilter, RunRecord, RunStatus, RunSummary, Snapshot, StepRecord, StepStatus,
+    Store, StoreError, now_ms,
 };
 
 /// Runs one flow: `kickoff` new runs, `resume` stored ones, `fork` from checkpoints.
@@ -682,23 +682,9 @@ fn moved_on(run: &RunRecord, key: &str) -> FlowError {
 /// Gives back a lease taken for nothing, by committing the claimed checkpoint again unchanged:
 /// a run at rest holds no lease. A run that is running keeps the lease until it expires.
 async fn release(store: &Arc<dyn Store>, claim: &Claim) {
-    let run = &claim.run;
-    if !run.status.is_at_rest() {
-        return;
-    }
-    let commit = Commit {
-        run_id: run.run_id,
-        epoch: claim.epoch,
-        status: run.status,
-        snapshot: run.snapshot.clone(),
-        steps: Vec::new(),
-        step_key: None,
-        output: run.output.clone(),
-        error: run.error.clone(),
-        pause: run.pause.clone(),
-    };
-    if let Err(e) = store.commit(commit).await {
-        tracing::warn!(run_id = %run.run_id, error = %e, "could not give back the lease of a run left as it was; it lapses on its own");
+    let run_id = claim.run.run_id;
+    if let Err(e) = store.release(run_id, claim.epoch).await {
+        tracing::warn!(%run_id, error = %e, "could not give back the lease of a run left as it was; it lapses on its own");
     }
 }
 

@@ -151,6 +151,9 @@ impl Store for Intercept {
     async fn renew(&self, run_id: Uuid, epoch: u64, lease: Duration) -> Result<(), StoreError> {
         self.inner.renew(run_id, epoch, lease).await
     }
+    async fn release(&self, run_id: Uuid, epoch: u64) -> Result<(), StoreError> {
+        self.inner.release(run_id, epoch).await
+    }
     async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
         if let Some(refused) = (self.refuse_commit)(&commit) {
             return Err(refused);

@@ -165,6 +165,17 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn release(&self, run_id: Uuid, epoch: u64) -> Result<(), StoreError> {
+        let mut runs = self.lock();
+        let run = runs.get_mut(&run_id).and_then(|r| r.record.as_mut()).ok_or(StoreError::NotFound(run_id))?;
+        if run.epoch != epoch {
+            return Err(StoreError::Fenced { run_id, epoch, current: run.epoch });
+        }
+        run.lease_owner = None;
+        run.lease_expires_at_ms = None;
+        Ok(())
+    }
+
     async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
         let mut runs = self.lock();
         let keep = self.keep_checkpoints;

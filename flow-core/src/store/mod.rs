@@ -640,6 +640,9 @@ impl StoreError {
 ///     async fn renew(&self, run_id: Uuid, epoch: u64, lease: Duration) -> Result<(), StoreError> {
 ///         self.inner.renew(run_id, epoch, lease).await
 ///     }
+///     async fn release(&self, run_id: Uuid, epoch: u64) -> Result<(), StoreError> {
+///         self.inner.release(run_id, epoch).await
+///     }
 ///     async fn load_run(&self, run_id: Uuid) -> Result<RunRecord, StoreError> {
 ///         self.inner.load_run(run_id).await
 ///     }
@@ -686,6 +689,11 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError::Released`] when the run came to rest under this epoch (a late renewal must
     /// not give a resting run an expiry again).
     async fn renew(&self, run_id: Uuid, epoch: u64, lease: Duration) -> Result<(), StoreError>;
+
+    /// Gives up the lease held under `epoch` and leaves the run as it is, so that another
+    /// worker (or a later call) can claim it at once: for a claim that turned out to have
+    /// nothing to do. Fails with [`StoreError::Fenced`] when the run was taken over.
+    async fn release(&self, run_id: Uuid, epoch: u64) -> Result<(), StoreError>;
 
     /// Writes one checkpoint atomically.
     async fn commit(&self, commit: Commit) -> Result<(), StoreError>;

@@ -212,6 +212,17 @@ async fn lease_rules(store: &dyn Store) -> TestResult {
     assert_eq!((still.lease_owner, still.lease_expires_at_ms), (None, None), "a late renewal holds nothing");
     let claim = store.claim(id, "c", LONG).await?;
     assert_eq!((claim.epoch, claim.run.status), (4, RunStatus::Completed));
+
+    // A claim that has nothing to do gives the lease back and leaves the run as it was.
+    store.release(id, 4).await?;
+    let released = store.load_run(id).await?;
+    assert_eq!((released.lease_owner, released.lease_expires_at_ms), (None, None));
+    assert_eq!((released.status, released.version), (RunStatus::Completed, at_rest.version), "nothing else changes");
+    match store.release(id, 3).await {
+        Err(StoreError::Fenced { epoch: 3, current: 4, .. }) => {}
+        other => return Err(format!("release under a lost lease: expected Fenced, got {other:?}").into()),
+    }
+    assert_eq!(store.claim(id, "d", LONG).await?.epoch, 5, "claimable at once after a release");
     Ok(())
 }
 

@@ -327,6 +327,10 @@ impl Store for PgStore {
         on_connection!(self, Some(run_id), |client| queries::renew(&client, &self.pg, run_id, epoch, lease))
     }
 
+    async fn release(&self, run_id: Uuid, epoch: u64) -> Result<(), StoreError> {
+        on_connection!(self, Some(run_id), |client| queries::release(&client, &self.pg, run_id, epoch))
+    }
+
     async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
         let run_id = commit.run_id;
         let keep = self.keep_checkpoints;

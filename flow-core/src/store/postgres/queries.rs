@@ -82,6 +82,9 @@ const SELECT_LEASE: &str = concat!(
 // Only a lease still held: a renewal that reaches the store after the run came to rest under
 // the same epoch (the heartbeat's write behind the final commit) must not give the released
 // run an expiry again.
+const RELEASE_LEASE: &str =
+    "UPDATE flow_runs SET lease_owner = NULL, lease_expires_at = NULL WHERE run_id = $1 AND epoch = $2";
+
 const RENEW_LEASE: &str = concat!(
     "UPDATE flow_runs SET lease_expires_at = ",
     now_ms!(),
@@ -345,6 +348,19 @@ pub(super) async fn renew(
         None => StoreError::NotFound(run_id),
         // The epoch still matches, so the lease is what is missing.
         Some((current, _)) if current == epoch => StoreError::Released { run_id, epoch },
+        Some((current, _)) => StoreError::Fenced { run_id, epoch, current },
+    })
+}
+
+/// Gives up the lease held under `epoch`, leaving the run as it is.
+pub(super) async fn release(client: &impl GenericClient, pg: &Pg, run_id: Uuid, epoch: u64) -> Result<(), StoreError> {
+    let fail = |e: tokio_postgres::Error| pg.map(&e, Some(run_id));
+    let stmt = client.prepare_cached(RELEASE_LEASE).await.map_err(fail)?;
+    if client.execute(&stmt, &[&run_id, &epoch_param(epoch)]).await.map_err(fail)? > 0 {
+        return Ok(());
+    }
+    Err(match epoch_of(client, pg, run_id).await? {
+        None => StoreError::NotFound(run_id),
         Some((current, _)) => StoreError::Fenced { run_id, epoch, current },
     })
 }

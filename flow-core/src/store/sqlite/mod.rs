@@ -467,6 +467,10 @@ impl Store for SqliteStore {
         self.write(move |db| queries::renew(db, run_id, epoch, lease, now_ms())).await.map_err(|e| e.for_run(run_id))
     }
 
+    async fn release(&self, run_id: Uuid, epoch: u64) -> Result<(), StoreError> {
+        self.write(move |db| queries::release(db, run_id, epoch)).await.map_err(|e| e.for_run(run_id))
+    }
+
     async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
         let keep = self.inner.keep_checkpoints;
         let run_id = commit.run_id;

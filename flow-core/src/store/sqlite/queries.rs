@@ -91,6 +91,9 @@ const TAKE_LEASE: &str = concat!(
 const RENEW_LEASE: &str =
     "UPDATE flow_runs SET lease_expires_at = ?3 WHERE run_id = ?1 AND epoch = ?2 AND lease_owner IS NOT NULL";
 
+const RELEASE_LEASE: &str =
+    "UPDATE flow_runs SET lease_owner = NULL, lease_expires_at = NULL WHERE run_id = ?1 AND epoch = ?2";
+
 // Written only when the status changes, not on every checkpoint. ?6 says whether the run
 // stays running: any other status releases the lease.
 const UPDATE_RUN: &str = "UPDATE flow_runs SET status = ?2, output = ?3, error = ?4, pause = ?5, \
@@ -472,6 +475,16 @@ pub(super) fn renew(db: Db<'_>, run_id: Uuid, epoch: u64, lease: Duration, now: 
             StoreError::Fenced { current, .. } if current == epoch => StoreError::Released { run_id, epoch },
             e => e,
         });
+    }
+    Ok(())
+}
+
+/// Gives up the lease held under `epoch`, leaving the run as it is.
+pub(super) fn release(db: Db<'_>, run_id: Uuid, epoch: u64) -> Result<(), StoreError> {
+    let changed =
+        db.prepare(RELEASE_LEASE)?.execute(params![run_id.to_string(), epoch_param(epoch)]).map_err(db.fail())?;
+    if changed == 0 {
+        return Err(fenced_or_missing(db, run_id, epoch));
     }
     Ok(())
 }
