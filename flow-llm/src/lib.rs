@@ -11,6 +11,7 @@
 //! - [`feedback::route_feedback`]: a person's free-text answer mapped onto a route enum, failing
 //!   closed when it is unclear.
 //! - [`TestServer`]: a local OpenAI-compatible server for tests and examples.
+//! - `mcp` (feature `mcp`): tools from MCP servers, see below.
 //!
 //! Inside a flow method, pass the method's context `cx` wherever a `&dyn Journal` is asked for:
 //!
@@ -41,6 +42,34 @@
 //! # Ok(()) }
 //! ```
 
+//!
+//! # Tools from MCP servers
+//!
+//! With the `mcp` feature, `mcp::McpServer` connects to a
+//! [Model Context Protocol](https://modelcontextprotocol.io) server through the official `rmcp`
+//! client, either a command run as a child process (stdio) or a URL (streamable HTTP), and turns
+//! its tools into [`Tool`]s: an agent offers them to the model with the server's descriptions and
+//! input JSON Schemas, and journals their calls like any tool call, so a re-run step does not call
+//! the server again. A server that errs, answers garbage, stays silent past the call timeout or
+//! dies gives the model an error result to work with; the agent never hangs on it.
+//!
+//! ```no_run
+//! # #[cfg(feature = "mcp")]
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use flow_llm::mcp::McpServer;
+//! use flow_llm::{Agent, OpenAiLlm};
+//!
+//! let fetch = McpServer::stdio("uvx").arg("mcp-server-fetch").connect().await?;
+//! let agent = Agent::builder("Researcher", "Read the sources", "Thorough")
+//!     .llm(Arc::new(OpenAiLlm::from_env()?))
+//!     .tools(fetch.tools())
+//!     .build()?;
+//! // In a flow method: `agent.run(cx, "Summarise https://example.com").await?`
+//! # let _ = agent;
+//! # Ok(()) }
+//! ```
+
 pub mod agent;
 pub mod chat;
 pub mod crew;
@@ -51,6 +80,8 @@ pub mod feedback;
 pub mod limit;
 pub mod llm;
 pub mod matching;
+#[cfg(feature = "mcp")]
+pub mod mcp;
 pub mod openai;
 pub mod scripted;
 pub mod server;

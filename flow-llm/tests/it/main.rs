@@ -10,6 +10,7 @@ mod crew;
 mod feedback;
 mod flow;
 mod journal;
+mod mcp;
 mod replay;
 mod resilience;
 mod scripted;
