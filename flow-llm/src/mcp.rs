@@ -90,7 +90,7 @@ const STDERR_TAIL_LINES: usize = 12;
 /// Characters kept of one stderr line.
 const STDERR_LINE_CHARS: usize = 400;
 /// How long a failed connection waits for the rest of the child's stderr (it usually says why).
-const STDERR_GRACE: Duration = Duration::from_millis(500);
+const STDERR_GRACE: Duration = Duration::from_secs(2);
 
 /// Setting up an MCP connection failed. Calls on a working connection never fail this way: their
 /// failures are tool results for the model (see the [module docs](self)).

@@ -258,7 +258,41 @@ async fn a_stdio_server_tools_reach_the_model_and_their_results_come_back() {
     assert_eq!(add["function"]["description"], "Adds two integers");
     assert!(add["function"].get("strict").is_none(), "{add}");
     assert_eq!(tool_results(&server, 1), ["42"]);
+
+    let add = mcp.tool("add").unwrap();
     mcp.close().await;
+    let err = add.call(json!({"a": 1, "b": 2})).await.unwrap_err();
+    assert!(err.to_string().contains("`calculator` is not reachable any more"), "{err}");
+}
+
+#[tokio::test]
+async fn two_servers_with_the_same_tools_serve_one_agent_through_prefixes() {
+    let http = HttpCalculator::start().await;
+    let local = stdio("serve").tool_prefix("local").connect().await.unwrap();
+    let remote = McpServer::http(&http.url).tool_prefix("remote").connect().await.unwrap();
+    let server = TestServer::start().await.unwrap();
+    server
+        .enqueue(Reply::tool_calls([("local_add", json!({"a": 1, "b": 2})), ("remote_add", json!({"a": 3, "b": 4}))]));
+    server.enqueue(Reply::text("3 and 7"));
+    let agent = Agent::builder("Bookkeeper", "Compute", "Exact")
+        .llm(Arc::new(llm(&server)))
+        .tools(local.tools())
+        .tools(remote.tools())
+        .build()
+        .unwrap();
+
+    let out = tokio::time::timeout(NO_HANG, agent.run(&NoJournal, "go")).await.unwrap().unwrap();
+    assert_eq!(out.raw, "3 and 7");
+    assert_eq!(tool_results(&server, 1), ["3", "7"]);
+    assert_eq!(http.served.load(Ordering::SeqCst), 1, "only remote_add went to the HTTP server");
+    let offered: Vec<String> = server.requests()[0].body["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(offered.contains(&"local_add".to_owned()) && offered.contains(&"remote_add".to_owned()), "{offered:?}");
+    http.stop().await;
 }
 
 #[tokio::test]
