@@ -9,10 +9,15 @@
 //! the recorded result without calling the server).
 //!
 //! Nothing the server does can hang or fail the agent: a call that gets no answer within the
-//! call timeout, a server that exited or closed the connection, a JSON-RPC error and a reply that
-//! is not a tool result all come back to the model as the tool's error result, and are logged
-//! (target `flow_llm::mcp`) with what to do. Only setting the connection up fails with an
+//! call timeout, a server that exited or closed the connection (an HTTP server is pinged every
+//! few seconds while a call is in flight, so its death is noticed before the timeout), a JSON-RPC
+//! error and a reply that is not a tool result all come back to the model as the tool's error
+//! result, and are logged with what to do. Only setting the connection up fails, with an
 //! [`McpError`].
+//!
+//! The tool list is read once, at connection; a server that changes its tools later needs a new
+//! connection. There is no reconnection either: once a server is gone its tools answer with
+//! errors, and a step run again connects anew.
 //!
 //! ```no_run
 //! use std::sync::Arc;
@@ -55,8 +60,8 @@ use std::time::Duration;
 
 use flow_core::{Classify, ErrorClass};
 use rmcp::model::{
-    CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, ContentBlock, ErrorCode, Implementation,
-    ResourceContents,
+    CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig, ClientRequest, ContentBlock, ErrorCode,
+    Implementation, PingRequest, ResourceContents,
 };
 use rmcp::service::{ClientInitializeError, RunningService};
 use rmcp::transport::streamable_http_client::{StreamableHttpClientTransportConfig, StreamableHttpError};
@@ -89,6 +94,10 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 const STDERR_TAIL_LINES: usize = 12;
 /// Characters kept of one stderr line.
 const STDERR_LINE_CHARS: usize = 400;
+/// How often a long call to an HTTP server checks that the server is still there: a server that
+/// dies mid-call does not always end the call's response stream, and the model should hear that
+/// it died, not wait the whole call timeout to hear it was slow.
+const LIVENESS_INTERVAL: Duration = Duration::from_secs(3);
 /// How long a failed connection waits for the rest of the child's stderr (it usually says why).
 const STDERR_GRACE: Duration = Duration::from_secs(2);
 
@@ -478,6 +487,7 @@ impl McpServerBuilder {
             service: Mutex::new(Some(service)),
             closed: AtomicBool::new(false),
             call_timeout: self.call_timeout,
+            http,
             stderr,
         });
         let mut tools: Vec<McpTool> = Vec::with_capacity(listed.len());
@@ -645,7 +655,27 @@ struct Connection {
     service: Mutex<Option<RunningService<RoleClient, ClientConfig>>>,
     closed: AtomicBool,
     call_timeout: Duration,
+    http: bool,
     stderr: StderrTail,
+}
+
+impl Connection {
+    /// Returns once the server is found gone. A stdio server's death closes its stdout, which
+    /// ends the calls in flight by itself; an HTTP server is pinged. A ping that is refused or
+    /// unanswered only means the server is busy.
+    async fn gone(&self) -> ServiceError {
+        if !self.http {
+            return std::future::pending().await;
+        }
+        loop {
+            tokio::time::sleep(LIVENESS_INTERVAL).await;
+            let ping = self.peer.send_request(ClientRequest::PingRequest(PingRequest::default()));
+            match tokio::time::timeout(LIVENESS_INTERVAL, ping).await {
+                Ok(Err(e @ (ServiceError::TransportClosed | ServiceError::TransportSend(_)))) => return e,
+                _ => continue,
+            }
+        }
+    }
 }
 
 /// A connection to one MCP server and the tools it offers. Cheap to clone (shared); the
@@ -908,8 +938,15 @@ impl Tool for McpTool {
         }
         let server = &self.connection.label;
         tracing::debug!(server = %server, tool = %self.remote, "calling MCP tool");
-        // Dropping the call at the timeout tells the server it was cancelled.
-        let outcome = tokio::time::timeout(self.connection.call_timeout, self.connection.peer.call_tool(params)).await;
+        // Dropping the call (at the timeout, or once the server is found gone) tells the server
+        // it was cancelled.
+        let call = async {
+            tokio::select! {
+                result = self.connection.peer.call_tool(params) => result,
+                gone = self.connection.gone() => Err(gone),
+            }
+        };
+        let outcome = tokio::time::timeout(self.connection.call_timeout, call).await;
         let result = match outcome {
             Err(_) => {
                 let after = self.connection.call_timeout;

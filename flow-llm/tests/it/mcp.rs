@@ -424,6 +424,31 @@ async fn an_http_server_that_stops_is_a_tool_error_for_the_model() {
     assert_eq!(served.load(Ordering::SeqCst), 1);
 }
 
+/// The server goes away while a call is in flight: the model hears that it is gone, rather than
+/// waiting out the call timeout to hear that it was slow.
+#[tokio::test]
+async fn an_http_server_that_dies_mid_call_is_a_tool_error_before_the_call_timeout() {
+    let http = HttpCalculator::start().await;
+    let mcp = McpServer::http(&http.url).name("ledger").call_timeout(NO_HANG * 2).connect().await.unwrap();
+    let served = Arc::clone(&http.served);
+    let server = TestServer::start().await.unwrap();
+    server.enqueue(Reply::tool_call("hang", json!({})));
+    server.enqueue(Reply::text("The ledger died."));
+    let agent = agent(&server, &mcp);
+    let run = agent.run(&NoJournal, "go");
+    let kill = async {
+        while served.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        http.stop().await;
+    };
+    let (out, ()) = tokio::time::timeout(NO_HANG, async { tokio::join!(run, kill) }).await.unwrap();
+    assert_eq!(out.unwrap().raw, "The ledger died.");
+    let text = &tool_results(&server, 1)[0];
+    assert!(text.starts_with("Error executing tool `hang`"), "{text}");
+    assert!(text.contains("`ledger` is not reachable any more"), "{text}");
+}
+
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct Books {
     answer: String,
