@@ -7,8 +7,8 @@ use std::error::Error;
 use std::time::Duration;
 
 use flow_core::store::{
-    CheckpointInfo, Commit, JournalEntry, NewRun, RunFilter, RunStatus, Snapshot, StepRecord, StepStatus, Store,
-    StoreError,
+    CheckpointInfo, Commit, JournalEntry, NewRun, Placement, RunFilter, RunStatus, Snapshot, Start, StepRecord,
+    StepStatus, Store, StoreError,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -45,8 +45,8 @@ pub fn new_run(flow: &str, owner: &str, lease: Duration) -> NewRun {
         parent_run_id: None,
         snapshot: snapshot(0),
         steps: vec![step("start#0", StepStatus::Ready)],
-        owner: owner.to_string(),
-        lease,
+        start: Start::Leased { owner: owner.to_string(), lease },
+        placement: Placement::default(),
     }
 }
 
@@ -66,6 +66,7 @@ pub fn commit(run_id: Uuid, epoch: u64, n: u64) -> Commit {
         output: None,
         error: None,
         pause: None,
+        available_at_ms: None,
     }
 }
 

@@ -219,6 +219,9 @@ fn decode_run(row: &Row, run_id: Uuid) -> Result<RunRecord, StoreError> {
         lease_owner: col(row, 8, run_id, "lease owner")?,
         lease_expires_at_ms: col(row, 9, run_id, "lease expiry")?,
         epoch: decode_u64(run_id, "epoch", col(row, 10, run_id, "epoch")?)?,
+        placement: crate::store::Placement::default(),
+        available_at_ms: None,
+        answer: None,
         created_at_ms: col(row, 11, run_id, "creation time")?,
         updated_at_ms: col(row, 12, run_id, "update time")?,
     })
@@ -273,11 +276,12 @@ async fn upsert_steps(
 pub(super) async fn create_run(tx: &Transaction<'_>, pg: &Pg, run: &NewRun) -> Result<u64, StoreError> {
     let id = run.run_id;
     let fail = |e: tokio_postgres::Error| pg.map(&e, Some(id));
+    let crate::store::Start::Leased { owner, lease } = &run.start else {
+        return Err(StoreError::Unsupported { what: "queued runs (not yet)".into() });
+    };
     let insert = tx.prepare_cached(INSERT_RUN).await.map_err(fail)?;
-    let inserted = tx
-        .query_opt(&insert, &[&id, &run.flow, &run.parent_run_id, &run.owner, &millis(run.lease)])
-        .await
-        .map_err(fail)?;
+    let inserted =
+        tx.query_opt(&insert, &[&id, &run.flow, &run.parent_run_id, owner, &millis(*lease)]).await.map_err(fail)?;
     if inserted.is_none() {
         return Err(StoreError::Duplicate(id));
     }
@@ -529,6 +533,8 @@ fn decode_summary(row: &Row) -> Result<RunSummary, DamagedRun> {
             flow: col(row, 1, run_id, "flow")?,
             status: decode_run_status(run_id, "status", &status)?,
             pause: decode_opt_json(run_id, "pause", col(row, 3, run_id, "pause")?)?,
+            placement: crate::store::Placement::default(),
+            available_at_ms: None,
             created_at_ms: col(row, 4, run_id, "creation time")?,
             updated_at_ms: col(row, 5, run_id, "update time")?,
         })

@@ -228,6 +228,9 @@ impl RunRow {
             lease_owner: self.lease_owner,
             lease_expires_at_ms: self.lease_expires_at,
             epoch: decode_u64(run_id, "epoch", self.epoch)?,
+            placement: crate::store::Placement::default(),
+            available_at_ms: None,
+            answer: None,
             created_at_ms: self.created_at,
             updated_at_ms: self.updated_at.max(latest.created_at),
         })
@@ -403,6 +406,9 @@ pub(super) fn create_run(db: Db<'_>, run: &NewRun, now: i64) -> Result<u64, Stor
     let id = run.run_id.to_string();
     let state = run.snapshot.state.get();
     let progress = run.snapshot.progress.get();
+    let crate::store::Start::Leased { owner, lease } = &run.start else {
+        return Err(StoreError::Unsupported { what: "queued runs (not yet)".into() });
+    };
     let run_no: Option<i64> = db
         .prepare(INSERT_RUN)?
         .query_row(
@@ -411,8 +417,8 @@ pub(super) fn create_run(db: Db<'_>, run: &NewRun, now: i64) -> Result<u64, Stor
                 run.flow,
                 run.parent_run_id.map(|p| p.to_string()),
                 RunStatus::Running.as_str(),
-                run.owner,
-                now.saturating_add(millis(run.lease)),
+                owner,
+                now.saturating_add(millis(*lease)),
                 now,
             ],
             |r| r.get(0),
@@ -614,6 +620,8 @@ fn decode_summary(db: Db<'_>, (id, rest): SummaryRow) -> Result<RunSummary, Dama
             status: decode_run_status(run_id, "status", &status)?,
             pause: decode_opt_json(run_id, "pause", pause)?,
             created_at_ms,
+            placement: crate::store::Placement::default(),
+            available_at_ms: None,
             updated_at_ms,
         })
     })();
@@ -813,8 +821,8 @@ mod tests {
             parent_run_id: None,
             snapshot: Snapshot::encode(&json!({}), &json!({}))?,
             steps: vec![],
-            owner: "w".into(),
-            lease: Duration::ZERO,
+            start: crate::store::Start::Leased { owner: "w".into(), lease: Duration::ZERO },
+            placement: crate::store::Placement::default(),
         })
     }
 
@@ -851,6 +859,7 @@ mod tests {
             output: None,
             error: None,
             pause: None,
+            available_at_ms: None,
         };
         match commit(db, &c, None, 4) {
             Err(StoreError::Backend(m)) => assert!(m.contains("fork it to go on"), "{m}"),
@@ -886,8 +895,8 @@ mod tests {
                 parent_run_id: None,
                 snapshot: Snapshot::encode(&json!({}), &json!({}))?,
                 steps: vec![step("start#0")],
-                owner: "w".into(),
-                lease: Duration::ZERO,
+                start: crate::store::Start::Leased { owner: "w".into(), lease: Duration::ZERO },
+                placement: crate::store::Placement::default(),
             };
             let id = run.run_id;
             create_run(db, &run, 1_000)?;
@@ -908,6 +917,7 @@ mod tests {
                     output: None,
                     error: None,
                     pause: None,
+                    available_at_ms: None,
                 };
                 commit(db, &c, Some(2), 3_000)?;
             }
@@ -921,6 +931,7 @@ mod tests {
                 output: None,
                 error: None,
                 pause: None,
+                available_at_ms: None,
             };
             assert!(matches!(commit(db, &stale, None, 4_000), Err(StoreError::Fenced { .. })));
             let entry = JournalEntry {

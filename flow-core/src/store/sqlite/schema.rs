@@ -555,8 +555,8 @@ mod tests {
             parent_run_id: None,
             snapshot: crate::store::Snapshot::encode(&1, &2)?,
             steps: Vec::new(),
-            owner: "w".into(),
-            lease: Duration::ZERO,
+            start: crate::store::Start::Leased { owner: "w".into(), lease: Duration::ZERO },
+            placement: crate::store::Placement::default(),
         };
         assert_eq!(queries::create_run(db, &third, 30)?, 1);
         let no: i64 =
