@@ -21,6 +21,8 @@
 //! ```
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod admission;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod decode;
 mod memory;
 #[cfg(feature = "postgres")]

@@ -198,6 +198,24 @@ ALTER TABLE flow_checkpoints_v3 RENAME TO flow_checkpoints;
 "
 );
 
+/// Version 4: queued runs (issue 17). A run waits in a named queue, with an optional
+/// concurrency key, until `available_at` (ms; NULL: at once); `answer` holds a person's answer
+/// (`{"step_key": ..., "value": ...}` as JSON text) until the step that asked takes it. Runs of
+/// older versions go to the default queue.
+///
+/// `flow_runs_runnable` serves `claim_next`: only queued and running rows, by queue and due
+/// time. `flow_runs_leased` serves the count of live leases per queue and key that its limits
+/// are checked against.
+const V4: &str = "ALTER TABLE flow_runs ADD COLUMN queue TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE flow_runs ADD COLUMN concurrency_key TEXT;
+ALTER TABLE flow_runs ADD COLUMN available_at INTEGER;
+ALTER TABLE flow_runs ADD COLUMN answer TEXT;
+CREATE INDEX flow_runs_runnable ON flow_runs (queue, COALESCE(available_at, updated_at), created_at)
+    WHERE status IN ('queued', 'running');
+CREATE INDEX flow_runs_leased ON flow_runs (queue, concurrency_key, lease_expires_at)
+    WHERE lease_owner IS NOT NULL;
+";
+
 /// What a new file gets: the schema every migration together makes of an empty file, written
 /// out, because running them one by one re-parses the schema at every `ALTER` and triples the
 /// cost of creating a store. `a_new_file_gets_what_the_migrations_make` keeps the two equal.
@@ -215,12 +233,20 @@ const CURRENT: &str = concat!(
     epoch            INTEGER NOT NULL,
     created_at       INTEGER NOT NULL,
     updated_at       INTEGER NOT NULL,
-    run_no           INTEGER NOT NULL DEFAULT 0
+    run_no           INTEGER NOT NULL DEFAULT 0,
+    queue            TEXT    NOT NULL DEFAULT 'default',
+    concurrency_key  TEXT,
+    available_at     INTEGER,
+    answer           TEXT
 ) STRICT;
 CREATE INDEX flow_runs_by_created ON flow_runs (created_at DESC, run_id DESC);
 CREATE INDEX flow_runs_by_status ON flow_runs (status, created_at DESC, run_id DESC);
 CREATE INDEX flow_runs_by_flow ON flow_runs (flow, created_at DESC, run_id DESC);
 CREATE UNIQUE INDEX flow_runs_by_no ON flow_runs (run_no);
+CREATE INDEX flow_runs_runnable ON flow_runs (queue, COALESCE(available_at, updated_at), created_at)
+    WHERE status IN ('queued', 'running');
+CREATE INDEX flow_runs_leased ON flow_runs (queue, concurrency_key, lease_expires_at)
+    WHERE lease_owner IS NOT NULL;
 ",
     steps_table!("flow_steps"),
     checkpoints_table!("flow_checkpoints"),
@@ -241,7 +267,7 @@ CREATE TABLE step_journal (
 );
 
 /// Every migration, oldest first. Append only: a released migration never changes.
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this build writes.
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
