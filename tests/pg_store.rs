@@ -7,6 +7,7 @@ mod store_conformance;
 
 mod pg_support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use flow_core::store::{JournalEntry, PgStore, RunStatus, Store, StoreError};
@@ -40,6 +41,19 @@ async fn pg_store_meets_the_contract() -> TestResult {
     store_conformance::check(&store).await
 }
 
+/// Three stores with pools of their own over one database, as three worker processes: the
+/// queue contract, limits across the stores claiming at the same moment, and wake-ups through
+/// LISTEN/NOTIFY.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_store_meets_the_queue_contract() -> TestResult {
+    let Some(db) = pg_support::database("pg_store_meets_the_queue_contract").await else { return Ok(()) };
+    let mut stores: Vec<Arc<dyn Store>> = Vec::new();
+    for _ in 0..3 {
+        stores.push(Arc::new(PgStore::from_pool(db.pool(4)).await?.keep_checkpoints(KEEP).listen_with(db.config())));
+    }
+    store_conformance::check_queues(&stores).await
+}
+
 /// A new schema gets every migration once, even when two processes open it at the same
 /// moment; a schema a newer build migrated is refused and left as it is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,23 +63,23 @@ async fn migrations_apply_once_and_a_newer_schema_is_refused() -> TestResult {
     };
     let (a, b) = tokio::join!(PgStore::from_pool(db.pool(2)), PgStore::from_pool(db.pool(2)));
     let (a, _b) = (a?, b?);
-    assert_eq!(versions(&db).await?, [1], "each migration recorded once");
+    assert_eq!(versions(&db).await?, [1, 2], "each migration recorded once");
     let run = new_run("migrations", "w1", LONG);
     a.create_run(run.clone()).await?;
 
     // Opening again changes nothing.
     PgStore::from_pool(db.pool(1)).await?;
-    assert_eq!(versions(&db).await?, [1]);
+    assert_eq!(versions(&db).await?, [1, 2]);
 
     // A newer build's migration, recorded by hand.
-    db.connect().await?.execute("INSERT INTO flow_schema_migrations (version) VALUES (2)", &[]).await?;
+    db.connect().await?.execute("INSERT INTO flow_schema_migrations (version) VALUES (3)", &[]).await?;
     match PgStore::from_pool(db.pool(1)).await {
-        Err(e @ StoreError::SchemaTooNew { found: 2, supported: 1 }) => {
+        Err(e @ StoreError::SchemaTooNew { found: 3, supported: 2 }) => {
             assert!(e.to_string().contains("upgrade flows"), "{e}");
         }
         other => return Err(format!("expected SchemaTooNew, got {other:?}").into()),
     }
-    assert_eq!(versions(&db).await?, [1, 2], "the refused schema is left as it is");
+    assert_eq!(versions(&db).await?, [1, 2, 3], "the refused schema is left as it is");
     assert_eq!(a.load_run(run.run_id).await?.snapshot, run.snapshot, "its runs are untouched");
     Ok(())
 }

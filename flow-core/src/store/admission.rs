@@ -36,6 +36,7 @@ impl<'a> Admission<'a> {
     }
 
     /// Whether a queue has a limit at all (its claimers must then be serialized and count).
+    #[cfg(feature = "postgres")]
     pub(super) fn is_limited(limit: &QueueLimit) -> bool {
         limit.concurrency.is_some() || limit.per_key.is_some()
     }
