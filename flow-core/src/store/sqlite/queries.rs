@@ -964,6 +964,12 @@ mod tests {
         ("LIST_BY_FLOW", LIST_BY_FLOW),
         ("LIST_BY_FLOW_AND_STATUS", LIST_BY_FLOW_AND_STATUS),
         ("SUMMARY_OF_RUN", SUMMARY_OF_RUN),
+        ("RELEASE_LEASE", RELEASE_LEASE),
+        ("LIVE_LEASES", LIVE_LEASES),
+        ("CLAIM_CANDIDATES", CLAIM_CANDIDATES),
+        ("WAITING_STATE", WAITING_STATE),
+        ("SET_ANSWER", SET_ANSWER),
+        ("REQUEUE", REQUEUE),
     ];
 
     fn step(key: &str) -> StepRecord {
@@ -1122,6 +1128,45 @@ mod tests {
             ] {
                 list_runs(db, &RunFilter { flow: flow.map(String::from), status, limit: Some(5) })?;
             }
+
+            // A queued run through its life: claimed within limits, paused, answered, failed,
+            // requeued, released.
+            let queued = NewRun {
+                start: Start::Queued { available_at_ms: None },
+                placement: Placement::in_queue("q").key("k"),
+                ..new_run()?
+            };
+            let qid = queued.run_id;
+            create_run(db, &queued, 6_000)?;
+            let request = ClaimRequest {
+                owner: "w".into(),
+                lease: Duration::from_secs(60),
+                flows: vec!["f".into()],
+                queues: vec![crate::store::QueueLimit::new("q").concurrency(5).per_key(1)],
+                max: 3,
+            };
+            let claimed = claim_next(db, &request, 7_000)?;
+            assert_eq!(claimed.iter().map(|c| c.run.run_id).collect::<Vec<_>>(), [qid]);
+            let pause = Commit {
+                run_id: qid,
+                epoch: claimed[0].epoch,
+                status: RunStatus::Paused,
+                snapshot: Snapshot::encode(&json!({}), &json!({}))?,
+                steps: vec![],
+                step_key: None,
+                output: None,
+                error: None,
+                pause: Some(json!({ "step_key": "ask#0" })),
+                available_at_ms: None,
+            };
+            commit(db, &pause, None, 8_000)?;
+            answer(db, qid, "ask#0", &json!(true), 9_000)?;
+            let claimed = claim_next(db, &request, 10_000)?;
+            let failed = Commit { epoch: claimed[0].epoch, status: RunStatus::Failed, pause: None, ..pause };
+            commit(db, &failed, None, 11_000)?;
+            requeue(db, qid, 12_000)?;
+            let claimed = claim_next(db, &request, 13_000)?;
+            assert!(release(db, qid, claimed[0].epoch)?, "a released queued run is runnable");
         }
         for (name, sql) in ALL {
             let stmt = conn.prepare_cached(sql)?;

@@ -591,6 +591,58 @@ mod tests {
         Ok(())
     }
 
+    /// A file written by the version 3 code: its runs go to the default queue, with no concurrency
+    /// key, no due time and no answer, and a running run left by a dead worker is claimed from
+    /// that queue like any other.
+    #[test]
+    fn a_version_3_file_puts_its_runs_in_the_default_queue() -> TestResult {
+        use super::super::queries::{self, Db};
+        use crate::store::{ClaimRequest, Placement, QueueLimit, RunStatus};
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("runs.db");
+        let (paused, crashed) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        {
+            let conn = Connection::open(&path)?;
+            for sql in &MIGRATIONS[..3] {
+                conn.execute_batch(sql)?;
+            }
+            conn.pragma_update(None, "user_version", 3)?;
+            for (no, id, status, owner) in [(1, paused, "paused", None), (2, crashed, "running", Some("dead"))] {
+                conn.execute(
+                    "INSERT INTO flow_runs (run_id, flow, status, pause, lease_owner, lease_expires_at, epoch, \
+                     created_at, updated_at, run_no) VALUES (?1, 'f', ?2, '{\"step_key\":\"ask#0\"}', ?3, 5, 1, \
+                     10, 20, ?4)",
+                    rusqlite::params![id.to_string(), status, owner, no],
+                )?;
+                conn.execute(
+                    "INSERT INTO flow_checkpoints (ck, run_id, seq, step_key, status, state, progress, created_at) \
+                     VALUES ((?1 << 32) + 1, ?2, 1, NULL, ?3, '{\"v\":1}', '{}', 20)",
+                    rusqlite::params![no, id.to_string(), status],
+                )?;
+            }
+        }
+        let conn = open_writer(&SqliteOptions::new(&path))?;
+        assert_eq!(pragma(&conn, "user_version")?, SCHEMA_VERSION);
+        let db = Db { conn: &conn, path: &path };
+        let run = queries::load_run(db, paused)?;
+        assert_eq!((run.status, run.placement, run.available_at_ms, run.answer), (RunStatus::Paused, Placement::default(), None, None));
+        let summary = queries::run_summary(db, crashed)?;
+        assert_eq!(summary.placement, Placement::default());
+
+        let request = ClaimRequest {
+            owner: "heir".into(),
+            lease: Duration::from_secs(60),
+            flows: vec!["f".into()],
+            queues: vec![QueueLimit::new(Placement::DEFAULT_QUEUE).concurrency(4)],
+            max: 10,
+        };
+        let claims = queries::claim_next(db, &request, 1_000)?;
+        assert_eq!(claims.iter().map(|c| (c.run.run_id, c.epoch)).collect::<Vec<_>>(), [(crashed, 2)]);
+        queries::answer(db, paused, "ask#0", &serde_json::json!("yes"), 1_000)?;
+        assert_eq!(queries::load_run(db, paused)?.status, RunStatus::Queued);
+        Ok(())
+    }
+
     /// Every table's columns, keys, indexes and foreign keys, and whether it is STRICT and
     /// WITHOUT ROWID, as SQLite reports them.
     fn shape(conn: &Connection) -> rusqlite::Result<Vec<String>> {
