@@ -401,7 +401,10 @@ async fn a_version_1_schema_puts_its_runs_in_the_default_queue() -> TestResult {
     let store = PgStore::from_pool(db.pool(2)).await?;
     assert_eq!(versions(&db).await?, [1, 2]);
     let run = store.load_run(paused).await?;
-    assert_eq!((run.status, &run.placement, run.available_at_ms, &run.answer), (RunStatus::Paused, &Placement::default(), None, &None));
+    assert_eq!(
+        (run.status, &run.placement, run.available_at_ms, &run.answer),
+        (RunStatus::Paused, &Placement::default(), None, &None)
+    );
     assert_eq!(store.run_summary(crashed).await?.placement, Placement::default());
     let request =
         store_conformance::request("heir", &["f"], vec![QueueLimit::new(Placement::DEFAULT_QUEUE).concurrency(4)], 10);

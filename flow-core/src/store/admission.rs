@@ -23,7 +23,10 @@ pub(super) struct Admission<'a> {
 impl<'a> Admission<'a> {
     /// Starts from the live leases: `(queue, key, count)` rows over every run of the requested
     /// queues, whoever holds them.
-    pub(super) fn new(request: &'a ClaimRequest, held: impl IntoIterator<Item = (String, Option<String>, u32)>) -> Self {
+    pub(super) fn new(
+        request: &'a ClaimRequest,
+        held: impl IntoIterator<Item = (String, Option<String>, u32)>,
+    ) -> Self {
         let limits = request.queues.iter().map(|q| (q.queue.as_str(), q)).collect();
         let mut admission = Admission { limits, in_queue: HashMap::new(), per_key: HashMap::new() };
         for (queue, key, n) in held {

@@ -863,7 +863,8 @@ impl StoreError {
 /// ```
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Inserts a run with its first checkpoint and a lease for `owner` at epoch 1.
+    /// Inserts a run with its first checkpoint, started as `run.start` says: under a lease for
+    /// its owner at epoch 1, or queued with no lease at epoch 0. Returns that epoch.
     async fn create_run(&self, run: NewRun) -> Result<u64, StoreError>;
 
     /// Takes the lease on a run: succeeds when nobody holds a live lease (not even `owner`

@@ -386,10 +386,7 @@ async fn listing(store: &dyn Store) -> TestResult {
 /// Milliseconds since the Unix epoch, now, on this machine's clock (the tests' database runs on
 /// the same machine, so due times an hour away are on the same side for both).
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
 /// A queue name no other check uses, so checks sharing a store do not claim each other's runs.
@@ -449,7 +446,10 @@ async fn submit_and_claim_once(store: &dyn Store) -> TestResult {
     assert_eq!((record.available_at_ms, record.answer.as_ref()), (None, None));
     assert_eq!(store.checkpoints(id).await?[0].status, RunStatus::Queued);
     let summary = store.run_summary(id).await?;
-    assert_eq!((summary.status, &summary.placement, summary.available_at_ms), (RunStatus::Queued, &run.placement, None));
+    assert_eq!(
+        (summary.status, &summary.placement, summary.available_at_ms),
+        (RunStatus::Queued, &run.placement, None)
+    );
     let listed = store.list_runs(&RunFilter { flow: Some("queued".into()), ..RunFilter::default() }).await?;
     let listed = listed.iter().find(|s| s.run_id == id).ok_or("the queued run is not listed")?;
     assert_eq!(listed.placement, run.placement);
@@ -510,7 +510,12 @@ async fn flows_and_queues_filter(store: &dyn Store) -> TestResult {
     let none = store.claim_next(&request("w", &[], vec![QueueLimit::new(&queue)], 10)).await?;
     assert!(none.is_empty(), "no flow, no claim");
     let claims = store
-        .claim_next(&request("w", &["flow-a", "flow-b"], vec![QueueLimit::new(&queue), QueueLimit::new(&other_queue)], 10))
+        .claim_next(&request(
+            "w",
+            &["flow-a", "flow-b"],
+            vec![QueueLimit::new(&queue), QueueLimit::new(&other_queue)],
+            10,
+        ))
         .await?;
     let mut got = ids(&claims);
     got.sort();

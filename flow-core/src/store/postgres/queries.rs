@@ -373,7 +373,12 @@ pub(super) async fn create_run(tx: &Transaction<'_>, pg: &Pg, run: &NewRun) -> R
 
 /// Tells the workers listening that a run of `queue` may be runnable, when the transaction
 /// commits.
-async fn notify_work(client: &impl GenericClient, pg: &Pg, run_id: Option<Uuid>, queue: &str) -> Result<(), StoreError> {
+async fn notify_work(
+    client: &impl GenericClient,
+    pg: &Pg,
+    run_id: Option<Uuid>,
+    queue: &str,
+) -> Result<(), StoreError> {
     let fail = |e: tokio_postgres::Error| pg.map(&e, run_id);
     let stmt = client.prepare_cached(NOTIFY_WORK).await.map_err(fail)?;
     client.execute(&stmt, &[&queue]).await.map_err(fail)?;
@@ -387,7 +392,11 @@ async fn notify_work(client: &impl GenericClient, pg: &Pg, run_id: Option<Uuid>,
 /// the lock holds until this transaction commits its leases, so the next claimer counts them.
 /// Candidates are read `FOR UPDATE SKIP LOCKED`, a page at a time, leaving out the queues and
 /// keys already full.
-pub(super) async fn claim_next(tx: &Transaction<'_>, pg: &Pg, request: &ClaimRequest) -> Result<Vec<Claim>, StoreError> {
+pub(super) async fn claim_next(
+    tx: &Transaction<'_>,
+    pg: &Pg,
+    request: &ClaimRequest,
+) -> Result<Vec<Claim>, StoreError> {
     let fail = |e: tokio_postgres::Error| pg.map(&e, None);
     let mut claims = Vec::new();
     if request.max == 0 || request.flows.is_empty() || request.queues.is_empty() {
@@ -423,10 +432,8 @@ pub(super) async fn claim_next(tx: &Transaction<'_>, pg: &Pg, request: &ClaimReq
         }
         let (full_queues, full_keys) = admission.full_keys();
         let page = i64::try_from(wanted).unwrap_or(i64::MAX);
-        let rows = tx
-            .query(&candidates, &[&open, &request.flows, &full_queues, &full_keys, &page])
-            .await
-            .map_err(fail)?;
+        let rows =
+            tx.query(&candidates, &[&open, &request.flows, &full_queues, &full_keys, &page]).await.map_err(fail)?;
         if rows.is_empty() {
             break;
         }

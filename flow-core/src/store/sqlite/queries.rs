@@ -632,11 +632,7 @@ pub(super) fn answer(db: Db<'_>, run_id: Uuid, step_key: &str, value: &Value, no
     let (status, pause, answered) = waiting_state(db, run_id)?;
     let waiting_at = crate::store::decode::waiting_at(pause.as_ref());
     if status != RunStatus::Paused || answered || waiting_at.as_deref() != Some(step_key) {
-        return Err(StoreError::NotWaiting {
-            run_id,
-            status,
-            waiting_at: waiting_at.filter(|k| k != step_key),
-        });
+        return Err(StoreError::NotWaiting { run_id, status, waiting_at: waiting_at.filter(|k| k != step_key) });
     }
     let stored = serde_json::json!({ "step_key": step_key, "value": value }).to_string();
     db.prepare(SET_ANSWER)?.execute(params![run_id.to_string(), stored, now]).map_err(db.fail())?;

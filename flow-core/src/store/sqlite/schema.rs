@@ -625,7 +625,10 @@ mod tests {
         assert_eq!(pragma(&conn, "user_version")?, SCHEMA_VERSION);
         let db = Db { conn: &conn, path: &path };
         let run = queries::load_run(db, paused)?;
-        assert_eq!((run.status, run.placement, run.available_at_ms, run.answer), (RunStatus::Paused, Placement::default(), None, None));
+        assert_eq!(
+            (run.status, run.placement, run.available_at_ms, run.answer),
+            (RunStatus::Paused, Placement::default(), None, None)
+        );
         let summary = queries::run_summary(db, crashed)?;
         assert_eq!(summary.placement, Placement::default());
 
