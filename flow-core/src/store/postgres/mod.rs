@@ -80,6 +80,11 @@ const DEFAULT_MAX_CONNECTIONS: usize = 16;
 ///   makes safe, and its connection is discarded, so the next call gets a new one from the
 ///   pool (at most one failed call per pooled connection, none for connections the pool
 ///   already saw closed).
+/// - **Queues**: [`Store::claim_next`] holds each queue's limits across every worker on the
+///   database, even when they claim at the same moment; [`Store::wait_for_work`] wakes as soon
+///   as any process makes a run runnable, through `LISTEN`/`NOTIFY` on a connection of its own
+///   ([`PgStore::listen_with`]; [`PgStore::connect`] sets it up), and falls back to sleeping its
+///   timeout while that connection is down.
 /// - **Poolers**: statements are prepared once per connection, so behind PgBouncer use session
 ///   pooling, or transaction pooling with PgBouncer 1.21 or later and `max_prepared_statements`.
 ///
@@ -385,12 +390,9 @@ impl Store for PgStore {
     }
 
     async fn release(&self, run_id: Uuid, epoch: u64) -> Result<(), StoreError> {
+        // The epoch stays in `held`: a late effect of this process is still fenced once another
+        // claims the run.
         in_transaction!(self, run_id, |tx| queries::release(&tx, &self.pg, run_id, epoch))?;
-        let mut held = self.held();
-        if held.get(&run_id) == Some(&epoch) {
-            held.remove(&run_id);
-        }
-        drop(held);
         self.wake.work.notify_waiters();
         Ok(())
     }

@@ -218,6 +218,10 @@ impl SqliteOptions {
 ///   run two thread wake-ups per durable step.
 /// - **Multi-process**: several processes (or several `SqliteStore`s) may open one file; leases
 ///   and epochs decide who drives a run. Never put the file on a network file system.
+/// - **Queues**: [`Store::claim_next`] counts and claims inside the single writer's
+///   transaction, so a queue's limits hold over every process on the file.
+///   [`Store::wait_for_work`] wakes when any store of this process on the same file makes a run
+///   runnable; runs made runnable by other processes are found at the next poll.
 /// - **Where**: [`SqliteStore::open_default`] uses `$FLOWS_DB`, else `./.flows/runs.db`, and
 ///   logs the location at info level so the user is told where their runs are.
 ///
