@@ -7,9 +7,10 @@ mod store_conformance;
 
 mod pg_support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use flow_core::store::{JournalEntry, PgStore, RunStatus, Store, StoreError};
+use flow_core::store::{JournalEntry, PgStore, Placement, QueueLimit, RunStatus, Store, StoreError};
 use serde_json::json;
 use store_conformance::{KEEP, TestResult, commit, new_run};
 
@@ -40,6 +41,19 @@ async fn pg_store_meets_the_contract() -> TestResult {
     store_conformance::check(&store).await
 }
 
+/// Three stores with pools of their own over one database, as three worker processes: the
+/// queue contract, limits across the stores claiming at the same moment, and wake-ups through
+/// LISTEN/NOTIFY.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_store_meets_the_queue_contract() -> TestResult {
+    let Some(db) = pg_support::database("pg_store_meets_the_queue_contract").await else { return Ok(()) };
+    let mut stores: Vec<Arc<dyn Store>> = Vec::new();
+    for _ in 0..3 {
+        stores.push(Arc::new(PgStore::from_pool(db.pool(4)).await?.keep_checkpoints(KEEP).listen_with(db.config())));
+    }
+    store_conformance::check_queues(&stores).await
+}
+
 /// A new schema gets every migration once, even when two processes open it at the same
 /// moment; a schema a newer build migrated is refused and left as it is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -49,23 +63,23 @@ async fn migrations_apply_once_and_a_newer_schema_is_refused() -> TestResult {
     };
     let (a, b) = tokio::join!(PgStore::from_pool(db.pool(2)), PgStore::from_pool(db.pool(2)));
     let (a, _b) = (a?, b?);
-    assert_eq!(versions(&db).await?, [1], "each migration recorded once");
+    assert_eq!(versions(&db).await?, [1, 2], "each migration recorded once");
     let run = new_run("migrations", "w1", LONG);
     a.create_run(run.clone()).await?;
 
     // Opening again changes nothing.
     PgStore::from_pool(db.pool(1)).await?;
-    assert_eq!(versions(&db).await?, [1]);
+    assert_eq!(versions(&db).await?, [1, 2]);
 
     // A newer build's migration, recorded by hand.
-    db.connect().await?.execute("INSERT INTO flow_schema_migrations (version) VALUES (2)", &[]).await?;
+    db.connect().await?.execute("INSERT INTO flow_schema_migrations (version) VALUES (3)", &[]).await?;
     match PgStore::from_pool(db.pool(1)).await {
-        Err(e @ StoreError::SchemaTooNew { found: 2, supported: 1 }) => {
+        Err(e @ StoreError::SchemaTooNew { found: 3, supported: 2 }) => {
             assert!(e.to_string().contains("upgrade flows"), "{e}");
         }
         other => return Err(format!("expected SchemaTooNew, got {other:?}").into()),
     }
-    assert_eq!(versions(&db).await?, [1, 2], "the refused schema is left as it is");
+    assert_eq!(versions(&db).await?, [1, 2, 3], "the refused schema is left as it is");
     assert_eq!(a.load_run(run.run_id).await?.snapshot, run.snapshot, "its runs are untouched");
     Ok(())
 }
@@ -251,5 +265,152 @@ async fn a_damaged_row_is_reported_for_its_run_alone() -> TestResult {
     }
     let unknown = uuid::Uuid::new_v4();
     assert!(matches!(store.run_summary(unknown).await, Err(StoreError::NotFound(id)) if id == unknown));
+    Ok(())
+}
+
+/// Waits on `waiter` until it claims a run of `queue`, while `submitter` submits one run after
+/// another; a call a dropped connection fails is retried (the error says it is transient). Only
+/// a waiter that is never woken fails, after a guard far beyond the time this takes.
+async fn woken_by_another_store(waiter: PgStore, submitter: PgStore, queue: &str) -> TestResult {
+    let request = store_conformance::request("waiter", &["wake"], vec![QueueLimit::new(queue)], 1);
+    let waiting = tokio::spawn(async move {
+        loop {
+            waiter.wait_for_work(Duration::from_secs(3600)).await;
+            match waiter.claim_next(&request).await {
+                Ok(claims) if !claims.is_empty() => return,
+                Ok(_) => {}
+                Err(e) => eprintln!("claim_next failed, retrying at the next wake-up: {e}"),
+            }
+        }
+    });
+    let submitting = async {
+        while !waiting.is_finished() {
+            if let Err(e) = submitter.create_run(store_conformance::queued_run("wake", queue, None, None)).await {
+                eprintln!("submitting failed, retrying: {e}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(300), submitting)
+        .await
+        .map_err(|_| format!("the waiter on queue {queue} was never woken"))?;
+    waiting.await?;
+    Ok(())
+}
+
+/// The listener's connection is dropped by the server (a restart): it reconnects by itself and
+/// wakes waiters again, while nothing is lost in between (the waiters poll).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_work_listener_reconnects_after_the_server_drops_it() -> TestResult {
+    let Some(db) = pg_support::database("the_work_listener_reconnects_after_the_server_drops_it").await else {
+        return Ok(());
+    };
+    let waiter = PgStore::from_pool(db.pool(2)).await?.listen_with(db.config());
+    let submitter = PgStore::from_pool(db.pool(2)).await?;
+    woken_by_another_store(waiter.clone(), submitter.clone(), "before").await?;
+    // The listener, the waiter's pool and the submitter's: every connection of the test.
+    assert!(db.terminate_connections().await? >= 2, "the listener's connection was open");
+    woken_by_another_store(waiter, submitter, "after").await
+}
+
+/// The listener is a connection of the store's own, opened at the first wait (not before), only
+/// when the store was told how (a pool alone cannot say), and closed with the store's last clone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_work_listener_opens_at_the_first_wait_and_closes_with_the_store() -> TestResult {
+    let Some(db) = pg_support::database("the_work_listener_opens_at_the_first_wait_and_closes_with_the_store").await
+    else {
+        return Ok(());
+    };
+    let admin = db.connect().await?;
+    let listeners = || async {
+        admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND query LIKE 'LISTEN%'",
+                &[&db.schema],
+            )
+            .await
+            .map(|row| row.get::<_, i64>(0))
+            .unwrap_or(-1)
+    };
+    let unable = PgStore::from_pool(db.pool(1)).await?;
+    unable.wait_for_work(Duration::from_millis(10)).await;
+    let able = PgStore::from_pool(db.pool(1)).await?.listen_with(db.config());
+    assert_eq!(listeners().await, 0, "nothing listens before the first wait, nor for a store from a pool alone");
+    let clone = able.clone();
+    able.wait_for_work(Duration::from_millis(10)).await;
+    flow_tests::until("the listener to connect", || async { listeners().await == 1 }).await;
+    clone.wait_for_work(Duration::from_millis(10)).await;
+    drop(able);
+    assert_eq!(listeners().await, 1, "one listener per store, shared by its clones");
+    drop(clone);
+    flow_tests::until("the listener to close with the store", || async { listeners().await == 0 }).await;
+    Ok(())
+}
+
+/// A schema version 1 made, with runs in it: the migration puts them in the default queue, and
+/// a run its dead worker left running is claimed from there.
+#[tokio::test]
+async fn a_version_1_schema_puts_its_runs_in_the_default_queue() -> TestResult {
+    let Some(db) = pg_support::database("a_version_1_schema_puts_its_runs_in_the_default_queue").await else {
+        return Ok(());
+    };
+    // The tables as version 1 created them (only what its runs need).
+    let client = db.connect().await?;
+    client
+        .batch_execute(
+            "CREATE TABLE flow_schema_migrations (version bigint NOT NULL PRIMARY KEY, \
+                 applied_at timestamptz NOT NULL DEFAULT now());
+             INSERT INTO flow_schema_migrations (version) VALUES (1);
+             CREATE TABLE flow_runs (run_id uuid NOT NULL PRIMARY KEY, flow text NOT NULL, parent_run_id uuid, \
+                 status text NOT NULL, version bigint NOT NULL, output text, error text, pause text, \
+                 lease_owner text, lease_expires_at bigint, epoch bigint NOT NULL, created_at bigint NOT NULL, \
+                 updated_at bigint NOT NULL);
+             CREATE INDEX flow_runs_by_created ON flow_runs (created_at DESC, run_id DESC);
+             CREATE INDEX flow_runs_by_status ON flow_runs (status, created_at DESC, run_id DESC);
+             CREATE INDEX flow_runs_by_flow ON flow_runs (flow, created_at DESC, run_id DESC);
+             CREATE TABLE flow_steps (run_id uuid NOT NULL REFERENCES flow_runs (run_id) ON DELETE CASCADE, \
+                 step_key text NOT NULL, ord bigint NOT NULL, method text NOT NULL, status text NOT NULL, \
+                 input text, output text, error text, attempt bigint NOT NULL, created_at bigint NOT NULL, \
+                 updated_at bigint NOT NULL, PRIMARY KEY (run_id, step_key));
+             CREATE TABLE flow_checkpoints (run_id uuid NOT NULL REFERENCES flow_runs (run_id) ON DELETE CASCADE, \
+                 seq bigint NOT NULL, step_key text, status text NOT NULL, state text NOT NULL, \
+                 progress text NOT NULL, created_at bigint NOT NULL, PRIMARY KEY (run_id, seq));
+             CREATE TABLE step_journal (run_id uuid NOT NULL REFERENCES flow_runs (run_id) ON DELETE CASCADE, \
+                 step_key text NOT NULL, seq bigint NOT NULL, kind text NOT NULL, name text NOT NULL, \
+                 request_hash bigint NOT NULL, output text NOT NULL, epoch bigint NOT NULL, \
+                 created_at bigint NOT NULL, PRIMARY KEY (run_id, step_key, seq));",
+        )
+        .await?;
+    let (paused, crashed) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+    for (id, status, owner) in [(paused, "paused", None), (crashed, "running", Some("dead"))] {
+        client
+            .execute(
+                "INSERT INTO flow_runs (run_id, flow, status, version, pause, lease_owner, lease_expires_at, epoch, \
+                 created_at, updated_at) VALUES ($1, 'f', $2, 1, '{\"step_key\":\"ask#0\"}', $3, 5, 1, 10, 20)",
+                &[&id, &status, &owner],
+            )
+            .await?;
+        client
+            .execute(
+                "INSERT INTO flow_checkpoints (run_id, seq, status, state, progress, created_at) \
+                 VALUES ($1, 1, $2, '{\"v\":1}', '{}', 20)",
+                &[&id, &status],
+            )
+            .await?;
+    }
+    let store = PgStore::from_pool(db.pool(2)).await?;
+    assert_eq!(versions(&db).await?, [1, 2]);
+    let run = store.load_run(paused).await?;
+    assert_eq!(
+        (run.status, &run.placement, run.available_at_ms, &run.answer),
+        (RunStatus::Paused, &Placement::default(), None, &None)
+    );
+    assert_eq!(store.run_summary(crashed).await?.placement, Placement::default());
+    let request =
+        store_conformance::request("heir", &["f"], vec![QueueLimit::new(Placement::DEFAULT_QUEUE).concurrency(4)], 10);
+    let claims = store.claim_next(&request).await?;
+    assert_eq!(claims.iter().map(|c| (c.run.run_id, c.epoch)).collect::<Vec<_>>(), [(crashed, 2)]);
+    store.answer(paused, "ask#0", json!("yes")).await?;
+    assert_eq!(store.load_run(paused).await?.status, RunStatus::Queued);
     Ok(())
 }

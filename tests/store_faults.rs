@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flow_core::prelude::*;
-use flow_core::store::{Commit, MemoryStore, NewRun, RunFilter, Snapshot, SqliteStore, Store, StoreError};
+use flow_core::store::{
+    Commit, MemoryStore, NewRun, Placement, RunFilter, Snapshot, SqliteStore, Start, Store, StoreError,
+};
 use flow_core::{RunStatus, Worker};
 use flow_tests::Intercept;
 use serde::{Deserialize, Serialize};
@@ -313,6 +315,7 @@ async fn a_pause_request_that_does_not_decode_is_reported_for_its_run_alone() {
                 output: None,
                 error: None,
                 pause: Some(serde_json::json!("not a request")),
+                available_at_ms: None,
             })
             .await
             .unwrap();
@@ -519,8 +522,8 @@ fn a_new_run() -> NewRun {
         parent_run_id: None,
         snapshot: Snapshot::encode(&serde_json::json!(null), &serde_json::json!({})).unwrap(),
         steps: Vec::new(),
-        owner: "test".into(),
-        lease: Duration::from_secs(60),
+        start: Start::Leased { owner: "test".into(), lease: Duration::from_secs(60) },
+        placement: Placement::default(),
     }
 }
 

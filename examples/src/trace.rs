@@ -297,6 +297,7 @@ pub fn describe(event: &FlowEvent, mode: TraceMode) -> Option<String> {
                 RunStatus::Escalated => "escalated to a person",
                 RunStatus::Failed => "failed (stored; resumable unless compensated)",
                 RunStatus::Running => "stopped while running",
+                RunStatus::Queued => "parked in its queue until a worker continues it",
             };
             let _ = write!(s, "■ run {what} after {}", human_duration(*duration));
         }

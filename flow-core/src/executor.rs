@@ -974,6 +974,7 @@ impl<F: Flow> Execution<F> {
                 output: output.clone(),
                 error: error.clone(),
                 pause: pause.clone(),
+                available_at_ms: None,
             };
             match d.store.commit(commit).await {
                 Ok(()) => return Ok(()),
@@ -1040,6 +1041,7 @@ impl<F: Flow> Execution<F> {
             output: None,
             error: Some(text),
             pause: None,
+            available_at_ms: None,
         };
         match d.store.commit(commit).await {
             Ok(()) => error,

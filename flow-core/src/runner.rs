@@ -23,8 +23,8 @@ use crate::outcome::RunOutcome;
 use crate::plan::Plan;
 use crate::progress::{Halt, Progress};
 use crate::store::{
-    Claim, DamagedRun, Listing, NewRun, RunFilter, RunRecord, RunStatus, RunSummary, Snapshot, StepRecord, StepStatus,
-    Store, StoreError, now_ms,
+    Claim, DamagedRun, Listing, NewRun, Placement, RunFilter, RunRecord, RunStatus, RunSummary, Snapshot, Start,
+    StepRecord, StepStatus, Store, StoreError, now_ms,
 };
 
 /// Runs one flow: `kickoff` new runs, `resume` stored ones, `fork` from checkpoints.
@@ -205,8 +205,8 @@ impl<F: Flow> Runner<F> {
                     parent_run_id: None,
                     snapshot: exec.snapshot()?,
                     steps: Vec::new(),
-                    owner: self.owner.to_string(),
-                    lease: self.lease,
+                    start: Start::Leased { owner: self.owner.to_string(), lease: self.lease },
+                    placement: Placement::default(),
                 })
                 .await?;
             exec.durability = Some(Durability { store: Arc::clone(store), epoch, lease: self.lease });
@@ -316,8 +316,8 @@ impl<F: Flow> Runner<F> {
                 parent_run_id: Some(run_id),
                 snapshot: exec.snapshot()?,
                 steps: inherited,
-                owner: self.owner.to_string(),
-                lease: self.lease,
+                start: Start::Leased { owner: self.owner.to_string(), lease: self.lease },
+                placement: Placement::default(),
             })
             .await?;
         exec.durability = Some(Durability { store: Arc::clone(store), epoch, lease: self.lease });
@@ -503,7 +503,7 @@ impl<F: Flow> Runner<F> {
                     action: "resumed (fork it to continue)",
                 });
             }
-            RunStatus::Paused | RunStatus::Running | RunStatus::Failed => {}
+            RunStatus::Paused | RunStatus::Running | RunStatus::Queued | RunStatus::Failed => {}
         }
         if record.status == RunStatus::Failed {
             if progress.compensation.as_ref().is_some_and(|c| c.finished) {
@@ -659,6 +659,9 @@ fn not_waiting(record: &RunRecord) -> FlowError {
                 .to_string(),
         },
         RunStatus::Paused => "it waits for another answer; read its question (`Runner::paused_runs`)".to_string(),
+        RunStatus::Queued => "it waits in its queue for a worker and has asked nothing; answer once it pauses \
+                              (`Runner::paused_runs` lists the runs waiting for an answer)"
+            .to_string(),
     };
     FlowError::NotWaiting { run_id: record.run_id, status: record.status, advice }
 }

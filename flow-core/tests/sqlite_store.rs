@@ -6,6 +6,7 @@ mod store_conformance;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flow_core::store::{
@@ -43,6 +44,25 @@ async fn sqlite_store_meets_the_contract() -> TestResult {
     store_conformance::check(&store).await
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_store_meets_the_queue_contract() -> TestResult {
+    let store = MemoryStore::new().keep_checkpoints(KEEP);
+    let stores: Vec<Arc<dyn Store>> = vec![Arc::new(store.clone()), Arc::new(store)];
+    store_conformance::check_queues(&stores).await
+}
+
+/// Three stores on one file, as three processes would have it (with a wake-up signal shared
+/// in this process).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_store_meets_the_queue_contract() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let mut stores: Vec<Arc<dyn Store>> = Vec::new();
+    for _ in 0..3 {
+        stores.push(Arc::new(SqliteStore::open_with(SqliteOptions::new(db_path(&dir)).keep_checkpoints(KEEP)).await?));
+    }
+    store_conformance::check_queues(&stores).await
+}
+
 #[tokio::test]
 async fn runs_survive_reopening() -> TestResult {
     let dir = tempfile::tempdir()?;
@@ -70,7 +90,7 @@ async fn schema_is_versioned_strict_and_in_wal_mode() -> TestResult {
 
     let conn = raw(&path)?;
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
     let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
     assert_eq!(mode, "wal");
     for table in ["flow_runs", "flow_steps", "flow_checkpoints", "step_journal"] {
@@ -90,7 +110,7 @@ async fn schema_is_versioned_strict_and_in_wal_mode() -> TestResult {
     // Reopening an up-to-date file applies nothing and keeps the version.
     drop(SqliteStore::open(&path).await?);
     let version: i64 = raw(&path)?.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    assert_eq!(version, 3);
+    assert_eq!(version, 4);
     Ok(())
 }
 
@@ -104,7 +124,7 @@ async fn a_file_from_a_newer_build_is_refused_and_left_untouched() -> TestResult
     }
     let before = std::fs::read(&path)?;
     match SqliteStore::open(&path).await {
-        Err(StoreError::SchemaTooNew { found: 99, supported: 3 }) => {}
+        Err(StoreError::SchemaTooNew { found: 99, supported: 4 }) => {}
         other => return Err(format!("expected SchemaTooNew, got {other:?}").into()),
     }
     assert_eq!(std::fs::read(&path)?, before, "not a byte changed");

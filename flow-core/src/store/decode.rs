@@ -5,7 +5,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
-use super::{RunStatus, StoreError};
+use super::{Answer, RunStatus, StoreError};
 
 /// Damage to one run's row: the part and why.
 pub(super) fn corrupt(run_id: Uuid, what: impl Into<String>, detail: impl ToString) -> StoreError {
@@ -39,4 +39,15 @@ pub(super) fn decode_u32(run_id: Uuid, what: &str, v: i64) -> Result<u32, StoreE
 
 pub(super) fn decode_uuid(run_id: Uuid, what: &str, s: &str) -> Result<Uuid, StoreError> {
     Uuid::parse_str(s).map_err(|e| corrupt(run_id, what, format!("`{s}` is not a UUID: {e}")))
+}
+
+/// A stored answer: `{"step_key": ..., "value": ...}` as JSON text.
+pub(super) fn decode_answer(run_id: Uuid, text: Option<String>) -> Result<Option<Answer>, StoreError> {
+    text.map(|t| serde_json::from_str(&t).map_err(|e| corrupt(run_id, "answer", format!("not a stored answer: {e}"))))
+        .transpose()
+}
+
+/// The step a pause request waits at (its `step_key`), if it names one.
+pub(super) fn waiting_at(pause: Option<&Value>) -> Option<String> {
+    pause.and_then(|p| p.get("step_key")).and_then(Value::as_str).map(str::to_string)
 }

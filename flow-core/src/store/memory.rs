@@ -7,9 +7,12 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
+use serde_json::Value;
+use tokio::sync::Notify;
+
 use super::{
-    CheckpointInfo, Claim, Commit, JournalEntry, NewRun, RunFilter, RunRecord, RunStatus, RunSummary, Snapshot,
-    StepRecord, Store, StoreError, now_ms,
+    Answer, CheckpointInfo, Claim, ClaimRequest, Commit, JournalEntry, NewRun, QueueLimit, RunFilter, RunRecord,
+    RunStatus, RunSummary, Snapshot, Start, StepRecord, Store, StoreError, now_ms,
 };
 
 #[derive(Default)]
@@ -31,11 +34,17 @@ struct Run {
 pub struct MemoryStore {
     runs: Arc<Mutex<HashMap<Uuid, Run>>>,
     keep_checkpoints: Option<usize>,
+    /// Wakes the workers waiting in `wait_for_work` when a run becomes runnable.
+    work: Arc<Notify>,
 }
 
 impl Default for MemoryStore {
     fn default() -> Self {
-        MemoryStore { runs: Arc::default(), keep_checkpoints: Some(super::DEFAULT_KEEP_CHECKPOINTS) }
+        MemoryStore {
+            runs: Arc::default(),
+            keep_checkpoints: Some(super::DEFAULT_KEEP_CHECKPOINTS),
+            work: Arc::new(Notify::new()),
+        }
     }
 }
 
@@ -95,6 +104,28 @@ fn upsert_steps(steps: &mut Vec<StepRecord>, updates: Vec<StepRecord>) {
     }
 }
 
+/// Whether a run can be claimed by a serving worker now.
+fn runnable(r: &RunRecord, now: i64) -> bool {
+    let lease_free = r.lease_expires_at_ms.is_none_or(|t| t <= now) || r.lease_owner.is_none();
+    match r.status {
+        RunStatus::Queued => lease_free && r.available_at_ms.is_none_or(|t| t <= now),
+        RunStatus::Running => lease_free,
+        _ => false,
+    }
+}
+
+/// Whether a run is held under a live lease (it counts against its queue's limits).
+fn held(r: &RunRecord, now: i64) -> bool {
+    r.lease_owner.is_some() && r.lease_expires_at_ms.is_some_and(|t| t > now)
+}
+
+fn take_lease(run: &mut RunRecord, owner: &str, lease: Duration, now: i64) -> Claim {
+    run.epoch += 1;
+    run.lease_owner = Some(owner.to_string());
+    run.lease_expires_at_ms = Some(now + lease.as_millis() as i64);
+    Claim { epoch: run.epoch, run: run.clone() }
+}
+
 fn record_of(runs: &HashMap<Uuid, Run>, run_id: Uuid) -> Result<&RunRecord, StoreError> {
     runs.get(&run_id).and_then(|r| r.record.as_ref()).ok_or(StoreError::NotFound(run_id))
 }
@@ -107,23 +138,32 @@ impl Store for MemoryStore {
             return Err(StoreError::Duplicate(run.run_id));
         }
         let now = now_ms();
+        let (status, lease_owner, lease_expires_at_ms, epoch, available_at_ms) = match run.start {
+            Start::Leased { owner, lease } => {
+                (RunStatus::Running, Some(owner), Some(now + lease.as_millis() as i64), 1, None)
+            }
+            Start::Queued { available_at_ms } => (RunStatus::Queued, None, None, 0, available_at_ms),
+        };
         let record = RunRecord {
             run_id: run.run_id,
             flow: run.flow,
             parent_run_id: run.parent_run_id,
-            status: RunStatus::Running,
+            status,
             snapshot: run.snapshot.clone(),
             version: 1,
             output: None,
             error: None,
             pause: None,
-            lease_owner: Some(run.owner),
-            lease_expires_at_ms: Some(now + run.lease.as_millis() as i64),
-            epoch: 1,
+            lease_owner,
+            lease_expires_at_ms,
+            epoch,
+            placement: run.placement,
+            available_at_ms,
+            answer: None,
             created_at_ms: now,
             updated_at_ms: now,
         };
-        let info = CheckpointInfo { seq: 1, step_key: None, status: RunStatus::Running, created_at_ms: now };
+        let info = CheckpointInfo { seq: 1, step_key: None, status, created_at_ms: now };
         runs.insert(
             run.run_id,
             Run {
@@ -133,7 +173,11 @@ impl Store for MemoryStore {
                 journal: HashMap::new(),
             },
         );
-        Ok(1)
+        drop(runs);
+        if status == RunStatus::Queued {
+            self.work.notify_waiters();
+        }
+        Ok(epoch)
     }
 
     async fn claim(&self, run_id: Uuid, owner: &str, lease: Duration) -> Result<Claim, StoreError> {
@@ -146,10 +190,7 @@ impl Store for MemoryStore {
         {
             return Err(StoreError::Locked { run_id, owner: holder.clone(), expires_at_ms: expires });
         }
-        run.epoch += 1;
-        run.lease_owner = Some(owner.to_string());
-        run.lease_expires_at_ms = Some(now + lease.as_millis() as i64);
-        Ok(Claim { epoch: run.epoch, run: run.clone() })
+        Ok(take_lease(run, owner, lease, now))
     }
 
     async fn renew(&self, run_id: Uuid, epoch: u64, lease: Duration) -> Result<(), StoreError> {
@@ -173,6 +214,11 @@ impl Store for MemoryStore {
         }
         run.lease_owner = None;
         run.lease_expires_at_ms = None;
+        let runnable = runnable(run, now_ms());
+        drop(runs);
+        if runnable {
+            self.work.notify_waiters();
+        }
         Ok(())
     }
 
@@ -191,11 +237,14 @@ impl Store for MemoryStore {
         run.output = commit.output;
         run.error = commit.error;
         run.pause = commit.pause;
+        run.answer = None;
+        run.available_at_ms = commit.available_at_ms.filter(|_| commit.status == RunStatus::Queued);
         run.updated_at_ms = now;
         if commit.status.is_at_rest() {
             run.lease_owner = None;
             run.lease_expires_at_ms = None;
         }
+        let wake = commit.status == RunStatus::Queued;
         let seq = entry.checkpoints.last().map_or(1, |(c, _)| c.seq + 1);
         entry.checkpoints.push((
             CheckpointInfo { seq, step_key: commit.step_key, status: commit.status, created_at_ms: now },
@@ -208,6 +257,10 @@ impl Store for MemoryStore {
             entry.checkpoints.drain(..excess);
         }
         upsert_steps(&mut entry.steps, commit.steps);
+        drop(runs);
+        if wake {
+            self.work.notify_waiters();
+        }
         Ok(())
     }
 
@@ -227,6 +280,8 @@ impl Store for MemoryStore {
                 flow: r.flow.clone(),
                 status: r.status,
                 pause: r.pause.clone(),
+                placement: r.placement.clone(),
+                available_at_ms: r.available_at_ms,
                 created_at_ms: r.created_at_ms,
                 updated_at_ms: r.updated_at_ms,
             })
@@ -269,5 +324,93 @@ impl Store for MemoryStore {
         let run = runs.get_mut(&entry.run_id).ok_or(StoreError::NotFound(entry.run_id))?;
         let key = (entry.step_key.clone(), entry.seq);
         Ok(run.journal.entry(key).or_insert(entry).clone())
+    }
+
+    async fn claim_next(&self, request: &ClaimRequest) -> Result<Vec<Claim>, StoreError> {
+        let mut runs = self.lock();
+        let now = now_ms();
+        let limits: HashMap<&str, &QueueLimit> = request.queues.iter().map(|q| (q.queue.as_str(), q)).collect();
+        // What every worker holds now, per queue and per (queue, key): the limits count them all.
+        let mut in_queue: HashMap<String, u32> = HashMap::new();
+        let mut per_key: HashMap<(String, String), u32> = HashMap::new();
+        for r in runs.values().filter_map(|r| r.record.as_ref()).filter(|r| held(r, now)) {
+            *in_queue.entry(r.placement.queue.clone()).or_default() += 1;
+            if let Some(k) = &r.placement.key {
+                *per_key.entry((r.placement.queue.clone(), k.clone())).or_default() += 1;
+            }
+        }
+        let mut due: Vec<(i64, i64, Uuid)> = runs
+            .values()
+            .filter_map(|r| r.record.as_ref())
+            .filter(|r| limits.contains_key(r.placement.queue.as_str()))
+            .filter(|r| request.flows.contains(&r.flow))
+            .filter(|r| runnable(r, now))
+            .map(|r| (r.available_at_ms.unwrap_or(r.updated_at_ms), r.created_at_ms, r.run_id))
+            .collect();
+        due.sort_unstable();
+        let mut claims = Vec::new();
+        for (_, _, run_id) in due {
+            if claims.len() >= request.max {
+                break;
+            }
+            let Some(run) = runs.get_mut(&run_id).and_then(|r| r.record.as_mut()) else { continue };
+            let Some(limit) = limits.get(run.placement.queue.as_str()) else { continue };
+            let queue_count = in_queue.get(&run.placement.queue).copied().unwrap_or(0);
+            if limit.concurrency.is_some_and(|n| queue_count >= n) {
+                continue;
+            }
+            let key = run.placement.key.clone().map(|k| (run.placement.queue.clone(), k));
+            if let (Some(n), Some(key)) = (limit.per_key, &key)
+                && per_key.get(key).copied().unwrap_or(0) >= n
+            {
+                continue;
+            }
+            *in_queue.entry(run.placement.queue.clone()).or_default() += 1;
+            if let Some(key) = key {
+                *per_key.entry(key).or_default() += 1;
+            }
+            claims.push(take_lease(run, &request.owner, request.lease, now));
+        }
+        Ok(claims)
+    }
+
+    async fn answer(&self, run_id: Uuid, step_key: &str, value: Value) -> Result<(), StoreError> {
+        let mut runs = self.lock();
+        let run = runs.get_mut(&run_id).and_then(|r| r.record.as_mut()).ok_or(StoreError::NotFound(run_id))?;
+        let waiting_at = run.pause.as_ref().and_then(|p| p.get("step_key")).and_then(Value::as_str);
+        if run.status != RunStatus::Paused || run.answer.is_some() || waiting_at != Some(step_key) {
+            return Err(StoreError::NotWaiting {
+                run_id,
+                status: run.status,
+                waiting_at: waiting_at.filter(|k| *k != step_key).map(str::to_string),
+            });
+        }
+        let now = now_ms();
+        run.answer = Some(Answer { step_key: step_key.to_string(), value });
+        run.status = RunStatus::Queued;
+        run.available_at_ms = Some(now);
+        run.updated_at_ms = now;
+        drop(runs);
+        self.work.notify_waiters();
+        Ok(())
+    }
+
+    async fn requeue(&self, run_id: Uuid) -> Result<(), StoreError> {
+        let mut runs = self.lock();
+        let run = runs.get_mut(&run_id).and_then(|r| r.record.as_mut()).ok_or(StoreError::NotFound(run_id))?;
+        if run.status != RunStatus::Failed {
+            return Err(StoreError::NotWaiting { run_id, status: run.status, waiting_at: None });
+        }
+        let now = now_ms();
+        run.status = RunStatus::Queued;
+        run.available_at_ms = Some(now);
+        run.updated_at_ms = now;
+        drop(runs);
+        self.work.notify_waiters();
+        Ok(())
+    }
+
+    async fn wait_for_work(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.work.notified()).await;
     }
 }

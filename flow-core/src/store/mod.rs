@@ -21,6 +21,8 @@
 //! ```
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod admission;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod decode;
 mod memory;
 #[cfg(feature = "postgres")]
@@ -50,6 +52,10 @@ pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
+    /// Waiting for a worker ([`Worker::serve`](crate::Worker::serve)) to run it: submitted and
+    /// not started yet, answered, put back in its queue, or parked until a timer or a retry is
+    /// due (`available_at_ms`). Holds no lease.
+    Queued,
     /// Being executed, or interrupted (crash) while being executed.
     Running,
     /// Waiting for a person's input.
@@ -66,6 +72,7 @@ impl RunStatus {
     /// The status as stored (`running`, `paused`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
+            RunStatus::Queued => "queued",
             RunStatus::Running => "running",
             RunStatus::Paused => "paused",
             RunStatus::Completed => "completed",
@@ -77,6 +84,7 @@ impl RunStatus {
     /// Parses a stored status.
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {
+            "queued" => RunStatus::Queued,
             "running" => RunStatus::Running,
             "paused" => RunStatus::Paused,
             "completed" => RunStatus::Completed,
@@ -234,10 +242,157 @@ pub struct NewRun {
     /// Step rows the run starts with: the steps a fork inherits from its source (a new run has
     /// none; its starts are in its first checkpoint).
     pub steps: Vec<StepRecord>,
-    /// Who runs it now (a lease is taken at creation, epoch 1).
+    /// Who runs it first: the creator, under a lease, or any worker serving its queue.
+    pub start: Start,
+    /// The queue it waits in whenever no one runs it, and its concurrency key.
+    pub placement: Placement,
+}
+
+/// Who runs a new run first.
+///
+/// ```
+/// use flow_core::store::Start;
+/// use std::time::Duration;
+///
+/// let here = Start::Leased { owner: "host:42:abcd".into(), lease: Duration::from_secs(30) };
+/// let anywhere = Start::Queued { available_at_ms: None };
+/// # let _ = (here, anywhere);
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// The creator runs it at once: the run is stored `running` with a lease for `owner` at
+    /// epoch 1 (`Runner::kickoff`).
+    Leased {
+        /// The lease holder.
+        owner: String,
+        /// How long the lease lasts without renewal.
+        lease: Duration,
+    },
+    /// Stored `queued` with no lease (epoch 0), for whichever worker serving its queue claims it
+    /// first, from `available_at_ms` on (`None`: now) (`Runner::submit`).
+    Queued {
+        /// Not before this time, ms since the Unix epoch.
+        available_at_ms: Option<i64>,
+    },
+}
+
+/// Where a run waits when no one runs it: a named queue, and an optional concurrency key that
+/// a queue's per-key limit counts (for example a customer id, so that one customer's runs go
+/// one at a time).
+///
+/// ```
+/// use flow_core::store::Placement;
+///
+/// assert_eq!(Placement::default().queue, "default");
+/// let per_customer = Placement::in_queue("invoices").key("customer-42");
+/// assert_eq!(per_customer.key.as_deref(), Some("customer-42"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Placement {
+    /// The queue's name.
+    pub queue: String,
+    /// The concurrency key, if any.
+    pub key: Option<String>,
+}
+
+impl Placement {
+    /// The queue a run goes to unless told otherwise.
+    pub const DEFAULT_QUEUE: &'static str = "default";
+
+    /// A placement in `queue`, with no concurrency key.
+    pub fn in_queue(queue: impl Into<String>) -> Self {
+        Placement { queue: queue.into(), key: None }
+    }
+
+    /// The same placement with a concurrency key.
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+}
+
+impl Default for Placement {
+    fn default() -> Self {
+        Placement::in_queue(Placement::DEFAULT_QUEUE)
+    }
+}
+
+/// A person's answer to a paused run's question, stored until a worker runs the step that asked
+/// ([`Store::answer`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Answer {
+    /// The step that asked.
+    pub step_key: String,
+    /// The answer as given.
+    pub value: Value,
+}
+
+/// What [`Store::claim_next`] may claim, for whom.
+///
+/// ```
+/// use flow_core::store::{ClaimRequest, QueueLimit};
+/// use std::time::Duration;
+///
+/// let request = ClaimRequest {
+///     owner: "host:42:abcd".into(),
+///     lease: Duration::from_secs(30),
+///     flows: vec!["invoice".into()],
+///     queues: vec![QueueLimit::new("invoices").concurrency(8).per_key(1)],
+///     max: 4,
+/// };
+/// # let _ = request;
+/// ```
+#[derive(Clone, Debug)]
+pub struct ClaimRequest {
+    /// The claiming worker (the lease holder).
     pub owner: String,
-    /// How long the lease lasts without renewal.
+    /// The lease each claim takes.
     pub lease: Duration,
+    /// Only runs of these flows (the ones the worker can run).
+    pub flows: Vec<String>,
+    /// Only runs in these queues, each with its limits.
+    pub queues: Vec<QueueLimit>,
+    /// At most this many claims.
+    pub max: usize,
+}
+
+/// A queue a worker serves, with the limits that hold over all workers together: at most
+/// `concurrency` of its runs held under a live lease at once, and at most `per_key` of them
+/// with the same concurrency key.
+///
+/// ```
+/// use flow_core::store::QueueLimit;
+///
+/// let q = QueueLimit::new("emails").concurrency(5).per_key(1);
+/// assert_eq!((q.concurrency, q.per_key), (Some(5), Some(1)));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueLimit {
+    /// The queue.
+    pub queue: String,
+    /// Runs of the queue held at once, by all workers together (`None`: no limit).
+    pub concurrency: Option<u32>,
+    /// Runs with the same concurrency key held at once (`None`: no limit).
+    pub per_key: Option<u32>,
+}
+
+impl QueueLimit {
+    /// A queue with no limits.
+    pub fn new(queue: impl Into<String>) -> Self {
+        QueueLimit { queue: queue.into(), concurrency: None, per_key: None }
+    }
+
+    /// At most `n` of its runs held at once, over all workers.
+    pub fn concurrency(mut self, n: u32) -> Self {
+        self.concurrency = Some(n);
+        self
+    }
+
+    /// At most `n` runs with the same concurrency key held at once, over all workers.
+    pub fn per_key(mut self, n: u32) -> Self {
+        self.per_key = Some(n);
+        self
+    }
 }
 
 /// One atomic checkpoint: everything a method completion changes.
@@ -261,6 +416,9 @@ pub struct Commit {
     pub error: Option<String>,
     /// The pending request for input, when paused.
     pub pause: Option<Value>,
+    /// With status [`RunStatus::Queued`]: when the run is due again, ms since the Unix epoch
+    /// (`None`: now). A timer or a long retry backoff parks a run this way.
+    pub available_at_ms: Option<i64>,
 }
 
 /// A run as stored.
@@ -290,6 +448,12 @@ pub struct RunRecord {
     pub lease_expires_at_ms: Option<i64>,
     /// The current lease epoch.
     pub epoch: u64,
+    /// Its queue and concurrency key.
+    pub placement: Placement,
+    /// When queued: not before this time, ms since the Unix epoch.
+    pub available_at_ms: Option<i64>,
+    /// An answer given with [`Store::answer`] that no step has taken yet.
+    pub answer: Option<Answer>,
     /// Created, ms since the Unix epoch.
     pub created_at_ms: i64,
     /// Last changed, ms since the Unix epoch.
@@ -307,6 +471,10 @@ pub struct RunSummary {
     pub status: RunStatus,
     /// The pending request for input, when paused.
     pub pause: Option<Value>,
+    /// Its queue and concurrency key.
+    pub placement: Placement,
+    /// When queued: not before this time, ms since the Unix epoch.
+    pub available_at_ms: Option<i64>,
     /// Created, ms since the Unix epoch.
     pub created_at_ms: i64,
     /// Last changed, ms since the Unix epoch.
@@ -490,6 +658,25 @@ pub enum StoreError {
         run_id: Uuid,
         /// The epoch whose lease was released.
         epoch: u64,
+    },
+    /// An answer for a run that does not wait for one (at that step).
+    #[error(
+        "run {run_id} is {status}{}: the answer was not stored; read its current question before answering",
+        waiting_at.as_ref().map(|k| format!(" and waits at step `{k}`")).unwrap_or_default()
+    )]
+    NotWaiting {
+        /// The run.
+        run_id: Uuid,
+        /// Its status now.
+        status: RunStatus,
+        /// The step it waits at, when paused at another one.
+        waiting_at: Option<String>,
+    },
+    /// The store does not implement an operation (a store of your own that predates it).
+    #[error("this store does not support {what}; use SqliteStore, PgStore or MemoryStore, or implement it")]
+    Unsupported {
+        /// The operation.
+        what: String,
     },
     /// A stored row cannot be read.
     #[error(
@@ -676,7 +863,8 @@ impl StoreError {
 /// ```
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Inserts a run with its first checkpoint and a lease for `owner` at epoch 1.
+    /// Inserts a run with its first checkpoint, started as `run.start` says: under a lease for
+    /// its owner at epoch 1, or queued with no lease at epoch 0. Returns that epoch.
     async fn create_run(&self, run: NewRun) -> Result<u64, StoreError>;
 
     /// Takes the lease on a run: succeeds when nobody holds a live lease (not even `owner`
@@ -723,6 +911,8 @@ pub trait Store: Send + Sync + 'static {
             flow: r.flow,
             status: r.status,
             pause: r.pause,
+            placement: r.placement,
+            available_at_ms: r.available_at_ms,
             created_at_ms: r.created_at_ms,
             updated_at_ms: r.updated_at_ms,
         })
@@ -744,6 +934,45 @@ pub trait Store: Send + Sync + 'static {
     /// Records an effect; when one is already recorded at that position, keeps the first and
     /// returns it (first writer wins).
     async fn journal_put(&self, entry: JournalEntry) -> Result<JournalEntry, StoreError>;
+
+    /// Claims up to `request.max` runnable runs of `request.flows` in `request.queues`, each as
+    /// [`Store::claim`] does (epoch bumped, lease taken for `request.owner`), the longest due
+    /// first. Runnable: `queued` and due (`available_at_ms` passed), or `running` with no live
+    /// lease (its worker died or gave it back). Each queue's limits hold over every live lease in
+    /// the store, whichever worker holds it, even when workers claim at the same moment; a run
+    /// another worker is claiming concurrently is skipped, not waited for.
+    ///
+    /// Each returned claim carries its run as claimed, its status unchanged (`queued`
+    /// included) and its answer, if any: the claimant's first commit moves it on.
+    async fn claim_next(&self, request: &ClaimRequest) -> Result<Vec<Claim>, StoreError> {
+        let _ = request;
+        Err(StoreError::Unsupported { what: "claiming queued runs (claim_next)".into() })
+    }
+
+    /// Stores a person's answer to a run paused at step `step_key` and puts the run back in its
+    /// queue (status `queued`, due now) for a worker to continue: the step asks again and gets
+    /// this answer. Refused with [`StoreError::NotWaiting`] when the run is not paused at that
+    /// step or already holds an answer (nothing is written). The next commit clears it.
+    async fn answer(&self, run_id: Uuid, step_key: &str, value: Value) -> Result<(), StoreError> {
+        let _ = (run_id, step_key, value);
+        Err(StoreError::Unsupported { what: "storing answers (answer)".into() })
+    }
+
+    /// Puts a failed run back in its queue (status `queued`, due now) for a worker to run its
+    /// failed step again. Refused with [`StoreError::NotWaiting`] for a run in any other status
+    /// (nothing is written).
+    async fn requeue(&self, run_id: Uuid) -> Result<(), StoreError> {
+        let _ = run_id;
+        Err(StoreError::Unsupported { what: "requeueing runs (requeue)".into() })
+    }
+
+    /// Waits until work may have become runnable (a run submitted, answered, released or
+    /// requeued, here or, where the store can tell, in another process) or `timeout` passes.
+    /// Only an early wake-up: a worker polls [`Store::claim_next`] after it either way, so a
+    /// store that cannot tell just sleeps (the default).
+    async fn wait_for_work(&self, timeout: Duration) {
+        tokio::time::sleep(timeout).await;
+    }
 }
 
 /// Milliseconds since the Unix epoch, now.

@@ -4,11 +4,12 @@
 //! reference, so a backend that passes behaves like it for every method the executor calls.
 
 use std::error::Error;
+use std::sync::Arc;
 use std::time::Duration;
 
 use flow_core::store::{
-    CheckpointInfo, Commit, JournalEntry, NewRun, RunFilter, RunStatus, Snapshot, StepRecord, StepStatus, Store,
-    StoreError,
+    Answer, CheckpointInfo, Claim, ClaimRequest, Commit, JournalEntry, NewRun, Placement, QueueLimit, RunFilter,
+    RunStatus, Snapshot, Start, StepRecord, StepStatus, Store, StoreError,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -45,8 +46,8 @@ pub fn new_run(flow: &str, owner: &str, lease: Duration) -> NewRun {
         parent_run_id: None,
         snapshot: snapshot(0),
         steps: vec![step("start#0", StepStatus::Ready)],
-        owner: owner.to_string(),
-        lease,
+        start: Start::Leased { owner: owner.to_string(), lease },
+        placement: Placement::default(),
     }
 }
 
@@ -66,6 +67,7 @@ pub fn commit(run_id: Uuid, epoch: u64, n: u64) -> Commit {
         output: None,
         error: None,
         pause: None,
+        available_at_ms: None,
     }
 }
 
@@ -378,5 +380,454 @@ async fn listing(store: &dyn Store) -> TestResult {
     // among them, and nothing else.
     assert!(paused_runs.iter().any(|s| s.run_id == paused), "{paused_runs:?}");
     assert!(paused_runs.iter().all(|s| s.status == RunStatus::Paused), "{paused_runs:?}");
+    Ok(())
+}
+
+/// Milliseconds since the Unix epoch, now, on this machine's clock (the tests' database runs on
+/// the same machine, so due times an hour away are on the same side for both).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// A queue name no other check uses, so checks sharing a store do not claim each other's runs.
+fn fresh_queue(what: &str) -> String {
+    format!("{what}-{}", Uuid::new_v4().simple())
+}
+
+/// A run submitted to `queue` (with an optional concurrency key), due at `available_at_ms`.
+pub fn queued_run(flow: &str, queue: &str, key: Option<&str>, available_at_ms: Option<i64>) -> NewRun {
+    let mut placement = Placement::in_queue(queue);
+    placement.key = key.map(str::to_string);
+    NewRun { start: Start::Queued { available_at_ms }, placement, ..new_run(flow, "unused", LONG) }
+}
+
+/// A claim of up to `max` runs of `flows` in `queues`, for `owner`, with a long lease.
+pub fn request(owner: &str, flows: &[&str], queues: Vec<QueueLimit>, max: usize) -> ClaimRequest {
+    ClaimRequest {
+        owner: owner.to_string(),
+        lease: LONG,
+        flows: flows.iter().map(|f| f.to_string()).collect(),
+        queues,
+        max,
+    }
+}
+
+fn ids(claims: &[Claim]) -> Vec<Uuid> {
+    claims.iter().map(|c| c.run.run_id).collect()
+}
+
+/// Every check of queued runs, in turn. `stores` are handles on the same runs (clones, or
+/// stores opened on the same file or database, like separate processes), at least two; each
+/// check makes its own queues, so the stores may be shared with other checks.
+pub async fn check_queues(stores: &[Arc<dyn Store>]) -> TestResult {
+    let store = stores.first().ok_or("check_queues needs at least two stores")?.as_ref();
+    submit_and_claim_once(store).await?;
+    due_times_and_order(store).await?;
+    flows_and_queues_filter(store).await?;
+    lapsed_and_released_leases(store).await?;
+    limits_hold(store).await?;
+    limits_hold_under_concurrent_claims(stores).await?;
+    answers(store).await?;
+    requeue_only_failed(store).await?;
+    commit_to_queued(store).await?;
+    wait_wakes_on_work_from_another_store(stores).await?;
+    Ok(())
+}
+
+async fn submit_and_claim_once(store: &dyn Store) -> TestResult {
+    let queue = fresh_queue("once");
+    let run = queued_run("queued", &queue, Some("k1"), None);
+    let id = run.run_id;
+    assert_eq!(store.create_run(run.clone()).await?, 0, "a queued run starts at epoch 0");
+    let record = store.load_run(id).await?;
+    assert_eq!(record.status, RunStatus::Queued);
+    assert_eq!((record.epoch, record.lease_owner.as_deref(), record.lease_expires_at_ms), (0, None, None));
+    assert_eq!(record.placement, run.placement);
+    assert_eq!((record.available_at_ms, record.answer.as_ref()), (None, None));
+    assert_eq!(store.checkpoints(id).await?[0].status, RunStatus::Queued);
+    let summary = store.run_summary(id).await?;
+    assert_eq!(
+        (summary.status, &summary.placement, summary.available_at_ms),
+        (RunStatus::Queued, &run.placement, None)
+    );
+    let listed = store.list_runs(&RunFilter { flow: Some("queued".into()), ..RunFilter::default() }).await?;
+    let listed = listed.iter().find(|s| s.run_id == id).ok_or("the queued run is not listed")?;
+    assert_eq!(listed.placement, run.placement);
+
+    let claims = store.claim_next(&request("w1", &["queued"], vec![QueueLimit::new(&queue)], 5)).await?;
+    assert_eq!(ids(&claims), [id]);
+    let claim = &claims[0];
+    assert_eq!(claim.epoch, 1);
+    assert_eq!((claim.run.epoch, claim.run.status), (1, RunStatus::Queued), "claimed as it was, its status kept");
+    assert_eq!(claim.run.lease_owner.as_deref(), Some("w1"));
+    assert_eq!(claim.run.snapshot, run.snapshot);
+    assert_eq!(claim.run.placement, run.placement);
+    let again = store.claim_next(&request("w2", &["queued"], vec![QueueLimit::new(&queue)], 5)).await?;
+    assert!(again.is_empty(), "a claimed run is claimed once: {:?}", ids(&again));
+    match store.claim(id, "w3", LONG).await {
+        Err(StoreError::Locked { owner, .. }) => assert_eq!(owner, "w1"),
+        other => return Err(format!("claim of a run claimed from its queue: expected Locked, got {other:?}").into()),
+    }
+    // The claimant's first commit moves it on.
+    store.commit(commit(id, 1, 1)).await?;
+    let record = store.load_run(id).await?;
+    assert_eq!((record.status, record.lease_owner.as_deref()), (RunStatus::Running, Some("w1")));
+    assert!(store.claim_next(&request("w2", &["queued"], vec![QueueLimit::new(&queue)], 5)).await?.is_empty());
+    let nothing = store.claim_next(&request("w2", &["queued"], vec![QueueLimit::new(&queue)], 0)).await?;
+    assert!(nothing.is_empty(), "max 0 claims nothing");
+    Ok(())
+}
+
+async fn due_times_and_order(store: &dyn Store) -> TestResult {
+    let queue = fresh_queue("due");
+    let now = now_ms();
+    let later = queued_run("due", &queue, None, Some(now + 3_600_000));
+    let newer = queued_run("due", &queue, None, Some(now - 1_000));
+    let older = queued_run("due", &queue, None, Some(now - 2_000));
+    for run in [&later, &newer, &older] {
+        store.create_run(run.clone()).await?;
+    }
+    assert_eq!(store.load_run(later.run_id).await?.available_at_ms, Some(now + 3_600_000));
+    let q = || vec![QueueLimit::new(&queue)];
+    assert_eq!(ids(&store.claim_next(&request("w", &["due"], q(), 1)).await?), [older.run_id], "longest due first");
+    assert_eq!(ids(&store.claim_next(&request("w", &["due"], q(), 5)).await?), [newer.run_id]);
+    assert!(store.claim_next(&request("w", &["due"], q(), 5)).await?.is_empty(), "a run due in an hour waits");
+    Ok(())
+}
+
+async fn flows_and_queues_filter(store: &dyn Store) -> TestResult {
+    let (queue, other_queue) = (fresh_queue("filter"), fresh_queue("filter-other"));
+    let a = queued_run("flow-a", &queue, None, None);
+    let b = queued_run("flow-b", &queue, None, None);
+    let elsewhere = queued_run("flow-a", &other_queue, None, None);
+    for run in [&a, &b, &elsewhere] {
+        store.create_run(run.clone()).await?;
+    }
+    let claims = store.claim_next(&request("w", &["flow-a"], vec![QueueLimit::new(&queue)], 10)).await?;
+    assert_eq!(ids(&claims), [a.run_id], "only its flows, only its queues");
+    let none = store.claim_next(&request("w", &["flow-a"], vec![], 10)).await?;
+    assert!(none.is_empty(), "no queue, no claim");
+    let none = store.claim_next(&request("w", &[], vec![QueueLimit::new(&queue)], 10)).await?;
+    assert!(none.is_empty(), "no flow, no claim");
+    let claims = store
+        .claim_next(&request(
+            "w",
+            &["flow-a", "flow-b"],
+            vec![QueueLimit::new(&queue), QueueLimit::new(&other_queue)],
+            10,
+        ))
+        .await?;
+    let mut got = ids(&claims);
+    got.sort();
+    let mut expected = vec![b.run_id, elsewhere.run_id];
+    expected.sort();
+    assert_eq!(got, expected);
+    Ok(())
+}
+
+async fn lapsed_and_released_leases(store: &dyn Store) -> TestResult {
+    let queue = fresh_queue("lapsed");
+    let in_queue = |mut run: NewRun| {
+        run.placement = Placement::in_queue(&queue);
+        run
+    };
+    // A worker that died: its run is running under a lease that lapsed.
+    let dead = in_queue(new_run("lapsed", "dead", Duration::ZERO));
+    let live = in_queue(new_run("lapsed", "alive", LONG));
+    let done = in_queue(new_run("lapsed", "w", Duration::ZERO));
+    for run in [&dead, &live, &done] {
+        store.create_run(run.clone()).await?;
+    }
+    store.commit(Commit { status: RunStatus::Completed, ..commit(done.run_id, 1, 1) }).await?;
+    let q = || vec![QueueLimit::new(&queue)];
+    let claims = store.claim_next(&request("heir", &["lapsed"], q(), 10)).await?;
+    assert_eq!(ids(&claims), [dead.run_id], "a lapsed lease is claimed, a live one and a finished run are not");
+    assert_eq!((claims[0].epoch, claims[0].run.status), (2, RunStatus::Running));
+    assert_eq!(claims[0].run.lease_owner.as_deref(), Some("heir"));
+    match store.commit(commit(dead.run_id, 1, 1)).await {
+        Err(StoreError::Fenced { epoch: 1, current: 2, .. }) => {}
+        other => return Err(format!("the dead worker's commit: expected Fenced, got {other:?}").into()),
+    }
+    // A worker that gives its run back: claimable at once.
+    store.release(live.run_id, 1).await?;
+    let claims = store.claim_next(&request("next", &["lapsed"], q(), 10)).await?;
+    assert_eq!(ids(&claims), [live.run_id]);
+    assert_eq!(claims[0].epoch, 2);
+    Ok(())
+}
+
+/// How many runs of `runs` are held under a live lease now.
+async fn held(store: &dyn Store, runs: &[Uuid]) -> Result<usize, Box<dyn Error>> {
+    let now = now_ms();
+    let mut n = 0;
+    for id in runs {
+        let r = store.load_run(*id).await?;
+        if r.lease_owner.is_some() && r.lease_expires_at_ms.is_some_and(|t| t > now) {
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+async fn limits_hold(store: &dyn Store) -> TestResult {
+    // A concurrency limit counts every live lease of the queue, whoever took it.
+    let queue = fresh_queue("limited");
+    let mut runs = Vec::new();
+    for _ in 0..5 {
+        let run = queued_run("limited", &queue, None, None);
+        runs.push(run.run_id);
+        store.create_run(run).await?;
+    }
+    let limit = || vec![QueueLimit::new(&queue).concurrency(2)];
+    let first = store.claim_next(&request("a", &["limited"], limit(), 1)).await?;
+    assert_eq!(first.len(), 1);
+    let second = store.claim_next(&request("b", &["limited"], limit(), 10)).await?;
+    assert_eq!(second.len(), 1, "one more fits beside the one `a` holds");
+    assert!(store.claim_next(&request("c", &["limited"], limit(), 10)).await?.is_empty(), "the queue is full");
+    assert_eq!(held(store, &runs).await?, 2);
+    // A run that comes to rest frees its place.
+    store.commit(Commit { status: RunStatus::Completed, ..commit(first[0].run.run_id, first[0].epoch, 1) }).await?;
+    assert_eq!(store.claim_next(&request("c", &["limited"], limit(), 10)).await?.len(), 1);
+    assert!(store.claim_next(&request("c", &["limited"], limit(), 10)).await?.is_empty());
+
+    // A per-key limit: one run per customer at a time, the others go on.
+    let queue = fresh_queue("per-key");
+    let mut by_key: Vec<(Uuid, &str)> = Vec::new();
+    for key in ["k1", "k1", "k1", "k2", "k2"] {
+        let run = queued_run("per-key", &queue, Some(key), None);
+        by_key.push((run.run_id, key));
+        store.create_run(run).await?;
+    }
+    let unkeyed = queued_run("per-key", &queue, None, None);
+    store.create_run(unkeyed.clone()).await?;
+    let limit = || vec![QueueLimit::new(&queue).per_key(1)];
+    let claims = store.claim_next(&request("a", &["per-key"], limit(), 10)).await?;
+    let key_of = |id: Uuid| by_key.iter().find(|(r, _)| *r == id).map(|(_, k)| *k);
+    let mut keys: Vec<Option<&str>> = claims.iter().map(|c| key_of(c.run.run_id)).collect();
+    keys.sort();
+    assert_eq!(keys, [None, Some("k1"), Some("k2")], "one per key, and runs without a key are not limited by it");
+    assert_eq!(claims.iter().find(|c| c.run.placement.key.is_none()).map(|c| c.run.run_id), Some(unkeyed.run_id));
+    assert!(store.claim_next(&request("b", &["per-key"], limit(), 10)).await?.is_empty(), "every key is busy");
+    // The k1 run ends: the next k1 run goes, and only one.
+    let k1 = claims.iter().find(|c| c.run.placement.key.as_deref() == Some("k1")).ok_or("no k1 claim")?;
+    store.commit(Commit { status: RunStatus::Completed, ..commit(k1.run.run_id, k1.epoch, 1) }).await?;
+    let next = store.claim_next(&request("b", &["per-key"], limit(), 10)).await?;
+    assert_eq!(next.iter().map(|c| c.run.placement.key.as_deref()).collect::<Vec<_>>(), [Some("k1")]);
+
+    // Both limits together.
+    let queue = fresh_queue("both");
+    for key in ["a", "a", "b", "c", "d"] {
+        store.create_run(queued_run("both", &queue, Some(key), None)).await?;
+    }
+    let claims =
+        store.claim_next(&request("w", &["both"], vec![QueueLimit::new(&queue).concurrency(3).per_key(1)], 10)).await?;
+    assert_eq!(claims.len(), 3);
+    let mut keys: Vec<_> = claims.iter().filter_map(|c| c.run.placement.key.clone()).collect();
+    keys.dedup();
+    assert_eq!(keys.len(), 3, "three different keys: {keys:?}");
+    Ok(())
+}
+
+/// Eight workers (spread over the stores given, as over processes) claim at the same moment,
+/// round after round: the runs held never exceed the queue's limit nor a key's.
+async fn limits_hold_under_concurrent_claims(stores: &[Arc<dyn Store>]) -> TestResult {
+    const WORKERS: usize = 8;
+    const CONCURRENCY: u32 = 3;
+    let store = stores[0].as_ref();
+    let queue = fresh_queue("race");
+    let mut runs = Vec::new();
+    for n in 0..24 {
+        let key = format!("k{}", n % 4);
+        let run = queued_run("race", &queue, Some(&key), None);
+        runs.push(run.run_id);
+        store.create_run(run).await?;
+    }
+    let limit = QueueLimit::new(&queue).concurrency(CONCURRENCY).per_key(1);
+    let mut finished = 0;
+    for round in 0..6 {
+        let barrier = Arc::new(tokio::sync::Barrier::new(WORKERS));
+        let tasks: Vec<_> = (0..WORKERS)
+            .map(|w| {
+                let (store, barrier) = (Arc::clone(&stores[w % stores.len()]), Arc::clone(&barrier));
+                let request = request(&format!("w{w}"), &["race"], vec![limit.clone()], 2);
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    store.claim_next(&request).await
+                })
+            })
+            .collect();
+        let mut claims = Vec::new();
+        for task in tasks {
+            claims.extend(task.await??);
+        }
+        assert!(claims.len() <= CONCURRENCY as usize, "round {round}: {} claimed at once", claims.len());
+        let mut keys: Vec<_> = claims.iter().map(|c| c.run.placement.key.clone()).collect();
+        keys.sort();
+        let claimed = keys.len();
+        keys.dedup();
+        assert_eq!(keys.len(), claimed, "round {round}: two runs of one key held at once: {keys:?}");
+        assert!(held(store, &runs).await? <= CONCURRENCY as usize, "round {round}");
+        assert!(!claims.is_empty(), "round {round}: runs were waiting and the queue had room");
+        // Finish what was claimed, freeing the places for the next round.
+        for claim in claims {
+            store.commit(Commit { status: RunStatus::Completed, ..commit(claim.run.run_id, claim.epoch, 1) }).await?;
+            finished += 1;
+        }
+    }
+    assert!(finished >= 6);
+    Ok(())
+}
+
+/// Pauses a leased run at step `ask#0` and returns it.
+async fn paused_run(store: &dyn Store, queue: &str) -> Result<Uuid, Box<dyn Error>> {
+    let mut run = new_run("answers", "w1", LONG);
+    run.placement = Placement::in_queue(queue);
+    let id = run.run_id;
+    store.create_run(run).await?;
+    let pause = json!({ "step_key": "ask#0", "question": "publish?" });
+    store.commit(Commit { status: RunStatus::Paused, pause: Some(pause), ..commit(id, 1, 1) }).await?;
+    Ok(id)
+}
+
+async fn answers(store: &dyn Store) -> TestResult {
+    let queue = fresh_queue("answers");
+    let id = paused_run(store, &queue).await?;
+    let q = || vec![QueueLimit::new(&queue)];
+    assert!(store.claim_next(&request("w", &["answers"], q(), 5)).await?.is_empty(), "a paused run waits for a person");
+
+    match store.answer(id, "other#0", json!("yes")).await {
+        Err(StoreError::NotWaiting { run_id, status: RunStatus::Paused, waiting_at }) if run_id == id => {
+            assert_eq!(waiting_at.as_deref(), Some("ask#0"));
+        }
+        other => return Err(format!("answer at the wrong step: expected NotWaiting, got {other:?}").into()),
+    }
+    assert_eq!(store.load_run(id).await?.status, RunStatus::Paused, "a refused answer changes nothing");
+    store.answer(id, "ask#0", json!({ "approved": true })).await?;
+    let answered = store.load_run(id).await?;
+    assert_eq!(answered.status, RunStatus::Queued);
+    assert!(answered.available_at_ms.is_some(), "due now");
+    let expected = Answer { step_key: "ask#0".into(), value: json!({ "approved": true }) };
+    assert_eq!(answered.answer.as_ref(), Some(&expected));
+    match store.answer(id, "ask#0", json!("again")).await {
+        Err(StoreError::NotWaiting { status: RunStatus::Queued, waiting_at: None, .. }) => {}
+        other => return Err(format!("a second answer: expected NotWaiting, got {other:?}").into()),
+    }
+    assert_eq!(store.load_run(id).await?.answer.as_ref(), Some(&expected), "the first answer stands");
+
+    let claims = store.claim_next(&request("w2", &["answers"], q(), 5)).await?;
+    assert_eq!(ids(&claims), [id], "the answered run is back in its queue");
+    assert_eq!(claims[0].run.answer.as_ref(), Some(&expected), "the claim carries the answer");
+    // The step that asked takes it: the next commit clears it.
+    store.commit(commit(id, claims[0].epoch, 2)).await?;
+    let after = store.load_run(id).await?;
+    assert_eq!((after.status, after.answer, after.available_at_ms), (RunStatus::Running, None, None));
+
+    match store.answer(id, "ask#0", json!("late")).await {
+        Err(StoreError::NotWaiting { status: RunStatus::Running, waiting_at: None, .. }) => {}
+        other => return Err(format!("answer to a running run: expected NotWaiting, got {other:?}").into()),
+    }
+    let unknown = Uuid::new_v4();
+    expect_not_found("answer", unknown, store.answer(unknown, "ask#0", json!(1)).await)?;
+    Ok(())
+}
+
+async fn requeue_only_failed(store: &dyn Store) -> TestResult {
+    let queue = fresh_queue("requeue");
+    let mut run = new_run("requeue", "w1", LONG);
+    run.placement = Placement::in_queue(&queue);
+    let id = run.run_id;
+    store.create_run(run).await?;
+    match store.requeue(id).await {
+        Err(StoreError::NotWaiting { run_id, status: RunStatus::Running, waiting_at: None }) if run_id == id => {}
+        other => return Err(format!("requeue of a running run: expected NotWaiting, got {other:?}").into()),
+    }
+    store.commit(Commit { status: RunStatus::Failed, error: Some("boom".into()), ..commit(id, 1, 1) }).await?;
+    store.requeue(id).await?;
+    let record = store.load_run(id).await?;
+    assert_eq!(record.status, RunStatus::Queued);
+    match store.requeue(id).await {
+        Err(StoreError::NotWaiting { status: RunStatus::Queued, .. }) => {}
+        other => return Err(format!("requeue of a queued run: expected NotWaiting, got {other:?}").into()),
+    }
+    let claims = store.claim_next(&request("w2", &["requeue"], vec![QueueLimit::new(&queue)], 5)).await?;
+    assert_eq!(ids(&claims), [id]);
+    store.commit(Commit { status: RunStatus::Completed, ..commit(id, claims[0].epoch, 2) }).await?;
+    match store.requeue(id).await {
+        Err(StoreError::NotWaiting { status: RunStatus::Completed, .. }) => {}
+        other => return Err(format!("requeue of a completed run: expected NotWaiting, got {other:?}").into()),
+    }
+    let unknown = Uuid::new_v4();
+    expect_not_found("requeue", unknown, store.requeue(unknown).await)?;
+    Ok(())
+}
+
+/// A timer or a long retry backoff parks a run: it commits itself back to its queue, due later.
+async fn commit_to_queued(store: &dyn Store) -> TestResult {
+    let queue = fresh_queue("parked");
+    let mut run = new_run("parked", "w1", LONG);
+    run.placement = Placement::in_queue(&queue).key("k");
+    let id = run.run_id;
+    store.create_run(run).await?;
+    let due = now_ms() + 3_600_000;
+    store.commit(Commit { status: RunStatus::Queued, available_at_ms: Some(due), ..commit(id, 1, 1) }).await?;
+    let parked = store.load_run(id).await?;
+    assert_eq!((parked.status, parked.available_at_ms), (RunStatus::Queued, Some(due)));
+    assert_eq!((parked.lease_owner, parked.lease_expires_at_ms), (None, None), "a queued run holds no lease");
+    assert_eq!(parked.placement, Placement::in_queue(&queue).key("k"), "its placement is kept");
+    let q = || vec![QueueLimit::new(&queue)];
+    assert!(store.claim_next(&request("w", &["parked"], q(), 5)).await?.is_empty(), "not before it is due");
+    // Claimed directly (an operator resuming it now), then parked due at once.
+    let claim = store.claim(id, "op", LONG).await?;
+    store.commit(Commit { status: RunStatus::Queued, available_at_ms: None, ..commit(id, claim.epoch, 2) }).await?;
+    let claims = store.claim_next(&request("w", &["parked"], q(), 5)).await?;
+    assert_eq!(ids(&claims), [id]);
+    // A running commit forgets the due time.
+    store
+        .commit(Commit { status: RunStatus::Running, available_at_ms: Some(due), ..commit(id, claims[0].epoch, 3) })
+        .await?;
+    assert_eq!(store.load_run(id).await?.available_at_ms, None, "only a queued run has a due time");
+    Ok(())
+}
+
+/// A worker waiting on one store is woken when a run is submitted through another (another
+/// process). The wait's own timeout is an hour, so the waiter finishing at all shows it was
+/// woken; the submitter keeps submitting until then, since a wake-up that lands between the
+/// waiter's claim and its next wait is only an early wake-up missed (it would poll again).
+async fn wait_wakes_on_work_from_another_store(stores: &[Arc<dyn Store>]) -> TestResult {
+    let (waiter, submitter) = match stores {
+        [a, b, ..] => (Arc::clone(a), Arc::clone(b)),
+        _ => return Err("the wake-up check needs two stores".into()),
+    };
+    let queue = fresh_queue("wake");
+    let limits = vec![QueueLimit::new(&queue)];
+    let waiting = tokio::spawn({
+        let request = request("waiter", &["wake"], limits, 1);
+        async move {
+            loop {
+                waiter.wait_for_work(Duration::from_secs(3600)).await;
+                let claims = waiter.claim_next(&request).await?;
+                if let Some(claim) = claims.into_iter().next() {
+                    return Ok::<_, StoreError>(claim);
+                }
+            }
+        }
+    });
+    let submitting = async {
+        let mut submitted = Vec::new();
+        while !waiting.is_finished() {
+            let run = queued_run("wake", &queue, None, None);
+            submitted.push(run.run_id);
+            submitter.create_run(run).await?;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok::<_, Box<dyn Error>>(submitted)
+    };
+    // Only a hang fails here: the waiter should be done long before.
+    let submitted = tokio::time::timeout(Duration::from_secs(300), submitting)
+        .await
+        .map_err(|_| "wait_for_work was never woken by work submitted through another store")??;
+    let claim = waiting.await??;
+    assert!(submitted.contains(&claim.run.run_id), "the waiter claimed a run it was woken for");
+    assert_eq!(claim.run.lease_owner.as_deref(), Some("waiter"));
     Ok(())
 }

@@ -26,8 +26,16 @@
 //!
 //! **Clock.** Lease expiries and timestamps come from the database's clock (`now()`), so
 //! workers on machines whose clocks disagree still agree on whether a lease is live.
+//!
+//! **Queues.** `claim_next` claims in one short transaction: candidates are read
+//! `FOR UPDATE SKIP LOCKED` (two workers never wait on each other's candidates), and claimers of
+//! a queue with limits first take that queue's advisory lock and count the live leases of the
+//! whole queue, so a limit holds across every worker even when they claim at the same moment.
+//! Every write that makes a run runnable sends `pg_notify` on the schema's channel in its
+//! transaction; [`listen`] wakes `wait_for_work` from it.
 
 mod error;
+mod listen;
 mod queries;
 mod schema;
 
@@ -40,10 +48,13 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 pub use tokio_postgres;
 use uuid::Uuid;
 
+use serde_json::Value;
+
 use self::error::Pg;
+use self::listen::Wake;
 use crate::store::{
-    CheckpointInfo, Claim, Commit, JournalEntry, Listing, NewRun, RunFilter, RunRecord, RunSummary, Snapshot,
-    StepRecord, Store, StoreError,
+    CheckpointInfo, Claim, ClaimRequest, Commit, JournalEntry, Listing, NewRun, RunFilter, RunRecord, RunStatus,
+    RunSummary, Snapshot, StepRecord, Store, StoreError,
 };
 
 /// How many connections [`PgStore::connect`] opens at most.
@@ -69,6 +80,11 @@ const DEFAULT_MAX_CONNECTIONS: usize = 16;
 ///   makes safe, and its connection is discarded, so the next call gets a new one from the
 ///   pool (at most one failed call per pooled connection, none for connections the pool
 ///   already saw closed).
+/// - **Queues**: [`Store::claim_next`] holds each queue's limits across every worker on the
+///   database, even when they claim at the same moment; [`Store::wait_for_work`] wakes as soon
+///   as any process makes a run runnable, through `LISTEN`/`NOTIFY` on a connection of its own
+///   ([`PgStore::listen_with`]; [`PgStore::connect`] sets it up), and falls back to sleeping its
+///   timeout while that connection is down.
 /// - **Poolers**: statements are prepared once per connection, so behind PgBouncer use session
 ///   pooling, or transaction pooling with PgBouncer 1.21 or later and `max_prepared_statements`.
 ///
@@ -93,6 +109,8 @@ pub struct PgStore {
     /// The epoch of the lease this store last took on each run it drives, to fence its
     /// `journal_put`s; forgotten when the run comes to rest.
     held: Arc<Mutex<HashMap<Uuid, u64>>>,
+    /// `wait_for_work`'s listener, shared by the clones.
+    wake: Arc<Wake>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -123,6 +141,9 @@ impl PgStore {
     /// [`StoreError::Open`] when the URL does not parse or the server cannot be reached (the
     /// message names the host and port, never the password), [`StoreError::SchemaTooNew`]
     /// when a newer build migrated the database.
+    ///
+    /// `wait_for_work` listens for new work on a connection of its own to the same URL (see
+    /// [`PgStore::listen_with`]).
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         let mut config: tokio_postgres::Config = url.parse().map_err(|e| StoreError::Open {
             path: "the PostgreSQL URL".to_string(),
@@ -133,6 +154,7 @@ impl PgStore {
             config.connect_timeout(Duration::from_secs(10));
         }
         let pg = Pg::of(&config);
+        let listen = config.clone();
         let manager = Manager::from_config(
             config,
             tokio_postgres::NoTls,
@@ -145,7 +167,7 @@ impl PgStore {
             .wait_timeout(Some(Duration::from_secs(30)))
             .build()
             .map_err(|e| StoreError::Open { path: pg.shown.clone(), message: format!("cannot build the pool: {e}") })?;
-        Self::open(pool, pg).await
+        Ok(Self::open(pool, pg).await?.listen_with(listen))
     }
 
     /// Uses a pool the application already owns, and migrates the schema its connections'
@@ -166,6 +188,10 @@ impl PgStore {
     /// # Ok(())
     /// # }
     /// ```
+    ///
+    /// A pool does not tell how to open a connection outside it, so `wait_for_work` on such a
+    /// store only sleeps its timeout (workers poll) until [`PgStore::listen_with`] gives it the
+    /// connection settings.
     ///
     /// # Errors
     ///
@@ -204,13 +230,45 @@ impl PgStore {
             pg.shown = format!("postgres://{user}@{host}:{port}/{db} (schema {schema})");
         }
         schema::migrate(&mut client, &pg).await?;
+        let channel: String =
+            client.query_one(queries::WORK_CHANNEL, &[]).await.map_err(|e| pg.open(&e))?.try_get(0).map_err(|e| {
+                StoreError::Open { path: pg.shown.clone(), message: format!("cannot name the work channel: {e}") }
+            })?;
         tracing::debug!(database = %pg.shown, "opened PostgreSQL store");
+        let wake = Arc::new(Wake::new(None, channel, pg.shown.clone()));
         Ok(PgStore {
             pool,
             pg: Arc::new(pg),
             keep_checkpoints: Some(crate::store::DEFAULT_KEEP_CHECKPOINTS),
             held: Arc::new(Mutex::new(HashMap::new())),
+            wake,
         })
+    }
+
+    /// Lets `wait_for_work` hear of work that other processes make runnable: from the first
+    /// wait on, a connection of its own (outside the pool, opened with `config`, which must
+    /// reach the same database) `LISTEN`s for the notifications every write that makes a run
+    /// runnable sends, and wakes the waiters at once. It reconnects by itself when it drops;
+    /// meanwhile waiting lasts its timeout. [`PgStore::connect`] sets it from its URL; a store
+    /// from [`PgStore::from_pool`] needs it to wake early.
+    ///
+    /// ```no_run
+    /// use flow_core::store::PgStore;
+    /// use flow_core::store::deadpool_postgres::{Manager, Pool};
+    /// use flow_core::store::tokio_postgres::{Config, NoTls};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let config: Config = "postgres://app@127.0.0.1/app".parse()?;
+    /// let pool = Pool::builder(Manager::new(config.clone(), NoTls)).max_size(8).build()?;
+    /// let store = PgStore::from_pool(pool).await?.listen_with(config);
+    /// # let _ = store;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn listen_with(mut self, config: tokio_postgres::Config) -> Self {
+        self.wake = Arc::new(self.wake.with_config(config));
+        self
     }
 
     /// Keep only the newest `n` checkpoints of each run (at least 1); older ones are deleted in
@@ -312,9 +370,13 @@ macro_rules! on_connection {
 #[async_trait::async_trait]
 impl Store for PgStore {
     async fn create_run(&self, run: NewRun) -> Result<u64, StoreError> {
-        let version = in_transaction!(self, run.run_id, |tx| queries::create_run(&tx, &self.pg, &run))?;
-        self.held().insert(run.run_id, 1);
-        Ok(version)
+        let epoch = in_transaction!(self, run.run_id, |tx| queries::create_run(&tx, &self.pg, &run))?;
+        if epoch > 0 {
+            self.held().insert(run.run_id, epoch);
+        } else {
+            self.wake.work.notify_waiters();
+        }
+        Ok(epoch)
     }
 
     async fn claim(&self, run_id: Uuid, owner: &str, lease: Duration) -> Result<Claim, StoreError> {
@@ -328,7 +390,11 @@ impl Store for PgStore {
     }
 
     async fn release(&self, run_id: Uuid, epoch: u64) -> Result<(), StoreError> {
-        on_connection!(self, Some(run_id), |client| queries::release(&client, &self.pg, run_id, epoch))
+        // The epoch stays in `held`: a late effect of this process is still fenced once another
+        // claims the run.
+        in_transaction!(self, run_id, |tx| queries::release(&tx, &self.pg, run_id, epoch))?;
+        self.wake.work.notify_waiters();
+        Ok(())
     }
 
     async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
@@ -347,6 +413,9 @@ impl Store for PgStore {
         .await;
         settle(client, &result);
         result?;
+        if commit.status == RunStatus::Queued {
+            self.wake.work.notify_waiters();
+        }
         if commit.status.is_at_rest() {
             let mut held = self.held();
             if held.get(&run_id) == Some(&commit.epoch) {
@@ -395,5 +464,42 @@ impl Store for PgStore {
     async fn journal_put(&self, entry: JournalEntry) -> Result<JournalEntry, StoreError> {
         let held = self.held().get(&entry.run_id).copied();
         in_transaction!(self, entry.run_id, |tx| queries::journal_put(&tx, &self.pg, &entry, held))
+    }
+
+    async fn claim_next(&self, request: &ClaimRequest) -> Result<Vec<Claim>, StoreError> {
+        let mut client = self.client(None).await?;
+        let result = async {
+            let fail = |e: tokio_postgres::Error| self.pg.map(&e, None);
+            let tx = client.transaction().await.map_err(fail)?;
+            let claims = queries::claim_next(&tx, &self.pg, request).await?;
+            tx.commit().await.map_err(fail)?;
+            Ok::<_, StoreError>(claims)
+        }
+        .await;
+        settle(client, &result);
+        let claims = result?;
+        let mut held = self.held();
+        for claim in &claims {
+            held.insert(claim.run.run_id, claim.epoch);
+        }
+        Ok(claims)
+    }
+
+    async fn answer(&self, run_id: Uuid, step_key: &str, value: Value) -> Result<(), StoreError> {
+        in_transaction!(self, run_id, |tx| queries::answer(&tx, &self.pg, run_id, step_key, &value))?;
+        self.wake.work.notify_waiters();
+        Ok(())
+    }
+
+    async fn requeue(&self, run_id: Uuid) -> Result<(), StoreError> {
+        in_transaction!(self, run_id, |tx| queries::requeue(&tx, &self.pg, run_id))?;
+        self.wake.work.notify_waiters();
+        Ok(())
+    }
+
+    async fn wait_for_work(&self, timeout: Duration) {
+        let woken = self.wake.work.notified();
+        self.wake.start();
+        let _ = tokio::time::timeout(timeout, woken).await;
     }
 }

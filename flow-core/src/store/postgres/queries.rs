@@ -15,9 +15,11 @@ use tokio_postgres::types::{FromSql, ToSql};
 use uuid::Uuid;
 
 use super::error::{Pg, corrupt};
+use crate::store::admission::{self, Admission};
+use crate::store::decode::{decode_answer, waiting_at};
 use crate::store::{
-    CheckpointInfo, Claim, Commit, DamagedRun, JournalEntry, Listing, NewRun, RunFilter, RunRecord, RunStatus,
-    RunSummary, Snapshot, StepRecord, StepStatus, StoreError,
+    CheckpointInfo, Claim, ClaimRequest, Commit, DamagedRun, JournalEntry, Listing, NewRun, Placement, RunFilter,
+    RunRecord, RunStatus, RunSummary, Snapshot, Start, StepRecord, StepStatus, StoreError,
 };
 
 /// Now, in milliseconds since the Unix epoch, on the database's clock: the same clock for every
@@ -32,7 +34,8 @@ macro_rules! now_ms {
 macro_rules! run_columns {
     () => {
         "r.run_id, r.flow, r.parent_run_id, r.status, r.version, r.output, r.error, r.pause, r.lease_owner, \
-         r.lease_expires_at, r.epoch, r.created_at, r.updated_at, c.state, c.progress"
+         r.lease_expires_at, r.epoch, r.created_at, r.updated_at, c.state, c.progress, r.queue, r.concurrency_key, \
+         r.available_at, r.answer"
     };
 }
 
@@ -49,15 +52,73 @@ const RUN_EPOCH: &str = "SELECT epoch, lease_owner IS NOT NULL FROM flow_runs WH
 // Locks the run row against a claim (which bumps the epoch) until the journal write commits.
 const RUN_EPOCH_SHARED: &str = "SELECT epoch FROM flow_runs WHERE run_id = $1 FOR SHARE";
 
+// A queued run has no owner and no lease length: `now + NULL` is no expiry.
 const INSERT_RUN: &str = concat!(
     "INSERT INTO flow_runs (run_id, flow, parent_run_id, status, version, lease_owner, lease_expires_at, epoch, \
-     created_at, updated_at) VALUES ($1, $2, $3, 'running', 1, $4, ",
+     created_at, updated_at, queue, concurrency_key, available_at) VALUES ($1, $2, $3, $6, 1, $4, ",
     now_ms!(),
-    " + $5, 1, ",
+    " + $5, $7, ",
     now_ms!(),
     ", ",
     now_ms!(),
-    ") ON CONFLICT (run_id) DO NOTHING RETURNING run_id"
+    ", $8, $9, $10) ON CONFLICT (run_id) DO NOTHING RETURNING run_id"
+);
+
+/// The channel workers of this schema listen on (`LISTEN`), named from the schema so stores in
+/// other schemas of the database do not wake them. [`super::listen`] asks the server for it.
+macro_rules! work_channel {
+    () => {
+        "'flows_work_' || hashtext(current_schema())::text"
+    };
+}
+
+pub(super) const WORK_CHANNEL: &str = concat!("SELECT ", work_channel!());
+
+// Delivered when the transaction commits, to every listener of the schema: a run of queue $1
+// may have become runnable.
+const NOTIFY_WORK: &str = concat!("SELECT pg_notify(", work_channel!(), ", $1)");
+
+// Serializes the claimers of one limited queue: the first key names these locks among the
+// database's advisory locks, the second the schema and queue.
+const LOCK_QUEUE: &str = "SELECT pg_advisory_xact_lock(1718579064, hashtext(current_schema() || '/' || $1))";
+
+// Live leases per queue and key, over every run of the queues $1.
+const LIVE_LEASES: &str = concat!(
+    "SELECT queue, concurrency_key, count(*) FROM flow_runs WHERE lease_owner IS NOT NULL AND lease_expires_at > ",
+    now_ms!(),
+    " AND queue = ANY($1) GROUP BY queue, concurrency_key"
+);
+
+// Runnable runs of the flows $2 in the queues $1, the longest due first, leaving out the
+// (queue, key) pairs at their limit ($3, $4) and the rows another claimer holds locked.
+const CLAIM_CANDIDATES: &str = concat!(
+    "SELECT run_id, queue, concurrency_key FROM flow_runs WHERE status IN ('queued', 'running') \
+     AND queue = ANY($1) AND flow = ANY($2) \
+     AND (lease_owner IS NULL OR lease_expires_at IS NULL OR lease_expires_at <= ",
+    now_ms!(),
+    ") AND (status = 'running' OR available_at IS NULL OR available_at <= ",
+    now_ms!(),
+    ") AND NOT EXISTS (SELECT 1 FROM unnest($3::text[], $4::text[]) AS f (q, k) \
+         WHERE f.q = queue AND f.k = concurrency_key) \
+     ORDER BY COALESCE(available_at, updated_at), created_at, run_id LIMIT $5 FOR UPDATE SKIP LOCKED"
+);
+
+const WAITING_STATE: &str = "SELECT status, pause, answer IS NOT NULL FROM flow_runs WHERE run_id = $1 FOR UPDATE";
+
+const SET_ANSWER: &str = concat!(
+    "UPDATE flow_runs SET answer = $2, status = 'queued', available_at = ",
+    now_ms!(),
+    ", updated_at = ",
+    now_ms!(),
+    " WHERE run_id = $1 RETURNING queue"
+);
+
+const REQUEUE: &str = concat!(
+    "UPDATE flow_runs SET status = 'queued', available_at = ",
+    now_ms!(),
+    ", updated_at = ",
+    now_ms!(),
+    " WHERE run_id = $1 AND status = 'failed' RETURNING queue"
 );
 
 // A live lease (held and not expired) refuses every claimant, its own holder included. Two
@@ -82,8 +143,8 @@ const SELECT_LEASE: &str = concat!(
 // Only a lease still held: a renewal that reaches the store after the run came to rest under
 // the same epoch (the heartbeat's write behind the final commit) must not give the released
 // run an expiry again.
-const RELEASE_LEASE: &str =
-    "UPDATE flow_runs SET lease_owner = NULL, lease_expires_at = NULL WHERE run_id = $1 AND epoch = $2";
+const RELEASE_LEASE: &str = "UPDATE flow_runs SET lease_owner = NULL, lease_expires_at = NULL \
+     WHERE run_id = $1 AND epoch = $2 RETURNING status, queue";
 
 const RENEW_LEASE: &str = concat!(
     "UPDATE flow_runs SET lease_expires_at = ",
@@ -91,14 +152,15 @@ const RENEW_LEASE: &str = concat!(
     " + $3 WHERE run_id = $1 AND epoch = $2 AND lease_owner IS NOT NULL"
 );
 
-// The fence and the version bump in one statement. $6 says whether the run stays running:
-// any other status releases the lease.
+// The fence and the version bump in one statement. $7 says whether the run stays running:
+// any other status releases the lease. Every commit clears the answer the run was resumed with.
 const UPDATE_RUN: &str = concat!(
     "UPDATE flow_runs SET version = version + 1, status = $3, output = $4, error = $5, pause = $6, \
      lease_owner = CASE WHEN $7::boolean THEN lease_owner END, \
-     lease_expires_at = CASE WHEN $7::boolean THEN lease_expires_at END, updated_at = ",
+     lease_expires_at = CASE WHEN $7::boolean THEN lease_expires_at END, available_at = $8, answer = NULL, \
+     updated_at = ",
     now_ms!(),
-    " WHERE run_id = $1 AND epoch = $2 RETURNING version"
+    " WHERE run_id = $1 AND epoch = $2 RETURNING version, queue"
 );
 
 const UPSERT_STEP: &str = concat!(
@@ -144,15 +206,16 @@ const SELECT_JOURNAL: &str = "SELECT kind, name, request_hash, output FROM step_
 macro_rules! summary_query {
     ($($where:literal)?) => {
         concat!(
-            "SELECT run_id, flow, status, pause, created_at, updated_at FROM flow_runs ",
+            "SELECT run_id, flow, status, pause, created_at, updated_at, queue, concurrency_key, available_at \
+             FROM flow_runs ",
             $($where, " ",)?
             "ORDER BY created_at DESC, run_id DESC LIMIT $1"
         )
     };
 }
 
-const SUMMARY_OF_RUN: &str =
-    "SELECT run_id, flow, status, pause, created_at, updated_at FROM flow_runs WHERE run_id = $1";
+const SUMMARY_OF_RUN: &str = "SELECT run_id, flow, status, pause, created_at, updated_at, queue, concurrency_key, \
+     available_at FROM flow_runs WHERE run_id = $1";
 
 // One statement per filter shape, so each can use its index.
 const LIST_ALL: &str = summary_query!();
@@ -219,6 +282,9 @@ fn decode_run(row: &Row, run_id: Uuid) -> Result<RunRecord, StoreError> {
         lease_owner: col(row, 8, run_id, "lease owner")?,
         lease_expires_at_ms: col(row, 9, run_id, "lease expiry")?,
         epoch: decode_u64(run_id, "epoch", col(row, 10, run_id, "epoch")?)?,
+        placement: Placement { queue: col(row, 15, run_id, "queue")?, key: col(row, 16, run_id, "concurrency key")? },
+        available_at_ms: col(row, 17, run_id, "due time")?,
+        answer: decode_answer(run_id, col(row, 18, run_id, "answer")?)?,
         created_at_ms: col(row, 11, run_id, "creation time")?,
         updated_at_ms: col(row, 12, run_id, "update time")?,
     })
@@ -269,25 +335,180 @@ async fn upsert_steps(
     Ok(())
 }
 
-/// Inserts a run, its first checkpoint and its start steps. Returns the run's version (1).
+/// Inserts a run, its first checkpoint and its start steps. Returns its lease epoch: 1 under
+/// the creator's lease, 0 when queued (the workers listening are told).
 pub(super) async fn create_run(tx: &Transaction<'_>, pg: &Pg, run: &NewRun) -> Result<u64, StoreError> {
     let id = run.run_id;
     let fail = |e: tokio_postgres::Error| pg.map(&e, Some(id));
+    let (status, owner, lease, epoch, available_at) = match &run.start {
+        Start::Leased { owner, lease } => (RunStatus::Running, Some(owner.as_str()), Some(millis(*lease)), 1_i64, None),
+        Start::Queued { available_at_ms } => (RunStatus::Queued, None, None, 0, *available_at_ms),
+    };
     let insert = tx.prepare_cached(INSERT_RUN).await.map_err(fail)?;
-    let inserted = tx
-        .query_opt(&insert, &[&id, &run.flow, &run.parent_run_id, &run.owner, &millis(run.lease)])
-        .await
-        .map_err(fail)?;
+    let params: [&(dyn ToSql + Sync); 10] = [
+        &id,
+        &run.flow,
+        &run.parent_run_id,
+        &owner,
+        &lease,
+        &status.as_str(),
+        &epoch,
+        &run.placement.queue,
+        &run.placement.key,
+        &available_at,
+    ];
+    let inserted = tx.query_opt(&insert, &params).await.map_err(fail)?;
     if inserted.is_none() {
         return Err(StoreError::Duplicate(id));
     }
     let append = tx.prepare_cached(APPEND_CHECKPOINT).await.map_err(fail)?;
     let (state, progress) = (run.snapshot.state.get(), run.snapshot.progress.get());
-    tx.execute(&append, &[&id, &1_i64, &None::<&str>, &RunStatus::Running.as_str(), &state, &progress])
-        .await
-        .map_err(fail)?;
+    tx.execute(&append, &[&id, &1_i64, &None::<&str>, &status.as_str(), &state, &progress]).await.map_err(fail)?;
     upsert_steps(tx, pg, id, 1, &run.steps).await?;
-    Ok(1)
+    if status == RunStatus::Queued {
+        notify_work(tx, pg, Some(id), &run.placement.queue).await?;
+    }
+    decode_u64(id, "epoch", epoch)
+}
+
+/// Tells the workers listening that a run of `queue` may be runnable, when the transaction
+/// commits.
+async fn notify_work(
+    client: &impl GenericClient,
+    pg: &Pg,
+    run_id: Option<Uuid>,
+    queue: &str,
+) -> Result<(), StoreError> {
+    let fail = |e: tokio_postgres::Error| pg.map(&e, run_id);
+    let stmt = client.prepare_cached(NOTIFY_WORK).await.map_err(fail)?;
+    client.execute(&stmt, &[&queue]).await.map_err(fail)?;
+    Ok(())
+}
+
+/// Claims up to `request.max` runnable runs, as `claim` does, within the queues' limits.
+///
+/// Claimers of a queue with limits take that queue's advisory lock first (in name order, so two
+/// claimers never wait on each other crosswise), then count the live leases of the whole queue:
+/// the lock holds until this transaction commits its leases, so the next claimer counts them.
+/// Candidates are read `FOR UPDATE SKIP LOCKED`, a page at a time, leaving out the queues and
+/// keys already full.
+pub(super) async fn claim_next(
+    tx: &Transaction<'_>,
+    pg: &Pg,
+    request: &ClaimRequest,
+) -> Result<Vec<Claim>, StoreError> {
+    let fail = |e: tokio_postgres::Error| pg.map(&e, None);
+    let mut claims = Vec::new();
+    if request.max == 0 || request.flows.is_empty() || request.queues.is_empty() {
+        return Ok(claims);
+    }
+    let mut limited: Vec<&str> =
+        request.queues.iter().filter(|q| Admission::is_limited(q)).map(|q| q.queue.as_str()).collect();
+    limited.sort_unstable();
+    limited.dedup();
+    let mut held = Vec::new();
+    if !limited.is_empty() {
+        let lock = tx.prepare_cached(LOCK_QUEUE).await.map_err(fail)?;
+        for queue in &limited {
+            tx.execute(&lock, &[queue]).await.map_err(fail)?;
+        }
+        let count = tx.prepare_cached(LIVE_LEASES).await.map_err(fail)?;
+        for row in tx.query(&count, &[&limited]).await.map_err(fail)? {
+            let queue: String = row.try_get(0).map_err(fail)?;
+            let key: Option<String> = row.try_get(1).map_err(fail)?;
+            let n: i64 = row.try_get(2).map_err(fail)?;
+            held.push((queue, key, u32::try_from(n).unwrap_or(u32::MAX)));
+        }
+    }
+    let mut admission = Admission::new(request, held);
+    let candidates = tx.prepare_cached(CLAIM_CANDIDATES).await.map_err(fail)?;
+    let take = tx.prepare_cached(TAKE_LEASE).await.map_err(fail)?;
+    let lease = millis(request.lease);
+    for _ in 0..admission::MAX_PAGES {
+        let open = admission.open_queues();
+        let wanted = request.max - claims.len();
+        if open.is_empty() || wanted == 0 {
+            break;
+        }
+        let (full_queues, full_keys) = admission.full_keys();
+        let page = i64::try_from(wanted).unwrap_or(i64::MAX);
+        let rows =
+            tx.query(&candidates, &[&open, &request.flows, &full_queues, &full_keys, &page]).await.map_err(fail)?;
+        if rows.is_empty() {
+            break;
+        }
+        for row in rows {
+            if claims.len() >= request.max {
+                break;
+            }
+            let run_id: Uuid = row.try_get(0).map_err(fail)?;
+            let queue: String = col(&row, 1, run_id, "queue")?;
+            let key: Option<String> = col(&row, 2, run_id, "concurrency key")?;
+            if !admission.admit(&queue, key.as_deref()) {
+                continue;
+            }
+            let Some(taken) = tx.query_opt(&take, &[&run_id, &request.owner, &lease]).await.map_err(fail)? else {
+                continue;
+            };
+            match decode_run(&taken, run_id) {
+                Ok(run) => claims.push(Claim { epoch: run.epoch, run }),
+                // Its lease is taken (so the queue moves on past it) and the damage is logged
+                // for repair; the other claims stand.
+                Err(e) => tracing::error!(run_id = %run_id, error = %e, "claimed a run whose row cannot be read"),
+            }
+        }
+    }
+    Ok(claims)
+}
+
+/// The run's status, its pause request and whether it holds an answer, locking its row.
+async fn waiting_state(
+    tx: &Transaction<'_>,
+    pg: &Pg,
+    run_id: Uuid,
+) -> Result<(RunStatus, Option<Value>, bool), StoreError> {
+    let fail = |e: tokio_postgres::Error| pg.map(&e, Some(run_id));
+    let stmt = tx.prepare_cached(WAITING_STATE).await.map_err(fail)?;
+    let row = tx.query_opt(&stmt, &[&run_id]).await.map_err(fail)?.ok_or(StoreError::NotFound(run_id))?;
+    let status: String = col(&row, 0, run_id, "status")?;
+    Ok((
+        decode_run_status(run_id, "status", &status)?,
+        decode_opt_json(run_id, "pause", col(&row, 1, run_id, "pause")?)?,
+        col(&row, 2, run_id, "answer")?,
+    ))
+}
+
+/// Stores the answer of a run paused at `step_key` and queues it, due now.
+pub(super) async fn answer(
+    tx: &Transaction<'_>,
+    pg: &Pg,
+    run_id: Uuid,
+    step_key: &str,
+    value: &Value,
+) -> Result<(), StoreError> {
+    let fail = |e: tokio_postgres::Error| pg.map(&e, Some(run_id));
+    let (status, pause, answered) = waiting_state(tx, pg, run_id).await?;
+    let waiting_at = waiting_at(pause.as_ref());
+    if status != RunStatus::Paused || answered || waiting_at.as_deref() != Some(step_key) {
+        return Err(StoreError::NotWaiting { run_id, status, waiting_at: waiting_at.filter(|k| k != step_key) });
+    }
+    let stored = serde_json::json!({ "step_key": step_key, "value": value }).to_string();
+    let stmt = tx.prepare_cached(SET_ANSWER).await.map_err(fail)?;
+    let row = tx.query_one(&stmt, &[&run_id, &stored]).await.map_err(fail)?;
+    notify_work(tx, pg, Some(run_id), &col::<String>(&row, 0, run_id, "queue")?).await
+}
+
+/// Queues a failed run again, due now.
+pub(super) async fn requeue(tx: &Transaction<'_>, pg: &Pg, run_id: Uuid) -> Result<(), StoreError> {
+    let fail = |e: tokio_postgres::Error| pg.map(&e, Some(run_id));
+    let stmt = tx.prepare_cached(REQUEUE).await.map_err(fail)?;
+    match tx.query_opt(&stmt, &[&run_id]).await.map_err(fail)? {
+        Some(row) => notify_work(tx, pg, Some(run_id), &col::<String>(&row, 0, run_id, "queue")?).await,
+        None => {
+            let (status, _, _) = waiting_state(tx, pg, run_id).await?;
+            Err(StoreError::NotWaiting { run_id, status, waiting_at: None })
+        }
+    }
 }
 
 /// Takes the lease unless someone holds a live one; bumps the epoch.
@@ -352,11 +573,16 @@ pub(super) async fn renew(
     })
 }
 
-/// Gives up the lease held under `epoch`, leaving the run as it is.
+/// Gives up the lease held under `epoch`, leaving the run as it is; a queued or running run is
+/// then runnable, and the workers listening are told.
 pub(super) async fn release(client: &impl GenericClient, pg: &Pg, run_id: Uuid, epoch: u64) -> Result<(), StoreError> {
     let fail = |e: tokio_postgres::Error| pg.map(&e, Some(run_id));
     let stmt = client.prepare_cached(RELEASE_LEASE).await.map_err(fail)?;
-    if client.execute(&stmt, &[&run_id, &epoch_param(epoch)]).await.map_err(fail)? > 0 {
+    if let Some(row) = client.query_opt(&stmt, &[&run_id, &epoch_param(epoch)]).await.map_err(fail)? {
+        let status: String = col(&row, 0, run_id, "status")?;
+        if matches!(RunStatus::parse(&status), Some(RunStatus::Queued | RunStatus::Running)) {
+            notify_work(client, pg, Some(run_id), &col::<String>(&row, 1, run_id, "queue")?).await?;
+        }
         return Ok(());
     }
     Err(match epoch_of(client, pg, run_id).await? {
@@ -391,17 +617,25 @@ pub(super) async fn commit(
     let output = opt_json(commit.output.as_ref());
     let pause = opt_json(commit.pause.as_ref());
     let stays_running = !commit.status.is_at_rest();
-    let row = tx
-        .query_opt(
-            &update,
-            &[&id, &epoch_param(commit.epoch), &commit.status.as_str(), &output, &commit.error, &pause, &stays_running],
-        )
-        .await
-        .map_err(fail)?;
-    let Some(row) = row else {
+    let queued = commit.status == RunStatus::Queued;
+    let available_at = if queued { commit.available_at_ms } else { None };
+    let params: [&(dyn ToSql + Sync); 8] = [
+        &id,
+        &epoch_param(commit.epoch),
+        &commit.status.as_str(),
+        &output,
+        &commit.error,
+        &pause,
+        &stays_running,
+        &available_at,
+    ];
+    let Some(row) = tx.query_opt(&update, &params).await.map_err(fail)? else {
         return Ok(None);
     };
     let version: i64 = col(&row, 0, id, "version")?;
+    if queued {
+        notify_work(tx, pg, Some(id), &col::<String>(&row, 1, id, "queue")?).await?;
+    }
     let append = tx.prepare_cached(APPEND_CHECKPOINT).await.map_err(fail)?;
     let (state, progress) = (commit.snapshot.state.get(), commit.snapshot.progress.get());
     let status = commit.status.as_str();
@@ -529,6 +763,8 @@ fn decode_summary(row: &Row) -> Result<RunSummary, DamagedRun> {
             flow: col(row, 1, run_id, "flow")?,
             status: decode_run_status(run_id, "status", &status)?,
             pause: decode_opt_json(run_id, "pause", col(row, 3, run_id, "pause")?)?,
+            placement: Placement { queue: col(row, 6, run_id, "queue")?, key: col(row, 7, run_id, "concurrency key")? },
+            available_at_ms: col(row, 8, run_id, "due time")?,
             created_at_ms: col(row, 4, run_id, "creation time")?,
             updated_at_ms: col(row, 5, run_id, "update time")?,
         })

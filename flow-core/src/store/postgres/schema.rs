@@ -85,8 +85,27 @@ CREATE TABLE step_journal (
 );
 "#;
 
+/// Version 2: queued runs (issue 17). A run waits in a named queue, with an optional
+/// concurrency key, until `available_at` (ms on the database's clock, like every time here;
+/// NULL: at once); `answer` holds a person's answer (`{"step_key": ..., "value": ...}` as JSON
+/// text) until the step that asked takes it. Existing runs go to the default queue.
+///
+/// `flow_runs_runnable` serves `claim_next`'s candidate scan: only queued and running rows, by
+/// queue and due time. `flow_runs_leased` serves the count of live leases per queue and key
+/// that the queue's limits are checked against.
+const V2: &str = r#"
+ALTER TABLE flow_runs ADD COLUMN queue text NOT NULL DEFAULT 'default';
+ALTER TABLE flow_runs ADD COLUMN concurrency_key text;
+ALTER TABLE flow_runs ADD COLUMN available_at bigint;
+ALTER TABLE flow_runs ADD COLUMN answer text;
+CREATE INDEX flow_runs_runnable ON flow_runs (queue, (COALESCE(available_at, updated_at)), created_at)
+    WHERE status IN ('queued', 'running');
+CREATE INDEX flow_runs_leased ON flow_runs (queue, concurrency_key, lease_expires_at)
+    WHERE lease_owner IS NOT NULL;
+"#;
+
 /// Every migration, in order: `MIGRATIONS[i]` takes a schema from version `i` to `i + 1`.
-pub(super) const MIGRATIONS: &[&str] = &[V1];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this build reads and writes.
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -12,19 +12,21 @@ mod queries;
 mod schema;
 mod writer;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use rusqlite::Connection;
-use tokio::sync::Semaphore;
+use serde_json::Value;
+use tokio::sync::{Notify, Semaphore};
 use uuid::Uuid;
 
 use self::queries::Db;
 use self::writer::WriterHandle;
 use crate::store::{
-    CheckpointInfo, Claim, Commit, JournalEntry, Listing, NewRun, RunFilter, RunRecord, RunSummary, Snapshot,
-    StepRecord, Store, StoreError, now_ms,
+    CheckpointInfo, Claim, ClaimRequest, Commit, JournalEntry, Listing, NewRun, RunFilter, RunRecord, RunStatus,
+    RunSummary, Snapshot, Start, StepRecord, Store, StoreError, now_ms,
 };
 
 /// How hard SQLite pushes each commit to the disk (`PRAGMA synchronous`).
@@ -216,6 +218,10 @@ impl SqliteOptions {
 ///   run two thread wake-ups per durable step.
 /// - **Multi-process**: several processes (or several `SqliteStore`s) may open one file; leases
 ///   and epochs decide who drives a run. Never put the file on a network file system.
+/// - **Queues**: [`Store::claim_next`] counts and claims inside the single writer's
+///   transaction, so a queue's limits hold over every process on the file.
+///   [`Store::wait_for_work`] wakes when any store of this process on the same file makes a run
+///   runnable; runs made runnable by other processes are found at the next poll.
 /// - **Where**: [`SqliteStore::open_default`] uses `$FLOWS_DB`, else `./.flows/runs.db`, and
 ///   logs the location at info level so the user is told where their runs are.
 ///
@@ -244,6 +250,8 @@ pub struct SqliteStore {
 struct Inner {
     path: PathBuf,
     keep_checkpoints: Option<usize>,
+    /// Wakes `wait_for_work` in every store of this process on the same file.
+    work: Arc<Notify>,
     readers: Readers,
     writer: WriterHandle,
 }
@@ -323,7 +331,10 @@ impl SqliteStore {
             idle: Mutex::new(vec![reader]),
         };
         tracing::debug!(path = %path.display(), "opened SQLite store");
-        Ok(SqliteStore { inner: Arc::new(Inner { path, keep_checkpoints: options.keep_checkpoints, readers, writer }) })
+        let work = work_signal(&path);
+        Ok(SqliteStore {
+            inner: Arc::new(Inner { path, keep_checkpoints: options.keep_checkpoints, work, readers, writer }),
+        })
     }
 
     /// Where runs are stored by default: `$FLOWS_DB` when set, else `./.flows/runs.db`
@@ -417,6 +428,23 @@ impl SqliteStore {
     }
 }
 
+/// The signal shared by every store of this process open on the file at `path`, so a run
+/// submitted through one wakes the workers waiting on another. Other processes are not told:
+/// their workers find the run at their next poll.
+fn work_signal(path: &Path) -> Arc<Notify> {
+    static SIGNALS: OnceLock<Mutex<HashMap<PathBuf, Weak<Notify>>>> = OnceLock::new();
+    // The file exists once opened; a path that cannot be resolved keeps a signal of its own.
+    let key = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut signals = SIGNALS.get_or_init(Mutex::default).lock().unwrap_or_else(|p| p.into_inner());
+    signals.retain(|_, signal| signal.strong_count() > 0);
+    if let Some(signal) = signals.get(&key).and_then(Weak::upgrade) {
+        return signal;
+    }
+    let signal = Arc::new(Notify::new());
+    signals.insert(key, Arc::downgrade(&signal));
+    signal
+}
+
 /// Runs blocking SQLite work off the tokio workers.
 async fn blocking<T, F>(path: &Path, work: F) -> Result<T, StoreError>
 where
@@ -455,7 +483,13 @@ impl Readers {
 impl Store for SqliteStore {
     async fn create_run(&self, run: NewRun) -> Result<u64, StoreError> {
         let run_id = run.run_id;
-        self.write(move |db| queries::create_run(db, &run, now_ms())).await.map_err(|e| e.for_run(run_id))
+        let queued = matches!(run.start, Start::Queued { .. });
+        let epoch =
+            self.write(move |db| queries::create_run(db, &run, now_ms())).await.map_err(|e| e.for_run(run_id))?;
+        if queued {
+            self.inner.work.notify_waiters();
+        }
+        Ok(epoch)
     }
 
     async fn claim(&self, run_id: Uuid, owner: &str, lease: Duration) -> Result<Claim, StoreError> {
@@ -468,13 +502,23 @@ impl Store for SqliteStore {
     }
 
     async fn release(&self, run_id: Uuid, epoch: u64) -> Result<(), StoreError> {
-        self.write(move |db| queries::release(db, run_id, epoch)).await.map_err(|e| e.for_run(run_id))
+        let runnable =
+            self.write(move |db| queries::release(db, run_id, epoch)).await.map_err(|e| e.for_run(run_id))?;
+        if runnable {
+            self.inner.work.notify_waiters();
+        }
+        Ok(())
     }
 
     async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
         let keep = self.inner.keep_checkpoints;
         let run_id = commit.run_id;
-        self.write(move |db| queries::commit(db, &commit, keep, now_ms())).await.map_err(|e| e.for_run(run_id))
+        let queued = commit.status == RunStatus::Queued;
+        self.write(move |db| queries::commit(db, &commit, keep, now_ms())).await.map_err(|e| e.for_run(run_id))?;
+        if queued {
+            self.inner.work.notify_waiters();
+        }
+        Ok(())
     }
 
     async fn load_run(&self, run_id: Uuid) -> Result<RunRecord, StoreError> {
@@ -518,5 +562,29 @@ impl Store for SqliteStore {
     async fn journal_put(&self, entry: JournalEntry) -> Result<JournalEntry, StoreError> {
         let run_id = entry.run_id;
         self.write(move |db| queries::journal_put(db, &entry, now_ms())).await.map_err(|e| e.for_run(run_id))
+    }
+
+    async fn claim_next(&self, request: &ClaimRequest) -> Result<Vec<Claim>, StoreError> {
+        let request = request.clone();
+        self.write(move |db| queries::claim_next(db, &request, now_ms())).await
+    }
+
+    async fn answer(&self, run_id: Uuid, step_key: &str, value: Value) -> Result<(), StoreError> {
+        let step_key = step_key.to_string();
+        self.write(move |db| queries::answer(db, run_id, &step_key, &value, now_ms()))
+            .await
+            .map_err(|e| e.for_run(run_id))?;
+        self.inner.work.notify_waiters();
+        Ok(())
+    }
+
+    async fn requeue(&self, run_id: Uuid) -> Result<(), StoreError> {
+        self.write(move |db| queries::requeue(db, run_id, now_ms())).await.map_err(|e| e.for_run(run_id))?;
+        self.inner.work.notify_waiters();
+        Ok(())
+    }
+
+    async fn wait_for_work(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.inner.work.notified()).await;
     }
 }

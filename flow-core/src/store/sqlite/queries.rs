@@ -15,9 +15,11 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::error::{column, corrupt, map};
+use crate::store::admission::{self, Admission};
+use crate::store::decode::decode_answer;
 use crate::store::{
-    CheckpointInfo, Claim, Commit, DamagedRun, JournalEntry, Listing, NewRun, RunFilter, RunRecord, RunStatus,
-    RunSummary, Snapshot, StepRecord, StepStatus, StoreError,
+    CheckpointInfo, Claim, ClaimRequest, Commit, DamagedRun, JournalEntry, Listing, NewRun, Placement, RunFilter,
+    RunRecord, RunStatus, RunSummary, Snapshot, Start, StepRecord, StepStatus, StoreError,
 };
 
 /// A connection and the file it is on, for error messages.
@@ -40,7 +42,7 @@ impl<'a> Db<'a> {
 macro_rules! run_columns {
     () => {
         "run_id, flow, parent_run_id, status, output, error, pause, lease_owner, lease_expires_at, epoch, \
-         created_at, updated_at, run_no"
+         created_at, updated_at, run_no, queue, concurrency_key, available_at, answer"
     };
 }
 
@@ -59,7 +61,7 @@ const RUN_EXISTS: &str = "SELECT epoch FROM flow_runs WHERE run_id = ?1";
 // With the run's newest checkpoint key, so a commit reads everything it checks in one
 // statement (the subquery is a single seek to the end of the run's key range).
 const RUN_FENCE: &str = concat!(
-    "SELECT r.epoch, r.status, r.run_no, (SELECT MAX(c.ck) FROM flow_checkpoints c WHERE c.ck ",
+    "SELECT r.epoch, r.status, r.run_no, r.answer IS NOT NULL, (SELECT MAX(c.ck) FROM flow_checkpoints c WHERE c.ck ",
     checkpoint_keys_of!("r.run_no"),
     ") FROM flow_runs r WHERE r.run_id = ?1"
 );
@@ -74,8 +76,8 @@ const SELECT_LATEST: &str = "SELECT seq, state, progress, created_at FROM flow_c
 // Runs are numbered in creation order; the number keys the run's checkpoints. The `MAX` is one
 // seek at the end of `flow_runs_by_no`.
 const INSERT_RUN: &str = "INSERT INTO flow_runs (run_id, flow, parent_run_id, status, lease_owner, \
-     lease_expires_at, epoch, created_at, updated_at, run_no) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?7, (SELECT COALESCE(MAX(run_no), 0) + 1 FROM flow_runs)) \
+     lease_expires_at, epoch, created_at, updated_at, run_no, queue, concurrency_key, available_at) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?8, ?7, ?7, (SELECT COALESCE(MAX(run_no), 0) + 1 FROM flow_runs), ?9, ?10, ?11) \
      ON CONFLICT (run_id) DO NOTHING RETURNING run_no";
 
 const SELECT_LEASE: &str = "SELECT lease_owner, lease_expires_at FROM flow_runs WHERE run_id = ?1";
@@ -91,16 +93,40 @@ const TAKE_LEASE: &str = concat!(
 const RENEW_LEASE: &str =
     "UPDATE flow_runs SET lease_expires_at = ?3 WHERE run_id = ?1 AND epoch = ?2 AND lease_owner IS NOT NULL";
 
-const RELEASE_LEASE: &str =
-    "UPDATE flow_runs SET lease_owner = NULL, lease_expires_at = NULL WHERE run_id = ?1 AND epoch = ?2";
+const RELEASE_LEASE: &str = "UPDATE flow_runs SET lease_owner = NULL, lease_expires_at = NULL \
+     WHERE run_id = ?1 AND epoch = ?2 RETURNING status";
 
-// Written only when the status changes, not on every checkpoint. ?6 says whether the run
-// stays running: any other status releases the lease.
+// Written only when the status changes or an answer is to be cleared, not on every
+// checkpoint. ?6 says whether the run stays running: any other status releases the lease.
 const UPDATE_RUN: &str = "UPDATE flow_runs SET status = ?2, output = ?3, error = ?4, pause = ?5, \
      lease_owner = CASE WHEN ?6 THEN lease_owner END, \
      lease_expires_at = CASE WHEN ?6 THEN lease_expires_at END, \
-     updated_at = ?7 \
+     updated_at = ?7, available_at = ?9, answer = NULL \
      WHERE run_id = ?1 AND epoch = ?8";
+
+// Live leases per queue and key, over every run of the queues in the JSON array ?1.
+const LIVE_LEASES: &str = "SELECT queue, concurrency_key, count(*) FROM flow_runs \
+     WHERE lease_owner IS NOT NULL AND lease_expires_at > ?2 AND queue IN (SELECT value FROM json_each(?1)) \
+     GROUP BY queue, concurrency_key";
+
+// Runnable runs of the flows ?2 in the queues ?1 (JSON arrays), the longest due first, leaving
+// out the (queue, key) pairs at their limit (?4, an array of pairs). ?3 is now.
+const CLAIM_CANDIDATES: &str = "SELECT run_id, queue, concurrency_key FROM flow_runs \
+     WHERE status IN ('queued', 'running') AND queue IN (SELECT value FROM json_each(?1)) \
+     AND flow IN (SELECT value FROM json_each(?2)) \
+     AND (lease_owner IS NULL OR lease_expires_at IS NULL OR lease_expires_at <= ?3) \
+     AND (status = 'running' OR available_at IS NULL OR available_at <= ?3) \
+     AND NOT EXISTS (SELECT 1 FROM json_each(?4) f \
+         WHERE f.value ->> 0 = queue AND f.value ->> 1 = concurrency_key) \
+     ORDER BY COALESCE(available_at, updated_at), created_at, run_id LIMIT ?5";
+
+const WAITING_STATE: &str = "SELECT status, pause, answer IS NOT NULL FROM flow_runs WHERE run_id = ?1";
+
+const SET_ANSWER: &str = "UPDATE flow_runs SET answer = ?2, status = 'queued', available_at = ?3, updated_at = ?3 \
+     WHERE run_id = ?1";
+
+const REQUEUE: &str = "UPDATE flow_runs SET status = 'queued', available_at = ?2, updated_at = ?2 \
+     WHERE run_id = ?1 AND status = 'failed'";
 
 // Positions come from the checkpoint's sequence number.
 const UPSERT_STEP: &str = "INSERT INTO flow_steps (run_id, step_key, ord, method, status, input, output, error, \
@@ -135,7 +161,7 @@ const SELECT_JOURNAL: &str = "SELECT kind, name, request_hash, output FROM step_
 macro_rules! summary_query {
     ($($where:literal)?) => {
         concat!(
-            "SELECT run_id, flow, status, pause, created_at, MAX(updated_at, COALESCE((SELECT c.created_at \
+            "SELECT run_id, flow, status, pause, created_at, queue, concurrency_key, available_at, MAX(updated_at, COALESCE((SELECT c.created_at \
              FROM flow_checkpoints c WHERE c.ck ",
             checkpoint_keys_of!("flow_runs.run_no"),
             " ORDER BY c.ck DESC LIMIT 1), 0)) FROM flow_runs ",
@@ -186,6 +212,10 @@ struct RunRow {
     created_at: i64,
     updated_at: i64,
     run_no: i64,
+    queue: String,
+    concurrency_key: Option<String>,
+    available_at: Option<i64>,
+    answer: Option<String>,
 }
 
 impl RunRow {
@@ -204,6 +234,10 @@ impl RunRow {
             created_at: row.get(10)?,
             updated_at: row.get(11)?,
             run_no: row.get(12)?,
+            queue: row.get(13)?,
+            concurrency_key: row.get(14)?,
+            available_at: row.get(15)?,
+            answer: row.get(16)?,
         })
     }
 
@@ -228,6 +262,9 @@ impl RunRow {
             lease_owner: self.lease_owner,
             lease_expires_at_ms: self.lease_expires_at,
             epoch: decode_u64(run_id, "epoch", self.epoch)?,
+            placement: Placement { queue: self.queue, key: self.concurrency_key },
+            available_at_ms: self.available_at,
+            answer: decode_answer(run_id, self.answer)?,
             created_at_ms: self.created_at,
             updated_at_ms: self.updated_at.max(latest.created_at),
         })
@@ -398,11 +435,18 @@ fn append_checkpoint(
     Ok(seq)
 }
 
-/// Inserts a run, its first checkpoint and its start steps. Returns the run's version (1).
+/// Inserts a run, its first checkpoint and its start steps. Returns its lease epoch: 1 under
+/// the creator's lease, 0 when queued.
 pub(super) fn create_run(db: Db<'_>, run: &NewRun, now: i64) -> Result<u64, StoreError> {
     let id = run.run_id.to_string();
     let state = run.snapshot.state.get();
     let progress = run.snapshot.progress.get();
+    let (status, owner, expires, epoch, available_at) = match &run.start {
+        Start::Leased { owner, lease } => {
+            (RunStatus::Running, Some(owner.as_str()), Some(now.saturating_add(millis(*lease))), 1_i64, None)
+        }
+        Start::Queued { available_at_ms } => (RunStatus::Queued, None, None, 0, *available_at_ms),
+    };
     let run_no: Option<i64> = db
         .prepare(INSERT_RUN)?
         .query_row(
@@ -410,10 +454,14 @@ pub(super) fn create_run(db: Db<'_>, run: &NewRun, now: i64) -> Result<u64, Stor
                 id,
                 run.flow,
                 run.parent_run_id.map(|p| p.to_string()),
-                RunStatus::Running.as_str(),
-                run.owner,
-                now.saturating_add(millis(run.lease)),
+                status.as_str(),
+                owner,
+                expires,
                 now,
+                epoch,
+                run.placement.queue,
+                run.placement.key,
+                available_at,
             ],
             |r| r.get(0),
         )
@@ -429,10 +477,10 @@ pub(super) fn create_run(db: Db<'_>, run: &NewRun, now: i64) -> Result<u64, Stor
         )));
     }
     let history = History::of(run.run_id, run_no)?;
-    let row = CheckpointRow { run_id: &id, step_key: None, status: RunStatus::Running, state, progress, now };
+    let row = CheckpointRow { run_id: &id, step_key: None, status, state, progress, now };
     let seq = append_checkpoint(db, history, None, row)?;
     upsert_steps(db, &id, seq, &run.steps, now)?;
-    decode_u64(run.run_id, "checkpoint seq", seq)
+    decode_u64(run.run_id, "epoch", epoch)
 }
 
 /// Takes the lease unless another owner holds a live one; bumps the epoch.
@@ -479,14 +527,125 @@ pub(super) fn renew(db: Db<'_>, run_id: Uuid, epoch: u64, lease: Duration, now: 
     Ok(())
 }
 
-/// Gives up the lease held under `epoch`, leaving the run as it is.
-pub(super) fn release(db: Db<'_>, run_id: Uuid, epoch: u64) -> Result<(), StoreError> {
-    let changed =
-        db.prepare(RELEASE_LEASE)?.execute(params![run_id.to_string(), epoch_param(epoch)]).map_err(db.fail())?;
-    if changed == 0 {
-        return Err(fenced_or_missing(db, run_id, epoch));
+/// Gives up the lease held under `epoch`, leaving the run as it is. Returns whether the run is
+/// now runnable (queued or running), for waking the workers.
+pub(super) fn release(db: Db<'_>, run_id: Uuid, epoch: u64) -> Result<bool, StoreError> {
+    let status: Option<String> = db
+        .prepare(RELEASE_LEASE)?
+        .query_row(params![run_id.to_string(), epoch_param(epoch)], |r| r.get(0))
+        .optional()
+        .map_err(|e| column(e, run_id, "status", db.path))?;
+    match status {
+        None => Err(fenced_or_missing(db, run_id, epoch)),
+        Some(status) => Ok(matches!(RunStatus::parse(&status), Some(RunStatus::Queued | RunStatus::Running))),
     }
+}
+
+/// Claims up to `request.max` runnable runs, as `claim` does, within the queues' limits. The
+/// single writer serializes every claimer (in this process and, through the write lock, in
+/// others), so counting the live leases first and claiming after cannot exceed a limit.
+pub(super) fn claim_next(db: Db<'_>, request: &ClaimRequest, now: i64) -> Result<Vec<Claim>, StoreError> {
+    let mut claims = Vec::new();
+    if request.max == 0 || request.flows.is_empty() || request.queues.is_empty() {
+        return Ok(claims);
+    }
+    let queues: Vec<&str> = request.queues.iter().map(|q| q.queue.as_str()).collect();
+    let queues_json = serde_json::to_string(&queues).map_err(|e| StoreError::Backend(e.to_string()))?;
+    let flows_json = serde_json::to_string(&request.flows).map_err(|e| StoreError::Backend(e.to_string()))?;
+    let held = collect(db, LIVE_LEASES, params![queues_json, now], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, i64>(2)?))
+    })
+    .map_err(db.fail())?;
+    let mut admission =
+        Admission::new(request, held.into_iter().map(|(q, k, n)| (q, k, u32::try_from(n).unwrap_or(u32::MAX))));
+    for _ in 0..admission::MAX_PAGES {
+        let open = admission.open_queues();
+        let wanted = request.max - claims.len();
+        if open.is_empty() || wanted == 0 {
+            break;
+        }
+        let (full_queues, full_keys) = admission.full_keys();
+        let full: Vec<[&String; 2]> = full_queues.iter().zip(&full_keys).map(|(q, k)| [q, k]).collect();
+        let open_json = serde_json::to_string(&open).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let full_json = serde_json::to_string(&full).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let page = i64::try_from(wanted).unwrap_or(i64::MAX);
+        let candidates = collect(db, CLAIM_CANDIDATES, params![open_json, flows_json, now, full_json, page], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?))
+        })
+        .map_err(db.fail())?;
+        if candidates.is_empty() {
+            break;
+        }
+        for (id, queue, key) in candidates {
+            if claims.len() >= request.max {
+                break;
+            }
+            if !admission.admit(&queue, key.as_deref()) {
+                continue;
+            }
+            let run_id = match Uuid::parse_str(&id) {
+                Ok(run_id) => run_id,
+                Err(e) => {
+                    // A damaged id cannot be claimed or even named; it must not stop the queue.
+                    tracing::warn!(stored_id = %id, error = %e, "skipped a queued run whose id is not a UUID");
+                    continue;
+                }
+            };
+            match take_lease(db, run_id, &request.owner, request.lease, now) {
+                Ok(claim) => claims.push(claim),
+                Err(e @ StoreError::Corrupt { .. }) => {
+                    // Its lease is taken (so the queue moves on past it) and the damage is logged
+                    // for repair; the other claims stand.
+                    tracing::error!(run_id = %run_id, error = %e, "claimed a run whose row cannot be read");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(claims)
+}
+
+/// Takes the lease on a run known to be free; bumps the epoch.
+fn take_lease(db: Db<'_>, run_id: Uuid, owner: &str, lease: Duration, now: i64) -> Result<Claim, StoreError> {
+    let row = db
+        .prepare(TAKE_LEASE)?
+        .query_row(params![run_id.to_string(), owner, now.saturating_add(millis(lease))], RunRow::read)
+        .map_err(|e| column(e, run_id, "row", db.path))?;
+    let latest = latest_checkpoint(db, History::of(run_id, row.run_no)?)?;
+    let run = row.decode(run_id, latest)?;
+    Ok(Claim { epoch: run.epoch, run })
+}
+
+/// The run's status, its pause request, and whether it holds an answer.
+fn waiting_state(db: Db<'_>, run_id: Uuid) -> Result<(RunStatus, Option<Value>, bool), StoreError> {
+    let row: Option<(String, Option<String>, bool)> = db
+        .prepare(WAITING_STATE)?
+        .query_row([run_id.to_string()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()
+        .map_err(|e| column(e, run_id, "row", db.path))?;
+    let (status, pause, answered) = row.ok_or(StoreError::NotFound(run_id))?;
+    Ok((decode_run_status(run_id, "status", &status)?, decode_opt_json(run_id, "pause", pause)?, answered))
+}
+
+/// Stores the answer of a run paused at `step_key` and queues it, due now.
+pub(super) fn answer(db: Db<'_>, run_id: Uuid, step_key: &str, value: &Value, now: i64) -> Result<(), StoreError> {
+    let (status, pause, answered) = waiting_state(db, run_id)?;
+    let waiting_at = crate::store::decode::waiting_at(pause.as_ref());
+    if status != RunStatus::Paused || answered || waiting_at.as_deref() != Some(step_key) {
+        return Err(StoreError::NotWaiting { run_id, status, waiting_at: waiting_at.filter(|k| k != step_key) });
+    }
+    let stored = serde_json::json!({ "step_key": step_key, "value": value }).to_string();
+    db.prepare(SET_ANSWER)?.execute(params![run_id.to_string(), stored, now]).map_err(db.fail())?;
     Ok(())
+}
+
+/// Queues a failed run again, due now.
+pub(super) fn requeue(db: Db<'_>, run_id: Uuid, now: i64) -> Result<(), StoreError> {
+    if db.prepare(REQUEUE)?.execute(params![run_id.to_string(), now]).map_err(db.fail())? > 0 {
+        return Ok(());
+    }
+    let (status, _, _) = waiting_state(db, run_id)?;
+    Err(StoreError::NotWaiting { run_id, status, waiting_at: None })
 }
 
 /// One checkpoint, fenced by the epoch: the history row (which is the run's snapshot), the
@@ -496,19 +655,20 @@ pub(super) fn release(db: Db<'_>, run_id: Uuid, epoch: u64) -> Result<(), StoreE
 /// the checkpoint and step rows only, which is what a durable step costs in WAL frames.
 pub(super) fn commit(db: Db<'_>, commit: &Commit, keep: Option<usize>, now: i64) -> Result<(), StoreError> {
     let id = commit.run_id.to_string();
-    let fence: Option<(i64, String, i64, Option<i64>)> = db
+    let fence: Option<(i64, String, i64, bool, Option<i64>)> = db
         .prepare(RUN_FENCE)?
-        .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
         .optional()
         .map_err(|e| column(e, commit.run_id, "row", db.path))?;
-    let Some((current, stored_status, run_no, last)) = fence else {
+    let Some((current, stored_status, run_no, answered, last)) = fence else {
         return Err(StoreError::NotFound(commit.run_id));
     };
     if current != epoch_param(commit.epoch) {
         return Err(fenced(commit.run_id, commit.epoch, current));
     }
     let history = History::of(commit.run_id, run_no)?;
-    if commit.status.is_at_rest() || stored_status != commit.status.as_str() {
+    if commit.status.is_at_rest() || answered || stored_status != commit.status.as_str() {
+        let available_at = if commit.status == RunStatus::Queued { commit.available_at_ms } else { None };
         db.prepare(UPDATE_RUN)?
             .execute(params![
                 id,
@@ -519,6 +679,7 @@ pub(super) fn commit(db: Db<'_>, commit: &Commit, keep: Option<usize>, now: i64)
                 !commit.status.is_at_rest(),
                 now,
                 epoch_param(commit.epoch),
+                available_at,
             ])
             .map_err(db.fail())?;
     }
@@ -588,7 +749,10 @@ pub(super) fn load_run(db: Db<'_>, run_id: Uuid) -> Result<RunRecord, StoreError
 
 /// One listed row as read: its id, and the other columns or why they could not be read (a
 /// column that cannot be read damages its own row, not the listing).
-type SummaryRow = (String, rusqlite::Result<(String, String, Option<String>, i64, i64)>);
+type SummaryRow = (String, rusqlite::Result<SummaryColumns>);
+
+/// flow, status, pause, created_at, queue, concurrency_key, available_at, updated_at.
+type SummaryColumns = (String, String, Option<String>, i64, String, Option<String>, Option<i64>, i64);
 
 fn read_summary(row: &rusqlite::Row<'_>) -> rusqlite::Result<SummaryRow> {
     // Read as bytes so that even an id that is not UTF-8 names its row in the report.
@@ -596,7 +760,9 @@ fn read_summary(row: &rusqlite::Row<'_>) -> rusqlite::Result<SummaryRow> {
         rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => String::from_utf8_lossy(t).into(),
         other => format!("{other:?}"),
     };
-    let rest = (|| Ok((row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?)))();
+    let rest = (|| {
+        Ok((row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?, row.get(6)?, row.get(7)?, row.get(8)?))
+    })();
     Ok((id, rest))
 }
 
@@ -606,7 +772,7 @@ fn decode_summary(db: Db<'_>, (id, rest): SummaryRow) -> Result<RunSummary, Dama
         error: corrupt(Uuid::nil(), "run id", format!("`{id}` is not a UUID: {e}")),
     })?;
     let summary = (|| {
-        let (flow, status, pause, created_at_ms, updated_at_ms) =
+        let (flow, status, pause, created_at_ms, queue, key, available_at_ms, updated_at_ms) =
             rest.map_err(|e| column(e, run_id, "run row", db.path))?;
         Ok(RunSummary {
             run_id,
@@ -614,6 +780,8 @@ fn decode_summary(db: Db<'_>, (id, rest): SummaryRow) -> Result<RunSummary, Dama
             status: decode_run_status(run_id, "status", &status)?,
             pause: decode_opt_json(run_id, "pause", pause)?,
             created_at_ms,
+            placement: Placement { queue, key },
+            available_at_ms,
             updated_at_ms,
         })
     })();
@@ -792,6 +960,12 @@ mod tests {
         ("LIST_BY_FLOW", LIST_BY_FLOW),
         ("LIST_BY_FLOW_AND_STATUS", LIST_BY_FLOW_AND_STATUS),
         ("SUMMARY_OF_RUN", SUMMARY_OF_RUN),
+        ("RELEASE_LEASE", RELEASE_LEASE),
+        ("LIVE_LEASES", LIVE_LEASES),
+        ("CLAIM_CANDIDATES", CLAIM_CANDIDATES),
+        ("WAITING_STATE", WAITING_STATE),
+        ("SET_ANSWER", SET_ANSWER),
+        ("REQUEUE", REQUEUE),
     ];
 
     fn step(key: &str) -> StepRecord {
@@ -813,8 +987,8 @@ mod tests {
             parent_run_id: None,
             snapshot: Snapshot::encode(&json!({}), &json!({}))?,
             steps: vec![],
-            owner: "w".into(),
-            lease: Duration::ZERO,
+            start: crate::store::Start::Leased { owner: "w".into(), lease: Duration::ZERO },
+            placement: crate::store::Placement::default(),
         })
     }
 
@@ -851,6 +1025,7 @@ mod tests {
             output: None,
             error: None,
             pause: None,
+            available_at_ms: None,
         };
         match commit(db, &c, None, 4) {
             Err(StoreError::Backend(m)) => assert!(m.contains("fork it to go on"), "{m}"),
@@ -886,8 +1061,8 @@ mod tests {
                 parent_run_id: None,
                 snapshot: Snapshot::encode(&json!({}), &json!({}))?,
                 steps: vec![step("start#0")],
-                owner: "w".into(),
-                lease: Duration::ZERO,
+                start: crate::store::Start::Leased { owner: "w".into(), lease: Duration::ZERO },
+                placement: crate::store::Placement::default(),
             };
             let id = run.run_id;
             create_run(db, &run, 1_000)?;
@@ -908,6 +1083,7 @@ mod tests {
                     output: None,
                     error: None,
                     pause: None,
+                    available_at_ms: None,
                 };
                 commit(db, &c, Some(2), 3_000)?;
             }
@@ -921,6 +1097,7 @@ mod tests {
                 output: None,
                 error: None,
                 pause: None,
+                available_at_ms: None,
             };
             assert!(matches!(commit(db, &stale, None, 4_000), Err(StoreError::Fenced { .. })));
             let entry = JournalEntry {
@@ -947,6 +1124,45 @@ mod tests {
             ] {
                 list_runs(db, &RunFilter { flow: flow.map(String::from), status, limit: Some(5) })?;
             }
+
+            // A queued run through its life: claimed within limits, paused, answered, failed,
+            // requeued, released.
+            let queued = NewRun {
+                start: Start::Queued { available_at_ms: None },
+                placement: Placement::in_queue("q").key("k"),
+                ..new_run()?
+            };
+            let qid = queued.run_id;
+            create_run(db, &queued, 6_000)?;
+            let request = ClaimRequest {
+                owner: "w".into(),
+                lease: Duration::from_secs(60),
+                flows: vec!["f".into()],
+                queues: vec![crate::store::QueueLimit::new("q").concurrency(5).per_key(1)],
+                max: 3,
+            };
+            let claimed = claim_next(db, &request, 7_000)?;
+            assert_eq!(claimed.iter().map(|c| c.run.run_id).collect::<Vec<_>>(), [qid]);
+            let pause = Commit {
+                run_id: qid,
+                epoch: claimed[0].epoch,
+                status: RunStatus::Paused,
+                snapshot: Snapshot::encode(&json!({}), &json!({}))?,
+                steps: vec![],
+                step_key: None,
+                output: None,
+                error: None,
+                pause: Some(json!({ "step_key": "ask#0" })),
+                available_at_ms: None,
+            };
+            commit(db, &pause, None, 8_000)?;
+            answer(db, qid, "ask#0", &json!(true), 9_000)?;
+            let claimed = claim_next(db, &request, 10_000)?;
+            let failed = Commit { epoch: claimed[0].epoch, status: RunStatus::Failed, pause: None, ..pause };
+            commit(db, &failed, None, 11_000)?;
+            requeue(db, qid, 12_000)?;
+            let claimed = claim_next(db, &request, 13_000)?;
+            assert!(release(db, qid, claimed[0].epoch)?, "a released queued run is runnable");
         }
         for (name, sql) in ALL {
             let stmt = conn.prepare_cached(sql)?;

@@ -198,6 +198,24 @@ ALTER TABLE flow_checkpoints_v3 RENAME TO flow_checkpoints;
 "
 );
 
+/// Version 4: queued runs (issue 17). A run waits in a named queue, with an optional
+/// concurrency key, until `available_at` (ms; NULL: at once); `answer` holds a person's answer
+/// (`{"step_key": ..., "value": ...}` as JSON text) until the step that asked takes it. Runs of
+/// older versions go to the default queue.
+///
+/// `flow_runs_runnable` serves `claim_next`: only queued and running rows, by queue and due
+/// time. `flow_runs_leased` serves the count of live leases per queue and key that its limits
+/// are checked against.
+const V4: &str = "ALTER TABLE flow_runs ADD COLUMN queue TEXT NOT NULL DEFAULT 'default';
+ALTER TABLE flow_runs ADD COLUMN concurrency_key TEXT;
+ALTER TABLE flow_runs ADD COLUMN available_at INTEGER;
+ALTER TABLE flow_runs ADD COLUMN answer TEXT;
+CREATE INDEX flow_runs_runnable ON flow_runs (queue, COALESCE(available_at, updated_at), created_at)
+    WHERE status IN ('queued', 'running');
+CREATE INDEX flow_runs_leased ON flow_runs (queue, concurrency_key, lease_expires_at)
+    WHERE lease_owner IS NOT NULL;
+";
+
 /// What a new file gets: the schema every migration together makes of an empty file, written
 /// out, because running them one by one re-parses the schema at every `ALTER` and triples the
 /// cost of creating a store. `a_new_file_gets_what_the_migrations_make` keeps the two equal.
@@ -215,12 +233,20 @@ const CURRENT: &str = concat!(
     epoch            INTEGER NOT NULL,
     created_at       INTEGER NOT NULL,
     updated_at       INTEGER NOT NULL,
-    run_no           INTEGER NOT NULL DEFAULT 0
+    run_no           INTEGER NOT NULL DEFAULT 0,
+    queue            TEXT    NOT NULL DEFAULT 'default',
+    concurrency_key  TEXT,
+    available_at     INTEGER,
+    answer           TEXT
 ) STRICT;
 CREATE INDEX flow_runs_by_created ON flow_runs (created_at DESC, run_id DESC);
 CREATE INDEX flow_runs_by_status ON flow_runs (status, created_at DESC, run_id DESC);
 CREATE INDEX flow_runs_by_flow ON flow_runs (flow, created_at DESC, run_id DESC);
 CREATE UNIQUE INDEX flow_runs_by_no ON flow_runs (run_no);
+CREATE INDEX flow_runs_runnable ON flow_runs (queue, COALESCE(available_at, updated_at), created_at)
+    WHERE status IN ('queued', 'running');
+CREATE INDEX flow_runs_leased ON flow_runs (queue, concurrency_key, lease_expires_at)
+    WHERE lease_owner IS NOT NULL;
 ",
     steps_table!("flow_steps"),
     checkpoints_table!("flow_checkpoints"),
@@ -241,7 +267,7 @@ CREATE TABLE step_journal (
 );
 
 /// Every migration, oldest first. Append only: a released migration never changes.
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this build writes.
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -555,13 +581,68 @@ mod tests {
             parent_run_id: None,
             snapshot: crate::store::Snapshot::encode(&1, &2)?,
             steps: Vec::new(),
-            owner: "w".into(),
-            lease: Duration::ZERO,
+            start: crate::store::Start::Leased { owner: "w".into(), lease: Duration::ZERO },
+            placement: crate::store::Placement::default(),
         };
         assert_eq!(queries::create_run(db, &third, 30)?, 1);
         let no: i64 =
             conn.query_row("SELECT run_no FROM flow_runs WHERE run_id = ?1", [third.run_id.to_string()], |r| r.get(0))?;
         assert_eq!(no, 3);
+        Ok(())
+    }
+
+    /// A file written by the version 3 code: its runs go to the default queue, with no concurrency
+    /// key, no due time and no answer, and a running run left by a dead worker is claimed from
+    /// that queue like any other.
+    #[test]
+    fn a_version_3_file_puts_its_runs_in_the_default_queue() -> TestResult {
+        use super::super::queries::{self, Db};
+        use crate::store::{ClaimRequest, Placement, QueueLimit, RunStatus};
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("runs.db");
+        let (paused, crashed) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        {
+            let conn = Connection::open(&path)?;
+            for sql in &MIGRATIONS[..3] {
+                conn.execute_batch(sql)?;
+            }
+            conn.pragma_update(None, "user_version", 3)?;
+            for (no, id, status, owner) in [(1, paused, "paused", None), (2, crashed, "running", Some("dead"))] {
+                conn.execute(
+                    "INSERT INTO flow_runs (run_id, flow, status, pause, lease_owner, lease_expires_at, epoch, \
+                     created_at, updated_at, run_no) VALUES (?1, 'f', ?2, '{\"step_key\":\"ask#0\"}', ?3, 5, 1, \
+                     10, 20, ?4)",
+                    rusqlite::params![id.to_string(), status, owner, no],
+                )?;
+                conn.execute(
+                    "INSERT INTO flow_checkpoints (ck, run_id, seq, step_key, status, state, progress, created_at) \
+                     VALUES ((?1 << 32) + 1, ?2, 1, NULL, ?3, '{\"v\":1}', '{}', 20)",
+                    rusqlite::params![no, id.to_string(), status],
+                )?;
+            }
+        }
+        let conn = open_writer(&SqliteOptions::new(&path))?;
+        assert_eq!(pragma(&conn, "user_version")?, SCHEMA_VERSION);
+        let db = Db { conn: &conn, path: &path };
+        let run = queries::load_run(db, paused)?;
+        assert_eq!(
+            (run.status, run.placement, run.available_at_ms, run.answer),
+            (RunStatus::Paused, Placement::default(), None, None)
+        );
+        let summary = queries::run_summary(db, crashed)?;
+        assert_eq!(summary.placement, Placement::default());
+
+        let request = ClaimRequest {
+            owner: "heir".into(),
+            lease: Duration::from_secs(60),
+            flows: vec!["f".into()],
+            queues: vec![QueueLimit::new(Placement::DEFAULT_QUEUE).concurrency(4)],
+            max: 10,
+        };
+        let claims = queries::claim_next(db, &request, 1_000)?;
+        assert_eq!(claims.iter().map(|c| (c.run.run_id, c.epoch)).collect::<Vec<_>>(), [(crashed, 2)]);
+        queries::answer(db, paused, "ask#0", &serde_json::json!("yes"), 1_000)?;
+        assert_eq!(queries::load_run(db, paused)?.status, RunStatus::Queued);
         Ok(())
     }
 

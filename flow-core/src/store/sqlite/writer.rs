@@ -639,8 +639,8 @@ mod tests {
                     parent_run_id: None,
                     snapshot: snapshot.clone(),
                     steps: Vec::new(),
-                    owner: "w1".into(),
-                    lease: Duration::from_secs(600),
+                    start: crate::store::Start::Leased { owner: "w1".into(), lease: Duration::from_secs(600) },
+                    placement: crate::store::Placement::default(),
                 })
                 .await?;
             runs.push((run_id, epoch));
@@ -667,6 +667,7 @@ mod tests {
                             output: None,
                             error: None,
                             pause: None,
+                            available_at_ms: None,
                         })
                         .await
                 })
