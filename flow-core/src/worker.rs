@@ -172,7 +172,7 @@ impl Worker {
     ///     #[start]
     ///     async fn ask(&self, cx: &Ctx<S>) -> Result<()> {
     ///         let name: String = cx.ask(InputRequest::new("Your name?")).await?;
-    ///         cx.update(move |s| s.name = name);
+    ///         cx.update(move |s| s.name = name.clone());
     ///         Ok(())
     ///     }
     /// }

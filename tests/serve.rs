@@ -1,0 +1,69 @@
+//! `Runner::submit`, `Runner::answer` and `Worker::serve` on `MemoryStore`: the checks of
+//! `serve_suite`, which take any store, each on a fresh one.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod serve_suite;
+
+use std::sync::Arc;
+
+use flow_core::store::{MemoryStore, Store};
+
+fn memory() -> Arc<dyn Store> {
+    Arc::new(MemoryStore::new())
+}
+
+#[tokio::test]
+async fn submitted_runs_complete() {
+    serve_suite::submitted_runs_complete(memory()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_share_runs_exactly_once() {
+    serve_suite::workers_share_runs_exactly_once(memory()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_limits_hold_across_workers() {
+    serve_suite::queue_limits_hold_across_workers(memory()).await;
+}
+
+#[tokio::test]
+async fn workers_claim_only_their_queues_and_due_runs() {
+    serve_suite::workers_claim_only_their_queues_and_due_runs(memory()).await;
+}
+
+#[tokio::test]
+async fn serve_takes_over_runs_whose_process_died() {
+    serve_suite::serve_takes_over_runs_whose_process_died(memory()).await;
+}
+
+#[tokio::test]
+async fn graceful_stop_finishes_or_releases() {
+    serve_suite::graceful_stop_finishes_or_releases(memory()).await;
+}
+
+#[tokio::test]
+async fn answers_from_anywhere_reach_the_serving_worker() {
+    serve_suite::answers_from_anywhere_reach_the_serving_worker(memory()).await;
+}
+
+#[tokio::test]
+async fn resume_runs_queued_and_answered_runs_here() {
+    serve_suite::resume_runs_queued_and_answered_runs_here(memory()).await;
+}
+
+#[tokio::test]
+async fn duplicate_submit_ids() {
+    serve_suite::duplicate_submit_ids(memory()).await;
+}
+
+#[tokio::test]
+async fn a_lease_lost_mid_run_is_logged_and_another_worker_finishes() {
+    serve_suite::a_lease_lost_mid_run_is_logged_and_another_worker_finishes(memory()).await;
+}
+
+#[tokio::test]
+async fn store_errors_are_retried() {
+    serve_suite::store_errors_are_retried(memory()).await;
+}
