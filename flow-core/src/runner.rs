@@ -23,8 +23,8 @@ use crate::outcome::RunOutcome;
 use crate::plan::Plan;
 use crate::progress::{Halt, Progress};
 use crate::store::{
-    Claim, Commit, DamagedRun, Listing, NewRun, Placement, RunFilter, RunRecord, RunStatus, RunSummary, Snapshot, Start,
-    StepRecord, StepStatus, Store, StoreError, now_ms,
+    Claim, Commit, DamagedRun, Listing, NewRun, Placement, RunFilter, RunRecord, RunStatus, RunSummary, Snapshot,
+    Start, StepRecord, StepStatus, Store, StoreError, now_ms,
 };
 
 /// Runs one flow: `kickoff` new runs, `resume` stored ones, `fork` from checkpoints.
@@ -1242,9 +1242,8 @@ impl SubmitOptions {
     /// # let _ = options;
     /// ```
     pub fn not_before(mut self, at: std::time::SystemTime) -> Self {
-        let ms = at
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let ms =
+            at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         self.not_before_ms = Some(ms);
         self
     }

@@ -639,7 +639,9 @@ impl Loop {
                 self.summary.lost.push(run_id);
                 let now = self.store.load_run(run_id).await.ok();
                 let (current, owner) = match &now {
-                    Some(r) => (r.epoch.to_string(), r.lease_owner.clone().unwrap_or_else(|| "none now".into())),
+                    Some(r) => {
+                        (r.epoch.to_string(), r.lease_owner.clone().unwrap_or_else(|| "none (it is at rest)".into()))
+                    }
                     None => (format!("after {epoch}"), "unknown".into()),
                 };
                 tracing::warn!(

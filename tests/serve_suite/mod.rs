@@ -94,7 +94,12 @@ pub struct Hooked {
 
 impl Hooked {
     pub fn new(inner: Arc<dyn Store>) -> Arc<Self> {
-        Arc::new(Hooked { inner, frozen: AtomicBool::new(false), thaw: Notify::new(), claim_failures: AtomicU32::new(0) })
+        Arc::new(Hooked {
+            inner,
+            frozen: AtomicBool::new(false),
+            thaw: Notify::new(),
+            claim_failures: AtomicU32::new(0),
+        })
     }
 
     /// Renewals and claims wait from now on, until `thaw`.
@@ -170,7 +175,8 @@ impl Store for Hooked {
     }
     async fn claim_next(&self, request: &ClaimRequest) -> Result<Vec<Claim>, StoreError> {
         self.until_thawed().await;
-        let failing = self.claim_failures.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+        let failing =
+            self.claim_failures.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
         if failing {
             return Err(StoreError::Backend("connection refused: the database system is starting up".into()));
         }
@@ -461,7 +467,8 @@ pub async fn queue_limits_hold_across_workers(store: Arc<dyn Store>) {
     for i in 0..RUNS {
         // Half the runs in a queue limited to 3 at once, half in one limited to 1 per key
         // (4 keys): each limit has more runs waiting than it lets through.
-        let (queue, key) = if i % 2 == 0 { ("limited", format!("k{}", i / 2)) } else { ("per_key", format!("k{}", (i / 2) % 4)) };
+        let (queue, key) =
+            if i % 2 == 0 { ("limited", format!("k{}", i / 2)) } else { ("per_key", format!("k{}", (i / 2) % 4)) };
         let state = Keyed { queue: queue.into(), key: key.clone(), done: false };
         ids.push(runner.submit_with(state, SubmitOptions::new().queue(queue).key(key)).await.unwrap());
     }
@@ -501,7 +508,8 @@ pub async fn workers_claim_only_their_queues_and_due_runs(store: Arc<dyn Store>)
     Logs::get();
     let runner = Runner::new(Held { tag: "submitter", gate: None }).with_shared_store(store.clone());
     let elsewhere = runner.submit_with(Tagged::default(), SubmitOptions::new().queue("elsewhere")).await.unwrap();
-    let later = runner.submit_with(Tagged::default(), SubmitOptions::new().delay(Duration::from_secs(3600))).await.unwrap();
+    let later =
+        runner.submit_with(Tagged::default(), SubmitOptions::new().delay(Duration::from_secs(3600))).await.unwrap();
     let now = runner.submit(Tagged::default()).await.unwrap();
     let serving = Worker::new(store.clone()).register(Held { tag: "w", gate: None }).serve(options("queues-1"));
     until_status(&store, now, RunStatus::Completed).await;
@@ -634,7 +642,9 @@ pub async fn answers_from_anywhere_reach_the_serving_worker(store: Arc<dyn Store
     let done = bystander.answer(first, serde_json::json!(true)).await;
     assert!(matches!(done, Err(FlowError::NotWaiting { status: RunStatus::Completed, .. })), "{done:?}");
     let missing = Uuid::now_v7();
-    assert!(matches!(bystander.answer(missing, serde_json::json!(true)).await, Err(FlowError::RunNotFound(id)) if id == missing));
+    assert!(
+        matches!(bystander.answer(missing, serde_json::json!(true)).await, Err(FlowError::RunNotFound(id)) if id == missing)
+    );
     let third = submitter.submit(Approval::default()).await.unwrap();
     until_status(&store, third, RunStatus::Paused).await;
     assert!(matches!(elsewhere.answer(third, f64::NAN).await, Err(FlowError::InvalidInput { .. })));
@@ -659,7 +669,10 @@ pub async fn resume_runs_queued_and_answered_runs_here(store: Arc<dyn Store>) {
     let paused = runner.resume(run_id).await.unwrap();
     assert_eq!(paused.status(), RunStatus::Paused);
     runner.answer(run_id, true).await.unwrap();
-    assert!(matches!(runner.resume_with(run_id, false).await, Err(FlowError::NotWaiting { status: RunStatus::Queued, .. })));
+    assert!(matches!(
+        runner.resume_with(run_id, false).await,
+        Err(FlowError::NotWaiting { status: RunStatus::Queued, .. })
+    ));
     let done = runner.resume(run_id).await.unwrap().completed().unwrap();
     assert_eq!(done.state.approved, Some(true), "resume continues with the stored answer");
 
@@ -687,7 +700,8 @@ pub async fn duplicate_submit_ids(store: Arc<dyn Store>) {
     }
     assert_eq!(store.list_runs(&RunFilter::default()).await.unwrap().len(), 1);
 
-    let serving = Worker::new(store.clone()).register(Counted { executions: executions.clone() }).serve(options("dup-1"));
+    let serving =
+        Worker::new(store.clone()).register(Counted { executions: executions.clone() }).serve(options("dup-1"));
     until_status(&store, id, RunStatus::Completed).await;
     // Submitted again after it ran: still the same run, nothing new to run.
     assert_eq!(runner.submit_with_id(id, Numbers::default()).await.unwrap(), id);
@@ -726,7 +740,10 @@ pub async fn a_lease_lost_mid_run_is_logged_and_another_worker_finishes(store: A
     let summary = zombie.shutdown(Duration::from_secs(600)).await;
     assert_eq!(summary.lost, vec![run_id], "{summary:?}");
     assert_eq!(summary.finished, 0);
-    let line = format!("run {run_id}: lease lost to another worker (epoch {}); stopped here without committing", rescued.epoch);
+    let line = format!(
+        "run {run_id}: lease lost to another worker (epoch {}); stopped here without committing",
+        rescued.epoch
+    );
     let lines = Logs::get().lines_with(&line);
     assert_eq!(lines.len(), 1, "one clear line, found {lines:?}");
     assert!(lines[0].contains("zombie"), "the line names the worker: {}", lines[0]);
@@ -745,8 +762,7 @@ pub async fn store_errors_are_retried(store: Arc<dyn Store>) {
     Logs::get();
     let flaky = Hooked::new(store.clone());
     flaky.fail_claims(3);
-    let serving =
-        Worker::new(flaky.clone()).register(Held { tag: "w", gate: None }).serve(options("flaky-1"));
+    let serving = Worker::new(flaky.clone()).register(Held { tag: "w", gate: None }).serve(options("flaky-1"));
     let runner = Runner::new(Held { tag: "submitter", gate: None }).with_shared_store(store.clone());
     let run_id = runner.submit(Tagged::default()).await.unwrap();
     until_status(&store, run_id, RunStatus::Completed).await;
