@@ -67,3 +67,51 @@ async fn a_lease_lost_mid_run_is_logged_and_another_worker_finishes() {
 async fn store_errors_are_retried() {
     serve_suite::store_errors_are_retried(memory()).await;
 }
+
+/// The child process of `sigterm_stops_gracefully_and_gives_runs_back`: serves a run whose step
+/// never ends, listens for SIGTERM, says so, and reports what the worker did once stopped.
+#[test]
+fn sigterm_child() {
+    if std::env::var("FLOWS_SERVE_SIGTERM_CHILD").is_err() {
+        return; // run as an ordinary test: nothing to do
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let store = memory();
+        let run_id = serve_suite::submit_endless(&store).await;
+        let serving = serve_suite::serve_endless(&store);
+        serve_suite::until_held(&store, run_id).await;
+        let stop = serving.until_signal(std::time::Duration::ZERO);
+        tokio::pin!(stop);
+        // The first poll starts listening for the signal: only then may the parent send it.
+        assert!(futures::poll!(&mut stop).is_pending());
+        println!("listening");
+        let summary = stop.await;
+        let record = store.load_run(run_id).await.unwrap();
+        println!("released {:?} lease {:?}", summary.released == vec![run_id], record.lease_owner);
+    });
+}
+
+/// SIGTERM stops a serving worker gracefully: it gives back the run it held.
+#[cfg(unix)]
+#[test]
+fn sigterm_stops_gracefully_and_gives_runs_back() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["sigterm_child", "--exact", "--nocapture", "--test-threads=1"])
+        .env("FLOWS_SERVE_SIGTERM_CHILD", "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let listening = lines.by_ref().map_while(Result::ok).find(|l| l.contains("listening"));
+    assert!(listening.is_some(), "the child never listened for SIGTERM");
+    let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let report = lines.map_while(Result::ok).find(|l| l.starts_with("released"));
+    let status = child.wait().unwrap();
+    assert!(status.success(), "the child did not exit cleanly on SIGTERM: {status}");
+    assert_eq!(report.as_deref(), Some("released true lease None"), "the held run was given back");
+}

@@ -364,6 +364,28 @@ fn options(name: &str) -> ServeOptions {
     ServeOptions::new().name(name).poll_interval(POLL)
 }
 
+/// Submits a run of `serve_held` whose step never ends (for `serve_endless`).
+pub async fn submit_endless(store: &Arc<dyn Store>) -> Uuid {
+    Runner::new(Held { tag: "submitter", gate: None })
+        .with_shared_store(store.clone())
+        .submit(Tagged::default())
+        .await
+        .unwrap()
+}
+
+/// A worker whose `serve_held` step waits at a gate nobody opens.
+pub fn serve_endless(store: &Arc<dyn Store>) -> flow_core::Serving {
+    Worker::new(store.clone()).register(Held { tag: "endless", gate: Some(Gate::new()) }).serve(options("endless"))
+}
+
+/// Waits until some worker holds `run_id`.
+pub async fn until_held(store: &Arc<dyn Store>, run_id: Uuid) {
+    until(&format!("run {run_id} to be claimed"), || async {
+        store.load_run(run_id).await.unwrap().lease_owner.is_some()
+    })
+    .await;
+}
+
 // --- The checks ------------------------------------------------------------------------------
 
 /// Submitted runs wait in their queue until a worker serves it, then complete, once each.
