@@ -110,8 +110,14 @@ fn sigterm_stops_gracefully_and_gives_runs_back() {
     assert!(listening.is_some(), "the child never listened for SIGTERM");
     let killed = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(killed.success());
-    let report = lines.map_while(Result::ok).find(|l| l.starts_with("released"));
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
     let status = child.wait().unwrap();
-    assert!(status.success(), "the child did not exit cleanly on SIGTERM: {status}");
-    assert_eq!(report.as_deref(), Some("released true lease None"), "the held run was given back");
+    assert!(status.success(), "the child did not exit cleanly on SIGTERM: {status}; it said {rest:#?}");
+    let report = rest.iter().find(|l| l.starts_with("released"));
+    assert_eq!(report.map(String::as_str), Some("released true lease None"), "the held run was given back");
+}
+
+#[tokio::test]
+async fn a_run_that_cannot_be_read_leaves_its_queue_failed() {
+    serve_suite::a_run_that_cannot_be_read_leaves_its_queue_failed(memory()).await;
 }

@@ -815,7 +815,7 @@ impl<F: Flow> Runner<F> {
     /// the answer stored with it, if any, under the lease it was claimed with. A run this
     /// process cannot continue is not left in its queue to be claimed again and again: a run
     /// whose record cannot be read, or that is not in a status to continue, is stored failed
-    /// with the reason; one a store error interrupted is given back for another try.
+    /// with the reason; one a store error interrupted is tried again once its lease lapses.
     pub(crate) async fn run_claim(&self, claim: Claim, lease: Duration) -> Result<RunOutcome<F::State>, FlowError> {
         let run_id = claim.run.run_id;
         let store = self.store_for(run_id)?;
@@ -837,14 +837,11 @@ impl<F: Flow> Runner<F> {
             release(store, &claim).await;
             return Err(e);
         }
-        let result = self.continue_claimed(store, claim.clone(), lease, None, None, GiveBack::FailPermanent).await;
-        // The execution ended without bringing the run to rest (a store that kept failing, a
-        // task that stopped): the lease is given back so that another worker tries again at
-        // once rather than after it lapses.
-        if let Err(FlowError::Store(_) | FlowError::Aborted { .. }) = &result {
-            release(store, &claim).await;
-        }
-        result
+        // An execution that ends without bringing the run to rest (a store that kept failing)
+        // keeps its lease, renewed no more: the run is tried again once it lapses, by
+        // whichever worker is free. Giving it back at once would have a run that fails the
+        // same way every time claimed again and again without pause.
+        self.continue_claimed(store, claim, lease, None, None, GiveBack::FailPermanent).await
     }
 
     /// Everything that follows a claim: the run as claimed (decoded again only if it moved on
@@ -939,7 +936,9 @@ enum GiveBack {
     Release,
     /// A serving worker: store a run that cannot be read (or is not in a status to go on) as
     /// failed with the reason, so that it leaves its queue rather than being claimed over and
-    /// over; give back the lease of one a store error stopped.
+    /// over; leave the lease of one a store error stopped to lapse, so that it is tried again
+    /// then (not at once: a run that fails the same way every time would be claimed again and
+    /// again without pause).
     FailPermanent,
 }
 
@@ -953,7 +952,8 @@ impl GiveBack {
         let Err(e) = result else { return result };
         match self {
             GiveBack::FailPermanent if is_permanent(&e) => fail_claimed(store, claim, &e).await,
-            _ => release(store, claim).await,
+            GiveBack::FailPermanent => {}
+            GiveBack::Release => release(store, claim).await,
         }
         Err(e)
     }

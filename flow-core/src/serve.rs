@@ -178,7 +178,7 @@ pub struct ServeSummary {
     /// run stored failed), escalated, or parked in its queue until it is due.
     pub finished: u64,
     /// Executions that stopped on an error without bringing their run to rest (a store that
-    /// kept failing); each such run was given back for another try.
+    /// kept failing); each such run is tried again once its lease lapses.
     pub errors: u64,
     /// Runs this worker stopped because another worker had taken them over (its lease lapsed
     /// while this worker was frozen or cut off); nothing was committed after the takeover.
@@ -609,10 +609,10 @@ impl Loop {
                         worker = %self.name,
                         run_id = %held.run_id,
                         error = %e,
-                        "the task running run {} stopped: {e}; giving the run back",
-                        held.run_id
+                        "the task running run {} stopped: {e}; the run is tried again once its lease lapses (within {:?})",
+                        held.run_id,
+                        self.request.lease
                     );
-                    self.release(held.run_id, held.epoch).await;
                 }
             }
         }
@@ -665,7 +665,8 @@ impl Loop {
                     %run_id,
                     flow,
                     error = %e,
-                    "worker {worker} could not continue run {run_id}: {e}"
+                    "worker {worker} could not continue run {run_id}: {e}; it is tried again once its lease lapses (within {:?})",
+                    self.request.lease
                 );
             }
         }

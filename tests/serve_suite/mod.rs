@@ -793,3 +793,45 @@ pub async fn store_errors_are_retried(store: Arc<dyn Store>) {
     assert_eq!((summary.claimed, summary.finished), (1, 1));
     assert_eq!(Logs::get().lines_with("flaky-1").iter().filter(|l| l.contains("claiming runs failed")).count(), 3);
 }
+
+/// A claimed run whose stored state does not fit its flow's state type is taken out of its
+/// queue, stored failed with the reason, rather than claimed again and again.
+pub async fn a_run_that_cannot_be_read_leaves_its_queue_failed(store: Arc<dyn Store>) {
+    Logs::get();
+    let executions = Executions::default();
+    let runner = Runner::new(Counted { executions: executions.clone() }).with_shared_store(store.clone());
+    let run_id = runner.submit(Numbers::default()).await.unwrap();
+    // Another build wrote a state this one cannot read, and put the run back in its queue.
+    let claim = store.claim(run_id, "older-build", Duration::from_secs(60)).await.unwrap();
+    let bad = Snapshot::encode(&serde_json::json!({ "input": "not a number" }), &serde_json::json!(null)).unwrap();
+    let snapshot = Snapshot { state: bad.state, progress: claim.run.snapshot.progress.clone() };
+    store
+        .commit(Commit {
+            run_id,
+            epoch: claim.epoch,
+            status: RunStatus::Queued,
+            snapshot,
+            steps: Vec::new(),
+            step_key: None,
+            output: None,
+            error: None,
+            pause: None,
+            available_at_ms: None,
+        })
+        .await
+        .unwrap();
+
+    let serving =
+        Worker::new(store.clone()).register(Counted { executions: executions.clone() }).serve(options("bad-1"));
+    until_status(&store, run_id, RunStatus::Failed).await;
+    let summary = serving.shutdown(Duration::from_secs(60)).await;
+    assert_eq!(summary.claimed, 1, "{summary:?}");
+    let stored = store.load_run(run_id).await.unwrap();
+    let error = stored.error.unwrap_or_default();
+    assert!(
+        error.contains(&run_id.to_string()) && error.contains("input"),
+        "the reason names the run and the field: {error}"
+    );
+    assert!(stored.lease_owner.is_none());
+    assert!(executions.lock().unwrap().is_empty(), "nothing ran on a state that does not fit");
+}
