@@ -65,9 +65,18 @@ impl Default for ServeOptions {
 
 impl ServeOptions {
     /// Runs held at once unless told otherwise.
+    ///
+    /// ```
+    /// assert_eq!(flow_core::ServeOptions::DEFAULT_MAX_IN_FLIGHT, 16);
+    /// ```
     pub const DEFAULT_MAX_IN_FLIGHT: usize = 16;
     /// How long an idle worker waits before it looks for work again, unless the store wakes it
     /// sooner.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// assert_eq!(flow_core::ServeOptions::DEFAULT_POLL_INTERVAL, Duration::from_secs(1));
+    /// ```
     pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
     /// The defaults: the `default` queue with no limits, 16 runs at once, a poll every second,
