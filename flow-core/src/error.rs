@@ -425,6 +425,20 @@ pub enum FlowError {
         /// The run.
         run_id: Uuid,
     },
+    /// [`Runner::submit_with_id`](crate::Runner::submit_with_id) was given an id that a run of
+    /// another flow holds. Nothing was stored.
+    #[error(
+        "run id {run_id} is taken by a run of flow `{existing_flow}`, so this run of `{flow}` was not submitted \
+         and nothing was stored; submit it under another id (run ids are unique across all flows of a store)"
+    )]
+    DuplicateRunId {
+        /// The id.
+        run_id: Uuid,
+        /// The flow the submission was for.
+        flow: String,
+        /// The flow of the run that holds the id.
+        existing_flow: String,
+    },
     /// The run cannot be resumed in its current status.
     #[error("run {run_id} is {status} and cannot be {action}")]
     InvalidStatus {

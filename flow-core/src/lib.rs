@@ -21,6 +21,7 @@ pub mod plot;
 mod progress;
 mod runner;
 mod running;
+mod serve;
 mod step_key;
 pub mod store;
 mod worker;
@@ -36,7 +37,8 @@ pub use flow_macros::{compensate, flow, listen, router, start};
 pub use input::{InputRequest, PauseRequest};
 pub use journal::{Journal, NoJournal, TokenUsage};
 pub use outcome::{Escalated, Outputs, OutputsIter, Paused, RecordedFailure, RunOutcome, RunResult};
-pub use runner::{FlowExt, Runner};
+pub use runner::{FlowExt, Runner, SubmitOptions};
+pub use serve::{ServeOptions, ServeSummary, Serving};
 pub use store::RunStatus;
 pub use worker::Worker;
 

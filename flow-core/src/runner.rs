@@ -23,8 +23,8 @@ use crate::outcome::RunOutcome;
 use crate::plan::Plan;
 use crate::progress::{Halt, Progress};
 use crate::store::{
-    Claim, DamagedRun, Listing, NewRun, Placement, RunFilter, RunRecord, RunStatus, RunSummary, Snapshot, Start,
-    StepRecord, StepStatus, Store, StoreError, now_ms,
+    Claim, Commit, DamagedRun, Listing, NewRun, Placement, RunFilter, RunRecord, RunStatus, RunSummary, Snapshot,
+    Start, StepRecord, StepStatus, Store, StoreError, now_ms,
 };
 
 /// Runs one flow: `kickoff` new runs, `resume` stored ones, `fork` from checkpoints.
@@ -72,6 +72,7 @@ pub struct Runner<F: Flow> {
     events: broadcast::Sender<FlowEvent>,
     owner: Arc<str>,
     lease: Duration,
+    placement: Placement,
 }
 
 impl<F: Flow> Clone for Runner<F> {
@@ -83,6 +84,7 @@ impl<F: Flow> Clone for Runner<F> {
             events: self.events.clone(),
             owner: Arc::clone(&self.owner),
             lease: self.lease,
+            placement: self.placement.clone(),
         }
     }
 }
@@ -94,6 +96,7 @@ impl<F: Flow> std::fmt::Debug for Runner<F> {
             .field("durable", &self.store.is_some())
             .field("owner", &self.owner)
             .field("lease", &self.lease)
+            .field("placement", &self.placement)
             .finish()
     }
 }
@@ -112,7 +115,8 @@ fn worker_name() -> String {
 
 static WORKER: Mutex<Option<Arc<str>>> = Mutex::new(None);
 
-fn this_worker() -> Arc<str> {
+/// The name this process holds leases under (`host:pid:nonce`), the same for every runner.
+pub(crate) fn this_worker() -> Arc<str> {
     let mut w = WORKER.lock().unwrap_or_else(|p| p.into_inner());
     Arc::clone(w.get_or_insert_with(|| Arc::from(worker_name())))
 }
@@ -133,6 +137,7 @@ impl<F: Flow> Runner<F> {
             events,
             owner: this_worker(),
             lease: Duration::from_secs(30),
+            placement: Placement::default(),
         }
     }
 
@@ -152,6 +157,79 @@ impl<F: Flow> Runner<F> {
     /// recover a run from a process that died.
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease.max(Duration::from_millis(30));
+        self
+    }
+
+    /// Where this runner's runs wait whenever no process runs them: the queue that
+    /// [`Worker::serve`](crate::Worker::serve) takes them from, and a concurrency key its
+    /// per-key limit counts (default: the `default` queue, no key). [`Runner::submit`] stores
+    /// runs there, and [`Runner::kickoff`] and [`Runner::fork`] record it too, so that a run whose
+    /// process died is continued by a worker serving that queue.
+    ///
+    /// ```
+    /// # use flow_core::prelude::*;
+    /// # use flow_core::store::{MemoryStore, Placement, Store};
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
+    /// # struct S;
+    /// # struct Mail;
+    /// # #[flow(state = S, name = "runner_doc_placement")]
+    /// # impl Mail {
+    /// #     #[start]
+    /// #     async fn send(&self, _cx: &Ctx<S>) -> Result<()> { Ok(()) }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), FlowError> {
+    /// let store = std::sync::Arc::new(MemoryStore::new());
+    /// let runner = Runner::new(Mail).with_shared_store(store.clone()).placement(Placement::in_queue("emails"));
+    /// let run_id = runner.submit(S).await?;
+    /// assert_eq!(store.load_run(run_id).await?.placement.queue, "emails");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn placement(mut self, placement: Placement) -> Self {
+        self.placement = placement;
+        self
+    }
+
+    /// Puts this runner's runs in `queue`, keeping the concurrency key (see
+    /// [`Runner::placement`]).
+    ///
+    /// ```
+    /// # use flow_core::prelude::*;
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
+    /// # struct S;
+    /// # struct Mail;
+    /// # #[flow(state = S, name = "runner_doc_queue")]
+    /// # impl Mail {
+    /// #     #[start]
+    /// #     async fn send(&self, _cx: &Ctx<S>) -> Result<()> { Ok(()) }
+    /// # }
+    /// let runner = Runner::new(Mail).queue("emails");
+    /// assert!(format!("{runner:?}").contains("emails"));
+    /// ```
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.placement.queue = queue.into();
+        self
+    }
+
+    /// Gives every run of this runner the concurrency key `key` (see [`Runner::placement`]);
+    /// [`SubmitOptions::key`](crate::SubmitOptions::key) gives one run its own.
+    ///
+    /// ```
+    /// # use flow_core::prelude::*;
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
+    /// # struct S;
+    /// # struct Mail;
+    /// # #[flow(state = S, name = "runner_doc_key")]
+    /// # impl Mail {
+    /// #     #[start]
+    /// #     async fn send(&self, _cx: &Ctx<S>) -> Result<()> { Ok(()) }
+    /// # }
+    /// let runner = Runner::new(Mail).queue("emails").concurrency_key("smtp-relay-1");
+    /// assert!(format!("{runner:?}").contains("smtp-relay-1"));
+    /// ```
+    pub fn concurrency_key(mut self, key: impl Into<String>) -> Self {
+        self.placement.key = Some(key.into());
         self
     }
 
@@ -206,7 +284,7 @@ impl<F: Flow> Runner<F> {
                     snapshot: exec.snapshot()?,
                     steps: Vec::new(),
                     start: Start::Leased { owner: self.owner.to_string(), lease: self.lease },
-                    placement: Placement::default(),
+                    placement: self.placement.clone(),
                 })
                 .await?;
             exec.durability = Some(Durability { store: Arc::clone(store), epoch, lease: self.lease });
@@ -257,6 +335,158 @@ impl<F: Flow> Runner<F> {
         self.kickoff(state).await
     }
 
+    /// Stores a new run, with a fresh id, in this runner's queue ([`Runner::placement`]) without
+    /// running it, and returns its id: whichever [`Worker::serve`](crate::Worker::serve) serving
+    /// that queue, in this process or another, is free first runs it. [`Runner::resume`] runs it
+    /// here instead.
+    ///
+    /// The state is checked as [`Runner::kickoff`] checks it: a state JSON cannot hold is
+    /// refused and nothing is stored.
+    ///
+    /// ```
+    /// use flow_core::prelude::*;
+    /// use flow_core::store::{MemoryStore, Store};
+    /// use flow_core::{RunStatus, ServeOptions, Worker};
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// #[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
+    /// struct S { done: bool }
+    /// struct Job;
+    ///
+    /// #[flow(state = S, name = "runner_doc_submit")]
+    /// impl Job {
+    ///     #[start]
+    ///     async fn work(&self, cx: &Ctx<S>) -> Result<()> { cx.update(|s| s.done = true); Ok(()) }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), FlowError> {
+    /// let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    /// let run_id = Runner::new(Job).with_shared_store(store.clone()).submit(S::default()).await?;
+    /// assert_eq!(store.load_run(run_id).await?.status, RunStatus::Queued);
+    ///
+    /// // A worker, here or in any other process, runs it.
+    /// let serving = Worker::new(store.clone()).register(Job).serve(ServeOptions::default());
+    /// while store.load_run(run_id).await?.status != RunStatus::Completed {
+    ///     tokio::time::sleep(Duration::from_millis(5)).await;
+    /// }
+    /// let summary = serving.shutdown(Duration::from_secs(5)).await;
+    /// assert_eq!(summary.finished, 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn submit(&self, state: F::State) -> Result<Uuid, FlowError> {
+        self.submit_with(state, SubmitOptions::default()).await
+    }
+
+    /// [`Runner::submit`] under an id of the caller's choosing, idempotently: submitting the
+    /// same id again (a retried request, a client that did not see the answer) stores nothing
+    /// and returns the id of the run stored first, whatever state it was given. An id taken by
+    /// a run of another flow is refused with [`FlowError::DuplicateRunId`].
+    ///
+    /// ```
+    /// # use flow_core::prelude::*;
+    /// # use flow_core::store::MemoryStore;
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
+    /// # struct S { n: u32 }
+    /// # struct Job;
+    /// # #[flow(state = S, name = "runner_doc_submit_with_id")]
+    /// # impl Job {
+    /// #     #[start]
+    /// #     async fn work(&self, _cx: &Ctx<S>) -> Result<()> { Ok(()) }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), FlowError> {
+    /// let runner = Runner::new(Job).with_store(MemoryStore::new());
+    /// let id = uuid::Uuid::now_v7();
+    /// assert_eq!(runner.submit_with_id(id, S { n: 1 }).await?, id);
+    /// // The retry stores nothing: the run keeps the state it was first submitted with.
+    /// assert_eq!(runner.submit_with_id(id, S { n: 2 }).await?, id);
+    /// assert_eq!(runner.runs(Default::default()).await?.len(), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn submit_with_id(&self, run_id: Uuid, state: F::State) -> Result<Uuid, FlowError> {
+        self.submit_with(state, SubmitOptions::new().run_id(run_id)).await
+    }
+
+    /// [`Runner::submit`] with options: the run's id (idempotent, as
+    /// [`Runner::submit_with_id`]), its queue and concurrency key, and a time before which no
+    /// worker starts it.
+    ///
+    /// ```
+    /// # use flow_core::prelude::*;
+    /// # use flow_core::store::{MemoryStore, Store};
+    /// # use flow_core::SubmitOptions;
+    /// # use std::time::Duration;
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
+    /// # struct S;
+    /// # struct Invoice;
+    /// # #[flow(state = S, name = "runner_doc_submit_with")]
+    /// # impl Invoice {
+    /// #     #[start]
+    /// #     async fn bill(&self, _cx: &Ctx<S>) -> Result<()> { Ok(()) }
+    /// # }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), FlowError> {
+    /// let store = std::sync::Arc::new(MemoryStore::new());
+    /// let runner = Runner::new(Invoice).with_shared_store(store.clone()).queue("invoices");
+    /// let options = SubmitOptions::new().key("customer-42").delay(Duration::from_secs(3600));
+    /// let run_id = runner.submit_with(S, options).await?;
+    /// let stored = store.load_run(run_id).await?;
+    /// assert_eq!(stored.placement.key.as_deref(), Some("customer-42"));
+    /// assert!(stored.available_at_ms.is_some());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn submit_with(&self, state: F::State, options: SubmitOptions) -> Result<Uuid, FlowError> {
+        let run_id = options.run_id.unwrap_or_else(Uuid::now_v7);
+        let store = self.store_for(run_id)?;
+        let mut exec = Execution::new(
+            Arc::clone(&self.flow),
+            Arc::clone(&self.plan),
+            self.shared(run_id),
+            None,
+            Arc::new(state),
+            Progress::new(self.plan.graph, self.plan.initial_joins()),
+        );
+        exec.schedule_starts();
+        let placement = Placement {
+            queue: options.queue.unwrap_or_else(|| self.placement.queue.clone()),
+            key: options.key.or_else(|| self.placement.key.clone()),
+        };
+        let flow = self.plan.graph.name;
+        let created = store
+            .create_run(NewRun {
+                run_id,
+                flow: flow.to_string(),
+                parent_run_id: None,
+                snapshot: exec.snapshot()?,
+                steps: Vec::new(),
+                start: Start::Queued { available_at_ms: options.not_before_ms },
+                placement: placement.clone(),
+            })
+            .await;
+        match created {
+            Ok(_) => {
+                tracing::debug!(%run_id, flow, queue = %placement.queue, key = ?placement.key, "run submitted");
+                Ok(run_id)
+            }
+            // Only an id the caller chose can be taken: fresh ones are unique.
+            Err(StoreError::Duplicate(_)) if options.run_id.is_some() => {
+                let existing = store.run_summary(run_id).await?;
+                if existing.flow == flow {
+                    tracing::debug!(%run_id, flow, "run submitted again: it was stored already, nothing stored");
+                    Ok(run_id)
+                } else {
+                    Err(FlowError::DuplicateRunId { run_id, flow: flow.to_string(), existing_flow: existing.flow })
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Continues a stored run from its last checkpoint: completed methods never run again,
     /// methods that were running when the process stopped run again, a failed method runs
     /// again with a fresh retry budget. A completed run returns its stored result; a paused
@@ -273,13 +503,69 @@ impl<F: Flow> Runner<F> {
     /// waits at another step, or has ended), it is refused with [`FlowError::NotWaiting`],
     /// which says the run's status and what to do, and the run is left as it was.
     pub async fn resume_with(&self, run_id: Uuid, input: impl Serialize) -> Result<RunOutcome<F::State>, FlowError> {
-        // Checked like everything a run stores: a NaN would otherwise reach the step as `null`.
-        let value = crate::faithful::to_value(&input).map_err(|refused| FlowError::InvalidInput {
-            run_id,
-            expected: "an answer JSON can hold".into(),
-            message: refused.into_step_error("the answer").message().to_string(),
-        })?;
+        let value = answer_value(run_id, &input)?;
         self.continue_run(run_id, Some(value)).await
+    }
+
+    /// Answers a paused run's question and hands the run back to its queue, from any process:
+    /// the answer is stored, and whichever [`Worker::serve`](crate::Worker::serve) serving the
+    /// run's queue is free first continues the run, giving the answer to the step that asked.
+    /// Returns once the answer is stored. [`Runner::resume_with`] instead continues the run in
+    /// this process and returns how it ended.
+    ///
+    /// An answer the run is not waiting for is refused with [`FlowError::NotWaiting`], which
+    /// says the run's status and what to do, and nothing is stored: the run is not paused
+    /// (completed, failed, running, queued), it was answered already, or it waits at another
+    /// question than the one it waited at when the answer was read. A value JSON cannot hold
+    /// (a NaN) is [`FlowError::InvalidInput`]. Whether the answer fits the type the step asks
+    /// for is checked by the step: one that does not leaves the run paused, as
+    /// [`Runner::resume_with`] does, and the worker logs why.
+    ///
+    /// ```
+    /// use flow_core::prelude::*;
+    /// use flow_core::store::{MemoryStore, Store};
+    /// use flow_core::{RunStatus, ServeOptions, Worker};
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// #[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
+    /// struct S { approved: bool }
+    /// struct Approve;
+    ///
+    /// #[flow(state = S, name = "runner_doc_answer")]
+    /// impl Approve {
+    ///     #[start]
+    ///     async fn ask(&self, cx: &Ctx<S>) -> Result<()> {
+    ///         let yes: bool = cx.ask(InputRequest::new("Approve?")).await?;
+    ///         cx.update(move |s| s.approved = yes);
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), FlowError> {
+    /// let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    /// let runner = Runner::new(Approve).with_shared_store(store.clone());
+    /// let run_id = runner.kickoff(S::default()).await?.run_id();
+    /// runner.answer(run_id, true).await?;
+    /// assert_eq!(store.load_run(run_id).await?.status, RunStatus::Queued);
+    /// // Answered already: a second answer is refused, saying why.
+    /// assert!(matches!(runner.answer(run_id, false).await, Err(FlowError::NotWaiting { .. })));
+    ///
+    /// let serving = Worker::new(store.clone()).register(Approve).serve(ServeOptions::default());
+    /// while store.load_run(run_id).await?.status != RunStatus::Completed {
+    ///     tokio::time::sleep(Duration::from_millis(5)).await;
+    /// }
+    /// serving.shutdown(Duration::from_secs(5)).await;
+    /// assert!(runner.resume(run_id).await?.completed()?.state.approved);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn answer(&self, run_id: Uuid, answer: impl Serialize) -> Result<(), FlowError> {
+        let value = answer_value(run_id, &answer)?;
+        let store = self.store_for(run_id)?;
+        let record = self.load(run_id).await?;
+        deliver_answer(store, &record, value).await
     }
 
     /// A new run, with a fresh id, from a stored run's latest checkpoint (`at = None`) or
@@ -317,7 +603,7 @@ impl<F: Flow> Runner<F> {
                 snapshot: exec.snapshot()?,
                 steps: inherited,
                 start: Start::Leased { owner: self.owner.to_string(), lease: self.lease },
-                placement: Placement::default(),
+                placement: self.placement.clone(),
             })
             .await?;
         exec.durability = Some(Durability { store: Arc::clone(store), epoch, lease: self.lease });
@@ -496,30 +782,14 @@ impl<F: Flow> Runner<F> {
                     &self.shared(run_id),
                 )));
             }
-            RunStatus::Escalated => {
-                return Err(FlowError::InvalidStatus {
-                    run_id,
-                    status: record.status,
-                    action: "resumed (fork it to continue)",
-                });
-            }
+            RunStatus::Escalated => return Err(escalated(run_id)),
             RunStatus::Paused | RunStatus::Running | RunStatus::Queued | RunStatus::Failed => {}
         }
-        if record.status == RunStatus::Failed {
-            if progress.compensation.as_ref().is_some_and(|c| c.finished) {
-                return Err(FlowError::InvalidStatus {
-                    run_id,
-                    status: record.status,
-                    action: "resumed: its completed steps were compensated (fork an earlier checkpoint instead)",
-                });
-            }
-            if progress.compensation.is_none() {
-                reopen(&mut progress);
-            }
+        if was_failed(record.status, &progress) && progress.compensation.as_ref().is_some_and(|c| c.finished) {
+            return Err(compensated(run_id, record.status));
         }
-        let paused_key = progress.pending.iter().find(|a| a.paused.is_some()).map(|a| a.step_key.to_string());
-        let input = match (input, paused_key) {
-            (Some(v), Some(k)) => Some((k, v)),
+        let input = match (input, progress.pending.iter().find(|a| a.paused.is_some())) {
+            (Some(v), Some(a)) => Some((a.step_key.to_string(), v)),
             (Some(_), None) => {
                 return Err(FlowError::NotWaiting {
                     run_id,
@@ -537,30 +807,98 @@ impl<F: Flow> Runner<F> {
             }
             e => FlowError::Store(e),
         })?;
-        // Decode what was claimed: another process may have moved the run on since `load`.
-        let (state, mut progress) = if claim.run.version == record.version {
-            (state, progress)
-        } else {
-            let decoded = self.decode(run_id, &claim.run.snapshot);
-            let (s, mut p) = released_on_error(store, &claim, decoded).await?;
-            if claim.run.status == RunStatus::Failed && p.compensation.is_none() {
-                reopen(&mut p);
-            }
-            (s, p)
-        };
-        // Another answer may have reached the run between `load` and the claim, moving it on
-        // to another question (or to its end): this answer was for the question that is gone.
-        if let Some((key, _)) = &input
-            && (claim.run.status != RunStatus::Paused
-                || !progress.pending.iter().any(|a| a.paused.is_some() && a.step_key.is(key)))
-        {
+        let known = Decoded { version: record.version, state, progress };
+        self.continue_claimed(store, claim, self.lease, Some(known), input, GiveBack::Release).await
+    }
+
+    /// Continues a run claimed by [`Worker::serve`](crate::Worker::serve) (`claim_next`), with
+    /// the answer stored with it, if any, under the lease it was claimed with. A run this
+    /// process cannot continue is not left in its queue to be claimed again and again: a run
+    /// whose record cannot be read, or that is not in a status to continue, is stored failed
+    /// with the reason; one a store error interrupted is tried again once its lease lapses.
+    pub(crate) async fn run_claim(&self, claim: Claim, lease: Duration) -> Result<RunOutcome<F::State>, FlowError> {
+        let run_id = claim.run.run_id;
+        let store = self.store_for(run_id)?;
+        if let Err(e) = self.check_flow(run_id, claim.run.flow.clone()) {
             release(store, &claim).await;
-            return Err(moved_on(&claim.run, key));
+            return Err(e);
+        }
+        let refused = match claim.run.status {
+            RunStatus::Escalated => Some(escalated(run_id)),
+            RunStatus::Completed | RunStatus::Paused | RunStatus::Failed => Some(FlowError::InvalidStatus {
+                run_id,
+                status: claim.run.status,
+                action: "continued by a serving worker (only queued runs and runs whose worker died are)",
+            }),
+            RunStatus::Queued | RunStatus::Running => None,
+        };
+        if let Some(e) = refused {
+            // Not runnable: a store claimed it by mistake. Given back as it is.
+            release(store, &claim).await;
+            return Err(e);
+        }
+        // An execution that ends without bringing the run to rest (a store that kept failing)
+        // keeps its lease, renewed no more: the run is tried again once it lapses, by
+        // whichever worker is free. Giving it back at once would have a run that fails the
+        // same way every time claimed again and again without pause.
+        self.continue_claimed(store, claim, lease, None, None, GiveBack::FailPermanent).await
+    }
+
+    /// Everything that follows a claim: the run as claimed (decoded again only if it moved on
+    /// since `known` was read), the answer for the step that asked (`input`, else the one
+    /// stored with the run), then the execution.
+    async fn continue_claimed(
+        &self,
+        store: &Arc<dyn Store>,
+        claim: Claim,
+        lease: Duration,
+        known: Option<Decoded<F::State>>,
+        input: Option<(String, Value)>,
+        give_back: GiveBack,
+    ) -> Result<RunOutcome<F::State>, FlowError> {
+        let run_id = claim.run.run_id;
+        // Decode what was claimed: another process may have moved the run on since `load`.
+        let (state, mut progress) = match known {
+            Some(k) if k.version == claim.run.version => (k.state, k.progress),
+            _ => {
+                let decoded = self.decode(run_id, &claim.run.snapshot);
+                give_back.on_error(store, &claim, decoded).await?
+            }
+        };
+        let failed = was_failed(claim.run.status, &progress);
+        if failed {
+            if progress.compensation.as_ref().is_some_and(|c| c.finished) {
+                return give_back.on_error(store, &claim, Err(compensated(run_id, claim.run.status))).await;
+            }
+            if progress.compensation.is_none() {
+                reopen(&mut progress);
+            }
+        }
+        let given = input.is_some();
+        let input = input.or_else(|| claim.run.answer.clone().map(|a| (a.step_key, a.value)));
+        if let Some((key, _)) = &input {
+            let waits = progress.pending.iter().any(|a| a.paused.is_some() && a.step_key.is(key));
+            // Another answer may have reached the run between `load` and the claim, moving it
+            // on to another question (or to its end): this answer was for the question that
+            // is gone.
+            if given && (claim.run.status != RunStatus::Paused || !waits) {
+                release(store, &claim).await;
+                return Err(moved_on(&claim.run, key));
+            }
+            if !waits {
+                tracing::warn!(
+                    %run_id,
+                    step_key = %key,
+                    "the run holds an answer for step `{key}`, which does not wait for one in its checkpoint; \
+                     the answer is dropped and the run goes on without it (it asks again if it needs one)"
+                );
+            }
         }
         // A step row that cannot be read fails this run alone, and leaves it claimable.
         let outputs = outputs_from_steps(store, run_id, &self.plan, &mut progress).await;
-        released_on_error(store, &claim, outputs).await?;
+        give_back.on_error(store, &claim, outputs).await?;
         if claim.run.status == RunStatus::Completed {
+            release(store, &claim).await;
             return Ok(RunOutcome::Completed(result_of(&self.plan, run_id, &progress, state, &self.shared(run_id))));
         }
         for a in &mut progress.pending {
@@ -570,16 +908,118 @@ impl<F: Flow> Runner<F> {
             Arc::clone(&self.flow),
             Arc::clone(&self.plan),
             self.shared(run_id),
-            Some(Durability { store: Arc::clone(store), epoch: claim.epoch, lease: self.lease }),
+            Some(Durability { store: Arc::clone(store), epoch: claim.epoch, lease }),
             Arc::new(state),
             progress,
         );
         exec.input = input;
         exec.resumed = true;
-        if claim.run.status == RunStatus::Failed {
+        if failed {
             exec.retry_failed_undos();
         }
         drive(exec).await
+    }
+}
+
+/// A run's state and progress as decoded from the record read at `version`.
+struct Decoded<S> {
+    version: u64,
+    state: S,
+    progress: Progress,
+}
+
+/// What to do with a claim that turns out not to be continuable.
+#[derive(Clone, Copy)]
+enum GiveBack {
+    /// Give the lease back and leave the run as it is (a caller's `resume`: the caller gets the
+    /// error and decides).
+    Release,
+    /// A serving worker: store a run that cannot be read (or is not in a status to go on) as
+    /// failed with the reason, so that it leaves its queue rather than being claimed over and
+    /// over; leave the lease of one a store error stopped to lapse, so that it is tried again
+    /// then (not at once: a run that fails the same way every time would be claimed again and
+    /// again without pause).
+    FailPermanent,
+}
+
+impl GiveBack {
+    async fn on_error<T>(
+        self,
+        store: &Arc<dyn Store>,
+        claim: &Claim,
+        result: Result<T, FlowError>,
+    ) -> Result<T, FlowError> {
+        let Err(e) = result else { return result };
+        match self {
+            GiveBack::FailPermanent if is_permanent(&e) => fail_claimed(store, claim, &e).await,
+            GiveBack::FailPermanent => {}
+            GiveBack::Release => release(store, claim).await,
+        }
+        Err(e)
+    }
+}
+
+/// Whether an error says the run itself cannot be continued by this build (its record does not
+/// read, or it is not in a status to go on), as opposed to a store that failed this time.
+fn is_permanent(e: &FlowError) -> bool {
+    matches!(
+        e,
+        FlowError::Corrupt { .. }
+            | FlowError::StateMismatch { .. }
+            | FlowError::InvalidStatus { .. }
+            | FlowError::Store(StoreError::Corrupt { .. })
+    )
+}
+
+/// Stores a claimed run as failed with `error`, its checkpoint as claimed (unchanged), so that
+/// it leaves its queue. When that cannot be written, the lease is given back instead.
+async fn fail_claimed(store: &Arc<dyn Store>, claim: &Claim, error: &FlowError) {
+    let run_id = claim.run.run_id;
+    let commit = Commit {
+        run_id,
+        epoch: claim.epoch,
+        status: RunStatus::Failed,
+        snapshot: claim.run.snapshot.clone(),
+        steps: Vec::new(),
+        step_key: None,
+        output: None,
+        error: Some(error.to_string()),
+        pause: None,
+        available_at_ms: None,
+    };
+    match store.commit(commit).await {
+        Ok(()) => tracing::error!(
+            %run_id,
+            error = %error,
+            "run {run_id} cannot be continued and was taken out of its queue (stored failed, its checkpoint \
+             unchanged): {error}"
+        ),
+        Err(e) => {
+            tracing::warn!(%run_id, error = %e, "could not store the run as failed; giving its lease back");
+            release(store, claim).await;
+        }
+    }
+}
+
+/// Whether a run stands failed: stored failed, or put back in its queue after failing
+/// ([`Store::requeue`]), its progress still holding the failure.
+fn was_failed(status: RunStatus, progress: &Progress) -> bool {
+    match status {
+        RunStatus::Failed => true,
+        RunStatus::Queued => matches!(progress.halt, Some(Halt::Failure { .. } | Halt::CallLimit { .. })),
+        _ => false,
+    }
+}
+
+fn escalated(run_id: Uuid) -> FlowError {
+    FlowError::InvalidStatus { run_id, status: RunStatus::Escalated, action: "resumed (fork it to continue)" }
+}
+
+fn compensated(run_id: Uuid, status: RunStatus) -> FlowError {
+    FlowError::InvalidStatus {
+        run_id,
+        status,
+        action: "resumed: its completed steps were compensated (fork an earlier checkpoint instead)",
     }
 }
 
@@ -659,11 +1099,166 @@ fn not_waiting(record: &RunRecord) -> FlowError {
                 .to_string(),
         },
         RunStatus::Paused => "it waits for another answer; read its question (`Runner::paused_runs`)".to_string(),
-        RunStatus::Queued => "it waits in its queue for a worker and has asked nothing; answer once it pauses \
-                              (`Runner::paused_runs` lists the runs waiting for an answer)"
-            .to_string(),
+        RunStatus::Queued => match &record.answer {
+            Some(answer) => format!(
+                "its question at step `{}` was answered already, and it waits in its queue for a worker to \
+                 continue it with that answer; answer again if it asks again (`Runner::paused_runs`)",
+                answer.step_key
+            ),
+            None => "it waits in its queue for a worker and has asked nothing; answer once it pauses \
+                     (`Runner::paused_runs` lists the runs waiting for an answer)"
+                .to_string(),
+        },
     };
     FlowError::NotWaiting { run_id: record.run_id, status: record.status, advice }
+}
+
+/// An answer as the run will store it. Checked like everything a run stores: a NaN would
+/// otherwise reach the step as `null`.
+fn answer_value(run_id: Uuid, answer: &impl Serialize) -> Result<Value, FlowError> {
+    crate::faithful::to_value(answer).map_err(|refused| FlowError::InvalidInput {
+        run_id,
+        expected: "an answer JSON can hold".into(),
+        message: refused.into_step_error("the answer").message().to_string(),
+    })
+}
+
+/// Stores `value` as the answer to the question `record` waits at ([`Store::answer`]), which
+/// puts the run back in its queue for a serving worker.
+pub(crate) async fn deliver_answer(store: &Arc<dyn Store>, record: &RunRecord, value: Value) -> Result<(), FlowError> {
+    let run_id = record.run_id;
+    if record.status != RunStatus::Paused {
+        return Err(not_waiting(record));
+    }
+    let step_key = record
+        .pause
+        .as_ref()
+        .and_then(|p| p.get("step_key"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| FlowError::Corrupt { run_id, what: "its pause request names no step key".into() })?;
+    match store.answer(run_id, step_key, value).await {
+        Ok(()) => {
+            tracing::debug!(%run_id, step_key, "answer stored; the run waits in its queue for a worker");
+            Ok(())
+        }
+        Err(StoreError::NotWaiting { status, waiting_at, .. }) => {
+            let now = match (&waiting_at, status) {
+                (Some(other), _) => format!("it now waits at step `{other}`"),
+                (None, RunStatus::Queued) => "another answer reached it first, and it waits in its queue for a \
+                                              worker to continue it with that one"
+                    .to_string(),
+                (None, status) => format!("it is now {status}"),
+            };
+            Err(FlowError::NotWaiting {
+                run_id,
+                status,
+                advice: format!(
+                    "the question of step `{step_key}` was answered elsewhere while this answer was on its way, \
+                     and {now}; read its current question (`Runner::paused_runs`) before answering again"
+                ),
+            })
+        }
+        Err(StoreError::NotFound(id)) => Err(FlowError::RunNotFound(id)),
+        Err(e) => Err(FlowError::Store(e)),
+    }
+}
+
+/// How [`Runner::submit_with`] stores a run: under which id, in which queue with which
+/// concurrency key, and from when on a worker may start it. What is not set comes from the
+/// runner ([`Runner::placement`]); the id is fresh, and the run is due at once.
+///
+/// ```
+/// use flow_core::SubmitOptions;
+/// use std::time::Duration;
+///
+/// let options = SubmitOptions::new()
+///     .run_id(uuid::Uuid::now_v7())
+///     .queue("invoices")
+///     .key("customer-42")
+///     .delay(Duration::from_secs(60));
+/// # let _ = options;
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct SubmitOptions {
+    run_id: Option<Uuid>,
+    queue: Option<String>,
+    key: Option<String>,
+    not_before_ms: Option<i64>,
+}
+
+impl SubmitOptions {
+    /// Nothing set: a fresh id, the runner's placement, due now.
+    ///
+    /// ```
+    /// let options = flow_core::SubmitOptions::new();
+    /// # let _ = options;
+    /// ```
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Stores the run under `run_id`; submitting the same id again stores nothing and returns
+    /// it (see [`Runner::submit_with_id`]).
+    ///
+    /// ```
+    /// let options = flow_core::SubmitOptions::new().run_id(uuid::Uuid::now_v7());
+    /// # let _ = options;
+    /// ```
+    pub fn run_id(mut self, run_id: Uuid) -> Self {
+        self.run_id = Some(run_id);
+        self
+    }
+
+    /// Puts the run in `queue` rather than the runner's.
+    ///
+    /// ```
+    /// let options = flow_core::SubmitOptions::new().queue("urgent");
+    /// # let _ = options;
+    /// ```
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = Some(queue.into());
+        self
+    }
+
+    /// Gives the run the concurrency key `key` (a customer id, say), which a queue's per-key
+    /// limit ([`QueueLimit::per_key`](crate::store::QueueLimit::per_key)) counts.
+    ///
+    /// ```
+    /// let options = flow_core::SubmitOptions::new().key("customer-42");
+    /// # let _ = options;
+    /// ```
+    pub fn key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// No worker starts the run before `at` (wall-clock time; workers compare it with the
+    /// store's clock).
+    ///
+    /// ```
+    /// use std::time::{Duration, SystemTime};
+    ///
+    /// let options = flow_core::SubmitOptions::new().not_before(SystemTime::now() + Duration::from_secs(60));
+    /// # let _ = options;
+    /// ```
+    pub fn not_before(mut self, at: std::time::SystemTime) -> Self {
+        let ms =
+            at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        self.not_before_ms = Some(ms);
+        self
+    }
+
+    /// No worker starts the run before `delay` from now.
+    ///
+    /// ```
+    /// let options = flow_core::SubmitOptions::new().delay(std::time::Duration::from_secs(60));
+    /// # let _ = options;
+    /// ```
+    pub fn delay(mut self, delay: Duration) -> Self {
+        let ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+        self.not_before_ms = Some(now_ms().saturating_add(ms));
+        self
+    }
 }
 
 /// The run moved on while an answer for its step `key` was on its way.
@@ -682,25 +1277,13 @@ fn moved_on(run: &RunRecord, key: &str) -> FlowError {
     }
 }
 
-/// Gives back a lease taken for nothing, by committing the claimed checkpoint again unchanged:
-/// a run at rest holds no lease. A run that is running keeps the lease until it expires.
-async fn release(store: &Arc<dyn Store>, claim: &Claim) {
+/// Gives back a lease taken for nothing ([`Store::release`]), leaving the run as it was, so
+/// that another process can claim it at once. When that fails, the lease lapses on its own.
+pub(crate) async fn release(store: &Arc<dyn Store>, claim: &Claim) {
     let run_id = claim.run.run_id;
     if let Err(e) = store.release(run_id, claim.epoch).await {
         tracing::warn!(%run_id, error = %e, "could not give back the lease of a run left as it was; it lapses on its own");
     }
-}
-
-/// Gives the lease back when what was read after the claim cannot be used.
-async fn released_on_error<T>(
-    store: &Arc<dyn Store>,
-    claim: &Claim,
-    result: Result<T, FlowError>,
-) -> Result<T, FlowError> {
-    if result.is_err() {
-        release(store, claim).await;
-    }
-    result
 }
 
 /// The state `inputs` make when merged onto `S::default()` (see [`Runner::kickoff_with_inputs`]).

@@ -3,18 +3,23 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use uuid::Uuid;
 
 use crate::error::FlowError;
 use crate::flow::{Flow, registered_flows};
-use crate::runner::Runner;
-use crate::store::{RunFilter, RunStatus, Store, StoreError};
+use crate::runner::{Runner, deliver_answer};
+use crate::serve::{ServeOptions, Serving};
+use crate::store::{Claim, RunFilter, RunStatus, Store, StoreError};
 
-trait AnyRunner: Send + Sync {
+/// A runner whatever its flow: what a worker calls on it.
+pub(crate) trait AnyRunner: Send + Sync {
     fn resume(&self, run_id: Uuid) -> BoxFuture<'_, Result<RunStatus, FlowError>>;
     fn resume_with(&self, run_id: Uuid, input: serde_json::Value) -> BoxFuture<'_, Result<RunStatus, FlowError>>;
+    /// Runs a run claimed by a serving worker, under the lease it was claimed with.
+    fn run_claim(&self, claim: Claim, lease: Duration) -> BoxFuture<'_, Result<RunStatus, FlowError>>;
 }
 
 impl<F: Flow> AnyRunner for Runner<F> {
@@ -24,6 +29,10 @@ impl<F: Flow> AnyRunner for Runner<F> {
 
     fn resume_with(&self, run_id: Uuid, input: serde_json::Value) -> BoxFuture<'_, Result<RunStatus, FlowError>> {
         Box::pin(async move { self.resume_with(run_id, input).await.map(|o| o.status()) })
+    }
+
+    fn run_claim(&self, claim: Claim, lease: Duration) -> BoxFuture<'_, Result<RunStatus, FlowError>> {
+        Box::pin(async move { self.run_claim(claim, lease).await.map(|o| o.status()) })
     }
 }
 
@@ -58,7 +67,7 @@ impl<F: Flow> AnyRunner for Runner<F> {
 pub struct Worker {
     store: Arc<dyn Store>,
     runners: BTreeMap<&'static str, Arc<dyn AnyRunner>>,
-    lease: Option<std::time::Duration>,
+    lease: Option<Duration>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -73,8 +82,9 @@ impl Worker {
         Worker { store, runners: BTreeMap::new(), lease: None }
     }
 
-    /// The lease the runners of flows registered after this call take on runs.
-    pub fn lease(mut self, lease: std::time::Duration) -> Self {
+    /// The lease the runners of flows registered after this call take on runs, and the one
+    /// [`Worker::serve`] claims with unless [`ServeOptions::lease`] says otherwise.
+    pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = Some(lease);
         self
     }
@@ -139,6 +149,108 @@ impl Worker {
     /// ```
     pub async fn resume_with(&self, run_id: Uuid, input: serde_json::Value) -> Result<RunStatus, FlowError> {
         self.runner_of(run_id).await?.resume_with(run_id, input).await
+    }
+
+    /// Answers a paused run's question from any process, whatever its flow, as
+    /// [`Runner::answer`](crate::Runner::answer) does: the answer is stored and the run goes
+    /// back to its queue, where whichever serving worker is free first continues it. This
+    /// worker need not run the run's flow. An answer the run is not waiting for is refused with
+    /// [`FlowError::NotWaiting`] and nothing is stored.
+    ///
+    /// ```
+    /// use flow_core::prelude::*;
+    /// use flow_core::store::{MemoryStore, Store};
+    /// use flow_core::{RunStatus, Worker};
+    /// use std::sync::Arc;
+    ///
+    /// #[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
+    /// struct S { name: String }
+    /// struct Greet;
+    ///
+    /// #[flow(state = S, name = "worker_doc_answer")]
+    /// impl Greet {
+    ///     #[start]
+    ///     async fn ask(&self, cx: &Ctx<S>) -> Result<()> {
+    ///         let name: String = cx.ask(InputRequest::new("Your name?")).await?;
+    ///         cx.update(move |s| s.name = name.clone());
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), FlowError> {
+    /// let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    /// let run = Runner::new(Greet).with_shared_store(store.clone()).kickoff(S::default()).await?;
+    /// // A process that does not run the flow can answer.
+    /// Worker::new(store.clone()).answer(run.run_id(), serde_json::json!("Ada")).await?;
+    /// let stored = store.load_run(run.run_id()).await?;
+    /// assert_eq!(stored.status, RunStatus::Queued);
+    /// assert_eq!(stored.answer.map(|a| a.value), Some(serde_json::json!("Ada")));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn answer(&self, run_id: Uuid, answer: serde_json::Value) -> Result<(), FlowError> {
+        let record = self.store.load_run(run_id).await.map_err(|e| match e {
+            StoreError::NotFound(id) => FlowError::RunNotFound(id),
+            e => FlowError::Store(e),
+        })?;
+        deliver_answer(&self.store, &record, answer).await
+    }
+
+    /// Serves runs in the background until stopped: claims runnable runs of the flows
+    /// registered on this worker in the queues it is given ([`ServeOptions`]), as many at once
+    /// as it has room for, and runs each on a task of its own. Runnable: submitted
+    /// ([`Runner::submit`](crate::Runner::submit)), answered
+    /// ([`Runner::answer`](crate::Runner::answer)), due again, or left running by a worker
+    /// whose lease lapsed (it died or froze). Any number of workers, in any number of
+    /// processes, serve one store together; the queues' limits hold over all of them.
+    ///
+    /// When nothing is claimable it waits for the store to say work may have arrived, or for
+    /// the poll interval when the store cannot tell. A failing store (a database restarting)
+    /// is logged and retried with backoff: serving never stops on its own. The log says which
+    /// worker claimed, finished, gave back or lost which run.
+    ///
+    /// Must be called inside a tokio runtime, on which the worker runs. Stop it with the
+    /// returned [`Serving`].
+    ///
+    /// ```
+    /// use flow_core::prelude::*;
+    /// use flow_core::store::{MemoryStore, QueueLimit, Store};
+    /// use flow_core::{RunStatus, ServeOptions, Worker};
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// #[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
+    /// struct S { sent: bool }
+    /// struct Mail;
+    ///
+    /// #[flow(state = S, name = "worker_doc_serve")]
+    /// impl Mail {
+    ///     #[start]
+    ///     async fn send(&self, cx: &Ctx<S>) -> Result<()> { cx.update(|s| s.sent = true); Ok(()) }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), FlowError> {
+    /// let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    /// let runner = Runner::new(Mail).with_shared_store(store.clone()).queue("emails");
+    /// let ids = [runner.submit(S::default()).await?, runner.submit(S::default()).await?];
+    ///
+    /// let serving = Worker::new(store.clone())
+    ///     .register(Mail)
+    ///     .serve(ServeOptions::new().queue(QueueLimit::new("emails").concurrency(5)));
+    /// for id in ids {
+    ///     while store.load_run(id).await?.status != RunStatus::Completed {
+    ///         tokio::time::sleep(Duration::from_millis(5)).await;
+    ///     }
+    /// }
+    /// let summary = serving.shutdown(Duration::from_secs(30)).await;
+    /// assert_eq!(summary.finished, 2);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn serve(&self, options: ServeOptions) -> Serving {
+        crate::serve::start(Arc::clone(&self.store), self.runners.clone(), options, self.lease)
     }
 
     async fn runner_of(&self, run_id: Uuid) -> Result<&Arc<dyn AnyRunner>, FlowError> {

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flow_core::store::{
-    CheckpointInfo, Claim, Commit, JournalEntry, Listing, NewRun, RunFilter, RunRecord, RunSummary, Snapshot,
-    StepRecord, Store, StoreError,
+    CheckpointInfo, Claim, ClaimRequest, Commit, JournalEntry, Listing, NewRun, RunFilter, RunRecord, RunSummary,
+    Snapshot, StepRecord, Store, StoreError,
 };
 use flow_core::{Flow, FlowError, RunOutcome, Runner};
 use tokio::sync::Semaphore;
@@ -186,5 +186,17 @@ impl Store for Intercept {
     }
     async fn journal_put(&self, entry: JournalEntry) -> Result<JournalEntry, StoreError> {
         self.inner.journal_put(entry).await
+    }
+    async fn claim_next(&self, request: &ClaimRequest) -> Result<Vec<Claim>, StoreError> {
+        self.inner.claim_next(request).await
+    }
+    async fn answer(&self, run_id: Uuid, step_key: &str, value: serde_json::Value) -> Result<(), StoreError> {
+        self.inner.answer(run_id, step_key, value).await
+    }
+    async fn requeue(&self, run_id: Uuid) -> Result<(), StoreError> {
+        self.inner.requeue(run_id).await
+    }
+    async fn wait_for_work(&self, timeout: Duration) {
+        self.inner.wait_for_work(timeout).await
     }
 }
