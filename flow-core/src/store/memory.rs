@@ -270,4 +270,16 @@ impl Store for MemoryStore {
         let key = (entry.step_key.clone(), entry.seq);
         Ok(run.journal.entry(key).or_insert(entry).clone())
     }
+
+    async fn delete_run(&self, run_id: Uuid) -> Result<(), StoreError> {
+        let mut runs = self.lock();
+        let run = record_of(&runs, run_id)?;
+        if let (Some(holder), Some(expires)) = (&run.lease_owner, run.lease_expires_at_ms)
+            && expires > now_ms()
+        {
+            return Err(StoreError::Locked { run_id, owner: holder.clone(), expires_at_ms: expires });
+        }
+        runs.remove(&run_id);
+        Ok(())
+    }
 }

@@ -396,4 +396,10 @@ impl Store for PgStore {
         let held = self.held().get(&entry.run_id).copied();
         in_transaction!(self, entry.run_id, |tx| queries::journal_put(&tx, &self.pg, &entry, held))
     }
+
+    async fn delete_run(&self, run_id: Uuid) -> Result<(), StoreError> {
+        in_transaction!(self, run_id, |tx| queries::delete_run(&tx, &self.pg, run_id))?;
+        self.held().remove(&run_id);
+        Ok(())
+    }
 }
