@@ -299,7 +299,7 @@ async fn show(ctx: &Ctx, run_id: Uuid) -> Result<Done, CliError> {
             let label = if r.status == RunStatus::Escalated { "reason" } else { "error" };
             field(&mut out, label, error);
         }
-        if let Some(output) = &r.output {
+        if let Some(output) = r.output.as_ref().filter(|_| r.status == RunStatus::Completed) {
             field(&mut out, "output", &output.to_string());
         }
     }
@@ -356,7 +356,10 @@ async fn show(ctx: &Ctx, run_id: Uuid) -> Result<Done, CliError> {
     for c in &checkpoints {
         table.row(vec![
             (c.seq.to_string(), Paint::Plain),
-            (c.step_key.clone().unwrap_or_else(|| "(start)".into()), Paint::Plain),
+            (
+                c.step_key.clone().unwrap_or_else(|| if c.seq == 1 { "(start)".into() } else { "-".into() }),
+                Paint::Plain,
+            ),
             (c.status.as_str().to_string(), Paint::of_run(c.status)),
             (output::time(c.created_at_ms), Paint::Plain),
         ]);
@@ -369,8 +372,8 @@ async fn show(ctx: &Ctx, run_id: Uuid) -> Result<Done, CliError> {
             style.paint(
                 Paint::Dim,
                 &format!(
-                    "state: flows state {run_id} --at {}; change: flows diff {run_id} {} {}",
-                    last.seq, first.seq, last.seq
+                    "state: flows state {run_id} [--at SEQ]; changes: flows diff {run_id} {} {}",
+                    first.seq, last.seq
                 )
             )
         );
@@ -383,17 +386,18 @@ async fn checkpoint(ctx: &Ctx, run_id: Uuid, seq: u64, kept: &[CheckpointInfo]) 
     let snapshot: Snapshot = match ctx.store.load_checkpoint(run_id, seq).await {
         Ok(snapshot) => snapshot,
         Err(StoreError::CheckpointNotFound { .. }) => {
-            let kept = match (kept.first(), kept.last()) {
+            let range = match (kept.first(), kept.last()) {
                 (Some(first), Some(last)) if first.seq == last.seq => format!("it keeps checkpoint {}", first.seq),
                 (Some(first), Some(last)) => format!("it keeps checkpoints {} to {}", first.seq, last.seq),
                 _ => "it keeps none".to_string(),
             };
+            let why = match kept.first() {
+                Some(first) if seq < first.seq => " (older ones were removed by retention)",
+                _ => "",
+            };
             return Err(CliError::new(
                 Exit::NotFound,
-                format!(
-                    "run {run_id} has no checkpoint {seq}: {kept} (older ones were removed by retention); \
-                     `flows show {run_id}` lists them"
-                ),
+                format!("run {run_id} has no checkpoint {seq}: {range}{why}; `flows show {run_id}` lists them"),
             ));
         }
         Err(e) => return Err(e.into()),
@@ -427,7 +431,11 @@ fn describe(seq: u64, kept: &[CheckpointInfo]) -> String {
     match kept.iter().find(|c| c.seq == seq) {
         Some(c) => format!(
             "checkpoint {seq} ({}, {})",
-            c.step_key.as_deref().map_or("at the start".to_string(), |k| format!("after {k}")),
+            match (&c.step_key, c.seq) {
+                (Some(key), _) => format!("after {key}"),
+                (None, 1) => "at the start".to_string(),
+                (None, _) => c.status.as_str().to_string(),
+            },
             output::time(c.created_at_ms)
         ),
         None => format!("checkpoint {seq}"),
@@ -615,16 +623,16 @@ async fn prune(
         }
         out.push_str(&table.render(style, ""));
     }
+    let runs = |n: usize| format!("{n} {} run{}", status_names.join("/"), if n == 1 { "" } else { "s" });
     let which = format!(
-        "{} runs{} last changed more than {} ago",
-        status_names.join("/"),
+        "{} last changed more than {} ago",
         flow.as_deref().map(|f| format!(" of flow `{f}`")).unwrap_or_default(),
         older_than.text
     );
     let _ = if dry_run {
-        writeln!(out, "would delete {} {which}; run again without --dry-run to delete them", count("would_delete"))
+        writeln!(out, "would delete {}{which}; run again without --dry-run to delete them", runs(count("would_delete")))
     } else {
-        writeln!(out, "deleted {} {which}", count("deleted"))
+        writeln!(out, "deleted {}{which}", runs(count("deleted")))
     };
     if refused > 0 {
         let _ = writeln!(out, "left {refused} alone: being executed (a live lease); prune again once they are at rest");
