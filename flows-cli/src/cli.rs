@@ -72,14 +72,18 @@ pub enum Command {
         #[arg(long, default_value_t = 50, value_name = "N")]
         limit: usize,
     },
-    /// Show one run: status, steps with attempts and errors, the question it waits on, and its
-    /// checkpoints.
+    /// Show one run: status, steps, errors, its question and checkpoints.
+    ///
+    /// Its status, lease, error or output; each step with its status, attempts and error; the
+    /// question a paused run waits on and the type its answer must have; the checkpoints kept.
     Show {
         /// The run's id.
         #[arg(value_parser = parse_run_id)]
         run: Uuid,
     },
     /// Print a run's state as JSON, at its newest checkpoint or at another one.
+    ///
+    /// With --json, the state comes wrapped as {"run_id", "seq", "state"}.
     State {
         /// The run's id.
         #[arg(value_parser = parse_run_id)]
@@ -88,8 +92,9 @@ pub enum Command {
         #[arg(long, value_name = "SEQ")]
         at: Option<u64>,
     },
-    /// What changed in a run's state between two checkpoints: each JSON path added, removed or
-    /// changed, with its old and new value.
+    /// What changed in a run's state between two checkpoints.
+    ///
+    /// Each JSON path added, removed or changed, with its old and new value.
     #[command(after_help = "Paths are JSON Pointers (RFC 6901): /items/0/name. Arrays are compared index by index.")]
     Diff {
         /// The run's id.
@@ -100,8 +105,10 @@ pub enum Command {
         /// The later checkpoint's number.
         to: u64,
     },
-    /// Delete runs that have not changed for a while, with their steps, checkpoints and
-    /// journal. Lists every run it deletes; --dry-run lists them and deletes nothing.
+    /// Delete runs that have not changed for a while.
+    ///
+    /// Each run goes with its steps, checkpoints and journal. Lists every run it deletes;
+    /// --dry-run lists them and deletes nothing.
     #[command(after_help = "\
 Only completed runs are deleted unless --status names others: failed, paused and escalated runs may
 still be resumed or answered. A run being executed (a live lease) is never deleted; it is listed as

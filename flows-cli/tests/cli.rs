@@ -243,6 +243,21 @@ async fn runs_lists_newest_first_and_filters() -> TestResult {
     assert!(colored.contains("\x1b[33mpaused\x1b[0m"), "{colored:?}");
     let (never, _) = expect(&run(flows().args(["--color", "never", "runs", "--db"]).arg(&f.db))?, 0);
     assert!(!never.contains('\x1b'));
+    // On a terminal (a pseudo-terminal from util-linux's `script`): coloured, unless NO_COLOR.
+    let on_terminal = |no_color: Option<&str>| -> std::result::Result<String, Box<dyn std::error::Error>> {
+        let line = format!("'{}' --db '{}' runs", env!("CARGO_BIN_EXE_flows"), f.db.display());
+        let mut cmd = Command::new("script");
+        cmd.args(["-qec", &line, "/dev/null"]).env("TERM", "xterm").env_remove("NO_COLOR");
+        if let Some(v) = no_color {
+            cmd.env("NO_COLOR", v);
+        }
+        let out = cmd.output().map_err(|e| format!("cannot run `script` (util-linux) for a terminal: {e}"))?;
+        Ok(expect(&out, 0).0)
+    };
+    let colored = on_terminal(None)?;
+    assert!(colored.contains("\x1b[33mpaused\x1b[0m") && colored.contains(&r.paused.to_string()), "{colored:?}");
+    let plain = on_terminal(Some("1"))?;
+    assert!(plain.contains(&r.paused.to_string()) && !plain.contains('\x1b'), "NO_COLOR: {plain:?}");
     let (empty, notes) = expect(&on(&f.db, &["runs", "--flow", "nothing"])?, 0);
     assert!(empty.is_empty() && notes.contains("no runs found"), "{empty} / {notes}");
     Ok(())
@@ -520,5 +535,44 @@ async fn the_same_commands_work_on_postgresql() -> TestResult {
     assert_eq!((&refused["deleted"], &refused["refused"]), (&json!(1), &json!(1)));
     assert!(matches!(store.load_run(r.completed).await, Err(flow_core::store::StoreError::NotFound(_))));
     assert_eq!(store.load_run(r.held).await?.lease_owner.as_deref(), Some("worker-7"));
+    Ok(())
+}
+
+/// A damaged row is named, exits 5 where it is the thing asked for, and hides nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_rows_are_named_and_the_rest_is_shown() -> TestResult {
+    let f = fixture().await?;
+    let r = &f.runs;
+    let conn = rusqlite::Connection::open(&f.db)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    // The completed run's newest state, and the failed run's status, are no longer readable.
+    let completed = r.completed.to_string();
+    conn.execute(
+        "UPDATE flow_checkpoints SET state = '{not json' WHERE ck = (SELECT MAX(ck) FROM flow_checkpoints WHERE run_id = ?1)",
+        [&completed],
+    )?;
+    conn.execute("UPDATE flow_runs SET status = 'exploded' WHERE run_id = ?1", [r.failed.to_string()])?;
+
+    let (text, warning) = expect(&on(&f.db, &["show", &completed])?, 0);
+    assert!(text.contains("status    completed") && text.contains("checkpoints ("), "{text}");
+    assert!(warning.contains("newest checkpoint cannot be read") && warning.contains(&completed), "{warning}");
+    let shown = json_of(&on(&f.db, &["show", "--json", &completed])?, 0)?;
+    assert!(shown["damaged"].as_str().is_some_and(|d| d.contains("corrupt")), "{shown}");
+    assert_eq!(shown["version"], Value::Null, "what could not be read is null, not made up");
+    let (_, err) = expect(&on(&f.db, &["state", &completed])?, 5);
+    assert!(err.contains(&completed) && err.contains("corrupt"), "{err}");
+    // Earlier checkpoints still read, and the change up to the damaged one says it is damaged.
+    json_of(&on(&f.db, &["state", &completed, "--at", "1"])?, 0)?;
+    let last = shown["checkpoints"].as_array().and_then(|c| c.last()).and_then(|c| c["seq"].as_u64()).ok_or("none")?;
+    let (_, err) = expect(&on(&f.db, &["diff", &completed, "1", &last.to_string()])?, 5);
+    assert!(err.contains(&format!("checkpoint {last} state")) && err.contains("corrupt"), "{err}");
+
+    let listing = json_of(&on(&f.db, &["runs", "--json"])?, 0)?;
+    assert_eq!(ids(&listing).len(), 4, "every readable run is listed: {listing}");
+    assert_eq!(listing["damaged"][0]["run_id"], r.failed.to_string());
+    assert!(listing["damaged"][0]["error"].as_str().is_some_and(|e| e.contains("exploded")), "{listing}");
+    let (table, warning) = expect(&on(&f.db, &["runs"])?, 0);
+    assert_eq!(table.lines().count(), 5, "{table}");
+    assert!(warning.contains(&format!("run {} cannot be read", r.failed)), "{warning}");
     Ok(())
 }

@@ -170,6 +170,7 @@ impl TestDb {
 
     /// A connection URL that reaches this test's schema, for a program that takes a URL (the
     /// `flows` binary): the server's URL with the `search_path` in its `options` parameter.
+    #[allow(dead_code, reason = "the flows-cli tests use it; not every test crate including this module does")]
     pub fn url(&self) -> String {
         let options = format!("-c search_path={}", self.schema);
         if self.url.starts_with("postgres://") || self.url.starts_with("postgresql://") {
