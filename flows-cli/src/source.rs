@@ -48,8 +48,9 @@ pub fn select(
     Err(CliError::unavailable(message))
 }
 
-/// Opens the store. `writes` says whether the command changes it: a SQLite file this process
-/// may only read is then still opened, read-only, for commands that only read.
+/// Opens the store. `writes` says whether the command changes it: a SQLite file is opened
+/// read-only for commands that only read, so a file this process may only read can be
+/// inspected too.
 pub async fn open(source: &Source, writes: bool) -> Result<Arc<dyn Store>, CliError> {
     match source {
         Source::Sqlite { path, from } => {
@@ -60,11 +61,21 @@ pub async fn open(source: &Source, writes: bool) -> Result<Arc<dyn Store>, CliEr
                     path.display()
                 )));
             }
-            let opened = match SqliteStore::open(path).await {
-                Err(StoreError::ReadOnly(_)) if !writes => {
-                    SqliteStore::open_with(SqliteOptions::new(path).read_only(true)).await
+            // A command that only reads opens the file read-only, so looking never changes it;
+            // a file a newer build migrated and an older one not yet migrated are the
+            // exceptions: the first is refused either way, the second is migrated by opening
+            // it writable, as any flows program would.
+            let opened = if writes {
+                SqliteStore::open(path).await
+            } else {
+                match SqliteStore::open_with(SqliteOptions::new(path).read_only(true)).await {
+                    Err(StoreError::ReadOnly(read_only)) => match SqliteStore::open(path).await {
+                        // Neither way: the read-only reason says why reading failed.
+                        Err(StoreError::ReadOnly(_)) => Err(StoreError::ReadOnly(read_only)),
+                        other => other,
+                    },
+                    other => other,
                 }
-                other => other,
             };
             let store = opened.map_err(|e| CliError::unavailable(format!("{from}: {e}")))?;
             Ok(Arc::new(store))

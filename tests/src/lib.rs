@@ -187,4 +187,7 @@ impl Store for Intercept {
     async fn journal_put(&self, entry: JournalEntry) -> Result<JournalEntry, StoreError> {
         self.inner.journal_put(entry).await
     }
+    async fn delete_run(&self, run_id: Uuid) -> Result<(), StoreError> {
+        self.inner.delete_run(run_id).await
+    }
 }
