@@ -25,6 +25,27 @@
 //! standard output instead, with field names that stay stable; on failure it prints
 //! `{"error": {"kind": ..., "exit_code": ..., "message": ...}}` on standard error.
 //!
+//! The `--json` documents, by command (times are RFC 3339 in UTC beside the same instant in
+//! milliseconds since the Unix epoch, `*_at` and `*_at_ms`):
+//!
+//! - `runs`: `{runs: [{run_id, flow, status, created_at, created_at_ms, updated_at,
+//!   updated_at_ms, pause}], truncated, damaged: [{run_id, error}]}`, newest first; `truncated`
+//!   says more runs match than `--limit` let through.
+//! - `show`: `{run_id, flow, status, parent_run_id, created_at, updated_at, version, epoch,
+//!   lease: {owner, expires_at, live} | null, output, error, pause, steps: [{step_key, method,
+//!   status, attempt, error, input, output, recorded_at}], checkpoints: [{seq, step_key, status,
+//!   created_at}], damaged}`; `damaged` names why the newest checkpoint cannot be read (the
+//!   fields it would give are then `null`).
+//! - `state`: `{run_id, seq, state}`.
+//! - `diff`: `{run_id, from, to, changes: [{op, path, old, new}]}`: `op` is `added` (no `old`),
+//!   `removed` (no `new`) or `changed`; `path` is a JSON Pointer.
+//! - `prune`: `{dry_run, older_than, cutoff, statuses, flow, runs: [{run_id, flow, status,
+//!   updated_at, result, reason}], deleted, would_delete, refused, damaged}`; `result` is
+//!   `deleted`, `would_delete`, `refused` (with a `reason`) or `gone` (deleted meanwhile).
+//!
+//! A listing that meets a damaged row lists the others, names it on standard error (and in
+//! `damaged`), and still exits 0.
+//!
 //! # Exit codes
 //!
 //! | code | meaning |
