@@ -306,6 +306,7 @@ async fn a_read_only_store_reads_and_refuses_every_write() -> TestResult {
     expect_read_only("commit", store.commit(commit(id, 1, 1)).await)?;
     expect_read_only("claim", store.claim(id, "w1", LONG).await.map(drop))?;
     expect_read_only("renew", store.renew(id, 1, LONG).await)?;
+    expect_read_only("delete_run", store.delete_run(id).await)?;
     let record = store.load_run(id).await?;
     assert_eq!((record.version, record.epoch), (1, 1), "nothing changed");
     assert_eq!(integrity(&path)?, "ok");
@@ -825,5 +826,52 @@ async fn commit_latency_report() -> TestResult {
             concurrent.as_secs_f64() * 1e6 / N as f64,
         );
     }
+    Ok(())
+}
+
+/// `delete_run` deletes a run's rows in every table that refers to it with a cascading foreign
+/// key, a table added after this build included, and leaves other runs' rows alone; a table
+/// whose key does not cascade and holds rows of the run stops the delete, which changes nothing.
+#[tokio::test]
+async fn deleting_a_run_clears_every_table_that_refers_to_it() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = db_path(&dir);
+    let store = SqliteStore::open(&path).await?;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let run = new_run("delete", "w1", Duration::ZERO);
+        ids.push(run.run_id);
+        store.create_run(run).await?;
+        store.commit(commit(*ids.last().ok_or("no run")?, 1, 1)).await?;
+    }
+    let (gone, kept, guarded) = (ids[0], ids[1], ids[2]);
+    let conn = raw(&path)?;
+    conn.execute_batch(
+        "CREATE TABLE added_later (run_id TEXT NOT NULL REFERENCES flow_runs (run_id) ON DELETE CASCADE, note TEXT);
+         CREATE TABLE not_cascading (run_id TEXT REFERENCES flow_runs (run_id), note TEXT);",
+    )?;
+    for id in [gone, kept] {
+        conn.execute("INSERT INTO added_later VALUES (?1, 'x')", [id.to_string()])?;
+    }
+    conn.execute("INSERT INTO not_cascading VALUES (?1, 'keep me')", [guarded.to_string()])?;
+
+    store.delete_run(gone).await?;
+    let count = |sql: &str, id: Uuid| conn.query_row(sql, [id.to_string()], |r| r.get::<_, i64>(0));
+    for table in ["flow_runs", "flow_steps", "flow_checkpoints", "added_later"] {
+        let sql = format!("SELECT count(*) FROM {table} WHERE run_id = ?1");
+        assert_eq!(count(&sql, gone)?, 0, "{table} still holds rows of the deleted run");
+        assert!(count(&sql, kept)? > 0, "{table} lost rows of another run");
+    }
+    assert_eq!(store.checkpoints(kept).await?.len(), 2);
+
+    match store.delete_run(guarded).await {
+        Err(StoreError::Backend(message)) => assert!(message.contains("not_cascading"), "{message}"),
+        other => return Err(format!("delete with a non-cascading reference: expected Backend, got {other:?}").into()),
+    }
+    assert_eq!(store.load_run(guarded).await?.version, 2, "a refused delete leaves the run whole");
+    assert_eq!(store.checkpoints(guarded).await?.len(), 2);
+    assert_eq!(integrity(&path)?, "ok");
+    let violations: i64 = conn.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get(0))?;
+    assert_eq!(violations, 0, "no row refers to a deleted run");
     Ok(())
 }

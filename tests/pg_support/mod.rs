@@ -168,6 +168,19 @@ impl TestDb {
         config
     }
 
+    /// A connection URL that reaches this test's schema, for a program that takes a URL (the
+    /// `flows` binary): the server's URL with the `search_path` in its `options` parameter.
+    #[allow(dead_code, reason = "the flows-cli tests use it; not every test crate including this module does")]
+    pub fn url(&self) -> String {
+        let options = format!("-c search_path={}", self.schema);
+        if self.url.starts_with("postgres://") || self.url.starts_with("postgresql://") {
+            let separator = if self.url.contains('?') { '&' } else { '?' };
+            format!("{}{separator}options={}", self.url, options.replace(' ', "%20").replace('=', "%3D"))
+        } else {
+            format!("{} options='{options}'", self.url)
+        }
+    }
+
     /// A new pool of up to `size` connections to this test's schema.
     pub fn pool(&self, size: usize) -> Pool {
         let manager =

@@ -199,4 +199,7 @@ impl Store for Intercept {
     async fn wait_for_work(&self, timeout: Duration) {
         self.inner.wait_for_work(timeout).await
     }
+    async fn delete_run(&self, run_id: Uuid) -> Result<(), StoreError> {
+        self.inner.delete_run(run_id).await
+    }
 }

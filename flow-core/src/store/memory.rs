@@ -413,4 +413,15 @@ impl Store for MemoryStore {
     async fn wait_for_work(&self, timeout: Duration) {
         let _ = tokio::time::timeout(timeout, self.work.notified()).await;
     }
+    async fn delete_run(&self, run_id: Uuid) -> Result<(), StoreError> {
+        let mut runs = self.lock();
+        let run = record_of(&runs, run_id)?;
+        if let (Some(holder), Some(expires)) = (&run.lease_owner, run.lease_expires_at_ms)
+            && expires > now_ms()
+        {
+            return Err(StoreError::Locked { run_id, owner: holder.clone(), expires_at_ms: expires });
+        }
+        runs.remove(&run_id);
+        Ok(())
+    }
 }

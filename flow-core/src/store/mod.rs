@@ -973,6 +973,48 @@ pub trait Store: Send + Sync + 'static {
     async fn wait_for_work(&self, timeout: Duration) {
         tokio::time::sleep(timeout).await;
     }
+
+    /// Deletes a run with its steps, checkpoints and journal, in one transaction: for pruning
+    /// old runs. A run someone is executing (a live lease, whatever its status) is refused with
+    /// [`StoreError::Locked`] and left whole; a run whose lease expired (its process died) can
+    /// be deleted. Runs forked from it keep their own rows and their `parent_run_id`.
+    ///
+    /// The default returns [`StoreError::Unsupported`], so a store of your own written before
+    /// this method existed still compiles; a store wrapping another delegates it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use flow_core::store::{Commit, MemoryStore, NewRun, Placement, RunStatus, Snapshot, Start, Store, StoreError};
+    /// use uuid::Uuid;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = MemoryStore::new();
+    /// let run_id = Uuid::now_v7();
+    /// let snapshot = Snapshot::encode(&serde_json::json!({}), &serde_json::json!({}))?;
+    /// let lease = Duration::from_secs(60);
+    /// store
+    ///     .create_run(NewRun {
+    ///         run_id, flow: "f".into(), parent_run_id: None, snapshot: snapshot.clone(), steps: vec![],
+    ///         start: Start::Leased { owner: "w".into(), lease }, placement: Placement::default(),
+    ///     })
+    ///     .await?;
+    /// // Still held by its creator: refused.
+    /// assert!(matches!(store.delete_run(run_id).await, Err(StoreError::Locked { .. })));
+    /// let done = Commit {
+    ///     run_id, epoch: 1, status: RunStatus::Completed, snapshot, steps: vec![], step_key: None,
+    ///     output: None, error: None, pause: None, available_at_ms: None,
+    /// };
+    /// store.commit(done).await?;
+    /// store.delete_run(run_id).await?;
+    /// assert!(matches!(store.load_run(run_id).await, Err(StoreError::NotFound(_))));
+    /// # Ok(())
+    /// # }
+    /// ```
+    async fn delete_run(&self, run_id: Uuid) -> Result<(), StoreError> {
+        let _ = run_id;
+        Err(StoreError::Unsupported { what: "deleting runs (`Store::delete_run`)".to_string() })
+    }
 }
 
 /// Milliseconds since the Unix epoch, now.

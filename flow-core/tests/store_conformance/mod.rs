@@ -80,6 +80,7 @@ pub async fn check(store: &dyn Store) -> TestResult {
     retention(store).await?;
     journal_first_writer_wins(store).await?;
     listing(store).await?;
+    deleting(store).await?;
     Ok(())
 }
 
@@ -829,5 +830,71 @@ async fn wait_wakes_on_work_from_another_store(stores: &[Arc<dyn Store>]) -> Tes
     let claim = waiting.await??;
     assert!(submitted.contains(&claim.run.run_id), "the waiter claimed a run it was woken for");
     assert_eq!(claim.run.lease_owner.as_deref(), Some("waiter"));
+async fn deleting(store: &dyn Store) -> TestResult {
+    let flow = format!("deleting-{}", Uuid::new_v4());
+    let held = new_run(&flow, "w1", LONG);
+    let held_id = held.run_id;
+    store.create_run(held).await?;
+    let expires = store.load_run(held_id).await?.lease_expires_at_ms;
+    match store.delete_run(held_id).await {
+        Err(StoreError::Locked { run_id, owner, expires_at_ms }) => {
+            assert_eq!((run_id, owner.as_str(), Some(expires_at_ms)), (held_id, "w1", expires));
+        }
+        other => return Err(format!("delete of a run under a live lease: expected Locked, got {other:?}").into()),
+    }
+    assert_eq!(store.load_run(held_id).await?.version, 1, "a refused delete leaves the run whole");
+    assert_eq!(store.checkpoints(held_id).await?.len(), 1);
+
+    // A finished run with steps, several checkpoints and a journal goes whole.
+    let done = new_run(&flow, "w1", LONG);
+    let done_id = done.run_id;
+    store.create_run(done).await?;
+    for n in 1..=2 {
+        store.commit(commit(done_id, 1, n)).await?;
+    }
+    let entry = JournalEntry {
+        run_id: done_id,
+        step_key: "m#1".into(),
+        seq: 0,
+        kind: "llm".into(),
+        name: "m".into(),
+        request_hash: 1,
+        output: json!("recorded"),
+    };
+    store.journal_put(entry).await?;
+    store.commit(Commit { status: RunStatus::Completed, output: Some(json!("out")), ..commit(done_id, 1, 3) }).await?;
+    // A fork of it keeps its own rows and the id of its parent.
+    let mut child = new_run(&flow, "w2", Duration::ZERO);
+    child.parent_run_id = Some(done_id);
+    let child_id = child.run_id;
+    store.create_run(child).await?;
+
+    store.delete_run(done_id).await?;
+    expect_not_found("load_run after delete_run", done_id, store.load_run(done_id).await)?;
+    expect_not_found("steps after delete_run", done_id, store.steps(done_id).await)?;
+    expect_not_found("checkpoints after delete_run", done_id, store.checkpoints(done_id).await)?;
+    expect_not_found("load_checkpoint after delete_run", done_id, store.load_checkpoint(done_id, 4).await)?;
+    assert_eq!(store.journal_get(done_id, "m#1", 0).await?, None, "the journal goes with the run");
+    expect_not_found("a second delete_run", done_id, store.delete_run(done_id).await)?;
+    let listed = store.list_runs(&RunFilter { flow: Some(flow.clone()), ..RunFilter::default() }).await?;
+    let listed: Vec<Uuid> = listed.into_iter().map(|s| s.run_id).collect();
+    assert!(!listed.contains(&done_id) && listed.contains(&held_id) && listed.contains(&child_id), "{listed:?}");
+    let child = store.load_run(child_id).await?;
+    assert_eq!((child.parent_run_id, child.version), (Some(done_id), 1));
+    assert_eq!(store.steps(child_id).await?.len(), 1);
+
+    // A run whose holder died (its lease lapsed) can be deleted while still `running`.
+    assert_eq!(child.status, RunStatus::Running);
+    store.delete_run(child_id).await?;
+    expect_not_found("load_run of a deleted crashed run", child_id, store.load_run(child_id).await)?;
+
+    // A new run after deletions gets a history of its own, not the deleted runs' leftovers.
+    let next = new_run(&flow, "w3", Duration::ZERO);
+    let next_id = next.run_id;
+    store.create_run(next).await?;
+    let history: Vec<u64> = store.checkpoints(next_id).await?.into_iter().map(|c| c.seq).collect();
+    assert_eq!(history, [1]);
+    let unknown = Uuid::new_v4();
+    expect_not_found("delete_run of an unknown run", unknown, store.delete_run(unknown).await)?;
     Ok(())
 }

@@ -502,4 +502,9 @@ impl Store for PgStore {
         self.wake.start();
         let _ = tokio::time::timeout(timeout, woken).await;
     }
+    async fn delete_run(&self, run_id: Uuid) -> Result<(), StoreError> {
+        in_transaction!(self, run_id, |tx| queries::delete_run(&tx, &self.pg, run_id))?;
+        self.held().remove(&run_id);
+        Ok(())
+    }
 }

@@ -203,6 +203,15 @@ const INSERT_JOURNAL: &str = concat!(
 const SELECT_JOURNAL: &str = "SELECT kind, name, request_hash, output FROM step_journal \
      WHERE run_id = $1 AND step_key = $2 AND seq = $3";
 
+// Refuses a live lease in the statement itself, so no claim can slip in between a check and
+// the delete; steps, checkpoints and journal go by the foreign keys' cascade.
+const DELETE_RUN: &str = concat!(
+    "DELETE FROM flow_runs WHERE run_id = $1 AND (lease_owner IS NULL OR lease_expires_at IS NULL OR \
+     lease_expires_at <= ",
+    now_ms!(),
+    ") RETURNING run_id"
+);
+
 macro_rules! summary_query {
     ($($where:literal)?) => {
         concat!(
@@ -740,6 +749,29 @@ async fn require_run(client: &impl GenericClient, pg: &Pg, run_id: Uuid) -> Resu
     match client.query_opt(&stmt, &[&run_id]).await.map_err(fail)? {
         Some(_) => Ok(()),
         None => Err(StoreError::NotFound(run_id)),
+    }
+}
+
+/// Deletes the run and everything stored for it, unless someone holds a live lease on it.
+pub(super) async fn delete_run(tx: &Transaction<'_>, pg: &Pg, run_id: Uuid) -> Result<(), StoreError> {
+    let fail = |e: tokio_postgres::Error| pg.map(&e, Some(run_id));
+    let delete = tx.prepare_cached(DELETE_RUN).await.map_err(fail)?;
+    if tx.query_opt(&delete, &[&run_id]).await.map_err(fail)?.is_some() {
+        return Ok(());
+    }
+    let lease_of = tx.prepare_cached(SELECT_LEASE).await.map_err(fail)?;
+    let Some(row) = tx.query_opt(&lease_of, &[&run_id]).await.map_err(fail)? else {
+        return Err(StoreError::NotFound(run_id));
+    };
+    let holder: Option<String> = col(&row, 0, run_id, "lease owner")?;
+    let expires: Option<i64> = col(&row, 1, run_id, "lease expiry")?;
+    let live: Option<bool> = col(&row, 2, run_id, "lease")?;
+    match (holder, expires, live) {
+        (Some(owner), Some(expires_at_ms), Some(true)) => Err(StoreError::Locked { run_id, owner, expires_at_ms }),
+        // The lease lapsed between the two statements: nothing was deleted, and a retry will.
+        _ => Err(StoreError::Busy(format!(
+            "run {run_id}: its lease lapsed while it was being deleted; nothing was deleted, retry"
+        ))),
     }
 }
 

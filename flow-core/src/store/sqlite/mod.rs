@@ -252,6 +252,7 @@ struct Inner {
     keep_checkpoints: Option<usize>,
     /// Wakes `wait_for_work` in every store of this process on the same file.
     work: Arc<Notify>,
+    read_only: bool,
     readers: Readers,
     writer: WriterHandle,
 }
@@ -332,9 +333,15 @@ impl SqliteStore {
         };
         tracing::debug!(path = %path.display(), "opened SQLite store");
         let work = work_signal(&path);
-        Ok(SqliteStore {
-            inner: Arc::new(Inner { path, keep_checkpoints: options.keep_checkpoints, work, readers, writer }),
-        })
+        let inner = Inner {
+            path,
+            keep_checkpoints: options.keep_checkpoints,
+            read_only: options.read_only,
+            work,
+            readers,
+            writer,
+        };
+        Ok(SqliteStore { inner: Arc::new(inner) })
     }
 
     /// Where runs are stored by default: `$FLOWS_DB` when set, else `./.flows/runs.db`
@@ -586,5 +593,31 @@ impl Store for SqliteStore {
 
     async fn wait_for_work(&self, timeout: Duration) {
         let _ = tokio::time::timeout(timeout, self.inner.work.notified()).await;
+    }
+
+    /// On a connection of its own, with foreign keys off (see `queries::delete_run`), in a
+    /// transaction of its own: SQLite's file lock orders it with the writer's transactions as
+    /// it does another process's, so the lease check and the delete see the same run.
+    async fn delete_run(&self, run_id: Uuid) -> Result<(), StoreError> {
+        self.inner.writer.found_gone()?;
+        if self.inner.read_only {
+            return Err(StoreError::ReadOnly(format!(
+                "{} was opened with `SqliteOptions::read_only(true)`; open it writable to delete runs",
+                self.inner.path.display()
+            )));
+        }
+        let (path, busy_timeout) = (self.inner.path.clone(), self.inner.readers.busy_timeout);
+        blocking(&self.inner.path, move || {
+            let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX;
+            let conn = Connection::open_with_flags(&path, flags).map_err(|e| error::map(&e, &path))?;
+            conn.busy_timeout(busy_timeout).map_err(|e| error::map(&e, &path))?;
+            conn.pragma_update(None, "foreign_keys", "OFF").map_err(|e| error::map(&e, &path))?;
+            conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| error::map(&e, &path))?;
+            // Dropping the connection with its transaction open rolls it back.
+            queries::delete_run(Db { conn: &conn, path: &path }, run_id, now_ms())?;
+            conn.execute_batch("COMMIT").map_err(|e| error::map(&e, &path))
+        })
+        .await
+        .map_err(|e| e.for_run(run_id))
     }
 }

@@ -156,6 +156,14 @@ const INSERT_JOURNAL: &str = "INSERT INTO step_journal (run_id, step_key, seq, k
 const SELECT_JOURNAL: &str = "SELECT kind, name, request_hash, output FROM step_journal \
      WHERE run_id = ?1 AND step_key = ?2 AND seq = ?3";
 
+const DELETE_RUN: &str = "DELETE FROM flow_runs WHERE run_id = ?1";
+
+// The tables that refer to a run by its id (steps, journal, and any added later), but its
+// checkpoints, which are deleted by their key range.
+const CHILD_TABLES: &str = "SELECT m.name, f.\"from\", f.on_delete FROM sqlite_schema m \
+     JOIN pragma_foreign_key_list(m.name) f WHERE m.type = 'table' AND f.\"table\" = 'flow_runs' \
+     AND m.name <> 'flow_checkpoints' ORDER BY m.name";
+
 // A running run's row changes only with its status and lease; its last change is its newest
 // checkpoint.
 macro_rules! summary_query {
@@ -733,6 +741,55 @@ pub(super) fn journal_put(db: Db<'_>, entry: &JournalEntry, now: i64) -> Result<
 fn require_run(db: Db<'_>, run_id: Uuid) -> Result<(), StoreError> {
     let found = db.prepare(RUN_EXISTS)?.query_row([run_id.to_string()], |_| Ok(())).optional().map_err(db.fail())?;
     found.ok_or(StoreError::NotFound(run_id))
+}
+
+/// Deletes the run and every row that refers to it, unless someone holds a live lease on it.
+///
+/// Runs on a connection with foreign keys off, inside a transaction the caller opened: with
+/// them on, deleting the run row would make SQLite look for its checkpoints by `run_id`,
+/// which no index covers (a checkpoint's key is its run's number), and so read the whole
+/// history table for every run deleted. The checkpoints go by their key range instead, and
+/// the rows of every other table whose foreign key cascades from the run by that key, so a
+/// table added later goes too.
+pub(super) fn delete_run(db: Db<'_>, run_id: Uuid, now: i64) -> Result<(), StoreError> {
+    let id = run_id.to_string();
+    let lease: Option<(Option<String>, Option<i64>)> = db
+        .prepare(SELECT_LEASE)?
+        .query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+        .map_err(|e| column(e, run_id, "lease", db.path))?;
+    let Some((holder, expires)) = lease else {
+        return Err(StoreError::NotFound(run_id));
+    };
+    if let (Some(holder), Some(expires)) = (holder, expires)
+        && expires > now
+    {
+        return Err(StoreError::Locked { run_id, owner: holder, expires_at_ms: expires });
+    }
+    let [first, last] = History::read(db, run_id)?.keys();
+    db.prepare(PRUNE_CHECKPOINTS)?.execute(params![first, last]).map_err(db.fail())?;
+    let children = collect(db, CHILD_TABLES, params![], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?))
+    })
+    .map_err(db.fail())?;
+    for (table, key, on_delete) in children {
+        let quote = |name: &str| format!("\"{}\"", name.replace('"', "\"\""));
+        if on_delete.eq_ignore_ascii_case("CASCADE") {
+            let sql = format!("DELETE FROM {} WHERE {} = ?1", quote(&table), quote(&key));
+            db.prepare(&sql)?.execute([&id]).map_err(db.fail())?;
+            continue;
+        }
+        let sql = format!("SELECT 1 FROM {} WHERE {} = ?1 LIMIT 1", quote(&table), quote(&key));
+        if db.prepare(&sql)?.query_row([&id], |_| Ok(())).optional().map_err(db.fail())?.is_some() {
+            return Err(StoreError::Backend(format!(
+                "{}: run {run_id} has rows in `{table}`, whose foreign key does not cascade ({on_delete}); \
+                 nothing was deleted: delete those rows first",
+                db.path.display()
+            )));
+        }
+    }
+    db.prepare(DELETE_RUN)?.execute([&id]).map_err(db.fail())?;
+    Ok(())
 }
 
 /// The run's latest record.

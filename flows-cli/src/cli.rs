@@ -1,0 +1,195 @@
+//! The command line's grammar.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use flow_core::store::RunStatus;
+use uuid::Uuid;
+
+const AFTER_HELP: &str = "\
+Store: the first of --db, --database-url, $FLOWS_DB (a SQLite file), $DATABASE_URL (PostgreSQL).
+
+Exit codes:
+  0  done
+  1  usage or other error (a bad argument, a malformed run id)
+  2  not found: no such run, or no such checkpoint of it
+  3  store unavailable: none given, cannot be opened or reached, newer schema, locked, failing
+  4  refused: a run is held by a live lease (being executed), so it was left alone
+  5  damaged: a stored row cannot be read";
+
+/// See and tend the runs of a flows store, SQLite or PostgreSQL, without the flows' code.
+#[derive(Debug, Parser)]
+#[command(name = "flows", version, after_help = AFTER_HELP, max_term_width = 100)]
+pub struct Cli {
+    /// The SQLite store file (as written by `SqliteStore`); default `$FLOWS_DB`.
+    #[arg(long, global = true, value_name = "PATH", conflicts_with = "database_url")]
+    pub db: Option<PathBuf>,
+
+    /// The PostgreSQL store, as postgres://user:password@host:port/database; default
+    /// `$DATABASE_URL`.
+    #[arg(long, global = true, value_name = "URL")]
+    pub database_url: Option<String>,
+
+    /// Print one JSON document for scripts instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// When to colour tables: `auto` colours only a terminal, and never when NO_COLOR is set.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto, value_name = "WHEN")]
+    pub color: ColorChoice,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List runs, newest first.
+    #[command(after_help = "Examples:\n  flows runs --status paused\n  flows runs --flow review --since 2h --limit 0")]
+    Runs {
+        /// Only runs in these statuses (repeat or separate with commas): running, paused,
+        /// completed, failed, escalated.
+        #[arg(long, value_name = "STATUS", value_delimiter = ',', value_parser = parse_status)]
+        status: Vec<RunStatus>,
+        /// Only runs of this flow.
+        #[arg(long)]
+        flow: Option<String>,
+        /// Only runs created within this long, such as 30m, 2h or 7d.
+        #[arg(long, value_name = "AGE", value_parser = parse_age)]
+        since: Option<Age>,
+        /// Only runs created longer ago than this, such as 30m, 2h or 7d.
+        #[arg(long, value_name = "AGE", value_parser = parse_age)]
+        older_than: Option<Age>,
+        /// At most this many runs; 0 lists them all.
+        #[arg(long, default_value_t = 50, value_name = "N")]
+        limit: usize,
+    },
+    /// Show one run: status, steps, errors, its question and checkpoints.
+    ///
+    /// Its status, lease, error or output; each step with its status, attempts and error; the
+    /// question a paused run waits on and the type its answer must have; the checkpoints kept.
+    Show {
+        /// The run's id.
+        #[arg(value_parser = parse_run_id)]
+        run: Uuid,
+    },
+    /// Print a run's state as JSON, at its newest checkpoint or at another one.
+    ///
+    /// With --json, the state comes wrapped as {"run_id", "seq", "state"}.
+    State {
+        /// The run's id.
+        #[arg(value_parser = parse_run_id)]
+        run: Uuid,
+        /// The checkpoint's number (`flows show RUN` lists those kept).
+        #[arg(long, value_name = "SEQ")]
+        at: Option<u64>,
+    },
+    /// What changed in a run's state between two checkpoints.
+    ///
+    /// Each JSON path added, removed or changed, with its old and new value.
+    #[command(after_help = "Paths are JSON Pointers (RFC 6901): /items/0/name. Arrays are compared index by index.")]
+    Diff {
+        /// The run's id.
+        #[arg(value_parser = parse_run_id)]
+        run: Uuid,
+        /// The earlier checkpoint's number.
+        from: u64,
+        /// The later checkpoint's number.
+        to: u64,
+    },
+    /// Delete runs that have not changed for a while.
+    ///
+    /// Each run goes with its steps, checkpoints and journal. Lists every run it deletes;
+    /// --dry-run lists them and deletes nothing.
+    #[command(after_help = "\
+Only completed runs are deleted unless --status names others: failed, paused and escalated runs may
+still be resumed or answered. A run being executed (a live lease) is never deleted; it is listed as
+refused and the exit code is 4.
+
+Examples:
+  flows prune --older-than 30d --dry-run
+  flows prune --older-than 7d --status completed,failed")]
+    Prune {
+        /// Delete runs last changed longer ago than this, such as 30d or 12h.
+        #[arg(long, value_name = "AGE", value_parser = parse_age)]
+        older_than: Age,
+        /// Only runs in these statuses (repeat or separate with commas); default completed.
+        #[arg(long, value_name = "STATUS", value_delimiter = ',', value_parser = parse_status)]
+        status: Vec<RunStatus>,
+        /// Only runs of this flow.
+        #[arg(long)]
+        flow: Option<String>,
+        /// List what would be deleted, and delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// A length of time as the person wrote it (`30d`) and as a duration.
+#[derive(Clone, Debug)]
+pub struct Age {
+    pub text: String,
+    pub duration: Duration,
+}
+
+const STATUSES: &str = "running, paused, completed, failed, escalated";
+
+fn parse_status(s: &str) -> Result<RunStatus, String> {
+    RunStatus::parse(&s.trim().to_ascii_lowercase())
+        .ok_or_else(|| format!("`{s}` is not a run status; use one of {STATUSES}"))
+}
+
+fn parse_age(s: &str) -> Result<Age, String> {
+    let duration = humantime::parse_duration(s.trim()).map_err(|e| {
+        format!("`{s}` is not a length of time ({e}); write it as a number and a unit, such as 30m, 2h, 7d or 4w")
+    })?;
+    Ok(Age { text: s.trim().to_string(), duration })
+}
+
+fn parse_run_id(s: &str) -> Result<Uuid, String> {
+    Uuid::parse_str(s.trim()).map_err(|e| {
+        format!("`{s}` is not a run id ({e}); a run id is a UUID such as 0193a5c2-7d41-7e1b-9c3a-5f2e8d6b4a10: list runs with `flows runs`")
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_read_as_people_write_them() -> Result<(), String> {
+        assert_eq!(parse_age("30m")?.duration, Duration::from_secs(30 * 60));
+        assert_eq!(parse_age("2h")?.duration, Duration::from_secs(2 * 3600));
+        assert_eq!(parse_age(" 7d ")?.duration, Duration::from_secs(7 * 86_400));
+        assert_eq!(parse_age("1w 2d")?.duration, Duration::from_secs(9 * 86_400));
+        assert_eq!(parse_age("7d")?.text, "7d");
+        let e = parse_age("soon").err().ok_or("`soon` parsed")?;
+        assert!(e.contains("`soon`") && e.contains("30m"), "{e}");
+        assert!(parse_age("30").is_err(), "a number without a unit is ambiguous");
+        Ok(())
+    }
+
+    #[test]
+    fn statuses_and_ids_say_what_is_accepted() {
+        assert_eq!(parse_status("Paused"), Ok(RunStatus::Paused));
+        let e = parse_status("done").err().unwrap_or_default();
+        assert!(e.contains("`done`") && e.contains("completed"), "{e}");
+        let e = parse_run_id("abc").err().unwrap_or_default();
+        assert!(e.contains("`abc` is not a run id") && e.contains("flows runs"), "{e}");
+        assert!(parse_run_id("0193a5c2-7d41-7e1b-9c3a-5f2e8d6b4a10").is_ok());
+    }
+
+    #[test]
+    fn the_grammar_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,578 @@
+//! The `flows` binary against real stores: a SQLite file written by a flow's `Runner` (a
+//! completed run with several checkpoints, a failed run, a paused run, a run held by a live
+//! lease and a run made to look 40 days old), and a PostgreSQL schema. Each test runs the
+//! compiled binary and checks what it prints, its `--json` documents and its exit codes.
+
+#[allow(dead_code, reason = "the PostgreSQL helpers other test crates use")]
+#[path = "../../tests/pg_support/mod.rs"]
+mod pg_support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::Duration;
+
+use flow_core::prelude::*;
+use flow_core::store::{NewRun, Snapshot, SqliteStore, Store};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+type TestResult = std::result::Result<(), Box<dyn std::error::Error>>;
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+struct Books {
+    items: Vec<String>,
+    total: u32,
+    note: Option<String>,
+    approved_by: Option<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Approval {
+    approver: String,
+}
+
+/// What the flow does at its last step.
+#[derive(Clone, Copy)]
+enum Ending {
+    Balance,
+    Fail,
+    Ask,
+}
+
+struct Ledger {
+    ending: Ending,
+}
+
+#[flow(state = Books, name = "cli_ledger", retry(attempts = 2, backoff = fixed("1ms")))]
+impl Ledger {
+    #[start]
+    async fn open(&self, cx: &Ctx<Books>) -> Result<()> {
+        cx.update(|s| {
+            s.items.push("open".into());
+            s.total += 1;
+        });
+        Ok(())
+    }
+
+    #[listen(open)]
+    async fn add(&self, cx: &Ctx<Books>) -> Result<()> {
+        cx.update(|s| {
+            s.items.push("add".into());
+            s.total += 10;
+            s.note = Some("added".into());
+        });
+        Ok(())
+    }
+
+    #[listen(add)]
+    async fn check(&self, cx: &Ctx<Books>) -> Result<u32> {
+        match self.ending {
+            Ending::Balance => {}
+            Ending::Fail => return Err(Error::transient("the ledger does not balance")),
+            Ending::Ask => {
+                let answer: Approval = cx
+                    .ask(InputRequest::new("Approve the ledger?").metadata(json!({ "total": cx.read(|s| s.total) })))
+                    .await?;
+                cx.update(move |s| s.approved_by = Some(answer.approver.clone()));
+            }
+        }
+        Ok(cx.read(|s| s.total))
+    }
+}
+
+/// Runs of every kind, written by the flow's runner (and one by hand) into `store`.
+struct Runs {
+    completed: Uuid,
+    failed: Uuid,
+    paused: Uuid,
+    held: Uuid,
+}
+
+async fn write_runs(store: Arc<dyn Store>) -> std::result::Result<Runs, Box<dyn std::error::Error>> {
+    let runner = |ending| Runner::new(Ledger { ending }).with_shared_store(store.clone());
+    let completed = runner(Ending::Balance).kickoff(Books::default()).await?.completed()?.run_id;
+    let failed = match runner(Ending::Fail).kickoff(Books::default()).await {
+        Err(FlowError::MethodFailed { run_id, .. }) => run_id,
+        other => return Err(format!("expected the run to fail, got {other:?}").into()),
+    };
+    let paused = match runner(Ending::Ask).kickoff(Books::default()).await? {
+        RunOutcome::Paused(p) => p.run_id,
+        other => return Err(format!("expected a pause, got {other:?}").into()),
+    };
+    // A run a worker is executing right now: its lease is live for an hour.
+    let held = Uuid::now_v7();
+    store
+        .create_run(NewRun {
+            run_id: held,
+            flow: "cli_ledger".into(),
+            parent_run_id: None,
+            snapshot: Snapshot::encode(&Books::default(), &json!({}))?,
+            steps: vec![],
+            owner: "worker-7".into(),
+            lease: Duration::from_secs(3600),
+        })
+        .await?;
+    Ok(Runs { completed, failed, paused, held })
+}
+
+/// A SQLite store with [`Runs`] and an old completed run, last changed 40 days ago.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    db: PathBuf,
+    runs: Runs,
+    old: Uuid,
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+async fn fixture() -> std::result::Result<Fixture, Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("runs.db");
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&db).await?);
+    let old = Runner::new(Ledger { ending: Ending::Balance })
+        .with_shared_store(store.clone())
+        .kickoff(Books::default())
+        .await?
+        .completed()?
+        .run_id;
+    let runs = write_runs(store).await?;
+    let conn = rusqlite::Connection::open(&db)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    let id = old.to_string();
+    conn.execute(
+        "UPDATE flow_runs SET created_at = created_at - ?2, updated_at = updated_at - ?2 WHERE run_id = ?1",
+        (&id, 40 * DAY_MS),
+    )?;
+    conn.execute("UPDATE flow_checkpoints SET created_at = created_at - ?2 WHERE run_id = ?1", (&id, 40 * DAY_MS))?;
+    Ok(Fixture { _dir: dir, db, runs, old })
+}
+
+/// The binary, with no store, colour or database settings inherited from the environment.
+fn flows() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_flows"));
+    for var in ["FLOWS_DB", "DATABASE_URL", "NO_COLOR", "TERM"] {
+        cmd.env_remove(var);
+    }
+    cmd
+}
+
+fn run(cmd: &mut Command) -> std::result::Result<Output, Box<dyn std::error::Error>> {
+    Ok(cmd.output()?)
+}
+
+fn on(db: &Path, args: &[&str]) -> std::result::Result<Output, Box<dyn std::error::Error>> {
+    run(flows().arg("--db").arg(db).args(args))
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Runs the command, expects `code`, and parses standard output as JSON.
+fn json_of(out: &Output, code: i32) -> std::result::Result<Value, Box<dyn std::error::Error>> {
+    assert_eq!(out.status.code(), Some(code), "stdout: {}\nstderr: {}", stdout(out), stderr(out));
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+fn expect(out: &Output, code: i32) -> (String, String) {
+    assert_eq!(out.status.code(), Some(code), "stdout: {}\nstderr: {}", stdout(out), stderr(out));
+    (stdout(out), stderr(out))
+}
+
+fn ids(listing: &Value) -> Vec<String> {
+    listing["runs"].as_array().into_iter().flatten().filter_map(|r| r["run_id"].as_str().map(String::from)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_lists_newest_first_and_filters() -> TestResult {
+    let f = fixture().await?;
+    let r = &f.runs;
+
+    let listing = json_of(&on(&f.db, &["runs", "--json"])?, 0)?;
+    let all = ids(&listing);
+    // Created in this order: old (then moved 40 days back), completed, failed, paused, held.
+    let newest_first: Vec<String> = [r.held, r.paused, r.failed, r.completed, f.old].map(|id| id.to_string()).into();
+    assert_eq!(all, newest_first);
+    assert_eq!(listing["truncated"], false);
+    assert_eq!(listing["damaged"], json!([]));
+    let paused = &listing["runs"][1];
+    for key in ["run_id", "flow", "status", "created_at", "created_at_ms", "updated_at", "updated_at_ms", "pause"] {
+        assert!(paused.get(key).is_some(), "`{key}` missing from {paused}");
+    }
+    assert_eq!((paused["flow"].as_str(), paused["status"].as_str()), (Some("cli_ledger"), Some("paused")));
+    assert_eq!(paused["pause"]["prompt"], "Approve the ledger?");
+    assert!(paused["created_at"].as_str().is_some_and(|t| t.ends_with('Z')), "{paused}");
+
+    let only = |args: &[&str]| -> std::result::Result<Vec<String>, Box<dyn std::error::Error>> {
+        let mut full = vec!["runs", "--json"];
+        full.extend_from_slice(args);
+        Ok(ids(&json_of(&on(&f.db, &full)?, 0)?))
+    };
+    assert_eq!(only(&["--status", "paused"])?, [r.paused.to_string()]);
+    assert_eq!(only(&["--status", "failed,completed"])?, [r.failed, r.completed, f.old].map(|i| i.to_string()));
+    assert_eq!(only(&["--status", "failed", "--status", "failed"])?, [r.failed.to_string()]);
+    assert_eq!(only(&["--flow", "cli_ledger", "--status", "running"])?, [r.held.to_string()]);
+    assert!(only(&["--flow", "another_flow"])?.is_empty());
+    assert_eq!(only(&["--older-than", "30d"])?, [f.old.to_string()]);
+    assert_eq!(only(&["--since", "1d"])?, newest_first[..4]);
+    assert_eq!(only(&["--since", "1d", "--limit", "2"])?, newest_first[..2]);
+    let limited = json_of(&on(&f.db, &["runs", "--json", "--limit", "2"])?, 0)?;
+    assert_eq!((ids(&limited), &limited["truncated"]), (newest_first[..2].to_vec(), &json!(true)));
+    assert_eq!(only(&["--limit", "0"])?, newest_first);
+
+    // For people: a table, one run a line, the question a paused run waits on, no colour when
+    // the output is not a terminal.
+    let (table, notes) = expect(&on(&f.db, &["runs"])?, 0);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 6, "{table}");
+    assert!(lines[0].starts_with("RUN") && lines[0].contains("STATUS") && lines[0].contains("WAITING FOR"));
+    assert!(lines[2].starts_with(&r.paused.to_string()) && lines[2].contains("paused"), "{table}");
+    assert!(lines[2].contains("Approve the ledger?"), "{table}");
+    assert!(lines[5].contains("40d ago") && lines[5].contains("completed"), "{table}");
+    assert!(!table.contains('\x1b'), "no colour on a pipe: {table:?}");
+    assert!(notes.is_empty(), "{notes}");
+    let (_, notes) = expect(&on(&f.db, &["runs", "--limit", "1"])?, 0);
+    assert!(notes.contains("showing the newest 1"), "{notes}");
+    let (colored, _) = expect(&on(&f.db, &["runs", "--color", "always"])?, 0);
+    assert!(colored.contains("\x1b[33mpaused\x1b[0m"), "{colored:?}");
+    let (never, _) = expect(&run(flows().args(["--color", "never", "runs", "--db"]).arg(&f.db))?, 0);
+    assert!(!never.contains('\x1b'));
+    // On a terminal (a pseudo-terminal from util-linux's `script`): coloured, unless NO_COLOR.
+    let on_terminal = |no_color: Option<&str>| -> std::result::Result<String, Box<dyn std::error::Error>> {
+        let line = format!("'{}' --db '{}' runs", env!("CARGO_BIN_EXE_flows"), f.db.display());
+        let mut cmd = Command::new("script");
+        cmd.args(["-qec", &line, "/dev/null"]).env("TERM", "xterm").env_remove("NO_COLOR");
+        if let Some(v) = no_color {
+            cmd.env("NO_COLOR", v);
+        }
+        let out = cmd.output().map_err(|e| format!("cannot run `script` (util-linux) for a terminal: {e}"))?;
+        Ok(expect(&out, 0).0)
+    };
+    let colored = on_terminal(None)?;
+    assert!(colored.contains("\x1b[33mpaused\x1b[0m") && colored.contains(&r.paused.to_string()), "{colored:?}");
+    let plain = on_terminal(Some("1"))?;
+    assert!(plain.contains(&r.paused.to_string()) && !plain.contains('\x1b'), "NO_COLOR: {plain:?}");
+    let (empty, notes) = expect(&on(&f.db, &["runs", "--flow", "nothing"])?, 0);
+    assert!(empty.is_empty() && notes.contains("no runs found"), "{empty} / {notes}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_tells_status_steps_errors_the_question_and_checkpoints() -> TestResult {
+    let f = fixture().await?;
+    let r = &f.runs;
+    let store = SqliteStore::open(&f.db).await?;
+
+    // The paused run: its question, the step waiting, what the answer must be.
+    let (text, _) = expect(&on(&f.db, &["show", &r.paused.to_string()])?, 0);
+    assert!(text.contains("status    paused"), "{text}");
+    assert!(text.contains("waiting for input"), "{text}");
+    assert!(text.contains("question  Approve the ledger?"), "{text}");
+    assert!(text.contains("check#1 (method `check`)"), "{text}");
+    assert!(text.contains("Approval`"), "the answer's type: {text}");
+    assert!(text.contains(r#"metadata  {"total":11}"#), "{text}");
+    let shown = json_of(&on(&f.db, &["show", "--json", &r.paused.to_string()])?, 0)?;
+    assert_eq!(shown["pause"]["prompt"], "Approve the ledger?");
+    assert_eq!(shown["pause"]["method"], "check");
+    assert_eq!(shown["pause"]["metadata"], json!({ "total": 11 }));
+    assert_eq!(shown["lease"], Value::Null, "a paused run holds no lease");
+
+    // The failed run: the failing step, its attempts and its error.
+    let failed_steps = store.steps(r.failed).await?;
+    let check = failed_steps.iter().find(|s| s.method == "check").ok_or("no row for the failed step")?;
+    assert!(check.attempt >= 2, "the flow retries once: {check:?}");
+    let (text, _) = expect(&on(&f.db, &["show", &r.failed.to_string()])?, 0);
+    assert!(text.contains("status    failed"), "{text}");
+    assert!(text.contains("error     ") && text.contains("the ledger does not balance"), "{text}");
+    let row = text.lines().find(|l| l.trim_start().starts_with("check#1")).ok_or("no check#1 row")?;
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[..4], ["check#1", "check", "failed", check.attempt.to_string().as_str()], "{row}");
+    assert!(text.contains(&format!("check#1 (attempt {}): the ledger does not balance", check.attempt)), "{text}");
+    let shown = json_of(&on(&f.db, &["show", "--json", &r.failed.to_string()])?, 0)?;
+    assert_eq!(shown["status"], "failed");
+    let steps = shown["steps"].as_array().ok_or("no steps")?;
+    assert_eq!(steps.len(), failed_steps.len());
+    for (shown, stored) in steps.iter().zip(&failed_steps) {
+        assert_eq!(shown["step_key"], stored.step_key.as_str());
+        assert_eq!(shown["method"], stored.method.as_str());
+        assert_eq!(shown["status"], stored.status.as_str());
+        assert_eq!(shown["attempt"], stored.attempt);
+        assert_eq!(shown["error"], json!(stored.error));
+        assert_eq!(shown["output"], json!(stored.output));
+    }
+
+    // The completed run: output, every checkpoint with the step it recorded.
+    let shown = json_of(&on(&f.db, &["show", "--json", &r.completed.to_string()])?, 0)?;
+    for key in [
+        "run_id",
+        "flow",
+        "status",
+        "parent_run_id",
+        "created_at",
+        "updated_at",
+        "version",
+        "epoch",
+        "lease",
+        "output",
+        "error",
+        "pause",
+        "steps",
+        "checkpoints",
+    ] {
+        assert!(shown.get(key).is_some(), "`{key}` missing from {shown}");
+    }
+    assert_eq!((shown["status"].as_str(), &shown["output"]), (Some("completed"), &json!(11)));
+    let stored = store.checkpoints(r.completed).await?;
+    assert!(stored.len() >= 4, "a checkpoint at the start and one per step: {stored:?}");
+    let seqs: Vec<u64> =
+        shown["checkpoints"].as_array().ok_or("no checkpoints")?.iter().filter_map(|c| c["seq"].as_u64()).collect();
+    assert_eq!(seqs, stored.iter().map(|c| c.seq).collect::<Vec<_>>());
+    assert_eq!(shown["version"], stored.last().map(|c| c.seq).ok_or("none")?);
+    let (text, _) = expect(&on(&f.db, &["show", &r.completed.to_string()])?, 0);
+    assert!(text.contains("output    11"), "{text}");
+    assert!(text.contains(&format!("checkpoints ({} kept)", stored.len())), "{text}");
+    assert!(text.contains("AFTER STEP") && text.contains("add#1"), "{text}");
+
+    // The held run: who holds it.
+    let (text, _) = expect(&on(&f.db, &["show", &r.held.to_string()])?, 0);
+    assert!(text.contains("held by `worker-7`"), "{text}");
+    let shown = json_of(&on(&f.db, &["show", "--json", &r.held.to_string()])?, 0)?;
+    assert_eq!((&shown["lease"]["owner"], &shown["lease"]["live"]), (&json!("worker-7"), &json!(true)));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_and_diff_read_any_kept_checkpoint() -> TestResult {
+    let f = fixture().await?;
+    let id = f.runs.completed.to_string();
+    let store = SqliteStore::open(&f.db).await?;
+    let last = store.checkpoints(f.runs.completed).await?.last().map(|c| c.seq).ok_or("no checkpoints")?;
+    let final_state = json!({ "items": ["open", "add"], "total": 11, "note": "added", "approved_by": null });
+
+    let (text, _) = expect(&on(&f.db, &["state", &id])?, 0);
+    assert_eq!(serde_json::from_str::<Value>(&text)?, final_state);
+    assert!(text.contains("\n  \"items\""), "pretty-printed: {text}");
+    let at_start = json_of(&on(&f.db, &["state", &id, "--at", "1"])?, 0)?;
+    assert_eq!(at_start, serde_json::to_value(Books::default())?);
+    let wrapped = json_of(&on(&f.db, &["state", &id, "--json"])?, 0)?;
+    assert_eq!(wrapped, json!({ "run_id": id, "seq": last, "state": final_state }));
+
+    let (_, err) = expect(&on(&f.db, &["state", &id, "--at", "999"])?, 2);
+    assert!(err.contains(&format!("run {id} has no checkpoint 999")), "{err}");
+    assert!(err.contains(&format!("it keeps checkpoints 1 to {last}")), "{err}");
+
+    let changes = json_of(&on(&f.db, &["diff", &id, "1", &last.to_string(), "--json"])?, 0)?;
+    assert_eq!((&changes["run_id"], &changes["from"], &changes["to"]), (&json!(id), &json!(1), &json!(last)));
+    assert_eq!(
+        changes["changes"],
+        json!([
+            { "op": "added", "path": "/items/0", "new": "open" },
+            { "op": "added", "path": "/items/1", "new": "add" },
+            { "op": "changed", "path": "/note", "old": null, "new": "added" },
+            { "op": "changed", "path": "/total", "old": 0, "new": 11 },
+        ])
+    );
+    let (text, _) = expect(&on(&f.db, &["diff", &id, "1", &last.to_string()])?, 0);
+    assert!(text.contains("+ /items/0: \"open\""), "{text}");
+    assert!(text.contains("~ /total: 0 → 11"), "{text}");
+    assert!(text.contains("4 changes: 2 added, 0 removed, 2 changed"), "{text}");
+    assert!(text.contains("checkpoint 1 (at the start"), "{text}");
+    let (back, _) = expect(&on(&f.db, &["diff", &id, &last.to_string(), "1"])?, 0);
+    assert!(back.contains("- /items/1: \"add\"") && back.contains("~ /total: 11 → 0"), "{back}");
+    let (same, _) = expect(&on(&f.db, &["diff", &id, "2", "2"])?, 0);
+    assert!(same.ends_with("no change\n"), "{same}");
+    let (_, err) = expect(&on(&f.db, &["diff", &id, "1", "77"])?, 2);
+    assert!(err.contains("has no checkpoint 77") && !err.contains("retention"), "{err}");
+    let (_, err) = expect(&on(&f.db, &["state", &id, "--at", "0"])?, 2);
+    assert!(err.contains("has no checkpoint 0"), "{err}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_say_what_to_do_and_exit_with_their_code() -> TestResult {
+    let f = fixture().await?;
+
+    let missing = Uuid::now_v7().to_string();
+    for command in [vec!["show", &missing], vec!["state", &missing], vec!["diff", &missing, "1", "2"]] {
+        let (_, err) = expect(&on(&f.db, &command)?, 2);
+        assert!(err.contains(&format!("run {missing} not found")), "{command:?}: {err}");
+    }
+    let out = on(&f.db, &["show", &missing, "--json"])?;
+    assert_eq!(out.status.code(), Some(2));
+    let error: Value = serde_json::from_slice(&out.stderr)?;
+    assert_eq!((&error["error"]["kind"], &error["error"]["exit_code"]), (&json!("not_found"), &json!(2)));
+    assert!(error["error"]["message"].as_str().is_some_and(|m| m.contains(&missing)), "{error}");
+
+    let (_, err) = expect(&on(&f.db, &["show", "not-a-run"])?, 1);
+    assert!(err.contains("`not-a-run` is not a run id") && err.contains("flows runs"), "{err}");
+    let (_, err) = expect(&on(&f.db, &["runs", "--status", "done"])?, 1);
+    assert!(err.contains("`done` is not a run status"), "{err}");
+    let (_, err) = expect(&on(&f.db, &["prune", "--older-than", "soon"])?, 1);
+    assert!(err.contains("`soon` is not a length of time"), "{err}");
+    let (_, err) = expect(&on(&f.db, &["prune"])?, 1);
+    assert!(err.contains("--older-than"), "prune never deletes without an age: {err}");
+    expect(&on(&f.db, &["frobnicate"])?, 1);
+    let (_, err) = expect(&run(flows().args(["runs", "--db", "a.db", "--database-url", "postgres://x/y"]))?, 1);
+    assert!(err.contains("cannot be used with"), "{err}");
+
+    let (help, _) = expect(&run(flows().arg("--help"))?, 0);
+    for text in ["runs", "show", "state", "diff", "prune", "Exit codes:", "2  not found", "3  store unavailable"] {
+        assert!(help.contains(text), "--help lacks `{text}`: {help}");
+    }
+
+    // No store anywhere: every way of giving one is named.
+    let (_, err) = expect(&run(flows().arg("runs").current_dir(f.db.parent().ok_or("no dir")?))?, 3);
+    for name in ["--db", "--database-url", "FLOWS_DB", "DATABASE_URL"] {
+        assert!(err.contains(name), "{err}");
+    }
+    // A path that holds no store is not created.
+    let nowhere = f.db.with_file_name("typo.db");
+    let (_, err) = expect(&on(&nowhere, &["runs"])?, 3);
+    assert!(err.contains("--db: no store at") && err.contains("typo.db"), "{err}");
+    assert!(!nowhere.exists(), "flows must not create a store");
+    let (_, err) = expect(&run(flows().arg("runs").env("FLOWS_DB", &nowhere))?, 3);
+    assert!(err.contains("$FLOWS_DB: no store at"), "{err}");
+    // A PostgreSQL server that is not there: nothing listens on port 1.
+    let url = "postgres://flows:secret-password@127.0.0.1:1/flows";
+    let (_, err) = expect(&run(flows().args(["runs", "--database-url", url]))?, 3);
+    assert!(err.contains("--database-url") && err.contains("127.0.0.1:1"), "{err}");
+    assert!(!err.contains("secret-password"), "the password is never shown: {err}");
+    let (_, err) = expect(&run(flows().arg("runs").env("DATABASE_URL", url))?, 3);
+    assert!(err.contains("$DATABASE_URL"), "{err}");
+    // $FLOWS_DB names the store when no flag does.
+    let listing = json_of(&run(flows().args(["runs", "--json"]).env("FLOWS_DB", &f.db).env("DATABASE_URL", url))?, 0)?;
+    assert_eq!(ids(&listing).len(), 5);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_deletes_old_runs_and_never_one_being_executed() -> TestResult {
+    let f = fixture().await?;
+    let r = &f.runs;
+    let store = SqliteStore::open(&f.db).await?;
+
+    // A dry run names the old completed run and deletes nothing.
+    let (text, _) = expect(&on(&f.db, &["prune", "--older-than", "30d", "--dry-run"])?, 0);
+    assert!(text.contains(&f.old.to_string()) && text.contains("would delete"), "{text}");
+    assert!(!text.contains(&r.completed.to_string()), "a recent run is kept: {text}");
+    assert!(text.contains("would delete 1 completed run last changed more than 30d ago"), "{text}");
+    store.load_run(f.old).await?;
+    let dry = json_of(&on(&f.db, &["prune", "--older-than", "30d", "--dry-run", "--json"])?, 0)?;
+    assert_eq!((&dry["dry_run"], &dry["would_delete"], &dry["deleted"]), (&json!(true), &json!(1), &json!(0)));
+    assert_eq!(dry["runs"][0]["result"], "would_delete");
+
+    let done = json_of(&on(&f.db, &["prune", "--older-than", "30d", "--json"])?, 0)?;
+    assert_eq!(done["deleted"], 1);
+    assert_eq!(done["statuses"], json!(["completed"]));
+    assert_eq!(
+        done["runs"],
+        json!([{
+            "run_id": f.old.to_string(),
+            "flow": "cli_ledger",
+            "status": "completed",
+            "updated_at": done["runs"][0]["updated_at"],
+            "updated_at_ms": done["runs"][0]["updated_at_ms"],
+            "result": "deleted",
+        }])
+    );
+    expect(&on(&f.db, &["show", &f.old.to_string()])?, 2);
+    assert!(store.checkpoints(f.old).await.is_err(), "its history goes too");
+    store.load_run(r.completed).await?;
+
+    // Failed and paused runs are kept unless named.
+    let (text, _) = expect(&on(&f.db, &["prune", "--older-than", "0s"])?, 0);
+    assert!(text.contains("deleted 1 completed run last changed"), "{text}");
+    store.load_run(r.failed).await?;
+    store.load_run(r.paused).await?;
+
+    // A run being executed is refused, exit code 4, and stays whole.
+    let (text, _) = expect(&on(&f.db, &["prune", "--older-than", "0s", "--status", "running", "--dry-run"])?, 4);
+    assert!(text.contains("refused: held by `worker-7`"), "{text}");
+    let refused = json_of(&on(&f.db, &["prune", "--older-than", "0s", "--status", "running,failed", "--json"])?, 4)?;
+    assert_eq!((&refused["deleted"], &refused["refused"]), (&json!(1), &json!(1)));
+    let held = refused["runs"].as_array().into_iter().flatten().find(|x| x["run_id"] == r.held.to_string());
+    let held = held.ok_or("the held run is not listed")?;
+    assert_eq!(held["result"], "refused");
+    assert!(held["reason"].as_str().is_some_and(|m| m.contains("worker-7")), "{held}");
+    assert_eq!(store.load_run(r.held).await?.lease_owner.as_deref(), Some("worker-7"));
+    expect(&on(&f.db, &["show", &r.failed.to_string()])?, 2);
+    Ok(())
+}
+
+/// The same binary on PostgreSQL: the runs a runner wrote there, listed, shown, read and pruned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_commands_work_on_postgresql() -> TestResult {
+    let Some(db) = pg_support::database("the_same_commands_work_on_postgresql").await else { return Ok(()) };
+    let store: Arc<dyn Store> = Arc::new(flow_core::store::PgStore::from_pool(db.pool(4)).await?);
+    let r = write_runs(store.clone()).await?;
+    let url = db.url();
+    let pg = |args: &[&str]| run(flows().args(args).arg("--database-url").arg(&url));
+
+    let listing = json_of(&pg(&["runs", "--json"])?, 0)?;
+    assert_eq!(ids(&listing), [r.held, r.paused, r.failed, r.completed].map(|i| i.to_string()));
+    // $DATABASE_URL names it too.
+    let listing = json_of(&run(flows().args(["runs", "--json", "--status", "paused"]).env("DATABASE_URL", &url))?, 0)?;
+    assert_eq!(ids(&listing), [r.paused.to_string()]);
+
+    let (text, _) = expect(&pg(&["show", &r.paused.to_string()])?, 0);
+    assert!(text.contains("question  Approve the ledger?"), "{text}");
+    let shown = json_of(&pg(&["show", "--json", &r.failed.to_string()])?, 0)?;
+    assert_eq!(shown["status"], "failed");
+    assert!(shown["error"].as_str().is_some_and(|e| e.contains("does not balance")), "{shown}");
+    let state = json_of(&pg(&["state", &r.completed.to_string()])?, 0)?;
+    assert_eq!(state["total"], 11);
+    let changes = json_of(&pg(&["diff", &r.completed.to_string(), "1", "2", "--json"])?, 0)?;
+    assert!(!changes["changes"].as_array().ok_or("no changes")?.is_empty(), "{changes}");
+    expect(&pg(&["show", &Uuid::now_v7().to_string()])?, 2);
+
+    let refused = json_of(&pg(&["prune", "--older-than", "0s", "--status", "running,completed", "--json"])?, 4)?;
+    assert_eq!((&refused["deleted"], &refused["refused"]), (&json!(1), &json!(1)));
+    assert!(matches!(store.load_run(r.completed).await, Err(flow_core::store::StoreError::NotFound(_))));
+    assert_eq!(store.load_run(r.held).await?.lease_owner.as_deref(), Some("worker-7"));
+    Ok(())
+}
+
+/// A damaged row is named, exits 5 where it is the thing asked for, and hides nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_rows_are_named_and_the_rest_is_shown() -> TestResult {
+    let f = fixture().await?;
+    let r = &f.runs;
+    let conn = rusqlite::Connection::open(&f.db)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    // The completed run's newest state, and the failed run's status, are no longer readable.
+    let completed = r.completed.to_string();
+    conn.execute(
+        "UPDATE flow_checkpoints SET state = '{not json' WHERE ck = (SELECT MAX(ck) FROM flow_checkpoints WHERE run_id = ?1)",
+        [&completed],
+    )?;
+    conn.execute("UPDATE flow_runs SET status = 'exploded' WHERE run_id = ?1", [r.failed.to_string()])?;
+
+    let (text, warning) = expect(&on(&f.db, &["show", &completed])?, 0);
+    assert!(text.contains("status    completed") && text.contains("checkpoints ("), "{text}");
+    assert!(warning.contains("newest checkpoint cannot be read") && warning.contains(&completed), "{warning}");
+    let shown = json_of(&on(&f.db, &["show", "--json", &completed])?, 0)?;
+    assert!(shown["damaged"].as_str().is_some_and(|d| d.contains("corrupt")), "{shown}");
+    assert_eq!(shown["version"], Value::Null, "what could not be read is null, not made up");
+    let (_, err) = expect(&on(&f.db, &["state", &completed])?, 5);
+    assert!(err.contains(&completed) && err.contains("corrupt"), "{err}");
+    // Earlier checkpoints still read, and the change up to the damaged one says it is damaged.
+    json_of(&on(&f.db, &["state", &completed, "--at", "1"])?, 0)?;
+    let last = shown["checkpoints"].as_array().and_then(|c| c.last()).and_then(|c| c["seq"].as_u64()).ok_or("none")?;
+    let (_, err) = expect(&on(&f.db, &["diff", &completed, "1", &last.to_string()])?, 5);
+    assert!(err.contains(&format!("checkpoint {last} state")) && err.contains("corrupt"), "{err}");
+
+    let listing = json_of(&on(&f.db, &["runs", "--json"])?, 0)?;
+    assert_eq!(ids(&listing).len(), 4, "every readable run is listed: {listing}");
+    assert_eq!(listing["damaged"][0]["run_id"], r.failed.to_string());
+    assert!(listing["damaged"][0]["error"].as_str().is_some_and(|e| e.contains("exploded")), "{listing}");
+    let (table, warning) = expect(&on(&f.db, &["runs"])?, 0);
+    assert_eq!(table.lines().count(), 5, "{table}");
+    assert!(warning.contains(&format!("run {} cannot be read", r.failed)), "{warning}");
+    Ok(())
+}
