@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flow_core::prelude::*;
-use flow_core::store::{NewRun, Snapshot, SqliteStore, Store};
+use flow_core::store::{NewRun, Placement, Snapshot, SqliteStore, Start, Store};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -110,8 +110,8 @@ async fn write_runs(store: Arc<dyn Store>) -> std::result::Result<Runs, Box<dyn 
             parent_run_id: None,
             snapshot: Snapshot::encode(&Books::default(), &json!({}))?,
             steps: vec![],
-            owner: "worker-7".into(),
-            lease: Duration::from_secs(3600),
+            start: Start::Leased { owner: "worker-7".into(), lease: Duration::from_secs(3600) },
+            placement: Placement::default(),
         })
         .await?;
     Ok(Runs { completed, failed, paused, held })
