@@ -830,6 +830,9 @@ async fn wait_wakes_on_work_from_another_store(stores: &[Arc<dyn Store>]) -> Tes
     let claim = waiting.await??;
     assert!(submitted.contains(&claim.run.run_id), "the waiter claimed a run it was woken for");
     assert_eq!(claim.run.lease_owner.as_deref(), Some("waiter"));
+    Ok(())
+}
+
 async fn deleting(store: &dyn Store) -> TestResult {
     let flow = format!("deleting-{}", Uuid::new_v4());
     let held = new_run(&flow, "w1", LONG);
