@@ -35,8 +35,8 @@ pub use flow::{StateCheck, assert_error, assert_output};
 pub use flow_macros::{compensate, flow, listen, router, start};
 pub use input::{InputRequest, PauseRequest};
 pub use journal::{Journal, NoJournal, TokenUsage};
-pub use outcome::{Escalated, Outputs, OutputsIter, Paused, RecordedFailure, RunOutcome, RunResult};
-pub use runner::{FlowExt, Runner};
+pub use outcome::{Escalated, Outputs, OutputsIter, Paused, RecordedFailure, RunOutcome, RunResult, Sleeping};
+pub use runner::{DEFAULT_PARK_AFTER, FlowExt, Runner};
 pub use store::RunStatus;
 pub use worker::Worker;
 

@@ -72,7 +72,23 @@ pub struct Runner<F: Flow> {
     events: broadcast::Sender<FlowEvent>,
     owner: Arc<str>,
     lease: Duration,
+    park_after: Duration,
 }
+
+/// How far away a timer ([`Ctx::sleep`](crate::Ctx::sleep)) or a retry backoff must be for a run
+/// with a store to park in it rather than wait in this process, unless
+/// [`Runner::park_after`] says otherwise.
+///
+/// Ten seconds: a parked run is continued by a worker's next poll of the store (and pays a
+/// commit, a claim and a re-run of the sleeping step), so a shorter wait would come out late by
+/// a large share of itself; a longer one would keep a worker's slot and a lease held for
+/// nothing. A process holding a run for ten seconds costs little; a run parked for ten
+/// seconds is late by at most a poll interval, a small fraction of its wait.
+///
+/// ```
+/// assert_eq!(flow_core::DEFAULT_PARK_AFTER, std::time::Duration::from_secs(10));
+/// ```
+pub const DEFAULT_PARK_AFTER: Duration = Duration::from_secs(10);
 
 impl<F: Flow> Clone for Runner<F> {
     fn clone(&self) -> Self {
@@ -83,6 +99,7 @@ impl<F: Flow> Clone for Runner<F> {
             events: self.events.clone(),
             owner: Arc::clone(&self.owner),
             lease: self.lease,
+            park_after: self.park_after,
         }
     }
 }
@@ -94,6 +111,7 @@ impl<F: Flow> std::fmt::Debug for Runner<F> {
             .field("durable", &self.store.is_some())
             .field("owner", &self.owner)
             .field("lease", &self.lease)
+            .field("park_after", &self.park_after)
             .finish()
     }
 }
@@ -133,6 +151,7 @@ impl<F: Flow> Runner<F> {
             events,
             owner: this_worker(),
             lease: Duration::from_secs(30),
+            park_after: DEFAULT_PARK_AFTER,
         }
     }
 
@@ -152,6 +171,48 @@ impl<F: Flow> Runner<F> {
     /// recover a run from a process that died.
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease.max(Duration::from_millis(30));
+        self
+    }
+
+    /// How far away a timer or a retry must be for a run with a store to **park** rather than
+    /// wait in this process (default [`DEFAULT_PARK_AFTER`]): once nothing else of the run
+    /// runs, it is stored as queued until then, its lease given back, and `kickoff`/`resume`
+    /// return [`RunOutcome::Sleeping`]; a serving [`Worker`](crate::Worker) continues it when it
+    /// is due. `Duration::MAX` never parks (every wait is spent here); `Duration::ZERO` parks
+    /// every wait. A run without a store always waits in this process.
+    ///
+    /// ```
+    /// use flow_core::prelude::*;
+    /// use flow_core::store::MemoryStore;
+    /// use serde::{Deserialize, Serialize};
+    /// use std::time::Duration;
+    ///
+    /// #[derive(Clone, Default, Serialize, Deserialize)]
+    /// struct S { done: bool }
+    /// struct Pause;
+    ///
+    /// #[flow(state = S)]
+    /// impl Pause {
+    ///     #[start]
+    ///     async fn breathe(&self, cx: &Ctx<S>) -> Result<()> {
+    ///         cx.sleep(Duration::from_millis(20)).await?;
+    ///         cx.update(|s| s.done = true);
+    ///         Ok(())
+    ///     }
+    /// }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), FlowError> {
+    /// // Short waits stay in the process by default...
+    /// let runner = Runner::new(Pause).with_store(MemoryStore::new());
+    /// assert!(runner.kickoff(S::default()).await?.completed()?.state.done);
+    /// // ...and with a threshold of zero, every wait parks the run.
+    /// let parking = Runner::new(Pause).with_store(MemoryStore::new()).park_after(Duration::ZERO);
+    /// assert!(parking.kickoff(S::default()).await?.sleeping().is_some());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn park_after(mut self, threshold: Duration) -> Self {
+        self.park_after = threshold;
         self
     }
 
@@ -182,6 +243,7 @@ impl<F: Flow> Runner<F> {
             events: self.events.clone(),
             usage: Mutex::default(),
             journal: Mutex::default(),
+            park_after: self.store.as_ref().map(|_| self.park_after),
         })
     }
 
@@ -563,8 +625,11 @@ impl<F: Flow> Runner<F> {
         if claim.run.status == RunStatus::Completed {
             return Ok(RunOutcome::Completed(result_of(&self.plan, run_id, &progress, state, &self.shared(run_id))));
         }
+        // A retry's backoff holds in a run that was running or parked (resumed early, it parks
+        // again), and a sleeping step's wake time always does: it is in the journal anyway.
+        let keep_backoff = matches!(claim.run.status, RunStatus::Running | RunStatus::Queued);
         for a in &mut progress.pending {
-            a.not_before_ms = a.not_before_ms.filter(|_| claim.run.status == RunStatus::Running);
+            a.not_before_ms = a.not_before_ms.filter(|_| keep_backoff || a.sleeping);
         }
         let mut exec = Execution::new(
             Arc::clone(&self.flow),
@@ -797,7 +862,9 @@ fn reopen(progress: &mut Progress) {
         progress.halt = None;
         for a in &mut progress.pending {
             a.attempt = 0;
-            a.not_before_ms = None;
+            if !a.sleeping {
+                a.not_before_ms = None;
+            }
         }
     }
 }
