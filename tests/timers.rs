@@ -14,12 +14,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use flow_core::events::FlowEvent;
 use flow_core::prelude::*;
-use flow_core::store::{MemoryStore, SqliteStore, Store};
+use flow_core::store::{MemoryStore, PgStore, SqliteStore, Store};
 use flow_core::{RunStatus, Sleeping};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use flow_tests::{now_ms, resume_when_free, until};
+
+#[allow(dead_code, reason = "shared with the PostgreSQL store's tests, which use all of it")]
+mod pg_support;
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
@@ -220,20 +223,43 @@ async fn a_wait_shorter_than_the_threshold_stays_in_the_process() {
     assert_eq!(store.load_run(done.run_id).await.unwrap().status, RunStatus::Completed);
 }
 
-#[tokio::test]
-async fn a_parked_run_parks_on_sqlite_too() {
-    let dir = tempfile::tempdir().unwrap();
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path().join("runs.db")).await.unwrap());
+/// Parks, resumes early and parks again, then resumes once due and completes: what every
+/// store must hold, the wake time included.
+async fn parks_and_wakes_on(store: Arc<dyn Store>) {
     let flow = Reminder::new(DAY);
     let runner = Runner::new(flow.clone()).with_shared_store(Arc::clone(&store));
     let parked = sleeping(runner.kickoff(Trial::default()).await.unwrap());
     let record = store.load_run(parked.run_id).await.unwrap();
     assert_eq!(record.status, RunStatus::Queued);
-    assert!(record.lease_owner.is_none());
+    assert!(record.lease_owner.is_none() && record.lease_expires_at_ms.is_none(), "{record:?}");
     let again = sleeping(runner.resume(parked.run_id).await.unwrap());
     assert_eq!(again.until, parked.until);
-    assert_eq!(flow.entries.load(Ordering::SeqCst), 1);
-    assert_eq!(flow.charges.load(Ordering::SeqCst), 1);
+    assert_eq!((flow.entries.load(Ordering::SeqCst), flow.charges.load(Ordering::SeqCst)), (1, 1));
+
+    let flow = Reminder::new(Duration::from_millis(30));
+    let runner = Runner::new(flow.clone()).with_shared_store(Arc::clone(&store)).park_after(Duration::ZERO);
+    let parked = sleeping(runner.kickoff(Trial::default()).await.unwrap());
+    until_passed(parked.until).await;
+    let done = runner.resume(parked.run_id).await.unwrap().completed().unwrap();
+    assert!(done.state.followed_up);
+    assert_eq!((flow.entries.load(Ordering::SeqCst), flow.charges.load(Ordering::SeqCst)), (2, 1));
+}
+
+#[tokio::test]
+async fn parks_and_wakes_on_memory() {
+    parks_and_wakes_on(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test]
+async fn parks_and_wakes_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    parks_and_wakes_on(Arc::new(SqliteStore::open(dir.path().join("runs.db")).await.unwrap())).await;
+}
+
+#[tokio::test]
+async fn parks_and_wakes_on_postgres() {
+    let Some(db) = pg_support::database("timers_parks_and_wakes_on_postgres").await else { return };
+    parks_and_wakes_on(Arc::new(PgStore::from_pool(db.pool(4)).await.unwrap())).await;
 }
 
 // ------------------------------------------------------------------ retry backoff
