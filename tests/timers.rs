@@ -450,3 +450,45 @@ async fn a_question_beside_a_timer_pauses_and_parks_once_answered() {
     assert_eq!(parked.waiting, ["remind#1"]);
     assert_eq!(store.load_run(paused.run_id).await.unwrap().status, RunStatus::Queued);
 }
+
+// ------------------------------------------------------------------ a changed step
+
+#[derive(Clone, Default, Debug, Serialize, Deserialize, PartialEq)]
+struct Changed {
+    answer: Option<bool>,
+}
+
+/// A step whose code changed between executions: it first made an effect, then asked; the
+/// new code sleeps where the effect was recorded.
+#[derive(Clone, Default)]
+struct Reordered {
+    sleep_first: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[flow(state = Changed, name = "timers_reordered")]
+impl Reordered {
+    #[start]
+    async fn step(&self, cx: &Ctx<Changed>) -> Result<()> {
+        if self.sleep_first.load(Ordering::SeqCst) {
+            cx.sleep(DAY).await?;
+        } else {
+            cx.effect("ping", |_| async { Ok(1u32) }).await?;
+        }
+        let yes: bool = cx.ask(InputRequest::new("go on?")).await?;
+        cx.update(move |s| s.answer = Some(yes));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_sleep_where_the_journal_holds_another_effect_is_non_determinism() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let flow = Reordered::default();
+    let runner = Runner::new(flow.clone()).with_shared_store(Arc::clone(&store));
+    let run_id = runner.kickoff(Changed::default()).await.unwrap().paused().expect("asks").run_id;
+    flow.sleep_first.store(true, Ordering::SeqCst);
+    let err = runner.resume_with(run_id, true).await.unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("non-determinism") && text.contains("timer"), "{text}");
+    assert_eq!(store.load_run(run_id).await.unwrap().status, RunStatus::Failed);
+}
