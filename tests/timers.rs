@@ -492,3 +492,36 @@ async fn a_sleep_where_the_journal_holds_another_effect_is_non_determinism() {
     assert!(text.contains("non-determinism") && text.contains("timer"), "{text}");
     assert_eq!(store.load_run(run_id).await.unwrap().status, RunStatus::Failed);
 }
+
+// ------------------------------------------------------------------ the threshold per flow
+
+#[derive(Clone, Default, Debug, Serialize, Deserialize, PartialEq)]
+struct Nap {
+    done: bool,
+}
+
+#[derive(Clone, Default)]
+struct Patient;
+
+#[flow(state = Nap, name = "timers_patient", park_after = "1h")]
+impl Patient {
+    #[start]
+    async fn nap(&self, cx: &Ctx<Nap>) -> Result<()> {
+        cx.sleep(Duration::from_secs(30 * 60)).await?;
+        cx.update(|s| s.done = true);
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_flow_sets_its_park_threshold_and_the_runner_overrides_it() {
+    assert_eq!(Patient::graph().options.park_after, Some(Duration::from_secs(3600)));
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    // Half an hour is below the flow's hour: spent in the process (on the paused clock).
+    let runner = Runner::new(Patient).with_shared_store(Arc::clone(&store));
+    assert!(runner.kickoff(Nap::default()).await.unwrap().completed().unwrap().state.done);
+    // The runner's own threshold wins.
+    let runner = runner.park_after(Duration::from_secs(60));
+    let parked = sleeping(runner.kickoff(Nap::default()).await.unwrap());
+    assert_eq!(parked.waiting, ["nap#1"]);
+}

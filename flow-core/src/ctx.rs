@@ -605,8 +605,8 @@ impl<S: State> Ctx<S> {
     /// of the same wait, and not at all once that time has passed.
     ///
     /// A short wait is spent in this process (a tokio timer; a lost lease still stops the
-    /// run). A wait of at least the runner's park threshold ([`Runner::park_after`], default
-    /// [`DEFAULT_PARK_AFTER`]) in a run with a store **parks** the run instead: the step stops
+    /// run). A wait of at least the park threshold ([`Runner::park_after`], or
+    /// `#[flow(park_after = "..")]`, default [`DEFAULT_PARK_AFTER`]) in a run with a store **parks** the run instead: the step stops
     /// here, and once nothing else of the run is running, the run is stored as
     /// [`RunStatus::Queued`](crate::RunStatus::Queued) until the wake time, its lease given
     /// back, and `kickoff`/`resume` return [`RunOutcome::Sleeping`](crate::RunOutcome::Sleeping).

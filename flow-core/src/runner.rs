@@ -151,7 +151,7 @@ impl<F: Flow> Runner<F> {
             events,
             owner: this_worker(),
             lease: Duration::from_secs(30),
-            park_after: DEFAULT_PARK_AFTER,
+            park_after: F::graph().options.park_after.unwrap_or(DEFAULT_PARK_AFTER),
         }
     }
 
@@ -175,7 +175,8 @@ impl<F: Flow> Runner<F> {
     }
 
     /// How far away a timer or a retry must be for a run with a store to **park** rather than
-    /// wait in this process (default [`DEFAULT_PARK_AFTER`]): once nothing else of the run
+    /// wait in this process (default: the flow's `#[flow(park_after = "..")]`, else
+    /// [`DEFAULT_PARK_AFTER`]): once nothing else of the run
     /// runs, it is stored as queued until then, its lease given back, and `kickoff`/`resume`
     /// return [`RunOutcome::Sleeping`]; a serving [`Worker`](crate::Worker) continues it when it
     /// is due. `Duration::MAX` never parks (every wait is spent here); `Duration::ZERO` parks
