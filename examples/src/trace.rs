@@ -231,6 +231,29 @@ pub fn human_duration(d: Duration) -> String {
     if d < Duration::from_secs(1) { format!("{} ms", d.as_millis()) } else { format!("{:.1} s", d.as_secs_f64()) }
 }
 
+/// How far away `until` is: `for 3.0 s`, `for 2 h 5 min`, `until a moment ago`.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use flow_examples::trace::wait_until;
+///
+/// let in_two_days = SystemTime::now() + Duration::from_secs(2 * 86400 + 30);
+/// assert_eq!(wait_until(in_two_days), "for 2 d 0 h");
+/// assert_eq!(wait_until(SystemTime::now() - Duration::from_secs(1)), "until a moment ago");
+/// ```
+pub fn wait_until(until: std::time::SystemTime) -> String {
+    let Ok(left) = until.duration_since(std::time::SystemTime::now()) else {
+        return "until a moment ago".into();
+    };
+    let secs = left.as_secs();
+    match secs {
+        0..60 => format!("for {}", human_duration(left)),
+        60..3600 => format!("for {} min", secs.div_ceil(60)),
+        3600..86400 => format!("for {} h {} min", secs / 3600, (secs % 3600) / 60),
+        _ => format!("for {} d {} h", secs / 86400, (secs % 86400) / 3600),
+    }
+}
+
 /// The first `max` characters of `text`, on one line.
 pub fn clip(text: &str, max: usize) -> String {
     let one_line = text.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -271,6 +294,17 @@ pub fn describe(event: &FlowEvent, mode: TraceMode) -> Option<String> {
         }
         FlowEvent::Paused { method, prompt, .. } => {
             let _ = write!(s, "  ⏸ {method} waits for a person: {}", clip(prompt, 110));
+        }
+        FlowEvent::Sleeping { method, until, parks, .. } => {
+            let how = if *parks { "the run parks in its store" } else { "waiting here" };
+            let _ = write!(s, "  ⏲ {method} sleeps {} ({how})", wait_until(*until));
+        }
+        FlowEvent::Woke { method, parked, .. } => {
+            let how = if *parked { "runs again after the park" } else { "goes on" };
+            let _ = write!(s, "  ⏰ {method} woke and {how}");
+        }
+        FlowEvent::Parked { until, waiting, .. } => {
+            let _ = write!(s, "  ⏸ parked {}, holding no lease; waiting: {}", wait_until(*until), waiting.join(", "));
         }
         FlowEvent::Compensated { method, undoes, error, .. } => match error {
             None => {

@@ -3,9 +3,10 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::future::BoxFuture;
 use futures::task::AtomicWaker;
@@ -21,7 +22,7 @@ use crate::flow::State;
 use crate::input::{InputRequest, PauseRequest};
 use crate::journal::{Journal, TokenUsage, request_hash};
 use crate::step_key::StepKey;
-use crate::store::{JournalEntry, Store};
+use crate::store::{JournalEntry, Store, now_ms};
 
 /// What every step of one run shares.
 pub(crate) struct RunShared {
@@ -31,6 +32,9 @@ pub(crate) struct RunShared {
     pub(crate) usage: Mutex<TokenUsage>,
     /// Effects recorded in this process: replayed on an in-process retry even without a store.
     pub(crate) journal: Mutex<HashMap<(String, u32), JournalEntry>>,
+    /// A timer at least this far away parks the run in the store rather than holding this
+    /// process (see [`Ctx::sleep`]); `None` for a run without a store, which always waits here.
+    pub(crate) park_after: Option<Duration>,
 }
 
 impl RunShared {
@@ -52,6 +56,9 @@ pub(crate) enum Interrupt {
     Pause(PauseRequest),
     /// The input given at resume does not fit the requested type.
     InvalidInput { expected: String, message: String },
+    /// The method sleeps until this time (ms since the Unix epoch), far enough away for the
+    /// run to be parked in the store rather than held by this process.
+    Sleep { until_ms: i64 },
 }
 
 pub(crate) type Update<S> = Box<dyn Fn(&mut S) + Send + Sync>;
@@ -133,6 +140,9 @@ struct Scope<S> {
     /// after a read: what the debug-build check for lost updates looks at.
     has_read: AtomicBool,
     read_then_updated: AtomicBool,
+    /// Milliseconds this call has waited (or is waiting) in [`Ctx::sleep`] in this process:
+    /// a wait the method asked for is not work, so it does not count against its time limit.
+    slept_ms: AtomicU64,
 }
 
 /// The context of one method call.
@@ -202,6 +212,12 @@ impl<S> Ctx<S> {
         }
     }
 
+    /// How long this call has slept in [`Ctx::sleep`] so far in this process (the current
+    /// sleep counted whole from its start): added to the method's time limit.
+    pub(crate) fn slept(&self) -> Duration {
+        Duration::from_millis(self.scope.slept_ms.load(Ordering::Relaxed))
+    }
+
     /// Ready once the method was stopped from outside its code (a pause).
     pub(crate) fn poll_interrupted(&self, cx: &mut Context<'_>) -> Poll<()> {
         if self.scope.interrupted.load(Ordering::Acquire) {
@@ -237,6 +253,7 @@ impl<S: State> Ctx<S> {
                 interrupt_waker: AtomicWaker::new(),
                 has_read: AtomicBool::new(false),
                 read_then_updated: AtomicBool::new(false),
+                slept_ms: AtomicU64::new(0),
             }),
         }
     }
@@ -583,6 +600,169 @@ impl<S: State> Ctx<S> {
         std::future::pending().await
     }
 
+    /// Waits `duration`, durably: the time to wake is journaled on the first call, so when
+    /// this step runs again (after a crash, a retry or a park) it waits only for what is left
+    /// of the same wait, and not at all once that time has passed.
+    ///
+    /// A short wait is spent in this process (a tokio timer; a lost lease still stops the
+    /// run). A wait of at least the park threshold ([`Runner::park_after`], or
+    /// `#[flow(park_after = "..")]`, default [`DEFAULT_PARK_AFTER`]) in a run with a store **parks** the run instead: the step stops
+    /// here, and once nothing else of the run is running, the run is stored as
+    /// [`RunStatus::Queued`](crate::RunStatus::Queued) until the wake time, its lease given
+    /// back, and `kickoff`/`resume` return [`RunOutcome::Sleeping`](crate::RunOutcome::Sleeping).
+    /// No process holds it meanwhile: a serving [`Worker`](crate::Worker) (or
+    /// [`Runner::resume`]) continues it when it is due, days later included, and the step runs
+    /// again from its start. Everything before the sleep must therefore be journaled
+    /// ([`Ctx::effect`], LLM calls) or safe to repeat, as for [`Ctx::ask`]; state updates made
+    /// before a park are dropped with the step and made again on the re-run. Resumed early,
+    /// the run parks again without running the step.
+    ///
+    /// A run without a store always waits in this process. Time spent sleeping does not count
+    /// against the step's time limit.
+    ///
+    /// ```
+    /// use flow_core::prelude::*;
+    /// use flow_core::store::MemoryStore;
+    /// use serde::{Deserialize, Serialize};
+    /// use std::time::Duration;
+    ///
+    /// #[derive(Clone, Default, Serialize, Deserialize)]
+    /// struct Trial { reminded: bool }
+    /// struct Onboarding;
+    ///
+    /// #[flow(state = Trial)]
+    /// impl Onboarding {
+    ///     #[start]
+    ///     async fn remind_later(&self, cx: &Ctx<Trial>) -> Result<()> {
+    ///         cx.sleep(Duration::from_secs(3 * 24 * 3600)).await?;
+    ///         cx.update(|s| s.reminded = true);
+    ///         Ok(())
+    ///     }
+    /// }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), FlowError> {
+    /// let runner = Runner::new(Onboarding).with_store(MemoryStore::new());
+    /// let outcome = runner.kickoff(Trial::default()).await?;
+    /// // Parked for three days: nothing holds it; a worker continues it when it is due.
+    /// let sleeping = outcome.sleeping().expect("parked");
+    /// assert_eq!(outcome.status(), RunStatus::Queued);
+    /// assert!(sleeping.until > std::time::SystemTime::now() + Duration::from_secs(2 * 24 * 3600));
+    /// // Resumed early, it parks again until the same time.
+    /// let again = runner.resume(outcome.run_id()).await?;
+    /// assert_eq!(again.sleeping().map(|s| s.until), Some(sleeping.until));
+    /// # Ok(())
+    /// # }
+    /// # use flow_core::RunStatus;
+    /// ```
+    ///
+    /// [`Runner::park_after`]: crate::Runner::park_after
+    /// [`Runner::resume`]: crate::Runner::resume
+    /// [`DEFAULT_PARK_AFTER`]: crate::DEFAULT_PARK_AFTER
+    pub async fn sleep(&self, duration: Duration) -> Result<(), Error> {
+        let seq = self.next_seq();
+        let wake = match self.recorded_timer(seq).await? {
+            Some(wake) => wake,
+            None => {
+                let ms = i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
+                self.remember_timer(seq, "sleep", now_ms().saturating_add(ms)).await?
+            }
+        };
+        self.wait_until(wake).await
+    }
+
+    /// Waits until `at`, durably: as [`Ctx::sleep`] (journaled, parked when far enough away),
+    /// with a wake time given on the wall clock. A time in the past returns at once.
+    ///
+    /// ```
+    /// use flow_core::prelude::*;
+    /// use serde::{Deserialize, Serialize};
+    /// use std::time::{Duration, SystemTime};
+    ///
+    /// #[derive(Clone, Default, Serialize, Deserialize)]
+    /// struct S { sent: bool }
+    /// struct Newsletter;
+    ///
+    /// #[flow(state = S)]
+    /// impl Newsletter {
+    ///     #[start]
+    ///     async fn send_at(&self, cx: &Ctx<S>) -> Result<()> {
+    ///         // A send time that has passed already: no wait.
+    ///         cx.sleep_until(SystemTime::now() - Duration::from_secs(60)).await?;
+    ///         cx.update(|s| s.sent = true);
+    ///         Ok(())
+    ///     }
+    /// }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), FlowError> {
+    /// assert!(Newsletter.kickoff(S::default()).await?.completed()?.state.sent);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn sleep_until(&self, at: SystemTime) -> Result<(), Error> {
+        let seq = self.next_seq();
+        let wake = match self.recorded_timer(seq).await? {
+            Some(wake) => wake,
+            None => self.remember_timer(seq, "sleep_until", system_time_ms(at)).await?,
+        };
+        self.wait_until(wake).await
+    }
+
+    /// The wake time journaled at `seq`, if this step recorded one there.
+    async fn recorded_timer(&self, seq: u32) -> Result<Option<i64>, Error> {
+        let Some(entry) = self.recorded(seq).await? else { return Ok(None) };
+        if entry.kind != TIMER {
+            return Err(self.nondeterminism(seq, "timer (`sleep`)", &entry));
+        }
+        entry.output.as_i64().map(Some).ok_or_else(|| {
+            Error::permanent(format!(
+                "run {} step `{}`: the recorded wake time of timer #{seq} is not a number of milliseconds ({}); \
+                 the journal row was changed by hand: fork the run from an earlier checkpoint",
+                self.scope.run.run_id,
+                self.step_key(),
+                entry.output
+            ))
+        })
+    }
+
+    /// Journals a wake time; when another execution recorded one first, that one wins.
+    async fn remember_timer(&self, seq: u32, name: &str, wake_ms: i64) -> Result<i64, Error> {
+        let winner = self
+            .remember(JournalEntry {
+                run_id: self.scope.run.run_id,
+                step_key: self.step_key().to_string(),
+                seq,
+                kind: TIMER.into(),
+                name: name.into(),
+                request_hash: 0,
+                output: Value::from(wake_ms),
+            })
+            .await?;
+        Ok(winner.output.as_i64().unwrap_or(wake_ms))
+    }
+
+    async fn wait_until(&self, wake_ms: i64) -> Result<(), Error> {
+        let left = wake_ms.saturating_sub(now_ms());
+        let Ok(left @ 1..) = u64::try_from(left) else { return Ok(()) };
+        let left = Duration::from_millis(left);
+        let run = &self.scope.run;
+        let (run_id, method) = (run.run_id, self.scope.method);
+        let until = ms_system_time(wake_ms);
+        let park = run.park_after.is_some_and(|threshold| left >= threshold);
+        run.emit(|| FlowEvent::Sleeping { run_id, method, step_key: self.step_key().to_string(), until, parks: park });
+        if park {
+            tracing::info!(%run_id, method, step_key = self.step_key(), wake_ms, "sleeping: the run parks once nothing else runs");
+            self.interrupt(Interrupt::Sleep { until_ms: wake_ms });
+            // The runtime drops this future once it sees the interrupt.
+            return std::future::pending().await;
+        }
+        tracing::debug!(%run_id, method, step_key = self.step_key(), wake_ms, "sleeping in this process");
+        let ms = u64::try_from(left.as_millis()).unwrap_or(u64::MAX);
+        self.scope.slept_ms.fetch_add(ms, Ordering::Relaxed);
+        tokio::time::sleep(left).await;
+        run.emit(|| FlowEvent::Woke { run_id, method, step_key: self.step_key().to_string(), parked: false });
+        Ok(())
+    }
+
     fn nondeterminism(&self, seq: u32, wanted: &str, found: &JournalEntry) -> Error {
         Error::special(
             Special::NonDeterminism,
@@ -612,6 +792,24 @@ impl<S: State> Ctx<S> {
             ),
         )
     }
+}
+
+/// The journal kind of a wake time recorded by [`Ctx::sleep`].
+const TIMER: &str = "timer";
+
+/// `at` in ms since the Unix epoch (negative before it).
+pub(crate) fn system_time_ms(at: SystemTime) -> i64 {
+    match at.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(e) => i64::try_from(e.duration().as_millis()).map_or(i64::MIN, |ms| -ms),
+    }
+}
+
+/// The point in time `ms` since the Unix epoch.
+pub(crate) fn ms_system_time(ms: i64) -> SystemTime {
+    let d = Duration::from_millis(ms.unsigned_abs());
+    let at = if ms >= 0 { UNIX_EPOCH.checked_add(d) } else { UNIX_EPOCH.checked_sub(d) };
+    at.unwrap_or(UNIX_EPOCH)
 }
 
 impl<S: State> Journal for Ctx<S> {

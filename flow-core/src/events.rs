@@ -26,7 +26,7 @@
 //! # }
 //! ```
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use uuid::Uuid;
 
@@ -146,6 +146,42 @@ pub enum FlowEvent {
         /// The undo step's error, if it failed.
         error: Option<String>,
     },
+    /// A method sleeps until `until` ([`Ctx::sleep`](crate::Ctx::sleep)).
+    Sleeping {
+        /// The run.
+        run_id: Uuid,
+        /// The method.
+        method: &'static str,
+        /// The step key.
+        step_key: String,
+        /// When it wakes.
+        until: SystemTime,
+        /// Whether the wait is long enough to park the run in the store (once nothing else of
+        /// it runs, [`FlowEvent::Parked`]) rather than be spent in this process.
+        parks: bool,
+    },
+    /// A sleeping method's wake time came: it goes on in this process (`parked: false`), or a
+    /// parked run was continued and the method runs again (`parked: true`).
+    Woke {
+        /// The run.
+        run_id: Uuid,
+        /// The method.
+        method: &'static str,
+        /// The step key.
+        step_key: String,
+        /// Whether the run had been parked in the store meanwhile.
+        parked: bool,
+    },
+    /// Nothing of the run could run before `until` (timers, retry backoffs): it is stored as
+    /// queued until then with its lease given back, and a worker continues it when it is due.
+    Parked {
+        /// The run.
+        run_id: Uuid,
+        /// When it is due.
+        until: SystemTime,
+        /// The step keys that wait (sleeping steps and steps waiting for their next attempt).
+        waiting: Vec<String>,
+    },
     /// An LLM call reported token usage.
     LlmUsage {
         /// The run.
@@ -173,6 +209,9 @@ impl FlowEvent {
             | FlowEvent::Paused { run_id, .. }
             | FlowEvent::Escalated { run_id, .. }
             | FlowEvent::Compensated { run_id, .. }
+            | FlowEvent::Sleeping { run_id, .. }
+            | FlowEvent::Woke { run_id, .. }
+            | FlowEvent::Parked { run_id, .. }
             | FlowEvent::LlmUsage { run_id, .. } => *run_id,
         }
     }

@@ -23,13 +23,13 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::ctx::{Ctx, Interrupt, RunShared, Updates};
+use crate::ctx::{Ctx, Interrupt, RunShared, Updates, ms_system_time};
 use crate::error::{Error, ErrorClass, FlowError, Special};
 use crate::events::FlowEvent;
 use crate::flow::{Flow, Payload, StepOutput, StepResult};
 use crate::graph::{DEFAULT_STEP_TIMEOUT, Graph, MethodDef, MethodId, OnFailure, RetryPolicy};
 use crate::lease::Heartbeat;
-use crate::outcome::{Escalated, Outputs, Paused, RecordedFailure, RunOutcome, RunResult};
+use crate::outcome::{Escalated, Outputs, Paused, RecordedFailure, RunOutcome, RunResult, Sleeping};
 use crate::plan::{Clock, Plan, Source, clock_set};
 use crate::progress::{Activation, Compensation, Halt, Progress, Undoable};
 use crate::running::Running;
@@ -81,6 +81,37 @@ impl<S> MethodTask<S> {
     fn timed_out(&self) -> Error {
         Error::special(Special::Timeout, format!("attempt {} timed out after {:?}", self.attempt, self.limit))
     }
+
+    /// The time limit with the time the method slept in `cx.sleep` added: a wait it asked
+    /// for is not work.
+    fn limit_with_sleeps(&self) -> Duration {
+        self.limit.saturating_add(self.ctx.as_ref().map_or(Duration::ZERO, Ctx::slept))
+    }
+}
+
+/// Whether a method's time limit (`limit`, sleeps included) has passed since `start`; moves
+/// the timer on by the time the method slept.
+fn poll_limit(
+    timer: &mut Option<Pin<Box<tokio::time::Sleep>>>,
+    start: Instant,
+    limit: Duration,
+    cx: &mut Context<'_>,
+) -> bool {
+    loop {
+        let Some(t) = timer.as_mut() else { return false };
+        if t.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        match start.checked_add(limit) {
+            Some(deadline) if deadline > Instant::now() => t.as_mut().reset(deadline),
+            Some(_) => return true,
+            // Slept so long that the limit is out of reach: none is left.
+            None => {
+                *timer = None;
+                return false;
+            }
+        }
+    }
 }
 
 impl<S> Future for MethodTask<S> {
@@ -94,7 +125,9 @@ impl<S> Future for MethodTask<S> {
         let outcome = match std::panic::catch_unwind(AssertUnwindSafe(|| this.work.as_mut().poll(cx))) {
             // A method that blocked its thread past its limit (a blocking call, a CPU loop)
             // kept the timer from firing; its late result is a timeout all the same.
-            Ok(Poll::Ready(_)) if this.start.elapsed() > this.limit => TaskOutcome::Done(Err(this.timed_out())),
+            Ok(Poll::Ready(_)) if this.start.elapsed() > this.limit_with_sleeps() => {
+                TaskOutcome::Done(Err(this.timed_out()))
+            }
             Ok(Poll::Ready(r)) => TaskOutcome::Done(r),
             Err(panic) => {
                 TaskOutcome::Done(Err(Error::special(Special::Panic, format!("panicked: {}", panic_text(panic)))))
@@ -103,8 +136,8 @@ impl<S> Future for MethodTask<S> {
                 if this.timer.is_none() {
                     this.timer = this.start.checked_add(this.limit).map(|at| Box::pin(tokio::time::sleep_until(at)));
                 }
-                let timed_out = this.timer.as_mut().is_some_and(|timer| timer.as_mut().poll(cx).is_ready());
-                if timed_out {
+                let limit = this.limit_with_sleeps();
+                if poll_limit(&mut this.timer, this.start, limit, cx) {
                     TaskOutcome::Done(Err(this.timed_out()))
                 } else if this.ctx.as_ref().is_some_and(|c| c.poll_interrupted(cx).is_ready()) {
                     TaskOutcome::Interrupted
@@ -273,6 +306,14 @@ impl<F: Flow> Execution<F> {
             self.launch_ready();
             if self.tasks.is_empty() {
                 if let Some(at) = self.next_wake() {
+                    if self.parks_for(at) {
+                        // A question waiting for a person wins over a timer: the run pauses,
+                        // answerable at once, and its timers fire when it next runs.
+                        if self.progress.halt.is_none() && self.progress.pending.iter().any(|a| a.paused.is_some()) {
+                            break;
+                        }
+                        return self.park().await;
+                    }
                     tokio::select! {
                         _ = tokio::time::sleep_until(at) => {}
                         _ = lease_lost(lost) => return Err(FlowError::LeaseLost { run_id: self.run.run_id }),
@@ -342,6 +383,36 @@ impl<F: Flow> Execution<F> {
             .min()
     }
 
+    /// Whether waiting until `at` with nothing running parks the run rather than holding this
+    /// process: a run with a store, and at least the park threshold to wait.
+    fn parks_for(&self, at: Instant) -> bool {
+        let threshold = self.durability.as_ref().and(self.run.park_after);
+        threshold.is_some_and(|t| at.saturating_duration_since(Instant::now()) >= t)
+    }
+
+    /// Stores the run as queued until its earliest wake time, giving its lease back: nothing
+    /// runs, and what waits is a timer or a retry far enough away not to hold this process.
+    async fn park(&mut self) -> Result<RunOutcome<F::State>, FlowError> {
+        let halted = self.progress.halt.is_some();
+        let waiting: Vec<(String, i64)> = self
+            .progress
+            .pending
+            .iter()
+            .filter(|a| a.slot.is_none() && a.paused.is_none() && (!halted || a.undo_of.is_some()))
+            .filter_map(|a| Some((a.step_key.to_string(), a.not_before_ms?)))
+            .collect();
+        let until_ms = waiting.iter().map(|(_, at)| *at).min().unwrap_or_else(now_ms);
+        let waiting: Vec<String> = waiting.into_iter().map(|(key, _)| key).collect();
+        let run_id = self.run.run_id;
+        let until = ms_system_time(until_ms);
+        tracing::info!(%run_id, until_ms, waiting = ?waiting, "parked: the run waits in the store, holding no lease, until a worker continues it when it is due");
+        let (steps, step_key) = self.last_completion.take().unwrap_or_default();
+        let end = End { available_at_ms: Some(until_ms), ..End::default() };
+        self.write(steps, step_key, RunStatus::Queued, end).await?;
+        self.run.emit(|| FlowEvent::Parked { run_id, until, waiting: waiting.clone() });
+        Ok(RunOutcome::Sleeping(Sleeping { run_id, until, waiting, state: F::State::clone(&self.state) }))
+    }
+
     fn launch_ready(&mut self) {
         if !self.any_idle() {
             return;
@@ -372,11 +443,17 @@ impl<F: Flow> Execution<F> {
         let step_key = &act.step_key;
         self.run.emit(|| FlowEvent::MethodStarted { run_id, method, step_key: step_key.to_string(), attempt });
         let span = tracing::info_span!("flow_method", run_id = %run_id, method, step_key = %step_key, attempt);
+        if act.sleeping && act.not_before_ms.is_some_and(|at| at <= now_ms()) {
+            let step_key = step_key.to_string();
+            tracing::info!(%run_id, method, %step_key, "woke: the step's timer is due; it runs again");
+            self.run.emit(|| FlowEvent::Woke { run_id, method, step_key, parked: true });
+        }
         let slot = self.next_slot;
         self.next_slot += 1;
         let act = &mut self.progress.pending[index];
         act.slot = Some(slot);
         act.wake = None;
+        act.sleeping = false;
         let start = Instant::now();
         self.tasks.push(MethodTask { slot, work, limit, timer: None, ctx: Some(ctx), attempt, start, span });
     }
@@ -401,6 +478,15 @@ impl<F: Flow> Execution<F> {
                     }
                     Some(Interrupt::InvalidInput { expected, message }) => {
                         self.invalid_input = Some((expected, message));
+                    }
+                    Some(Interrupt::Sleep { until_ms }) => {
+                        // Not run again before its wake time; the time is in the journal, so
+                        // a re-run finds it whatever this progress says.
+                        let left = u64::try_from(until_ms.saturating_sub(now_ms())).unwrap_or(0);
+                        let act = &mut self.progress.pending[index];
+                        act.not_before_ms = Some(until_ms);
+                        act.wake = Instant::now().checked_add(Duration::from_millis(left));
+                        act.sleeping = true;
                     }
                     None => {}
                 }
@@ -634,6 +720,7 @@ impl<F: Flow> Execution<F> {
             clock,
             attempt: 0,
             not_before_ms: None,
+            sleeping: false,
             paused: None,
             undo_of: None,
             slot: None,
@@ -802,6 +889,7 @@ impl<F: Flow> Execution<F> {
             clock: Vec::new(),
             attempt: 0,
             not_before_ms: None,
+            sleeping: false,
             paused: None,
             undo_of: Some(next.step_key),
             slot: None,
@@ -926,7 +1014,7 @@ impl<F: Flow> Execution<F> {
         step_key: Option<String>,
         status: RunStatus,
     ) -> Result<(), FlowError> {
-        self.write(steps, step_key, status, None, None, None).await
+        self.write(steps, step_key, status, End::default()).await
     }
 
     async fn final_checkpoint(
@@ -938,7 +1026,7 @@ impl<F: Flow> Execution<F> {
     ) -> Result<(), FlowError> {
         let output = self.progress.last.and_then(|m| self.progress.outputs[usize::from(m)].as_deref().cloned());
         let (steps, completed_key) = self.last_completion.take().unwrap_or_default();
-        self.write(steps, step_key.or(completed_key), status, output, error, pause).await
+        self.write(steps, step_key.or(completed_key), status, End { output, error, pause, available_at_ms: None }).await
     }
 
     async fn write(
@@ -946,10 +1034,9 @@ impl<F: Flow> Execution<F> {
         steps: Vec<StepRecord>,
         step_key: Option<String>,
         status: RunStatus,
-        output: Option<Value>,
-        error: Option<String>,
-        pause: Option<Value>,
+        end: End,
     ) -> Result<(), FlowError> {
+        let End { output, error, pause, available_at_ms } = end;
         let run_id = self.run.run_id;
         let mut delay = Duration::from_millis(20);
         for attempt in 1..=COMMIT_ATTEMPTS {
@@ -974,7 +1061,7 @@ impl<F: Flow> Execution<F> {
                 output: output.clone(),
                 error: error.clone(),
                 pause: pause.clone(),
-                available_at_ms: None,
+                available_at_ms,
             };
             match d.store.commit(commit).await {
                 Ok(()) => return Ok(()),
@@ -1109,6 +1196,19 @@ fn lost_update(before: &Value, others: &Value, alone: &Value, applied: &Value, p
 fn output_arc(value: Value) -> Arc<Value> {
     static NULL: LazyLock<Arc<Value>> = LazyLock::new(|| Arc::new(Value::Null));
     if value.is_null() { Arc::clone(&NULL) } else { Arc::new(value) }
+}
+
+/// What a checkpoint records besides the state and the steps, when the run comes to rest.
+#[derive(Default)]
+struct End {
+    /// The run's final output.
+    output: Option<Value>,
+    /// Its error or escalation reason.
+    error: Option<String>,
+    /// Its pending question.
+    pause: Option<Value>,
+    /// When a parked run is due.
+    available_at_ms: Option<i64>,
 }
 
 /// How often a checkpoint is tried before the run stops (it resumes from the last good one).

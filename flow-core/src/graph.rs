@@ -82,6 +82,27 @@ pub struct FlowOptions {
     /// What happens to the methods still running when a method fails for good
     /// (`on_failure = "..."` on `#[flow]`, default [`OnFailure::CancelRunning`]).
     pub on_failure: OnFailure,
+    /// How far away a timer or a retry must be for a run with a store to park rather than
+    /// wait in the process (`park_after = "30s"` on `#[flow]`; `"never"` is `Duration::MAX`);
+    /// when unset, [`DEFAULT_PARK_AFTER`](crate::DEFAULT_PARK_AFTER) applies, and
+    /// [`Runner::park_after`](crate::Runner::park_after) overrides either.
+    ///
+    /// ```
+    /// use flow_core::prelude::*;
+    /// use std::time::Duration;
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
+    /// # struct S;
+    /// struct Drip;
+    ///
+    /// #[flow(state = S, park_after = "2m")]
+    /// impl Drip {
+    ///     #[start]
+    ///     async fn wait(&self, cx: &Ctx<S>) -> Result<()> { cx.sleep(Duration::from_secs(60)).await }
+    /// }
+    ///
+    /// assert_eq!(Drip::graph().options.park_after, Some(Duration::from_secs(120)));
+    /// ```
+    pub park_after: Option<Duration>,
 }
 
 /// What a run does with the methods still running when a method fails for good (after its
@@ -133,8 +154,13 @@ pub const DEFAULT_STEP_TIMEOUT: Duration = Duration::from_secs(600);
 impl FlowOptions {
     /// The defaults: 100 calls per method, no retries, the timeout [`DEFAULT_STEP_TIMEOUT`],
     /// running methods cancelled when one fails.
-    pub const DEFAULT: FlowOptions =
-        FlowOptions { max_calls: 100, retry: None, timeout: None, on_failure: OnFailure::CancelRunning };
+    pub const DEFAULT: FlowOptions = FlowOptions {
+        max_calls: 100,
+        retry: None,
+        timeout: None,
+        on_failure: OnFailure::CancelRunning,
+        park_after: None,
+    };
 }
 
 impl Default for FlowOptions {

@@ -1,7 +1,9 @@
-//! What a run returns: completed with a result, paused for a person, or escalated.
+//! What a run returns: completed with a result, paused for a person, escalated, or parked
+//! until a timer or a retry is due.
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -23,6 +25,12 @@ pub enum RunOutcome<S> {
     Paused(Paused<S>),
     /// A method handed the run to a person (`Error::escalate`).
     Escalated(Escalated<S>),
+    /// Nothing could run before a timer ([`Ctx::sleep`](crate::Ctx::sleep)) or a retry
+    /// backoff comes due, at least the park threshold away: the run is stored as
+    /// [`RunStatus::Queued`] until then, holding no lease. A serving
+    /// [`Worker`](crate::Worker) continues it when it is due, or
+    /// [`Runner::resume`](crate::Runner::resume) does (before then it parks again).
+    Sleeping(Sleeping<S>),
 }
 
 impl<S> RunOutcome<S> {
@@ -32,6 +40,7 @@ impl<S> RunOutcome<S> {
             RunOutcome::Completed(r) => r.run_id,
             RunOutcome::Paused(p) => p.run_id,
             RunOutcome::Escalated(e) => e.run_id,
+            RunOutcome::Sleeping(s) => s.run_id,
         }
     }
 
@@ -41,6 +50,7 @@ impl<S> RunOutcome<S> {
             RunOutcome::Completed(_) => RunStatus::Completed,
             RunOutcome::Paused(_) => RunStatus::Paused,
             RunOutcome::Escalated(_) => RunStatus::Escalated,
+            RunOutcome::Sleeping(_) => RunStatus::Queued,
         }
     }
 
@@ -50,6 +60,7 @@ impl<S> RunOutcome<S> {
             RunOutcome::Completed(r) => &r.state,
             RunOutcome::Paused(p) => &p.state,
             RunOutcome::Escalated(e) => &e.state,
+            RunOutcome::Sleeping(s) => &s.state,
         }
     }
 
@@ -69,6 +80,14 @@ impl<S> RunOutcome<S> {
     pub fn paused(&self) -> Option<&Paused<S>> {
         match self {
             RunOutcome::Paused(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Until when the run is parked, if it is (see [`RunOutcome::Sleeping`]).
+    pub fn sleeping(&self) -> Option<&Sleeping<S>> {
+        match self {
+            RunOutcome::Sleeping(s) => Some(s),
             _ => None,
         }
     }
@@ -287,5 +306,46 @@ pub struct Escalated<S> {
     /// Why a person is needed.
     pub reason: String,
     /// The state when it escalated.
+    pub state: S,
+}
+
+/// A run parked in its store until a timer or a retry is due.
+///
+/// ```
+/// use flow_core::prelude::*;
+/// use flow_core::store::MemoryStore;
+/// use flow_core::RunStatus;
+/// use serde::{Deserialize, Serialize};
+/// use std::time::Duration;
+///
+/// #[derive(Clone, Default, Serialize, Deserialize)]
+/// struct S;
+/// struct Later;
+///
+/// #[flow(state = S)]
+/// impl Later {
+///     #[start]
+///     async fn wait(&self, cx: &Ctx<S>) -> Result<()> { cx.sleep(Duration::from_secs(3600)).await }
+/// }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), FlowError> {
+/// let runner = Runner::new(Later).with_store(MemoryStore::new());
+/// let RunOutcome::Sleeping(parked) = runner.kickoff(S).await? else { panic!("not parked") };
+/// assert_eq!(parked.waiting, ["wait#1"]);
+/// let stored = runner.store().expect("a store").load_run(parked.run_id).await?;
+/// assert_eq!(stored.status, RunStatus::Queued);
+/// assert!(stored.lease_owner.is_none());
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Sleeping<S> {
+    /// The run's id.
+    pub run_id: Uuid,
+    /// When it is due: the earliest wake time of what waits.
+    pub until: SystemTime,
+    /// The step keys that wait: sleeping steps and steps waiting for their next attempt.
+    pub waiting: Vec<String>,
+    /// The state so far.
     pub state: S,
 }

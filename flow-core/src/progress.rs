@@ -34,6 +34,10 @@ pub(crate) struct Activation {
     /// Earliest start of the next attempt (ms since the Unix epoch), after a failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) not_before_ms: Option<i64>,
+    /// Its method sleeps ([`crate::Ctx::sleep`]) until `not_before_ms`: it runs again then
+    /// and finds its wake time in the journal.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub(crate) sleeping: bool,
     /// Waiting for a person. Boxed: rare, and large next to the rest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) paused: Option<Box<PauseRequest>>,

@@ -73,7 +73,23 @@ pub struct Runner<F: Flow> {
     owner: Arc<str>,
     lease: Duration,
     placement: Placement,
+    park_after: Duration,
 }
+
+/// How far away a timer ([`Ctx::sleep`](crate::Ctx::sleep)) or a retry backoff must be for a run
+/// with a store to park in it rather than wait in this process, unless
+/// [`Runner::park_after`] says otherwise.
+///
+/// Ten seconds: a parked run is continued by a worker's next poll of the store (and pays a
+/// commit, a claim and a re-run of the sleeping step), so a shorter wait would come out late by
+/// a large share of itself; a longer one would keep a worker's slot and a lease held for
+/// nothing. A process holding a run for ten seconds costs little; a run parked for ten
+/// seconds is late by at most a poll interval, a small fraction of its wait.
+///
+/// ```
+/// assert_eq!(flow_core::DEFAULT_PARK_AFTER, std::time::Duration::from_secs(10));
+/// ```
+pub const DEFAULT_PARK_AFTER: Duration = Duration::from_secs(10);
 
 impl<F: Flow> Clone for Runner<F> {
     fn clone(&self) -> Self {
@@ -85,6 +101,7 @@ impl<F: Flow> Clone for Runner<F> {
             owner: Arc::clone(&self.owner),
             lease: self.lease,
             placement: self.placement.clone(),
+            park_after: self.park_after,
         }
     }
 }
@@ -97,6 +114,7 @@ impl<F: Flow> std::fmt::Debug for Runner<F> {
             .field("owner", &self.owner)
             .field("lease", &self.lease)
             .field("placement", &self.placement)
+            .field("park_after", &self.park_after)
             .finish()
     }
 }
@@ -138,6 +156,7 @@ impl<F: Flow> Runner<F> {
             owner: this_worker(),
             lease: Duration::from_secs(30),
             placement: Placement::default(),
+            park_after: F::graph().options.park_after.unwrap_or(DEFAULT_PARK_AFTER),
         }
     }
 
@@ -233,6 +252,49 @@ impl<F: Flow> Runner<F> {
         self
     }
 
+    /// How far away a timer or a retry must be for a run with a store to **park** rather than
+    /// wait in this process (default: the flow's `#[flow(park_after = "..")]`, else
+    /// [`DEFAULT_PARK_AFTER`]): once nothing else of the run
+    /// runs, it is stored as queued until then, its lease given back, and `kickoff`/`resume`
+    /// return [`RunOutcome::Sleeping`]; a serving [`Worker`](crate::Worker) continues it when it
+    /// is due. `Duration::MAX` never parks (every wait is spent here); `Duration::ZERO` parks
+    /// every wait. A run without a store always waits in this process.
+    ///
+    /// ```
+    /// use flow_core::prelude::*;
+    /// use flow_core::store::MemoryStore;
+    /// use serde::{Deserialize, Serialize};
+    /// use std::time::Duration;
+    ///
+    /// #[derive(Clone, Default, Serialize, Deserialize)]
+    /// struct S { done: bool }
+    /// struct Pause;
+    ///
+    /// #[flow(state = S)]
+    /// impl Pause {
+    ///     #[start]
+    ///     async fn breathe(&self, cx: &Ctx<S>) -> Result<()> {
+    ///         cx.sleep(Duration::from_millis(20)).await?;
+    ///         cx.update(|s| s.done = true);
+    ///         Ok(())
+    ///     }
+    /// }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), FlowError> {
+    /// // Short waits stay in the process by default...
+    /// let runner = Runner::new(Pause).with_store(MemoryStore::new());
+    /// assert!(runner.kickoff(S::default()).await?.completed()?.state.done);
+    /// // ...and with a threshold of zero, every wait parks the run.
+    /// let parking = Runner::new(Pause).with_store(MemoryStore::new()).park_after(Duration::ZERO);
+    /// assert!(parking.kickoff(S::default()).await?.sleeping().is_some());
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn park_after(mut self, threshold: Duration) -> Self {
+        self.park_after = threshold;
+        self
+    }
+
     /// The name this process holds leases under.
     pub fn worker(&self) -> &str {
         &self.owner
@@ -260,6 +322,7 @@ impl<F: Flow> Runner<F> {
             events: self.events.clone(),
             usage: Mutex::default(),
             journal: Mutex::default(),
+            park_after: self.store.as_ref().map(|_| self.park_after),
         })
     }
 
@@ -901,8 +964,11 @@ impl<F: Flow> Runner<F> {
             release(store, &claim).await;
             return Ok(RunOutcome::Completed(result_of(&self.plan, run_id, &progress, state, &self.shared(run_id))));
         }
+        // A retry's backoff holds in a run that was running or parked (resumed early, it parks
+        // again), and a sleeping step's wake time always does: it is in the journal anyway.
+        let keep_backoff = matches!(claim.run.status, RunStatus::Running | RunStatus::Queued);
         for a in &mut progress.pending {
-            a.not_before_ms = a.not_before_ms.filter(|_| claim.run.status == RunStatus::Running);
+            a.not_before_ms = a.not_before_ms.filter(|_| keep_backoff || a.sleeping);
         }
         let mut exec = Execution::new(
             Arc::clone(&self.flow),
@@ -1380,7 +1446,9 @@ fn reopen(progress: &mut Progress) {
         progress.halt = None;
         for a in &mut progress.pending {
             a.attempt = 0;
-            a.not_before_ms = None;
+            if !a.sleeping {
+                a.not_before_ms = None;
+            }
         }
     }
 }

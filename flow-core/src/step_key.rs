@@ -95,6 +95,7 @@ mod tests {
             clock: vec![(3, 2)],
             attempt: 1,
             not_before_ms: None,
+            sleeping: false,
             paused: None,
             undo_of: None,
             slot: Some(7),

@@ -22,6 +22,8 @@ pub(crate) struct Flow {
     pub(crate) timeout: Option<Dur>,
     /// `on_failure = "finish_running"`.
     pub(crate) finish_running: bool,
+    /// `park_after = "30s"`.
+    pub(crate) park_after: Option<Dur>,
     /// The annotated methods, in declaration order: their index is their `MethodId`.
     pub(crate) methods: Vec<Method>,
     /// Methods of the impl without our attributes: not part of the graph.
@@ -136,6 +138,7 @@ impl Flow {
             retry: flow_args.retry,
             timeout: flow_args.timeout,
             finish_running: flow_args.finish_running,
+            park_after: flow_args.park_after,
             methods,
             plain_fns,
         }

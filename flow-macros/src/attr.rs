@@ -464,6 +464,28 @@ fn duration_lit(cx: &Ctxt, lit: &LitStr) -> Option<Dur> {
     }
 }
 
+/// `park_after = "30s"`: a duration, zero included (every wait parks); `park_after = "never"`:
+/// every wait is spent in the process.
+fn park_after(cx: &Ctxt, arg: &Arg) -> Option<Dur> {
+    const HOW: &str = "write the park threshold as a string with a unit, for example `park_after = \"30s\"`, \
+                       or `park_after = \"never\"` to wait in the process whatever the wait";
+    let lit = match &arg.kind {
+        ArgKind::Value(ArgValue::Expr(e)) => match &**e {
+            Expr::Lit(syn::ExprLit { lit: Lit::Str(lit), .. }) => Some(lit),
+            _ => None,
+        },
+        _ => None,
+    };
+    let Some(lit) = lit else {
+        cx.error_spanned_by(arg, HOW);
+        return None;
+    };
+    if lit.value() == "never" {
+        return Some(Dur::unlimited(lit));
+    }
+    duration_lit(cx, lit)
+}
+
 /// `timeout = "10s"`: a positive duration; `timeout = "none"`: no limit (not even the default).
 fn timeout(cx: &Ctxt, arg: &Arg) -> Option<Dur> {
     let lit = match &arg.kind {
@@ -503,17 +525,25 @@ pub(crate) struct FlowArgs {
     pub(crate) timeout: Option<Dur>,
     /// `on_failure = "finish_running"`: let running methods finish after a failure.
     pub(crate) finish_running: bool,
+    /// `park_after = "30s"`: how far away a timer must be for the run to park.
+    pub(crate) park_after: Option<Dur>,
 }
 
-const FLOW_OPTIONS: &str =
-    "`state = Type`, `name = \"...\"`, `max_calls = N`, `retry(...)`, `timeout = \"...\"`, `on_failure = \"...\"`";
+const FLOW_OPTIONS: &str = "`state = Type`, `name = \"...\"`, `max_calls = N`, `retry(...)`, `timeout = \"...\"`, `on_failure = \"...\"`, `park_after = \"...\"`";
 
 const ON_FAILURE: &str = "write `on_failure = \"cancel_running\"` (the default: a method that fails for good stops the methods \
      still running) or `on_failure = \"finish_running\"` (they finish before the run reports the failure)";
 
 pub(crate) fn flow_args(cx: &Ctxt, tokens: TokenStream) -> FlowArgs {
-    let mut out =
-        FlowArgs { state: None, name: None, max_calls: None, retry: None, timeout: None, finish_running: false };
+    let mut out = FlowArgs {
+        state: None,
+        name: None,
+        max_calls: None,
+        retry: None,
+        timeout: None,
+        finish_running: false,
+        park_after: None,
+    };
     let mut seen = Vec::new();
     let before = cx.count();
     let args = parse_args(cx, tokens.clone());
@@ -542,6 +572,7 @@ pub(crate) fn flow_args(cx: &Ctxt, tokens: TokenStream) -> FlowArgs {
             }
             ("retry", ArgKind::List(inner)) => out.retry = retry(cx, arg, inner),
             ("timeout", ArgKind::Value(_)) => out.timeout = timeout(cx, arg),
+            ("park_after", ArgKind::Value(_)) => out.park_after = park_after(cx, arg),
             ("on_failure", ArgKind::Value(ArgValue::Expr(e))) => match &**e {
                 Expr::Lit(syn::ExprLit { lit: Lit::Str(lit), .. }) if lit.value() == "cancel_running" => {}
                 Expr::Lit(syn::ExprLit { lit: Lit::Str(lit), .. }) if lit.value() == "finish_running" => {
@@ -551,14 +582,14 @@ pub(crate) fn flow_args(cx: &Ctxt, tokens: TokenStream) -> FlowArgs {
             },
             ("state", _) => cx.error_spanned_by(arg, "write the state type as `state = MyState`"),
             ("on_failure", _) => cx.error_spanned_by(arg, ON_FAILURE),
-            ("name" | "max_calls" | "retry" | "timeout", _) => {
+            ("name" | "max_calls" | "retry" | "timeout" | "park_after", _) => {
                 cx.error_spanned_by(arg, format!("malformed `{key}`; valid options: {FLOW_OPTIONS}"));
             }
             _ => cx.error_spanned_by(
                 &arg.path,
                 format!(
                     "unknown flow option `{key}`; {}valid options: {FLOW_OPTIONS}",
-                    did_you_mean(&key, &["state", "name", "max_calls", "retry", "timeout"])
+                    did_you_mean(&key, &["state", "name", "max_calls", "retry", "timeout", "park_after"])
                 ),
             ),
         }

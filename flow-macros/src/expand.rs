@@ -44,6 +44,7 @@ pub(crate) fn expand(g: &Graph<'_>) -> TokenStream {
     let retry = retry_tokens(flow.retry.as_ref());
     let timeout = duration_opt(flow.timeout.as_ref());
     let on_failure = if flow.finish_running { quote!(FinishRunning) } else { quote!(CancelRunning) };
+    let park_after = duration_opt(flow.park_after.as_ref());
     let arms = flow.methods.iter().enumerate().map(|(i, m)| invoke_arm(g, i, m));
     let checks = checks(g);
     // Spanned on the user's state type, braces included: the state reaches the impl through
@@ -67,6 +68,7 @@ pub(crate) fn expand(g: &Graph<'_>) -> TokenStream {
                         retry: #retry,
                         timeout: #timeout,
                         on_failure: ::flow_core::__private::OnFailure::#on_failure,
+                        park_after: #park_after,
                     },
                 };
                 &GRAPH

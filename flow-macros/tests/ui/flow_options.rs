@@ -24,7 +24,29 @@ impl BadOptions {
     }
 }
 
+struct BadPark;
+
+#[flow(state = S, park_after = 30)]
+impl BadPark {
+    #[start]
+    async fn begin(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+struct ParkTypo;
+
+#[flow(state = S, park_afer = "30s")]
+impl ParkTypo {
+    #[start]
+    async fn begin(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
 fn main() {
+    let _ = BadPark::graph();
+    let _ = ParkTypo::graph();
     // Both flows are still usable in code: only the real errors show.
     let _ = NoState::graph();
     let _ = BadOptions.runner();
