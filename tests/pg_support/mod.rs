@@ -59,59 +59,97 @@ fn as_server_user(program: &Path, root: bool) -> Command {
     }
 }
 
+/// A throwaway cluster in a temporary directory, started from the installed server binaries,
+/// stopped and removed once this process is gone (however it ends).
+pub struct Cluster {
+    /// Its URL (the `postgres` database as the `postgres` user).
+    pub url: String,
+    pg_ctl: PathBuf,
+    data: PathBuf,
+    log: PathBuf,
+    root: bool,
+}
+
+impl Cluster {
+    /// Starts one on a free port.
+    pub fn start() -> Result<Cluster, String> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .map_err(|e| format!("no server binaries in /usr/lib/postgresql ({e}); install Debian's `postgresql`"))?
+            .filter_map(|d| d.ok().map(|d| d.path().join("bin")))
+            .filter(|b| b.join("initdb").is_file() && b.join("pg_ctl").is_file())
+            .max()
+            .ok_or("no initdb and pg_ctl under /usr/lib/postgresql/*/bin; install Debian's `postgresql`")?;
+        let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0");
+        let dir: PathBuf = std::env::temp_dir().join(format!("flows-pg-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        if root {
+            run(Command::new("chown").arg("postgres:").arg(&dir)).map_err(|e| {
+                format!("running as root, the cluster must belong to the `postgres` user, and chown failed: {e}")
+            })?;
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("no free port on 127.0.0.1: {e}"))?
+            .port();
+        let data = dir.join("data");
+        run(as_server_user(&bin.join("initdb"), root)
+            .arg("-D")
+            .arg(&data)
+            .args(["-A", "trust", "-U", "postgres", "--no-sync"])
+            .stdin(Stdio::null()))?;
+        let conf = format!(
+            "port = {port}\nunix_socket_directories = '{}'\nlisten_addresses = '127.0.0.1'\nfsync = off\nmax_connections = 200\n",
+            dir.display()
+        );
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))
+            .and_then(|mut f| std::io::Write::write_all(&mut f, conf.as_bytes()))
+            .map_err(|e| format!("cannot configure the cluster: {e}"))?;
+        let pg_ctl = bin.join("pg_ctl");
+        let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+        let cluster = Cluster { url, pg_ctl, data, log: dir.join("log"), root };
+        cluster.ctl(&["-w", "start"])?;
+        // Stops the cluster and removes it once this process is gone, however it ends.
+        let stop = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {runuser}{pg_ctl} -D {data} stop -m immediate; rm -rf {dir}",
+            pid = std::process::id(),
+            runuser = if root { "runuser -u postgres -- " } else { "" },
+            pg_ctl = cluster.pg_ctl.display(),
+            data = cluster.data.display(),
+            dir = dir.display(),
+        );
+        Command::new("sh")
+            .args(["-c", &stop])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start the cluster's reaper: {e}"))?;
+        Ok(cluster)
+    }
+
+    fn ctl(&self, args: &[&str]) -> Result<(), String> {
+        // The server's output goes to the log: a pipe it held open would keep `run` waiting.
+        run(as_server_user(&self.pg_ctl, self.root)
+            .arg("-D")
+            .arg(&self.data)
+            .arg("-l")
+            .arg(&self.log)
+            .args(args)
+            .stdin(Stdio::null()))
+    }
+
+    /// Restarts the server as a crash would: `pg_ctl restart -m immediate` (no checkpoint, every
+    /// connection cut), waiting until it accepts connections again.
+    pub fn restart(&self) -> Result<(), String> {
+        self.ctl(&["-m", "immediate", "-w", "restart"])
+    }
+}
+
 /// Starts a cluster in a temporary directory; returns its URL.
 fn start_cluster() -> Result<String, String> {
-    let bin = std::fs::read_dir("/usr/lib/postgresql")
-        .map_err(|e| format!("no server binaries in /usr/lib/postgresql ({e}); install Debian's `postgresql`"))?
-        .filter_map(|d| d.ok().map(|d| d.path().join("bin")))
-        .filter(|b| b.join("initdb").is_file() && b.join("pg_ctl").is_file())
-        .max()
-        .ok_or("no initdb and pg_ctl under /usr/lib/postgresql/*/bin; install Debian's `postgresql`")?;
-    let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0");
-    let dir: PathBuf = std::env::temp_dir().join(format!("flows-pg-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    if root {
-        run(Command::new("chown").arg("postgres:").arg(&dir)).map_err(|e| {
-            format!("running as root, the cluster must belong to the `postgres` user, and chown failed: {e}")
-        })?;
-    }
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| format!("no free port on 127.0.0.1: {e}"))?
-        .port();
-    let data = dir.join("data");
-    run(as_server_user(&bin.join("initdb"), root)
-        .arg("-D")
-        .arg(&data)
-        .args(["-A", "trust", "-U", "postgres", "--no-sync"])
-        .stdin(Stdio::null()))?;
-    run(as_server_user(&bin.join("pg_ctl"), root)
-        .arg("-D")
-        .arg(&data)
-        .arg("-l")
-        .arg(dir.join("log"))
-        .arg("-o")
-        .arg(format!("-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", dir.display()))
-        .args(["-w", "start"])
-        .stdin(Stdio::null()))?;
-    // Stops the cluster and removes it once this process is gone, however it ends.
-    let pg_ctl = bin.join("pg_ctl");
-    let stop = format!(
-        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; {runuser}{pg_ctl} -D {data} stop -m immediate; rm -rf {dir}",
-        pid = std::process::id(),
-        runuser = if root { "runuser -u postgres -- " } else { "" },
-        pg_ctl = pg_ctl.display(),
-        data = data.display(),
-        dir = dir.display(),
-    );
-    Command::new("sh")
-        .args(["-c", &stop])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("cannot start the cluster's reaper: {e}"))?;
-    Ok(format!("postgres://postgres@127.0.0.1:{port}/postgres"))
+    Cluster::start().map(|c| c.url)
 }
 
 /// A schema of its own on the test server.
