@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use flow_core::events::FlowEvent;
 use flow_core::prelude::*;
 use flow_core::store::{MemoryStore, PgStore, SqliteStore, Store};
-use flow_core::{RunStatus, Sleeping};
+use flow_core::{RunStatus, ServeOptions, Sleeping, Worker};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
@@ -231,6 +231,7 @@ async fn parks_and_wakes_on(store: Arc<dyn Store>) {
     let parked = sleeping(runner.kickoff(Trial::default()).await.unwrap());
     let record = store.load_run(parked.run_id).await.unwrap();
     assert_eq!(record.status, RunStatus::Queued);
+    assert_eq!(record.available_at_ms, Some(ms(parked.until)), "the store keeps the wake time as the due time");
     assert!(record.lease_owner.is_none() && record.lease_expires_at_ms.is_none(), "{record:?}");
     let again = sleeping(runner.resume(parked.run_id).await.unwrap());
     assert_eq!(again.until, parked.until);
@@ -260,6 +261,51 @@ async fn parks_and_wakes_on_sqlite() {
 async fn parks_and_wakes_on_postgres() {
     let Some(db) = pg_support::database("timers_parks_and_wakes_on_postgres").await else { return };
     parks_and_wakes_on(Arc::new(PgStore::from_pool(db.pool(4)).await.unwrap())).await;
+}
+
+/// A serving worker runs a submitted run until its step parks, then takes it again once the
+/// wake time is due and finishes it: no process holds the run while it waits.
+async fn a_serving_worker_wakes_parked_runs(store: Arc<dyn Store>) {
+    let flow = Reminder::new(Duration::from_millis(300));
+    let runner = Runner::new(flow.clone()).with_shared_store(Arc::clone(&store)).park_after(Duration::ZERO);
+    let run_id = runner.submit(Trial::default()).await.unwrap();
+    let worker = Worker::new(Arc::clone(&store)).register_runner(runner);
+    let serving = worker.serve(ServeOptions::new().poll_interval(Duration::from_millis(50)));
+    until("the parked run to complete", || {
+        let store = Arc::clone(&store);
+        async move { store.load_run(run_id).await.is_ok_and(|r| r.status == RunStatus::Completed) }
+    })
+    .await;
+    serving.shutdown(Duration::from_secs(5)).await;
+    let record = store.load_run(run_id).await.unwrap();
+    let state: Trial = record.snapshot.state_as().unwrap();
+    assert!(state.woke && state.followed_up, "{state:?}");
+    let history = store.checkpoints(run_id).await.unwrap();
+    assert!(
+        history.iter().skip(1).any(|c| c.status == RunStatus::Queued),
+        "the run parked on the way: {history:?}"
+    );
+    // Entered once to park and once when due; the effect before the sleep ran once.
+    assert_eq!((flow.entries.load(Ordering::SeqCst), flow.charges.load(Ordering::SeqCst)), (2, 1));
+}
+
+#[tokio::test]
+async fn a_serving_worker_wakes_parked_runs_on_memory() {
+    a_serving_worker_wakes_parked_runs(Arc::new(MemoryStore::new())).await;
+}
+
+#[tokio::test]
+async fn a_serving_worker_wakes_parked_runs_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    a_serving_worker_wakes_parked_runs(Arc::new(SqliteStore::open(dir.path().join("runs.db")).await.unwrap())).await;
+}
+
+#[tokio::test]
+async fn a_serving_worker_wakes_parked_runs_on_postgres() {
+    let Some(db) = pg_support::database("timers_a_serving_worker_wakes_parked_runs_on_postgres").await else {
+        return;
+    };
+    a_serving_worker_wakes_parked_runs(Arc::new(PgStore::from_pool(db.pool(4)).await.unwrap())).await;
 }
 
 // ------------------------------------------------------------------ retry backoff

@@ -142,6 +142,7 @@ impl Cluster {
 
     /// Restarts the server as a crash would: `pg_ctl restart -m immediate` (no checkpoint, every
     /// connection cut), waiting until it accepts connections again.
+    #[allow(dead_code, reason = "only the chaos test restarts its server; the other tests share this module")]
     pub fn restart(&self) -> Result<(), String> {
         self.ctl(&["-m", "immediate", "-w", "restart"])
     }
