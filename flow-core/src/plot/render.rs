@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use super::layout::{LOOP_REACH, Layout, Route};
+use super::layout::{Layout, Route};
 use super::model::{EdgeKind, KIND_FONT, LABEL_FONT, Model, NAME_FONT, NodeShape};
 
 pub(crate) fn escape(s: &str) -> String {
@@ -47,8 +47,8 @@ fn path_data(route: &Route) -> String {
                 }
             }
         }
-        Route::SelfLoop { x, y } => {
-            let r = x + LOOP_REACH;
+        Route::SelfLoop { x, y, reach } => {
+            let r = x + reach;
             let _ = write!(
                 d,
                 "M{x:.1},{:.1} C{r:.1},{:.1} {r:.1},{:.1} {x:.1},{:.1}",
