@@ -131,6 +131,17 @@ const labels = [...svg.querySelectorAll('[data-label]')].map(g => ({
 return {nodes, edges, labels};
 "#;
 
+/// Three boxes in a column, an edge from the top one to the bottom one straight through the
+/// middle one, and two labels on top of each other and of the middle box.
+const BAD_PAGE: &str = r#"<!DOCTYPE html><html><body><svg xmlns="http://www.w3.org/2000/svg" class="flow-plot" width="300" height="400">
+<g class="node" data-node="a"><rect class="box" x="100" y="10" width="100" height="40"/></g>
+<g class="node" data-node="b"><rect class="box" x="100" y="150" width="100" height="40"/></g>
+<g class="node" data-node="c"><rect class="box" x="100" y="300" width="100" height="40"/></g>
+<path data-edge="0" class="edge plain" data-from="a" data-to="c" d="M150,50 L150,300" stroke="black"/>
+<g data-label="0" data-from="a" data-to="c"><rect x="140" y="160" width="60" height="18"/><text x="144" y="172">one</text></g>
+<g data-label="1" data-from="a" data-to="c"><rect x="150" y="165" width="60" height="18"/><text x="154" y="177">two</text></g>
+</svg></body></html>"#;
+
 fn check(name: &str, graph: &Graph, dom: &Dom) -> Vec<String> {
     let mut problems = Vec::new();
     let node = |key: &str| dom.nodes.iter().find(|n| n.key == key);
@@ -172,6 +183,13 @@ fn check(name: &str, graph: &Graph, dom: &Dom) -> Vec<String> {
         }
     }
 
+    problems.extend(check_geometry(name, dom));
+    problems
+}
+
+/// What a reader sees on top of what: labels on labels or boxes, edges through boxes.
+fn check_geometry(name: &str, dom: &Dom) -> Vec<String> {
+    let mut problems = Vec::new();
     // Labels: none on another, none on a box.
     for (i, a) in dom.labels.iter().enumerate() {
         for b in &dom.labels[i + 1..] {
@@ -260,6 +278,21 @@ async fn every_example_plot_is_readable_in_chromium() {
         .connect(&format!("http://127.0.0.1:{port}"))
         .await
         .unwrap_or_else(|e| panic!("chromedriver on port {port} did not start {}: {e}", browser.display()));
+
+    // The checks see what is wrong: a page with a label on a box, two labels on each other and
+    // an edge through a box it does not connect.
+    let bad = out.join("bad.html");
+    std::fs::write(&bad, BAD_PAGE).unwrap();
+    client.goto(&format!("file://{}", bad.display())).await.unwrap();
+    let dom: Dom = serde_json::from_value(client.execute(GEOMETRY, vec![]).await.unwrap()).unwrap();
+    let found = check_geometry("bad", &dom);
+    for expected in [
+        "labels `one` and `two` overlap",
+        "label `one` (edge 0) lies on the box of `b`",
+        "edge 0 (a -> c) passes through `b`",
+    ] {
+        assert!(found.iter().any(|p| p.contains(expected)), "the check missed `{expected}`: {found:#?}");
+    }
 
     let mut problems = Vec::new();
     for (name, graph) in examples() {

@@ -181,6 +181,8 @@ pub struct MethodDef {
 /// struct S;
 /// #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 /// enum Ticket { Answer, Spam }
+/// #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// enum Next { Escalate, Close, Wait }
 /// struct Desk;
 ///
 /// #[flow(state = S)]
@@ -188,12 +190,17 @@ pub struct MethodDef {
 ///     #[start]
 ///     #[router(terminal(Ticket::Spam))]
 ///     async fn triage(&self, _cx: &Ctx<S>) -> Result<Ticket> { Ok(Ticket::Answer) }
-///     #[listen(Ticket::Answer)]
-///     async fn answer(&self, _cx: &Ctx<S>) -> Result<()> { Ok(()) }
+///     #[router(Ticket::Answer, terminal)]
+///     async fn answer(&self, _cx: &Ctx<S>) -> Result<Option<Next>> { Ok(None) }
+///     #[listen(Next::Escalate)]
+///     async fn escalate(&self, _cx: &Ctx<S>) -> Result<()> { Ok(()) }
 /// }
 ///
-/// let triage = Desk::graph().method(Desk::graph().method_id("triage").unwrap());
-/// assert_eq!(triage.ends, &[RouteEnd::Variant("Spam")]);
+/// let g = Desk::graph();
+/// assert_eq!(g.method(g.method_id("triage").unwrap()).ends, &[RouteEnd::Variant("Spam")]);
+/// // `Close` and `Wait` end the branch, and so does `None`.
+/// assert_eq!(g.method(g.method_id("answer").unwrap()).ends, &[RouteEnd::Unhandled, RouteEnd::None]);
+/// assert!(g.to_mermaid().contains("answer -->|any other| answer_end0(((end)))"));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteEnd {
