@@ -488,6 +488,17 @@ fn coordinates(items: &[Item], layers: &[Vec<usize>], up: &[Vec<usize>], down: &
                 }
                 // Dummies hold on hardest, so long edges run straight.
                 let weight = if items[i].node.is_some() { 1.0 } else { 3.0 };
+                // An item that is all its neighbour has on that side (and vice versa) lines up
+                // with it, so chains of single edges are drawn straight.
+                let only = |mine: &Vec<usize>, theirs: &[Vec<usize>]| {
+                    (mine.len() == 1 && theirs[mine[0]].len() == 1).then(|| mine[0])
+                };
+                if use_up
+                    && use_down
+                    && let Some(j) = only(&up[i], down).or_else(|| only(&down[i], up))
+                {
+                    return (x[j], 10.0 * weight);
+                }
                 if ns.is_empty() {
                     (x[i], 0.1)
                 } else {
@@ -508,7 +519,7 @@ fn coordinates(items: &[Item], layers: &[Vec<usize>], up: &[Vec<usize>], down: &
             sweep(&mut x, l, false, true);
         }
     }
-    for _ in 0..4 {
+    for _ in 0..30 {
         for l in 0..layers.len() {
             sweep(&mut x, l, true, true);
         }
