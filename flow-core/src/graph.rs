@@ -191,6 +191,69 @@ pub struct MethodDef {
     pub policy: MethodPolicy,
     /// `#[compensate(method)]`: this method undoes `method`.
     pub compensates: Option<MethodId>,
+    /// For routers: the routes that end the branch instead of triggering a method (drawn by
+    /// [`crate::plot`] as edges to an end marker).
+    pub ends: &'static [RouteEnd],
+}
+
+/// A router's route that ends its branch: nothing runs after it.
+///
+/// ```
+/// use flow_core::prelude::*;
+/// use flow_core::graph::RouteEnd;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Clone, Default, Serialize, Deserialize)]
+/// struct S;
+/// #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// enum Ticket { Answer, Spam }
+/// #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// enum Next { Escalate, Close, Wait }
+/// struct Desk;
+///
+/// #[flow(state = S)]
+/// impl Desk {
+///     #[start]
+///     #[router(terminal(Ticket::Spam))]
+///     async fn triage(&self, _cx: &Ctx<S>) -> Result<Ticket> { Ok(Ticket::Answer) }
+///     #[router(Ticket::Answer, terminal)]
+///     async fn answer(&self, _cx: &Ctx<S>) -> Result<Option<Next>> { Ok(None) }
+///     #[listen(Next::Escalate)]
+///     async fn escalate(&self, _cx: &Ctx<S>) -> Result<()> { Ok(()) }
+/// }
+///
+/// let g = Desk::graph();
+/// assert_eq!(g.method(g.method_id("triage").unwrap()).ends, &[RouteEnd::Variant("Spam")]);
+/// // `Close` and `Wait` end the branch, and so does `None`.
+/// assert_eq!(g.method(g.method_id("answer").unwrap()).ends, &[RouteEnd::Unhandled, RouteEnd::None]);
+/// assert!(g.to_mermaid().contains("answer -->|any other| answer_end0(((end)))"));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteEnd {
+    /// A variant listed in `terminal(Route::Variant, ...)`.
+    Variant(&'static str),
+    /// A bare `terminal`: every variant no listener handles.
+    Unhandled,
+    /// The router returns an `Option` of its route, and `None` routes nowhere.
+    None,
+}
+
+impl RouteEnd {
+    /// The text an end marker's edge is labelled with.
+    ///
+    /// ```
+    /// use flow_core::graph::RouteEnd;
+    /// assert_eq!(RouteEnd::Variant("Spam").text(), "Spam");
+    /// assert_eq!(RouteEnd::Unhandled.text(), "any other");
+    /// assert_eq!(RouteEnd::None.text(), "None");
+    /// ```
+    pub fn text(&self) -> &'static str {
+        match self {
+            RouteEnd::Variant(v) => v,
+            RouteEnd::Unhandled => "any other",
+            RouteEnd::None => "None",
+        }
+    }
 }
 
 /// Failure handling of one method.
@@ -429,6 +492,11 @@ impl Graph {
                 Some(l) => out.push_str(&format!("    {from} -->|{}| {to}\n", self.label(l).variant)),
                 None if e.and_join => out.push_str(&format!("    {from} -->|and| {to}\n")),
                 None => out.push_str(&format!("    {from} --> {to}\n")),
+            }
+        }
+        for m in self.methods {
+            for (i, end) in m.ends.iter().enumerate() {
+                out.push_str(&format!("    {0} -->|{1}| {0}_end{i}(((end)))\n", m.name, end.text()));
             }
         }
         for m in self.methods {

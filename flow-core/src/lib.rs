@@ -67,7 +67,7 @@ pub mod __private {
     };
     pub use crate::graph::{
         Backoff, FlowOptions, Graph, LabelDef, LabelId, MethodDef, MethodId, MethodPolicy, OnFailure, RetryPolicy,
-        Trigger,
+        RouteEnd, Trigger,
     };
     pub use futures::future::BoxFuture;
     pub use inventory;

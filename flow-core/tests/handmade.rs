@@ -36,6 +36,7 @@ static GRAPH: Graph = Graph {
             routes: &[],
             policy: MethodPolicy { retry: None, timeout: None, non_critical: false },
             compensates: None,
+            ends: &[],
         },
         MethodDef {
             name: "b",
@@ -47,6 +48,7 @@ static GRAPH: Graph = Graph {
             routes: &[],
             policy: MethodPolicy { retry: None, timeout: None, non_critical: false },
             compensates: None,
+            ends: &[],
         },
         MethodDef {
             name: "c",
@@ -58,6 +60,7 @@ static GRAPH: Graph = Graph {
             routes: &[],
             policy: MethodPolicy { retry: None, timeout: None, non_critical: false },
             compensates: None,
+            ends: &[],
         },
         MethodDef {
             name: "d",
@@ -69,6 +72,7 @@ static GRAPH: Graph = Graph {
             routes: &[],
             policy: MethodPolicy { retry: None, timeout: None, non_critical: false },
             compensates: None,
+            ends: &[],
         },
     ],
     labels: &[],

@@ -213,6 +213,20 @@ fn method_def(g: &Graph<'_>, i: usize, m: &Method) -> TokenStream {
         }
         None => quote!(#p::None),
     };
+    let mut ends = Vec::new();
+    match &m.options.terminal {
+        Some(Terminal::Variants(vs)) => {
+            for v in vs {
+                let v = v.variant.to_string();
+                ends.push(quote!(#p::RouteEnd::Variant(#v)));
+            }
+        }
+        Some(Terminal::All) => ends.push(quote!(#p::RouteEnd::Unhandled)),
+        None => {}
+    }
+    if m.sig.route.as_ref().is_some_and(|r| r.optional) {
+        ends.push(quote!(#p::RouteEnd::None));
+    }
     quote! {
         #p::MethodDef {
             name: #name,
@@ -224,6 +238,7 @@ fn method_def(g: &Graph<'_>, i: usize, m: &Method) -> TokenStream {
             routes: &[#(#routes),*],
             policy: #p::MethodPolicy { retry: #retry, timeout: #timeout, non_critical: #non_critical },
             compensates: #compensates,
+            ends: &[#(#ends),*],
         }
     }
 }
