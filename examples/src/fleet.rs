@@ -46,6 +46,9 @@ pub const STOP_DEADLINE: Duration = Duration::from_secs(10);
 /// Runs one worker executes at once.
 pub const IN_FLIGHT: usize = 16;
 
+/// Orders submitted at once by [`submit`].
+const SUBMIT_AT_ONCE: usize = 16;
+
 /// The flow's registered name, as `flows runs` shows it.
 pub const FLOW: &str = "fleet_order";
 
@@ -175,8 +178,10 @@ pub async fn serve(url: &str, name: &str) -> Result<(), ExampleError> {
 /// [`ExampleError::Flow`] when the store refuses a run.
 pub async fn submit(store: &Arc<dyn Store>, count: u64) -> Result<Vec<Uuid>, ExampleError> {
     const CUSTOMERS: [&str; 5] = ["acme", "globex", "initech", "umbrella", "hooli"];
-    let runner = Runner::new(Fulfilment { worker: "submitter".into() }).with_shared_store(Arc::clone(store));
+    let runner = Arc::new(Runner::new(Fulfilment { worker: "submitter".into() }).with_shared_store(Arc::clone(store)));
     let mut ids = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+    // A few inserts at a time: one round trip each would make a thousand take seconds.
+    let mut batch = tokio::task::JoinSet::new();
     for number in 1..=count {
         let order = Order {
             number,
@@ -184,7 +189,14 @@ pub async fn submit(store: &Arc<dyn Store>, count: u64) -> Result<Vec<Uuid>, Exa
             amount_cents: 1_000 + (number * 137) % 9_000,
             ..Order::default()
         };
-        ids.push(runner.submit(order).await?);
+        let runner = Arc::clone(&runner);
+        batch.spawn(async move { runner.submit(order).await });
+        if batch.len() >= SUBMIT_AT_ONCE || number == count {
+            while let Some(done) = batch.join_next().await {
+                let id = done.map_err(|e| ExampleError::Unexpected(format!("a submit task failed: {e}")))??;
+                ids.push(id);
+            }
+        }
     }
     Ok(ids)
 }
@@ -245,13 +257,16 @@ pub async fn tally(store: &Arc<dyn Store>, seen: &mut Finished) -> Result<Tally,
         if run.status != RunStatus::Completed {
             continue;
         }
-        if !seen.contains_key(&run.run_id) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = seen.entry(run.run_id) {
             let record = store.load_run(run.run_id).await?;
             let order: Order = record.snapshot.state_as().map_err(|e| {
-                ExampleError::Unexpected(format!("run {} does not hold an order ({e}); is it a {FLOW} run?", run.run_id))
+                ExampleError::Unexpected(format!(
+                    "run {} does not hold an order ({e}); is it a {FLOW} run?",
+                    run.run_id
+                ))
             })?;
             let by = order.finished_by().unwrap_or("?").to_string();
-            seen.insert(run.run_id, (by, order.moved()));
+            slot.insert((by, order.moved()));
         }
         if let Some((by, moved)) = seen.get(&run.run_id) {
             *tally.finished_by.entry(by.clone()).or_default() += 1;
@@ -303,9 +318,9 @@ pub async fn cli(args: &[String]) -> Result<(), ExampleError> {
         (Some("submit"), count) => {
             let count: u64 = match count {
                 None => 1000,
-                Some(n) => n
-                    .parse()
-                    .map_err(|e| ExampleError::Unexpected(format!("COUNT {n:?} is not a whole number ({e}); {USAGE}")))?,
+                Some(n) => n.parse().map_err(|e| {
+                    ExampleError::Unexpected(format!("COUNT {n:?} is not a whole number ({e}); {USAGE}"))
+                })?,
             };
             let store = connect(&url).await?;
             let started = std::time::Instant::now();

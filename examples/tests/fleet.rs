@@ -95,10 +95,12 @@ async fn three_workers_one_killed_every_run_completes() {
     let orphans = held_by_w2().await;
     assert!(!orphans.is_empty(), "w2 held runs a moment ago and none after its death; logs in {}", logs.display());
 
-    let tally = tokio::time::timeout(Duration::from_secs(300), fleet::watch(&store, Duration::from_millis(500)))
-        .await
-        .unwrap_or_else(|_| panic!("the runs did not finish; logs in {}", logs.display()))
-        .unwrap();
+    let Ok(watched) =
+        tokio::time::timeout(Duration::from_secs(300), fleet::watch(&store, Duration::from_millis(500))).await
+    else {
+        panic!("the runs did not finish; logs in {}", logs.display())
+    };
+    let tally = watched.unwrap();
     assert_eq!(tally.total as u64, RUNS);
     assert_eq!(tally.by_status.get("completed").copied(), Some(RUNS as usize), "{tally}");
     assert!(tally.taken_over >= orphans.len(), "{tally}; orphans {}", orphans.len());
