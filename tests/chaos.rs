@@ -148,8 +148,7 @@ fn chaos_worker() {
         };
         let store: Arc<dyn Store> = Arc::new(store);
         let worker = Worker::new(store).lease(LEASE).register(Chaos { ledger: PathBuf::from(ledger) });
-        let options =
-            ServeOptions::new().max_in_flight(IN_FLIGHT).poll_interval(Duration::from_millis(100)).lease(LEASE);
+        let options = ServeOptions::new().max_in_flight(IN_FLIGHT).poll_interval(Duration::from_millis(100)).lease(LEASE);
         // Serves until the test kills this process.
         worker.serve(options).until_signal(Duration::from_secs(5)).await;
     });
@@ -228,13 +227,8 @@ fn many_workers_survive_kills_freezes_and_database_restarts() {
     let store: Arc<dyn Store> = Arc::new(rt.block_on(PgStore::connect(&cluster.url)).expect("store"));
     let runner = Runner::new(Chaos { ledger: ledger.clone() }).with_shared_store(Arc::clone(&store));
 
-    let mut workers = Workers {
-        url: cluster.url.clone(),
-        ledger: ledger.clone(),
-        logs: dir.path().to_path_buf(),
-        live: Vec::new(),
-        started: 0,
-    };
+    let mut workers =
+        Workers { url: cluster.url.clone(), ledger: ledger.clone(), logs: dir.path().to_path_buf(), live: Vec::new(), started: 0 };
     for _ in 0..WORKERS {
         workers.spawn();
     }
@@ -293,9 +287,7 @@ fn many_workers_survive_kills_freezes_and_database_restarts() {
             workers.signal(i, "-STOP");
             frozen = Some((i, Instant::now()));
             freezes += 1;
-        } else if restarts < restarts_wanted
-            && roll < 58
-            && submitted.len() > runs_wanted * (restarts + 1) / (restarts_wanted + 2)
+        } else if restarts < restarts_wanted && roll < 58 && submitted.len() > runs_wanted * (restarts + 1) / (restarts_wanted + 2)
         {
             cluster.restart().expect("restart the database");
             restarts += 1;
@@ -304,9 +296,9 @@ fn many_workers_survive_kills_freezes_and_database_restarts() {
 
         let chaos_done = kills >= kills_wanted && freezes >= freezes_wanted && restarts >= restarts_wanted;
         if chaos_done && frozen.is_none() && submitted.len() == runs_wanted {
-            let open = rt
-                .block_on(store.list_runs(&RunFilter::default()))
-                .map(|l| l.iter().filter(|r| r.status != RunStatus::Completed).count());
+            let open = rt.block_on(store.list_runs(&RunFilter::default())).map(|l| {
+                l.iter().filter(|r| r.status != RunStatus::Completed).count()
+            });
             if open.is_ok_and(|n| n == 0) {
                 break;
             }
@@ -373,10 +365,7 @@ fn many_workers_survive_kills_freezes_and_database_restarts() {
     // A body runs again only when its execution was cut: a kill or a freeze cuts at most the
     // runs that worker held, a restart at most every run in flight.
     let disruptions = (kills + freezes) * IN_FLIGHT + restarts * WORKERS * IN_FLIGHT;
-    assert!(
-        repeated_effects <= disruptions,
-        "{repeated_effects} effects ran again, more than {disruptions} cuts allow"
-    );
+    assert!(repeated_effects <= disruptions, "{repeated_effects} effects ran again, more than {disruptions} cuts allow");
     assert!(
         most_runs_of_one_effect <= 1 + kills + freezes + restarts,
         "one effect ran {most_runs_of_one_effect} times, more than the disruptions allow"
