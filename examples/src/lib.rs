@@ -10,6 +10,7 @@
 //! | [`lead_enrichment`] | validation with a handled invalid branch, enrichment, scoring, a hot/warm/cold router; a hot lead's email waits for a person |
 //! | [`invoice_processing`] | extraction with a confidence, auto-approve / human review / fallback extraction, an autonomy threshold from the environment |
 //! | [`order_return`] | eligibility escalation, retries and timeouts on a flaky label service, a non-critical email, a crash and a resume |
+//! | [`fleet`] | order fulfilment served by many worker processes over one PostgreSQL (needs a server) |
 //! | [`ticket_routing`] | many tickets at once with a bounded number of LLM calls in flight, SQLite and notification tools, compensation |
 //!
 //! Shared pieces: [`setup`] picks the LLM endpoint (a real OpenAI-compatible one when
@@ -21,6 +22,7 @@
 
 pub mod content_pipeline;
 pub mod error;
+pub mod fleet;
 pub mod invoice_processing;
 pub mod lead_enrichment;
 pub mod order_return;
