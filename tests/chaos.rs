@@ -15,6 +15,7 @@
 // Tests state their expectations with unwrap/expect: a failure is the test's message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[allow(dead_code, reason = "the chaos test uses only the restartable cluster of the shared module")]
 #[path = "pg_support/mod.rs"]
 mod pg_support;
 
@@ -148,7 +149,8 @@ fn chaos_worker() {
         };
         let store: Arc<dyn Store> = Arc::new(store);
         let worker = Worker::new(store).lease(LEASE).register(Chaos { ledger: PathBuf::from(ledger) });
-        let options = ServeOptions::new().max_in_flight(IN_FLIGHT).poll_interval(Duration::from_millis(100)).lease(LEASE);
+        let options =
+            ServeOptions::new().max_in_flight(IN_FLIGHT).poll_interval(Duration::from_millis(100)).lease(LEASE);
         // Serves until the test kills this process.
         worker.serve(options).until_signal(Duration::from_secs(5)).await;
     });
@@ -227,8 +229,13 @@ fn many_workers_survive_kills_freezes_and_database_restarts() {
     let store: Arc<dyn Store> = Arc::new(rt.block_on(PgStore::connect(&cluster.url)).expect("store"));
     let runner = Runner::new(Chaos { ledger: ledger.clone() }).with_shared_store(Arc::clone(&store));
 
-    let mut workers =
-        Workers { url: cluster.url.clone(), ledger: ledger.clone(), logs: dir.path().to_path_buf(), live: Vec::new(), started: 0 };
+    let mut workers = Workers {
+        url: cluster.url.clone(),
+        ledger: ledger.clone(),
+        logs: dir.path().to_path_buf(),
+        live: Vec::new(),
+        started: 0,
+    };
     for _ in 0..WORKERS {
         workers.spawn();
     }
@@ -287,7 +294,9 @@ fn many_workers_survive_kills_freezes_and_database_restarts() {
             workers.signal(i, "-STOP");
             frozen = Some((i, Instant::now()));
             freezes += 1;
-        } else if restarts < restarts_wanted && roll < 58 && submitted.len() > runs_wanted * (restarts + 1) / (restarts_wanted + 2)
+        } else if restarts < restarts_wanted
+            && roll < 58
+            && submitted.len() > runs_wanted * (restarts + 1) / (restarts_wanted + 2)
         {
             cluster.restart().expect("restart the database");
             restarts += 1;
@@ -296,9 +305,9 @@ fn many_workers_survive_kills_freezes_and_database_restarts() {
 
         let chaos_done = kills >= kills_wanted && freezes >= freezes_wanted && restarts >= restarts_wanted;
         if chaos_done && frozen.is_none() && submitted.len() == runs_wanted {
-            let open = rt.block_on(store.list_runs(&RunFilter::default())).map(|l| {
-                l.iter().filter(|r| r.status != RunStatus::Completed).count()
-            });
+            let open = rt
+                .block_on(store.list_runs(&RunFilter::default()))
+                .map(|l| l.iter().filter(|r| r.status != RunStatus::Completed).count());
             if open.is_ok_and(|n| n == 0) {
                 break;
             }
@@ -320,7 +329,7 @@ fn many_workers_survive_kills_freezes_and_database_restarts() {
                 other => step_reruns.push(format!("run {id} step {step}: applied {other:?} times")),
             }
             let receipt = state.receipts.get(step).expect("a receipt per step");
-            assert!(receipt.starts_with(&format!("receipt:{id}:{step}#0:")), "run {id} step {step}: {receipt}");
+            assert!(receipt.starts_with(&format!("receipt:{id}:{step}#1:")), "run {id} step {step}: {receipt}");
         }
         let expected = (n % ASK_EVERY == 0).then_some(n % 2 == 0);
         assert_eq!(state.approved, expected, "run {id} (#{n}): the answer given");
@@ -365,7 +374,10 @@ fn many_workers_survive_kills_freezes_and_database_restarts() {
     // A body runs again only when its execution was cut: a kill or a freeze cuts at most the
     // runs that worker held, a restart at most every run in flight.
     let disruptions = (kills + freezes) * IN_FLIGHT + restarts * WORKERS * IN_FLIGHT;
-    assert!(repeated_effects <= disruptions, "{repeated_effects} effects ran again, more than {disruptions} cuts allow");
+    assert!(
+        repeated_effects <= disruptions,
+        "{repeated_effects} effects ran again, more than {disruptions} cuts allow"
+    );
     assert!(
         most_runs_of_one_effect <= 1 + kills + freezes + restarts,
         "one effect ran {most_runs_of_one_effect} times, more than the disruptions allow"

@@ -584,3 +584,85 @@ async fn a_lost_lease_names_the_run_and_says_what_to_do() {
     assert!(text.contains(&run_id.to_string()), "{text}");
     assert!(text.contains("resume the run once its lease expires"), "says what to do: {text}");
 }
+
+// ------------------------------------------------------------------ a store failing under a step
+
+#[derive(Clone, Default, Debug, Serialize, Deserialize)]
+struct Charged {
+    receipt: String,
+}
+
+struct Charge {
+    bodies: Arc<std::sync::atomic::AtomicU32>,
+}
+
+#[flow(state = Charged, name = "faults_charge")]
+impl Charge {
+    #[start]
+    async fn charge(&self, cx: &Ctx<Charged>) -> Result<()> {
+        let bodies = Arc::clone(&self.bodies);
+        let receipt: String = cx
+            .effect("charge", |key| async move {
+                bodies.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Ok(format!("r:{key}"))
+            })
+            .await?;
+        cx.update(move |s| s.receipt = receipt.clone());
+        Ok(())
+    }
+}
+
+/// A journal write that fails while the database restarts is tried again: the step goes on.
+#[tokio::test]
+async fn a_journal_write_failing_for_a_moment_is_retried() {
+    let failures = Arc::new(std::sync::atomic::AtomicU32::new(2));
+    let mut store = Intercept::new(Arc::new(MemoryStore::new()));
+    let left = Arc::clone(&failures);
+    store.refuse_journal = Box::new(move |_| {
+        let n = left.load(std::sync::atomic::Ordering::SeqCst);
+        (n > 0).then(|| {
+            left.store(n - 1, std::sync::atomic::Ordering::SeqCst);
+            StoreError::Backend("connection closed (the database is restarting)".into())
+        })
+    });
+    let flow = Charge { bodies: Arc::default() };
+    let bodies = Arc::clone(&flow.bodies);
+    let run = Runner::new(flow).with_store(store).kickoff(Charged::default()).await.unwrap().completed().unwrap();
+    assert!(run.state.receipt.starts_with("r:"), "{:?}", run.state);
+    assert_eq!(failures.load(std::sync::atomic::Ordering::SeqCst), 0, "both failures were met");
+    assert_eq!(bodies.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+/// A store that keeps failing under a step does not fail the run: the execution stops with the
+/// store's error, the run stays as its last checkpoint left it (running, no step recorded as
+/// failed), and it completes once the store answers again.
+#[tokio::test]
+async fn a_store_failing_under_a_step_leaves_the_run_to_continue() {
+    let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let inner: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let mut store = Intercept::new(Arc::clone(&inner));
+    let is_down = Arc::clone(&down);
+    store.refuse_journal = Box::new(move |_| {
+        is_down
+            .load(std::sync::atomic::Ordering::SeqCst)
+            .then(|| StoreError::Backend("cannot reach the database (connection refused)".into()))
+    });
+    let store: Arc<dyn Store> = Arc::new(store);
+    let flow = Charge { bodies: Arc::default() };
+    let bodies = Arc::clone(&flow.bodies);
+    let runner = Runner::new(flow).with_shared_store(Arc::clone(&store)).lease(Duration::from_millis(100));
+    let err = runner.kickoff(Charged::default()).await.unwrap_err();
+    let FlowError::Store(e) = &err else { panic!("expected the store's error, got {err:?}") };
+    let text = e.to_string();
+    assert!(text.contains("nothing was recorded as failed") && text.contains("connection refused"), "{text}");
+    let run_id = store.list_runs(&RunFilter::default()).await.unwrap()[0].run_id;
+    let record = store.load_run(run_id).await.unwrap();
+    assert_eq!(record.status, RunStatus::Running, "not failed for the store's sake");
+    assert!(store.steps(run_id).await.unwrap().iter().all(|s| s.status != flow_core::store::StepStatus::Failed));
+
+    down.store(false, std::sync::atomic::Ordering::SeqCst);
+    let done = flow_tests::resume_when_free(&runner, store.as_ref(), run_id).await.unwrap().completed().unwrap();
+    assert!(done.state.receipt.starts_with(&format!("r:{run_id}:")), "{:?}", done.state);
+    // The effect ran in the first execution, but its result never reached the journal.
+    assert_eq!(bodies.load(std::sync::atomic::Ordering::SeqCst), 2);
+}

@@ -281,10 +281,7 @@ async fn a_serving_worker_wakes_parked_runs(store: Arc<dyn Store>) {
     let state: Trial = record.snapshot.state_as().unwrap();
     assert!(state.woke && state.followed_up, "{state:?}");
     let history = store.checkpoints(run_id).await.unwrap();
-    assert!(
-        history.iter().skip(1).any(|c| c.status == RunStatus::Queued),
-        "the run parked on the way: {history:?}"
-    );
+    assert!(history.iter().skip(1).any(|c| c.status == RunStatus::Queued), "the run parked on the way: {history:?}");
     // Entered once to park and once when due; the effect before the sleep ran once.
     assert_eq!((flow.entries.load(Ordering::SeqCst), flow.charges.load(Ordering::SeqCst)), (2, 1));
 }

@@ -22,7 +22,7 @@ use crate::flow::State;
 use crate::input::{InputRequest, PauseRequest};
 use crate::journal::{Journal, TokenUsage, request_hash};
 use crate::step_key::StepKey;
-use crate::store::{JournalEntry, Store, now_ms};
+use crate::store::{JournalEntry, Store, StoreError, now_ms};
 
 /// What every step of one run shares.
 pub(crate) struct RunShared {
@@ -464,20 +464,19 @@ impl<S: State> Ctx<S> {
             return Ok(Some(e.clone()));
         }
         match &self.scope.run.store {
-            Some(store) => store
-                .journal_get(self.scope.run.run_id, self.step_key(), seq)
-                .await
-                .map_err(|e| Error::transient(format!("reading the journal failed: {e}"))),
+            Some(store) => {
+                let step_key = self.step_key();
+                with_store_retries("reading the journal", || store.journal_get(self.scope.run.run_id, step_key, seq))
+                    .await
+            }
             None => Ok(None),
         }
     }
 
     async fn remember(&self, entry: JournalEntry) -> Result<JournalEntry, Error> {
         let winner = match &self.scope.run.store {
-            Some(store) => store
-                .journal_put(entry)
-                .await
-                .map_err(|e| Error::transient(format!("recording an effect failed: {e}")))?,
+            // First writer wins, so writing the same entry again after an ambiguous failure is safe.
+            Some(store) => with_store_retries("recording an effect", || store.journal_put(entry.clone())).await?,
             None => entry,
         };
         self.scope.run.journal_cache().insert((winner.step_key.clone(), winner.seq), winner.clone());
@@ -859,5 +858,33 @@ impl<S: State> Journal for Ctx<S> {
 
     fn idempotency_key(&self) -> String {
         Ctx::idempotency_key(self)
+    }
+}
+
+/// How often a journal read or write is tried when the store fails in a way that may pass (a
+/// database restarting): the same budget as a checkpoint's commit, about two seconds in all.
+const JOURNAL_ATTEMPTS: u32 = 5;
+
+/// Runs a journal operation, trying again while the store's failure may pass. What is left is a
+/// [`Special::Store`] error: the execution stops without recording the method as failed, so
+/// the run is continued once the store answers, rather than failed for the store's sake.
+async fn with_store_retries<T, F, Fut>(what: &str, mut op: F) -> Result<T, Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    let mut delay = Duration::from_millis(20);
+    let mut attempt = 1;
+    loop {
+        match op().await {
+            Ok(v) => return Ok(v),
+            Err(e @ (StoreError::Backend(_) | StoreError::Busy(_))) if attempt < JOURNAL_ATTEMPTS => {
+                tracing::warn!(attempt, error = %e, "{what} failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 4;
+                attempt += 1;
+            }
+            Err(e) => return Err(Error::special(Special::Store, format!("{what} failed: {e}"))),
+        }
     }
 }

@@ -114,6 +114,10 @@ pub(crate) enum Special {
     Panic,
     /// The attempt ran past its timeout.
     Timeout,
+    /// The step could not read or write its journal: the store failed (a database restarting,
+    /// a lost lease). Not the method's failure: the execution stops without recording one,
+    /// and the run is continued once the store answers.
+    Store,
 }
 
 /// The error a flow method returns.
@@ -174,7 +178,7 @@ impl Error {
 
     pub(crate) fn special(special: Special, message: impl fmt::Display) -> Self {
         let class = match special {
-            Special::Timeout => ErrorClass::Transient,
+            Special::Timeout | Special::Store => ErrorClass::Transient,
             _ => ErrorClass::Permanent,
         };
         let mut e = Self::new(class, message.to_string());

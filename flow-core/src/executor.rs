@@ -736,6 +736,18 @@ impl<F: Flow> Execution<F> {
         let step_key = act.step_key.to_string();
         let class = error.class();
         let text = error.chain_text();
+        if error.special_kind() == Some(&Special::Store) {
+            // The store failed, not the method: record nothing (the store may not take it
+            // anyway) and stop here; the run stays as its last checkpoint left it, and is
+            // continued once the store answers, by whoever claims it when this lease lapses.
+            let run_id = self.run.run_id;
+            tracing::warn!(%run_id, method = def.name, %step_key, error = %text, "the store failed under a step; stopping this execution without recording a failure");
+            return Err(FlowError::Store(StoreError::Backend(format!(
+                "run {run_id}: step `{step_key}` of `{}` stopped because {text}; nothing was recorded as failed: \
+                 the run continues once the store answers (resume it, or a serving worker takes it when its lease lapses)",
+                def.name
+            ))));
+        }
         let policy = def.policy.retry.or(self.plan.graph.options.retry);
         let allowed = match class {
             _ if error.is_escalation() || error.special_kind() == Some(&Special::NonDeterminism) => 1,

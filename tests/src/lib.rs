@@ -116,6 +116,9 @@ pub async fn resume_when_free<F: Flow>(
 /// Says whether to refuse a commit, and with what.
 pub type RefuseCommit = Box<dyn Fn(&Commit) -> Option<StoreError> + Send + Sync>;
 
+/// Says whether to refuse a journal write, and with what.
+pub type RefuseJournal = Box<dyn Fn(&JournalEntry) -> Option<StoreError> + Send + Sync>;
+
 /// A store that passes everything on to `inner`, with two ways to stand for the world acting
 /// at a precise point: `before_claim` runs once, at the first claim, before claiming (another
 /// process acting on the run between a caller's read of it and its claim), and
@@ -127,12 +130,19 @@ pub struct Intercept {
     pub before_claim: std::sync::Mutex<Option<futures::future::BoxFuture<'static, ()>>>,
     /// Asked before each commit; an error refuses the commit.
     pub refuse_commit: RefuseCommit,
+    /// Asked before each journal write; an error refuses it.
+    pub refuse_journal: RefuseJournal,
 }
 
 impl Intercept {
     /// Passes everything on, until told otherwise.
     pub fn new(inner: Arc<dyn Store>) -> Self {
-        Intercept { inner, before_claim: std::sync::Mutex::new(None), refuse_commit: Box::new(|_| None) }
+        Intercept {
+            inner,
+            before_claim: std::sync::Mutex::new(None),
+            refuse_commit: Box::new(|_| None),
+            refuse_journal: Box::new(|_| None),
+        }
     }
 }
 
@@ -185,6 +195,9 @@ impl Store for Intercept {
         self.inner.journal_get(run_id, step_key, seq).await
     }
     async fn journal_put(&self, entry: JournalEntry) -> Result<JournalEntry, StoreError> {
+        if let Some(refused) = (self.refuse_journal)(&entry) {
+            return Err(refused);
+        }
         self.inner.journal_put(entry).await
     }
     async fn claim_next(&self, request: &ClaimRequest) -> Result<Vec<Claim>, StoreError> {
