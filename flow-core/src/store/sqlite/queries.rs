@@ -1186,7 +1186,8 @@ mod tests {
             // requeued, released.
             let queued = NewRun {
                 start: Start::Queued { available_at_ms: None },
-                placement: Placement::in_queue("q").key("k"),
+                // A queue per round: the first round's run is runnable again at its end.
+                placement: Placement::in_queue(format!("q{round}")).key("k"),
                 ..new_run()?
             };
             let qid = queued.run_id;
@@ -1195,7 +1196,7 @@ mod tests {
                 owner: "w".into(),
                 lease: Duration::from_secs(60),
                 flows: vec!["f".into()],
-                queues: vec![crate::store::QueueLimit::new("q").concurrency(5).per_key(1)],
+                queues: vec![crate::store::QueueLimit::new(format!("q{round}")).concurrency(5).per_key(1)],
                 max: 3,
             };
             let claimed = claim_next(db, &request, 7_000)?;
