@@ -215,16 +215,7 @@ async fn show(ctx: &Ctx, run_id: Uuid) -> Result<Done, CliError> {
         Err(e) => return Err(e.into()),
     };
     let summary = match &record {
-        Some(r) => RunSummary {
-            run_id: r.run_id,
-            flow: r.flow.clone(),
-            status: r.status,
-            pause: r.pause.clone(),
-            placement: r.placement.clone(),
-            available_at_ms: r.available_at_ms,
-            created_at_ms: r.created_at_ms,
-            updated_at_ms: r.updated_at_ms,
-        },
+        Some(r) => RunSummary::from(r),
         None => store.run_summary(run_id).await?,
     };
     let steps = store.steps(run_id).await?;

@@ -275,16 +275,7 @@ impl Store for MemoryStore {
             .filter_map(|r| r.record.as_ref())
             .filter(|r| filter.status.is_none_or(|s| s == r.status))
             .filter(|r| filter.flow.as_deref().is_none_or(|f| f == r.flow))
-            .map(|r| RunSummary {
-                run_id: r.run_id,
-                flow: r.flow.clone(),
-                status: r.status,
-                pause: r.pause.clone(),
-                placement: r.placement.clone(),
-                available_at_ms: r.available_at_ms,
-                created_at_ms: r.created_at_ms,
-                updated_at_ms: r.updated_at_ms,
-            })
+            .map(RunSummary::from)
             .collect();
         out.sort_by(|a, b| b.created_at_ms.cmp(&a.created_at_ms).then(b.run_id.cmp(&a.run_id)));
         if let Some(limit) = filter.limit {

@@ -481,6 +481,35 @@ pub struct RunSummary {
     pub updated_at_ms: i64,
 }
 
+/// The summary of a run read whole.
+///
+/// ```
+/// use flow_core::store::{MemoryStore, RunFilter, RunSummary, Store};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), flow_core::store::StoreError> {
+/// let store = MemoryStore::new();
+/// for summary in store.list_runs(&RunFilter::default()).await? {
+///     let record = store.load_run(summary.run_id).await?;
+///     assert_eq!(RunSummary::from(&record), summary);
+/// }
+/// # Ok(())
+/// # }
+/// ```
+impl From<&RunRecord> for RunSummary {
+    fn from(r: &RunRecord) -> Self {
+        RunSummary {
+            run_id: r.run_id,
+            flow: r.flow.clone(),
+            status: r.status,
+            pause: r.pause.clone(),
+            placement: r.placement.clone(),
+            available_at_ms: r.available_at_ms,
+            created_at_ms: r.created_at_ms,
+            updated_at_ms: r.updated_at_ms,
+        }
+    }
+}
+
 /// A run a listing could not read: its row is damaged (an unknown status, a pause that is not
 /// JSON, an id that is not a UUID). The listing goes on with the other runs and reports this
 /// one instead of failing.
@@ -905,17 +934,7 @@ pub trait Store: Send + Sync + 'static {
     /// run's latest state is damaged (forking an earlier checkpoint needs no more). The default
     /// loads the whole run.
     async fn run_summary(&self, run_id: Uuid) -> Result<RunSummary, StoreError> {
-        let r = self.load_run(run_id).await?;
-        Ok(RunSummary {
-            run_id: r.run_id,
-            flow: r.flow,
-            status: r.status,
-            pause: r.pause,
-            placement: r.placement,
-            available_at_ms: r.available_at_ms,
-            created_at_ms: r.created_at_ms,
-            updated_at_ms: r.updated_at_ms,
-        })
+        Ok(RunSummary::from(&self.load_run(run_id).await?))
     }
 
     /// The run's step rows, in creation order. The engine writes a step's row when the step

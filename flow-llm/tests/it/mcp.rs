@@ -1,5 +1,5 @@
 //! MCP tools in the agent loop, against real MCP servers built here with rmcp: one run as a child
-//! process over stdio (this test binary again, running the ignored entry point below), one served
+//! process over stdio (this test binary again, running the entry point below, which does nothing when run alone), one served
 //! in-process over streamable HTTP on 127.0.0.1.
 //!
 //! The model is the project's `TestServer`: the tests check that an MCP tool's schema reaches the
@@ -124,7 +124,6 @@ impl ServerHandler for Calculator {
 /// The child process's entry point: does nothing unless spawned by the tests below. What libtest
 /// itself prints on stdout is not JSON, and MCP clients skip lines that are not.
 #[tokio::test]
-#[ignore = "entry point of the MCP server child process spawned by the MCP tests; does nothing when run alone"]
 async fn child_serves_mcp_on_stdio() {
     let Ok(mode) = std::env::var(MODE_VAR) else {
         return;
@@ -174,7 +173,7 @@ async fn serve_stdio() {
 /// The stdio server: this test binary, running the child entry point in `mode`.
 fn stdio(mode: &str) -> McpServerBuilder {
     McpServer::stdio(std::env::current_exe().unwrap())
-        .args([CHILD, "--exact", "--ignored", "--nocapture", "--test-threads=1", "--quiet"])
+        .args([CHILD, "--exact", "--nocapture", "--test-threads=1", "--quiet"])
         .env(MODE_VAR, mode)
         .name("calculator")
 }
