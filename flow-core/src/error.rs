@@ -18,9 +18,29 @@ use std::fmt;
 use uuid::Uuid;
 
 /// `Result` with the method error [`Error`] as its default error type.
+///
+/// ```
+/// use flow_core::Result;
+///
+/// fn parse_amount(text: &str) -> Result<u32> {
+///     // Any std error converts with `?`, keeping its class (parse errors are permanent).
+///     Ok(text.trim().parse::<u32>()?)
+/// }
+/// assert_eq!(parse_amount(" 42 ").ok(), Some(42));
+/// assert!(parse_amount("forty").is_err());
+/// ```
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Whether a failed method is worth running again.
+///
+/// ```
+/// use flow_core::{Error, ErrorClass};
+///
+/// let timeout = Error::transient("the label service timed out");
+/// assert_eq!(timeout.class(), ErrorClass::Transient);
+/// let refused = Error::msg("card declined").with_class(ErrorClass::Permanent);
+/// assert_eq!(refused.class(), ErrorClass::Permanent);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorClass {
@@ -126,6 +146,16 @@ pub(crate) enum Special {
 /// source chain and a class: I/O errors and timeouts are [`ErrorClass::Transient`], types
 /// registered with [`classify_errors!`](crate::classify_errors) decide for themselves, anything
 /// else is [`ErrorClass::Permanent`].
+///
+/// ```
+/// use flow_core::{Error, ErrorClass};
+///
+/// let io = std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out");
+/// let err = Error::from(io).context("fetching the invoice");
+/// assert_eq!(err.class(), ErrorClass::Transient);
+/// assert_eq!(err.message(), "fetching the invoice: connect timed out");
+/// assert!(err.downcast_ref::<std::io::Error>().is_some());
+/// ```
 pub struct Error {
     inner: Box<Inner>,
 }
@@ -288,6 +318,26 @@ impl fmt::Display for Error {
 }
 
 /// A method error as a standard error, inside [`FlowError::MethodFailed`].
+///
+/// ```
+/// use flow_core::prelude::*;
+/// use flow_core::error::StepFailure;
+/// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)] struct S;
+/// struct Fails;
+///
+/// #[flow(state = S)]
+/// impl Fails {
+///     #[start]
+///     async fn only(&self) -> Result<()> { Err(Error::permanent("no such customer")) }
+/// }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let Err(FlowError::MethodFailed { source, .. }) = Fails.kickoff(S).await else { panic!("fails") };
+/// let failure = source.downcast_ref::<StepFailure>().expect("the step's error");
+/// assert_eq!(failure.class(), ErrorClass::Permanent);
+/// assert_eq!(failure.to_string(), "no such customer");
+/// # }
+/// ```
 #[derive(Debug)]
 pub struct StepFailure {
     text: String,
@@ -315,6 +365,28 @@ impl StdError for StepFailure {
 }
 
 /// Why a run could not go on. Every variant names the run and says what to do.
+///
+/// ```
+/// use flow_core::prelude::*;
+/// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)] struct S;
+/// struct Fails;
+///
+/// #[flow(state = S)]
+/// impl Fails {
+///     #[start]
+///     async fn lookup(&self) -> Result<()> { Err(Error::permanent("no such customer")) }
+/// }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// match Fails.kickoff(S).await {
+///     Err(FlowError::MethodFailed { run_id, method, attempt, message, .. }) => {
+///         assert_eq!((method.as_str(), attempt, message.as_str()), ("lookup", 1, "no such customer"));
+///         let _ = run_id; // the id to resume or inspect the run with
+///     }
+///     other => panic!("expected a method failure, got {:?}", other.err()),
+/// }
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum FlowError {
@@ -571,6 +643,13 @@ pub enum FlowError {
 
 /// A value that JSON cannot hold faithfully, in [`FlowError::Unfaithful`] and in the errors of
 /// steps whose output or effect result holds one.
+///
+/// ```
+/// use flow_core::error::UnfaithfulValue;
+///
+/// // Each kind says how to hold the value faithfully instead.
+/// assert!(!UnfaithfulValue::NaN.advice().is_empty());
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum UnfaithfulValue {

@@ -23,6 +23,17 @@ use crate::graph::{Graph, LabelId, MethodId};
 /// and the run stays at its last good checkpoint. Use `Option<f64>` for a number that may be
 /// missing, and string or integer keys. Step outputs and effect results are checked the same
 /// way (the step fails with a permanent error).
+///
+/// ```
+/// use flow_core::State;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Clone, Default, Serialize, Deserialize)]
+/// struct Lead { company: String, score: Option<f64> }
+///
+/// fn assert_state<S: State>() {}
+/// assert_state::<Lead>();
+/// ```
 pub trait State: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}
 
 impl<T> State for T where T: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {}
@@ -116,11 +127,39 @@ pub struct FlowRegistration {
 inventory::collect!(FlowRegistration);
 
 /// Every flow compiled into this binary, by name.
+///
+/// ```
+/// use flow_core::prelude::*;
+/// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)] struct S;
+/// struct Billing;
+///
+/// #[flow(state = S, name = "billing")]
+/// impl Billing {
+///     #[start] async fn bill(&self) -> Result<()> { Ok(()) }
+/// }
+///
+/// assert!(flow_core::registered_flows().any(|f| f.name == "billing"));
+/// ```
 pub fn registered_flows() -> impl Iterator<Item = &'static FlowRegistration> {
     inventory::iter::<FlowRegistration>.into_iter()
 }
 
 /// The flow compiled into this binary under `name`.
+///
+/// ```
+/// use flow_core::prelude::*;
+/// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)] struct S;
+/// struct Billing;
+///
+/// #[flow(state = S, name = "billing")]
+/// impl Billing {
+///     #[start] async fn bill(&self) -> Result<()> { Ok(()) }
+/// }
+///
+/// let found = flow_core::find_flow("billing").expect("compiled in");
+/// assert_eq!((found.graph)().methods.len(), 1);
+/// assert!(flow_core::find_flow("no-such-flow").is_none());
+/// ```
 pub fn find_flow(name: &str) -> Option<&'static FlowRegistration> {
     registered_flows().find(|r| r.name == name)
 }

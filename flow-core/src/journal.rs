@@ -27,6 +27,14 @@ use serde_json::Value;
 use crate::error::Error;
 
 /// Token counts of one or more LLM calls.
+///
+/// ```
+/// use flow_core::TokenUsage;
+///
+/// let first = TokenUsage { prompt_tokens: 120, completion_tokens: 30, total_tokens: 150 };
+/// let second = TokenUsage { prompt_tokens: 80, completion_tokens: 20, total_tokens: 100 };
+/// assert_eq!((first + second).total_tokens, 250);
+/// ```
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenUsage {
     /// Tokens in the prompt.
@@ -77,6 +85,25 @@ impl std::ops::Add for TokenUsage {
 /// (the fork's journal starts empty), or restore the code that made the recorded request to
 /// resume it. Requests must therefore be built from the state, the step's inputs and earlier
 /// journaled results only.
+///
+/// ```
+/// use flow_core::journal::Journal;
+///
+/// /// A library call that works inside a flow (pass `cx`) and outside one (pass `&NoJournal`).
+/// async fn lookup(journal: &dyn Journal, sku: &str) -> Result<serde_json::Value, flow_core::Error> {
+///     let request = serde_json::json!({ "sku": sku });
+///     let sku = sku.to_string();
+///     journal
+///         .record("tool", "stock_lookup", &request, Box::pin(async move { Ok(serde_json::json!({ "sku": sku, "in_stock": 3 })) }))
+///         .await
+/// }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), flow_core::Error> {
+/// let found = lookup(&flow_core::journal::NoJournal, "A-1").await?;
+/// assert_eq!(found["in_stock"], 3);
+/// # Ok(())
+/// # }
+/// ```
 pub trait Journal: Send + Sync {
     /// Runs or replays one effect. `request` identifies the call (it is hashed and compared on
     /// replay: a different request is an error, not a replay); the effect's value is stored as
@@ -102,6 +129,17 @@ pub trait Journal: Send + Sync {
 }
 
 /// Runs every effect directly and records nothing: for code running outside a flow.
+///
+/// ```
+/// use flow_core::journal::{Journal, NoJournal};
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), flow_core::Error> {
+/// let value = NoJournal.record("effect", "ping", &serde_json::Value::Null, Box::pin(async { Ok(serde_json::json!("pong")) })).await?;
+/// assert_eq!(value, "pong");
+/// assert_eq!(NoJournal.idempotency_key(), "");
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NoJournal;
 
@@ -119,6 +157,14 @@ impl Journal for NoJournal {
 
 /// A stable 64-bit hash of a request, compared when an effect is replayed (FNV-1a over the
 /// canonical JSON text, so it is the same in every process and build).
+///
+/// ```
+/// use flow_core::journal::request_hash;
+/// use serde_json::json;
+///
+/// assert_eq!(request_hash(&json!({"q": 1})), request_hash(&json!({"q": 1})));
+/// assert_ne!(request_hash(&json!({"q": 1})), request_hash(&json!({"q": 2})));
+/// ```
 pub fn request_hash(request: &Value) -> u64 {
     let text = request.to_string();
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;

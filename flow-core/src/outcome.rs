@@ -16,6 +16,29 @@ use crate::journal::TokenUsage;
 use crate::store::RunStatus;
 
 /// How a run stopped without failing.
+///
+/// ```
+/// use flow_core::prelude::*;
+/// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)] struct S;
+/// struct Ask;
+///
+/// #[flow(state = S)]
+/// impl Ask {
+///     #[start]
+///     async fn confirm(&self, cx: &Ctx<S>) -> Result<bool> { cx.ask::<bool>("Ship it?").await }
+/// }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), FlowError> {
+/// let runner = Runner::new(Ask).with_store(flow_core::store::MemoryStore::new());
+/// match runner.kickoff(S).await? {
+///     RunOutcome::Completed(run) => println!("done: {:?}", run.last_method),
+///     RunOutcome::Paused(p) => assert_eq!(p.request.prompt, "Ship it?"),
+///     RunOutcome::Escalated(e) => println!("a person must look at it: {}", e.reason),
+///     RunOutcome::Sleeping(s) => println!("parked until {:?}", s.until),
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub enum RunOutcome<S> {
     /// Every method that could run has run.
@@ -94,6 +117,30 @@ impl<S> RunOutcome<S> {
 }
 
 /// A completed run.
+///
+/// ```
+/// use flow_core::prelude::*;
+/// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)] struct S { n: u32 }
+/// struct Add;
+///
+/// #[flow(state = S)]
+/// impl Add {
+///     #[start]
+///     async fn add(&self, cx: &Ctx<S>) -> Result<u32> {
+///         cx.update(|s| s.n += 2);
+///         Ok(2)
+///     }
+/// }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), FlowError> {
+/// let run = Add.kickoff(S::default()).await?.completed()?;
+/// assert_eq!(run.state.n, 2);
+/// assert_eq!(run.last_method.as_deref(), Some("add"));
+/// assert_eq!(run.output::<u32>()?, 2);
+/// assert!(run.failures.is_empty());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct RunResult<S> {
     /// The run's id.
@@ -245,6 +292,25 @@ impl<'a> IntoIterator for &'a Outputs {
 }
 
 /// The iterator of [`Outputs::iter`]: method name and latest output, in declaration order.
+///
+/// ```
+/// use flow_core::prelude::*;
+/// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)] struct S;
+/// struct Two;
+///
+/// #[flow(state = S)]
+/// impl Two {
+///     #[start] async fn a(&self) -> Result<u32> { Ok(1) }
+///     #[listen(a)] async fn b(&self, n: u32) -> Result<u32> { Ok(n + 1) }
+/// }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), FlowError> {
+/// let run = Two.kickoff(S).await?.completed()?;
+/// let pairs: Vec<(&str, u64)> = run.outputs.iter().map(|(m, v)| (m, v.as_u64().unwrap_or(0))).collect();
+/// assert_eq!(pairs, [("a", 1), ("b", 2)]);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct OutputsIter<'a> {
     graph: &'static Graph,
@@ -275,6 +341,27 @@ fn decode<T: DeserializeOwned>(run_id: Uuid, value: &Value, what: &str) -> Resul
 }
 
 /// A failure of a `non_critical` method.
+///
+/// ```
+/// use flow_core::prelude::*;
+/// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)] struct S;
+/// struct Notify;
+///
+/// #[flow(state = S)]
+/// impl Notify {
+///     #[start] async fn work(&self) -> Result<()> { Ok(()) }
+///     #[listen(work, non_critical)]
+///     async fn email(&self) -> Result<()> { Err(Error::permanent("mailbox full")) }
+/// }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), FlowError> {
+/// let run = Notify.kickoff(S).await?.completed()?;
+/// assert_eq!(run.failures[0].method, "email");
+/// assert_eq!(run.failures[0].step_key, "email#1");
+/// assert!(run.failures[0].error.contains("mailbox full"));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RecordedFailure {
     /// The method.
@@ -286,6 +373,27 @@ pub struct RecordedFailure {
 }
 
 /// A paused run.
+///
+/// ```
+/// use flow_core::prelude::*;
+/// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)] struct S;
+/// struct Approve;
+///
+/// #[flow(state = S)]
+/// impl Approve {
+///     #[start]
+///     async fn ask(&self, cx: &Ctx<S>) -> Result<bool> { cx.ask::<bool>("Approve?").await }
+/// }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), FlowError> {
+/// let runner = Runner::new(Approve).with_store(flow_core::store::MemoryStore::new());
+/// let RunOutcome::Paused(paused) = runner.kickoff(S).await? else { panic!("pauses") };
+/// assert_eq!(paused.request.method, "ask");
+/// let done = runner.resume_with(paused.run_id, true).await?.completed()?;
+/// assert_eq!(done.output::<bool>()?, true);
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Paused<S> {
     /// The run's id.
@@ -297,6 +405,24 @@ pub struct Paused<S> {
 }
 
 /// An escalated run.
+///
+/// ```
+/// use flow_core::prelude::*;
+/// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)] struct S;
+/// struct Returns;
+///
+/// #[flow(state = S)]
+/// impl Returns {
+///     #[start]
+///     async fn check(&self) -> Result<()> { Err(Error::escalate("return requested after 75 days")) }
+/// }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), FlowError> {
+/// let RunOutcome::Escalated(e) = Returns.kickoff(S).await? else { panic!("escalates") };
+/// assert_eq!((e.method.as_str(), e.reason.as_str()), ("check", "return requested after 75 days"));
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, Clone)]
 pub struct Escalated<S> {
     /// The run's id.

@@ -1454,6 +1454,26 @@ fn reopen(progress: &mut Progress) {
 }
 
 /// `kickoff` straight on a flow value, for runs that need no store.
+///
+/// ```
+/// use flow_core::prelude::*;
+/// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)] struct S { n: u32 }
+/// struct Inc;
+///
+/// #[flow(state = S)]
+/// impl Inc {
+///     #[start]
+///     async fn inc(&self, cx: &Ctx<S>) -> Result<()> { cx.update(|s| s.n += 1); Ok(()) }
+/// }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), FlowError> {
+/// let run = Inc.kickoff(S::default()).await?.completed()?;
+/// assert_eq!(run.state.n, 1);
+/// let runner = Inc.runner(); // the same, as a Runner to configure
+/// assert_eq!(runner.graph().name, "Inc");
+/// # Ok(())
+/// # }
+/// ```
 pub trait FlowExt: Flow {
     /// Runs the flow once, in memory: `Runner::new(self).kickoff(state)`.
     fn kickoff(self, state: Self::State) -> impl Future<Output = Result<RunOutcome<Self::State>, FlowError>> + Send {

@@ -53,10 +53,24 @@ use quote::quote;
 /// Turns an inherent impl block into a flow: an event graph of its annotated async methods,
 /// built and checked at compile time.
 ///
-/// Options: `state = Type` (required; serde-persisted), `name = "..."` (the name the flow is
-/// registered under; default: the type's name), `max_calls = N` (how often one method may run in
-/// one run, default 100), and flow-wide defaults for the methods' `retry(...)` and
-/// `timeout = "..."`.
+/// Options (the [options chapter](../flow_core/guide/options/index.html) of the guide has them
+/// all in one place):
+///
+/// - `state = Type` (required): the run's state, `Clone + Default + Serialize + Deserialize`;
+/// - `name = "..."`: the name the flow is registered and stored under (default: the type's name);
+/// - `max_calls = N`: how often one method may run in one run (default 100), so that a loop that
+///   never ends is an error rather than a hung run;
+/// - `retry(attempts = N, backoff = fixed("1s") | exponential("500ms", max = "30s"), jitter,
+///   invalid_reply = N)`: the default retry policy of every method;
+/// - `timeout = "30s"` or `timeout = "none"`: the default time limit of every attempt (10 minutes
+///   unless set);
+/// - `on_failure = "cancel_running"` (the default) or `"finish_running"`: whether the methods still
+///   running are stopped at once when a method fails for good, or left to finish first;
+/// - `park_after = "10s"` or `"never"`: how far away a timer or a retry must be for a durable run
+///   to park in its store instead of waiting in the process (default 10 s).
+///
+/// Durations are a whole number and a unit: `ms`, `s`, `m` or `h` (`"250ms"`, `"10s"`, `"5m"`,
+/// `"1h"`).
 ///
 /// ```
 /// use flow_core::prelude::*;
@@ -172,8 +186,9 @@ fn outside_flow(name: &str, item: TokenStream) -> TokenStream {
 ///
 /// `#[start]` runs at kickoff; every unconditional start of a flow runs concurrently. With a
 /// trigger, `#[start(Route::Variant)]` (or any trigger), it is a conditional start: it runs
-/// when its trigger fires. Options: `retry(...)`, `timeout = "..."`, `non_critical`. Valid only
-/// inside a `#[flow]` impl.
+/// when its trigger fires. Options: `retry(attempts = N, backoff = .., jitter, invalid_reply = N)`,
+/// `timeout = "..."` (or `"none"`), `non_critical` (see the
+/// [options chapter](../flow_core/guide/options/index.html)). Valid only inside a `#[flow]` impl.
 ///
 /// ```
 /// use flow_core::prelude::*;
@@ -201,8 +216,9 @@ pub fn start(_args: TokenStream, item: TokenStream) -> TokenStream {
 /// `and` nest.
 ///
 /// The method may take its trigger's output as a parameter (for a route, the route value);
-/// rustc checks its type. Options: `retry(...)`, `timeout = "..."`, `non_critical`. Valid only
-/// inside a `#[flow]` impl.
+/// rustc checks its type. Options: `retry(attempts = N, backoff = .., jitter, invalid_reply = N)`,
+/// `timeout = "..."` (or `"none"`), `non_critical` (see the
+/// [options chapter](../flow_core/guide/options/index.html)). Valid only inside a `#[flow]` impl.
 ///
 /// ```
 /// use flow_core::prelude::*;
@@ -240,7 +256,9 @@ pub fn listen(_args: TokenStream, item: TokenStream) -> TokenStream {
 /// Every variant must be handled by a listener or declared terminal: `terminal(Route::Done)`
 /// lists variants that end the branch, a bare `terminal` ends every unhandled variant.
 /// `#[router(trigger)]`, or `#[start] #[router]` for a start that routes. Options:
-/// `retry(...)`, `timeout = "..."`, `non_critical`, `terminal`. Valid only inside a `#[flow]` impl.
+/// `retry(attempts = N, backoff = .., jitter, invalid_reply = N)`, `timeout = "..."` (or
+/// `"none"`), `non_critical`, `terminal` or `terminal(Route::A, ..)` (see the
+/// [options chapter](../flow_core/guide/options/index.html)). Valid only inside a `#[flow]` impl.
 ///
 /// ```
 /// use flow_core::prelude::*;
@@ -274,8 +292,9 @@ pub fn router(_args: TokenStream, item: TokenStream) -> TokenStream {
 /// retries, the undo steps of the methods that completed run in reverse order of completion.
 ///
 /// The method is not part of the normal graph and has no trigger; it may take the undone
-/// method's output as its parameter (rustc checks the type). Options: `retry(...)`,
-/// `timeout = "..."`. Valid only inside a `#[flow]` impl.
+/// method's output as its parameter (rustc checks the type). Options:
+/// `retry(attempts = N, backoff = .., jitter)`, `timeout = "..."` (or `"none"`). An undo step
+/// that fails is tried again when the run is resumed. Valid only inside a `#[flow]` impl.
 ///
 /// ```
 /// use flow_core::prelude::*;
