@@ -405,7 +405,7 @@ async fn an_input_for_a_field_the_default_leaves_out_is_taken() {
 
 // ---------------------------------------------------------------- 6. or-joins fed by and-joins
 
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, Route)]
 enum Emit {
     Y,
 }
@@ -455,7 +455,7 @@ async fn an_or_clears_what_its_other_and_half_collected() {
     assert_eq!(run.state.done, ["begin", "a", "c", "x", "joined", "emit_y"]);
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, Route)]
 enum Next {
     B,
 }

@@ -284,7 +284,7 @@ struct Count {
     n: u32,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, Route)]
 enum Loop {
     Again,
     Done,

@@ -262,13 +262,13 @@ async fn or_of_ands_fires_once_for_the_first_complete_pair() {
 
 // ---------------------------------------------------------------- router cascade
 
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, Route)]
 enum Size {
     Big,
     Small,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, Route)]
 enum Parity {
     Even,
     Odd,
@@ -380,7 +380,7 @@ async fn several_routers_on_one_trigger_all_dispatch() {
 
 // ---------------------------------------------------------------- router loop with re-arming or
 
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, Route)]
 enum Loop {
     Again,
     Done,
@@ -422,7 +422,7 @@ async fn router_loop_rearms_its_or_listener_every_iteration() {
 
 // ---------------------------------------------------------------- conditional start
 
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, Route)]
 enum Review {
     Redo,
     Accept,
@@ -824,7 +824,7 @@ fn the_graph_is_data_built_at_compile_time() {
 
 // ---------------------------------------------------------------- terminal routes and escalation events
 
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, Route)]
 enum Gate {
     Open,
     Closed,

@@ -129,7 +129,7 @@ pub struct Source {
 }
 
 /// The quality router's verdict.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Route)]
 pub enum Quality {
     /// The brief meets the bar.
     Sufficient,

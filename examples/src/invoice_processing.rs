@@ -164,7 +164,7 @@ pub struct LineItem {
 }
 
 /// The triage router's routes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Route)]
 pub enum InvoiceRoute {
     /// Confident extraction, total within the limit: approve automatically.
     Standard,
@@ -177,7 +177,7 @@ pub enum InvoiceRoute {
 }
 
 /// The person's decision on an invoice.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Route)]
 pub enum ReviewDecision {
     /// Post it.
     Approved,

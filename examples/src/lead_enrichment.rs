@@ -208,7 +208,7 @@ pub struct LeadScore {
 }
 
 /// The validation router's routes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Route)]
 pub enum Validity {
     /// The form can be enriched.
     Valid,
@@ -217,7 +217,7 @@ pub enum Validity {
 }
 
 /// The scoring router's routes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Route)]
 pub enum Tier {
     /// [`HOT_SCORE`] and up: a personal email, approved by a person.
     Hot,
@@ -228,7 +228,7 @@ pub enum Tier {
 }
 
 /// What the person decided about the email, mapped from their own words.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Route)]
 pub enum EmailDecision {
     /// Send the email as it is.
     Send,

@@ -128,7 +128,7 @@ pub fn sample_tickets() -> Vec<Ticket> {
 }
 
 /// The squad a ticket goes to: the routes of `route_ticket`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema, Route)]
 pub enum Squad {
     /// Invoices, payments, refunds, plans.
     Billing,

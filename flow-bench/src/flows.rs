@@ -32,7 +32,7 @@ pub trait Visit {
 include!(concat!(env!("OUT_DIR"), "/flows.rs"));
 
 /// What the W2 router returns.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Route)]
 pub enum Route {
     /// Run `step` once more.
     Again,

@@ -205,9 +205,9 @@ pub struct MethodDef {
 ///
 /// #[derive(Clone, Default, Serialize, Deserialize)]
 /// struct S;
-/// #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Route)]
 /// enum Ticket { Answer, Spam }
-/// #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Route)]
 /// enum Next { Escalate, Close, Wait }
 /// struct Desk;
 ///

@@ -15,7 +15,7 @@
 //! #[derive(Clone, Default, Serialize, Deserialize)]
 //! struct Ticket { text: String, squad: Option<String> }
 //!
-//! #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+//! #[derive(Clone, Copy, Debug, Serialize, Deserialize, Route)]
 //! enum Squad { Billing, Tech }
 //!
 //! struct Triage;
@@ -73,6 +73,7 @@ mod outcome;
 mod plan;
 pub mod plot;
 mod progress;
+mod route;
 mod runner;
 mod running;
 mod serve;
@@ -87,10 +88,11 @@ pub use flow::{Flow, FlowRegistration, State, find_flow, registered_flows};
 // without `__private` reads better there.
 #[doc(hidden)]
 pub use flow::{StateCheck, assert_error, assert_output};
-pub use flow_macros::{compensate, flow, listen, router, start};
+pub use flow_macros::{Route, compensate, flow, listen, router, start};
 pub use input::{InputRequest, PauseRequest};
 pub use journal::{Journal, NoJournal, TokenUsage};
 pub use outcome::{Escalated, Outputs, OutputsIter, Paused, RecordedFailure, RunOutcome, RunResult, Sleeping};
+pub use route::Route;
 pub use runner::{DEFAULT_PARK_AFTER, FlowExt, Runner, SubmitOptions};
 pub use serve::{ServeOptions, ServeSummary, Serving};
 pub use store::RunStatus;
@@ -104,8 +106,8 @@ struct ReadmeDoctests;
 /// Everything a flow author needs, in one import.
 pub mod prelude {
     pub use crate::{
-        Ctx, Error, ErrorClass, Flow, FlowError, FlowExt, InputRequest, Journal, Result, RunOutcome, RunResult, Runner,
-        compensate, flow, listen, router, start,
+        Ctx, Error, ErrorClass, Flow, FlowError, FlowExt, InputRequest, Journal, Result, Route, RunOutcome, RunResult,
+        Runner, compensate, flow, listen, router, start,
     };
 }
 
@@ -123,6 +125,7 @@ pub mod __private {
         Backoff, FlowOptions, Graph, LabelDef, LabelId, MethodDef, MethodId, MethodPolicy, OnFailure, RetryPolicy,
         RouteEnd, Trigger,
     };
+    pub use crate::route::{Message, listed};
     pub use futures::future::BoxFuture;
     pub use inventory;
     pub use std::boxed::Box;

@@ -64,6 +64,8 @@ pub(crate) struct Sig {
 pub(crate) struct Route {
     /// `Route` or `Option<Route>`, as written.
     pub(crate) ty: Type,
+    /// The enum itself: `Route` also when `Option<Route>` is written.
+    pub(crate) inner: Type,
     pub(crate) optional: bool,
     /// The enum's name (the last segment of its path), by which labels find their router.
     pub(crate) enum_name: String,
@@ -452,7 +454,7 @@ fn route(cx: &Ctxt, t: &Type) -> Option<Route> {
         not_enum(inner);
         return None;
     }
-    Some(Route { ty: t.clone(), optional, enum_name })
+    Some(Route { ty: t.clone(), inner: inner.clone(), optional, enum_name })
 }
 
 /// `T` of `Option<T>`.

@@ -47,6 +47,7 @@ pub(crate) fn expand(g: &Graph<'_>) -> TokenStream {
     let park_after = duration_opt(flow.park_after.as_ref());
     let arms = flow.methods.iter().enumerate().map(|(i, m)| invoke_arm(g, i, m));
     let checks = checks(g);
+    let route_checks = flow.methods.iter().enumerate().map(|(i, m)| route_check(g, i, m));
     // Spanned on the user's state type, braces included: the state reaches the impl through
     // `StateCheck`, so a state without a serde derive is reported there once per derive, in
     // flow_core's words; every item of the impl normalizes `Self::State`, and an item spanned
@@ -116,6 +117,8 @@ pub(crate) fn expand(g: &Graph<'_>) -> TokenStream {
             #flow_impl
 
             #checks
+
+            #(#route_checks)*
 
             #registration
         };
@@ -413,11 +416,94 @@ fn route_match(g: &Graph<'_>, i: usize, m: &Method) -> TokenStream {
     }
     if let Some(Terminal::All) = &m.options.terminal {
         arms.push(quote!(_ => #p::None,));
+    } else if !g.flow.is_generic() {
+        // `route_check` has made sure, while the crate compiled, that the arms above cover
+        // every variant: this arm only keeps rustc from reporting the same gap a second time.
+        arms.push(quote!(_ => #p::None,));
     }
     // Matched by place (`*__r`): rustc then names an unhandled variant as the user wrote it,
     // `Ticket::Spam`, not `&Ticket::Spam`.
     let scrutinee = quote_spanned!(route.ty.span()=> *__r);
     quote!(match #scrutinee { #(#arms)* })
+}
+
+/// The check that every variant of a router's route enum is handled by a listener or declared
+/// terminal, evaluated by rustc while the user's crate compiles (the macro cannot see the
+/// enum's variants; `#[derive(Route)]` lists them). A gap is a const panic whose text names the
+/// variants, the router and both fixes, spanned on the router's return type. The route type
+/// must implement `Route`, so a struct returned by a router is refused there too, in the words
+/// of `Route`'s `on_unimplemented`. A generic flow's route type may name the impl's parameters,
+/// which a const item cannot, so there rustc's exhaustiveness check on the route match stands in.
+fn route_check(g: &Graph<'_>, i: usize, m: &Method) -> TokenStream {
+    let p = private();
+    let Some(route) = &m.sig.route else { return TokenStream::new() };
+    if g.flow.is_generic() {
+        return TokenStream::new();
+    }
+    let inner = &route.inner;
+    let span = inner.span();
+    if let Some(Terminal::All) = &m.options.terminal {
+        return quote_spanned! {span=>
+            const _: &[&str] = <#inner as ::flow_core::Route>::VARIANTS;
+        };
+    }
+    let mut handled: Vec<String> = g.routes[i].iter().map(|&l| g.labels[l].variant.to_string()).collect();
+    if let Some(Terminal::Variants(vs)) = &m.options.terminal {
+        handled.extend(vs.iter().map(|v| v.variant.to_string()));
+    }
+    let enum_name = &route.enum_name;
+    let router = syn::ext::IdentExt::unraw(&m.ident).to_string();
+    quote_spanned! {span=>
+        const _: () = {
+            const HANDLED: &[&str] = &[#(#handled),*];
+            const ENUM: &str = #enum_name;
+            let variants = <#inner as ::flow_core::Route>::VARIANTS;
+            let mut count = 0usize;
+            let mut first = "";
+            let mut i = 0usize;
+            while i < variants.len() {
+                if !#p::listed(variants[i], HANDLED) {
+                    if count == 0 {
+                        first = variants[i];
+                    }
+                    count += 1;
+                }
+                i += 1;
+            }
+            if count > 0 {
+                let mut text = #p::Message::new().push(if count == 1 { "route " } else { "routes " });
+                let mut listed = 0usize;
+                let mut i = 0usize;
+                while i < variants.len() {
+                    if !#p::listed(variants[i], HANDLED) {
+                        if listed > 0 {
+                            text = text.push(", ");
+                        }
+                        text = text.push("`").push(ENUM).push("::").push(variants[i]).push("`");
+                        listed += 1;
+                    }
+                    i += 1;
+                }
+                text = text
+                    .push(" of the router `")
+                    .push(#router)
+                    .push(if count == 1 { "` is not handled" } else { "` are not handled" })
+                    .push(": listen to it with `#[listen(")
+                    .push(ENUM)
+                    .push("::")
+                    .push(first)
+                    .push(")]` on the method that should run next, or end the branch with `terminal(")
+                    .push(ENUM)
+                    .push("::")
+                    .push(first)
+                    .push(")` on `#[router]`");
+                match text.as_str() {
+                    #p::Some(message) => ::core::panic!("{}", message),
+                    #p::None => ::core::panic!("a route of this router is not handled by any listener"),
+                }
+            }
+        };
+    }
 }
 
 /// Checks rustc performs for us, spanned on the user's tokens: payload parameters have the

@@ -45,6 +45,7 @@ mod check;
 mod ctxt;
 mod duration;
 mod expand;
+mod route;
 
 use proc_macro::TokenStream;
 use proc_macro2::{Span, TokenStream as TokenStream2};
@@ -79,7 +80,7 @@ use quote::quote;
 /// #[derive(Clone, Default, Serialize, Deserialize)]
 /// struct Article { topic: String, rounds: u32, text: String }
 ///
-/// #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+/// #[derive(Clone, Copy, Debug, Serialize, Deserialize, Route)]
 /// enum Quality { Sufficient, Insufficient }
 ///
 /// struct Writer;
@@ -264,7 +265,7 @@ pub fn listen(_args: TokenStream, item: TokenStream) -> TokenStream {
 /// use flow_core::prelude::*;
 /// use serde::{Deserialize, Serialize};
 /// # #[derive(Clone, Default, Serialize, Deserialize)] struct S;
-/// #[derive(Serialize, Deserialize)]
+/// #[derive(Serialize, Deserialize, Route)]
 /// enum Ticket { Bug, Question, Spam }
 /// struct Triage;
 ///
@@ -316,4 +317,24 @@ pub fn router(_args: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn compensate(_args: TokenStream, item: TokenStream) -> TokenStream {
     outside_flow("compensate", item)
+}
+
+/// Derives `flow_core::Route` for an enum a router returns: `#[derive(Route)]`, beside
+/// `Serialize` and `Deserialize`.
+///
+/// It tells `#[flow]` the enum's variants, so that a variant no listener handles and no
+/// `terminal(..)` ends is a compile error that names the variant, the router and the fixes.
+///
+/// ```
+/// use flow_core::prelude::*;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Clone, Copy, Debug, Serialize, Deserialize, Route)]
+/// enum Verdict { Approve, Reject }
+///
+/// assert_eq!(<Verdict as Route>::VARIANTS, ["Approve", "Reject"]);
+/// ```
+#[proc_macro_derive(Route)]
+pub fn derive_route(input: TokenStream) -> TokenStream {
+    route::derive(input.into()).into()
 }

@@ -11,7 +11,7 @@ struct S {
     n: u32,
 }
 
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, Route)]
 enum Route {
     Again,
     Done,

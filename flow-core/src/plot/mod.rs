@@ -50,7 +50,7 @@ use render::escape;
 ///
 /// #[derive(Clone, Default, Serialize, Deserialize)]
 /// struct S;
-/// #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Route)]
 /// enum Check { Good, Again }
 /// struct Loop;
 ///

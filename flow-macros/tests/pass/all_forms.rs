@@ -12,14 +12,14 @@ struct S {
     n: u32,
 }
 
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, Route)]
 enum Review {
     Approve,
     Reject,
     Escalate,
 }
 
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, Route)]
 enum Channel {
     Mail,
     Chat { urgent: bool },
@@ -27,7 +27,7 @@ enum Channel {
 }
 
 mod routes {
-    #[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
+    #[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize, Route)]
     pub enum Retry {
         Again,
         Stop,

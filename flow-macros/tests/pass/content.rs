@@ -12,7 +12,7 @@ struct S {
     rounds: u32,
 }
 
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, Route)]
 enum Quality {
     Sufficient,
     Insufficient,

@@ -10,13 +10,13 @@ struct S {
     log: Vec<String>,
 }
 
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, Route)]
 enum Quality {
     Sufficient,
     Insufficient,
 }
 
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, Route)]
 enum Next {
     Archive,
     Nothing,

@@ -4,12 +4,12 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Default, Serialize, Deserialize)]
 struct S;
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Route)]
 enum Quality {
     Good,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Route)]
 enum Decision {
     Approve,
 }

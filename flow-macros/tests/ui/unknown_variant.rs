@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Clone, Default, Serialize, Deserialize)]
 struct S;
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Route)]
 enum Quality {
     Sufficient,
     Insufficient,

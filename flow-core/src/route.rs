@@ -1,0 +1,169 @@
+//! Route enums: what a router returns. `#[derive(Route)]` lets `#[flow]` check, while your
+//! crate compiles, that every variant of a router's enum is handled by a listener or declared
+//! terminal, and report one that is not in the library's own words.
+
+/// An enum a router returns, with its variants known to the compiler. Derive it:
+/// `#[derive(Route)]` (in the prelude), beside `Serialize` and `Deserialize`.
+///
+/// ```
+/// use flow_core::prelude::*;
+/// use serde::{Deserialize, Serialize};
+///
+/// #[derive(Clone, Copy, Debug, Serialize, Deserialize, Route)]
+/// enum Ticket { Bug, Question { urgent: bool }, Spam }
+///
+/// assert_eq!(<Ticket as Route>::VARIANTS, ["Bug", "Question", "Spam"]);
+/// assert_eq!(Ticket::Question { urgent: true }.variant(), "Question");
+/// ```
+///
+/// A router whose enum has a variant that no listener handles and that is not declared
+/// terminal does not compile:
+///
+/// ```compile_fail,E0080
+/// use flow_core::prelude::*;
+/// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)] struct S;
+/// #[derive(serde::Serialize, serde::Deserialize, Route)]
+/// enum Ticket { Bug, Spam }
+/// struct Triage;
+///
+/// #[flow(state = S)]
+/// impl Triage {
+///     #[start]
+///     #[router] // error: route `Ticket::Spam` of router `classify` is not handled: ...
+///     async fn classify(&self) -> Result<Ticket> { Ok(Ticket::Bug) }
+///
+///     #[listen(Ticket::Bug)]
+///     async fn file_bug(&self) -> Result<()> { Ok(()) }
+/// }
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a route: a router returns an enum that derives `Route` (or an `Option` of one)",
+    label = "a router's return type",
+    note = "add `#[derive(Route)]` to the enum (it is in `flow_core::prelude`); to route on a string, a number or a \
+            struct, return an enum of the outcomes instead"
+)]
+pub trait Route {
+    /// The names of the enum's variants, in declaration order.
+    const VARIANTS: &'static [&'static str];
+
+    /// The name of this value's variant.
+    fn variant(&self) -> &'static str;
+}
+
+/// Whether `name` is one of `names`: a `const fn`, so that `#[flow]` can check a router's routes
+/// while the user's crate compiles.
+#[doc(hidden)]
+pub const fn listed(name: &str, names: &[&str]) -> bool {
+    let mut i = 0;
+    while i < names.len() {
+        if same(name.as_bytes(), names[i].as_bytes()) {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+const fn same(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// The message of an unhandled-route error, built while the user's crate compiles.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Message {
+    buf: [u8; 1024],
+    len: usize,
+}
+
+impl Message {
+    #[doc(hidden)]
+    pub const fn new() -> Self {
+        Message { buf: [0; 1024], len: 0 }
+    }
+
+    /// Appends `text`; what does not fit is cut at a character boundary and ends in `...`.
+    #[doc(hidden)]
+    pub const fn push(mut self, text: &str) -> Self {
+        let bytes = text.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            if self.len + 4 > self.buf.len() {
+                while self.len > 0 && (self.buf[self.len - 1] & 0xC0) == 0x80 {
+                    self.len -= 1;
+                }
+                if self.len > 0 && self.buf[self.len - 1] >= 0xC0 {
+                    self.len -= 1;
+                }
+                self.buf[self.len] = b'.';
+                self.buf[self.len + 1] = b'.';
+                self.buf[self.len + 2] = b'.';
+                self.len += 3;
+                return self;
+            }
+            self.buf[self.len] = bytes[i];
+            self.len += 1;
+            i += 1;
+        }
+        self
+    }
+
+    #[doc(hidden)]
+    pub const fn len(&self) -> usize {
+        self.len
+    }
+
+    #[doc(hidden)]
+    pub const fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The text; `None` cannot happen for text pushed whole.
+    #[doc(hidden)]
+    pub const fn as_str(&self) -> Option<&str> {
+        let (head, _) = self.buf.split_at(self.len);
+        match core::str::from_utf8(head) {
+            Ok(s) => Some(s),
+            Err(_) => None,
+        }
+    }
+}
+
+impl Default for Message {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_compared_whole() {
+        assert!(listed("Spam", &["Bug", "Spam"]));
+        assert!(!listed("Spa", &["Bug", "Spam"]));
+        assert!(!listed("Spam", &[]));
+    }
+
+    #[test]
+    fn a_long_message_is_cut_at_a_character_boundary() {
+        let long = "é".repeat(600);
+        let m = Message::new().push("start ").push(&long);
+        let text = m.as_str().expect("valid UTF-8");
+        assert!(text.starts_with("start é"));
+        assert!(text.ends_with("..."));
+        assert!(text.len() <= 1024);
+        assert_eq!(Message::new().push("a").push("b").as_str(), Some("ab"));
+    }
+}
