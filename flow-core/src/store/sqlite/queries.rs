@@ -533,8 +533,15 @@ pub(super) fn claim(db: Db<'_>, run_id: Uuid, owner: &str, lease: Duration, now:
     Ok(Claim { epoch: run.epoch, run })
 }
 
-/// Extends the lease held under `epoch`.
-pub(super) fn renew(db: Db<'_>, run_id: Uuid, epoch: u64, lease: Duration, now: i64) -> Result<(), StoreError> {
+/// Extends the lease held under `epoch`; returns the reason of a pending cancel request, which
+/// the caller reports only after the extension is committed.
+pub(super) fn renew(
+    db: Db<'_>,
+    run_id: Uuid,
+    epoch: u64,
+    lease: Duration,
+    now: i64,
+) -> Result<Option<String>, StoreError> {
     let renewed: Option<Option<String>> = db
         .prepare(RENEW_LEASE)?
         .query_row(params![run_id.to_string(), epoch_param(epoch), now.saturating_add(millis(lease))], |r| r.get(0))
@@ -546,8 +553,7 @@ pub(super) fn renew(db: Db<'_>, run_id: Uuid, epoch: u64, lease: Duration, now: 
             StoreError::Fenced { current, .. } if current == epoch => StoreError::Released { run_id, epoch },
             e => e,
         }),
-        Some(Some(reason)) => Err(StoreError::CancelRequested { run_id, reason }),
-        Some(None) => Ok(()),
+        Some(cancel) => Ok(cancel),
     }
 }
 
