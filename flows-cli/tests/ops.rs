@@ -244,6 +244,33 @@ async fn a_retried_run_runs_its_failed_step_again_and_completes() -> TestResult 
     Ok(())
 }
 
+/// The same through the `flows` binary, another process than the worker's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flows_retry_hands_a_failed_run_to_a_serving_worker() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("runs.db");
+    let store = store_at(&path).await?;
+    let failures = Arc::new(AtomicUsize::new(1));
+    let runner = Runner::new(Flaky { failures: failures.clone() }).with_shared_store(store.clone());
+    let serving = serve(Worker::new(store.clone()).register(Flaky { failures }));
+    let run_id = runner.submit(Trip::default()).await?;
+    until(store.as_ref(), run_id, RunStatus::Failed).await?;
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_flows"))
+        .env_remove("FLOWS_DB")
+        .env_remove("DATABASE_URL")
+        .arg("--db")
+        .arg(&path)
+        .args(["retry", &run_id.to_string()])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text} / {}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("`charge#1` again"), "{text}");
+    until(store.as_ref(), run_id, RunStatus::Completed).await?;
+    serving.shutdown(Duration::from_secs(5)).await;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_is_checked_against_the_stored_schema_before_it_is_written() -> TestResult {
     let dir = tempfile::tempdir()?;
