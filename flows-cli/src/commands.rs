@@ -145,22 +145,16 @@ fn prompt_of(pause: &Value) -> Option<&str> {
 }
 
 async fn runs(ctx: &Ctx, status: &[RunStatus], flow: Option<String>, page: Page<'_>) -> Result<Done, CliError> {
-    let wanted = (page.limit > 0).then_some(page.limit);
-    // The store stops after one more than the limit, to know whether there are more.
-    let base = RunFilter {
+    let filter = RunFilter {
         flow,
-        limit: wanted.map(|l| l.saturating_add(1)),
         created_from_ms: page.since.map(|a| ctx.now.saturating_sub(millis(a.duration))),
         created_before_ms: page.before.map(|a| ctx.now.saturating_sub(millis(a.duration))),
         after: page.after,
         ..RunFilter::default()
     };
-    let (mut items, damaged) = list(ctx.store.as_ref(), &statuses(status), &base).await?;
-    let truncated = wanted.is_some_and(|l| items.len() > l);
-    if let Some(l) = wanted {
-        items.truncate(l);
-    }
-    let next = items.last().filter(|_| truncated).map(RunCursor::of);
+    let listed = flows_cli::ops::page(ctx.store.as_ref(), status, filter, page.limit).await?;
+    let (items, damaged, next) = (listed.runs, listed.damaged, listed.next);
+    let truncated = next.is_some();
 
     if ctx.json {
         let body = json!({
