@@ -232,7 +232,7 @@ pub async fn page(
         page.runs.extend(listing.items);
         page.damaged.extend(listing.damaged);
     }
-    page.runs.sort_by(|a, b| (b.created_at_ms, b.run_id).cmp(&(a.created_at_ms, a.run_id)));
+    page.runs.sort_by_key(|r| std::cmp::Reverse((r.created_at_ms, r.run_id)));
     if let Some(l) = wanted
         && page.runs.len() > l
     {
