@@ -41,6 +41,27 @@ async fn pg_store_meets_the_contract() -> TestResult {
     store_conformance::check(&store).await
 }
 
+/// Over runs created at the same millisecond (set in the database by hand).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_store_pages_listings() -> TestResult {
+    let Some(db) = pg_support::database("pg_store_pages_listings").await else { return Ok(()) };
+    let store = PgStore::from_pool(db.pool(2)).await?;
+    let pool = db.pool(1);
+    let set = move |ids: Vec<uuid::Uuid>,
+                    at: i64|
+          -> std::pin::Pin<Box<dyn std::future::Future<Output = TestResult> + Send>> {
+        let pool = pool.clone();
+        Box::pin(async move {
+            let client = pool.get().await?;
+            for id in ids {
+                client.execute("UPDATE flow_runs SET created_at = $1 WHERE run_id = $2", &[&at, &id]).await?;
+            }
+            Ok(())
+        })
+    };
+    store_conformance::paging(&store, Some(&set)).await
+}
+
 /// Three stores with pools of their own over one database, as three worker processes: the
 /// queue contract, limits across the stores claiming at the same moment, and wake-ups through
 /// LISTEN/NOTIFY.
@@ -63,23 +84,23 @@ async fn migrations_apply_once_and_a_newer_schema_is_refused() -> TestResult {
     };
     let (a, b) = tokio::join!(PgStore::from_pool(db.pool(2)), PgStore::from_pool(db.pool(2)));
     let (a, _b) = (a?, b?);
-    assert_eq!(versions(&db).await?, [1, 2], "each migration recorded once");
+    assert_eq!(versions(&db).await?, [1, 2, 3], "each migration recorded once");
     let run = new_run("migrations", "w1", LONG);
     a.create_run(run.clone()).await?;
 
     // Opening again changes nothing.
     PgStore::from_pool(db.pool(1)).await?;
-    assert_eq!(versions(&db).await?, [1, 2]);
+    assert_eq!(versions(&db).await?, [1, 2, 3]);
 
     // A newer build's migration, recorded by hand.
-    db.connect().await?.execute("INSERT INTO flow_schema_migrations (version) VALUES (3)", &[]).await?;
+    db.connect().await?.execute("INSERT INTO flow_schema_migrations (version) VALUES (4)", &[]).await?;
     match PgStore::from_pool(db.pool(1)).await {
-        Err(e @ StoreError::SchemaTooNew { found: 3, supported: 2 }) => {
+        Err(e @ StoreError::SchemaTooNew { found: 4, supported: 3 }) => {
             assert!(e.to_string().contains("upgrade flows"), "{e}");
         }
         other => return Err(format!("expected SchemaTooNew, got {other:?}").into()),
     }
-    assert_eq!(versions(&db).await?, [1, 2, 3], "the refused schema is left as it is");
+    assert_eq!(versions(&db).await?, [1, 2, 3, 4], "the refused schema is left as it is");
     assert_eq!(a.load_run(run.run_id).await?.snapshot, run.snapshot, "its runs are untouched");
     Ok(())
 }
@@ -399,7 +420,7 @@ async fn a_version_1_schema_puts_its_runs_in_the_default_queue() -> TestResult {
             .await?;
     }
     let store = PgStore::from_pool(db.pool(2)).await?;
-    assert_eq!(versions(&db).await?, [1, 2]);
+    assert_eq!(versions(&db).await?, [1, 2, 3]);
     let run = store.load_run(paused).await?;
     assert_eq!(
         (run.status, &run.placement, run.available_at_ms, &run.answer),

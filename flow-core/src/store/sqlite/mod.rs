@@ -505,7 +505,13 @@ impl Store for SqliteStore {
     }
 
     async fn renew(&self, run_id: Uuid, epoch: u64, lease: Duration) -> Result<(), StoreError> {
-        self.write(move |db| queries::renew(db, run_id, epoch, lease, now_ms())).await.map_err(|e| e.for_run(run_id))
+        // Reported once the extension is committed: an error from inside the write would roll
+        // it back.
+        match self.write(move |db| queries::renew(db, run_id, epoch, lease, now_ms())).await {
+            Ok(None) => Ok(()),
+            Ok(Some(reason)) => Err(StoreError::CancelRequested { run_id, reason }),
+            Err(e) => Err(e.for_run(run_id)),
+        }
     }
 
     async fn release(&self, run_id: Uuid, epoch: u64) -> Result<(), StoreError> {
@@ -593,6 +599,18 @@ impl Store for SqliteStore {
 
     async fn wait_for_work(&self, timeout: Duration) {
         let _ = tokio::time::timeout(timeout, self.inner.work.notified()).await;
+    }
+
+    async fn request_cancel(&self, run_id: Uuid, reason: &str) -> Result<(), StoreError> {
+        let reason = reason.to_string();
+        let queued = self
+            .write(move |db| queries::request_cancel(db, run_id, &reason, now_ms()))
+            .await
+            .map_err(|e| e.for_run(run_id))?;
+        if queued {
+            self.inner.work.notify_waiters();
+        }
+        Ok(())
     }
 
     /// On a connection of its own, with foreign keys off (see `queries::delete_run`), in a
