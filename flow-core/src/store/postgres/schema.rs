@@ -104,8 +104,20 @@ CREATE INDEX flow_runs_leased ON flow_runs (queue, concurrency_key, lease_expire
     WHERE lease_owner IS NOT NULL;
 "#;
 
+/// Version 3: the stream log of runs kept with `Runner::keep_stream` (issue 21): one row per
+/// item, numbered per run; deleted with its run.
+const V3: &str = r#"
+CREATE TABLE flow_stream (
+    run_id uuid   NOT NULL REFERENCES flow_runs (run_id) ON DELETE CASCADE,
+    seq    bigint NOT NULL,
+    at_ms  bigint NOT NULL,
+    item   text   NOT NULL,
+    PRIMARY KEY (run_id, seq)
+);
+"#;
+
 /// Every migration, in order: `MIGRATIONS[i]` takes a schema from version `i` to `i + 1`.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this build reads and writes.
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

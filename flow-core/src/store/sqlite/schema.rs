@@ -216,6 +216,24 @@ CREATE INDEX flow_runs_leased ON flow_runs (queue, concurrency_key, lease_expire
     WHERE lease_owner IS NOT NULL;
 ";
 
+/// The stream log table as version 5 has it (a macro, so [`CURRENT`] can include it).
+macro_rules! stream_table {
+    () => {
+        "CREATE TABLE flow_stream (
+    run_id TEXT    NOT NULL REFERENCES flow_runs (run_id) ON DELETE CASCADE,
+    seq    INTEGER NOT NULL,
+    at_ms  INTEGER NOT NULL,
+    item   TEXT    NOT NULL,
+    PRIMARY KEY (run_id, seq)
+) STRICT;
+"
+    };
+}
+
+/// Version 5: the stream log of runs kept with `Runner::keep_stream` (issue 21): one row per
+/// item, numbered per run; deleted with its run.
+const V5: &str = stream_table!();
+
 /// What a new file gets: the schema every migration together makes of an empty file, written
 /// out, because running them one by one re-parses the schema at every `ALTER` and triples the
 /// cost of creating a store. `a_new_file_gets_what_the_migrations_make` keeps the two equal.
@@ -263,11 +281,12 @@ CREATE TABLE step_journal (
     created_at   INTEGER NOT NULL,
     PRIMARY KEY (run_id, step_key, seq)
 ) STRICT;
-"
+",
+    stream_table!(),
 );
 
 /// Every migration, oldest first. Append only: a released migration never changes.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// The schema version this build writes.
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
