@@ -10,8 +10,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use flow_core::events::FlowEvent;
 use flow_core::prelude::*;
-use flow_core::store::{MemoryStore, SqliteStore, Store};
+use flow_core::store::{MemoryStore, PgStore, SqliteStore, Store};
 use flow_core::stream::{Channels, KeptItem, RunItem, STREAM_BUFFER, StreamItem, StreamLog};
 use flow_core::{RunStatus, store::StreamRecord};
 use futures::StreamExt;
@@ -20,6 +21,9 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 use flow_tests::Gate;
+
+#[allow(dead_code, reason = "shared with the PostgreSQL store's tests, which use all of it")]
+mod pg_support;
 
 #[derive(Clone, Default, Debug, Serialize, Deserialize, PartialEq)]
 struct Doc {
@@ -186,13 +190,27 @@ fn kept_log() -> StreamLog {
 async fn another_runner_on_the_same_file_attaches_mid_run_and_replays_from_any_point() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("runs.db");
-    let gate = Gate::new();
-    let running = Runner::new(Writing { gate: gate.clone() })
-        .with_store(SqliteStore::open(&path).await.unwrap())
-        .keep_stream(kept_log());
     // The watcher has its own store on the file, as another process would.
-    let watcher_store: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.unwrap());
+    let running: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.unwrap());
+    let watching: Arc<dyn Store> = Arc::new(SqliteStore::open(&path).await.unwrap());
+    attach_mid_run_and_replay(running, watching).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_runner_on_the_same_postgres_database_attaches_mid_run() {
+    let Some(db) = pg_support::database("stream_attach_mid_run").await else { return };
+    let running: Arc<dyn Store> = Arc::new(PgStore::from_pool(db.pool(4)).await.unwrap());
+    let watching: Arc<dyn Store> = Arc::new(PgStore::from_pool(db.pool(4)).await.unwrap());
+    attach_mid_run_and_replay(running, watching).await;
+}
+
+/// One runner streams a run; a runner on another store over the same database attaches while
+/// the run waits mid-way, follows it to its end with the same items, and replays it after.
+async fn attach_mid_run_and_replay(running_store: Arc<dyn Store>, watcher_store: Arc<dyn Store>) {
+    let gate = Gate::new();
+    let running = Runner::new(Writing { gate: gate.clone() }).with_shared_store(running_store).keep_stream(kept_log());
     let watcher = Runner::new(Writing { gate: Gate::new() }).with_shared_store(Arc::clone(&watcher_store));
+    let mut events = running.subscribe();
 
     let mut live = Box::pin(running.stream(Doc::default(), Channels::ALL));
     let mut live_items = Vec::new();
@@ -204,8 +222,10 @@ async fn another_runner_on_the_same_file_attaches_mid_run_and_replays_from_any_p
         live_items.push(item);
         if state_of_draft {
             gate.reached(1).await;
-            let runs = watcher_store.list_runs(&Default::default()).await.unwrap();
-            break runs.first().expect("the run is stored").run_id;
+            match events.recv().await.unwrap() {
+                FlowEvent::RunStarted { run_id, .. } => break run_id,
+                other => panic!("expected the run's start, got {other:?}"),
+            }
         }
     };
     assert_eq!(watcher_store.load_run(run_id).await.unwrap().status, RunStatus::Running);
