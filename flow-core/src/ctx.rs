@@ -35,6 +35,8 @@ pub(crate) struct RunShared {
     /// A timer at least this far away parks the run in the store rather than holding this
     /// process (see [`Ctx::sleep`]); `None` for a run without a store, which always waits here.
     pub(crate) park_after: Option<Duration>,
+    /// Where the run's stream items go, when something wants them (`crate::stream`).
+    pub(crate) stream: Option<Arc<crate::stream::RunStream>>,
 }
 
 impl RunShared {
@@ -216,6 +218,73 @@ impl<S> Ctx<S> {
     /// sleep counted whole from its start): added to the method's time limit.
     pub(crate) fn slept(&self) -> Duration {
         Duration::from_millis(self.scope.slept_ms.load(Ordering::Relaxed))
+    }
+
+    /// Sends `value` to the run's stream ([`Channels::CUSTOM`](crate::stream::Channels::CUSTOM)),
+    /// named with this method and step: progress, partial results, anything a watcher should
+    /// see before the step completes. Costs nothing when no stream takes custom items. Not
+    /// journaled: a step that runs again emits again.
+    ///
+    /// ```
+    /// use flow_core::prelude::*;
+    /// use flow_core::stream::{Channels, RunItem, StreamItem};
+    /// use futures::StreamExt;
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
+    /// # struct S;
+    /// struct Crawl;
+    /// #[flow(state = S)]
+    /// impl Crawl {
+    ///     #[start]
+    ///     async fn crawl(&self, cx: &Ctx<S>) -> Result<()> {
+    ///         for page in 1..=2 {
+    ///             cx.emit(serde_json::json!({ "page": page }))?;
+    ///         }
+    ///         Ok(())
+    ///     }
+    /// }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), FlowError> {
+    /// let items: Vec<_> = Runner::new(Crawl).stream(S, Channels::CUSTOM).collect().await;
+    /// let pages: Vec<_> = items
+    ///     .iter()
+    ///     .filter_map(|i| match i {
+    ///         StreamItem::Item { item: RunItem::Custom { value, step_key, .. }, .. } => Some((step_key.as_str(), value["page"].clone())),
+    ///         _ => None,
+    ///     })
+    ///     .collect();
+    /// assert_eq!(pages, [("crawl#1", 1.into()), ("crawl#1", 2.into())]);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn emit(&self, value: impl Serialize) -> Result<(), Error> {
+        let wanted = self.scope.run.stream.as_ref().is_some_and(|s| s.wants(crate::stream::Channels::CUSTOM));
+        if !wanted {
+            return Ok(());
+        }
+        let value = serde_json::to_value(value).map_err(|e| {
+            Error::permanent(format!(
+                "run {} step `{}`: the value given to `cx.emit` cannot be encoded as JSON: {e}",
+                self.scope.run.run_id,
+                self.step_key()
+            ))
+        })?;
+        self.stream_item(crate::stream::Channels::CUSTOM, |method, step_key| crate::stream::RunItem::Custom {
+            method,
+            step_key,
+            value,
+        });
+        Ok(())
+    }
+
+    /// Makes and sends a stream item of this step, when a stream takes `channel`.
+    fn stream_item(
+        &self,
+        channel: crate::stream::Channels,
+        make: impl FnOnce(String, String) -> crate::stream::RunItem,
+    ) {
+        if let Some(stream) = self.scope.run.stream.as_ref().filter(|s| s.wants(channel)) {
+            stream.push(make(self.scope.method.to_string(), self.step_key().to_string()));
+        }
     }
 
     /// Ready once the method was stopped from outside its code (a pause).
@@ -858,6 +927,39 @@ impl<S: State> Journal for Ctx<S> {
 
     fn idempotency_key(&self) -> String {
         Ctx::idempotency_key(self)
+    }
+
+    fn wants_tokens(&self) -> bool {
+        self.scope.run.stream.as_ref().is_some_and(|s| s.wants(crate::stream::Channels::TOKENS))
+    }
+
+    fn stream_token(&self, model: &str, delta: &str) {
+        self.stream_item(crate::stream::Channels::TOKENS, |method, step_key| crate::stream::RunItem::Token {
+            method,
+            step_key,
+            model: model.to_string(),
+            delta: delta.to_string(),
+        });
+    }
+
+    fn stream_tool_call(&self, tool: &str, call_id: &str, arguments: &Value) {
+        self.stream_item(crate::stream::Channels::TOOLS, |method, step_key| crate::stream::RunItem::ToolCall {
+            method,
+            step_key,
+            tool: tool.to_string(),
+            call_id: call_id.to_string(),
+            arguments: arguments.clone(),
+        });
+    }
+
+    fn stream_tool_result(&self, tool: &str, call_id: &str, result: &Value) {
+        self.stream_item(crate::stream::Channels::TOOLS, |method, step_key| crate::stream::RunItem::ToolResult {
+            method,
+            step_key,
+            tool: tool.to_string(),
+            call_id: call_id.to_string(),
+            result: result.clone(),
+        });
     }
 }
 

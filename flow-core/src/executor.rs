@@ -277,6 +277,9 @@ impl<F: Flow> Execution<F> {
         let flow = self.plan.graph.name;
         let resumed = self.resumed;
         self.run.emit(|| FlowEvent::RunStarted { run_id, flow, resumed });
+        if let Some(stream) = &self.run.stream {
+            stream.begin(resumed).await;
+        }
         let started = std::time::Instant::now();
         // Only a run with a store holds a lease that can be lost.
         let lost = self.durability.as_ref().map(|_| CancellationToken::new());
@@ -304,6 +307,9 @@ impl<F: Flow> Execution<F> {
         }
         let duration = started.elapsed();
         self.run.emit(|| FlowEvent::RunFinished { run_id, status, duration });
+        if let Some(stream) = &self.run.stream {
+            stream.end(status, result.as_ref().err().map(ToString::to_string)).await;
+        }
         result
     }
 
@@ -638,6 +644,9 @@ impl<F: Flow> Execution<F> {
             attempt: act.attempt + 1,
             duration,
         });
+        if let Some(stream) = &self.run.stream {
+            stream.step_done(def.name, &act.step_key, &value, &*self.state);
+        }
 
         if let Some(undone) = &act.undo_of {
             self.record_undo(def, undone, None);

@@ -126,6 +126,29 @@ pub trait Journal: Send + Sync {
     fn idempotency_key(&self) -> String {
         String::new()
     }
+
+    /// Whether something streams the LLM tokens of the current step
+    /// ([`Channels::TOKENS`](crate::stream::Channels::TOKENS)): a client then asks the model to
+    /// stream its reply and passes the pieces to [`Journal::stream_token`].
+    fn wants_tokens(&self) -> bool {
+        false
+    }
+
+    /// A piece of an LLM reply as it arrives, for the run's stream. Called only while the call
+    /// really happens: a reply replayed from the journal sends no pieces.
+    fn stream_token(&self, model: &str, delta: &str) {
+        let _ = (model, delta);
+    }
+
+    /// A tool call an agent makes, for the run's stream (not called for replayed calls).
+    fn stream_tool_call(&self, tool: &str, call_id: &str, arguments: &Value) {
+        let _ = (tool, call_id, arguments);
+    }
+
+    /// What a tool call returned, for the run's stream (not called for replayed calls).
+    fn stream_tool_result(&self, tool: &str, call_id: &str, result: &Value) {
+        let _ = (tool, call_id, result);
+    }
 }
 
 /// Runs every effect directly and records nothing: for code running outside a flow.

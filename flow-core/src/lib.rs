@@ -79,6 +79,7 @@ mod running;
 mod serve;
 mod step_key;
 pub mod store;
+pub mod stream;
 mod worker;
 
 pub use ctx::Ctx;

@@ -74,6 +74,8 @@ pub struct Runner<F: Flow> {
     lease: Duration,
     placement: Placement,
     park_after: Duration,
+    /// Whether and how the items of its runs are kept in the store (`Runner::keep_stream`).
+    pub(crate) stream_log: Option<crate::stream::StreamLog>,
 }
 
 /// How far away a timer ([`Ctx::sleep`](crate::Ctx::sleep)) or a retry backoff must be for a run
@@ -102,6 +104,7 @@ impl<F: Flow> Clone for Runner<F> {
             lease: self.lease,
             placement: self.placement.clone(),
             park_after: self.park_after,
+            stream_log: self.stream_log.clone(),
         }
     }
 }
@@ -157,6 +160,7 @@ impl<F: Flow> Runner<F> {
             lease: Duration::from_secs(30),
             placement: Placement::default(),
             park_after: F::graph().options.park_after.unwrap_or(DEFAULT_PARK_AFTER),
+            stream_log: None,
         }
     }
 
@@ -323,6 +327,7 @@ impl<F: Flow> Runner<F> {
             usage: Mutex::default(),
             journal: Mutex::default(),
             park_after: self.store.as_ref().map(|_| self.park_after),
+            stream: crate::stream::RunStream::for_run(run_id, self.store.as_ref(), self.stream_log.as_ref()),
         })
     }
 

@@ -236,7 +236,18 @@ impl Exec<'_> {
         for (i, plan) in plans.iter().enumerate() {
             if let Plan::Leaf(tool, request) = plan {
                 leaf_index.push(i);
-                leaf_runs.push(self.journal.record("tool", tool.name(), request, Box::pin(run_tool(tool, request))));
+                let (journal, call) = (self.journal, &calls[i]);
+                // Announced only when the tool really runs: a replayed call streams nothing.
+                let effect = async move {
+                    let arguments = request.get("arguments").unwrap_or(&Value::Null);
+                    journal.stream_tool_call(tool.name(), &call.id, arguments);
+                    let result = run_tool(tool, request).await;
+                    if let Ok(value) = &result {
+                        journal.stream_tool_result(tool.name(), &call.id, value);
+                    }
+                    result
+                };
+                leaf_runs.push(self.journal.record("tool", tool.name(), request, Box::pin(effect)));
             }
         }
         for (i, outcome) in leaf_index.into_iter().zip(join_all(leaf_runs).await) {

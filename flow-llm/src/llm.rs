@@ -166,10 +166,24 @@ async fn journaled<L: Llm + ?Sized>(
     // The journal speaks flow_core::Error; keep our own error aside so callers get the precise
     // variant back rather than a flattened message.
     let failure: Mutex<Option<LlmError>> = Mutex::new(None);
+    // A run streaming its tokens gets the reply as the model writes it; the journal entry is
+    // the assembled reply either way, so a replay neither knows nor cares how it was fetched.
+    let tokens = journal.wants_tokens();
     let effect = async {
-        let outcome = match on_delta {
-            None => llm.chat(request).await,
-            Some(on_delta) => stream_to_end(llm, request, on_delta).await,
+        let outcome = match (on_delta, tokens) {
+            (None, false) => llm.chat(request).await,
+            (Some(on_delta), false) => stream_to_end(llm, request, on_delta).await,
+            (mut on_delta, true) => {
+                let mut forward = |delta: &ChatDelta| {
+                    if let Some(text) = delta.content.as_deref().filter(|t| !t.is_empty()) {
+                        journal.stream_token(&model, text);
+                    }
+                    if let Some(on_delta) = on_delta.as_mut() {
+                        on_delta(delta);
+                    }
+                };
+                stream_to_end(llm, request, &mut forward).await
+            }
         };
         match outcome {
             Ok(response) => {

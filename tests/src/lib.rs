@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use flow_core::store::{
     CheckpointInfo, Claim, ClaimRequest, Commit, JournalEntry, Listing, NewRun, RunFilter, RunRecord, RunSummary,
-    Snapshot, StepRecord, Store, StoreError,
+    Snapshot, StepRecord, Store, StoreError, StreamRecord,
 };
 use flow_core::{Flow, FlowError, RunOutcome, Runner};
 use tokio::sync::Semaphore;
@@ -214,5 +214,22 @@ impl Store for Intercept {
     }
     async fn delete_run(&self, run_id: Uuid) -> Result<(), StoreError> {
         self.inner.delete_run(run_id).await
+    }
+
+    async fn stream_append(
+        &self,
+        run_id: Uuid,
+        items: Vec<StreamRecord>,
+        keep_last: Option<u64>,
+    ) -> Result<(), StoreError> {
+        self.inner.stream_append(run_id, items, keep_last).await
+    }
+
+    async fn stream_read(&self, run_id: Uuid, from_seq: u64, limit: usize) -> Result<Vec<StreamRecord>, StoreError> {
+        self.inner.stream_read(run_id, from_seq, limit).await
+    }
+
+    async fn stream_last_seq(&self, run_id: Uuid) -> Result<Option<u64>, StoreError> {
+        self.inner.stream_last_seq(run_id).await
     }
 }

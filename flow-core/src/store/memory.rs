@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 
 use super::{
     Answer, CheckpointInfo, Claim, ClaimRequest, Commit, JournalEntry, NewRun, QueueLimit, RunFilter, RunRecord,
-    RunStatus, RunSummary, Snapshot, Start, StepRecord, Store, StoreError, now_ms,
+    RunStatus, RunSummary, Snapshot, Start, StepRecord, Store, StoreError, StreamRecord, now_ms,
 };
 
 #[derive(Default)]
@@ -21,6 +21,8 @@ struct Run {
     steps: Vec<StepRecord>,
     checkpoints: Vec<(CheckpointInfo, Snapshot)>,
     journal: HashMap<(String, u32), JournalEntry>,
+    /// The run's stream log, by `seq`.
+    stream: std::collections::BTreeMap<u64, StreamRecord>,
 }
 
 /// A [`Store`] in memory.
@@ -172,6 +174,7 @@ impl Store for MemoryStore {
                 steps: run.steps,
                 checkpoints: vec![(info, run.snapshot)],
                 journal: HashMap::new(),
+                stream: Default::default(),
             },
         );
         drop(runs);
@@ -448,5 +451,33 @@ impl Store for MemoryStore {
         }
         runs.remove(&run_id);
         Ok(())
+    }
+
+    async fn stream_append(
+        &self,
+        run_id: Uuid,
+        items: Vec<StreamRecord>,
+        keep_last: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let mut runs = self.lock();
+        let run = runs.get_mut(&run_id).filter(|r| r.record.is_some()).ok_or(StoreError::NotFound(run_id))?;
+        for item in items {
+            run.stream.entry(item.seq).or_insert(item);
+        }
+        if let (Some(keep), Some(&last)) = (keep_last, run.stream.keys().next_back()) {
+            let first_kept = (last + 1).saturating_sub(keep);
+            run.stream = run.stream.split_off(&first_kept);
+        }
+        Ok(())
+    }
+
+    async fn stream_read(&self, run_id: Uuid, from_seq: u64, limit: usize) -> Result<Vec<StreamRecord>, StoreError> {
+        let runs = self.lock();
+        let Some(run) = runs.get(&run_id) else { return Ok(Vec::new()) };
+        Ok(run.stream.range(from_seq..).take(limit).map(|(_, r)| r.clone()).collect())
+    }
+
+    async fn stream_last_seq(&self, run_id: Uuid) -> Result<Option<u64>, StoreError> {
+        Ok(self.lock().get(&run_id).and_then(|r| r.stream.keys().next_back().copied()))
     }
 }

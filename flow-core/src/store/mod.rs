@@ -1203,12 +1203,85 @@ pub trait Store: Send + Sync + 'static {
         let _ = (run_id, reason);
         Err(StoreError::Unsupported { what: "cancelling runs (`Store::request_cancel`)".to_string() })
     }
+
+    /// Appends items of a run's stream log ([`Runner::keep_stream`](crate::Runner::keep_stream)),
+    /// in `seq` order; an item whose `seq` is stored already is left as it is. With `keep_last`,
+    /// only the newest `keep_last` items of the run are kept afterwards. The log is deleted
+    /// with the run ([`Store::delete_run`]).
+    ///
+    /// ```
+    /// # use flow_core::store::{MemoryStore, Store, StreamRecord};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), flow_core::store::StoreError> {
+    /// let store = MemoryStore::new();
+    /// let run_id = uuid::Uuid::now_v7();
+    /// // A run the store does not hold has no log to append to.
+    /// let item = StreamRecord { seq: 0, at_ms: 0, item: serde_json::json!({}) };
+    /// assert!(store.stream_append(run_id, vec![item], None).await.is_err());
+    /// # Ok(()) }
+    /// ```
+    async fn stream_append(
+        &self,
+        run_id: Uuid,
+        items: Vec<StreamRecord>,
+        keep_last: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let _ = (run_id, items, keep_last);
+        Err(StoreError::Unsupported { what: "keeping run streams (`Store::stream_append`)".to_string() })
+    }
+
+    /// Up to `limit` items of a run's stream log from `from_seq` on, oldest first (none for a
+    /// run the store does not hold).
+    ///
+    /// ```
+    /// # use flow_core::store::{MemoryStore, Store};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), flow_core::store::StoreError> {
+    /// let items = MemoryStore::new().stream_read(uuid::Uuid::now_v7(), 0, 100).await?;
+    /// assert!(items.is_empty());
+    /// # Ok(()) }
+    /// ```
+    async fn stream_read(&self, run_id: Uuid, from_seq: u64, limit: usize) -> Result<Vec<StreamRecord>, StoreError> {
+        let _ = (run_id, from_seq, limit);
+        Err(StoreError::Unsupported { what: "reading run streams (`Store::stream_read`)".to_string() })
+    }
+
+    /// The `seq` of the newest item of a run's stream log, if it has one.
+    ///
+    /// ```
+    /// # use flow_core::store::{MemoryStore, Store};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), flow_core::store::StoreError> {
+    /// assert_eq!(MemoryStore::new().stream_last_seq(uuid::Uuid::now_v7()).await?, None);
+    /// # Ok(()) }
+    /// ```
+    async fn stream_last_seq(&self, run_id: Uuid) -> Result<Option<u64>, StoreError> {
+        let _ = run_id;
+        Err(StoreError::Unsupported { what: "reading run streams (`Store::stream_last_seq`)".to_string() })
+    }
 }
 
 /// Whether a run whose commit brings it to `status` goes back to its queue instead, because a
 /// cancel is pending: whoever claims it next compensates it and ends it cancelled.
 pub(crate) fn requeued_for_cancel(status: RunStatus) -> bool {
     matches!(status, RunStatus::Paused | RunStatus::Failed | RunStatus::Escalated | RunStatus::Queued)
+}
+
+/// One stored item of a run's stream log: what [`Runner::attach`](crate::Runner::attach)
+/// reads back. `item` is a [`RunItem`](crate::stream::RunItem) as JSON.
+///
+/// ```
+/// let r = flow_core::store::StreamRecord { seq: 3, at_ms: 0, item: serde_json::json!({"kind": "custom"}) };
+/// assert_eq!(r.seq, 3);
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct StreamRecord {
+    /// The item's number in its run, from 0, in the order the run made them.
+    pub seq: u64,
+    /// When it was made, in ms since the Unix epoch.
+    pub at_ms: i64,
+    /// The item, as JSON.
+    pub item: Value,
 }
 
 /// Milliseconds since the Unix epoch, now.

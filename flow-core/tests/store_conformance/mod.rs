@@ -12,7 +12,7 @@ use std::pin::Pin;
 
 use flow_core::store::{
     Answer, CheckpointInfo, Claim, ClaimRequest, Commit, JournalEntry, NewRun, Placement, QueueLimit, RunCursor,
-    RunFilter, RunStatus, Snapshot, Start, StepRecord, StepStatus, Store, StoreError,
+    RunFilter, RunStatus, Snapshot, Start, StepRecord, StepStatus, Store, StoreError, StreamRecord,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -84,6 +84,7 @@ pub async fn check(store: &dyn Store) -> TestResult {
     journal_first_writer_wins(store).await?;
     listing(store).await?;
     deleting(store).await?;
+    stream_log(store).await?;
     Ok(())
 }
 
@@ -1060,5 +1061,43 @@ async fn deleting(store: &dyn Store) -> TestResult {
     assert_eq!(history, [1]);
     let unknown = Uuid::new_v4();
     expect_not_found("delete_run of an unknown run", unknown, store.delete_run(unknown).await)?;
+    Ok(())
+}
+
+fn stream_records(seqs: std::ops::Range<u64>) -> Vec<StreamRecord> {
+    seqs.map(|seq| StreamRecord { seq, at_ms: 1_000 + i64::try_from(seq).unwrap_or(0), item: json!({ "n": seq }) })
+        .collect()
+}
+
+/// The stream log: appended in batches, read from any point in order, a repeated `seq` left as
+/// it was, retention by count, deleted with its run, refused for a run the store does not hold.
+async fn stream_log(store: &dyn Store) -> TestResult {
+    let run = new_run(&format!("stream-{}", Uuid::new_v4()), "w1", Duration::ZERO);
+    let run_id = run.run_id;
+    store.create_run(run).await?;
+    assert_eq!(store.stream_last_seq(run_id).await?, None);
+    store.stream_append(run_id, stream_records(0..3), None).await?;
+    store.stream_append(run_id, stream_records(3..5), None).await?;
+    let mut again = stream_records(2..3);
+    again[0].item = json!("changed");
+    store.stream_append(run_id, again, None).await?;
+    assert_eq!(store.stream_read(run_id, 0, 100).await?, stream_records(0..5));
+    assert_eq!(store.stream_read(run_id, 2, 2).await?, stream_records(2..4));
+    assert_eq!(store.stream_read(run_id, 9, 10).await?, []);
+    assert_eq!(store.stream_last_seq(run_id).await?, Some(4));
+
+    store.stream_append(run_id, stream_records(5..8), Some(3)).await?;
+    assert_eq!(store.stream_read(run_id, 0, 100).await?, stream_records(5..8), "only the newest 3 are kept");
+
+    let unknown = Uuid::new_v4();
+    match store.stream_append(unknown, stream_records(0..1), None).await {
+        Err(StoreError::NotFound(id)) => assert_eq!(id, unknown),
+        other => return Err(format!("stream_append to an unknown run: expected NotFound, got {other:?}").into()),
+    }
+    assert_eq!(store.stream_read(unknown, 0, 10).await?, []);
+
+    store.delete_run(run_id).await?;
+    assert_eq!(store.stream_read(run_id, 0, 100).await?, [], "the log goes with its run");
+    assert_eq!(store.stream_last_seq(run_id).await?, None);
     Ok(())
 }

@@ -27,6 +27,7 @@
 //! # Ok(()) }
 //! ```
 
+mod hold;
 mod reply;
 mod wire;
 
@@ -46,6 +47,7 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
+pub use self::hold::Hold;
 pub use self::reply::Reply;
 use self::reply::ReplyKind;
 use crate::chat::{ChatRequest, ChatResponse, FinishReason, ToolCall};
@@ -683,8 +685,14 @@ fn render(reply: Reply, request: &RecordedRequest, index: usize, guard: InFlight
             };
             let id = message.id.clone();
             if request.stream {
-                let events = wire::stream_events(&id, &message, request.include_usage, true);
-                sse(events, true, None, reply.chunk_delay, guard)
+                let scripted = reply.deltas.as_deref();
+                let events = wire::stream_events(&id, &message, request.include_usage, true, scripted);
+                // The end waits from the chunk after the last piece of the reply.
+                let hold = reply
+                    .hold
+                    .clone()
+                    .map(|hold| (wire::stream_events(&id, &message, false, false, scripted).len(), hold));
+                sse(events, true, None, reply.chunk_delay, guard, hold)
             } else {
                 axum::Json(wire::completion(&id, &message)).into_response()
             }
@@ -703,8 +711,8 @@ fn render(reply: Reply, request: &RecordedRequest, index: usize, guard: InFlight
                 ..Default::default()
             };
             if request.stream {
-                let events = wire::stream_events(&partial.id, &partial, false, false);
-                sse(events, false, None, reply.chunk_delay, guard)
+                let events = wire::stream_events(&partial.id, &partial, false, false, None);
+                sse(events, false, None, reply.chunk_delay, guard, None)
             } else {
                 let full = wire::completion(&partial.id, &partial).to_string();
                 let cut = full.char_indices().map(|(i, _)| i).nth(full.chars().count() / 2).unwrap_or(0);
@@ -719,10 +727,10 @@ fn render(reply: Reply, request: &RecordedRequest, index: usize, guard: InFlight
                 ..Default::default()
             };
             if request.stream {
-                let events = wire::stream_events(&partial.id, &partial, false, false);
+                let events = wire::stream_events(&partial.id, &partial, false, false, None);
                 let error =
                     json!({ "error": { "message": message, "type": "server_error", "param": null, "code": null } });
-                sse(events, false, Some(error), reply.chunk_delay, guard)
+                sse(events, false, Some(error), reply.chunk_delay, guard, None)
             } else {
                 error_response(StatusCode::INTERNAL_SERVER_ERROR, message, "server_error", None)
             }
@@ -732,7 +740,15 @@ fn render(reply: Reply, request: &RecordedRequest, index: usize, guard: InFlight
 }
 
 /// An SSE response: one `data:` event per chunk, then optionally an error event and `[DONE]`.
-fn sse(events: Vec<Value>, done: bool, error: Option<Value>, chunk_delay: Duration, guard: InFlight) -> Response {
+/// With `hold`, the frames from that index on wait until it is released.
+fn sse(
+    events: Vec<Value>,
+    done: bool,
+    error: Option<Value>,
+    chunk_delay: Duration,
+    guard: InFlight,
+    hold: Option<(usize, Hold)>,
+) -> Response {
     let mut frames: Vec<String> = events.iter().map(|e| format!("data: {e}\n\n")).collect();
     if let Some(error) = error {
         frames.push(format!("data: {error}\n\n"));
@@ -740,13 +756,19 @@ fn sse(events: Vec<Value>, done: bool, error: Option<Value>, chunk_delay: Durati
     if done {
         frames.push("data: [DONE]\n\n".to_owned());
     }
+    let frames = frames.into_iter().enumerate();
     let stream =
-        futures::stream::unfold((frames.into_iter(), guard, true), move |(mut frames, guard, first)| async move {
-            let frame = frames.next()?;
+        futures::stream::unfold((frames, guard, true, hold), move |(mut frames, guard, first, hold)| async move {
+            let (index, frame) = frames.next()?;
             if !first && !chunk_delay.is_zero() {
                 tokio::time::sleep(chunk_delay).await;
             }
-            Some((Ok::<Bytes, std::convert::Infallible>(Bytes::from(frame)), (frames, guard, false)))
+            if let Some((at, hold)) = &hold
+                && index == *at
+            {
+                hold.released().await;
+            }
+            Some((Ok::<Bytes, std::convert::Infallible>(Bytes::from(frame)), (frames, guard, false, hold)))
         });
     let mut response = Response::new(Body::from_stream(stream));
     let h = response.headers_mut();

@@ -47,6 +47,11 @@ pub struct Reply {
     pub(crate) usage: Option<TokenUsage>,
     pub(crate) finish_reason: Option<FinishReason>,
     pub(crate) headers: Vec<(String, String)>,
+    /// The text pieces to stream, as scripted ([`Reply::deltas`]); else the text is cut into
+    /// pieces of a few words.
+    pub(crate) deltas: Option<Vec<String>>,
+    /// Keeps the end of a streamed reply back until released ([`Reply::hold_finish`]).
+    pub(crate) hold: Option<super::Hold>,
 }
 
 fn error_body(message: &str, kind: &str, code: Option<&str>, param: Option<&str>) -> String {
@@ -62,7 +67,37 @@ impl Reply {
             usage: None,
             finish_reason: None,
             headers: Vec::new(),
+            deltas: None,
+            hold: None,
         }
+    }
+
+    /// A text answer streamed in exactly these pieces (one chunk each) to a request that asks
+    /// for a stream; a request that does not gets their concatenation.
+    ///
+    /// ```
+    /// let r = flow_llm::Reply::deltas(["Once ", "upon ", "a time"]);
+    /// # let _ = r;
+    /// ```
+    pub fn deltas<P: Into<String>>(pieces: impl IntoIterator<Item = P>) -> Self {
+        let pieces: Vec<String> = pieces.into_iter().map(Into::into).collect();
+        let mut reply = Self::text(pieces.concat());
+        reply.deltas = Some(pieces);
+        reply
+    }
+
+    /// Streams the text pieces, then keeps the rest of the reply (the chunk with the finish
+    /// reason, the usage, `[DONE]`) back until `hold` is released: a test sees the pieces
+    /// arrive while the call is still going, with no timing involved.
+    ///
+    /// ```
+    /// let hold = flow_llm::server::Hold::new();
+    /// let r = flow_llm::Reply::deltas(["a", "b"]).hold_finish(&hold);
+    /// # let _ = r;
+    /// ```
+    pub fn hold_finish(mut self, hold: &super::Hold) -> Self {
+        self.hold = Some(hold.clone());
+        self
     }
 
     /// A text answer.

@@ -228,11 +228,18 @@ fn halves(text: &str) -> (String, String) {
 
 /// The SSE events of a streamed reply, without the `data: ` framing. `finish` false leaves the
 /// stream unfinished (no finish_reason, no usage) to imitate a cut connection.
-pub(crate) fn stream_events(id: &str, r: &ChatResponse, include_usage: bool, finish: bool) -> Vec<Value> {
+pub(crate) fn stream_events(
+    id: &str,
+    r: &ChatResponse,
+    include_usage: bool,
+    finish: bool,
+    scripted: Option<&[String]>,
+) -> Vec<Value> {
     let model = r.model.as_str();
     let mut events = vec![chunk(id, model, json!({ "role": "assistant", "content": "", "refusal": null }), None)];
     if let Some(content) = &r.content {
-        for piece in pieces(content) {
+        let pieces = scripted.map_or_else(|| pieces(content), <[String]>::to_vec);
+        for piece in pieces {
             events.push(chunk(id, model, json!({ "content": piece }), None));
         }
     }

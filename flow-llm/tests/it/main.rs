@@ -13,6 +13,7 @@ mod journal;
 mod mcp;
 mod replay;
 mod resilience;
+mod run_stream;
 mod scripted;
 mod server;
 mod streaming;

@@ -38,6 +38,7 @@ mod error;
 mod listen;
 mod queries;
 mod schema;
+mod stream;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -54,7 +55,7 @@ use self::error::Pg;
 use self::listen::Wake;
 use crate::store::{
     CheckpointInfo, Claim, ClaimRequest, Commit, JournalEntry, Listing, NewRun, RunFilter, RunRecord, RunStatus,
-    RunSummary, Snapshot, StepRecord, Store, StoreError,
+    RunSummary, Snapshot, StepRecord, Store, StoreError, StreamRecord,
 };
 
 /// How many connections [`PgStore::connect`] opens at most.
@@ -512,5 +513,22 @@ impl Store for PgStore {
         in_transaction!(self, run_id, |tx| queries::delete_run(&tx, &self.pg, run_id))?;
         self.held().remove(&run_id);
         Ok(())
+    }
+
+    async fn stream_append(
+        &self,
+        run_id: Uuid,
+        items: Vec<StreamRecord>,
+        keep_last: Option<u64>,
+    ) -> Result<(), StoreError> {
+        in_transaction!(self, run_id, |tx| stream::append(&tx, &self.pg, run_id, &items, keep_last))
+    }
+
+    async fn stream_read(&self, run_id: Uuid, from_seq: u64, limit: usize) -> Result<Vec<StreamRecord>, StoreError> {
+        on_connection!(self, Some(run_id), |client| stream::read(&client, &self.pg, run_id, from_seq, limit))
+    }
+
+    async fn stream_last_seq(&self, run_id: Uuid) -> Result<Option<u64>, StoreError> {
+        on_connection!(self, Some(run_id), |client| stream::last_seq(&client, &self.pg, run_id))
     }
 }

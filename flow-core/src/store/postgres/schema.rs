@@ -112,8 +112,20 @@ ALTER TABLE flow_runs ADD COLUMN cancel_requested text;
 CREATE INDEX flow_runs_by_flow_status ON flow_runs (flow, status, created_at DESC, run_id DESC);
 "#;
 
+/// Version 4: the stream log of runs kept with `Runner::keep_stream` (issue 21): one row per
+/// item, numbered per run; deleted with its run.
+const V4: &str = r#"
+CREATE TABLE flow_stream (
+    run_id uuid   NOT NULL REFERENCES flow_runs (run_id) ON DELETE CASCADE,
+    seq    bigint NOT NULL,
+    at_ms  bigint NOT NULL,
+    item   text   NOT NULL,
+    PRIMARY KEY (run_id, seq)
+);
+"#;
+
 /// Every migration, in order: `MIGRATIONS[i]` takes a schema from version `i` to `i + 1`.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this build reads and writes.
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

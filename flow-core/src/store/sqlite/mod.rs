@@ -10,6 +10,7 @@
 mod error;
 mod queries;
 mod schema;
+mod stream;
 mod writer;
 
 use std::collections::HashMap;
@@ -26,7 +27,7 @@ use self::queries::Db;
 use self::writer::WriterHandle;
 use crate::store::{
     CheckpointInfo, Claim, ClaimRequest, Commit, JournalEntry, Listing, NewRun, RunFilter, RunRecord, RunStatus,
-    RunSummary, Snapshot, Start, StepRecord, Store, StoreError, now_ms,
+    RunSummary, Snapshot, Start, StepRecord, Store, StoreError, StreamRecord, now_ms,
 };
 
 /// How hard SQLite pushes each commit to the disk (`PRAGMA synchronous`).
@@ -637,5 +638,22 @@ impl Store for SqliteStore {
         })
         .await
         .map_err(|e| e.for_run(run_id))
+    }
+
+    async fn stream_append(
+        &self,
+        run_id: Uuid,
+        items: Vec<StreamRecord>,
+        keep_last: Option<u64>,
+    ) -> Result<(), StoreError> {
+        self.write(move |db| stream::append(db, run_id, &items, keep_last)).await.map_err(|e| e.for_run(run_id))
+    }
+
+    async fn stream_read(&self, run_id: Uuid, from_seq: u64, limit: usize) -> Result<Vec<StreamRecord>, StoreError> {
+        self.read(move |db| stream::read(db, run_id, from_seq, limit)).await.map_err(|e| e.for_run(run_id))
+    }
+
+    async fn stream_last_seq(&self, run_id: Uuid) -> Result<Option<u64>, StoreError> {
+        self.read(move |db| stream::last_seq(db, run_id)).await.map_err(|e| e.for_run(run_id))
     }
 }

@@ -223,6 +223,24 @@ const V5: &str = "ALTER TABLE flow_runs ADD COLUMN cancel_requested TEXT;
 CREATE INDEX flow_runs_by_flow_status ON flow_runs (flow, status, created_at DESC, run_id DESC);
 ";
 
+/// The stream log table as version 6 has it (a macro, so [`CURRENT`] can include it).
+macro_rules! stream_table {
+    () => {
+        "CREATE TABLE flow_stream (
+    run_id TEXT    NOT NULL REFERENCES flow_runs (run_id) ON DELETE CASCADE,
+    seq    INTEGER NOT NULL,
+    at_ms  INTEGER NOT NULL,
+    item   TEXT    NOT NULL,
+    PRIMARY KEY (run_id, seq)
+) STRICT;
+"
+    };
+}
+
+/// Version 6: the stream log of runs kept with `Runner::keep_stream` (issue 21): one row per
+/// item, numbered per run; deleted with its run.
+const V6: &str = stream_table!();
+
 /// What a new file gets: the schema every migration together makes of an empty file, written
 /// out, because running them one by one re-parses the schema at every `ALTER` and triples the
 /// cost of creating a store. `a_new_file_gets_what_the_migrations_make` keeps the two equal.
@@ -272,11 +290,12 @@ CREATE TABLE step_journal (
     created_at   INTEGER NOT NULL,
     PRIMARY KEY (run_id, step_key, seq)
 ) STRICT;
-"
+",
+    stream_table!(),
 );
 
 /// Every migration, oldest first. Append only: a released migration never changes.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 /// The schema version this build writes.
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
