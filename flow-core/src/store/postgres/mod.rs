@@ -348,9 +348,20 @@ macro_rules! in_transaction {
         let result = async {
             let fail = |e: tokio_postgres::Error| $store.pg.map(&e, Some(run));
             let $tx = client.transaction().await.map_err(fail)?;
-            let out = $work.await?;
-            $tx.commit().await.map_err(fail)?;
-            Ok::<_, StoreError>(out)
+            match $work.await {
+                Ok(out) => {
+                    $tx.commit().await.map_err(fail)?;
+                    Ok::<_, StoreError>(out)
+                }
+                // Rolled back before the connection goes back to the pool: a dropped transaction
+                // only queues its ROLLBACK, and until the server runs it the rows this one locked
+                // (`FOR UPDATE`) stay locked, so a claim on another connection would skip them
+                // (`SKIP LOCKED`) as if another worker held them.
+                Err(e) => {
+                    let _ = $tx.rollback().await;
+                    Err(e)
+                }
+            }
         }
         .await;
         settle(client, &result);
@@ -472,9 +483,18 @@ impl Store for PgStore {
         let result = async {
             let fail = |e: tokio_postgres::Error| self.pg.map(&e, None);
             let tx = client.transaction().await.map_err(fail)?;
-            let claims = queries::claim_next(&tx, &self.pg, request).await?;
-            tx.commit().await.map_err(fail)?;
-            Ok::<_, StoreError>(claims)
+            match queries::claim_next(&tx, &self.pg, request).await {
+                Ok(claims) => {
+                    tx.commit().await.map_err(fail)?;
+                    Ok::<_, StoreError>(claims)
+                }
+                // As in `in_transaction!`: release the locked candidates before the connection
+                // goes back to the pool.
+                Err(e) => {
+                    let _ = tx.rollback().await;
+                    Err(e)
+                }
+            }
         }
         .await;
         settle(client, &result);
