@@ -95,6 +95,9 @@ pub use journal::{Journal, NoJournal, TokenUsage};
 pub use outcome::{Escalated, Outputs, OutputsIter, Paused, RecordedFailure, RunOutcome, RunResult, Sleeping};
 pub use route::Route;
 pub use runner::{DEFAULT_PARK_AFTER, FlowExt, Runner, SubmitOptions};
+/// The JSON Schema derive that [`Ctx::ask`] needs of its answer type: `#[derive(JsonSchema)]`
+/// with `#[schemars(crate = "flow_core::schemars")]`, or a `schemars` dependency of your own.
+pub use schemars;
 pub use serve::{ServeOptions, ServeSummary, Serving};
 pub use store::RunStatus;
 pub use worker::Worker;

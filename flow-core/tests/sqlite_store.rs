@@ -121,7 +121,7 @@ async fn schema_is_versioned_strict_and_in_wal_mode() -> TestResult {
     assert_eq!(version, 5);
     let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
     assert_eq!(mode, "wal");
-    for table in ["flow_runs", "flow_steps", "flow_checkpoints", "step_journal"] {
+    for table in ["flow_runs", "flow_steps", "flow_checkpoints", "step_journal", "flow_graphs"] {
         let strict: i64 =
             conn.query_row("SELECT strict FROM pragma_table_list WHERE name = ?1", [table], |r| r.get(0))?;
         assert_eq!(strict, 1, "{table} is STRICT");

@@ -11,9 +11,10 @@ use serde_json::Value;
 use tokio::sync::Notify;
 
 use super::{
-    Answer, CheckpointInfo, Claim, ClaimRequest, Commit, JournalEntry, NewRun, QueueLimit, RunFilter, RunRecord,
-    RunStatus, RunSummary, Snapshot, Start, StepRecord, Store, StoreError, StreamRecord, now_ms,
+    Answer, CheckpointInfo, Claim, ClaimRequest, Commit, JournalEntry, NewRun, QueueLimit, RunFilter, RunGraph,
+    RunRecord, RunStatus, RunSummary, Snapshot, Start, StepRecord, Store, StoreError, StreamRecord, now_ms,
 };
+use crate::graph::GraphDoc;
 
 #[derive(Default)]
 struct Run {
@@ -23,6 +24,8 @@ struct Run {
     journal: HashMap<(String, u32), JournalEntry>,
     /// The run's stream log, by `seq`.
     stream: std::collections::BTreeMap<u64, StreamRecord>,
+    /// Shared with every run of the same runner: one copy per flow version.
+    graph: Option<Arc<RunGraph>>,
 }
 
 /// A [`Store`] in memory.
@@ -175,6 +178,7 @@ impl Store for MemoryStore {
                 checkpoints: vec![(info, run.snapshot)],
                 journal: HashMap::new(),
                 stream: Default::default(),
+                graph: run.graph,
             },
         );
         drop(runs);
@@ -479,5 +483,11 @@ impl Store for MemoryStore {
 
     async fn stream_last_seq(&self, run_id: Uuid) -> Result<Option<u64>, StoreError> {
         Ok(self.lock().get(&run_id).and_then(|r| r.stream.keys().next_back().copied()))
+    }
+
+    async fn run_graph(&self, run_id: Uuid) -> Result<Option<GraphDoc>, StoreError> {
+        let runs = self.lock();
+        record_of(&runs, run_id)?;
+        Ok(runs.get(&run_id).and_then(|r| r.graph.as_ref()).map(|g| g.doc.clone()))
     }
 }
