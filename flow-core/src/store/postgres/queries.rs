@@ -1,6 +1,7 @@
 //! The SQL of every store operation, with row decoding.
 //!
-//! Writes run inside a transaction the caller opens and commits ([`super::PgStore`]); every
+//! Writes run inside a transaction the caller opens and commits ([`super::PgStore`]), except a
+//! commit, which is one statement (`COMMIT`) and so atomic alone; every
 //! statement that changes a run carries the lease epoch in its own `WHERE` clause, or runs
 //! after a statement that locked the run row and read the epoch in the same transaction.
 //! Statements are prepared once per connection (deadpool's statement cache).
@@ -152,16 +153,54 @@ const RENEW_LEASE: &str = concat!(
     " + $3 WHERE run_id = $1 AND epoch = $2 AND lease_owner IS NOT NULL"
 );
 
-// The fence and the version bump in one statement. $7 says whether the run stays running:
-// any other status releases the lease. Every commit clears the answer the run was resumed with.
-const UPDATE_RUN: &str = concat!(
-    "UPDATE flow_runs SET version = version + 1, status = $3, output = $4, error = $5, pause = $6, \
-     lease_owner = CASE WHEN $7::boolean THEN lease_owner END, \
-     lease_expires_at = CASE WHEN $7::boolean THEN lease_expires_at END, available_at = $8, answer = NULL, \
-     updated_at = ",
+// One checkpoint as one statement: one round trip, and atomic without an explicit transaction.
+// Everything hinges on `run`, the fenced update of the run row (version bump, status, lease):
+// when the epoch does not match it returns no row, and the checkpoint, the steps, the pruning
+// and the notification, each selected from it, do nothing. A release ($7 false: the run comes
+// to rest) clears the lease; every commit clears the answer the run was resumed with.
+//   $1 run id, $2 epoch, $3 status, $4 output, $5 error, $6 pause, $7 stays running, $8 due time,
+//   $9 the checkpoint's step key, $10 state, $11 progress, $12 checkpoints kept (NULL: all),
+//   $13-$19 the steps, one array per column (key, method, status, input, output, error, attempt),
+//   at most one element per key. A new step's `ord` is version * 2^20 + its position in the
+//   arrays (STEPS_PER_COMMIT); a known step keeps its own.
+// All parts see the snapshot the statement started with: the pruning cannot see (nor delete) the
+// checkpoint inserted beside it, which is kept anyway as the newest. Returns the new version and
+// the queue; a queued run notifies the workers listening when the statement commits.
+const COMMIT: &str = concat!(
+    "WITH run AS (\
+         UPDATE flow_runs SET version = version + 1, status = $3, output = $4, error = $5, pause = $6, \
+         lease_owner = CASE WHEN $7::boolean THEN lease_owner END, \
+         lease_expires_at = CASE WHEN $7::boolean THEN lease_expires_at END, available_at = $8, answer = NULL, \
+         updated_at = ",
     now_ms!(),
-    " WHERE run_id = $1 AND epoch = $2 RETURNING version, queue"
+    " WHERE run_id = $1 AND epoch = $2 RETURNING version, queue), \
+     checkpoint AS (\
+         INSERT INTO flow_checkpoints (run_id, seq, step_key, status, state, progress, created_at) \
+         SELECT $1, run.version, $9, $3, $10, $11, ",
+    now_ms!(),
+    " FROM run), \
+     steps AS (\
+         INSERT INTO flow_steps (run_id, step_key, ord, method, status, input, output, error, attempt, created_at, \
+         updated_at) \
+         SELECT $1, s.step_key, run.version * 1048576 + s.position - 1, s.method, s.status, s.input, s.output, \
+         s.error, s.attempt, ",
+    now_ms!(),
+    ", ",
+    now_ms!(),
+    " FROM run, unnest($13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], \
+         $19::bigint[]) WITH ORDINALITY AS s (step_key, method, status, input, output, error, attempt, position) \
+         ON CONFLICT (run_id, step_key) DO UPDATE SET method = excluded.method, status = excluded.status, \
+         input = excluded.input, output = excluded.output, error = excluded.error, attempt = excluded.attempt, \
+         updated_at = excluded.updated_at), \
+     pruned AS (\
+         DELETE FROM flow_checkpoints c USING run WHERE c.run_id = $1 AND c.seq <= run.version - $12::bigint) \
+     SELECT version, queue, CASE WHEN $3 = 'queued' THEN pg_notify(",
+    work_channel!(),
+    ", queue)::text END FROM run"
 );
+
+// The literal 2^20 in `COMMIT`.
+const _: () = assert!(STEPS_PER_COMMIT == 1_048_576);
 
 const UPSERT_STEP: &str = concat!(
     "INSERT INTO flow_steps (run_id, step_key, ord, method, status, input, output, error, attempt, created_at, \
@@ -180,8 +219,6 @@ const APPEND_CHECKPOINT: &str = concat!(
     now_ms!(),
     ")"
 );
-
-const PRUNE_CHECKPOINTS: &str = "DELETE FROM flow_checkpoints WHERE run_id = $1 AND seq <= $2";
 
 const SELECT_STEPS: &str = "SELECT step_key, method, status, input, output, error, attempt FROM flow_steps \
      WHERE run_id = $1 ORDER BY ord";
@@ -611,24 +648,84 @@ async fn epoch_of(client: &impl GenericClient, pg: &Pg, run_id: Uuid) -> Result<
     Ok(Some((epoch, col(&row, 1, run_id, "lease owner")?)))
 }
 
-/// One checkpoint, fenced by the epoch: the run row (status, version, lease), the history row
-/// (which is the run's snapshot), the steps and retention. Returns `Ok(None)` when the epoch
-/// did not match (the caller rolls back and says why, outside the transaction).
+/// A commit's steps as the columns `COMMIT` unnests, one element per step key: a key listed
+/// twice keeps its first position and its last values, as two upserts in a row would.
+#[derive(Default)]
+struct StepColumns {
+    key: Vec<String>,
+    method: Vec<String>,
+    status: Vec<&'static str>,
+    input: Vec<Option<String>>,
+    output: Vec<Option<String>>,
+    error: Vec<Option<String>>,
+    attempt: Vec<i64>,
+}
+
+impl StepColumns {
+    fn of(run_id: Uuid, steps: &[StepRecord]) -> Result<Self, StoreError> {
+        if steps.len() > STEPS_PER_COMMIT {
+            return Err(StoreError::Backend(format!(
+                "run {run_id}: one commit carries {} steps, more than the {STEPS_PER_COMMIT} a commit may schedule",
+                steps.len()
+            )));
+        }
+        let mut columns = StepColumns::default();
+        for step in steps {
+            let values = (
+                step.method.clone(),
+                step.status.as_str(),
+                opt_json(step.input.as_ref()),
+                opt_json(step.output.as_ref()),
+                step.error.clone(),
+                i64::from(step.attempt),
+            );
+            // Commits carry a handful of steps, so a scan beats a map.
+            match columns.key.iter().position(|k| *k == step.step_key) {
+                Some(i) => {
+                    (
+                        columns.method[i],
+                        columns.status[i],
+                        columns.input[i],
+                        columns.output[i],
+                        columns.error[i],
+                        columns.attempt[i],
+                    ) = values;
+                }
+                None => {
+                    columns.key.push(step.step_key.clone());
+                    columns.method.push(values.0);
+                    columns.status.push(values.1);
+                    columns.input.push(values.2);
+                    columns.output.push(values.3);
+                    columns.error.push(values.4);
+                    columns.attempt.push(values.5);
+                }
+            }
+        }
+        Ok(columns)
+    }
+}
+
+/// One checkpoint, fenced by the epoch, in one statement (`COMMIT`): the run row (status,
+/// version, lease), the history row (which is the run's snapshot), the steps, retention (`keep`
+/// newest checkpoints, or all) and the notification of a queued run. Returns `Ok(None)` when
+/// the epoch did not match and nothing was written ([`fenced_or_missing`] says why).
 pub(super) async fn commit(
-    tx: &Transaction<'_>,
+    client: &impl GenericClient,
     pg: &Pg,
     commit: &Commit,
     keep: Option<usize>,
 ) -> Result<Option<i64>, StoreError> {
     let id = commit.run_id;
     let fail = |e: tokio_postgres::Error| pg.map(&e, Some(id));
-    let update = tx.prepare_cached(UPDATE_RUN).await.map_err(fail)?;
+    let steps = StepColumns::of(id, &commit.steps)?;
+    let stmt = client.prepare_cached(COMMIT).await.map_err(fail)?;
     let output = opt_json(commit.output.as_ref());
     let pause = opt_json(commit.pause.as_ref());
     let stays_running = !commit.status.is_at_rest();
-    let queued = commit.status == RunStatus::Queued;
-    let available_at = if queued { commit.available_at_ms } else { None };
-    let params: [&(dyn ToSql + Sync); 8] = [
+    let available_at = if commit.status == RunStatus::Queued { commit.available_at_ms } else { None };
+    let keep = keep.map(|k| i64::try_from(k).unwrap_or(i64::MAX));
+    let params: [&(dyn ToSql + Sync); 19] = [
         &id,
         &epoch_param(commit.epoch),
         &commit.status.as_str(),
@@ -637,34 +734,22 @@ pub(super) async fn commit(
         &pause,
         &stays_running,
         &available_at,
+        &commit.step_key,
+        &commit.snapshot.state.get(),
+        &commit.snapshot.progress.get(),
+        &keep,
+        &steps.key,
+        &steps.method,
+        &steps.status,
+        &steps.input,
+        &steps.output,
+        &steps.error,
+        &steps.attempt,
     ];
-    let Some(row) = tx.query_opt(&update, &params).await.map_err(fail)? else {
+    let Some(row) = client.query_opt(&stmt, &params).await.map_err(fail)? else {
         return Ok(None);
     };
-    let version: i64 = col(&row, 0, id, "version")?;
-    if queued {
-        notify_work(tx, pg, Some(id), &col::<String>(&row, 1, id, "queue")?).await?;
-    }
-    let append = tx.prepare_cached(APPEND_CHECKPOINT).await.map_err(fail)?;
-    let (state, progress) = (commit.snapshot.state.get(), commit.snapshot.progress.get());
-    let status = commit.status.as_str();
-    let params: [&(dyn ToSql + Sync); 6] = [&id, &version, &commit.step_key, &status, &state, &progress];
-    let checkpoint = tx.execute(&append, &params);
-    let steps = upsert_steps(tx, pg, id, version, &commit.steps);
-    let prune = async {
-        let Some(keep) = keep else { return Ok(()) };
-        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
-        if version <= keep {
-            return Ok(());
-        }
-        let stmt = tx.prepare_cached(PRUNE_CHECKPOINTS).await.map_err(fail)?;
-        tx.execute(&stmt, &[&id, &(version - keep)]).await.map_err(fail).map(drop)
-    };
-    let (checkpoint, steps, prune) = futures::join!(checkpoint, steps, prune);
-    checkpoint.map_err(fail)?;
-    steps?;
-    prune?;
-    Ok(Some(version))
+    Ok(Some(col(&row, 0, id, "version")?))
 }
 
 /// Why a fenced commit matched no row: the run is missing, or its epoch moved on.
