@@ -18,7 +18,7 @@
 //! **Round trips.** A step's commit is one statement of data-modifying CTEs, all hinging on the
 //! fenced update of the run row, sent alone (no `BEGIN`/`COMMIT`: a statement is atomic): one
 //! round trip per durable step, the same as a bare autocommit insert. The fenced case costs a
-//! second query to say why.
+//! second query to say why. Creating a run is one statement too.
 //!
 //! **Fencing.** Every statement that changes a run is fenced by the lease epoch in the same
 //! statement (`UPDATE ... WHERE run_id = $1 AND epoch = $2`) or, for `journal_put`, after
@@ -375,7 +375,8 @@ macro_rules! on_connection {
 #[async_trait::async_trait]
 impl Store for PgStore {
     async fn create_run(&self, run: NewRun) -> Result<u64, StoreError> {
-        let epoch = in_transaction!(self, run.run_id, |tx| queries::create_run(&tx, &self.pg, &run))?;
+        // One statement, atomic on its own.
+        let epoch = on_connection!(self, Some(run.run_id), |client| queries::create_run(&client, &self.pg, &run))?;
         if epoch > 0 {
             self.held().insert(run.run_id, epoch);
         } else {

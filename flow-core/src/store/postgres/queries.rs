@@ -53,18 +53,6 @@ const RUN_EPOCH: &str = "SELECT epoch, lease_owner IS NOT NULL FROM flow_runs WH
 // Locks the run row against a claim (which bumps the epoch) until the journal write commits.
 const RUN_EPOCH_SHARED: &str = "SELECT epoch FROM flow_runs WHERE run_id = $1 FOR SHARE";
 
-// A queued run has no owner and no lease length: `now + NULL` is no expiry.
-const INSERT_RUN: &str = concat!(
-    "INSERT INTO flow_runs (run_id, flow, parent_run_id, status, version, lease_owner, lease_expires_at, epoch, \
-     created_at, updated_at, queue, concurrency_key, available_at) VALUES ($1, $2, $3, $6, 1, $4, ",
-    now_ms!(),
-    " + $5, $7, ",
-    now_ms!(),
-    ", ",
-    now_ms!(),
-    ", $8, $9, $10) ON CONFLICT (run_id) DO NOTHING RETURNING run_id"
-);
-
 /// The channel workers of this schema listen on (`LISTEN`), named from the schema so stores in
 /// other schemas of the database do not wake them. [`super::listen`] asks the server for it.
 macro_rules! work_channel {
@@ -153,6 +141,57 @@ const RENEW_LEASE: &str = concat!(
     " + $3 WHERE run_id = $1 AND epoch = $2 AND lease_owner IS NOT NULL"
 );
 
+// The `steps` part of `CREATE_RUN` and `COMMIT`: upserts the steps passed as $13-$19, one array
+// per column (key, method, status, input, output, error, attempt), at most one element per key,
+// for the row `run` the statement wrote. A new step's `ord` is the run's version * 2^20 + its
+// position in the arrays (STEPS_PER_COMMIT); a known step keeps its own.
+macro_rules! upsert_steps {
+    () => {
+        concat!(
+            "steps AS (\
+                 INSERT INTO flow_steps (run_id, step_key, ord, method, status, input, output, error, attempt, \
+                 created_at, updated_at) \
+                 SELECT run.run_id, s.step_key, run.version * 1048576 + s.position - 1, s.method, s.status, s.input, \
+                 s.output, s.error, s.attempt, ",
+            now_ms!(),
+            ", ",
+            now_ms!(),
+            " FROM run, unnest($13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], \
+                 $19::bigint[]) WITH ORDINALITY AS s (step_key, method, status, input, output, error, attempt, \
+                 position) \
+                 ON CONFLICT (run_id, step_key) DO UPDATE SET method = excluded.method, status = excluded.status, \
+                 input = excluded.input, output = excluded.output, error = excluded.error, \
+                 attempt = excluded.attempt, updated_at = excluded.updated_at)"
+        )
+    };
+}
+
+// A new run as one statement: the run row, its first checkpoint and its steps. A run id already
+// taken inserts nothing (no row comes back). A queued run has no owner and no lease length
+// (`now + NULL` is no expiry), and notifies the workers listening when the statement commits.
+//   $1 run id, $2 flow, $3 parent, $4 owner, $5 lease (ms), $6 status, $7 epoch, $8 queue,
+//   $9 concurrency key, $10 due time, $11 state, $12 progress, $13-$19 the steps.
+const CREATE_RUN: &str = concat!(
+    "WITH run AS (\
+         INSERT INTO flow_runs (run_id, flow, parent_run_id, status, version, lease_owner, lease_expires_at, \
+         epoch, created_at, updated_at, queue, concurrency_key, available_at) VALUES ($1, $2, $3, $6, 1, $4, ",
+    now_ms!(),
+    " + $5, $7, ",
+    now_ms!(),
+    ", ",
+    now_ms!(),
+    ", $8, $9, $10) ON CONFLICT (run_id) DO NOTHING RETURNING run_id, version, status, queue), \
+     checkpoint AS (\
+         INSERT INTO flow_checkpoints (run_id, seq, step_key, status, state, progress, created_at) \
+         SELECT run.run_id, 1, NULL, run.status, $11, $12, ",
+    now_ms!(),
+    " FROM run), ",
+    upsert_steps!(),
+    " SELECT run_id, CASE WHEN status = 'queued' THEN pg_notify(",
+    work_channel!(),
+    ", queue)::text END FROM run"
+);
+
 // One checkpoint as one statement: one round trip, and atomic without an explicit transaction.
 // Everything hinges on `run`, the fenced update of the run row (version bump, status, lease):
 // when the epoch does not match it returns no row, and the checkpoint, the steps, the pruning
@@ -160,9 +199,7 @@ const RENEW_LEASE: &str = concat!(
 // to rest) clears the lease; every commit clears the answer the run was resumed with.
 //   $1 run id, $2 epoch, $3 status, $4 output, $5 error, $6 pause, $7 stays running, $8 due time,
 //   $9 the checkpoint's step key, $10 state, $11 progress, $12 checkpoints kept (NULL: all),
-//   $13-$19 the steps, one array per column (key, method, status, input, output, error, attempt),
-//   at most one element per key. A new step's `ord` is version * 2^20 + its position in the
-//   arrays (STEPS_PER_COMMIT); a known step keeps its own.
+//   $13-$19 the steps (`upsert_steps`).
 // All parts see the snapshot the statement started with: the pruning cannot see (nor delete) the
 // checkpoint inserted beside it, which is kept anyway as the newest. Returns the new version and
 // the queue; a queued run notifies the workers listening when the statement commits.
@@ -173,25 +210,15 @@ const COMMIT: &str = concat!(
          lease_expires_at = CASE WHEN $7::boolean THEN lease_expires_at END, available_at = $8, answer = NULL, \
          updated_at = ",
     now_ms!(),
-    " WHERE run_id = $1 AND epoch = $2 RETURNING version, queue), \
+    " WHERE run_id = $1 AND epoch = $2 RETURNING run_id, version, queue), \
      checkpoint AS (\
          INSERT INTO flow_checkpoints (run_id, seq, step_key, status, state, progress, created_at) \
          SELECT $1, run.version, $9, $3, $10, $11, ",
     now_ms!(),
     " FROM run), \
-     steps AS (\
-         INSERT INTO flow_steps (run_id, step_key, ord, method, status, input, output, error, attempt, created_at, \
-         updated_at) \
-         SELECT $1, s.step_key, run.version * 1048576 + s.position - 1, s.method, s.status, s.input, s.output, \
-         s.error, s.attempt, ",
-    now_ms!(),
-    ", ",
-    now_ms!(),
-    " FROM run, unnest($13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], \
-         $19::bigint[]) WITH ORDINALITY AS s (step_key, method, status, input, output, error, attempt, position) \
-         ON CONFLICT (run_id, step_key) DO UPDATE SET method = excluded.method, status = excluded.status, \
-         input = excluded.input, output = excluded.output, error = excluded.error, attempt = excluded.attempt, \
-         updated_at = excluded.updated_at), \
+     ",
+    upsert_steps!(),
+    ", \
      pruned AS (\
          DELETE FROM flow_checkpoints c USING run WHERE c.run_id = $1 AND c.seq <= run.version - $12::bigint) \
      SELECT version, queue, CASE WHEN $3 = 'queued' THEN pg_notify(",
@@ -201,24 +228,6 @@ const COMMIT: &str = concat!(
 
 // The literal 2^20 in `COMMIT`.
 const _: () = assert!(STEPS_PER_COMMIT == 1_048_576);
-
-const UPSERT_STEP: &str = concat!(
-    "INSERT INTO flow_steps (run_id, step_key, ord, method, status, input, output, error, attempt, created_at, \
-     updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, ",
-    now_ms!(),
-    ", ",
-    now_ms!(),
-    ") ON CONFLICT (run_id, step_key) DO UPDATE SET method = excluded.method, status = excluded.status, \
-     input = excluded.input, output = excluded.output, error = excluded.error, attempt = excluded.attempt, \
-     updated_at = excluded.updated_at"
-);
-
-const APPEND_CHECKPOINT: &str = concat!(
-    "INSERT INTO flow_checkpoints (run_id, seq, step_key, status, state, progress, created_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, ",
-    now_ms!(),
-    ")"
-);
 
 const SELECT_STEPS: &str = "SELECT step_key, method, status, input, output, error, attempt FROM flow_steps \
      WHERE run_id = $1 ORDER BY ord";
@@ -336,62 +345,18 @@ fn decode_run(row: &Row, run_id: Uuid) -> Result<RunRecord, StoreError> {
     })
 }
 
-/// Inserts new steps, positioned after every step of earlier versions, and updates known ones
-/// (which keep their position). The statements are sent together (pipelined).
-async fn upsert_steps(
-    tx: &Transaction<'_>,
-    pg: &Pg,
-    run_id: Uuid,
-    version: i64,
-    steps: &[StepRecord],
-) -> Result<(), StoreError> {
-    if steps.is_empty() {
-        return Ok(());
-    }
-    if steps.len() > STEPS_PER_COMMIT {
-        return Err(StoreError::Backend(format!(
-            "run {run_id}: one commit carries {} steps, more than the {STEPS_PER_COMMIT} a commit may schedule",
-            steps.len()
-        )));
-    }
-    let fail = |e: tokio_postgres::Error| pg.map(&e, Some(run_id));
-    let stmt = tx.prepare_cached(UPSERT_STEP).await.map_err(fail)?;
-    let base = version.saturating_mul(STEPS_PER_COMMIT as i64);
-    let rows: Vec<_> = steps
-        .iter()
-        .enumerate()
-        .map(|(position, step)| {
-            (
-                base + position as i64,
-                step.status.as_str(),
-                opt_json(step.input.as_ref()),
-                opt_json(step.output.as_ref()),
-                i64::from(step.attempt),
-                step,
-            )
-        })
-        .collect();
-    let stmt = &stmt;
-    let writes = rows.iter().map(|(ord, status, input, output, attempt, step)| async move {
-        let params: [&(dyn ToSql + Sync); 9] =
-            [&run_id, &step.step_key, ord, &step.method, status, input, output, &step.error, attempt];
-        tx.execute(stmt, &params).await
-    });
-    futures::future::try_join_all(writes).await.map_err(fail)?;
-    Ok(())
-}
-
 /// Inserts a run, its first checkpoint and its start steps. Returns its lease epoch: 1 under
 /// the creator's lease, 0 when queued (the workers listening are told).
-pub(super) async fn create_run(tx: &Transaction<'_>, pg: &Pg, run: &NewRun) -> Result<u64, StoreError> {
+pub(super) async fn create_run(client: &impl GenericClient, pg: &Pg, run: &NewRun) -> Result<u64, StoreError> {
     let id = run.run_id;
     let fail = |e: tokio_postgres::Error| pg.map(&e, Some(id));
     let (status, owner, lease, epoch, available_at) = match &run.start {
         Start::Leased { owner, lease } => (RunStatus::Running, Some(owner.as_str()), Some(millis(*lease)), 1_i64, None),
         Start::Queued { available_at_ms } => (RunStatus::Queued, None, None, 0, *available_at_ms),
     };
-    let insert = tx.prepare_cached(INSERT_RUN).await.map_err(fail)?;
-    let params: [&(dyn ToSql + Sync); 10] = [
+    let steps = StepColumns::of(id, &run.steps)?;
+    let stmt = client.prepare_cached(CREATE_RUN).await.map_err(fail)?;
+    let params: [&(dyn ToSql + Sync); 19] = [
         &id,
         &run.flow,
         &run.parent_run_id,
@@ -402,17 +367,18 @@ pub(super) async fn create_run(tx: &Transaction<'_>, pg: &Pg, run: &NewRun) -> R
         &run.placement.queue,
         &run.placement.key,
         &available_at,
+        &run.snapshot.state.get(),
+        &run.snapshot.progress.get(),
+        &steps.key,
+        &steps.method,
+        &steps.status,
+        &steps.input,
+        &steps.output,
+        &steps.error,
+        &steps.attempt,
     ];
-    let inserted = tx.query_opt(&insert, &params).await.map_err(fail)?;
-    if inserted.is_none() {
+    if client.query_opt(&stmt, &params).await.map_err(fail)?.is_none() {
         return Err(StoreError::Duplicate(id));
-    }
-    let append = tx.prepare_cached(APPEND_CHECKPOINT).await.map_err(fail)?;
-    let (state, progress) = (run.snapshot.state.get(), run.snapshot.progress.get());
-    tx.execute(&append, &[&id, &1_i64, &None::<&str>, &status.as_str(), &state, &progress]).await.map_err(fail)?;
-    upsert_steps(tx, pg, id, 1, &run.steps).await?;
-    if status == RunStatus::Queued {
-        notify_work(tx, pg, Some(id), &run.placement.queue).await?;
     }
     decode_u64(id, "epoch", epoch)
 }
