@@ -13,4 +13,5 @@ pub mod bare_sql;
 pub mod flows;
 pub mod limit;
 pub mod measure;
+pub mod pg;
 pub mod workloads;

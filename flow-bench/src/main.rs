@@ -15,6 +15,12 @@
 //! without the fsync), w5-bare-sql (W5 with each checkpoint replaced by the limit's bare insert:
 //! the engine's work between fsyncs without our store's SQL), w5-concurrent (durable runs in flight sharing commits).
 //!
+//! On PostgreSQL (`DATABASE_URL`, else 127.0.0.1:5432; see [`flow_bench::pg`]): w5-pg and
+//! w5-pg-limit (W5 and its bare insert-and-commit), `w6 [in_flight] --workers N [--secs S]` and
+//! w6-limit (durable steps per second with N worker processes, and the bare commit throughput at
+//! the same concurrency), `takeover [lease_ms]` (time to take a run over after its worker was
+//! killed).
+//!
 //! Every measurement runs in a fresh process (this binary, spawned with `--once`): a warm-up at
 //! size 3, then the timed run. With `--reps N` (default 5) each measurement runs N times and a
 //! last line with `"stat": "median"` gives the medians.
@@ -25,7 +31,7 @@ use std::time::Instant;
 
 use flow_bench::flows::{Chain10, Counter};
 use flow_bench::measure::{Record, cur_rss_kb, median_record, peak_rss_kb, proc_status};
-use flow_bench::workloads::{self, BoxError, IDS, Options, Rt, default_size};
+use flow_bench::workloads::{self, BoxError, IDS, Options, PG_IDS, Rt, default_size};
 use flow_core::Runner;
 
 /// The matrix of `all`: the anchors' MAIN sizes, then our limits and extra variants.
@@ -67,6 +73,7 @@ const MATRIX: &[(&str, usize)] = &[
 const USAGE: &str = "usage: flow-bench <workload> [size] [--reps N] [--rt multi|current] [--no-warmup]
        flow-bench startup [--reps N] [--rt multi|current]
        flow-bench all [--reps N] [--rt multi|current] [--quick]
+       flow-bench w6|w6-limit [in_flight] --workers N [--secs S] [--reps N]
        flow-bench list | sizes";
 
 #[derive(Debug)]
@@ -78,11 +85,22 @@ struct Args {
     warmup: bool,
     once: bool,
     quick: bool,
+    workers: usize,
+    secs: f64,
 }
 
 fn parse_args() -> Result<Args, BoxError> {
-    let mut args =
-        Args { command: String::new(), size: None, reps: 5, rt: Rt::Multi, warmup: true, once: false, quick: false };
+    let mut args = Args {
+        command: String::new(),
+        size: None,
+        reps: 5,
+        rt: Rt::Multi,
+        warmup: true,
+        once: false,
+        quick: false,
+        workers: 1,
+        secs: 5.0,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -93,6 +111,14 @@ fn parse_args() -> Result<Args, BoxError> {
             "--rt" => {
                 let v = it.next().ok_or("--rt needs multi or current")?;
                 args.rt = Rt::parse(&v).ok_or_else(|| format!("--rt {v}: use multi or current"))?;
+            }
+            "--workers" => {
+                let v = it.next().ok_or("--workers needs a number")?;
+                args.workers = v.parse().map_err(|e| format!("--workers {v}: {e}"))?;
+            }
+            "--secs" => {
+                let v = it.next().ok_or("--secs needs a number")?;
+                args.secs = v.parse().map_err(|e| format!("--secs {v}: {e}"))?;
             }
             "--no-warmup" => args.warmup = false,
             "--once" => args.once = true,
@@ -129,15 +155,20 @@ fn main() -> ExitCode {
 
 fn run() -> Result<(), BoxError> {
     let t_main = Instant::now();
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.first().map(String::as_str) == Some("pg-worker") {
+        return flow_bench::pg::worker_main(&argv[1..]);
+    }
     let args = parse_args()?;
-    let opts = Options { rt: args.rt, warmup: args.warmup, ..Options::default() };
+    let opts =
+        Options { rt: args.rt, warmup: args.warmup, workers: args.workers, secs: args.secs, ..Options::default() };
     match args.command.as_str() {
         "help" => {
             eprintln!("{USAGE}\nworkloads: {}, startup", IDS.join(", "));
             Ok(())
         }
         "list" => {
-            for id in IDS {
+            for id in IDS.iter().chain(PG_IDS) {
                 emit(&format!("{id} (default size {})", default_size(id)));
             }
             emit("startup");
@@ -155,7 +186,7 @@ fn run() -> Result<(), BoxError> {
         }
         "all" => all(&args),
         id => {
-            if !IDS.contains(&id) {
+            if !IDS.contains(&id) && !PG_IDS.contains(&id) {
                 return Err(format!("unknown workload `{id}`; known: {}, startup\n{USAGE}", IDS.join(", ")).into());
             }
             let size = args.size.unwrap_or_else(|| default_size(id));
@@ -197,6 +228,7 @@ fn spawn_once(id: &str, size: usize, args: &Args) -> Result<Record, BoxError> {
     let exe = std::env::current_exe()?;
     let mut cmd = Command::new(exe);
     cmd.args([id, &size.to_string(), "--once", "--rt", args.rt.name()]);
+    cmd.args(["--workers", &args.workers.to_string(), "--secs", &args.secs.to_string()]);
     if !args.warmup {
         cmd.arg("--no-warmup");
     }

@@ -44,6 +44,11 @@ pub const IDS: &[&str] = &[
     "w5-concurrent",
 ];
 
+/// The PostgreSQL measurements ([`crate::pg`]): they need a server (`DATABASE_URL`, else
+/// 127.0.0.1:5432), so `all` and the in-memory tests leave them out. `w6` and `w6-limit` take
+/// the runs in flight per worker as their size; `takeover` the lease in milliseconds.
+pub const PG_IDS: &[&str] = &["w5-pg", "w5-pg-limit", "w6", "w6-limit", "takeover"];
+
 /// Steps per run in the W5 concurrent variant (a W1 chain of this length per run).
 pub const CONCURRENT_CHAIN: usize = 10;
 
@@ -51,6 +56,8 @@ pub const CONCURRENT_CHAIN: usize = 10;
 pub fn default_size(id: &str) -> usize {
     match (id, split(id).0) {
         ("w5-concurrent", _) => 1000,
+        ("takeover", _) => 2000,
+        (_, "w6") => 100,
         (_, "w1" | "w5") => 100,
         (_, "w2" | "w4") => 1000,
         _ => 10,
@@ -110,26 +117,30 @@ pub struct Options {
     pub warmup: bool,
     /// Where the SQLite files of W5 go (`BENCH_TMP`, else the system temp folder).
     pub tmp: PathBuf,
+    /// W6: worker processes sharing the server.
+    pub workers: usize,
+    /// W6: how long each worker starts new runs, in seconds.
+    pub secs: f64,
 }
 
 impl Default for Options {
     fn default() -> Self {
         let tmp = std::env::var_os("BENCH_TMP").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
-        Options { rt: Rt::Multi, warmup: true, tmp }
+        Options { rt: Rt::Multi, warmup: true, tmp, workers: 1, secs: 5.0 }
     }
 }
 
 /// What one timed run produced.
 #[derive(Debug, Default)]
-struct Sample {
-    wall: Duration,
-    steps: usize,
-    ok: bool,
-    counter: Option<u64>,
-    build_s: f64,
+pub(crate) struct Sample {
+    pub(crate) wall: Duration,
+    pub(crate) steps: usize,
+    pub(crate) ok: bool,
+    pub(crate) counter: Option<u64>,
+    pub(crate) build_s: f64,
     /// The scheduler's account of the timed region, where the workload takes it.
-    sched: Option<Sched>,
-    extra: Vec<(&'static str, Value)>,
+    pub(crate) sched: Option<Sched>,
+    pub(crate) extra: Vec<(&'static str, Value)>,
 }
 
 impl Sample {
@@ -141,14 +152,14 @@ impl Sample {
 /// Runs measurement `id` at `size` in this process: the warm-up (size 3) unless turned off,
 /// then the timed run; returns its record.
 pub fn measure(id: &str, size: usize, opts: &Options) -> Result<Record, BoxError> {
-    if !IDS.contains(&id) {
-        return Err(format!("unknown workload `{id}`; known: {}", IDS.join(", ")).into());
+    if !IDS.contains(&id) && !PG_IDS.contains(&id) {
+        return Err(format!("unknown workload `{id}`; known: {}, {}", IDS.join(", "), PG_IDS.join(", ")).into());
     }
     let rt = opts.rt.build()?;
     let (workload, variant) = split(id);
     let mut rec = Record::new(workload, variant, size);
     rec.set("rt", opts.rt.name());
-    if opts.warmup {
+    if opts.warmup && !matches!(id, "w6" | "w6-limit" | "takeover") {
         let t = Instant::now();
         let w = once(id, 3, &rt, opts)?;
         if !w.ok {
@@ -176,6 +187,9 @@ pub fn measure(id: &str, size: usize, opts: &Options) -> Result<Record, BoxError
         rec.set_f("flows_per_s", size as f64 / wall);
         let peak = rec.num("peak_rss_kb").unwrap_or(0.0);
         rec.set_f("rss_per_run_kb", (peak - baseline_cur as f64).max(0.0) / size.max(1) as f64);
+    }
+    if workload == "w6" {
+        rec.set("ratio_note", "steps_per_s of w6 over that of w6-limit at the same --workers");
     }
     if id == "w5-concurrent" {
         let steps_per_s = s.steps as f64 / wall;
@@ -242,6 +256,11 @@ fn temp_dir(opts: &Options, prefix: &str) -> Result<tempfile::TempDir, BoxError>
 
 fn once(id: &str, n: usize, rt: &Runtime, opts: &Options) -> Result<Sample, BoxError> {
     let n64 = n as u64;
+    if PG_IDS.contains(&id) {
+        // W6 and takeover are measured once, without the warm-up at size 3 (their workers warm
+        // up on their own).
+        return crate::pg::once(id, n, rt, opts.workers, opts.secs);
+    }
     match id {
         "w1-spawned" => visit_chain(n, Spawned { rt }).ok_or_else(|| not_compiled("W1", n, CHAIN_SIZES))?,
         "w1" => visit_chain(n, Kick { rt, durable: None }).ok_or_else(|| not_compiled("W1", n, CHAIN_SIZES))?,

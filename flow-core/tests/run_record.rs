@@ -24,7 +24,7 @@ struct Approval {
     reviewer: String,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Route)]
 enum Verdict {
     Ask,
     Skip,

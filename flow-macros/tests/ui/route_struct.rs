@@ -11,7 +11,7 @@ struct Outcome {
 }
 
 // An enum returned by a router without `#[derive(Route)]`.
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, Route)]
 enum Decision {
     Approve,
     Reject,

@@ -13,7 +13,12 @@
 //! rests on the rest: tokio-postgres pulls 81 crates against sqlx's 138 (and builds in a
 //! fraction of the time, which every CI run pays), reports failures as typed SQLSTATE codes
 //! this module maps to [`StoreError`]s, and pipelines statements sent together on one
-//! connection (a commit sends its checkpoint, step and retention statements at once).
+//! connection.
+//!
+//! **Round trips.** A step's commit is one statement of data-modifying CTEs, all hinging on the
+//! fenced update of the run row, sent alone (no `BEGIN`/`COMMIT`: a statement is atomic): one
+//! round trip per durable step, the same as a bare autocommit insert. The fenced case costs a
+//! second query to say why. Creating a run is one statement too.
 //!
 //! **Fencing.** Every statement that changes a run is fenced by the lease epoch in the same
 //! statement (`UPDATE ... WHERE run_id = $1 AND epoch = $2`) or, for `journal_put`, after
@@ -389,8 +394,10 @@ impl Store for PgStore {
     async fn create_run(&self, run: NewRun) -> Result<u64, StoreError> {
         let graph = run.graph.as_ref().map(|g| (run.flow.clone(), g.digest.clone()));
         let stored = graph.as_ref().is_some_and(|g| self.graphs.lock().unwrap_or_else(|p| p.into_inner()).contains(g));
-        let epoch = in_transaction!(self, run.run_id, |tx| queries::create_run(&tx, &self.pg, &run, stored))?;
-        // Remembered once committed: a rolled-back transaction leaves the graph unwritten.
+        // One statement, atomic on its own.
+        let epoch =
+            on_connection!(self, Some(run.run_id), |client| queries::create_run(&client, &self.pg, &run, stored))?;
+        // Remembered once written: a failed statement leaves the graph unwritten.
         if let Some(graph) = graph.filter(|_| !stored) {
             self.graphs.lock().unwrap_or_else(|p| p.into_inner()).insert(graph);
         }
@@ -423,17 +430,13 @@ impl Store for PgStore {
     async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
         let run_id = commit.run_id;
         let keep = self.keep_checkpoints;
-        let fail = |e: tokio_postgres::Error| self.pg.map(&e, Some(run_id));
-        let mut client = self.client(Some(run_id)).await?;
-        let result = async {
-            let tx = client.transaction().await.map_err(fail)?;
-            let Some(_) = queries::commit(&tx, &self.pg, &commit, keep).await? else {
-                drop(tx);
-                return Err(queries::fenced_or_missing(&client, &self.pg, run_id, commit.epoch).await);
-            };
-            tx.commit().await.map_err(fail)
-        }
-        .await;
+        let client = self.client(Some(run_id)).await?;
+        // One statement, atomic on its own: no transaction to open or commit.
+        let result = match queries::commit(&client, &self.pg, &commit, keep).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(queries::fenced_or_missing(&client, &self.pg, run_id, commit.epoch).await),
+            Err(e) => Err(e),
+        };
         settle(client, &result);
         result?;
         if commit.status == RunStatus::Queued {

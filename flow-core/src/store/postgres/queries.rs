@@ -1,6 +1,7 @@
 //! The SQL of every store operation, with row decoding.
 //!
-//! Writes run inside a transaction the caller opens and commits ([`super::PgStore`]); every
+//! Writes run inside a transaction the caller opens and commits ([`super::PgStore`]), except a
+//! commit, which is one statement (`COMMIT`) and so atomic alone; every
 //! statement that changes a run carries the lease epoch in its own `WHERE` clause, or runs
 //! after a statement that locked the run row and read the epoch in the same transaction.
 //! Statements are prepared once per connection (deadpool's statement cache).
@@ -53,24 +54,6 @@ const RUN_EPOCH: &str = "SELECT epoch, lease_owner IS NOT NULL FROM flow_runs WH
 
 // Locks the run row against a claim (which bumps the epoch) until the journal write commits.
 const RUN_EPOCH_SHARED: &str = "SELECT epoch FROM flow_runs WHERE run_id = $1 FOR SHARE";
-
-// A queued run has no owner and no lease length: `now + NULL` is no expiry.
-const INSERT_RUN: &str = concat!(
-    "INSERT INTO flow_runs (run_id, flow, parent_run_id, status, version, lease_owner, lease_expires_at, epoch, \
-     created_at, updated_at, queue, concurrency_key, available_at, graph_digest) VALUES ($1, $2, $3, $6, 1, $4, ",
-    now_ms!(),
-    " + $5, $7, ",
-    now_ms!(),
-    ", ",
-    now_ms!(),
-    ", $8, $9, $10, $11) ON CONFLICT (run_id) DO NOTHING RETURNING run_id"
-);
-
-const INSERT_GRAPH: &str = concat!(
-    "INSERT INTO flow_graphs (flow, digest, graph, created_at) VALUES ($1, $2, $3, ",
-    now_ms!(),
-    ") ON CONFLICT (flow, digest) DO NOTHING"
-);
 
 // The run's digest beside its graph: a run with a digest and no graph row is damaged, one with
 // neither was created before graphs were stored.
@@ -179,45 +162,111 @@ const REQUEST_CANCEL: &str = concat!(
     " WHERE run_id = $1 AND status NOT IN ('completed', 'cancelled') RETURNING status, queue"
 );
 
-// The fence and the version bump in one statement. $7 says whether the run stays running:
-// any other status releases the lease. Every commit clears the answer the run was resumed with.
-// A run with a cancel pending that would come to rest waiting (paused, failed, escalated,
-// parked) is queued due now instead (`requeued_for_cancel`), for a worker to cancel it.
-const UPDATE_RUN: &str = concat!(
-    "UPDATE flow_runs SET version = version + 1, \
-     status = CASE WHEN cancel_requested IS NOT NULL AND $3 IN ('paused', 'failed', 'escalated', 'queued') \
-         THEN 'queued' ELSE $3 END, \
-     output = $4, error = $5, pause = $6, \
-     lease_owner = CASE WHEN $7::boolean THEN lease_owner END, \
-     lease_expires_at = CASE WHEN $7::boolean THEN lease_expires_at END, \
-     available_at = CASE WHEN cancel_requested IS NOT NULL AND $3 IN ('paused', 'failed', 'escalated', 'queued') \
-         THEN ",
-    now_ms!(),
-    " ELSE $8 END, answer = NULL, updated_at = ",
-    now_ms!(),
-    " WHERE run_id = $1 AND epoch = $2 RETURNING version, queue, status"
-);
+// The `steps` part of `CREATE_RUN` and `COMMIT`: upserts the steps passed as $13-$22, one array
+// per column (key, method, status, input, output, error, attempt, started at, finished at, token
+// usage), at most one element per key,
+// for the row `run` the statement wrote. A new step's `ord` is the run's version * 2^20 + its
+// position in the arrays (STEPS_PER_COMMIT); a known step keeps its own.
+macro_rules! upsert_steps {
+    () => {
+        concat!(
+            "steps AS (\
+                 INSERT INTO flow_steps (run_id, step_key, ord, method, status, input, output, error, attempt, \
+                 created_at, updated_at, started_at, finished_at, token_usage) \
+                 SELECT run.run_id, s.step_key, run.version * 1048576 + s.position - 1, s.method, s.status, s.input, \
+                 s.output, s.error, s.attempt, ",
+            now_ms!(),
+            ", ",
+            now_ms!(),
+            ", s.started_at, s.finished_at, s.token_usage \
+                 FROM run, unnest($13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], \
+                 $19::bigint[], $20::bigint[], $21::bigint[], $22::text[]) WITH ORDINALITY \
+                 AS s (step_key, method, status, input, output, error, attempt, started_at, finished_at, \
+                 token_usage, position) \
+                 ON CONFLICT (run_id, step_key) DO UPDATE SET method = excluded.method, status = excluded.status, \
+                 input = excluded.input, output = excluded.output, error = excluded.error, \
+                 attempt = excluded.attempt, updated_at = excluded.updated_at, started_at = excluded.started_at, \
+                 finished_at = excluded.finished_at, token_usage = excluded.token_usage)"
+        )
+    };
+}
 
-const UPSERT_STEP: &str = concat!(
-    "INSERT INTO flow_steps (run_id, step_key, ord, method, status, input, output, error, attempt, created_at, \
-     updated_at, started_at, finished_at, token_usage) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, ",
+// A new run as one statement: the run row, its first checkpoint and its steps. A run id already
+// taken inserts nothing (no row comes back). A queued run has no owner and no lease length
+// (`now + NULL` is no expiry), and notifies the workers listening when the statement commits.
+//   $1 run id, $2 flow, $3 parent, $4 owner, $5 lease (ms), $6 status, $7 epoch, $8 queue,
+//   $9 concurrency key, $10 due time, $11 state, $12 progress, $13-$22 the steps, $23 the graph's
+//   digest, $24 the graph as JSON (NULL when this store wrote it already).
+const CREATE_RUN: &str = concat!(
+    "WITH run AS (\
+         INSERT INTO flow_runs (run_id, flow, parent_run_id, status, version, lease_owner, lease_expires_at, \
+         epoch, created_at, updated_at, queue, concurrency_key, available_at, graph_digest) \
+         VALUES ($1, $2, $3, $6, 1, $4, ",
+    now_ms!(),
+    " + $5, $7, ",
     now_ms!(),
     ", ",
     now_ms!(),
-    ", $10, $11, $12) ON CONFLICT (run_id, step_key) DO UPDATE SET method = excluded.method, \
-     status = excluded.status, input = excluded.input, output = excluded.output, error = excluded.error, \
-     attempt = excluded.attempt, updated_at = excluded.updated_at, started_at = excluded.started_at, \
-     finished_at = excluded.finished_at, token_usage = excluded.token_usage"
-);
-
-const APPEND_CHECKPOINT: &str = concat!(
-    "INSERT INTO flow_checkpoints (run_id, seq, step_key, status, state, progress, created_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, ",
+    ", $8, $9, $10, $23) ON CONFLICT (run_id) DO NOTHING RETURNING run_id, version, status, queue), \
+     graph AS (\
+         INSERT INTO flow_graphs (flow, digest, graph, created_at) SELECT $2, $23, $24, ",
     now_ms!(),
-    ")"
+    " FROM run WHERE $24::text IS NOT NULL ON CONFLICT (flow, digest) DO NOTHING), \
+     checkpoint AS (\
+         INSERT INTO flow_checkpoints (run_id, seq, step_key, status, state, progress, created_at) \
+         SELECT run.run_id, 1, NULL, run.status, $11, $12, ",
+    now_ms!(),
+    " FROM run), ",
+    upsert_steps!(),
+    " SELECT run_id, CASE WHEN status = 'queued' THEN pg_notify(",
+    work_channel!(),
+    ", queue)::text END FROM run"
 );
 
-const PRUNE_CHECKPOINTS: &str = "DELETE FROM flow_checkpoints WHERE run_id = $1 AND seq <= $2";
+// One checkpoint as one statement: one round trip, and atomic without an explicit transaction.
+// Everything hinges on `run`, the fenced update of the run row (version bump, status, lease):
+// when the epoch does not match it returns no row, and the checkpoint, the steps, the pruning
+// and the notification, each selected from it, do nothing. A release ($7 false: the run comes
+// to rest) clears the lease; every commit clears the answer the run was resumed with. A run with
+// a cancel pending that would come to rest waiting (paused, failed, escalated, parked) is queued
+// due now instead (`requeued_for_cancel`), for a worker to cancel it.
+//   $1 run id, $2 epoch, $3 status, $4 output, $5 error, $6 pause, $7 stays running, $8 due time,
+//   $9 the checkpoint's step key, $10 state, $11 progress, $12 checkpoints kept (NULL: all),
+//   $13-$22 the steps (`upsert_steps`).
+// All parts see the snapshot the statement started with: the pruning cannot see (nor delete) the
+// checkpoint inserted beside it, which is kept anyway as the newest. Returns the new version and
+// the queue; a queued run notifies the workers listening when the statement commits.
+const COMMIT: &str = concat!(
+    "WITH run AS (\
+         UPDATE flow_runs SET version = version + 1, \
+         status = CASE WHEN cancel_requested IS NOT NULL AND $3 IN ('paused', 'failed', 'escalated', 'queued') \
+             THEN 'queued' ELSE $3 END, \
+         output = $4, error = $5, pause = $6, \
+         lease_owner = CASE WHEN $7::boolean THEN lease_owner END, \
+         lease_expires_at = CASE WHEN $7::boolean THEN lease_expires_at END, \
+         available_at = CASE WHEN cancel_requested IS NOT NULL AND $3 IN ('paused', 'failed', 'escalated', 'queued') \
+             THEN ",
+    now_ms!(),
+    " ELSE $8 END, answer = NULL, updated_at = ",
+    now_ms!(),
+    " WHERE run_id = $1 AND epoch = $2 RETURNING run_id, version, queue, status), \
+     checkpoint AS (\
+         INSERT INTO flow_checkpoints (run_id, seq, step_key, status, state, progress, created_at) \
+         SELECT $1, run.version, $9, $3, $10, $11, ",
+    now_ms!(),
+    " FROM run), \
+     ",
+    upsert_steps!(),
+    ", \
+     pruned AS (\
+         DELETE FROM flow_checkpoints c USING run WHERE c.run_id = $1 AND c.seq <= run.version - $12::bigint) \
+     SELECT version, queue, CASE WHEN status = 'queued' THEN pg_notify(",
+    work_channel!(),
+    ", queue)::text END, status FROM run"
+);
+
+// The literal 2^20 in `COMMIT`.
+const _: () = assert!(STEPS_PER_COMMIT == 1_048_576);
 
 const SELECT_STEPS: &str = "SELECT step_key, method, status, input, output, error, attempt, started_at, \
      finished_at, token_usage FROM flow_steps WHERE run_id = $1 ORDER BY ord";
@@ -330,69 +379,11 @@ fn decode_run(row: &Row, run_id: Uuid) -> Result<RunRecord, StoreError> {
     })
 }
 
-/// Inserts new steps, positioned after every step of earlier versions, and updates known ones
-/// (which keep their position). The statements are sent together (pipelined).
-async fn upsert_steps(
-    tx: &Transaction<'_>,
-    pg: &Pg,
-    run_id: Uuid,
-    version: i64,
-    steps: &[StepRecord],
-) -> Result<(), StoreError> {
-    if steps.is_empty() {
-        return Ok(());
-    }
-    if steps.len() > STEPS_PER_COMMIT {
-        return Err(StoreError::Backend(format!(
-            "run {run_id}: one commit carries {} steps, more than the {STEPS_PER_COMMIT} a commit may schedule",
-            steps.len()
-        )));
-    }
-    let fail = |e: tokio_postgres::Error| pg.map(&e, Some(run_id));
-    let stmt = tx.prepare_cached(UPSERT_STEP).await.map_err(fail)?;
-    let base = version.saturating_mul(STEPS_PER_COMMIT as i64);
-    let rows: Vec<_> = steps
-        .iter()
-        .enumerate()
-        .map(|(position, step)| {
-            (
-                base + position as i64,
-                step.status.as_str(),
-                opt_json(step.input.as_ref()),
-                opt_json(step.output.as_ref()),
-                i64::from(step.attempt),
-                step.usage.map(|u| serde_json::json!(u).to_string()),
-                step,
-            )
-        })
-        .collect();
-    let stmt = &stmt;
-    let writes = rows.iter().map(|(ord, status, input, output, attempt, usage, step)| async move {
-        let params: [&(dyn ToSql + Sync); 12] = [
-            &run_id,
-            &step.step_key,
-            ord,
-            &step.method,
-            status,
-            input,
-            output,
-            &step.error,
-            attempt,
-            &step.started_at_ms,
-            &step.finished_at_ms,
-            usage,
-        ];
-        tx.execute(stmt, &params).await
-    });
-    futures::future::try_join_all(writes).await.map_err(fail)?;
-    Ok(())
-}
-
 /// Inserts a run, its first checkpoint and its start steps, and its graph unless
 /// `graph_stored` says this store wrote it already. Returns its lease epoch: 1 under the
 /// creator's lease, 0 when queued (the workers listening are told).
 pub(super) async fn create_run(
-    tx: &Transaction<'_>,
+    client: &impl GenericClient,
     pg: &Pg,
     run: &NewRun,
     graph_stored: bool,
@@ -403,9 +394,11 @@ pub(super) async fn create_run(
         Start::Leased { owner, lease } => (RunStatus::Running, Some(owner.as_str()), Some(millis(*lease)), 1_i64, None),
         Start::Queued { available_at_ms } => (RunStatus::Queued, None, None, 0, *available_at_ms),
     };
-    let insert = tx.prepare_cached(INSERT_RUN).await.map_err(fail)?;
+    let steps = StepColumns::of(id, &run.steps)?;
     let digest = run.graph.as_ref().map(|g| g.digest.as_str());
-    let params: [&(dyn ToSql + Sync); 11] = [
+    let graph_json = run.graph.as_ref().filter(|_| !graph_stored).map(|g| g.json.as_str());
+    let stmt = client.prepare_cached(CREATE_RUN).await.map_err(fail)?;
+    let params: [&(dyn ToSql + Sync); 24] = [
         &id,
         &run.flow,
         &run.parent_run_id,
@@ -416,22 +409,23 @@ pub(super) async fn create_run(
         &run.placement.queue,
         &run.placement.key,
         &available_at,
+        &run.snapshot.state.get(),
+        &run.snapshot.progress.get(),
+        &steps.key,
+        &steps.method,
+        &steps.status,
+        &steps.input,
+        &steps.output,
+        &steps.error,
+        &steps.attempt,
+        &steps.started_at,
+        &steps.finished_at,
+        &steps.usage,
         &digest,
+        &graph_json,
     ];
-    let inserted = tx.query_opt(&insert, &params).await.map_err(fail)?;
-    if inserted.is_none() {
+    if client.query_opt(&stmt, &params).await.map_err(fail)?.is_none() {
         return Err(StoreError::Duplicate(id));
-    }
-    if let Some(graph) = run.graph.as_ref().filter(|_| !graph_stored) {
-        let stmt = tx.prepare_cached(INSERT_GRAPH).await.map_err(fail)?;
-        tx.execute(&stmt, &[&run.flow, &graph.digest, &graph.json]).await.map_err(fail)?;
-    }
-    let append = tx.prepare_cached(APPEND_CHECKPOINT).await.map_err(fail)?;
-    let (state, progress) = (run.snapshot.state.get(), run.snapshot.progress.get());
-    tx.execute(&append, &[&id, &1_i64, &None::<&str>, &status.as_str(), &state, &progress]).await.map_err(fail)?;
-    upsert_steps(tx, pg, id, 1, &run.steps).await?;
-    if status == RunStatus::Queued {
-        notify_work(tx, pg, Some(id), &run.placement.queue).await?;
     }
     decode_u64(id, "epoch", epoch)
 }
@@ -693,24 +687,96 @@ async fn epoch_of(client: &impl GenericClient, pg: &Pg, run_id: Uuid) -> Result<
     Ok(Some((epoch, col(&row, 1, run_id, "lease owner")?)))
 }
 
-/// One checkpoint, fenced by the epoch: the run row (status, version, lease), the history row
-/// (which is the run's snapshot), the steps and retention. Returns `Ok(None)` when the epoch
-/// did not match (the caller rolls back and says why, outside the transaction).
+/// A commit's steps as the columns `COMMIT` unnests, one element per step key: a key listed
+/// twice keeps its first position and its last values, as two upserts in a row would.
+#[derive(Default)]
+struct StepColumns {
+    key: Vec<String>,
+    method: Vec<String>,
+    status: Vec<&'static str>,
+    input: Vec<Option<String>>,
+    output: Vec<Option<String>>,
+    error: Vec<Option<String>>,
+    attempt: Vec<i64>,
+    started_at: Vec<Option<i64>>,
+    finished_at: Vec<Option<i64>>,
+    usage: Vec<Option<String>>,
+}
+
+impl StepColumns {
+    fn of(run_id: Uuid, steps: &[StepRecord]) -> Result<Self, StoreError> {
+        if steps.len() > STEPS_PER_COMMIT {
+            return Err(StoreError::Backend(format!(
+                "run {run_id}: one commit carries {} steps, more than the {STEPS_PER_COMMIT} a commit may schedule",
+                steps.len()
+            )));
+        }
+        let mut columns = StepColumns::default();
+        for step in steps {
+            let values = (
+                step.method.clone(),
+                step.status.as_str(),
+                opt_json(step.input.as_ref()),
+                opt_json(step.output.as_ref()),
+                step.error.clone(),
+                i64::from(step.attempt),
+                step.started_at_ms,
+                step.finished_at_ms,
+                step.usage.map(|u| serde_json::json!(u).to_string()),
+            );
+            // Commits carry a handful of steps, so a scan beats a map.
+            match columns.key.iter().position(|k| *k == step.step_key) {
+                Some(i) => {
+                    (
+                        columns.method[i],
+                        columns.status[i],
+                        columns.input[i],
+                        columns.output[i],
+                        columns.error[i],
+                        columns.attempt[i],
+                        columns.started_at[i],
+                        columns.finished_at[i],
+                        columns.usage[i],
+                    ) = values;
+                }
+                None => {
+                    columns.key.push(step.step_key.clone());
+                    columns.method.push(values.0);
+                    columns.status.push(values.1);
+                    columns.input.push(values.2);
+                    columns.output.push(values.3);
+                    columns.error.push(values.4);
+                    columns.attempt.push(values.5);
+                    columns.started_at.push(values.6);
+                    columns.finished_at.push(values.7);
+                    columns.usage.push(values.8);
+                }
+            }
+        }
+        Ok(columns)
+    }
+}
+
+/// One checkpoint, fenced by the epoch, in one statement (`COMMIT`): the run row (status,
+/// version, lease), the history row (which is the run's snapshot), the steps, retention (`keep`
+/// newest checkpoints, or all) and the notification of a queued run. Returns `Ok(None)` when
+/// the epoch did not match and nothing was written ([`fenced_or_missing`] says why).
 pub(super) async fn commit(
-    tx: &Transaction<'_>,
+    client: &impl GenericClient,
     pg: &Pg,
     commit: &Commit,
     keep: Option<usize>,
 ) -> Result<Option<i64>, StoreError> {
     let id = commit.run_id;
     let fail = |e: tokio_postgres::Error| pg.map(&e, Some(id));
-    let update = tx.prepare_cached(UPDATE_RUN).await.map_err(fail)?;
+    let steps = StepColumns::of(id, &commit.steps)?;
+    let stmt = client.prepare_cached(COMMIT).await.map_err(fail)?;
     let output = opt_json(commit.output.as_ref());
     let pause = opt_json(commit.pause.as_ref());
     let stays_running = !commit.status.is_at_rest();
-    let queued = commit.status == RunStatus::Queued;
-    let available_at = if queued { commit.available_at_ms } else { None };
-    let params: [&(dyn ToSql + Sync); 8] = [
+    let available_at = if commit.status == RunStatus::Queued { commit.available_at_ms } else { None };
+    let keep = keep.map(|k| i64::try_from(k).unwrap_or(i64::MAX));
+    let params: [&(dyn ToSql + Sync); 22] = [
         &id,
         &epoch_param(commit.epoch),
         &commit.status.as_str(),
@@ -719,35 +785,25 @@ pub(super) async fn commit(
         &pause,
         &stays_running,
         &available_at,
+        &commit.step_key,
+        &commit.snapshot.state.get(),
+        &commit.snapshot.progress.get(),
+        &keep,
+        &steps.key,
+        &steps.method,
+        &steps.status,
+        &steps.input,
+        &steps.output,
+        &steps.error,
+        &steps.attempt,
+        &steps.started_at,
+        &steps.finished_at,
+        &steps.usage,
     ];
-    let Some(row) = tx.query_opt(&update, &params).await.map_err(fail)? else {
+    let Some(row) = client.query_opt(&stmt, &params).await.map_err(fail)? else {
         return Ok(None);
     };
-    let version: i64 = col(&row, 0, id, "version")?;
-    let stored: String = col(&row, 2, id, "status")?;
-    if queued || stored == RunStatus::Queued.as_str() {
-        notify_work(tx, pg, Some(id), &col::<String>(&row, 1, id, "queue")?).await?;
-    }
-    let append = tx.prepare_cached(APPEND_CHECKPOINT).await.map_err(fail)?;
-    let (state, progress) = (commit.snapshot.state.get(), commit.snapshot.progress.get());
-    let status = commit.status.as_str();
-    let params: [&(dyn ToSql + Sync); 6] = [&id, &version, &commit.step_key, &status, &state, &progress];
-    let checkpoint = tx.execute(&append, &params);
-    let steps = upsert_steps(tx, pg, id, version, &commit.steps);
-    let prune = async {
-        let Some(keep) = keep else { return Ok(()) };
-        let keep = i64::try_from(keep).unwrap_or(i64::MAX);
-        if version <= keep {
-            return Ok(());
-        }
-        let stmt = tx.prepare_cached(PRUNE_CHECKPOINTS).await.map_err(fail)?;
-        tx.execute(&stmt, &[&id, &(version - keep)]).await.map_err(fail).map(drop)
-    };
-    let (checkpoint, steps, prune) = futures::join!(checkpoint, steps, prune);
-    checkpoint.map_err(fail)?;
-    steps?;
-    prune?;
-    Ok(Some(version))
+    Ok(Some(col(&row, 0, id, "version")?))
 }
 
 /// Why a fenced commit matched no row: the run is missing, or its epoch moved on.
