@@ -56,7 +56,7 @@ pub(crate) struct Rect {
 }
 
 /// Where an edge runs, in drawing order (from its source to its target).
-#[derive(Debug, Clone, Route)]
+#[derive(Debug, Clone)]
 pub(crate) enum Route {
     /// Points joined by vertical lines (same x) or by S-curves with vertical tangents.
     Points(Vec<(f64, f64)>),

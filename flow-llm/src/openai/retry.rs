@@ -137,7 +137,7 @@ impl RetryPolicy {
 }
 
 /// The decision after a failed attempt.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Route)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Next {
     /// Wait this long, then try again.
     Retry(Duration),

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::common::llm;
 
-#[derive(Debug, PartialEq, Deserialize, JsonSchema, Route)]
+#[derive(Debug, PartialEq, Deserialize, JsonSchema)]
 enum Review {
     /// Publish the draft as it is.
     Approve,

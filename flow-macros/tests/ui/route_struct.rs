@@ -11,7 +11,7 @@ struct Outcome {
 }
 
 // An enum returned by a router without `#[derive(Route)]`.
-#[derive(Serialize, Deserialize, Route)]
+#[derive(Serialize, Deserialize)]
 enum Decision {
     Approve,
     Reject,
