@@ -10,6 +10,7 @@
 //! flows state RUN [--at SEQ]
 //! flows diff RUN A B
 //! flows prune --older-than 30d [--status S]... [--flow F] [--dry-run]
+//! flows serve [--bind ADDR] [--port N] [--token T]
 //! ```
 //!
 //! # Which store
@@ -62,6 +63,7 @@ mod commands;
 mod diff;
 mod error;
 mod output;
+mod serve;
 mod source;
 
 use std::io::Write;
