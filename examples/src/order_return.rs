@@ -853,7 +853,12 @@ async fn kill_when_restocking(
 /// warehouse: the warehouse has applied the restock but the flow has not recorded it yet.
 async fn restocking_run(store: &SqliteStore, shop: &Shop, started_ms: i64) -> Result<Uuid, ExampleError> {
     let deadline = Instant::now() + Duration::from_secs(60);
-    let filter = RunFilter { status: Some(RunStatus::Running), flow: Some("order_return".into()), limit: Some(10) };
+    let filter = RunFilter {
+        status: Some(RunStatus::Running),
+        flow: Some("order_return".into()),
+        limit: Some(10),
+        ..RunFilter::default()
+    };
     while Instant::now() < deadline {
         for run in store.list_runs(&filter).await? {
             if run.created_at_ms >= started_ms - 1_000 && !shop.stock_movements(run.run_id).await?.is_empty() {

@@ -332,6 +332,7 @@ pub fn describe(event: &FlowEvent, mode: TraceMode) -> Option<String> {
                 RunStatus::Failed => "failed (stored; resumable unless compensated)",
                 RunStatus::Running => "stopped while running",
                 RunStatus::Queued => "parked in its queue until a worker continues it",
+                RunStatus::Cancelled => "cancelled on request (completed steps compensated)",
             };
             let _ = write!(s, "■ run {what} after {}", human_duration(*duration));
         }

@@ -361,6 +361,18 @@ pub enum FlowError {
         /// What the compensation did, per undo step.
         compensation: String,
     },
+    /// The run was cancelled on request (`Store::request_cancel`, `Runner::cancel`, `flows
+    /// cancel`): its completed steps were compensated, newest first, and it is stored
+    /// `cancelled`. Nothing continues it; fork an earlier checkpoint to take it up again.
+    #[error("run {run_id} was cancelled ({reason}); {compensation}")]
+    Cancelled {
+        /// The run.
+        run_id: Uuid,
+        /// The reason given with the request.
+        reason: String,
+        /// What the compensation did, per undo step, or that there was nothing to undo.
+        compensation: String,
+    },
     /// The runner has no store, so there is nothing to resume, fork or list.
     #[error(
         "run {run_id}: this runner has no store; give it one with `Runner::with_store` (SqliteStore or MemoryStore) to persist, pause, resume and fork runs"

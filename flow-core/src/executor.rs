@@ -174,6 +174,8 @@ pub(crate) struct Execution<F: Flow> {
     /// checkpoint to record: one commit where a checkpoint of the completion and then the
     /// run's final one would be two.
     last_completion: Option<(Vec<StepRecord>, Option<String>)>,
+    /// Raised when a lease renewal learns that the run was asked to stop (durable runs).
+    cancel: Option<crate::lease::CancelSignal>,
     /// Methods already warned about a lost update, so each is warned once.
     #[cfg(debug_assertions)]
     warned_lost_updates: Vec<u16>,
@@ -252,6 +254,7 @@ impl<F: Flow> Execution<F> {
             fired: Vec::new(),
             invalid_input: None,
             last_completion: None,
+            cancel: None,
             #[cfg(debug_assertions)]
             warned_lost_updates: Vec::new(),
         }
@@ -277,18 +280,21 @@ impl<F: Flow> Execution<F> {
         let started = std::time::Instant::now();
         // Only a run with a store holds a lease that can be lost.
         let lost = self.durability.as_ref().map(|_| CancellationToken::new());
+        self.cancel = self.durability.as_ref().map(|_| crate::lease::CancelSignal::default());
+        let cancel = self.cancel.clone().unwrap_or_default();
         // Renewed from a thread no step runs on (see `lease`); dropping this execution drops
         // the guard and so stops the renewals with it.
         let heartbeat = self
             .durability
             .as_ref()
             .zip(lost.clone())
-            .map(|(d, lost)| Heartbeat::start(Arc::clone(&d.store), run_id, d.epoch, d.lease, lost));
+            .map(|(d, lost)| Heartbeat::start(Arc::clone(&d.store), run_id, d.epoch, d.lease, lost, cancel));
         let span = tracing::info_span!("flow_run", run_id = %run_id, flow);
         let result = self.drive(lost.as_ref()).instrument(span).await;
         drop(heartbeat);
         let status = match &result {
             Ok(o) => o.status(),
+            Err(FlowError::Cancelled { .. }) => RunStatus::Cancelled,
             Err(_) => RunStatus::Failed,
         };
         if let Err(e) = &result {
@@ -314,9 +320,12 @@ impl<F: Flow> Execution<F> {
                         }
                         return self.park().await;
                     }
+                    let cancelling =
+                        self.cancel.clone().filter(|_| !matches!(self.progress.halt, Some(Halt::Cancelled { .. })));
                     tokio::select! {
                         _ = tokio::time::sleep_until(at) => {}
                         _ = lease_lost(lost) => return Err(FlowError::LeaseLost { run_id: self.run.run_id }),
+                        reason = cancel_requested(cancelling.as_ref()), if cancelling.is_some() => self.on_cancel(reason),
                     }
                     continue;
                 }
@@ -334,11 +343,14 @@ impl<F: Flow> Execution<F> {
                 }
                 continue;
             }
+            let cancelling =
+                self.cancel.clone().filter(|_| !matches!(self.progress.halt, Some(Halt::Cancelled { .. })));
             tokio::select! {
                 // A lost lease goes first: the run must stop rather than go on unfenced.
                 biased;
                 // Dropping the execution drops the method futures: nothing runs on unfenced.
                 _ = lease_lost(lost), if durable => return Err(FlowError::LeaseLost { run_id: self.run.run_id }),
+                reason = cancel_requested(cancelling.as_ref()), if cancelling.is_some() => self.on_cancel(reason),
                 finished = self.tasks.next() => {
                     if let Some(finished) = finished {
                         self.on_finished(finished).await?;
@@ -867,6 +879,16 @@ impl<F: Flow> Execution<F> {
         }
     }
 
+    /// A cancel request reached this execution (its lease renewal said so): stops the running
+    /// methods that have no undo step (as after a failure) and everything waiting, so that the
+    /// completed steps are compensated and the run ends cancelled.
+    fn on_cancel(&mut self, reason: String) {
+        let run_id = self.run.run_id;
+        tracing::info!(%run_id, %reason, "cancel requested: stopping the run's steps and compensating");
+        self.cancel_running();
+        self.progress.cancel(reason);
+    }
+
     /// Records what an undo step did to the step it undid.
     fn record_undo(&mut self, undo: &'static MethodDef, undone: &str, error: Option<&str>) {
         let run_id = self.run.run_id;
@@ -920,7 +942,7 @@ impl<F: Flow> Execution<F> {
     /// After a failure, once nothing runs: starts undoing completed steps (newest first).
     /// Returns whether there is undo work to run.
     async fn begin_or_continue_compensation(&mut self) -> Result<bool, FlowError> {
-        if !matches!(self.progress.halt, Some(Halt::Failure { .. })) {
+        if !matches!(self.progress.halt, Some(Halt::Failure { .. } | Halt::Cancelled { .. })) {
             return Ok(false);
         }
         if self.progress.pending.iter().any(|a| a.undo_of.is_some()) {
@@ -972,6 +994,24 @@ impl<F: Flow> Execution<F> {
                     limit: graph.options.max_calls,
                 };
                 self.final_checkpoint(RunStatus::Failed, None, Some(err.to_string()), None).await?;
+                Err(err)
+            }
+            Some(Halt::Cancelled { reason }) => {
+                let compensation = match &self.progress.compensation {
+                    Some(c) if !c.results.is_empty() => {
+                        let mut text = format!("compensation ran: {}", c.results.join("; "));
+                        if !c.failed.is_empty() {
+                            text.push_str(&format!(
+                                "; {} undo step(s) failed and the steps they undo are still done: undo them by hand",
+                                c.failed.len()
+                            ));
+                        }
+                        text
+                    }
+                    _ => "no completed step had an undo step to run".to_string(),
+                };
+                let err = FlowError::Cancelled { run_id, reason, compensation };
+                self.final_checkpoint(RunStatus::Cancelled, None, Some(err.to_string()), None).await?;
                 Err(err)
             }
             Some(Halt::Escalated { method, reason }) => {
@@ -1167,6 +1207,14 @@ pub(crate) fn decode_state<S: serde::de::DeserializeOwned>(
 }
 
 /// Resolves when the run's lease is lost; never for a run without a store.
+/// Resolves with the reason once a cancel request reached the lease heartbeat.
+async fn cancel_requested(cancel: Option<&crate::lease::CancelSignal>) -> String {
+    match cancel {
+        Some(signal) => signal.requested().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn lease_lost(lost: Option<&CancellationToken>) {
     match lost {
         Some(token) => token.cancelled().await,

@@ -23,6 +23,26 @@ use uuid::Uuid;
 
 use crate::store::{Store, StoreError};
 
+/// Raised by the heartbeat when a renewal says the run was asked to stop
+/// ([`StoreError::CancelRequested`]); the execution awaits it beside its steps.
+#[derive(Clone, Default)]
+pub(crate) struct CancelSignal {
+    inner: Arc<(CancellationToken, OnceLock<String>)>,
+}
+
+impl CancelSignal {
+    fn raise(&self, reason: String) {
+        let _ = self.inner.1.set(reason);
+        self.inner.0.cancel();
+    }
+
+    /// Resolves with the request's reason once it was raised.
+    pub(crate) async fn requested(&self) -> String {
+        self.inner.0.cancelled().await;
+        self.inner.1.get().cloned().unwrap_or_default()
+    }
+}
+
 /// Keeps one run's lease alive until dropped.
 pub(crate) struct Heartbeat {
     task: JoinHandle<()>,
@@ -30,15 +50,18 @@ pub(crate) struct Heartbeat {
 
 impl Heartbeat {
     /// Renews the lease of `run_id` under `epoch` every third of `lease`; cancels `lost` when
-    /// the store says another worker took the run over (or the run is gone).
+    /// the store says another worker took the run over (or the run is gone); raises `cancel`
+    /// when it says the run was asked to stop (the lease is still renewed then: the execution
+    /// compensates under it).
     pub(crate) fn start(
         store: Arc<dyn Store>,
         run_id: Uuid,
         epoch: u64,
         lease: Duration,
         lost: CancellationToken,
+        cancel: CancelSignal,
     ) -> Self {
-        let beat = renew_until_stopped(store, run_id, epoch, lease, lost);
+        let beat = renew_until_stopped(store, run_id, epoch, lease, lost, cancel);
         let task = match keeper() {
             Some(keeper) => keeper.spawn(beat),
             // No thread could be started for the keeper: a task on the caller's runtime still
@@ -61,11 +84,13 @@ async fn renew_until_stopped(
     epoch: u64,
     lease: Duration,
     lost: CancellationToken,
+    cancel: CancelSignal,
 ) {
     loop {
         tokio::time::sleep(lease / 3).await;
         match store.renew(run_id, epoch, lease).await {
             Ok(()) => {}
+            Err(StoreError::CancelRequested { reason, .. }) => cancel.raise(reason),
             // The run came to rest under this lease: nothing is left to keep alive.
             Err(StoreError::Released { .. }) => return,
             Err(StoreError::Fenced { .. } | StoreError::NotFound(_)) => {

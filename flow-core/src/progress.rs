@@ -64,9 +64,25 @@ pub(crate) struct Undoable {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub(crate) enum Halt {
-    Failure { method: u16, step_key: String, attempt: u32, error: String, class: ErrorClass },
-    CallLimit { method: u16 },
-    Escalated { method: u16, reason: String },
+    Failure {
+        method: u16,
+        step_key: String,
+        attempt: u32,
+        error: String,
+        class: ErrorClass,
+    },
+    CallLimit {
+        method: u16,
+    },
+    Escalated {
+        method: u16,
+        reason: String,
+    },
+    /// Cancelled on request: nothing new starts, completed steps are compensated, and the run
+    /// ends `cancelled`.
+    Cancelled {
+        reason: String,
+    },
 }
 
 /// Undo steps after a failure.
@@ -82,6 +98,16 @@ pub(crate) struct Compensation {
     /// resume tries them again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub(crate) failed: Vec<Undoable>,
+}
+
+impl Progress {
+    /// Stops the run for good on a cancel request: nothing new is started (the halt), and what
+    /// waits (a question, a timer, a retry) is dropped. Undo steps already scheduled stay, and
+    /// the steps still to undo after a failure are undone as well.
+    pub(crate) fn cancel(&mut self, reason: String) {
+        self.pending.retain(|a| a.undo_of.is_some() || a.slot.is_some());
+        self.halt = Some(Halt::Cancelled { reason });
+    }
 }
 
 impl Compensation {

@@ -631,6 +631,75 @@ impl<F: Flow> Runner<F> {
         deliver_answer(store, &record, value).await
     }
 
+    /// Cancels a run: records the request ([`Store::request_cancel`]) and, when nobody is
+    /// executing the run, compensates its completed steps here (their `#[compensate]` undo
+    /// steps run, newest first) and ends it `cancelled`. Returns [`RunStatus::Cancelled`] then;
+    /// [`RunStatus::Running`] when another process executes it, which stops its steps,
+    /// compensates and ends it cancelled once its next lease renewal tells it (within a third
+    /// of its lease); the status it reached when it ended another way meanwhile.
+    ///
+    /// A run that has ended (completed, cancelled) is refused with
+    /// [`FlowError::InvalidStatus`] and left as it is.
+    ///
+    /// ```
+    /// use flow_core::prelude::*;
+    /// use flow_core::store::{MemoryStore, Store};
+    /// use flow_core::RunStatus;
+    /// use std::sync::Arc;
+    ///
+    /// #[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
+    /// struct S { booked: bool, released: bool }
+    /// struct Trip;
+    ///
+    /// #[flow(state = S, name = "runner_doc_cancel")]
+    /// impl Trip {
+    ///     #[start]
+    ///     async fn book(&self, cx: &Ctx<S>) -> Result<String> {
+    ///         cx.update(|s| s.booked = true);
+    ///         Ok("room 12".into())
+    ///     }
+    ///     #[compensate(book)]
+    ///     async fn release(&self, cx: &Ctx<S>, _room: String) -> Result<()> {
+    ///         cx.update(|s| s.released = true);
+    ///         Ok(())
+    ///     }
+    ///     #[listen(book)]
+    ///     async fn confirm(&self, cx: &Ctx<S>) -> Result<()> {
+    ///         let _: bool = cx.ask(InputRequest::new("Confirm?")).await?;
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
+    /// let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    /// let runner = Runner::new(Trip).with_shared_store(store.clone());
+    /// let run_id = runner.kickoff(S::default()).await?.run_id();
+    /// assert_eq!(runner.cancel(run_id, "customer changed their mind").await?, RunStatus::Cancelled);
+    /// let run = store.load_run(run_id).await?;
+    /// assert_eq!(run.status, RunStatus::Cancelled);
+    /// assert!(run.snapshot.state_as::<S>()?.released);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn cancel(&self, run_id: Uuid, reason: &str) -> Result<RunStatus, FlowError> {
+        let store = self.store_for(run_id)?;
+        self.load(run_id).await?;
+        match store.request_cancel(run_id, reason).await {
+            Ok(()) => {}
+            Err(StoreError::Ended { status, .. }) => {
+                return Err(FlowError::InvalidStatus { run_id, status, action: "cancelled (it has ended already)" });
+            }
+            Err(e) => return Err(not_found(e)),
+        }
+        match self.continue_run(run_id, None).await {
+            Err(FlowError::Cancelled { .. }) => Ok(RunStatus::Cancelled),
+            Err(FlowError::RunLocked { .. }) => Ok(RunStatus::Running),
+            Err(e) => Err(e),
+            Ok(outcome) => Ok(outcome.status()),
+        }
+    }
+
     /// A new run, with a fresh id, from a stored run's latest checkpoint (`at = None`) or
     /// from checkpoint `at` (see [`Store::checkpoints`]). The source run is not touched.
     pub async fn fork(&self, run_id: Uuid, at: Option<u64>) -> Result<RunOutcome<F::State>, FlowError> {
@@ -845,10 +914,14 @@ impl<F: Flow> Runner<F> {
                     &self.shared(run_id),
                 )));
             }
-            RunStatus::Escalated => return Err(escalated(run_id)),
-            RunStatus::Paused | RunStatus::Running | RunStatus::Queued | RunStatus::Failed => {}
+            RunStatus::Escalated if record.cancel_requested.is_none() => return Err(escalated(run_id)),
+            RunStatus::Cancelled => return Err(cancelled(run_id)),
+            RunStatus::Paused | RunStatus::Running | RunStatus::Queued | RunStatus::Failed | RunStatus::Escalated => {}
         }
-        if was_failed(record.status, &progress) && progress.compensation.as_ref().is_some_and(|c| c.finished) {
+        if record.cancel_requested.is_none()
+            && was_failed(record.status, &progress)
+            && progress.compensation.as_ref().is_some_and(|c| c.finished)
+        {
             return Err(compensated(run_id, record.status));
         }
         let input = match (input, progress.pending.iter().find(|a| a.paused.is_some())) {
@@ -888,6 +961,7 @@ impl<F: Flow> Runner<F> {
         }
         let refused = match claim.run.status {
             RunStatus::Escalated => Some(escalated(run_id)),
+            RunStatus::Cancelled => Some(cancelled(run_id)),
             RunStatus::Completed | RunStatus::Paused | RunStatus::Failed => Some(FlowError::InvalidStatus {
                 run_id,
                 status: claim.run.status,
@@ -929,7 +1003,10 @@ impl<F: Flow> Runner<F> {
             }
         };
         let failed = was_failed(claim.run.status, &progress);
-        if failed {
+        // A cancel request wins over everything the run waited for: an answer, a timer, a
+        // retry, the repair of a failed step.
+        let cancel = claim.run.cancel_requested.clone().filter(|_| !claim.run.status.is_terminal());
+        if failed && cancel.is_none() {
             if progress.compensation.as_ref().is_some_and(|c| c.finished) {
                 return give_back.on_error(store, &claim, Err(compensated(run_id, claim.run.status))).await;
             }
@@ -939,6 +1016,14 @@ impl<F: Flow> Runner<F> {
         }
         let given = input.is_some();
         let input = input.or_else(|| claim.run.answer.clone().map(|a| (a.step_key, a.value)));
+        let input = match cancel {
+            Some(reason) => {
+                tracing::info!(%run_id, %reason, "cancel requested: compensating the run's completed steps");
+                progress.cancel(reason);
+                None
+            }
+            None => input,
+        };
         if let Some((key, _)) = &input {
             let waits = progress.pending.iter().any(|a| a.paused.is_some() && a.step_key.is(key));
             // Another answer may have reached the run between `load` and the claim, moving it
@@ -1081,6 +1166,14 @@ fn escalated(run_id: Uuid) -> FlowError {
     FlowError::InvalidStatus { run_id, status: RunStatus::Escalated, action: "resumed (fork it to continue)" }
 }
 
+fn cancelled(run_id: Uuid) -> FlowError {
+    FlowError::InvalidStatus {
+        run_id,
+        status: RunStatus::Cancelled,
+        action: "resumed: it was cancelled (fork an earlier checkpoint to take it up again)",
+    }
+}
+
 fn compensated(run_id: Uuid, status: RunStatus) -> FlowError {
     FlowError::InvalidStatus {
         run_id,
@@ -1155,6 +1248,9 @@ fn not_waiting(record: &RunRecord) -> FlowError {
                               answer when it pauses to ask"
             .to_string(),
         RunStatus::Escalated => "a step handed it to a person; fork it (`Runner::fork`) to continue".to_string(),
+        RunStatus::Cancelled => "it was cancelled and asks nothing more; fork one of its checkpoints \
+                                 (`Runner::fork`) to take it up again"
+            .to_string(),
         RunStatus::Running => match (&record.lease_owner, record.lease_expires_at_ms) {
             (Some(owner), Some(until)) if until > now_ms() => format!(
                 "`{owner}` is running it (lease until {until} ms since epoch) and it has asked nothing; \

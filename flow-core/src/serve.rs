@@ -640,6 +640,7 @@ impl Loop {
                     RunStatus::Escalated => "escalated to a person",
                     RunStatus::Queued => "parked in its queue until it is due",
                     RunStatus::Failed => "failed",
+                    RunStatus::Cancelled => "cancelled",
                     RunStatus::Running => "stopped while running",
                 };
                 tracing::info!(%worker, %run_id, flow, %status, "worker {worker} finished run {run_id}: {what}");
@@ -767,6 +768,7 @@ fn at_rest(e: &FlowError) -> bool {
         FlowError::MethodFailed { .. }
             | FlowError::CallLimit { .. }
             | FlowError::Compensated { .. }
+            | FlowError::Cancelled { .. }
             | FlowError::InvalidInput { .. }
             | FlowError::Unfaithful { run_stored: true, .. }
             | FlowError::Corrupt { .. }

@@ -89,7 +89,9 @@ async fn list(
 ) -> Result<(Vec<RunSummary>, Vec<DamagedRun>), StoreError> {
     let (mut items, mut damaged) = (Vec::new(), Vec::new());
     for status in statuses {
-        let listing = store.list_runs_checked(&RunFilter { status: *status, flow: flow.clone(), limit }).await?;
+        let listing = store
+            .list_runs_checked(&RunFilter { status: *status, flow: flow.clone(), limit, ..RunFilter::default() })
+            .await?;
         items.extend(listing.items);
         damaged.extend(listing.damaged);
     }

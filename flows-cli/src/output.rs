@@ -59,6 +59,7 @@ impl Paint {
             RunStatus::Completed => Paint::Green,
             RunStatus::Failed => Paint::Red,
             RunStatus::Escalated => Paint::Magenta,
+            RunStatus::Cancelled => Paint::Dim,
         }
     }
 

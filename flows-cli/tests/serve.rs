@@ -259,3 +259,87 @@ async fn the_live_stream_says_when_the_list_changed() -> TestResult {
     assert!(seen.contains("text/event-stream"), "{seen}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_answer_form_follows_the_question_schema() -> TestResult {
+    let f = fixture().await?;
+    let schema = json!({
+        "type": "object",
+        "properties": {
+            "approver": {"type": "string", "minLength": 2},
+            "tier": {"type": "string", "enum": ["gold", "silver"]},
+            "urgent": {"type": "boolean"}
+        },
+        "required": ["approver", "tier"]
+    });
+    let conn = rusqlite::Connection::open(&f.db)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.execute(
+        "UPDATE flow_runs SET pause = json_set(pause, '$.answer_schema', json(?2)) WHERE run_id = ?1",
+        (f.paused.to_string(), schema.to_string()),
+    )?;
+    let server = serve(&f.db, &[]);
+    let page = get(&server.addr, &format!("/runs/{}", f.paused));
+    for input in [r#"type="text" id="f.approver""#, r#"<select id="f.tier""#, r#"type="checkbox" id="f.urgent""#] {
+        assert!(page.body.contains(input), "no `{input}` in {}", page.body);
+    }
+    let csrf = csrf_of(&page.body);
+    let step_key = f.store.run_summary(f.paused).await?.pause.and_then(|p| p["step_key"].as_str().map(String::from));
+    let step_key = step_key.ok_or("the pause names no step")?;
+    let path = format!("/runs/{}/answer", f.paused);
+
+    let short = post_form(
+        &server.addr,
+        &path,
+        &[("csrf", &csrf), ("step_key", &step_key), ("f.approver", "a"), ("f.tier", "\"gold\"")],
+    );
+    assert_eq!(short.status, 422, "{}", short.body);
+    assert!(short.body.contains("/approver"), "the error names the field: {}", short.body);
+    assert!(short.body.contains(r#"value="a""#), "what was typed is kept: {}", short.body);
+    untouched(&f).await?;
+
+    let ok = post_form(
+        &server.addr,
+        &path,
+        &[
+            ("csrf", &csrf),
+            ("step_key", &step_key),
+            ("f.approver", "ann"),
+            ("f.tier", "\"silver\""),
+            ("f.urgent", "on"),
+        ],
+    );
+    assert_eq!(ok.status, 303, "{}", ok.body);
+    let run = f.store.load_run(f.paused).await?;
+    assert_eq!(run.answer.map(|a| a.value), Some(json!({"approver": "ann", "tier": "silver", "urgent": true})));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runs_list_pages_newest_first() -> TestResult {
+    let f = fixture().await?;
+    let runner = Runner::new(Notes { ask: false }).with_shared_store(f.store.clone());
+    for _ in 0..55 {
+        runner.kickoff(Note::default()).await?.completed()?;
+    }
+    let server = serve(&f.db, &[]);
+    let rows = |body: &str| -> Vec<String> {
+        body.split("data-run=\"").skip(1).filter_map(|s| s.split('"').next()).map(String::from).collect()
+    };
+    let first = get(&server.addr, "/runs");
+    let first_rows = rows(&first.body);
+    assert_eq!(first_rows.len(), 50, "{}", first.body);
+    let next =
+        first.body.split("class=\"next\" href=\"").nth(1).and_then(|s| s.split('"').next()).ok_or("no next link")?;
+    let second = get(&server.addr, &next.replace("&amp;", "&"));
+    assert_eq!(second.status, 200, "{}", second.body);
+    let second_rows = rows(&second.body);
+    // 57 runs: the fixture's two and 55 more.
+    assert_eq!(second_rows.len(), 7, "{}", second.body);
+    assert!(second_rows.iter().all(|r| !first_rows.contains(r)), "a run is on both pages");
+    assert!(!second.body.contains("class=\"next\""), "no page after the last");
+    let listed = f.store.list_runs(&flow_core::store::RunFilter::default()).await?;
+    let all: Vec<String> = listed.iter().map(|r| r.run_id.to_string()).collect();
+    assert_eq!([first_rows, second_rows].concat(), all, "newest first, as the store lists them");
+    Ok(())
+}

@@ -356,7 +356,7 @@ async fn until_status(store: &Arc<dyn Store>, run_id: Uuid, want: RunStatus) {
 }
 
 async fn count(store: &dyn Store, flow: &str, want: RunStatus) -> usize {
-    let filter = RunFilter { status: Some(want), flow: Some(flow.into()), limit: None };
+    let filter = RunFilter { status: Some(want), flow: Some(flow.into()), ..RunFilter::default() };
     store.list_runs(&filter).await.expect("runs list").len()
 }
 

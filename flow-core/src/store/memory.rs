@@ -160,6 +160,7 @@ impl Store for MemoryStore {
             placement: run.placement,
             available_at_ms,
             answer: None,
+            cancel_requested: None,
             created_at_ms: now,
             updated_at_ms: now,
         };
@@ -203,7 +204,12 @@ impl Store for MemoryStore {
             return Err(StoreError::Released { run_id, epoch });
         }
         run.lease_expires_at_ms = Some(now_ms() + lease.as_millis() as i64);
-        Ok(())
+        match &run.cancel_requested {
+            Some(reason) if !run.status.is_terminal() => {
+                Err(StoreError::CancelRequested { run_id, reason: reason.clone() })
+            }
+            _ => Ok(()),
+        }
     }
 
     async fn release(&self, run_id: Uuid, epoch: u64) -> Result<(), StoreError> {
@@ -231,20 +237,23 @@ impl Store for MemoryStore {
             return Err(StoreError::Fenced { run_id: commit.run_id, epoch: commit.epoch, current: run.epoch });
         }
         let now = now_ms();
-        run.status = commit.status;
+        let cancelling = run.cancel_requested.is_some() && super::requeued_for_cancel(commit.status);
+        let status = if cancelling { RunStatus::Queued } else { commit.status };
+        run.status = status;
         run.snapshot = commit.snapshot.clone();
         run.version += 1;
         run.output = commit.output;
         run.error = commit.error;
         run.pause = commit.pause;
         run.answer = None;
-        run.available_at_ms = commit.available_at_ms.filter(|_| commit.status == RunStatus::Queued);
+        run.available_at_ms =
+            if cancelling { Some(now) } else { commit.available_at_ms.filter(|_| commit.status == RunStatus::Queued) };
         run.updated_at_ms = now;
         if commit.status.is_at_rest() {
             run.lease_owner = None;
             run.lease_expires_at_ms = None;
         }
-        let wake = commit.status == RunStatus::Queued;
+        let wake = status == RunStatus::Queued;
         let seq = entry.checkpoints.last().map_or(1, |(c, _)| c.seq + 1);
         entry.checkpoints.push((
             CheckpointInfo { seq, step_key: commit.step_key, status: commit.status, created_at_ms: now },
@@ -275,6 +284,9 @@ impl Store for MemoryStore {
             .filter_map(|r| r.record.as_ref())
             .filter(|r| filter.status.is_none_or(|s| s == r.status))
             .filter(|r| filter.flow.as_deref().is_none_or(|f| f == r.flow))
+            .filter(|r| filter.created_from_ms.is_none_or(|t| r.created_at_ms >= t))
+            .filter(|r| filter.created_before_ms.is_none_or(|t| r.created_at_ms < t))
+            .filter(|r| filter.after.is_none_or(|c| c.precedes(r.created_at_ms, r.run_id)))
             .map(RunSummary::from)
             .collect();
         out.sort_by(|a, b| b.created_at_ms.cmp(&a.created_at_ms).then(b.run_id.cmp(&a.run_id)));
@@ -404,6 +416,28 @@ impl Store for MemoryStore {
     async fn wait_for_work(&self, timeout: Duration) {
         let _ = tokio::time::timeout(timeout, self.work.notified()).await;
     }
+
+    async fn request_cancel(&self, run_id: Uuid, reason: &str) -> Result<(), StoreError> {
+        let mut runs = self.lock();
+        let run = runs.get_mut(&run_id).and_then(|r| r.record.as_mut()).ok_or(StoreError::NotFound(run_id))?;
+        if run.status.is_terminal() {
+            return Err(StoreError::Ended { run_id, status: run.status });
+        }
+        let now = now_ms();
+        run.cancel_requested.get_or_insert_with(|| reason.to_string());
+        run.updated_at_ms = now;
+        let wake = run.status != RunStatus::Running;
+        if wake {
+            run.status = RunStatus::Queued;
+            run.available_at_ms = Some(now);
+        }
+        drop(runs);
+        if wake {
+            self.work.notify_waiters();
+        }
+        Ok(())
+    }
+
     async fn delete_run(&self, run_id: Uuid) -> Result<(), StoreError> {
         let mut runs = self.lock();
         let run = record_of(&runs, run_id)?;

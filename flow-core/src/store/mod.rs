@@ -66,6 +66,9 @@ pub enum RunStatus {
     Failed,
     /// A method handed the run to a person.
     Escalated,
+    /// Stopped for good on request ([`Store::request_cancel`]), after its completed steps were
+    /// compensated (unless the request said not to). Terminal, like `Completed`.
+    Cancelled,
 }
 
 impl RunStatus {
@@ -78,6 +81,7 @@ impl RunStatus {
             RunStatus::Completed => "completed",
             RunStatus::Failed => "failed",
             RunStatus::Escalated => "escalated",
+            RunStatus::Cancelled => "cancelled",
         }
     }
 
@@ -90,6 +94,7 @@ impl RunStatus {
             "completed" => RunStatus::Completed,
             "failed" => RunStatus::Failed,
             "escalated" => RunStatus::Escalated,
+            "cancelled" => RunStatus::Cancelled,
             _ => return None,
         })
     }
@@ -97,6 +102,17 @@ impl RunStatus {
     /// Whether the run holds no lease in this status (nothing is executing it).
     pub fn is_at_rest(self) -> bool {
         !matches!(self, RunStatus::Running)
+    }
+
+    /// Whether the run has ended for good: completed or cancelled. Nothing continues it, and a
+    /// cancel request for it is refused ([`StoreError::Ended`]).
+    ///
+    /// ```
+    /// use flow_core::store::RunStatus;
+    /// assert!(RunStatus::Cancelled.is_terminal() && !RunStatus::Failed.is_terminal());
+    /// ```
+    pub fn is_terminal(self) -> bool {
+        matches!(self, RunStatus::Completed | RunStatus::Cancelled)
     }
 }
 
@@ -454,6 +470,9 @@ pub struct RunRecord {
     pub available_at_ms: Option<i64>,
     /// An answer given with [`Store::answer`] that no step has taken yet.
     pub answer: Option<Answer>,
+    /// The reason of a cancel requested with [`Store::request_cancel`]: pending while the run
+    /// is not `cancelled` yet (a worker compensates and ends it), the reason it ended once it is.
+    pub cancel_requested: Option<String>,
     /// Created, ms since the Unix epoch.
     pub created_at_ms: i64,
     /// Last changed, ms since the Unix epoch.
@@ -581,7 +600,31 @@ impl<'a, T> IntoIterator for &'a Listing<T> {
     }
 }
 
-/// Which runs to list.
+/// Which runs to list, newest first (by creation time, then by run id, both descending).
+///
+/// A page of a long listing continues from the last run of the page before: set `after` to
+/// [`RunCursor::of`] that run. Runs created at the same millisecond are ordered by id, so no run
+/// is listed twice or skipped between pages, and runs created meanwhile (newer) do not shift
+/// the pages that follow.
+///
+/// ```
+/// use flow_core::store::{MemoryStore, RunCursor, RunFilter, Store};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), flow_core::store::StoreError> {
+/// let store = MemoryStore::new();
+/// let mut filter = RunFilter { limit: Some(100), ..RunFilter::default() };
+/// loop {
+///     let page = store.list_runs(&filter).await?;
+///     // ... show the page ...
+///     match page.last() {
+///         Some(last) if page.len() == 100 => filter.after = Some(RunCursor::of(last)),
+///         _ => break,
+///     }
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug, Default)]
 pub struct RunFilter {
     /// Only runs in this status.
@@ -590,6 +633,74 @@ pub struct RunFilter {
     pub flow: Option<String>,
     /// At most this many, newest first (`None`: all).
     pub limit: Option<usize>,
+    /// Only runs created at or after this time, ms since the Unix epoch.
+    pub created_from_ms: Option<i64>,
+    /// Only runs created before this time, ms since the Unix epoch.
+    pub created_before_ms: Option<i64>,
+    /// Only runs that come after this one in the listing's order (older, or as old with a
+    /// smaller id): the next page.
+    pub after: Option<RunCursor>,
+}
+
+/// Where a page of runs ended: the creation time and id of its last run ([`RunFilter::after`]).
+/// Its text form, `<created_at_ms>_<run_id>`, is what a command line or a URL carries.
+///
+/// ```
+/// use flow_core::store::RunCursor;
+/// use uuid::Uuid;
+///
+/// let cursor = RunCursor { created_at_ms: 1_700_000_000_000, run_id: Uuid::nil() };
+/// let text = cursor.to_string();
+/// assert_eq!(text, "1700000000000_00000000-0000-0000-0000-000000000000");
+/// assert_eq!(text.parse::<RunCursor>(), Ok(cursor));
+/// assert!("yesterday".parse::<RunCursor>().is_err());
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RunCursor {
+    /// The run's creation time, ms since the Unix epoch.
+    pub created_at_ms: i64,
+    /// The run's id.
+    pub run_id: Uuid,
+}
+
+impl RunCursor {
+    /// The cursor just past `run`.
+    pub fn of(run: &RunSummary) -> Self {
+        RunCursor { created_at_ms: run.created_at_ms, run_id: run.run_id }
+    }
+
+    /// Whether a run created at `created_at_ms` with id `run_id` comes after this cursor in a
+    /// newest-first listing.
+    ///
+    /// ```
+    /// use flow_core::store::RunCursor;
+    /// use uuid::Uuid;
+    ///
+    /// let cursor = RunCursor { created_at_ms: 10, run_id: Uuid::from_u128(5) };
+    /// assert!(cursor.precedes(9, Uuid::from_u128(9)));
+    /// assert!(cursor.precedes(10, Uuid::from_u128(4)));
+    /// assert!(!cursor.precedes(10, Uuid::from_u128(5)));
+    /// ```
+    pub fn precedes(&self, created_at_ms: i64, run_id: Uuid) -> bool {
+        (created_at_ms, run_id) < (self.created_at_ms, self.run_id)
+    }
+}
+
+impl fmt::Display for RunCursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}_{}", self.created_at_ms, self.run_id)
+    }
+}
+
+impl std::str::FromStr for RunCursor {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad =
+            || format!("`{s}` is not a page cursor: use the `next` value a listing printed (<created_at_ms>_<run_id>)");
+        let (at, id) = s.trim().split_once('_').ok_or_else(bad)?;
+        Ok(RunCursor { created_at_ms: at.parse().map_err(|_| bad())?, run_id: Uuid::parse_str(id).map_err(|_| bad())? })
+    }
 }
 
 /// One entry of a run's checkpoint history.
@@ -700,6 +811,24 @@ pub enum StoreError {
         status: RunStatus,
         /// The step it waits at, when paused at another one.
         waiting_at: Option<String>,
+    },
+    /// A cancel request for a run that has ended for good (completed or cancelled).
+    #[error("run {run_id} is {status} already: there is nothing to cancel")]
+    Ended {
+        /// The run.
+        run_id: Uuid,
+        /// Its status: completed or cancelled.
+        status: RunStatus,
+    },
+    /// A lease renewal found that the run was asked to stop ([`Store::request_cancel`]). The
+    /// lease *was* extended: the holder stops the run's steps, compensates its completed ones
+    /// and commits it `cancelled`.
+    #[error("run {run_id}: cancel requested ({reason}); stop its steps, compensate and end it cancelled")]
+    CancelRequested {
+        /// The run.
+        run_id: Uuid,
+        /// The reason given with the request.
+        reason: String,
     },
     /// The store does not implement an operation (a store of your own that predates it).
     #[error("this store does not support {what}; use SqliteStore, PgStore or MemoryStore, or implement it")]
@@ -904,7 +1033,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Extends a held lease. Fails with [`StoreError::Fenced`] when it was taken over, and with
     /// [`StoreError::Released`] when the run came to rest under this epoch (a late renewal must
-    /// not give a resting run an expiry again).
+    /// not give a resting run an expiry again). A store that supports
+    /// [`Store::request_cancel`] extends the lease and then answers
+    /// [`StoreError::CancelRequested`] while a cancel is pending, so the holder learns of it.
     async fn renew(&self, run_id: Uuid, epoch: u64, lease: Duration) -> Result<(), StoreError>;
 
     /// Gives up the lease held under `epoch` and leaves the run as it is, so that another
@@ -1034,6 +1165,50 @@ pub trait Store: Send + Sync + 'static {
         let _ = run_id;
         Err(StoreError::Unsupported { what: "deleting runs (`Store::delete_run`)".to_string() })
     }
+
+    /// Asks a run to stop for good: its completed steps are compensated (their
+    /// `#[compensate]` undo steps run, newest first) and it ends `cancelled`, by whoever runs it
+    /// next. Records `reason` on the run ([`RunRecord::cancel_requested`]).
+    ///
+    /// A run at rest (queued, paused, failed, escalated, or parked until a timer) goes back to
+    /// its queue due now, for a serving worker (or `Runner::resume`) to compensate and end it.
+    /// A running run keeps running until its holder next renews its lease, which then answers
+    /// [`StoreError::CancelRequested`]; a commit that would bring it to rest otherwise (paused,
+    /// failed, ...) queues it instead, so the request is never lost. A second request keeps the
+    /// first reason. A completed or cancelled run is refused with [`StoreError::Ended`].
+    ///
+    /// ```
+    /// use flow_core::store::{MemoryStore, NewRun, Placement, RunStatus, Snapshot, Start, Store};
+    /// use uuid::Uuid;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = MemoryStore::new();
+    /// let run_id = Uuid::now_v7();
+    /// let snapshot = Snapshot::encode(&serde_json::json!({}), &serde_json::json!({}))?;
+    /// store
+    ///     .create_run(NewRun {
+    ///         run_id, flow: "f".into(), parent_run_id: None, snapshot, steps: vec![],
+    ///         start: Start::Queued { available_at_ms: None }, placement: Placement::default(),
+    ///     })
+    ///     .await?;
+    /// store.request_cancel(run_id, "ordered by mistake").await?;
+    /// let run = store.load_run(run_id).await?;
+    /// assert_eq!(run.status, RunStatus::Queued);
+    /// assert_eq!(run.cancel_requested.as_deref(), Some("ordered by mistake"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    async fn request_cancel(&self, run_id: Uuid, reason: &str) -> Result<(), StoreError> {
+        let _ = (run_id, reason);
+        Err(StoreError::Unsupported { what: "cancelling runs (`Store::request_cancel`)".to_string() })
+    }
+}
+
+/// Whether a run whose commit brings it to `status` goes back to its queue instead, because a
+/// cancel is pending: whoever claims it next compensates it and ends it cancelled.
+pub(crate) fn requeued_for_cancel(status: RunStatus) -> bool {
+    matches!(status, RunStatus::Paused | RunStatus::Failed | RunStatus::Escalated | RunStatus::Queued)
 }
 
 /// Milliseconds since the Unix epoch, now.

@@ -2,37 +2,12 @@
 //! follows the store's API in one place.
 
 use flow_core::store::{RunFilter, RunStatus, RunSummary, StepRecord, Store, StoreError};
+use flows_cli::ops::{self, OpError};
 use serde_json::Value;
 use uuid::Uuid;
 
-/// Where a page of runs starts: after the run created at `created_at_ms` with id `run_id`
-/// (newest first).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cursor {
-    pub created_at_ms: i64,
-    pub run_id: Uuid,
-}
-
-impl Cursor {
-    pub fn of(run: &RunSummary) -> Self {
-        Cursor { created_at_ms: run.created_at_ms, run_id: run.run_id }
-    }
-
-    /// As it travels in a link: `MILLIS_UUID`.
-    pub fn encode(&self) -> String {
-        format!("{}_{}", self.created_at_ms, self.run_id)
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        let (ms, id) = s.split_once('_')?;
-        Some(Cursor { created_at_ms: ms.parse().ok()?, run_id: Uuid::parse_str(id).ok()? })
-    }
-
-    /// Whether `run` comes after the cursor, newest first.
-    fn precedes(&self, run: &RunSummary) -> bool {
-        (run.created_at_ms, run.run_id) < (self.created_at_ms, self.run_id)
-    }
-}
+/// Where a page of runs starts: after this run, newest first.
+pub use flow_core::store::RunCursor as Cursor;
 
 /// One page of runs, newest first, and whether more follow.
 pub struct Page {
@@ -41,11 +16,8 @@ pub struct Page {
     pub damaged: usize,
 }
 
-/// Up to `size` runs after `cursor` (from the newest when none).
-///
-/// The store lists newest first with a limit, through an index on `(created_at, run_id)`; a
-/// page further down asks for a longer prefix and skips what the cursor has seen, doubling
-/// until it has a full page or the store runs out.
+/// Up to `size` runs after `cursor` (from the newest when none), through the store's index on
+/// `(created_at, run_id)`: one more than the page is asked for, to know whether more follow.
 pub async fn page(
     store: &dyn Store,
     status: Option<RunStatus>,
@@ -53,23 +25,13 @@ pub async fn page(
     cursor: Option<Cursor>,
     size: usize,
 ) -> Result<Page, StoreError> {
-    let mut limit = size.saturating_add(1);
-    if cursor.is_some() {
-        limit = limit.saturating_mul(4);
-    }
-    loop {
-        let listing = store.list_runs_checked(&RunFilter { status, flow: flow.clone(), limit: Some(limit) }).await?;
-        let exhausted = listing.items.len() + listing.damaged.len() < limit;
-        let damaged = listing.damaged.len();
-        let mut runs: Vec<RunSummary> =
-            listing.items.into_iter().filter(|r| cursor.is_none_or(|c| c.precedes(r))).collect();
-        if runs.len() > size || exhausted {
-            let more = runs.len() > size;
-            runs.truncate(size);
-            return Ok(Page { runs, more, damaged });
-        }
-        limit = limit.saturating_mul(2);
-    }
+    let filter = RunFilter { status, flow, limit: Some(size.saturating_add(1)), after: cursor, ..RunFilter::default() };
+    let listing = store.list_runs_checked(&filter).await?;
+    let damaged = listing.damaged.len();
+    let mut runs = listing.items;
+    let more = runs.len() > size;
+    runs.truncate(size);
+    Ok(Page { runs, more, damaged })
 }
 
 /// The SVG of the run's flow graph, when the store keeps one.
@@ -99,32 +61,17 @@ pub fn answer_schema(pause: &Value) -> Option<&Value> {
     pause.get("answer_schema").filter(|s| s.is_object())
 }
 
-/// Stores a person's answer to the run paused at `step_key`.
-pub async fn answer(store: &dyn Store, run_id: Uuid, step_key: &str, value: Value) -> Result<(), StoreError> {
-    store.answer(run_id, step_key, value).await
+/// Stores a person's answer to the paused run, once it fits the question's schema.
+pub async fn answer(store: &dyn Store, run_id: Uuid, value: Value) -> Result<ops::Answered, OpError> {
+    ops::answer(store, run_id, value).await
 }
 
-/// Cancels a run that has not ended.
-pub async fn cancel(store: &dyn Store, run_id: Uuid) -> Result<(), StoreError> {
-    let _ = (store, run_id);
-    Err(StoreError::Unsupported { what: "cancelling runs".into() })
+/// Cancels a run that has not ended; its worker compensates what its steps did.
+pub async fn cancel(store: &dyn Store, run_id: Uuid) -> Result<ops::Cancel, OpError> {
+    ops::cancel(store, run_id, ops::CancelOptions::new("cancelled from the dashboard")).await
 }
 
 /// Puts a failed run back in its queue to run its failed step again.
-pub async fn retry(store: &dyn Store, run_id: Uuid) -> Result<(), StoreError> {
-    store.requeue(run_id).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursors_round_trip_and_reject_garbage() {
-        let c = Cursor { created_at_ms: 1_700_000_000_123, run_id: Uuid::now_v7() };
-        assert_eq!(Cursor::parse(&c.encode()), Some(c));
-        assert_eq!(Cursor::parse("12"), None);
-        assert_eq!(Cursor::parse("x_0193a5c2-7d41-7e1b-9c3a-5f2e8d6b4a10"), None);
-        assert_eq!(Cursor::parse("12_nope"), None);
-    }
+pub async fn retry(store: &dyn Store, run_id: Uuid) -> Result<ops::Retry, OpError> {
+    ops::retry(store, run_id).await
 }

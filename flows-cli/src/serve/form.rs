@@ -1,10 +1,8 @@
-//! The answer form a pending question's JSON Schema gives, reading what a person submitted
-//! back into JSON, and checking an answer against the schema before it is stored.
+//! The answer form a pending question's JSON Schema gives, and reading what a person submitted
+//! back into JSON (checked against the schema by `flows_cli::ops::answer` before it is stored).
 //!
 //! An object's primitive properties become inputs (an `enum` a select, a boolean a checkbox,
-//! numbers number inputs); anything else a JSON textarea. The check covers what such forms can
-//! get wrong (types, `required`, `enum`, bounds, lengths) and leaves the rest (`$ref`,
-//! combinators) to the flow, which refuses an unfitting answer itself.
+//! numbers number inputs); anything else a JSON textarea.
 
 use serde_json::{Map, Number, Value};
 
@@ -143,92 +141,6 @@ pub fn answer_from(form: &Form, submitted: &[(String, String)]) -> Result<Value,
     if errors.is_empty() { Ok(Value::Object(object)) } else { Err(errors) }
 }
 
-fn shown(path: &str) -> String {
-    if path.is_empty() { "the answer".to_string() } else { format!("`{path}`") }
-}
-
-fn type_fits(value: &Value, t: &str) -> bool {
-    match t {
-        "null" => value.is_null(),
-        "boolean" => value.is_boolean(),
-        "string" => value.is_string(),
-        "number" => value.is_number(),
-        "integer" => value.is_i64() || value.is_u64() || value.as_f64().is_some_and(|f| f.fract() == 0.0),
-        "array" => value.is_array(),
-        "object" => value.is_object(),
-        _ => true,
-    }
-}
-
-/// What in `value` does not fit `schema`, each naming its place; empty when it fits.
-pub fn check(value: &Value, schema: &Value) -> Vec<String> {
-    let mut errors = Vec::new();
-    walk(value, schema, "", &mut errors);
-    errors
-}
-
-fn walk(value: &Value, schema: &Value, path: &str, errors: &mut Vec<String>) {
-    let types = types(schema);
-    if !types.is_empty() && !types.iter().any(|t| type_fits(value, t)) {
-        errors.push(format!("{} must be {}, not {value}", shown(path), types.join(" or ")));
-        return;
-    }
-    if let Some(options) = schema.get("enum").and_then(Value::as_array)
-        && !options.contains(value)
-    {
-        let list: Vec<String> = options.iter().map(Value::to_string).collect();
-        errors.push(format!("{} must be one of {}, not {value}", shown(path), list.join(", ")));
-    }
-    if let Some(n) = value.as_f64() {
-        if let Some(min) = schema.get("minimum").and_then(Value::as_f64)
-            && n < min
-        {
-            errors.push(format!("{} must be at least {min}, not {value}", shown(path)));
-        }
-        if let Some(max) = schema.get("maximum").and_then(Value::as_f64)
-            && n > max
-        {
-            errors.push(format!("{} must be at most {max}, not {value}", shown(path)));
-        }
-    }
-    if let Some(s) = value.as_str() {
-        let len = s.chars().count() as u64;
-        if let Some(min) = schema.get("minLength").and_then(Value::as_u64)
-            && len < min
-        {
-            errors.push(format!("{} must have at least {min} characters", shown(path)));
-        }
-        if let Some(max) = schema.get("maxLength").and_then(Value::as_u64)
-            && len > max
-        {
-            errors.push(format!("{} must have at most {max} characters", shown(path)));
-        }
-    }
-    if let Some(object) = value.as_object() {
-        for name in schema.get("required").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str) {
-            if !object.contains_key(name) {
-                errors.push(format!("`{}` is required", join(path, name)));
-            }
-        }
-        if let Some(Value::Object(properties)) = schema.get("properties") {
-            for (name, v) in object {
-                if let Some(s) = properties.get(name) {
-                    walk(v, s, &join(path, name), errors);
-                }
-            }
-        }
-    }
-    if let (Some(items), Some(schema)) = (value.as_array(), schema.get("items").filter(|s| s.is_object())) {
-        for (i, v) in items.iter().enumerate() {
-            walk(v, schema, &join(path, &i.to_string()), errors);
-        }
-    }
-}
-
-fn join(path: &str, name: &str) -> String {
-    if path.is_empty() { name.to_string() } else { format!("{path}.{name}") }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,24 +200,5 @@ mod tests {
             .unwrap_or_default();
         assert_eq!(errors.len(), 3, "{errors:?}");
         assert!(errors[0].contains("`amount` must be a whole number, not `lots`"), "{errors:?}");
-    }
-
-    #[test]
-    fn answers_are_checked_against_the_schema() {
-        let s = schema();
-        assert!(check(&json!({"approved": true, "amount": 3, "tier": "gold"}), &s).is_empty());
-        let errors = check(&json!({"approved": "yes", "amount": -1, "tags": [1]}), &s);
-        let all = errors.join("\n");
-        for expected in [
-            "`approved` must be boolean, not \"yes\"",
-            "`amount` must be at least 0",
-            "`tier` is required",
-            "`tags.0` must be string",
-        ] {
-            assert!(all.contains(expected), "missing `{expected}` in {all}");
-        }
-        assert_eq!(check(&json!(5), &json!({"type": "string"})), ["the answer must be string, not 5"]);
-        assert!(check(&json!(null), &json!({"type": ["string", "null"]})).is_empty());
-        assert!(check(&json!(2.0), &json!({"type": "integer"})).is_empty());
     }
 }

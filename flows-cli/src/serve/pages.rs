@@ -12,13 +12,14 @@ use super::form::{self, Kind};
 use crate::diff::Change;
 use crate::output;
 
-const STATUSES: [RunStatus; 6] = [
+const STATUSES: [RunStatus; 7] = [
     RunStatus::Queued,
     RunStatus::Running,
     RunStatus::Paused,
     RunStatus::Completed,
     RunStatus::Failed,
     RunStatus::Escalated,
+    RunStatus::Cancelled,
 ];
 
 fn layout(title: &str, body_attrs: (&str, &str), content: Markup) -> Markup {
@@ -65,7 +66,7 @@ impl RunsQuery {
             parts.push(format!("flow={}", url_encode(f)));
         }
         if let Some(c) = before {
-            parts.push(format!("before={}", c.encode()));
+            parts.push(format!("before={c}"));
         }
         parts.join("&")
     }
@@ -210,7 +211,7 @@ fn actions(v: &RunView) -> Markup {
     let status = v.summary.status;
     html! {
         div.actions #run-actions data-live {
-            @if matches!(status, RunStatus::Queued | RunStatus::Running | RunStatus::Paused) {
+            @if !status.is_terminal() {
                 form method="post" action={ "/runs/" (id) "/cancel" } {
                     input type="hidden" name="csrf" value=(v.csrf);
                     button.danger type="submit" #cancel { "Cancel" }

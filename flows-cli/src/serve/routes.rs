@@ -10,6 +10,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use flow_core::store::{RunStatus, Store, StoreError};
+use flows_cli::ops::OpError;
 use maud::Markup;
 use serde::Deserialize;
 use serde_json::Value;
@@ -43,14 +44,31 @@ impl PageError {
     }
 }
 
+/// The status and title a store failure is shown with.
+fn store_status(e: &StoreError) -> (StatusCode, &'static str) {
+    match e {
+        StoreError::NotFound(_) | StoreError::CheckpointNotFound { .. } => (StatusCode::NOT_FOUND, "Not found"),
+        StoreError::NotWaiting { .. } | StoreError::Locked { .. } => (StatusCode::CONFLICT, "Not possible now"),
+        StoreError::Unsupported { .. } => (StatusCode::NOT_IMPLEMENTED, "Not supported"),
+        StoreError::Corrupt { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "Damaged run"),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "Store unavailable"),
+    }
+}
+
 impl From<StoreError> for PageError {
     fn from(e: StoreError) -> Self {
+        let (status, title) = store_status(&e);
+        PageError::new(status, title, e.to_string())
+    }
+}
+
+impl From<OpError> for PageError {
+    fn from(e: OpError) -> Self {
         let (status, title) = match &e {
-            StoreError::NotFound(_) | StoreError::CheckpointNotFound { .. } => (StatusCode::NOT_FOUND, "Not found"),
-            StoreError::NotWaiting { .. } | StoreError::Locked { .. } => (StatusCode::CONFLICT, "Not possible now"),
-            StoreError::Unsupported { .. } => (StatusCode::NOT_IMPLEMENTED, "Not supported"),
-            StoreError::Corrupt { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "Damaged run"),
-            _ => (StatusCode::SERVICE_UNAVAILABLE, "Store unavailable"),
+            OpError::Store(e) => store_status(e),
+            OpError::InvalidAnswer { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "Answer refused"),
+            OpError::BadQuestion { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "Unusable question"),
+            _ => (StatusCode::CONFLICT, "Not possible now"),
         };
         PageError::new(status, title, e.to_string())
     }
@@ -151,7 +169,7 @@ impl ListQuery {
         let flow = self.flow.as_deref().map(str::trim).filter(|f| !f.is_empty()).map(str::to_string);
         let before = match self.before.as_deref().filter(|b| !b.is_empty()) {
             None => None,
-            Some(b) => Some(Cursor::parse(b).ok_or_else(|| {
+            Some(b) => Some(b.parse::<Cursor>().map_err(|_| {
                 PageError::bad_request(format!("`{b}` is not a page position; follow the links under the list"))
             })?),
         };
@@ -337,22 +355,19 @@ async fn answer(
         (None, Some(schema)) => form::answer_from(&form::form_for(schema), &fields),
         (None, None) => Err(vec!["type the answer, as JSON".to_string()]),
     };
-    let value = value.and_then(|v| {
-        let errors = schema.map(|s| form::check(&v, s)).unwrap_or_default();
-        if errors.is_empty() { Ok(v) } else { Err(errors) }
-    });
-    match value {
-        Ok(value) => {
-            data::answer(app.store.as_ref(), run_id, waiting_at, value).await?;
-            Ok(back_to(run_id))
-        }
-        Err(errors) => {
-            let mut view = run_view(&app, run_id, None).await?;
-            view.answer_errors = errors;
-            view.submitted = fields.into_iter().filter(|(k, _)| k != "csrf").collect();
-            Ok((StatusCode::UNPROCESSABLE_ENTITY, html(pages::run_page(&view))).into_response())
-        }
-    }
+    // The operation checks the answer against the question's schema before it writes.
+    let errors = match value {
+        Ok(value) => match data::answer(app.store.as_ref(), run_id, value).await {
+            Ok(_) => return Ok(back_to(run_id)),
+            Err(OpError::InvalidAnswer { violations, .. }) => violations.iter().map(ToString::to_string).collect(),
+            Err(e) => return Err(e.into()),
+        },
+        Err(errors) => errors,
+    };
+    let mut view = run_view(&app, run_id, None).await?;
+    view.answer_errors = errors;
+    view.submitted = fields.into_iter().filter(|(k, _)| k != "csrf").collect();
+    Ok((StatusCode::UNPROCESSABLE_ENTITY, html(pages::run_page(&view))).into_response())
 }
 
 async fn cancel(

@@ -497,6 +497,12 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn request_cancel(&self, run_id: Uuid, reason: &str) -> Result<(), StoreError> {
+        in_transaction!(self, run_id, |tx| queries::request_cancel(&tx, &self.pg, run_id, reason))?;
+        self.wake.work.notify_waiters();
+        Ok(())
+    }
+
     async fn wait_for_work(&self, timeout: Duration) {
         let woken = self.wake.work.notified();
         self.wake.start();

@@ -35,7 +35,7 @@ macro_rules! run_columns {
     () => {
         "r.run_id, r.flow, r.parent_run_id, r.status, r.version, r.output, r.error, r.pause, r.lease_owner, \
          r.lease_expires_at, r.epoch, r.created_at, r.updated_at, c.state, c.progress, r.queue, r.concurrency_key, \
-         r.available_at, r.answer"
+         r.available_at, r.answer, r.cancel_requested"
     };
 }
 
@@ -146,21 +146,43 @@ const SELECT_LEASE: &str = concat!(
 const RELEASE_LEASE: &str = "UPDATE flow_runs SET lease_owner = NULL, lease_expires_at = NULL \
      WHERE run_id = $1 AND epoch = $2 RETURNING status, queue";
 
+// Returns the pending cancel request, if any, so the holder learns of it.
 const RENEW_LEASE: &str = concat!(
     "UPDATE flow_runs SET lease_expires_at = ",
     now_ms!(),
-    " + $3 WHERE run_id = $1 AND epoch = $2 AND lease_owner IS NOT NULL"
+    " + $3 WHERE run_id = $1 AND epoch = $2 AND lease_owner IS NOT NULL \
+     RETURNING CASE WHEN status NOT IN ('completed', 'cancelled') THEN cancel_requested END"
+);
+
+// A run at rest goes back to its queue, due now; a running one is only marked. The first
+// reason stays.
+const REQUEST_CANCEL: &str = concat!(
+    "UPDATE flow_runs SET cancel_requested = COALESCE(cancel_requested, $2), \
+     status = CASE WHEN status = 'running' THEN status ELSE 'queued' END, \
+     available_at = CASE WHEN status = 'running' THEN available_at ELSE ",
+    now_ms!(),
+    " END, updated_at = ",
+    now_ms!(),
+    " WHERE run_id = $1 AND status NOT IN ('completed', 'cancelled') RETURNING status, queue"
 );
 
 // The fence and the version bump in one statement. $7 says whether the run stays running:
 // any other status releases the lease. Every commit clears the answer the run was resumed with.
+// A run with a cancel pending that would come to rest waiting (paused, failed, escalated,
+// parked) is queued due now instead (`requeued_for_cancel`), for a worker to cancel it.
 const UPDATE_RUN: &str = concat!(
-    "UPDATE flow_runs SET version = version + 1, status = $3, output = $4, error = $5, pause = $6, \
+    "UPDATE flow_runs SET version = version + 1, \
+     status = CASE WHEN cancel_requested IS NOT NULL AND $3 IN ('paused', 'failed', 'escalated', 'queued') \
+         THEN 'queued' ELSE $3 END, \
+     output = $4, error = $5, pause = $6, \
      lease_owner = CASE WHEN $7::boolean THEN lease_owner END, \
-     lease_expires_at = CASE WHEN $7::boolean THEN lease_expires_at END, available_at = $8, answer = NULL, \
-     updated_at = ",
+     lease_expires_at = CASE WHEN $7::boolean THEN lease_expires_at END, \
+     available_at = CASE WHEN cancel_requested IS NOT NULL AND $3 IN ('paused', 'failed', 'escalated', 'queued') \
+         THEN ",
     now_ms!(),
-    " WHERE run_id = $1 AND epoch = $2 RETURNING version, queue"
+    " ELSE $8 END, answer = NULL, updated_at = ",
+    now_ms!(),
+    " WHERE run_id = $1 AND epoch = $2 RETURNING version, queue, status"
 );
 
 const UPSERT_STEP: &str = concat!(
@@ -226,12 +248,6 @@ macro_rules! summary_query {
 const SUMMARY_OF_RUN: &str = "SELECT run_id, flow, status, pause, created_at, updated_at, queue, concurrency_key, \
      available_at FROM flow_runs WHERE run_id = $1";
 
-// One statement per filter shape, so each can use its index.
-const LIST_ALL: &str = summary_query!();
-const LIST_BY_STATUS: &str = summary_query!("WHERE status = $2");
-const LIST_BY_FLOW: &str = summary_query!("WHERE flow = $2");
-const LIST_BY_FLOW_AND_STATUS: &str = summary_query!("WHERE flow = $2 AND status = $3");
-
 /// A lease of about a century is as good as forever, and keeps `now + lease` inside `bigint`.
 const LONGEST_LEASE_MS: i64 = 100 * 365 * 24 * 3600 * 1000;
 
@@ -294,6 +310,7 @@ fn decode_run(row: &Row, run_id: Uuid) -> Result<RunRecord, StoreError> {
         placement: Placement { queue: col(row, 15, run_id, "queue")?, key: col(row, 16, run_id, "concurrency key")? },
         available_at_ms: col(row, 17, run_id, "due time")?,
         answer: decode_answer(run_id, col(row, 18, run_id, "answer")?)?,
+        cancel_requested: col(row, 19, run_id, "cancel request")?,
         created_at_ms: col(row, 11, run_id, "creation time")?,
         updated_at_ms: col(row, 12, run_id, "update time")?,
     })
@@ -520,6 +537,30 @@ pub(super) async fn requeue(tx: &Transaction<'_>, pg: &Pg, run_id: Uuid) -> Resu
     }
 }
 
+/// Records a cancel request; queues a run at rest, due now, and tells the workers listening.
+pub(super) async fn request_cancel(
+    tx: &Transaction<'_>,
+    pg: &Pg,
+    run_id: Uuid,
+    reason: &str,
+) -> Result<(), StoreError> {
+    let fail = |e: tokio_postgres::Error| pg.map(&e, Some(run_id));
+    let stmt = tx.prepare_cached(REQUEST_CANCEL).await.map_err(fail)?;
+    match tx.query_opt(&stmt, &[&run_id, &reason]).await.map_err(fail)? {
+        Some(row) => {
+            let status: String = col(&row, 0, run_id, "status")?;
+            if status == RunStatus::Queued.as_str() {
+                notify_work(tx, pg, Some(run_id), &col::<String>(&row, 1, run_id, "queue")?).await?;
+            }
+            Ok(())
+        }
+        None => {
+            let (status, _, _) = waiting_state(tx, pg, run_id).await?;
+            Err(StoreError::Ended { run_id, status })
+        }
+    }
+}
+
 /// Takes the lease unless someone holds a live one; bumps the epoch.
 pub(super) async fn claim(
     tx: &Transaction<'_>,
@@ -570,9 +611,11 @@ pub(super) async fn renew(
 ) -> Result<(), StoreError> {
     let fail = |e: tokio_postgres::Error| pg.map(&e, Some(run_id));
     let stmt = client.prepare_cached(RENEW_LEASE).await.map_err(fail)?;
-    let changed = client.execute(&stmt, &[&run_id, &epoch_param(epoch), &millis(lease)]).await.map_err(fail)?;
-    if changed > 0 {
-        return Ok(());
+    if let Some(row) = client.query_opt(&stmt, &[&run_id, &epoch_param(epoch), &millis(lease)]).await.map_err(fail)? {
+        return match col::<Option<String>>(&row, 0, run_id, "cancel request")? {
+            Some(reason) => Err(StoreError::CancelRequested { run_id, reason }),
+            None => Ok(()),
+        };
     }
     Err(match epoch_of(client, pg, run_id).await? {
         None => StoreError::NotFound(run_id),
@@ -642,7 +685,8 @@ pub(super) async fn commit(
         return Ok(None);
     };
     let version: i64 = col(&row, 0, id, "version")?;
-    if queued {
+    let stored: String = col(&row, 2, id, "status")?;
+    if queued || stored == RunStatus::Queued.as_str() {
         notify_work(tx, pg, Some(id), &col::<String>(&row, 1, id, "queue")?).await?;
     }
     let append = tx.prepare_cached(APPEND_CHECKPOINT).await.map_err(fail)?;
@@ -814,25 +858,39 @@ pub(super) async fn list_runs(
     // `LIMIT NULL` is no limit.
     let limit: Option<i64> = filter.limit.map(|l| i64::try_from(l).unwrap_or(i64::MAX));
     let status = filter.status.map(RunStatus::as_str);
-    let rows = match (filter.flow.as_deref(), status) {
-        (None, None) => {
-            let stmt = client.prepare_cached(LIST_ALL).await.map_err(fail)?;
-            client.query(&stmt, &[&limit]).await
-        }
-        (None, Some(status)) => {
-            let stmt = client.prepare_cached(LIST_BY_STATUS).await.map_err(fail)?;
-            client.query(&stmt, &[&limit, &status]).await
-        }
-        (Some(flow), None) => {
-            let stmt = client.prepare_cached(LIST_BY_FLOW).await.map_err(fail)?;
-            client.query(&stmt, &[&limit, &flow]).await
-        }
-        (Some(flow), Some(status)) => {
-            let stmt = client.prepare_cached(LIST_BY_FLOW_AND_STATUS).await.map_err(fail)?;
-            client.query(&stmt, &[&limit, &flow, &status]).await
-        }
+    let after_at = filter.after.map(|c| c.created_at_ms);
+    let after_id = filter.after.map(|c| c.run_id);
+    // Only the conditions the filter sets are written (an `$2 IS NULL OR` form could not use an
+    // index), so each filter shape is one cached statement; the page cursor is a row-value
+    // comparison, which walks the `(…, created_at DESC, run_id DESC)` indexes from where the
+    // last page ended.
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&limit];
+    let mut conditions: Vec<String> = Vec::new();
+    if let Some(flow) = &filter.flow {
+        params.push(flow);
+        conditions.push(format!("flow = ${}", params.len()));
     }
-    .map_err(fail)?;
+    if let Some(status) = &status {
+        params.push(status);
+        conditions.push(format!("status = ${}", params.len()));
+    }
+    if let Some(from) = &filter.created_from_ms {
+        params.push(from);
+        conditions.push(format!("created_at >= ${}", params.len()));
+    }
+    if let Some(before) = &filter.created_before_ms {
+        params.push(before);
+        conditions.push(format!("created_at < ${}", params.len()));
+    }
+    if let (Some(at), Some(id)) = (&after_at, &after_id) {
+        params.push(at);
+        params.push(id);
+        conditions.push(format!("(created_at, run_id) < (${}, ${})", params.len() - 1, params.len()));
+    }
+    let filter_sql = if conditions.is_empty() { String::new() } else { format!("WHERE {} ", conditions.join(" AND ")) };
+    let sql = summary_query!().replacen("FROM flow_runs ORDER BY", &format!("FROM flow_runs {filter_sql}ORDER BY"), 1);
+    let stmt = client.prepare_cached(&sql).await.map_err(fail)?;
+    let rows = client.query(&stmt, &params).await.map_err(fail)?;
     let mut listing = Listing::default();
     for row in &rows {
         match decode_summary(row) {

@@ -104,8 +104,16 @@ CREATE INDEX flow_runs_leased ON flow_runs (queue, concurrency_key, lease_expire
     WHERE lease_owner IS NOT NULL;
 "#;
 
+/// Version 3: cancelling runs and paging listings (issue 18). `cancel_requested` holds the
+/// reason given with `Store::request_cancel` (NULL: none); `flow_runs_by_flow_status` serves a
+/// listing filtered by flow and status together, page after page, newest first.
+const V3: &str = r#"
+ALTER TABLE flow_runs ADD COLUMN cancel_requested text;
+CREATE INDEX flow_runs_by_flow_status ON flow_runs (flow, status, created_at DESC, run_id DESC);
+"#;
+
 /// Every migration, in order: `MIGRATIONS[i]` takes a schema from version `i` to `i + 1`.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this build reads and writes.
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -595,6 +595,18 @@ impl Store for SqliteStore {
         let _ = tokio::time::timeout(timeout, self.inner.work.notified()).await;
     }
 
+    async fn request_cancel(&self, run_id: Uuid, reason: &str) -> Result<(), StoreError> {
+        let reason = reason.to_string();
+        let queued = self
+            .write(move |db| queries::request_cancel(db, run_id, &reason, now_ms()))
+            .await
+            .map_err(|e| e.for_run(run_id))?;
+        if queued {
+            self.inner.work.notify_waiters();
+        }
+        Ok(())
+    }
+
     /// On a connection of its own, with foreign keys off (see `queries::delete_run`), in a
     /// transaction of its own: SQLite's file lock orders it with the writer's transactions as
     /// it does another process's, so the lease check and the delete see the same run.

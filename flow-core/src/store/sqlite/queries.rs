@@ -42,7 +42,7 @@ impl<'a> Db<'a> {
 macro_rules! run_columns {
     () => {
         "run_id, flow, parent_run_id, status, output, error, pause, lease_owner, lease_expires_at, epoch, \
-         created_at, updated_at, run_no, queue, concurrency_key, available_at, answer"
+         created_at, updated_at, run_no, queue, concurrency_key, available_at, answer, cancel_requested"
     };
 }
 
@@ -90,19 +90,35 @@ const TAKE_LEASE: &str = concat!(
 // Only a lease still held: a renewal that reaches the store after the run came to rest under
 // the same epoch (the heartbeat's write queued behind the final commit) must not give the
 // released run an expiry again.
-const RENEW_LEASE: &str =
-    "UPDATE flow_runs SET lease_expires_at = ?3 WHERE run_id = ?1 AND epoch = ?2 AND lease_owner IS NOT NULL";
+// Returns the pending cancel request, if any, so the holder learns of it.
+const RENEW_LEASE: &str = "UPDATE flow_runs SET lease_expires_at = ?3 WHERE run_id = ?1 AND epoch = ?2 \
+     AND lease_owner IS NOT NULL RETURNING CASE WHEN status NOT IN ('completed', 'cancelled') THEN cancel_requested END";
 
 const RELEASE_LEASE: &str = "UPDATE flow_runs SET lease_owner = NULL, lease_expires_at = NULL \
      WHERE run_id = ?1 AND epoch = ?2 RETURNING status";
 
 // Written only when the status changes or an answer is to be cleared, not on every
-// checkpoint. ?6 says whether the run stays running: any other status releases the lease.
-const UPDATE_RUN: &str = "UPDATE flow_runs SET status = ?2, output = ?3, error = ?4, pause = ?5, \
+// checkpoint. ?6 says whether the run stays running: any other status releases the lease. A run
+// with a cancel pending that would come to rest waiting (paused, failed, escalated, parked) is
+// queued due now instead (`requeued_for_cancel`), for a worker to cancel it.
+const UPDATE_RUN: &str = "UPDATE flow_runs SET \
+     status = CASE WHEN cancel_requested IS NOT NULL AND ?2 IN ('paused', 'failed', 'escalated', 'queued') \
+         THEN 'queued' ELSE ?2 END, \
+     output = ?3, error = ?4, pause = ?5, \
      lease_owner = CASE WHEN ?6 THEN lease_owner END, \
      lease_expires_at = CASE WHEN ?6 THEN lease_expires_at END, \
-     updated_at = ?7, available_at = ?9, answer = NULL \
+     updated_at = ?7, \
+     available_at = CASE WHEN cancel_requested IS NOT NULL AND ?2 IN ('paused', 'failed', 'escalated', 'queued') \
+         THEN ?7 ELSE ?9 END, \
+     answer = NULL \
      WHERE run_id = ?1 AND epoch = ?8";
+
+// A run at rest goes back to its queue, due now; a running one is only marked. The first
+// reason stays.
+const REQUEST_CANCEL: &str = "UPDATE flow_runs SET cancel_requested = COALESCE(cancel_requested, ?2), \
+     status = CASE WHEN status = 'running' THEN status ELSE 'queued' END, \
+     available_at = CASE WHEN status = 'running' THEN available_at ELSE ?3 END, updated_at = ?3 \
+     WHERE run_id = ?1 AND status NOT IN ('completed', 'cancelled') RETURNING status";
 
 // Live leases per queue and key, over every run of the queues in the JSON array ?1.
 const LIVE_LEASES: &str = "SELECT queue, concurrency_key, count(*) FROM flow_runs \
@@ -179,11 +195,6 @@ macro_rules! summary_query {
     };
 }
 
-// One statement per filter shape, so each can use its index (an `?2 IS NULL OR` form cannot).
-const LIST_ALL: &str = summary_query!();
-const LIST_BY_STATUS: &str = summary_query!("WHERE status = ?2");
-const LIST_BY_FLOW: &str = summary_query!("WHERE flow = ?2");
-const LIST_BY_FLOW_AND_STATUS: &str = summary_query!("WHERE flow = ?2 AND status = ?3");
 const SUMMARY_OF_RUN: &str = summary_query!("WHERE run_id = ?2");
 
 /// Lease lengths in milliseconds; a lease too long for i64 is as good as forever.
@@ -224,6 +235,7 @@ struct RunRow {
     concurrency_key: Option<String>,
     available_at: Option<i64>,
     answer: Option<String>,
+    cancel_requested: Option<String>,
 }
 
 impl RunRow {
@@ -246,6 +258,7 @@ impl RunRow {
             concurrency_key: row.get(14)?,
             available_at: row.get(15)?,
             answer: row.get(16)?,
+            cancel_requested: row.get(17)?,
         })
     }
 
@@ -273,6 +286,7 @@ impl RunRow {
             placement: Placement { queue: self.queue, key: self.concurrency_key },
             available_at_ms: self.available_at,
             answer: decode_answer(run_id, self.answer)?,
+            cancel_requested: self.cancel_requested,
             created_at_ms: self.created_at,
             updated_at_ms: self.updated_at.max(latest.created_at),
         })
@@ -521,18 +535,37 @@ pub(super) fn claim(db: Db<'_>, run_id: Uuid, owner: &str, lease: Duration, now:
 
 /// Extends the lease held under `epoch`.
 pub(super) fn renew(db: Db<'_>, run_id: Uuid, epoch: u64, lease: Duration, now: i64) -> Result<(), StoreError> {
-    let changed = db
+    let renewed: Option<Option<String>> = db
         .prepare(RENEW_LEASE)?
-        .execute(params![run_id.to_string(), epoch_param(epoch), now.saturating_add(millis(lease))])
+        .query_row(params![run_id.to_string(), epoch_param(epoch), now.saturating_add(millis(lease))], |r| r.get(0))
+        .optional()
         .map_err(db.fail())?;
-    if changed == 0 {
-        return Err(match fenced_or_missing(db, run_id, epoch) {
+    match renewed {
+        None => Err(match fenced_or_missing(db, run_id, epoch) {
             // The epoch still matches, so the lease is what is missing.
             StoreError::Fenced { current, .. } if current == epoch => StoreError::Released { run_id, epoch },
             e => e,
-        });
+        }),
+        Some(Some(reason)) => Err(StoreError::CancelRequested { run_id, reason }),
+        Some(None) => Ok(()),
     }
-    Ok(())
+}
+
+/// Records a cancel request; queues a run at rest, due now. Returns whether it was queued (for
+/// waking the workers).
+pub(super) fn request_cancel(db: Db<'_>, run_id: Uuid, reason: &str, now: i64) -> Result<bool, StoreError> {
+    let status: Option<String> = db
+        .prepare(REQUEST_CANCEL)?
+        .query_row(params![run_id.to_string(), reason, now], |r| r.get(0))
+        .optional()
+        .map_err(db.fail())?;
+    match status {
+        Some(status) => Ok(status == RunStatus::Queued.as_str()),
+        None => {
+            let (status, _, _) = waiting_state(db, run_id)?;
+            Err(StoreError::Ended { run_id, status })
+        }
+    }
 }
 
 /// Gives up the lease held under `epoch`, leaving the run as it is. Returns whether the run is
@@ -849,14 +882,9 @@ fn decode_summary(db: Db<'_>, (id, rest): SummaryRow) -> Result<RunSummary, Dama
 pub(super) fn list_runs(db: Db<'_>, filter: &RunFilter) -> Result<Listing<RunSummary>, StoreError> {
     // SQLite reads a negative LIMIT as "no limit".
     let limit = filter.limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
-    let status = filter.status.map(RunStatus::as_str);
-    let rows = match (filter.flow.as_deref(), status) {
-        (None, None) => collect(db, LIST_ALL, params![limit], read_summary),
-        (None, Some(status)) => collect(db, LIST_BY_STATUS, params![limit, status], read_summary),
-        (Some(flow), None) => collect(db, LIST_BY_FLOW, params![limit, flow], read_summary),
-        (Some(flow), Some(status)) => collect(db, LIST_BY_FLOW_AND_STATUS, params![limit, flow, status], read_summary),
-    }
-    .map_err(db.fail())?;
+    let (sql, values) = list_statement(filter, limit);
+    let values: Vec<&dyn rusqlite::ToSql> = values.iter().map(|v| v as &dyn rusqlite::ToSql).collect();
+    let rows = collect(db, &sql, &values, read_summary).map_err(db.fail())?;
     let mut listing = Listing::default();
     for row in rows {
         match decode_summary(db, row) {
@@ -865,6 +893,43 @@ pub(super) fn list_runs(db: Db<'_>, filter: &RunFilter) -> Result<Listing<RunSum
         }
     }
     Ok(listing)
+}
+
+/// The listing statement for a filter and its parameters. Only the conditions the filter sets
+/// are written (an `?2 IS NULL OR` form could not use an index), so each filter shape is one
+/// cached statement; the page cursor is a row-value comparison, which walks the
+/// `(…, created_at DESC, run_id DESC)` indexes from where the last page ended.
+fn list_statement(filter: &RunFilter, limit: i64) -> (String, Vec<rusqlite::types::Value>) {
+    use rusqlite::types::Value as Sql;
+    let mut values = vec![Sql::Integer(limit)];
+    let mut conditions: Vec<String> = Vec::new();
+    let bind = |values: &mut Vec<Sql>, v: Sql| {
+        values.push(v);
+        format!("?{}", values.len())
+    };
+    if let Some(flow) = &filter.flow {
+        let p = bind(&mut values, Sql::Text(flow.clone()));
+        conditions.push(format!("flow = {p}"));
+    }
+    if let Some(status) = filter.status {
+        let p = bind(&mut values, Sql::Text(status.as_str().to_string()));
+        conditions.push(format!("status = {p}"));
+    }
+    if let Some(from) = filter.created_from_ms {
+        let p = bind(&mut values, Sql::Integer(from));
+        conditions.push(format!("created_at >= {p}"));
+    }
+    if let Some(before) = filter.created_before_ms {
+        let p = bind(&mut values, Sql::Integer(before));
+        conditions.push(format!("created_at < {p}"));
+    }
+    if let Some(after) = filter.after {
+        let at = bind(&mut values, Sql::Integer(after.created_at_ms));
+        let id = bind(&mut values, Sql::Text(after.run_id.to_string()));
+        conditions.push(format!("(created_at, run_id) < ({at}, {id})"));
+    }
+    let filter_sql = if conditions.is_empty() { String::new() } else { format!("WHERE {} ", conditions.join(" AND ")) };
+    (summary_query!().replacen("FROM flow_runs ORDER BY", &format!("FROM flow_runs {filter_sql}ORDER BY"), 1), values)
 }
 
 /// One run's summary, without reading its snapshot.
@@ -1012,10 +1077,6 @@ mod tests {
         ("SELECT_CHECKPOINT", SELECT_CHECKPOINT),
         ("INSERT_JOURNAL", INSERT_JOURNAL),
         ("SELECT_JOURNAL", SELECT_JOURNAL),
-        ("LIST_ALL", LIST_ALL),
-        ("LIST_BY_STATUS", LIST_BY_STATUS),
-        ("LIST_BY_FLOW", LIST_BY_FLOW),
-        ("LIST_BY_FLOW_AND_STATUS", LIST_BY_FLOW_AND_STATUS),
         ("SUMMARY_OF_RUN", SUMMARY_OF_RUN),
         ("RELEASE_LEASE", RELEASE_LEASE),
         ("LIVE_LEASES", LIVE_LEASES),
@@ -1023,6 +1084,7 @@ mod tests {
         ("WAITING_STATE", WAITING_STATE),
         ("SET_ANSWER", SET_ANSWER),
         ("REQUEUE", REQUEUE),
+        ("REQUEST_CANCEL", REQUEST_CANCEL),
     ];
 
     fn step(key: &str) -> StepRecord {
@@ -1179,7 +1241,13 @@ mod tests {
                 (Some("f"), None),
                 (Some("f"), Some(RunStatus::Paused)),
             ] {
-                list_runs(db, &RunFilter { flow: flow.map(String::from), status, limit: Some(5) })?;
+                let filter = RunFilter { flow: flow.map(String::from), status, limit: Some(5), ..RunFilter::default() };
+                list_runs(db, &filter)?;
+                let after = Some(crate::store::RunCursor { created_at_ms: 9_000, run_id: id });
+                list_runs(
+                    db,
+                    &RunFilter { after, created_from_ms: Some(1), created_before_ms: Some(9_999), ..filter },
+                )?;
             }
 
             // A queued run through its life: claimed within limits, paused, answered, failed,
@@ -1221,6 +1289,7 @@ mod tests {
             requeue(db, qid, 12_000)?;
             let claimed = claim_next(db, &request, 13_000)?;
             assert!(release(db, qid, claimed[0].epoch)?, "a released queued run is runnable");
+            assert!(request_cancel(db, qid, "no longer needed", 14_000)?, "a queued run stays queued");
         }
         for (name, sql) in ALL {
             let stmt = conn.prepare_cached(sql)?;

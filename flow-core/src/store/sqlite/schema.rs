@@ -216,6 +216,13 @@ CREATE INDEX flow_runs_leased ON flow_runs (queue, concurrency_key, lease_expire
     WHERE lease_owner IS NOT NULL;
 ";
 
+/// Version 5: cancelling runs and paging listings (issue 18). `cancel_requested` holds the
+/// reason given with `Store::request_cancel` (NULL: none); `flow_runs_by_flow_status` serves a
+/// listing filtered by flow and status together, page after page, newest first.
+const V5: &str = "ALTER TABLE flow_runs ADD COLUMN cancel_requested TEXT;
+CREATE INDEX flow_runs_by_flow_status ON flow_runs (flow, status, created_at DESC, run_id DESC);
+";
+
 /// What a new file gets: the schema every migration together makes of an empty file, written
 /// out, because running them one by one re-parses the schema at every `ALTER` and triples the
 /// cost of creating a store. `a_new_file_gets_what_the_migrations_make` keeps the two equal.
@@ -237,7 +244,8 @@ const CURRENT: &str = concat!(
     queue            TEXT    NOT NULL DEFAULT 'default',
     concurrency_key  TEXT,
     available_at     INTEGER,
-    answer           TEXT
+    answer           TEXT,
+    cancel_requested TEXT
 ) STRICT;
 CREATE INDEX flow_runs_by_created ON flow_runs (created_at DESC, run_id DESC);
 CREATE INDEX flow_runs_by_status ON flow_runs (status, created_at DESC, run_id DESC);
@@ -247,6 +255,7 @@ CREATE INDEX flow_runs_runnable ON flow_runs (queue, COALESCE(available_at, upda
     WHERE status IN ('queued', 'running');
 CREATE INDEX flow_runs_leased ON flow_runs (queue, concurrency_key, lease_expires_at)
     WHERE lease_owner IS NOT NULL;
+CREATE INDEX flow_runs_by_flow_status ON flow_runs (flow, status, created_at DESC, run_id DESC);
 ",
     steps_table!("flow_steps"),
     checkpoints_table!("flow_checkpoints"),
@@ -267,7 +276,7 @@ CREATE TABLE step_journal (
 );
 
 /// Every migration, oldest first. Append only: a released migration never changes.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// The schema version this build writes.
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
