@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flow_core::prelude::*;
-use flow_core::store::{RunStatus, SqliteStore, Store};
+use flow_core::store::{JournalEntry, RunStatus, SqliteStore, Store};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use serve_support::{csrf_of, get, post_form, request, serve};
@@ -71,6 +71,18 @@ async fn fixture() -> std::result::Result<Fixture, Box<dyn std::error::Error>> {
         RunOutcome::Paused(p) => p.run_id,
         other => return Err(format!("expected a pause, got {other:?}").into()),
     };
+    let step = store.steps(completed).await?.into_iter().next().ok_or("no step recorded")?;
+    store
+        .journal_put(JournalEntry {
+            run_id: completed,
+            step_key: step.step_key,
+            seq: 0,
+            kind: "llm".into(),
+            name: "m-<1>".into(),
+            request_hash: 1,
+            output: json!({"content": "hi", "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}}),
+        })
+        .await?;
     Ok(Fixture { _dir: dir, db, store, completed, paused })
 }
 
@@ -103,6 +115,10 @@ async fn pages_escape_what_runs_hold() -> TestResult {
     assert_eq!(first.status, 200);
     let at2 = get(&server.addr, &format!("/runs/{}?at=2", f.completed));
     assert!(at2.body.contains("Changed since checkpoint 1") && at2.body.contains("/text"), "{}", at2.body);
+
+    // An LLM call the step journaled, with its tokens.
+    assert!(page.body.contains("LLM calls (1)") && page.body.contains("12 in / 5 out"), "{}", page.body);
+    assert!(page.body.contains("m-&lt;1&gt;"), "the model name is escaped: {}", page.body);
 
     let paused = get(&server.addr, &format!("/runs/{}", f.paused));
     assert!(paused.body.contains("id=\"answer-form\""), "{}", paused.body);

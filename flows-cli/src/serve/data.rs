@@ -56,6 +56,41 @@ pub fn step_usage(step: &StepRecord) -> Option<Value> {
     None
 }
 
+/// One LLM call a step made, from the run's journal.
+pub struct LlmCall {
+    pub step_key: String,
+    pub seq: u32,
+    /// The model, as journaled.
+    pub model: String,
+    /// The tokens it used (`{"prompt_tokens", "completion_tokens", "total_tokens"}`).
+    pub usage: Option<Value>,
+}
+
+/// Journal entries a step may hold before the listing stops looking (a step that calls an LLM
+/// more often is cut short, not slow).
+const JOURNAL_SCAN: u32 = 500;
+
+/// The LLM calls each step journaled, in step order. A step's journal is numbered from 0 with
+/// no gaps, so each step is read until its first missing entry.
+pub async fn llm_calls(store: &dyn Store, run_id: Uuid, steps: &[StepRecord]) -> Result<Vec<LlmCall>, StoreError> {
+    let mut calls = Vec::new();
+    for step in steps {
+        for seq in 0..JOURNAL_SCAN {
+            let Some(entry) = store.journal_get(run_id, &step.step_key, seq).await? else { break };
+            if entry.kind == "llm" {
+                let model = entry.output.get("model").and_then(Value::as_str).filter(|m| !m.is_empty());
+                calls.push(LlmCall {
+                    step_key: step.step_key.clone(),
+                    seq,
+                    model: model.unwrap_or(&entry.name).to_string(),
+                    usage: entry.output.get("usage").filter(|u| !u.is_null()).cloned(),
+                });
+            }
+        }
+    }
+    Ok(calls)
+}
+
 /// The JSON Schema the answer to a paused run must fit, when the pause carries one.
 pub fn answer_schema(pause: &Value) -> Option<&Value> {
     pause.get("answer_schema").filter(|s| s.is_object())

@@ -168,6 +168,7 @@ pub struct RunView {
     pub state: Result<Value, String>,
     pub changes: Option<(u64, Vec<Change>)>,
     pub graph: Option<String>,
+    pub llm_calls: Vec<data::LlmCall>,
     pub csrf: String,
     pub fingerprint: String,
     pub now: i64,
@@ -326,6 +327,33 @@ fn steps_table(v: &RunView) -> Markup {
     }
 }
 
+fn llm(v: &RunView) -> Markup {
+    let total = |key: &str| -> u64 { v.llm_calls.iter().filter_map(|c| c.usage.as_ref()?.get(key)?.as_u64()).sum() };
+    html! {
+        section #run-llm data-live {
+            h2 { "LLM calls (" (v.llm_calls.len()) ")" }
+            @if v.llm_calls.is_empty() {
+                p.muted { "None journaled." }
+            } @else {
+                table.llm {
+                    thead { tr { th { "Step" } th { "#" } th { "Model" } th { "Tokens" } } }
+                    tbody {
+                        @for c in &v.llm_calls {
+                            tr {
+                                td { code { (c.step_key) } }
+                                td { (c.seq) }
+                                td { (c.model) }
+                                td { @if let Some(u) = &c.usage { (tokens(u)) } }
+                            }
+                        }
+                    }
+                }
+                p.muted { "Total: " (total("prompt_tokens")) " in / " (total("completion_tokens")) " out" }
+            }
+        }
+    }
+}
+
 fn history(v: &RunView) -> Markup {
     let id = v.summary.run_id;
     let shown = v.at.or(v.checkpoints.last().map(|c| c.seq));
@@ -403,6 +431,7 @@ pub fn run_page(v: &RunView) -> Markup {
             }
         }
         (steps_table(v))
+        (llm(v))
         (history(v))
     };
     layout(&format!("{} {}", s.flow, s.run_id), ("run", &v.fingerprint), content)

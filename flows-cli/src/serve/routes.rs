@@ -263,7 +263,9 @@ async fn run_view(app: &App, run_id: Uuid, at: Option<u64>) -> Result<RunView, P
         tracing::warn!("run {run_id}: cannot read its graph: {e}");
         None
     });
+    let llm_calls = data::llm_calls(store, run_id, &steps).await?;
     Ok(RunView {
+        llm_calls,
         fingerprint: live::run_fingerprint(&summary),
         summary,
         record,
