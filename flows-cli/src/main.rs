@@ -13,6 +13,10 @@
 //! flows serve [--bind ADDR] [--port N] [--token T]
 //! ```
 //!
+//! `flows serve` is a web dashboard of the same store (see the `serve` module): it binds
+//! 127.0.0.1 unless `--bind` says otherwise, and any other address needs `--token` (or
+//! `$FLOWS_TOKEN`). It prints `listening on http://ADDR/` and serves until interrupted.
+//!
 //! # Which store
 //!
 //! The first of these that is set: `--db PATH` (a SQLite file), `--database-url URL`
