@@ -205,7 +205,8 @@ struct Refund {
     paid: bool,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, flow_core::schemars::JsonSchema)]
+#[schemars(crate = "flow_core::schemars")]
 struct Approval {
     approver: String,
     approve: bool,

@@ -63,23 +63,23 @@ async fn migrations_apply_once_and_a_newer_schema_is_refused() -> TestResult {
     };
     let (a, b) = tokio::join!(PgStore::from_pool(db.pool(2)), PgStore::from_pool(db.pool(2)));
     let (a, _b) = (a?, b?);
-    assert_eq!(versions(&db).await?, [1, 2], "each migration recorded once");
+    assert_eq!(versions(&db).await?, [1, 2, 3], "each migration recorded once");
     let run = new_run("migrations", "w1", LONG);
     a.create_run(run.clone()).await?;
 
     // Opening again changes nothing.
     PgStore::from_pool(db.pool(1)).await?;
-    assert_eq!(versions(&db).await?, [1, 2]);
+    assert_eq!(versions(&db).await?, [1, 2, 3]);
 
     // A newer build's migration, recorded by hand.
-    db.connect().await?.execute("INSERT INTO flow_schema_migrations (version) VALUES (3)", &[]).await?;
+    db.connect().await?.execute("INSERT INTO flow_schema_migrations (version) VALUES (4)", &[]).await?;
     match PgStore::from_pool(db.pool(1)).await {
-        Err(e @ StoreError::SchemaTooNew { found: 3, supported: 2 }) => {
+        Err(e @ StoreError::SchemaTooNew { found: 4, supported: 3 }) => {
             assert!(e.to_string().contains("upgrade flows"), "{e}");
         }
         other => return Err(format!("expected SchemaTooNew, got {other:?}").into()),
     }
-    assert_eq!(versions(&db).await?, [1, 2, 3], "the refused schema is left as it is");
+    assert_eq!(versions(&db).await?, [1, 2, 3, 4], "the refused schema is left as it is");
     assert_eq!(a.load_run(run.run_id).await?.snapshot, run.snapshot, "its runs are untouched");
     Ok(())
 }
@@ -347,6 +347,96 @@ async fn the_work_listener_opens_at_the_first_wait_and_closes_with_the_store() -
     Ok(())
 }
 
+/// The tables version 1 created (only what its runs need), recorded as version 1.
+const VERSION_1_TABLES: &str = "CREATE TABLE flow_schema_migrations (version bigint NOT NULL PRIMARY KEY, \
+         applied_at timestamptz NOT NULL DEFAULT now());
+     INSERT INTO flow_schema_migrations (version) VALUES (1);
+     CREATE TABLE flow_runs (run_id uuid NOT NULL PRIMARY KEY, flow text NOT NULL, parent_run_id uuid, \
+         status text NOT NULL, version bigint NOT NULL, output text, error text, pause text, \
+         lease_owner text, lease_expires_at bigint, epoch bigint NOT NULL, created_at bigint NOT NULL, \
+         updated_at bigint NOT NULL);
+     CREATE INDEX flow_runs_by_created ON flow_runs (created_at DESC, run_id DESC);
+     CREATE INDEX flow_runs_by_status ON flow_runs (status, created_at DESC, run_id DESC);
+     CREATE INDEX flow_runs_by_flow ON flow_runs (flow, created_at DESC, run_id DESC);
+     CREATE TABLE flow_steps (run_id uuid NOT NULL REFERENCES flow_runs (run_id) ON DELETE CASCADE, \
+         step_key text NOT NULL, ord bigint NOT NULL, method text NOT NULL, status text NOT NULL, \
+         input text, output text, error text, attempt bigint NOT NULL, created_at bigint NOT NULL, \
+         updated_at bigint NOT NULL, PRIMARY KEY (run_id, step_key));
+     CREATE TABLE flow_checkpoints (run_id uuid NOT NULL REFERENCES flow_runs (run_id) ON DELETE CASCADE, \
+         seq bigint NOT NULL, step_key text, status text NOT NULL, state text NOT NULL, \
+         progress text NOT NULL, created_at bigint NOT NULL, PRIMARY KEY (run_id, seq));
+     CREATE TABLE step_journal (run_id uuid NOT NULL REFERENCES flow_runs (run_id) ON DELETE CASCADE, \
+         step_key text NOT NULL, seq bigint NOT NULL, kind text NOT NULL, name text NOT NULL, \
+         request_hash bigint NOT NULL, output text NOT NULL, epoch bigint NOT NULL, \
+         created_at bigint NOT NULL, PRIMARY KEY (run_id, step_key, seq));";
+
+/// What version 2 added to [`VERSION_1_TABLES`], recorded as version 2.
+const VERSION_2_CHANGES: &str = "ALTER TABLE flow_runs ADD COLUMN queue text NOT NULL DEFAULT 'default';
+     ALTER TABLE flow_runs ADD COLUMN concurrency_key text;
+     ALTER TABLE flow_runs ADD COLUMN available_at bigint;
+     ALTER TABLE flow_runs ADD COLUMN answer text;
+     CREATE INDEX flow_runs_runnable ON flow_runs (queue, (COALESCE(available_at, updated_at)), created_at) \
+         WHERE status IN ('queued', 'running');
+     CREATE INDEX flow_runs_leased ON flow_runs (queue, concurrency_key, lease_expires_at) \
+         WHERE lease_owner IS NOT NULL;
+     INSERT INTO flow_schema_migrations (version) VALUES (2);";
+
+/// A schema version 2 made, with a run in it: the migration leaves its run readable, with no
+/// graph and steps without timings or usage, and new runs store their graph once.
+#[tokio::test]
+async fn a_version_2_schema_reads_its_runs_without_graphs_or_timings() -> TestResult {
+    let Some(db) = pg_support::database("a_version_2_schema_reads_its_runs_without_graphs_or_timings").await else {
+        return Ok(());
+    };
+    let client = db.connect().await?;
+    client.batch_execute(VERSION_1_TABLES).await?;
+    client.batch_execute(VERSION_2_CHANGES).await?;
+    let old = uuid::Uuid::new_v4();
+    client
+        .execute(
+            "INSERT INTO flow_runs (run_id, flow, status, version, epoch, created_at, updated_at) \
+             VALUES ($1, 'f', 'completed', 1, 1, 10, 20)",
+            &[&old],
+        )
+        .await?;
+    client
+        .execute(
+            "INSERT INTO flow_checkpoints (run_id, seq, status, state, progress, created_at) \
+             VALUES ($1, 1, 'completed', '{\"v\":1}', '{}', 20)",
+            &[&old],
+        )
+        .await?;
+    client
+        .execute(
+            "INSERT INTO flow_steps (run_id, step_key, ord, method, status, output, attempt, created_at, updated_at) \
+             VALUES ($1, 'go#1', 1, 'go', 'completed', '3', 1, 10, 20)",
+            &[&old],
+        )
+        .await?;
+    let store = PgStore::from_pool(db.pool(2)).await?;
+    assert_eq!(versions(&db).await?, [1, 2, 3]);
+    assert_eq!(store.load_run(old).await?.snapshot.state.get(), r#"{"v":1}"#);
+    assert_eq!(store.run_graph(old).await?, None);
+    let steps = store.steps(old).await?;
+    assert_eq!(steps.len(), 1);
+    assert_eq!(
+        (steps[0].attempt, steps[0].started_at_ms, steps[0].finished_at_ms, steps[0].usage),
+        (1, None, None, None)
+    );
+
+    // Runs of one flow version share one stored graph, whichever store wrote them.
+    let graph = std::sync::Arc::new(flow_core::store::RunGraph::new(store_conformance::graph_doc("act")));
+    let other = PgStore::from_pool(db.pool(1)).await?;
+    for s in [&store, &store, &other] {
+        let run = flow_core::store::NewRun { graph: Some(graph.clone()), ..new_run("conformance_graph", "w1", LONG) };
+        s.create_run(run.clone()).await?;
+        assert_eq!(store.run_graph(run.run_id).await?.as_ref(), Some(&graph.doc));
+    }
+    let copies: i64 = client.query_one("SELECT count(*) FROM flow_graphs", &[]).await?.get(0);
+    assert_eq!(copies, 1);
+    Ok(())
+}
+
 /// A schema version 1 made, with runs in it: the migration puts them in the default queue, and
 /// a run its dead worker left running is claimed from there.
 #[tokio::test]
@@ -356,31 +446,7 @@ async fn a_version_1_schema_puts_its_runs_in_the_default_queue() -> TestResult {
     };
     // The tables as version 1 created them (only what its runs need).
     let client = db.connect().await?;
-    client
-        .batch_execute(
-            "CREATE TABLE flow_schema_migrations (version bigint NOT NULL PRIMARY KEY, \
-                 applied_at timestamptz NOT NULL DEFAULT now());
-             INSERT INTO flow_schema_migrations (version) VALUES (1);
-             CREATE TABLE flow_runs (run_id uuid NOT NULL PRIMARY KEY, flow text NOT NULL, parent_run_id uuid, \
-                 status text NOT NULL, version bigint NOT NULL, output text, error text, pause text, \
-                 lease_owner text, lease_expires_at bigint, epoch bigint NOT NULL, created_at bigint NOT NULL, \
-                 updated_at bigint NOT NULL);
-             CREATE INDEX flow_runs_by_created ON flow_runs (created_at DESC, run_id DESC);
-             CREATE INDEX flow_runs_by_status ON flow_runs (status, created_at DESC, run_id DESC);
-             CREATE INDEX flow_runs_by_flow ON flow_runs (flow, created_at DESC, run_id DESC);
-             CREATE TABLE flow_steps (run_id uuid NOT NULL REFERENCES flow_runs (run_id) ON DELETE CASCADE, \
-                 step_key text NOT NULL, ord bigint NOT NULL, method text NOT NULL, status text NOT NULL, \
-                 input text, output text, error text, attempt bigint NOT NULL, created_at bigint NOT NULL, \
-                 updated_at bigint NOT NULL, PRIMARY KEY (run_id, step_key));
-             CREATE TABLE flow_checkpoints (run_id uuid NOT NULL REFERENCES flow_runs (run_id) ON DELETE CASCADE, \
-                 seq bigint NOT NULL, step_key text, status text NOT NULL, state text NOT NULL, \
-                 progress text NOT NULL, created_at bigint NOT NULL, PRIMARY KEY (run_id, seq));
-             CREATE TABLE step_journal (run_id uuid NOT NULL REFERENCES flow_runs (run_id) ON DELETE CASCADE, \
-                 step_key text NOT NULL, seq bigint NOT NULL, kind text NOT NULL, name text NOT NULL, \
-                 request_hash bigint NOT NULL, output text NOT NULL, epoch bigint NOT NULL, \
-                 created_at bigint NOT NULL, PRIMARY KEY (run_id, step_key, seq));",
-        )
-        .await?;
+    client.batch_execute(VERSION_1_TABLES).await?;
     let (paused, crashed) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
     for (id, status, owner) in [(paused, "paused", None), (crashed, "running", Some("dead"))] {
         client
@@ -399,7 +465,7 @@ async fn a_version_1_schema_puts_its_runs_in_the_default_queue() -> TestResult {
             .await?;
     }
     let store = PgStore::from_pool(db.pool(2)).await?;
-    assert_eq!(versions(&db).await?, [1, 2]);
+    assert_eq!(versions(&db).await?, [1, 2, 3]);
     let run = store.load_run(paused).await?;
     assert_eq!(
         (run.status, &run.placement, run.available_at_ms, &run.answer),

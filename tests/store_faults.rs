@@ -524,6 +524,7 @@ fn a_new_run() -> NewRun {
         steps: Vec::new(),
         start: Start::Leased { owner: "test".into(), lease: Duration::from_secs(60) },
         placement: Placement::default(),
+        graph: None,
     }
 }
 

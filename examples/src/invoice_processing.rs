@@ -186,7 +186,7 @@ pub enum ReviewDecision {
 }
 
 /// What the approver answers.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ApprovalAnswer {
     /// Whether to pay.
     pub approve: bool,

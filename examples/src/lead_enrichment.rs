@@ -239,7 +239,7 @@ pub enum EmailDecision {
 }
 
 /// A person's answer to the review question, as a UI would submit it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ReviewAnswer {
     /// Who answered.
     pub reviewer: String,

@@ -143,6 +143,8 @@ struct Scope<S> {
     /// Milliseconds this call has waited (or is waiting) in [`Ctx::sleep`] in this process:
     /// a wait the method asked for is not work, so it does not count against its time limit.
     slept_ms: AtomicU64,
+    /// Tokens this call's LLM calls used (`report_usage`), for its step row.
+    usage: Mutex<Option<TokenUsage>>,
 }
 
 /// The context of one method call.
@@ -254,6 +256,7 @@ impl<S: State> Ctx<S> {
                 has_read: AtomicBool::new(false),
                 read_then_updated: AtomicBool::new(false),
                 slept_ms: AtomicU64::new(0),
+                usage: Mutex::new(None),
             }),
         }
     }
@@ -444,6 +447,11 @@ impl<S: State> Ctx<S> {
         std::mem::take(&mut self.view().updates)
     }
 
+    /// Tokens this call's LLM calls reported, if it made any.
+    pub(crate) fn step_usage(&self) -> Option<TokenUsage> {
+        *self.scope.usage.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub(crate) fn take_interrupt(&self) -> Option<Interrupt> {
         self.scope.interrupt.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
@@ -553,9 +561,47 @@ impl<S: State> Ctx<S> {
     ///
     /// Effects before the question are journaled, so they do not repeat when the method runs
     /// again with the answer.
+    ///
+    /// `T` describes itself with a JSON Schema (`#[derive(JsonSchema)]`, re-exported as
+    /// [`flow_core::schemars`](crate::schemars)): the pause stores it
+    /// ([`PauseRequest::answer_schema`]), so a dashboard or `flows answer` can show what to
+    /// answer without the flow's code.
+    ///
+    /// ```
+    /// use flow_core::prelude::*;
+    /// use flow_core::schemars::JsonSchema;
+    /// use serde::{Deserialize, Serialize};
+    ///
+    /// #[derive(Clone, Default, Serialize, Deserialize)]
+    /// struct S { approved: bool }
+    ///
+    /// #[derive(Serialize, Deserialize, JsonSchema)]
+    /// #[schemars(crate = "flow_core::schemars")]
+    /// struct Approval { approve: bool, note: Option<String> }
+    ///
+    /// struct Review;
+    ///
+    /// #[flow(state = S)]
+    /// impl Review {
+    ///     #[start]
+    ///     async fn ask_editor(&self, cx: &Ctx<S>) -> Result<()> {
+    ///         let answer: Approval = cx.ask("Publish?").await?;
+    ///         cx.update(move |s| s.approved = answer.approve);
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), FlowError> {
+    /// let runner = Runner::new(Review).with_store(flow_core::store::MemoryStore::new());
+    /// let RunOutcome::Paused(paused) = runner.kickoff(S::default()).await? else { panic!("expected a pause") };
+    /// assert_eq!(paused.request.answer_schema["properties"]["approve"]["type"], "boolean");
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn ask<T>(&self, request: impl Into<InputRequest>) -> Result<T, Error>
     where
-        T: Serialize + DeserializeOwned,
+        T: Serialize + DeserializeOwned + schemars::JsonSchema,
     {
         let request = request.into();
         let seq = self.next_seq();
@@ -593,6 +639,7 @@ impl<S: State> Ctx<S> {
                 prompt: request.prompt,
                 metadata: request.metadata,
                 expected_type: expected,
+                answer_schema: Value::from(schemars::schema_for!(T)),
             }));
         }
         // The runtime drops this future once it sees the interrupt.
@@ -851,6 +898,7 @@ impl<S: State> Journal for Ctx<S> {
 
     fn report_usage(&self, model: &str, usage: TokenUsage) {
         self.scope.run.usage.lock().unwrap_or_else(|p| p.into_inner()).add(usage);
+        self.scope.usage.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert_default().add(usage);
         let run_id = self.scope.run.run_id;
         let method = self.scope.method;
         self.scope.run.emit(|| FlowEvent::LlmUsage { run_id, method, model: model.to_string(), usage });

@@ -28,6 +28,7 @@ use crate::error::{Error, ErrorClass, FlowError, Special};
 use crate::events::FlowEvent;
 use crate::flow::{Flow, Payload, StepOutput, StepResult};
 use crate::graph::{DEFAULT_STEP_TIMEOUT, Graph, MethodDef, MethodId, OnFailure, RetryPolicy};
+use crate::journal::TokenUsage;
 use crate::lease::Heartbeat;
 use crate::outcome::{Escalated, Outputs, Paused, RecordedFailure, RunOutcome, RunResult, Sleeping};
 use crate::plan::{Clock, Plan, Source, clock_set};
@@ -87,6 +88,13 @@ impl<S> MethodTask<S> {
     fn limit_with_sleeps(&self) -> Duration {
         self.limit.saturating_add(self.ctx.as_ref().map_or(Duration::ZERO, Ctx::slept))
     }
+}
+
+/// When an attempt that took `duration` and ended now started and ended, ms since the Unix
+/// epoch, for its step row.
+fn attempt_times(duration: Duration) -> (Option<i64>, Option<i64>) {
+    let finished = now_ms();
+    (Some(finished.saturating_sub(i64::try_from(duration.as_millis()).unwrap_or(i64::MAX))), Some(finished))
 }
 
 /// Whether a method's time limit (`limit`, sleeps included) has passed since `start`; moves
@@ -512,10 +520,11 @@ impl<F: Flow> Execution<F> {
                 }
                 // The method's view of the state goes first, so applying its updates below
                 // does not copy a state that nobody else shares.
+                let usage = f.ctx.step_usage();
                 drop(f.ctx);
-                self.completed(index, out, updates, f.duration).await
+                self.completed(index, out, updates, f.duration, usage).await
             }
-            TaskOutcome::Done(Err(e)) => self.failed(index, e, f.duration).await,
+            TaskOutcome::Done(Err(e)) => self.failed(index, e, f.duration, f.ctx.step_usage()).await,
         }
     }
 
@@ -600,13 +609,14 @@ impl<F: Flow> Execution<F> {
         out: StepOutput,
         updates: Updates<F::State>,
         duration: Duration,
+        usage: Option<TokenUsage>,
     ) -> Result<(), FlowError> {
         if !updates.is_empty() && !self.apply(&updates).await? {
             let error = Error::special(
                 Special::Panic,
                 "panicked in a state update (`cx.update`); the step's changes were not applied",
             );
-            return self.failed(index, error, duration).await;
+            return self.failed(index, error, duration, usage).await;
         }
         let Some(act) = self.progress.pending.remove(index) else {
             return Err(FlowError::Corrupt { run_id: self.run.run_id, what: format!("no pending step #{index}") });
@@ -621,14 +631,20 @@ impl<F: Flow> Execution<F> {
         let key = durable.then(|| act.step_key.to_string());
         let steps: Vec<StepRecord> = key
             .iter()
-            .map(|key| StepRecord {
-                step_key: key.clone(),
-                method: def.name.to_string(),
-                status: if act.undo_of.is_some() { StepStatus::Compensated } else { StepStatus::Completed },
-                input: act.payload.as_deref().cloned(),
-                output: Some(Value::clone(&value)),
-                error: None,
-                attempt: act.attempt + 1,
+            .map(|key| {
+                let (started_at_ms, finished_at_ms) = attempt_times(duration);
+                StepRecord {
+                    step_key: key.clone(),
+                    method: def.name.to_string(),
+                    status: if act.undo_of.is_some() { StepStatus::Compensated } else { StepStatus::Completed },
+                    input: act.payload.as_deref().cloned(),
+                    output: Some(Value::clone(&value)),
+                    error: None,
+                    attempt: act.attempt + 1,
+                    started_at_ms,
+                    finished_at_ms,
+                    usage,
+                }
             })
             .collect();
         self.run.emit(|| FlowEvent::MethodFinished {
@@ -740,7 +756,13 @@ impl<F: Flow> Execution<F> {
         });
     }
 
-    async fn failed(&mut self, index: usize, error: Error, duration: Duration) -> Result<(), FlowError> {
+    async fn failed(
+        &mut self,
+        index: usize,
+        error: Error,
+        duration: Duration,
+        usage: Option<TokenUsage>,
+    ) -> Result<(), FlowError> {
         let act = &self.progress.pending[index];
         let method_id = act.method;
         let def = self.method(method_id);
@@ -782,6 +804,7 @@ impl<F: Flow> Execution<F> {
             retry_in,
         });
         tracing::warn!(%run_id, method = def.name, %step_key, attempt, ?class, error = %text, "method failed");
+        let (started_at_ms, finished_at_ms) = attempt_times(duration);
         let mut record = StepRecord {
             step_key: step_key.clone(),
             method: def.name.to_string(),
@@ -790,6 +813,9 @@ impl<F: Flow> Execution<F> {
             output: None,
             error: Some(text.clone()),
             attempt,
+            started_at_ms,
+            finished_at_ms,
+            usage,
         };
 
         if let Some(delay) = retry_in {

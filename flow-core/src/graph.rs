@@ -28,6 +28,10 @@
 use std::fmt;
 use std::time::Duration;
 
+mod doc;
+
+pub use doc::{DocEdge, GRAPH_FORMAT, GraphDoc, MethodDoc, RetryDoc, RouteDoc, RouteEndDoc, TriggerDoc};
+
 /// Index of a method in [`Graph::methods`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct MethodId(pub u16);
@@ -194,6 +198,8 @@ pub struct MethodDef {
     /// For routers: the routes that end the branch instead of triggering a method (drawn by
     /// [`crate::plot`] as edges to an end marker).
     pub ends: &'static [RouteEnd],
+    /// A plain `fn` rather than an `async fn`: run on the blocking thread pool.
+    pub blocking: bool,
 }
 
 /// A router's route that ends its branch: nothing runs after it.
@@ -472,38 +478,6 @@ impl Graph {
     ///
     /// Starts are stadium-shaped, routers are diamonds, compensation methods are dashed.
     pub fn to_mermaid(&self) -> String {
-        let mut out = String::from("flowchart TD\n");
-        for m in self.methods {
-            let shape = if m.is_router {
-                format!("{0}{{{0}}}", m.name)
-            } else if m.is_start {
-                format!("{0}([{0}])", m.name)
-            } else {
-                format!("{0}[{0}]", m.name)
-            };
-            out.push_str("    ");
-            out.push_str(&shape);
-            out.push('\n');
-        }
-        for e in self.edges() {
-            let from = self.method(e.from).name;
-            let to = self.method(e.to).name;
-            match e.label {
-                Some(l) => out.push_str(&format!("    {from} -->|{}| {to}\n", self.label(l).variant)),
-                None if e.and_join => out.push_str(&format!("    {from} -->|and| {to}\n")),
-                None => out.push_str(&format!("    {from} --> {to}\n")),
-            }
-        }
-        for m in self.methods {
-            for (i, end) in m.ends.iter().enumerate() {
-                out.push_str(&format!("    {0} -->|{1}| {0}_end{i}(((end)))\n", m.name, end.text()));
-            }
-        }
-        for m in self.methods {
-            if let Some(c) = m.compensates {
-                out.push_str(&format!("    {} -. undo .-> {}\n", m.name, self.method(c).name));
-            }
-        }
-        out
+        self.doc().to_mermaid()
     }
 }

@@ -10,7 +10,8 @@
 //! #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 //! struct Draft { text: String, approved: bool }
 //!
-//! #[derive(Serialize, Deserialize)]
+//! #[derive(Serialize, Deserialize, flow_core::schemars::JsonSchema)]
+//! #[schemars(crate = "flow_core::schemars")]
 //! struct Approval { approve: bool }
 //!
 //! struct Review;
@@ -33,6 +34,8 @@
 //!     other => panic!("expected a pause, got {other:?}"),
 //! };
 //! assert_eq!(paused.request.prompt, "Publish this draft?");
+//! // The answer's JSON Schema is stored with the question.
+//! assert_eq!(paused.request.answer_schema["properties"]["approve"]["type"], "boolean");
 //! let done = runner.resume_with(paused.run_id, serde_json::json!({"approve": true})).await?;
 //! assert!(done.completed()?.state.approved);
 //! # Ok(())
@@ -93,4 +96,8 @@ pub struct PauseRequest {
     pub metadata: Value,
     /// The Rust type the answer must deserialize into.
     pub expected_type: String,
+    /// The JSON Schema of that type, so a program without the flow's code can show the
+    /// question and check an answer (`Null` in pauses stored before schemas were).
+    #[serde(default)]
+    pub answer_schema: Value,
 }

@@ -38,6 +38,9 @@ pub use input::{InputRequest, PauseRequest};
 pub use journal::{Journal, NoJournal, TokenUsage};
 pub use outcome::{Escalated, Outputs, OutputsIter, Paused, RecordedFailure, RunOutcome, RunResult, Sleeping};
 pub use runner::{DEFAULT_PARK_AFTER, FlowExt, Runner, SubmitOptions};
+/// The JSON Schema derive that [`Ctx::ask`] needs of its answer type: `#[derive(JsonSchema)]`
+/// with `#[schemars(crate = "flow_core::schemars")]`, or a `schemars` dependency of your own.
+pub use schemars;
 pub use serve::{ServeOptions, ServeSummary, Serving};
 pub use store::RunStatus;
 pub use worker::Worker;

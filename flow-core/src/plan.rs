@@ -9,7 +9,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use std::sync::{Arc, OnceLock};
+
 use crate::graph::{Graph, LabelId, MethodId, Trigger};
+use crate::store::RunGraph;
 
 /// Causal past of an event: `(method, activation ordinal)` for or-listeners, sorted by method.
 pub(crate) type Clock = Vec<(u16, u32)>;
@@ -114,9 +117,16 @@ pub(crate) struct Plan {
     pub(crate) or_tracked: Vec<bool>,
     /// For each method, the method that undoes it.
     pub(crate) compensator: Vec<Option<MethodId>>,
+    /// The graph as the store keeps it, encoded the first time a run is stored.
+    stored_graph: OnceLock<Arc<RunGraph>>,
 }
 
 impl Plan {
+    /// The graph every run this plan creates refers to in its store ([`NewRun::graph`](crate::store::NewRun::graph)).
+    pub(crate) fn run_graph(&self) -> Arc<RunGraph> {
+        Arc::clone(self.stored_graph.get_or_init(|| Arc::new(RunGraph::new(self.graph.doc()))))
+    }
+
     pub(crate) fn new(graph: &'static Graph) -> Plan {
         let n = graph.methods.len();
         let mut by_method = vec![Vec::new(); n];
@@ -143,7 +153,7 @@ impl Plan {
                 }
             }
         }
-        Plan { graph, by_method, by_label, trees, or_tracked, compensator }
+        Plan { graph, by_method, by_label, trees, or_tracked, compensator, stored_graph: OnceLock::new() }
     }
 
     /// Empty join progress for every method.

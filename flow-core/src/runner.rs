@@ -348,6 +348,7 @@ impl<F: Flow> Runner<F> {
                     steps: Vec::new(),
                     start: Start::Leased { owner: self.owner.to_string(), lease: self.lease },
                     placement: self.placement.clone(),
+                    graph: Some(self.plan.run_graph()),
                 })
                 .await?;
             exec.durability = Some(Durability { store: Arc::clone(store), epoch, lease: self.lease });
@@ -529,6 +530,7 @@ impl<F: Flow> Runner<F> {
                 steps: Vec::new(),
                 start: Start::Queued { available_at_ms: options.not_before_ms },
                 placement: placement.clone(),
+                graph: Some(self.plan.run_graph()),
             })
             .await;
         match created {
@@ -736,6 +738,7 @@ impl<F: Flow> Runner<F> {
                 steps: inherited,
                 start: Start::Leased { owner: self.owner.to_string(), lease: self.lease },
                 placement: self.placement.clone(),
+                graph: Some(self.plan.run_graph()),
             })
             .await?;
         exec.durability = Some(Durability { store: Arc::clone(store), epoch, lease: self.lease });
@@ -830,13 +833,9 @@ impl<F: Flow> Runner<F> {
             .map(|a| (a, a.step_key.to_string()))
             .filter(|(_, key)| !with_rows.contains(key.as_str()))
             .map(|(a, step_key)| StepRecord {
-                step_key,
-                method: graph.method(MethodId(a.method)).name.to_string(),
-                status: StepStatus::Ready,
-                input: a.payload.as_deref().cloned(),
-                output: None,
-                error: None,
                 attempt: a.attempt,
+                input: a.payload.as_deref().cloned(),
+                ..StepRecord::new(step_key, graph.method(MethodId(a.method)).name, StepStatus::Ready)
             })
             .collect();
         steps.extend(scheduled);

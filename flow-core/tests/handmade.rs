@@ -37,6 +37,7 @@ static GRAPH: Graph = Graph {
             policy: MethodPolicy { retry: None, timeout: None, non_critical: false },
             compensates: None,
             ends: &[],
+            blocking: false,
         },
         MethodDef {
             name: "b",
@@ -49,6 +50,7 @@ static GRAPH: Graph = Graph {
             policy: MethodPolicy { retry: None, timeout: None, non_critical: false },
             compensates: None,
             ends: &[],
+            blocking: false,
         },
         MethodDef {
             name: "c",
@@ -61,6 +63,7 @@ static GRAPH: Graph = Graph {
             policy: MethodPolicy { retry: None, timeout: None, non_critical: false },
             compensates: None,
             ends: &[],
+            blocking: false,
         },
         MethodDef {
             name: "d",
@@ -73,6 +76,7 @@ static GRAPH: Graph = Graph {
             policy: MethodPolicy { retry: None, timeout: None, non_critical: false },
             compensates: None,
             ends: &[],
+            blocking: false,
         },
     ],
     labels: &[],

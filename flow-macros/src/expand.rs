@@ -227,6 +227,7 @@ fn method_def(g: &Graph<'_>, i: usize, m: &Method) -> TokenStream {
     if m.sig.route.as_ref().is_some_and(|r| r.optional) {
         ends.push(quote!(#p::RouteEnd::None));
     }
+    let blocking = m.sig.blocking;
     quote! {
         #p::MethodDef {
             name: #name,
@@ -239,6 +240,7 @@ fn method_def(g: &Graph<'_>, i: usize, m: &Method) -> TokenStream {
             policy: #p::MethodPolicy { retry: #retry, timeout: #timeout, non_critical: #non_critical },
             compensates: #compensates,
             ends: &[#(#ends),*],
+            blocking: #blocking,
         }
     }
 }

@@ -80,6 +80,7 @@ async fn main() -> Result<(), Error> {
                 steps: vec![],
                 start,
                 placement: Placement::default(),
+                graph: None,
             })
             .await?;
         if !queued {

@@ -28,7 +28,8 @@ struct Books {
     approved_by: Option<String>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, flow_core::schemars::JsonSchema)]
+#[schemars(crate = "flow_core::schemars")]
 struct Approval {
     approver: String,
 }
@@ -112,6 +113,7 @@ async fn write_runs(store: Arc<dyn Store>) -> std::result::Result<Runs, Box<dyn 
             steps: vec![],
             start: Start::Leased { owner: "worker-7".into(), lease: Duration::from_secs(3600) },
             placement: Placement::default(),
+            graph: None,
         })
         .await?;
     Ok(Runs { completed, failed, paused, held })

@@ -276,6 +276,13 @@ async fn a_person_watches_runs_and_answers_one_in_chromium() {
         ((s == "completed").then_some(()), s)
     })
     .await;
+    // The graph, drawn from the stored GraphDoc, has the step's node coloured as it went.
+    until("the graph to colour `approve` completed", || async {
+        let c = js(&client, "const g = document.querySelector('#run-graph [data-node=\"approve\"]'); return g ? g.getAttribute('class') : 'absent';").await;
+        let c = c.as_str().unwrap_or_default().to_string();
+        (c.split(' ').any(|k| k == "step-completed").then_some(()), c)
+    })
+    .await;
     assert_eq!(js(&client, "return window.stillTheSamePage === true;").await, json!(true), "the page was reloaded");
     let state: Order = store.load_run(ask_run).await.unwrap().snapshot.state_as().unwrap();
     assert_eq!((state.approver.as_deref(), state.amount), (Some("ann"), 250));

@@ -26,7 +26,7 @@ struct Note {
     approver: Option<String>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, schemars::JsonSchema)]
 struct Approval {
     approver: String,
 }
@@ -116,6 +116,12 @@ async fn pages_escape_what_runs_hold() -> TestResult {
     let at2 = get(&server.addr, &format!("/runs/{}?at=2", f.completed));
     assert!(at2.body.contains("Changed since checkpoint 1") && at2.body.contains("/text"), "{}", at2.body);
 
+    // The flow's graph, as the store keeps it, with a node per method.
+    assert!(
+        page.body.contains(r#"data-node="write""#) && page.body.contains(r#"data-node="approve""#),
+        "{}",
+        page.body
+    );
     // An LLM call the step journaled, with its tokens.
     assert!(page.body.contains("LLM calls (1)") && page.body.contains("12 in / 5 out"), "{}", page.body);
     assert!(page.body.contains("m-&lt;1&gt;"), "the model name is escaped: {}", page.body);

@@ -27,7 +27,7 @@
 
 use std::path::Path;
 
-use crate::graph::Graph;
+use crate::graph::{Graph, GraphDoc};
 
 mod layout;
 mod model;
@@ -73,6 +73,26 @@ use render::escape;
 /// assert!(svg.contains(">Again</text>"));
 /// ```
 pub fn svg(graph: &Graph) -> String {
+    svg_doc(&graph.doc())
+}
+
+/// [`svg`] of a graph read back as data, for example a run's graph from its store
+/// ([`Store::run_graph`](crate::store::Store::run_graph)).
+///
+/// ```
+/// use flow_core::prelude::*;
+/// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
+/// # struct S;
+/// struct One;
+/// #[flow(state = S)]
+/// impl One {
+///     #[start]
+///     async fn go(&self, _cx: &Ctx<S>) -> Result<()> { Ok(()) }
+/// }
+/// let doc = One::graph().doc();
+/// assert_eq!(flow_core::plot::svg_doc(&doc), flow_core::plot::svg(One::graph()));
+/// ```
+pub fn svg_doc(graph: &GraphDoc) -> String {
     let model = model::Model::new(graph);
     let sizes: Vec<(f64, f64)> = model.nodes.iter().map(|n| (n.w, n.h)).collect();
     let edges: Vec<layout::InEdge> = model
@@ -86,11 +106,29 @@ pub fn svg(graph: &Graph) -> String {
         })
         .collect();
     let laid = layout::layout(&sizes, &edges);
-    render::svg(graph.name, &model, &laid)
+    render::svg(&graph.name, &model, &laid)
 }
 
 /// The graph as a self-contained HTML page: the SVG, a legend, and the Mermaid text.
 pub fn html(graph: &Graph) -> String {
+    html_doc(&graph.doc())
+}
+
+/// [`html`] of a graph read back as data.
+///
+/// ```
+/// use flow_core::prelude::*;
+/// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
+/// # struct S;
+/// struct One;
+/// #[flow(state = S)]
+/// impl One {
+///     #[start]
+///     async fn go(&self, _cx: &Ctx<S>) -> Result<()> { Ok(()) }
+/// }
+/// assert_eq!(flow_core::plot::html_doc(&One::graph().doc()), flow_core::plot::html(One::graph()));
+/// ```
+pub fn html_doc(graph: &GraphDoc) -> String {
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{name}</title>\
          <style>body{{font-family:sans-serif;margin:24px;color:#222}}pre{{background:#f5f5f5;padding:12px}}\
@@ -101,9 +139,9 @@ pub fn html(graph: &Graph) -> String {
          <span style=\"background:#eee;border-radius:10px\">end (terminal route)</span> \
          dashed grey edge: and-join; dashed red edge: undo</p>\
          {svg}<h2>Mermaid</h2><pre>{mermaid}</pre></body></html>\n",
-        name = escape(graph.name),
-        state = escape(graph.state_type),
-        svg = svg(graph),
+        name = escape(&graph.name),
+        state = escape(&graph.state_type),
+        svg = svg_doc(graph),
         mermaid = escape(&graph.to_mermaid()),
     )
 }

@@ -1,7 +1,7 @@
 //! What the drawing shows, before any geometry: one box per method, one end marker per
 //! terminal route, and every edge with its kind and label.
 
-use crate::graph::{Graph, MethodId};
+use crate::graph::GraphDoc;
 
 /// Font sizes the renderer uses; the layout sizes boxes from them.
 pub(crate) const NAME_FONT: f64 = 13.0;
@@ -96,36 +96,31 @@ pub(crate) struct Model {
 }
 
 impl Model {
-    pub(crate) fn new(graph: &Graph) -> Model {
+    pub(crate) fn new(graph: &GraphDoc) -> Model {
         let mut nodes = Vec::new();
-        for (i, m) in graph.methods.iter().enumerate() {
+        for m in &graph.methods {
             let mut classes = Vec::new();
-            let mut kind = Vec::new();
-            if m.is_start {
+            if m.start {
                 classes.push("start");
-                kind.push("start");
             }
-            if m.is_router {
+            if m.router {
                 classes.push("router");
-                kind.push("router");
             }
             if m.compensates.is_some() {
                 classes.push("undo");
-                kind.push("undo step");
             }
             if classes.is_empty() {
                 classes.push("listener");
-                kind.push("listener");
             }
-            let kind = kind.join(" · ");
+            let kind = m.kind();
             let mut title = format!("{} -> {}", m.name, m.output_type);
-            if let Some(t) = graph.trigger_text(MethodId(i as u16)) {
+            if let Some(t) = &m.trigger {
                 title.push_str(&format!(" (on {t})"));
             }
-            let w = (text_width(m.name, NAME_FONT).max(text_width(&kind, KIND_FONT)) + 28.0).max(110.0);
+            let w = (text_width(&m.name, NAME_FONT).max(text_width(&kind, KIND_FONT)) + 28.0).max(110.0);
             nodes.push(Node {
-                key: m.name.to_owned(),
-                text: m.name.to_owned(),
+                key: m.name.clone(),
+                text: m.name.clone(),
                 kind,
                 title,
                 classes,
@@ -138,29 +133,23 @@ impl Model {
             .edges()
             .into_iter()
             .map(|e| {
-                let kind = match (e.label, e.and_join) {
+                let kind = match (&e.route, e.and_join) {
                     (Some(_), _) => EdgeKind::Route,
                     (None, true) => EdgeKind::And,
                     (None, false) => EdgeKind::Plain,
                 };
-                let label = match (e.label, e.and_join) {
-                    (Some(l), true) => Some(format!("{} (and)", graph.label(l).variant)),
-                    (Some(l), false) => Some(graph.label(l).variant.to_owned()),
+                let label = match (e.route, e.and_join) {
+                    (Some(r), true) => Some(format!("{} (and)", r.variant)),
+                    (Some(r), false) => Some(r.variant),
                     (None, true) => Some("and".to_owned()),
                     (None, false) => None,
                 };
-                Edge { from: e.from.index(), to: e.to.index(), kind, label, upward: false }
+                Edge { from: e.from, to: e.to, kind, label, upward: false }
             })
             .collect();
         for (i, m) in graph.methods.iter().enumerate() {
-            if let Some(c) = m.compensates {
-                edges.push(Edge {
-                    from: i,
-                    to: c.index(),
-                    kind: EdgeKind::Undo,
-                    label: Some("undo".to_owned()),
-                    upward: true,
-                });
+            if let Some(c) = m.compensates.as_deref().and_then(|c| graph.method_index(c)) {
+                edges.push(Edge { from: i, to: c, kind: EdgeKind::Undo, label: Some("undo".to_owned()), upward: true });
             }
             for (k, end) in m.ends.iter().enumerate() {
                 let node = nodes.len();

@@ -11,9 +11,10 @@ use serde_json::Value;
 use tokio::sync::Notify;
 
 use super::{
-    Answer, CheckpointInfo, Claim, ClaimRequest, Commit, JournalEntry, NewRun, QueueLimit, RunFilter, RunRecord,
-    RunStatus, RunSummary, Snapshot, Start, StepRecord, Store, StoreError, now_ms,
+    Answer, CheckpointInfo, Claim, ClaimRequest, Commit, JournalEntry, NewRun, QueueLimit, RunFilter, RunGraph,
+    RunRecord, RunStatus, RunSummary, Snapshot, Start, StepRecord, Store, StoreError, now_ms,
 };
+use crate::graph::GraphDoc;
 
 #[derive(Default)]
 struct Run {
@@ -21,6 +22,8 @@ struct Run {
     steps: Vec<StepRecord>,
     checkpoints: Vec<(CheckpointInfo, Snapshot)>,
     journal: HashMap<(String, u32), JournalEntry>,
+    /// Shared with every run of the same runner: one copy per flow version.
+    graph: Option<Arc<RunGraph>>,
 }
 
 /// A [`Store`] in memory.
@@ -172,6 +175,7 @@ impl Store for MemoryStore {
                 steps: run.steps,
                 checkpoints: vec![(info, run.snapshot)],
                 journal: HashMap::new(),
+                graph: run.graph,
             },
         );
         drop(runs);
@@ -448,5 +452,11 @@ impl Store for MemoryStore {
         }
         runs.remove(&run_id);
         Ok(())
+    }
+
+    async fn run_graph(&self, run_id: Uuid) -> Result<Option<GraphDoc>, StoreError> {
+        let runs = self.lock();
+        record_of(&runs, run_id)?;
+        Ok(runs.get(&run_id).and_then(|r| r.graph.as_ref()).map(|g| g.doc.clone()))
     }
 }

@@ -31,6 +31,7 @@ mod postgres;
 mod sqlite;
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -38,6 +39,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 use uuid::Uuid;
+
+use crate::graph::GraphDoc;
+use crate::journal::TokenUsage;
 
 /// The attribute [`Store`] is declared with, for implementing it without depending on the
 /// `async-trait` crate yourself: put `#[flow_core::store::async_trait]` on the `impl`.
@@ -186,6 +190,47 @@ pub struct StepRecord {
     pub error: Option<String>,
     /// Attempts made so far (failed ones; a completed step counts its successful one too).
     pub attempt: u32,
+    /// When its latest attempt started, ms since the Unix epoch (`None`: not recorded, as in
+    /// stores written before timings were).
+    #[serde(default)]
+    pub started_at_ms: Option<i64>,
+    /// When its latest attempt ended, ms since the Unix epoch.
+    #[serde(default)]
+    pub finished_at_ms: Option<i64>,
+    /// Tokens of the LLM calls its latest attempt made ([`Journal::report_usage`](crate::Journal::report_usage));
+    /// `None` when it made none.
+    #[serde(default)]
+    pub usage: Option<TokenUsage>,
+}
+
+impl StepRecord {
+    /// A step with no input, output, error, timings or usage, and no attempt made.
+    ///
+    /// ```
+    /// use flow_core::store::{StepRecord, StepStatus};
+    ///
+    /// let step = StepRecord { attempt: 1, ..StepRecord::new("greet#1", "greet", StepStatus::Completed) };
+    /// assert_eq!(step.duration_ms(), None);
+    /// ```
+    pub fn new(step_key: impl Into<String>, method: impl Into<String>, status: StepStatus) -> Self {
+        StepRecord {
+            step_key: step_key.into(),
+            method: method.into(),
+            status,
+            input: None,
+            output: None,
+            error: None,
+            attempt: 0,
+            started_at_ms: None,
+            finished_at_ms: None,
+            usage: None,
+        }
+    }
+
+    /// How long its latest attempt took, when both ends were recorded.
+    pub fn duration_ms(&self) -> Option<i64> {
+        Some(self.finished_at_ms?.saturating_sub(self.started_at_ms?))
+    }
 }
 
 /// How many checkpoints of each run a store keeps unless told otherwise: the newest ones, enough
@@ -262,6 +307,49 @@ pub struct NewRun {
     pub start: Start,
     /// The queue it waits in whenever no one runs it, and its concurrency key.
     pub placement: Placement,
+    /// The flow's graph, which the store keeps once per version and the run refers to
+    /// ([`Store::run_graph`]); `None` stores none.
+    pub graph: Option<Arc<RunGraph>>,
+}
+
+/// A flow's graph ready to store: its document, its JSON text and the digest of that text,
+/// made once per runner, so that creating a run costs no encoding of it.
+///
+/// ```
+/// use flow_core::prelude::*;
+/// use flow_core::store::RunGraph;
+/// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
+/// # struct S;
+/// struct One;
+/// #[flow(state = S)]
+/// impl One {
+///     #[start]
+///     async fn go(&self, _cx: &Ctx<S>) -> Result<()> { Ok(()) }
+/// }
+/// let a = RunGraph::new(One::graph().doc());
+/// let b = RunGraph::new(One::graph().doc());
+/// assert_eq!(a.digest, b.digest);
+/// assert_eq!(serde_json::from_str::<flow_core::graph::GraphDoc>(&a.json)?, a.doc);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunGraph {
+    /// The graph.
+    pub doc: GraphDoc,
+    /// `doc` as JSON text.
+    pub json: String,
+    /// [`GraphDoc::digest_of`] the JSON text: with the flow's name, what a store keys it by.
+    pub digest: String,
+}
+
+impl RunGraph {
+    /// Encodes a graph and digests it.
+    pub fn new(doc: GraphDoc) -> Self {
+        // A GraphDoc holds only strings, numbers and lists: encoding it cannot fail.
+        let json = serde_json::to_string(&doc).unwrap_or_default();
+        let digest = GraphDoc::digest_of(&json);
+        RunGraph { doc, json, digest }
+    }
 }
 
 /// Who runs a new run first.
@@ -1146,7 +1234,7 @@ pub trait Store: Send + Sync + 'static {
     /// store
     ///     .create_run(NewRun {
     ///         run_id, flow: "f".into(), parent_run_id: None, snapshot: snapshot.clone(), steps: vec![],
-    ///         start: Start::Leased { owner: "w".into(), lease }, placement: Placement::default(),
+    ///         start: Start::Leased { owner: "w".into(), lease }, placement: Placement::default(), graph: None,
     ///     })
     ///     .await?;
     /// // Still held by its creator: refused.
@@ -1202,6 +1290,35 @@ pub trait Store: Send + Sync + 'static {
     async fn request_cancel(&self, run_id: Uuid, reason: &str) -> Result<(), StoreError> {
         let _ = (run_id, reason);
         Err(StoreError::Unsupported { what: "cancelling runs (`Store::request_cancel`)".to_string() })
+    }
+
+    /// The graph the run was created with (see [`NewRun::graph`]): `None` for a run created
+    /// without one, as runs stored before graphs were. [`StoreError::NotFound`] when there is
+    /// no such run.
+    ///
+    /// ```
+    /// use flow_core::prelude::*;
+    /// use flow_core::store::{MemoryStore, Store};
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
+    /// # struct S;
+    /// struct One;
+    /// #[flow(state = S)]
+    /// impl One {
+    ///     #[start]
+    ///     async fn go(&self, _cx: &Ctx<S>) -> Result<()> { Ok(()) }
+    /// }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = std::sync::Arc::new(MemoryStore::new());
+    /// let run = Runner::new(One).with_shared_store(store.clone()).kickoff(S).await?.completed()?;
+    /// let graph = store.run_graph(run.run_id).await?.ok_or("no graph stored")?;
+    /// assert_eq!(graph, One::graph().doc());
+    /// # Ok(())
+    /// # }
+    /// ```
+    async fn run_graph(&self, run_id: Uuid) -> Result<Option<GraphDoc>, StoreError> {
+        let _ = run_id;
+        Err(StoreError::Unsupported { what: "reading a run's graph (`Store::run_graph`)".to_string() })
     }
 }
 

@@ -7,9 +7,11 @@ use std::error::Error;
 use std::sync::Arc;
 use std::time::Duration;
 
+use flow_core::TokenUsage;
+use flow_core::graph::{GRAPH_FORMAT, GraphDoc, MethodDoc, RouteDoc, RouteEndDoc, TriggerDoc};
 use flow_core::store::{
     Answer, CheckpointInfo, Claim, ClaimRequest, Commit, JournalEntry, NewRun, Placement, QueueLimit, RunFilter,
-    RunStatus, Snapshot, Start, StepRecord, StepStatus, Store, StoreError,
+    RunGraph, RunStatus, Snapshot, Start, StepRecord, StepStatus, Store, StoreError,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -28,15 +30,7 @@ pub fn snapshot(n: u64) -> Snapshot {
 }
 
 pub fn step(key: &str, status: StepStatus) -> StepRecord {
-    StepRecord {
-        step_key: key.to_string(),
-        method: key.split('#').next().unwrap_or(key).to_string(),
-        status,
-        input: Some(Value::Null),
-        output: None,
-        error: None,
-        attempt: 0,
-    }
+    StepRecord { input: Some(Value::Null), ..StepRecord::new(key, key.split('#').next().unwrap_or(key), status) }
 }
 
 pub fn new_run(flow: &str, owner: &str, lease: Duration) -> NewRun {
@@ -48,6 +42,7 @@ pub fn new_run(flow: &str, owner: &str, lease: Duration) -> NewRun {
         steps: vec![step("start#0", StepStatus::Ready)],
         start: Start::Leased { owner: owner.to_string(), lease },
         placement: Placement::default(),
+        graph: None,
     }
 }
 
@@ -81,6 +76,93 @@ pub async fn check(store: &dyn Store) -> TestResult {
     journal_first_writer_wins(store).await?;
     listing(store).await?;
     deleting(store).await?;
+    graphs_and_step_records(store).await?;
+    Ok(())
+}
+
+/// A graph as a flow's code would describe it: `decide` routes to `act` or ends; `variant`
+/// tells two versions of the flow apart.
+pub fn graph_doc(variant: &str) -> GraphDoc {
+    let method = |name: &str| MethodDoc {
+        name: name.to_string(),
+        start: false,
+        router: false,
+        compensates: None,
+        blocking: false,
+        trigger: None,
+        output_type: "()".into(),
+        payload_type: None,
+        routes: Vec::new(),
+        ends: Vec::new(),
+        retry: None,
+        timeout_ms: Some(600_000),
+        non_critical: false,
+    };
+    let route = |v: &str| RouteDoc { route_type: "Choice".into(), variant: v.into() };
+    GraphDoc {
+        format: GRAPH_FORMAT,
+        name: "conformance_graph".into(),
+        state_type: "S".into(),
+        methods: vec![
+            MethodDoc {
+                start: true,
+                router: true,
+                routes: vec![route("Act"), route("Stop")],
+                ends: vec![RouteEndDoc::Variant("Stop".into())],
+                ..method("decide")
+            },
+            MethodDoc {
+                trigger: Some(TriggerDoc::Route { route: route("Act") }),
+                payload_type: Some("String".into()),
+                ..method(variant)
+            },
+        ],
+        max_calls: 100,
+        on_failure: "cancel_running".into(),
+    }
+}
+
+/// `run_graph` returns the graph a run was created with, each run its own version's even when
+/// runs share it, `None` for a run created without one; step rows keep their timings and usage.
+async fn graphs_and_step_records(store: &dyn Store) -> TestResult {
+    let (v1, v2) = (Arc::new(RunGraph::new(graph_doc("act"))), Arc::new(RunGraph::new(graph_doc("act_v2"))));
+    assert_ne!(v1.digest, v2.digest);
+    let mut runs = Vec::new();
+    for graph in [Some(&v1), Some(&v1), Some(&v2), None] {
+        let run = NewRun { graph: graph.cloned(), ..new_run("conformance_graph", "w1", LONG) };
+        runs.push(run.run_id);
+        store.create_run(run).await?;
+    }
+    assert_eq!(store.run_graph(runs[0]).await?.as_ref(), Some(&v1.doc));
+    assert_eq!(store.run_graph(runs[1]).await?.as_ref(), Some(&v1.doc));
+    assert_eq!(store.run_graph(runs[2]).await?.as_ref(), Some(&v2.doc));
+    assert_eq!(store.run_graph(runs[3]).await?, None);
+    let unknown = Uuid::new_v4();
+    expect_not_found("run_graph", unknown, store.run_graph(unknown).await)?;
+
+    let usage = TokenUsage { prompt_tokens: 120, completion_tokens: 30, total_tokens: 150 };
+    let timed = StepRecord {
+        output: Some(json!("done")),
+        attempt: 2,
+        error: Some("first attempt: timed out".into()),
+        started_at_ms: Some(1_700_000_000_000),
+        finished_at_ms: Some(1_700_000_000_250),
+        usage: Some(usage),
+        ..step("decide#1", StepStatus::Completed)
+    };
+    store
+        .commit(Commit { steps: vec![timed.clone()], step_key: Some("decide#1".into()), ..commit(runs[0], 1, 1) })
+        .await?;
+    let steps = store.steps(runs[0]).await?;
+    assert_eq!(steps.iter().find(|s| s.step_key == "decide#1"), Some(&timed));
+    assert_eq!(steps[0].duration_ms(), None, "a step recorded without timings has none");
+    assert_eq!(timed.duration_ms(), Some(250));
+    // A later attempt's row replaces the timings and usage of the earlier one.
+    let again = StepRecord { started_at_ms: Some(1_700_000_001_000), finished_at_ms: None, usage: None, ..timed };
+    store
+        .commit(Commit { steps: vec![again.clone()], step_key: Some("decide#1".into()), ..commit(runs[0], 1, 2) })
+        .await?;
+    assert_eq!(store.steps(runs[0]).await?.iter().find(|s| s.step_key == "decide#1"), Some(&again));
     Ok(())
 }
 

@@ -34,26 +34,24 @@ pub async fn page(
     Ok(Page { runs, more, damaged })
 }
 
-/// The SVG of the run's flow graph, when the store keeps one.
-///
-/// The store keeps no graph yet (flow code is not compiled into `flows`), so this is `None`
-/// until it does; the page then says so.
+/// The SVG of the run's flow graph, when the store keeps one (runs created before graphs were
+/// stored have none, and a store of your own may not keep them).
 pub async fn graph_svg(store: &dyn Store, run_id: Uuid) -> Result<Option<String>, StoreError> {
-    let _ = (store, run_id);
-    Ok(None)
+    match store.run_graph(run_id).await {
+        Ok(doc) => Ok(doc.map(|doc| flow_core::plot::svg_doc(&doc))),
+        Err(StoreError::Unsupported { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
-/// When a step started and finished, in milliseconds since the Unix epoch, where the store
-/// records it.
+/// When a step's latest attempt started and finished, in milliseconds since the Unix epoch.
 pub fn step_times(step: &StepRecord) -> (Option<i64>, Option<i64>) {
-    let _ = step;
-    (None, None)
+    (step.started_at_ms, step.finished_at_ms)
 }
 
-/// The LLM tokens a step used (`{"input": N, "output": N, ...}`), where the store records them.
+/// The LLM tokens a step's latest attempt used (`{"prompt_tokens", "completion_tokens", ...}`).
 pub fn step_usage(step: &StepRecord) -> Option<Value> {
-    let _ = step;
-    None
+    step.usage.as_ref().and_then(|u| serde_json::to_value(u).ok())
 }
 
 /// One LLM call a step made, from the run's journal.

@@ -39,7 +39,7 @@ mod listen;
 mod queries;
 mod schema;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -52,6 +52,7 @@ use serde_json::Value;
 
 use self::error::Pg;
 use self::listen::Wake;
+use crate::graph::GraphDoc;
 use crate::store::{
     CheckpointInfo, Claim, ClaimRequest, Commit, JournalEntry, Listing, NewRun, RunFilter, RunRecord, RunStatus,
     RunSummary, Snapshot, StepRecord, Store, StoreError,
@@ -109,6 +110,9 @@ pub struct PgStore {
     /// The epoch of the lease this store last took on each run it drives, to fence its
     /// `journal_put`s; forgotten when the run comes to rest.
     held: Arc<Mutex<HashMap<Uuid, u64>>>,
+    /// The graphs (flow and digest) this store has written: a run of a known flow version
+    /// only refers to its graph.
+    graphs: Arc<Mutex<HashSet<(String, String)>>>,
     /// `wait_for_work`'s listener, shared by the clones.
     wake: Arc<Wake>,
 }
@@ -241,6 +245,7 @@ impl PgStore {
             pg: Arc::new(pg),
             keep_checkpoints: Some(crate::store::DEFAULT_KEEP_CHECKPOINTS),
             held: Arc::new(Mutex::new(HashMap::new())),
+            graphs: Arc::new(Mutex::new(HashSet::new())),
             wake,
         })
     }
@@ -370,7 +375,13 @@ macro_rules! on_connection {
 #[async_trait::async_trait]
 impl Store for PgStore {
     async fn create_run(&self, run: NewRun) -> Result<u64, StoreError> {
-        let epoch = in_transaction!(self, run.run_id, |tx| queries::create_run(&tx, &self.pg, &run))?;
+        let graph = run.graph.as_ref().map(|g| (run.flow.clone(), g.digest.clone()));
+        let stored = graph.as_ref().is_some_and(|g| self.graphs.lock().unwrap_or_else(|p| p.into_inner()).contains(g));
+        let epoch = in_transaction!(self, run.run_id, |tx| queries::create_run(&tx, &self.pg, &run, stored))?;
+        // Remembered once committed: a rolled-back transaction leaves the graph unwritten.
+        if let Some(graph) = graph.filter(|_| !stored) {
+            self.graphs.lock().unwrap_or_else(|p| p.into_inner()).insert(graph);
+        }
         if epoch > 0 {
             self.held().insert(run.run_id, epoch);
         } else {
@@ -447,6 +458,10 @@ impl Store for PgStore {
 
     async fn steps(&self, run_id: Uuid) -> Result<Vec<StepRecord>, StoreError> {
         on_connection!(self, Some(run_id), |client| queries::steps(&client, &self.pg, run_id))
+    }
+
+    async fn run_graph(&self, run_id: Uuid) -> Result<Option<GraphDoc>, StoreError> {
+        on_connection!(self, Some(run_id), |client| queries::run_graph(&client, &self.pg, run_id))
     }
 
     async fn checkpoints(&self, run_id: Uuid) -> Result<Vec<CheckpointInfo>, StoreError> {

@@ -15,6 +15,8 @@ use tokio_postgres::types::{FromSql, ToSql};
 use uuid::Uuid;
 
 use super::error::{Pg, corrupt};
+use crate::graph::GraphDoc;
+use crate::journal::TokenUsage;
 use crate::store::admission::{self, Admission};
 use crate::store::decode::{decode_answer, waiting_at};
 use crate::store::{
@@ -55,14 +57,25 @@ const RUN_EPOCH_SHARED: &str = "SELECT epoch FROM flow_runs WHERE run_id = $1 FO
 // A queued run has no owner and no lease length: `now + NULL` is no expiry.
 const INSERT_RUN: &str = concat!(
     "INSERT INTO flow_runs (run_id, flow, parent_run_id, status, version, lease_owner, lease_expires_at, epoch, \
-     created_at, updated_at, queue, concurrency_key, available_at) VALUES ($1, $2, $3, $6, 1, $4, ",
+     created_at, updated_at, queue, concurrency_key, available_at, graph_digest) VALUES ($1, $2, $3, $6, 1, $4, ",
     now_ms!(),
     " + $5, $7, ",
     now_ms!(),
     ", ",
     now_ms!(),
-    ", $8, $9, $10) ON CONFLICT (run_id) DO NOTHING RETURNING run_id"
+    ", $8, $9, $10, $11) ON CONFLICT (run_id) DO NOTHING RETURNING run_id"
 );
+
+const INSERT_GRAPH: &str = concat!(
+    "INSERT INTO flow_graphs (flow, digest, graph, created_at) VALUES ($1, $2, $3, ",
+    now_ms!(),
+    ") ON CONFLICT (flow, digest) DO NOTHING"
+);
+
+// The run's digest beside its graph: a run with a digest and no graph row is damaged, one with
+// neither was created before graphs were stored.
+const SELECT_RUN_GRAPH: &str = "SELECT r.graph_digest, g.graph FROM flow_runs r \
+     LEFT JOIN flow_graphs g ON g.flow = r.flow AND g.digest = r.graph_digest WHERE r.run_id = $1";
 
 /// The channel workers of this schema listen on (`LISTEN`), named from the schema so stores in
 /// other schemas of the database do not wake them. [`super::listen`] asks the server for it.
@@ -187,13 +200,14 @@ const UPDATE_RUN: &str = concat!(
 
 const UPSERT_STEP: &str = concat!(
     "INSERT INTO flow_steps (run_id, step_key, ord, method, status, input, output, error, attempt, created_at, \
-     updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, ",
+     updated_at, started_at, finished_at, token_usage) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, ",
     now_ms!(),
     ", ",
     now_ms!(),
-    ") ON CONFLICT (run_id, step_key) DO UPDATE SET method = excluded.method, status = excluded.status, \
-     input = excluded.input, output = excluded.output, error = excluded.error, attempt = excluded.attempt, \
-     updated_at = excluded.updated_at"
+    ", $10, $11, $12) ON CONFLICT (run_id, step_key) DO UPDATE SET method = excluded.method, \
+     status = excluded.status, input = excluded.input, output = excluded.output, error = excluded.error, \
+     attempt = excluded.attempt, updated_at = excluded.updated_at, started_at = excluded.started_at, \
+     finished_at = excluded.finished_at, token_usage = excluded.token_usage"
 );
 
 const APPEND_CHECKPOINT: &str = concat!(
@@ -205,8 +219,8 @@ const APPEND_CHECKPOINT: &str = concat!(
 
 const PRUNE_CHECKPOINTS: &str = "DELETE FROM flow_checkpoints WHERE run_id = $1 AND seq <= $2";
 
-const SELECT_STEPS: &str = "SELECT step_key, method, status, input, output, error, attempt FROM flow_steps \
-     WHERE run_id = $1 ORDER BY ord";
+const SELECT_STEPS: &str = "SELECT step_key, method, status, input, output, error, attempt, started_at, \
+     finished_at, token_usage FROM flow_steps WHERE run_id = $1 ORDER BY ord";
 
 const SELECT_CHECKPOINTS: &str =
     "SELECT seq, step_key, status, created_at FROM flow_checkpoints WHERE run_id = $1 ORDER BY seq";
@@ -347,23 +361,42 @@ async fn upsert_steps(
                 opt_json(step.input.as_ref()),
                 opt_json(step.output.as_ref()),
                 i64::from(step.attempt),
+                step.usage.map(|u| serde_json::json!(u).to_string()),
                 step,
             )
         })
         .collect();
     let stmt = &stmt;
-    let writes = rows.iter().map(|(ord, status, input, output, attempt, step)| async move {
-        let params: [&(dyn ToSql + Sync); 9] =
-            [&run_id, &step.step_key, ord, &step.method, status, input, output, &step.error, attempt];
+    let writes = rows.iter().map(|(ord, status, input, output, attempt, usage, step)| async move {
+        let params: [&(dyn ToSql + Sync); 12] = [
+            &run_id,
+            &step.step_key,
+            ord,
+            &step.method,
+            status,
+            input,
+            output,
+            &step.error,
+            attempt,
+            &step.started_at_ms,
+            &step.finished_at_ms,
+            usage,
+        ];
         tx.execute(stmt, &params).await
     });
     futures::future::try_join_all(writes).await.map_err(fail)?;
     Ok(())
 }
 
-/// Inserts a run, its first checkpoint and its start steps. Returns its lease epoch: 1 under
-/// the creator's lease, 0 when queued (the workers listening are told).
-pub(super) async fn create_run(tx: &Transaction<'_>, pg: &Pg, run: &NewRun) -> Result<u64, StoreError> {
+/// Inserts a run, its first checkpoint and its start steps, and its graph unless
+/// `graph_stored` says this store wrote it already. Returns its lease epoch: 1 under the
+/// creator's lease, 0 when queued (the workers listening are told).
+pub(super) async fn create_run(
+    tx: &Transaction<'_>,
+    pg: &Pg,
+    run: &NewRun,
+    graph_stored: bool,
+) -> Result<u64, StoreError> {
     let id = run.run_id;
     let fail = |e: tokio_postgres::Error| pg.map(&e, Some(id));
     let (status, owner, lease, epoch, available_at) = match &run.start {
@@ -371,7 +404,8 @@ pub(super) async fn create_run(tx: &Transaction<'_>, pg: &Pg, run: &NewRun) -> R
         Start::Queued { available_at_ms } => (RunStatus::Queued, None, None, 0, *available_at_ms),
     };
     let insert = tx.prepare_cached(INSERT_RUN).await.map_err(fail)?;
-    let params: [&(dyn ToSql + Sync); 10] = [
+    let digest = run.graph.as_ref().map(|g| g.digest.as_str());
+    let params: [&(dyn ToSql + Sync); 11] = [
         &id,
         &run.flow,
         &run.parent_run_id,
@@ -382,10 +416,15 @@ pub(super) async fn create_run(tx: &Transaction<'_>, pg: &Pg, run: &NewRun) -> R
         &run.placement.queue,
         &run.placement.key,
         &available_at,
+        &digest,
     ];
     let inserted = tx.query_opt(&insert, &params).await.map_err(fail)?;
     if inserted.is_none() {
         return Err(StoreError::Duplicate(id));
+    }
+    if let Some(graph) = run.graph.as_ref().filter(|_| !graph_stored) {
+        let stmt = tx.prepare_cached(INSERT_GRAPH).await.map_err(fail)?;
+        tx.execute(&stmt, &[&run.flow, &graph.digest, &graph.json]).await.map_err(fail)?;
     }
     let append = tx.prepare_cached(APPEND_CHECKPOINT).await.map_err(fail)?;
     let (state, progress) = (run.snapshot.state.get(), run.snapshot.progress.get());
@@ -930,10 +969,40 @@ pub(super) async fn steps(client: &impl GenericClient, pg: &Pg, run_id: Uuid) ->
                 output: decode_opt_json(run_id, &what("output"), col(row, 4, run_id, &what("output"))?)?,
                 error: col(row, 5, run_id, &what("error"))?,
                 attempt: decode_u32(run_id, &what("attempt"), col(row, 6, run_id, &what("attempt"))?)?,
+                started_at_ms: col(row, 7, run_id, &what("started_at"))?,
+                finished_at_ms: col(row, 8, run_id, &what("finished_at"))?,
+                usage: decode_opt_json(run_id, &what("token usage"), col(row, 9, run_id, &what("token usage"))?)?
+                    .map(|v| {
+                        serde_json::from_value::<TokenUsage>(v)
+                            .map_err(|e| corrupt(run_id, what("token usage"), e.to_string()))
+                    })
+                    .transpose()?,
                 step_key: step_key.clone(),
             })
         })
         .collect()
+}
+
+/// The graph the run was created with, if it was stored with one.
+pub(super) async fn run_graph(
+    client: &impl GenericClient,
+    pg: &Pg,
+    run_id: Uuid,
+) -> Result<Option<GraphDoc>, StoreError> {
+    let fail = |e: tokio_postgres::Error| pg.map(&e, Some(run_id));
+    let stmt = client.prepare_cached(SELECT_RUN_GRAPH).await.map_err(fail)?;
+    let row = client.query_opt(&stmt, &[&run_id]).await.map_err(fail)?.ok_or(StoreError::NotFound(run_id))?;
+    let digest: Option<String> = col(&row, 0, run_id, "graph digest")?;
+    let json: Option<String> = col(&row, 1, run_id, "graph")?;
+    match (digest, json) {
+        (None, _) => Ok(None),
+        (Some(digest), None) => {
+            Err(corrupt(run_id, "graph", format!("the run refers to graph {digest}, which the store does not hold")))
+        }
+        (Some(_), Some(json)) => serde_json::from_str(&json)
+            .map(Some)
+            .map_err(|e| corrupt(run_id, "graph", format!("the stored graph does not read as a GraphDoc: {e}"))),
+    }
 }
 
 /// The run's checkpoint history, oldest first.

@@ -112,8 +112,27 @@ ALTER TABLE flow_runs ADD COLUMN cancel_requested text;
 CREATE INDEX flow_runs_by_flow_status ON flow_runs (flow, status, created_at DESC, run_id DESC);
 "#;
 
+/// Version 4 (issue 18): what a program without the flow's code needs to show a run. Each run
+/// refers to its flow's graph (`graph_digest`, NULL for runs created before), kept once per
+/// flow version in `flow_graphs` (not deleted with a run: other runs share it); each step
+/// records its latest attempt's start and end (ms) and the tokens its LLM calls used
+/// (`TokenUsage` as JSON text), NULL for older steps.
+const V4: &str = r#"
+CREATE TABLE flow_graphs (
+    flow       text    NOT NULL,
+    digest     text    NOT NULL,
+    graph      text    NOT NULL,
+    created_at bigint  NOT NULL,
+    PRIMARY KEY (flow, digest)
+);
+ALTER TABLE flow_runs ADD COLUMN graph_digest text;
+ALTER TABLE flow_steps ADD COLUMN started_at bigint;
+ALTER TABLE flow_steps ADD COLUMN finished_at bigint;
+ALTER TABLE flow_steps ADD COLUMN token_usage text;
+"#;
+
 /// Every migration, in order: `MIGRATIONS[i]` takes a schema from version `i` to `i + 1`.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this build reads and writes.
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -12,7 +12,7 @@ mod queries;
 mod schema;
 mod writer;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
@@ -24,6 +24,7 @@ use uuid::Uuid;
 
 use self::queries::Db;
 use self::writer::WriterHandle;
+use crate::graph::GraphDoc;
 use crate::store::{
     CheckpointInfo, Claim, ClaimRequest, Commit, JournalEntry, Listing, NewRun, RunFilter, RunRecord, RunStatus,
     RunSummary, Snapshot, Start, StepRecord, Store, StoreError, now_ms,
@@ -253,6 +254,9 @@ struct Inner {
     /// Wakes `wait_for_work` in every store of this process on the same file.
     work: Arc<Notify>,
     read_only: bool,
+    /// The graphs (flow and digest) this store has written: a run of a known flow version
+    /// only refers to its graph, so creating a run does not write the graph again.
+    graphs: Mutex<HashSet<(String, String)>>,
     readers: Readers,
     writer: WriterHandle,
 }
@@ -337,6 +341,7 @@ impl SqliteStore {
             path,
             keep_checkpoints: options.keep_checkpoints,
             read_only: options.read_only,
+            graphs: Mutex::new(HashSet::new()),
             work,
             readers,
             writer,
@@ -491,8 +496,17 @@ impl Store for SqliteStore {
     async fn create_run(&self, run: NewRun) -> Result<u64, StoreError> {
         let run_id = run.run_id;
         let queued = matches!(run.start, Start::Queued { .. });
-        let epoch =
-            self.write(move |db| queries::create_run(db, &run, now_ms())).await.map_err(|e| e.for_run(run_id))?;
+        let graph = run.graph.as_ref().map(|g| (run.flow.clone(), g.digest.clone()));
+        let stored =
+            graph.as_ref().is_some_and(|g| self.inner.graphs.lock().unwrap_or_else(|p| p.into_inner()).contains(g));
+        let epoch = self
+            .write(move |db| queries::create_run(db, &run, stored, now_ms()))
+            .await
+            .map_err(|e| e.for_run(run_id))?;
+        // Remembered once committed: a rolled-back write leaves the graph unwritten.
+        if let Some(graph) = graph.filter(|_| !stored) {
+            self.inner.graphs.lock().unwrap_or_else(|p| p.into_inner()).insert(graph);
+        }
         if queued {
             self.inner.work.notify_waiters();
         }
@@ -631,5 +645,9 @@ impl Store for SqliteStore {
         })
         .await
         .map_err(|e| e.for_run(run_id))
+    }
+
+    async fn run_graph(&self, run_id: Uuid) -> Result<Option<GraphDoc>, StoreError> {
+        self.read(move |db| queries::run_graph(db, run_id)).await.map_err(|e| e.for_run(run_id))
     }
 }

@@ -15,6 +15,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::error::{column, corrupt, map};
+use crate::graph::GraphDoc;
+use crate::journal::TokenUsage;
 use crate::store::admission::{self, Admission};
 use crate::store::decode::decode_answer;
 use crate::store::{
@@ -76,9 +78,17 @@ const SELECT_LATEST: &str = "SELECT seq, state, progress, created_at FROM flow_c
 // Runs are numbered in creation order; the number keys the run's checkpoints. The `MAX` is one
 // seek at the end of `flow_runs_by_no`.
 const INSERT_RUN: &str = "INSERT INTO flow_runs (run_id, flow, parent_run_id, status, lease_owner, \
-     lease_expires_at, epoch, created_at, updated_at, run_no, queue, concurrency_key, available_at) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?8, ?7, ?7, (SELECT COALESCE(MAX(run_no), 0) + 1 FROM flow_runs), ?9, ?10, ?11) \
-     ON CONFLICT (run_id) DO NOTHING RETURNING run_no";
+     lease_expires_at, epoch, created_at, updated_at, run_no, queue, concurrency_key, available_at, graph_digest) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?8, ?7, ?7, (SELECT COALESCE(MAX(run_no), 0) + 1 FROM flow_runs), ?9, ?10, ?11, \
+     ?12) ON CONFLICT (run_id) DO NOTHING RETURNING run_no";
+
+const INSERT_GRAPH: &str = "INSERT INTO flow_graphs (flow, digest, graph, created_at) VALUES (?1, ?2, ?3, ?4) \
+     ON CONFLICT (flow, digest) DO NOTHING";
+
+// The run's digest beside its graph: a run with a digest and no graph row is damaged, one with
+// neither was created before graphs were stored.
+const SELECT_RUN_GRAPH: &str = "SELECT r.graph_digest, g.graph FROM flow_runs r \
+     LEFT JOIN flow_graphs g ON g.flow = r.flow AND g.digest = r.graph_digest WHERE r.run_id = ?1";
 
 const SELECT_LEASE: &str = "SELECT lease_owner, lease_expires_at FROM flow_runs WHERE run_id = ?1";
 
@@ -146,19 +156,20 @@ const REQUEUE: &str = "UPDATE flow_runs SET status = 'queued', available_at = ?2
 
 // Positions come from the checkpoint's sequence number.
 const UPSERT_STEP: &str = "INSERT INTO flow_steps (run_id, step_key, ord, method, status, input, output, error, \
-     attempt, created_at, updated_at) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10) \
+     attempt, created_at, updated_at, started_at, finished_at, token_usage) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?10, ?11, ?12, ?13) \
      ON CONFLICT (run_id, step_key) DO UPDATE SET method = excluded.method, status = excluded.status, \
      input = excluded.input, output = excluded.output, error = excluded.error, attempt = excluded.attempt, \
-     updated_at = excluded.updated_at";
+     updated_at = excluded.updated_at, started_at = excluded.started_at, finished_at = excluded.finished_at, \
+     token_usage = excluded.token_usage";
 
 const APPEND_CHECKPOINT: &str = "INSERT INTO flow_checkpoints (ck, run_id, seq, step_key, status, state, progress, \
      created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 
 const PRUNE_CHECKPOINTS: &str = "DELETE FROM flow_checkpoints WHERE ck BETWEEN ?1 AND ?2";
 
-const SELECT_STEPS: &str = "SELECT step_key, method, status, input, output, error, attempt FROM flow_steps \
-     WHERE run_id = ?1 ORDER BY ord";
+const SELECT_STEPS: &str = "SELECT step_key, method, status, input, output, error, attempt, started_at, \
+     finished_at, token_usage FROM flow_steps WHERE run_id = ?1 ORDER BY ord";
 
 const SELECT_CHECKPOINTS: &str =
     "SELECT seq, step_key, status, created_at FROM flow_checkpoints WHERE ck BETWEEN ?1 AND ?2 ORDER BY ck";
@@ -412,6 +423,9 @@ fn upsert_steps(db: Db<'_>, run_id: &str, version: i64, steps: &[StepRecord], no
             step.error,
             i64::from(step.attempt),
             now,
+            step.started_at_ms,
+            step.finished_at_ms,
+            step.usage.map(|u| serde_json::json!(u).to_string()),
         ])
         .map_err(db.fail())?;
     }
@@ -457,9 +471,10 @@ fn append_checkpoint(
     Ok(seq)
 }
 
-/// Inserts a run, its first checkpoint and its start steps. Returns its lease epoch: 1 under
-/// the creator's lease, 0 when queued.
-pub(super) fn create_run(db: Db<'_>, run: &NewRun, now: i64) -> Result<u64, StoreError> {
+/// Inserts a run, its first checkpoint and its start steps, and its graph unless
+/// `graph_stored` says this store wrote it already. Returns its lease epoch: 1 under the
+/// creator's lease, 0 when queued.
+pub(super) fn create_run(db: Db<'_>, run: &NewRun, graph_stored: bool, now: i64) -> Result<u64, StoreError> {
     let id = run.run_id.to_string();
     let state = run.snapshot.state.get();
     let progress = run.snapshot.progress.get();
@@ -484,6 +499,7 @@ pub(super) fn create_run(db: Db<'_>, run: &NewRun, now: i64) -> Result<u64, Stor
                 run.placement.queue,
                 run.placement.key,
                 available_at,
+                run.graph.as_ref().map(|g| g.digest.as_str()),
             ],
             |r| r.get(0),
         )
@@ -497,6 +513,9 @@ pub(super) fn create_run(db: Db<'_>, run: &NewRun, now: i64) -> Result<u64, Stor
             "{}: the store has numbered {MAX_RUN_NO} runs, the most it can; start a new store file",
             db.path.display()
         )));
+    }
+    if let Some(graph) = run.graph.as_ref().filter(|_| !graph_stored) {
+        db.prepare(INSERT_GRAPH)?.execute(params![run.flow, graph.digest, graph.json, now]).map_err(db.fail())?;
     }
     let history = History::of(run.run_id, run_no)?;
     let row = CheckpointRow { run_id: &id, step_key: None, status, state, progress, now };
@@ -964,13 +983,22 @@ pub(super) fn steps(db: Db<'_>, run_id: Uuid) -> Result<Vec<StepRecord>, StoreEr
             r.get::<_, Option<String>>(4)?,
             r.get::<_, Option<String>>(5)?,
             r.get::<_, i64>(6)?,
+            (r.get::<_, Option<i64>>(7)?, r.get::<_, Option<i64>>(8)?, r.get::<_, Option<String>>(9)?),
         ))
     })
     .map_err(|e| column(e, run_id, "step row", db.path))?;
     rows.into_iter()
-        .map(|(step_key, method, status, input, output, error, attempt)| {
+        .map(|(step_key, method, status, input, output, error, attempt, (started, finished, usage))| {
             let what = |column: &str| format!("step `{step_key}` {column}");
             Ok(StepRecord {
+                started_at_ms: started,
+                finished_at_ms: finished,
+                usage: decode_opt_json(run_id, &what("token usage"), usage)?
+                    .map(|v| {
+                        serde_json::from_value::<TokenUsage>(v)
+                            .map_err(|e| corrupt(run_id, what("token usage"), e.to_string()))
+                    })
+                    .transpose()?,
                 status: StepStatus::parse(&status)
                     .ok_or_else(|| corrupt(run_id, what("status"), format!("unknown step status `{status}`")))?,
                 input: decode_opt_json(run_id, &what("input"), input)?,
@@ -982,6 +1010,24 @@ pub(super) fn steps(db: Db<'_>, run_id: Uuid) -> Result<Vec<StepRecord>, StoreEr
             })
         })
         .collect()
+}
+
+/// The graph the run was created with, if it was stored with one.
+pub(super) fn run_graph(db: Db<'_>, run_id: Uuid) -> Result<Option<GraphDoc>, StoreError> {
+    let row: Option<(Option<String>, Option<String>)> = db
+        .prepare(SELECT_RUN_GRAPH)?
+        .query_row([run_id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+        .map_err(|e| column(e, run_id, "graph", db.path))?;
+    match row.ok_or(StoreError::NotFound(run_id))? {
+        (None, _) => Ok(None),
+        (Some(digest), None) => {
+            Err(corrupt(run_id, "graph", format!("the run refers to graph {digest}, which the store does not hold")))
+        }
+        (Some(_), Some(json)) => serde_json::from_str(&json)
+            .map(Some)
+            .map_err(|e| corrupt(run_id, "graph", format!("the stored graph does not read as a GraphDoc: {e}"))),
+    }
 }
 
 /// The run's checkpoint history, oldest first.
@@ -1088,15 +1134,7 @@ mod tests {
     ];
 
     fn step(key: &str) -> StepRecord {
-        StepRecord {
-            step_key: key.into(),
-            method: "m".into(),
-            status: StepStatus::Ready,
-            input: None,
-            output: None,
-            error: None,
-            attempt: 0,
-        }
+        StepRecord::new(key, "m", StepStatus::Ready)
     }
 
     fn new_run() -> Result<NewRun, serde_json::Error> {
@@ -1108,6 +1146,7 @@ mod tests {
             steps: vec![],
             start: crate::store::Start::Leased { owner: "w".into(), lease: Duration::ZERO },
             placement: crate::store::Placement::default(),
+            graph: None,
         })
     }
 
@@ -1122,11 +1161,11 @@ mod tests {
         let db = Db { conn: &conn, path: &path };
 
         let last = new_run()?;
-        create_run(db, &last, 1)?;
+        create_run(db, &last, false, 1)?;
         conn.execute("UPDATE flow_runs SET run_no = ?1", [MAX_RUN_NO])?;
         conn.execute("UPDATE flow_checkpoints SET ck = ?1 + 1", [MAX_RUN_NO << 32])?;
         assert_eq!(load_run(db, last.run_id)?.version, 1, "the last number still works");
-        match create_run(db, &new_run()?, 2) {
+        match create_run(db, &new_run()?, false, 2) {
             Err(StoreError::Backend(m)) => assert!(m.contains("start a new store file"), "{m}"),
             other => return Err(format!("expected Backend, got {other:?}").into()),
         }
@@ -1182,9 +1221,10 @@ mod tests {
                 steps: vec![step("start#0")],
                 start: crate::store::Start::Leased { owner: "w".into(), lease: Duration::ZERO },
                 placement: crate::store::Placement::default(),
+                graph: None,
             };
             let id = run.run_id;
-            create_run(db, &run, 1_000)?;
+            create_run(db, &run, false, 1_000)?;
             let claim = claim(db, id, "w", Duration::ZERO, 2_000)?;
             renew(db, id, claim.epoch, Duration::ZERO, 2_000)?;
             for n in 0..4 {
@@ -1259,7 +1299,7 @@ mod tests {
                 ..new_run()?
             };
             let qid = queued.run_id;
-            create_run(db, &queued, 6_000)?;
+            create_run(db, &queued, false, 6_000)?;
             let request = ClaimRequest {
                 owner: "w".into(),
                 lease: Duration::from_secs(60),

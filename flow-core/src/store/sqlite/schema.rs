@@ -101,6 +101,10 @@ CREATE TABLE step_journal (
 /// per commit instead of saving one.
 macro_rules! steps_table {
     ($name:literal) => {
+        steps_table!($name, "")
+    };
+    // `$more`: columns later migrations added, as they add them (after the others).
+    ($name:literal, $($more:tt)*) => {
         concat!(
             "-- `ord` keeps creation order (step keys do not sort by it): the checkpoint number of the \n",
             "-- commit that created the step, times 2^20, plus its position in that commit. It is set on \n",
@@ -119,7 +123,9 @@ macro_rules! steps_table {
     attempt    INTEGER NOT NULL,
     created_at INTEGER NOT NULL,
     updated_at INTEGER NOT NULL,
-    PRIMARY KEY (run_id, step_key)
+",
+            $($more)*,
+            "    PRIMARY KEY (run_id, step_key)
 ) STRICT, WITHOUT ROWID;
 "
         )
@@ -223,6 +229,46 @@ const V5: &str = "ALTER TABLE flow_runs ADD COLUMN cancel_requested TEXT;
 CREATE INDEX flow_runs_by_flow_status ON flow_runs (flow, status, created_at DESC, run_id DESC);
 ";
 
+/// The graph table (version 6): one row per flow version, shared by its runs.
+macro_rules! graphs_table {
+    () => {
+        "-- A flow's graph as JSON (`GraphDoc`), once per version: runs refer to it by their flow and
+-- `graph_digest`. Not deleted with a run, as other runs share it.
+CREATE TABLE flow_graphs (
+    flow       TEXT    NOT NULL,
+    digest     TEXT    NOT NULL,
+    graph      TEXT    NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (flow, digest)
+) STRICT;
+"
+    };
+}
+
+/// The step columns version 6 adds: when the latest attempt started and ended (ms), and the
+/// tokens its LLM calls used (`TokenUsage` as JSON).
+macro_rules! step_record_columns {
+    () => {
+        "    started_at  INTEGER,
+    finished_at INTEGER,
+    token_usage TEXT,
+"
+    };
+}
+
+/// Version 6 (issue 18): what a program without the flow's code needs to show a run. Each run
+/// refers to its flow's graph (`graph_digest`, NULL for runs created before), kept once per
+/// flow version in `flow_graphs`; each step records its latest attempt's timings and token
+/// usage (NULL for older steps).
+const V6: &str = concat!(
+    graphs_table!(),
+    "ALTER TABLE flow_runs ADD COLUMN graph_digest TEXT;
+ALTER TABLE flow_steps ADD COLUMN started_at INTEGER;
+ALTER TABLE flow_steps ADD COLUMN finished_at INTEGER;
+ALTER TABLE flow_steps ADD COLUMN token_usage TEXT;
+"
+);
+
 /// What a new file gets: the schema every migration together makes of an empty file, written
 /// out, because running them one by one re-parses the schema at every `ALTER` and triples the
 /// cost of creating a store. `a_new_file_gets_what_the_migrations_make` keeps the two equal.
@@ -245,7 +291,8 @@ const CURRENT: &str = concat!(
     concurrency_key  TEXT,
     available_at     INTEGER,
     answer           TEXT,
-    cancel_requested TEXT
+    cancel_requested TEXT,
+    graph_digest     TEXT
 ) STRICT;
 CREATE INDEX flow_runs_by_created ON flow_runs (created_at DESC, run_id DESC);
 CREATE INDEX flow_runs_by_status ON flow_runs (status, created_at DESC, run_id DESC);
@@ -257,8 +304,9 @@ CREATE INDEX flow_runs_leased ON flow_runs (queue, concurrency_key, lease_expire
     WHERE lease_owner IS NOT NULL;
 CREATE INDEX flow_runs_by_flow_status ON flow_runs (flow, status, created_at DESC, run_id DESC);
 ",
-    steps_table!("flow_steps"),
+    steps_table!("flow_steps", step_record_columns!()),
     checkpoints_table!("flow_checkpoints"),
+    graphs_table!(),
     "
 -- Keyed by run, not by step row: an effect may be recorded before its step's row is committed.
 CREATE TABLE step_journal (
@@ -276,7 +324,7 @@ CREATE TABLE step_journal (
 );
 
 /// Every migration, oldest first. Append only: a released migration never changes.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 /// The schema version this build writes.
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -592,8 +640,9 @@ mod tests {
             steps: Vec::new(),
             start: crate::store::Start::Leased { owner: "w".into(), lease: Duration::ZERO },
             placement: crate::store::Placement::default(),
+            graph: None,
         };
-        assert_eq!(queries::create_run(db, &third, 30)?, 1);
+        assert_eq!(queries::create_run(db, &third, false, 30)?, 1);
         let no: i64 =
             conn.query_row("SELECT run_no FROM flow_runs WHERE run_id = ?1", [third.run_id.to_string()], |r| r.get(0))?;
         assert_eq!(no, 3);
@@ -652,6 +701,78 @@ mod tests {
         assert_eq!(claims.iter().map(|c| (c.run.run_id, c.epoch)).collect::<Vec<_>>(), [(crashed, 2)]);
         queries::answer(db, paused, "ask#0", &serde_json::json!("yes"), 1_000)?;
         assert_eq!(queries::load_run(db, paused)?.status, RunStatus::Queued);
+        Ok(())
+    }
+
+    /// A file written by the version 4 code: its runs load with no graph, its steps with no
+    /// timings or usage, and a new run stores its graph once however many runs share it.
+    #[test]
+    fn a_version_4_file_reads_its_runs_without_graphs_or_timings() -> TestResult {
+        use super::super::queries::{self, Db};
+        use crate::store::{NewRun, Placement, RunGraph, Snapshot, Start, StepStatus};
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("runs.db");
+        let old = uuid::Uuid::new_v4();
+        {
+            let conn = Connection::open(&path)?;
+            for sql in &MIGRATIONS[..4] {
+                conn.execute_batch(sql)?;
+            }
+            conn.pragma_update(None, "user_version", 4)?;
+            conn.execute(
+                "INSERT INTO flow_runs (run_id, flow, status, epoch, created_at, updated_at, run_no) \
+                 VALUES (?1, 'f', 'completed', 1, 10, 20, 1)",
+                [old.to_string()],
+            )?;
+            conn.execute(
+                "INSERT INTO flow_checkpoints (ck, run_id, seq, step_key, status, state, progress, created_at) \
+                 VALUES ((1 << 32) + 1, ?1, 1, NULL, 'completed', '{\"v\":1}', '{}', 20)",
+                [old.to_string()],
+            )?;
+            conn.execute(
+                "INSERT INTO flow_steps (run_id, step_key, ord, method, status, input, output, error, attempt, \
+                 created_at, updated_at) VALUES (?1, 'go#1', 1, 'go', 'completed', NULL, '3', NULL, 1, 10, 20)",
+                [old.to_string()],
+            )?;
+        }
+        let conn = open_writer(&SqliteOptions::new(&path))?;
+        assert_eq!(pragma(&conn, "user_version")?, SCHEMA_VERSION);
+        let db = Db { conn: &conn, path: &path };
+        assert_eq!(queries::load_run(db, old)?.snapshot.state.get(), r#"{"v":1}"#);
+        assert_eq!(queries::run_graph(db, old)?, None);
+        let steps = queries::steps(db, old)?;
+        assert_eq!(steps.len(), 1);
+        assert_eq!((steps[0].status, steps[0].attempt), (StepStatus::Completed, 1));
+        assert_eq!((steps[0].started_at_ms, steps[0].finished_at_ms, steps[0].usage), (None, None, None));
+
+        let graph = std::sync::Arc::new(RunGraph::new(crate::graph::GraphDoc {
+            format: crate::graph::GRAPH_FORMAT,
+            name: "f".into(),
+            state_type: "S".into(),
+            methods: Vec::new(),
+            max_calls: 100,
+            on_failure: "cancel_running".into(),
+        }));
+        let mut ids = Vec::new();
+        for stored in [false, true, false] {
+            let run = NewRun {
+                run_id: uuid::Uuid::new_v4(),
+                flow: "f".into(),
+                parent_run_id: None,
+                snapshot: Snapshot::encode(&1, &2)?,
+                steps: Vec::new(),
+                start: Start::Queued { available_at_ms: None },
+                placement: Placement::default(),
+                graph: Some(std::sync::Arc::clone(&graph)),
+            };
+            queries::create_run(db, &run, stored, 30)?;
+            ids.push(run.run_id);
+        }
+        for id in ids {
+            assert_eq!(queries::run_graph(db, id)?.as_ref(), Some(&graph.doc));
+        }
+        let copies: i64 = conn.query_row("SELECT count(*) FROM flow_graphs", [], |r| r.get(0))?;
+        assert_eq!(copies, 1);
         Ok(())
     }
 

@@ -641,6 +641,7 @@ mod tests {
                     steps: Vec::new(),
                     start: crate::store::Start::Leased { owner: "w1".into(), lease: Duration::from_secs(600) },
                     placement: crate::store::Placement::default(),
+                    graph: None,
                 })
                 .await?;
             runs.push((run_id, epoch));
