@@ -41,6 +41,27 @@ async fn pg_store_meets_the_contract() -> TestResult {
     store_conformance::check(&store).await
 }
 
+/// Over runs created at the same millisecond (set in the database by hand).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_store_pages_listings() -> TestResult {
+    let Some(db) = pg_support::database("pg_store_pages_listings").await else { return Ok(()) };
+    let store = PgStore::from_pool(db.pool(2)).await?;
+    let pool = db.pool(1);
+    let set = move |ids: Vec<uuid::Uuid>,
+                    at: i64|
+          -> std::pin::Pin<Box<dyn std::future::Future<Output = TestResult> + Send>> {
+        let pool = pool.clone();
+        Box::pin(async move {
+            let client = pool.get().await?;
+            for id in ids {
+                client.execute("UPDATE flow_runs SET created_at = $1 WHERE run_id = $2", &[&at, &id]).await?;
+            }
+            Ok(())
+        })
+    };
+    store_conformance::paging(&store, Some(&set)).await
+}
+
 /// Three stores with pools of their own over one database, as three worker processes: the
 /// queue contract, limits across the stores claiming at the same moment, and wake-ups through
 /// LISTEN/NOTIFY.

@@ -64,6 +64,34 @@ async fn sqlite_store_meets_the_queue_contract() -> TestResult {
 }
 
 #[tokio::test]
+async fn memory_store_pages_listings() -> TestResult {
+    store_conformance::paging(&MemoryStore::new(), None).await
+}
+
+/// Over runs created at the same millisecond (set in the file by hand).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_store_pages_listings() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let path = db_path(&dir);
+    let store = SqliteStore::open(&path).await?;
+    let set =
+        move |ids: Vec<Uuid>, at: i64| -> std::pin::Pin<Box<dyn std::future::Future<Output = TestResult> + Send>> {
+            let path = path.clone();
+            Box::pin(async move {
+                let conn = raw(&path)?;
+                for id in ids {
+                    conn.execute(
+                        "UPDATE flow_runs SET created_at = ?1 WHERE run_id = ?2",
+                        rusqlite::params![at, id.to_string()],
+                    )?;
+                }
+                Ok(())
+            })
+        };
+    store_conformance::paging(&store, Some(&set)).await
+}
+
+#[tokio::test]
 async fn runs_survive_reopening() -> TestResult {
     let dir = tempfile::tempdir()?;
     let path = db_path(&dir);
@@ -90,7 +118,7 @@ async fn schema_is_versioned_strict_and_in_wal_mode() -> TestResult {
 
     let conn = raw(&path)?;
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
     let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
     assert_eq!(mode, "wal");
     for table in ["flow_runs", "flow_steps", "flow_checkpoints", "step_journal"] {
@@ -110,7 +138,7 @@ async fn schema_is_versioned_strict_and_in_wal_mode() -> TestResult {
     // Reopening an up-to-date file applies nothing and keeps the version.
     drop(SqliteStore::open(&path).await?);
     let version: i64 = raw(&path)?.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
     Ok(())
 }
 
@@ -124,7 +152,7 @@ async fn a_file_from_a_newer_build_is_refused_and_left_untouched() -> TestResult
     }
     let before = std::fs::read(&path)?;
     match SqliteStore::open(&path).await {
-        Err(StoreError::SchemaTooNew { found: 99, supported: 4 }) => {}
+        Err(StoreError::SchemaTooNew { found: 99, supported: 5 }) => {}
         other => return Err(format!("expected SchemaTooNew, got {other:?}").into()),
     }
     assert_eq!(std::fs::read(&path)?, before, "not a byte changed");

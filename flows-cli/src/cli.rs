@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use flow_core::store::RunStatus;
+use flow_core::store::{RunCursor, RunStatus};
 use uuid::Uuid;
 
 const AFTER_HELP: &str = "\
@@ -17,7 +17,10 @@ Exit codes:
   2  not found: no such run, or no such checkpoint of it
   3  store unavailable: none given, cannot be opened or reached, newer schema, locked, failing
   4  refused: a run is held by a live lease (being executed), so it was left alone
-  5  damaged: a stored row cannot be read";
+  5  damaged: a stored row cannot be read
+  6  invalid answer: it does not fit the question's schema (nothing was written)
+  7  wrong status: the run is not paused (answer), not failed (retry) or has ended (cancel)
+  8  not confirmed: cancel without --yes where no one can be asked (not a terminal)";
 
 /// See and tend the runs of a flows store, SQLite or PostgreSQL, without the flows' code.
 #[derive(Debug, Parser)]
@@ -54,10 +57,15 @@ pub enum ColorChoice {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// List runs, newest first.
-    #[command(after_help = "Examples:\n  flows runs --status paused\n  flows runs --flow review --since 2h --limit 0")]
+    #[command(
+        after_help = "Examples:\n  flows runs --status paused\n  flows runs --flow review --since 2h --limit 0\n  \
+                            flows runs --before 30d --status failed\n  \
+                            flows runs --limit 100 --after 1733500000000_0193a5c2-7d41-7e1b-9c3a-5f2e8d6b4a10\n\n\
+                            A listing cut by --limit prints the cursor of its next page: pass it as --after."
+    )]
     Runs {
-        /// Only runs in these statuses (repeat or separate with commas): running, paused,
-        /// completed, failed, escalated.
+        /// Only runs in these statuses (repeat or separate with commas): queued, running,
+        /// paused, completed, failed, escalated, cancelled.
         #[arg(long, value_name = "STATUS", value_delimiter = ',', value_parser = parse_status)]
         status: Vec<RunStatus>,
         /// Only runs of this flow.
@@ -66,12 +74,15 @@ pub enum Command {
         /// Only runs created within this long, such as 30m, 2h or 7d.
         #[arg(long, value_name = "AGE", value_parser = parse_age)]
         since: Option<Age>,
-        /// Only runs created longer ago than this, such as 30m, 2h or 7d.
-        #[arg(long, value_name = "AGE", value_parser = parse_age)]
+        /// Only runs created longer ago than this, such as 30m, 2h or 7d (also --before).
+        #[arg(long, visible_alias = "before", value_name = "AGE", value_parser = parse_age)]
         older_than: Option<Age>,
         /// At most this many runs; 0 lists them all.
         #[arg(long, default_value_t = 50, value_name = "N")]
         limit: usize,
+        /// The next page: the runs after this cursor, which the page before printed.
+        #[arg(long, value_name = "CURSOR", value_parser = parse_cursor)]
+        after: Option<RunCursor>,
     },
     /// Show one run: status, steps, errors, its question and checkpoints.
     ///
@@ -157,6 +168,78 @@ Examples:
         #[arg(long, env = "FLOWS_TOKEN", hide_env_values = true, value_name = "T")]
         token: Option<String>,
     },
+    #[command(flatten)]
+    Operation(Operation),
+}
+
+/// The tail of the grammar: the operations that change a run (kept apart so that other
+/// commands can be added above without touching these).
+#[derive(Debug, Subcommand)]
+pub enum Operation {
+    /// Answer a paused run's question; a worker then continues the run.
+    ///
+    /// The answer is JSON, given as an argument, from a file (--file) or from standard input
+    /// (`-`). It is checked against the schema of the type the question asks for, when the run
+    /// stored one: an answer that does not fit is refused with every violation and its JSON
+    /// Pointer, nothing is written, the run stays paused and the exit code is 6.
+    #[command(after_help = "\
+Examples:
+  flows answer 0193a5c2-7d41-7e1b-9c3a-5f2e8d6b4a10 '{\"approve\": true}'
+  flows answer RUN --file answer.json
+  echo true | flows answer RUN -
+
+See the question and its expected type with `flows show RUN`.")]
+    Answer {
+        /// The run's id.
+        #[arg(value_parser = parse_run_id)]
+        run: Uuid,
+        /// The answer as JSON, or `-` to read it from standard input.
+        #[arg(value_name = "JSON", conflicts_with = "file")]
+        answer: Option<String>,
+        /// Read the answer from this file.
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+    /// Cancel a run: undo its completed steps (compensation), then end it cancelled.
+    ///
+    /// A run at rest (queued, paused, failed, escalated, sleeping) goes back to its queue, where
+    /// a worker with the flow's code runs the undo steps (`#[compensate]`) of its completed
+    /// steps, newest first, and ends it cancelled. A running run's worker does the same once
+    /// its next lease renewal tells it. --no-compensate ends a run at rest at once and undoes
+    /// nothing. Says what it will do and asks first; --yes skips the question, and without a
+    /// terminal to ask on it is required (exit code 8).
+    #[command(after_help = "\
+Examples:
+  flows cancel RUN --reason 'ordered twice'
+  flows cancel RUN --yes --json
+  flows cancel RUN --no-compensate --yes
+
+Completed and cancelled runs cannot be cancelled (exit code 7).")]
+    Cancel {
+        /// The run's id.
+        #[arg(value_parser = parse_run_id)]
+        run: Uuid,
+        /// Why, stored on the run.
+        #[arg(long, value_name = "TEXT", default_value = "cancelled with `flows cancel`")]
+        reason: String,
+        /// End the run at once without running any undo step (only for a run at rest).
+        #[arg(long)]
+        no_compensate: bool,
+        /// Do it without asking.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+    /// Put a failed run back in its queue: a worker runs its failed step again.
+    ///
+    /// The failed step gets a fresh retry budget; the steps completed before it do not run
+    /// again. A run whose completed steps were compensated after the failure cannot be retried
+    /// (exit code 7).
+    #[command(after_help = "Example:\n  flows runs --status failed\n  flows retry RUN")]
+    Retry {
+        /// The run's id.
+        #[arg(value_parser = parse_run_id)]
+        run: Uuid,
+    },
 }
 
 /// A length of time as the person wrote it (`30d`) and as a duration.
@@ -166,7 +249,7 @@ pub struct Age {
     pub duration: Duration,
 }
 
-const STATUSES: &str = "running, paused, completed, failed, escalated";
+const STATUSES: &str = "queued, running, paused, completed, failed, escalated, cancelled";
 
 fn parse_status(s: &str) -> Result<RunStatus, String> {
     RunStatus::parse(&s.trim().to_ascii_lowercase())
@@ -178,6 +261,10 @@ fn parse_age(s: &str) -> Result<Age, String> {
         format!("`{s}` is not a length of time ({e}); write it as a number and a unit, such as 30m, 2h, 7d or 4w")
     })?;
     Ok(Age { text: s.trim().to_string(), duration })
+}
+
+fn parse_cursor(s: &str) -> Result<RunCursor, String> {
+    s.parse()
 }
 
 fn parse_run_id(s: &str) -> Result<Uuid, String> {

@@ -5,12 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use flow_core::store::{
-    CheckpointInfo, DamagedRun, RunFilter, RunRecord, RunStatus, RunSummary, Snapshot, StepRecord, Store, StoreError,
+    CheckpointInfo, DamagedRun, RunCursor, RunFilter, RunRecord, RunStatus, RunSummary, Snapshot, StepRecord, Store,
+    StoreError,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::cli::{Age, Cli, Command};
+use crate::cli::{Age, Cli, Command, Operation};
 use crate::diff::{Change, diff};
 use crate::error::{CliError, Exit};
 use crate::output::{self, Paint, Style, Table};
@@ -24,29 +25,31 @@ pub struct Done {
 }
 
 impl Done {
-    fn ok(stdout: String) -> Self {
+    pub(crate) fn ok(stdout: String) -> Self {
         Done { stdout, stderr: String::new(), exit: Exit::Ok }
     }
 }
 
 /// What every command works with.
-struct Ctx {
-    store: Arc<dyn Store>,
-    json: bool,
-    style: Style,
-    now: i64,
+pub(crate) struct Ctx {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) json: bool,
+    pub(crate) style: Style,
+    pub(crate) now: i64,
 }
 
 /// Opens the store the command line names and runs its command.
 pub async fn run(cli: Cli) -> Result<Done, CliError> {
     let source = source::select(cli.db, cli.database_url, |name| std::env::var(name).ok())?;
-    let writes = matches!(cli.command, Command::Prune { dry_run: false, .. } | Command::Serve { .. });
+    let writes =
+        matches!(cli.command, Command::Prune { dry_run: false, .. } | Command::Serve { .. } | Command::Operation(_));
     let store = source::open(&source, writes).await?;
     let color = !cli.json && output::color_for_stdout(cli.color);
     let ctx = Ctx { store, json: cli.json, style: Style { color }, now: output::now_ms() };
     match cli.command {
-        Command::Runs { status, flow, since, older_than, limit } => {
-            runs(&ctx, &status, flow, since.as_ref(), older_than.as_ref(), limit).await
+        Command::Runs { status, flow, since, older_than, limit, after } => {
+            let page = Page { since: since.as_ref(), before: older_than.as_ref(), limit, after };
+            runs(&ctx, &status, flow, page).await
         }
         Command::Show { run } => show(&ctx, run).await,
         Command::State { run, at } => state(&ctx, run, at).await,
@@ -57,6 +60,17 @@ pub async fn run(cli: Cli) -> Result<Done, CliError> {
             crate::serve::run(ctx.store, options).await?;
             Ok(Done::ok(String::new()))
         }
+        Command::Operation(op) => operate(&ctx, op).await,
+    }
+}
+
+async fn operate(ctx: &Ctx, op: Operation) -> Result<Done, CliError> {
+    match op {
+        Operation::Answer { run, answer, file } => crate::operate::answer(ctx, run, answer, file).await,
+        Operation::Cancel { run, reason, no_compensate, yes } => {
+            crate::operate::cancel(ctx, run, reason, !no_compensate, yes).await
+        }
+        Operation::Retry { run } => crate::operate::retry(ctx, run).await,
     }
 }
 
@@ -64,7 +78,7 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-fn json_text(value: &Value) -> String {
+pub(crate) fn json_text(value: &Value) -> String {
     // Serializing a `Value` cannot fail: its keys are strings and its numbers finite.
     serde_json::to_string_pretty(value).unwrap_or_default() + "\n"
 }
@@ -80,18 +94,15 @@ fn statuses(given: &[RunStatus]) -> Vec<Option<RunStatus>> {
     if out.is_empty() { vec![None] } else { out }
 }
 
-/// Lists runs in each of `statuses`, merged newest first.
+/// Lists runs in each of `statuses` (each with the rest of `base`), merged newest first.
 async fn list(
     store: &dyn Store,
     statuses: &[Option<RunStatus>],
-    flow: &Option<String>,
-    limit: Option<usize>,
+    base: &RunFilter,
 ) -> Result<(Vec<RunSummary>, Vec<DamagedRun>), StoreError> {
     let (mut items, mut damaged) = (Vec::new(), Vec::new());
     for status in statuses {
-        let listing = store
-            .list_runs_checked(&RunFilter { status: *status, flow: flow.clone(), limit, ..RunFilter::default() })
-            .await?;
+        let listing = store.list_runs_checked(&RunFilter { status: *status, ..base.clone() }).await?;
         items.extend(listing.items);
         damaged.extend(listing.damaged);
     }
@@ -116,6 +127,8 @@ fn summary_json(r: &RunSummary) -> Value {
         "run_id": r.run_id,
         "flow": r.flow,
         "status": r.status.as_str(),
+        "queue": r.placement.queue,
+        "concurrency_key": r.placement.key,
         "created_at": output::rfc3339(r.created_at_ms),
         "created_at_ms": r.created_at_ms,
         "updated_at": output::rfc3339(r.updated_at_ms),
@@ -124,37 +137,36 @@ fn summary_json(r: &RunSummary) -> Value {
     })
 }
 
+/// Which page of runs `flows runs` lists.
+struct Page<'a> {
+    since: Option<&'a Age>,
+    before: Option<&'a Age>,
+    limit: usize,
+    after: Option<RunCursor>,
+}
+
 /// The question of a stored pause request (`PauseRequest`), if it has one.
 fn prompt_of(pause: &Value) -> Option<&str> {
     pause.get("prompt").and_then(Value::as_str)
 }
 
-async fn runs(
-    ctx: &Ctx,
-    status: &[RunStatus],
-    flow: Option<String>,
-    since: Option<&Age>,
-    older_than: Option<&Age>,
-    limit: usize,
-) -> Result<Done, CliError> {
-    let since_ms = since.map(|a| ctx.now.saturating_sub(millis(a.duration)));
-    let before_ms = older_than.map(|a| ctx.now.saturating_sub(millis(a.duration)));
-    let wanted = (limit > 0).then_some(limit);
-    // Newest first, the runs `--since` keeps are a prefix of the listing, so the store can stop
-    // after one more than the limit (to know whether there are more); those `--older-than`
-    // keeps are a suffix, which needs the whole listing.
-    let store_limit = if before_ms.is_some() { None } else { wanted.map(|l| l.saturating_add(1)) };
-    let (mut items, damaged) = list(ctx.store.as_ref(), &statuses(status), &flow, store_limit).await?;
-    items.retain(|r| since_ms.is_none_or(|c| r.created_at_ms >= c) && before_ms.is_none_or(|c| r.created_at_ms < c));
-    let truncated = wanted.is_some_and(|l| items.len() > l);
-    if let Some(l) = wanted {
-        items.truncate(l);
-    }
+async fn runs(ctx: &Ctx, status: &[RunStatus], flow: Option<String>, page: Page<'_>) -> Result<Done, CliError> {
+    let filter = RunFilter {
+        flow,
+        created_from_ms: page.since.map(|a| ctx.now.saturating_sub(millis(a.duration))),
+        created_before_ms: page.before.map(|a| ctx.now.saturating_sub(millis(a.duration))),
+        after: page.after,
+        ..RunFilter::default()
+    };
+    let listed = flows_cli::ops::page(ctx.store.as_ref(), status, filter, page.limit).await?;
+    let (items, damaged, next) = (listed.runs, listed.damaged, listed.next);
+    let truncated = next.is_some();
 
     if ctx.json {
         let body = json!({
             "runs": items.iter().map(summary_json).collect::<Vec<_>>(),
             "truncated": truncated,
+            "next": next.map(|c| c.to_string()),
             "damaged": damaged_json(&damaged),
         });
         return Ok(Done::ok(json_text(&body)));
@@ -176,8 +188,11 @@ async fn runs(
             (question.map(|q| output::line(q, 60)).unwrap_or_default(), Paint::Plain),
         ]);
     }
-    if truncated {
-        let _ = writeln!(stderr, "showing the newest {}; --limit N shows more, --limit 0 all", items.len());
+    if let Some(next) = next {
+        let shown =
+            if page.after.is_some() { format!("{} more", items.len()) } else { format!("the newest {}", items.len()) };
+        let _ =
+            writeln!(stderr, "showing {shown}; the next page: --after {next} (--limit N shows more, --limit 0 all)");
     }
     Ok(Done { stdout: table.render(ctx.style, ""), stderr, exit: Exit::Ok })
 }
@@ -269,6 +284,11 @@ async fn show(ctx: &Ctx, run_id: Uuid) -> Result<Done, CliError> {
             "version": record.as_ref().map(|r| r.version),
             "epoch": record.as_ref().map(|r| r.epoch),
             "lease": record.as_ref().map_or(Value::Null, |r| lease_json(r, ctx.now)),
+            "queue": summary.placement.queue,
+            "concurrency_key": summary.placement.key,
+            "due_at": summary.available_at_ms.filter(|_| summary.status == RunStatus::Queued).map(output::rfc3339),
+            "due_at_ms": summary.available_at_ms.filter(|_| summary.status == RunStatus::Queued),
+            "cancel_requested": record.as_ref().and_then(|r| r.cancel_requested.clone()),
             "output": record.as_ref().and_then(|r| r.output.clone()),
             "error": record.as_ref().and_then(|r| r.error.clone()),
             "pause": pause,
@@ -295,6 +315,21 @@ async fn show(ctx: &Ctx, run_id: Uuid) -> Result<Done, CliError> {
         }
         field(&mut out, "version", &format!("{} (checkpoints written)", r.version));
         field(&mut out, "lease", &lease_text(r, ctx.now));
+        let key = r.placement.key.as_deref().map(|k| format!(", concurrency key `{k}`")).unwrap_or_default();
+        field(&mut out, "queue", &format!("{}{key}", r.placement.queue));
+        if let Some(due) = r.available_at_ms.filter(|_| r.status == RunStatus::Queued) {
+            let when =
+                if due <= ctx.now { "now (waiting for a worker)".to_string() } else { output::when(due, ctx.now) };
+            field(&mut out, "due", &when);
+        }
+        if let Some(reason) = r.cancel_requested.as_deref() {
+            let what = if r.status == RunStatus::Cancelled {
+                format!("cancelled: {reason}")
+            } else {
+                format!("requested ({reason}): a worker compensates and ends it cancelled")
+            };
+            field(&mut out, "cancel", &style.paint(Paint::Yellow, &what));
+        }
         if let Some(error) = &r.error {
             let label = if r.status == RunStatus::Escalated { "reason" } else { "error" };
             field(&mut out, label, error);
@@ -529,7 +564,8 @@ async fn prune(
     let store = ctx.store.as_ref();
     let statuses = statuses(if status.is_empty() { &[RunStatus::Completed] } else { status });
     let cutoff = ctx.now.saturating_sub(millis(older_than.duration));
-    let (mut candidates, damaged) = list(store, &statuses, &flow, None).await?;
+    let base = RunFilter { flow: flow.clone(), ..RunFilter::default() };
+    let (mut candidates, damaged) = list(store, &statuses, &base).await?;
     candidates.retain(|r| r.updated_at_ms < cutoff);
     candidates.sort_by(|a, b| a.updated_at_ms.cmp(&b.updated_at_ms).then(a.run_id.cmp(&b.run_id)));
 

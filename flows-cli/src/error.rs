@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use flow_core::store::StoreError;
+use flows_cli::ops::OpError;
 
 /// The process's exit status; the crate docs and `--help` list them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -13,6 +14,9 @@ pub enum Exit {
     StoreUnavailable,
     Refused,
     Damaged,
+    Invalid,
+    WrongStatus,
+    NotConfirmed,
 }
 
 impl Exit {
@@ -24,6 +28,9 @@ impl Exit {
             Exit::StoreUnavailable => 3,
             Exit::Refused => 4,
             Exit::Damaged => 5,
+            Exit::Invalid => 6,
+            Exit::WrongStatus => 7,
+            Exit::NotConfirmed => 8,
         }
     }
 
@@ -36,6 +43,9 @@ impl Exit {
             Exit::StoreUnavailable => "store_unavailable",
             Exit::Refused => "refused",
             Exit::Damaged => "damaged",
+            Exit::Invalid => "invalid_answer",
+            Exit::WrongStatus => "wrong_status",
+            Exit::NotConfirmed => "not_confirmed",
         }
     }
 }
@@ -51,11 +61,13 @@ impl From<Exit> for ExitCode {
 pub struct CliError {
     pub exit: Exit,
     pub message: String,
+    /// More for `--json` errors (an invalid answer's violations), or null.
+    pub details: serde_json::Value,
 }
 
 impl CliError {
     pub fn new(exit: Exit, message: impl Into<String>) -> Self {
-        CliError { exit, message: message.into() }
+        CliError { exit, message: message.into(), details: serde_json::Value::Null }
     }
 
     pub fn other(message: impl Into<String>) -> Self {
@@ -81,6 +93,28 @@ pub fn exit_of(e: &StoreError) -> Exit {
 impl From<StoreError> for CliError {
     fn from(e: StoreError) -> Self {
         CliError::new(exit_of(&e), e.to_string())
+    }
+}
+
+/// The exit code an operation's failure gives.
+pub fn exit_of_op(e: &OpError) -> Exit {
+    match e {
+        OpError::InvalidAnswer { .. } => Exit::Invalid,
+        OpError::NotPaused { .. } | OpError::NotFailed { .. } | OpError::Ended { .. } => Exit::WrongStatus,
+        OpError::Executing { .. } => Exit::Refused,
+        OpError::BadQuestion { .. } => Exit::Damaged,
+        OpError::Store(e) => exit_of(e),
+        _ => Exit::Usage,
+    }
+}
+
+impl From<OpError> for CliError {
+    fn from(e: OpError) -> Self {
+        let mut error = CliError::new(exit_of_op(&e), e.to_string());
+        if let OpError::InvalidAnswer { violations, .. } = &e {
+            error.details = serde_json::json!({ "violations": violations });
+        }
+        error
     }
 }
 

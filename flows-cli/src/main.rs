@@ -10,6 +10,9 @@
 //! flows state RUN [--at SEQ]
 //! flows diff RUN A B
 //! flows prune --older-than 30d [--status S]... [--flow F] [--dry-run]
+//! flows answer RUN [JSON | - | --file F]
+//! flows cancel RUN [--reason TEXT] [--no-compensate] [--yes]
+//! flows retry RUN
 //! flows serve [--bind ADDR] [--port N] [--token T]
 //! ```
 //!
@@ -33,9 +36,10 @@
 //! The `--json` documents, by command (times are RFC 3339 in UTC beside the same instant in
 //! milliseconds since the Unix epoch, `*_at` and `*_at_ms`):
 //!
-//! - `runs`: `{runs: [{run_id, flow, status, created_at, created_at_ms, updated_at,
-//!   updated_at_ms, pause}], truncated, damaged: [{run_id, error}]}`, newest first; `truncated`
-//!   says more runs match than `--limit` let through.
+//! - `runs`: `{runs: [{run_id, flow, status, queue, concurrency_key, created_at, created_at_ms,
+//!   updated_at, updated_at_ms, pause}], truncated, next, damaged: [{run_id, error}]}`, newest
+//!   first; `truncated` says more runs match than `--limit` let through, and `next` is the
+//!   cursor that lists them (`--after NEXT`), or null.
 //! - `show`: `{run_id, flow, status, parent_run_id, created_at, updated_at, version, epoch,
 //!   lease: {owner, expires_at, live} | null, output, error, pause, steps: [{step_key, method,
 //!   status, attempt, error, input, output, recorded_at}], checkpoints: [{seq, step_key, status,
@@ -47,6 +51,11 @@
 //! - `prune`: `{dry_run, older_than, cutoff, statuses, flow, runs: [{run_id, flow, status,
 //!   updated_at, result, reason}], deleted, would_delete, refused, damaged}`; `result` is
 //!   `deleted`, `would_delete`, `refused` (with a `reason`) or `gone` (deleted meanwhile).
+//! - `answer`: `{run_id, step_key, validated, status}`; an answer that does not fit fails with
+//!   `error.details.violations: [{pointer, message}]`.
+//! - `cancel`: `{run_id, was, status, compensate, reason}`; `status` is `cancelled` (at once),
+//!   `queued` (a worker compensates it) or `running` (its worker stops it).
+//! - `retry`: `{run_id, status, failed_steps}`.
 //!
 //! A listing that meets a damaged row lists the others, names it on standard error (and in
 //! `damaged`), and still exits 0.
@@ -61,11 +70,15 @@
 //! | 3 | store unavailable: none given, cannot be opened or reached, newer schema, locked, failing |
 //! | 4 | refused: a run is held by a live lease (being executed), so `prune` left it alone |
 //! | 5 | damaged: a stored row cannot be read |
+//! | 6 | invalid answer: it does not fit the question's schema (nothing was written) |
+//! | 7 | wrong status: the run is not paused (answer), not failed (retry) or has ended (cancel) |
+//! | 8 | not confirmed: `cancel` without `--yes` where no one can be asked (not a terminal) |
 
 mod cli;
 mod commands;
 mod diff;
 mod error;
+mod operate;
 mod output;
 mod serve;
 mod source;
@@ -117,7 +130,7 @@ fn main() -> ExitCode {
 fn report(e: &CliError, json: bool) -> ExitCode {
     let text = if json {
         let body = serde_json::json!({
-            "error": { "kind": e.exit.kind(), "exit_code": e.exit.code(), "message": e.message }
+            "error": { "kind": e.exit.kind(), "exit_code": e.exit.code(), "message": e.message, "details": e.details }
         });
         format!("{body}\n")
     } else {

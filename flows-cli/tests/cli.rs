@@ -578,3 +578,156 @@ async fn damaged_rows_are_named_and_the_rest_is_shown() -> TestResult {
     assert!(warning.contains(&format!("run {} cannot be read", r.failed)), "{warning}");
     Ok(())
 }
+
+/// Gives the paused run's question an answer schema, as builds that record one store it.
+async fn add_answer_schema(db: &Path, run_id: Uuid, schema: Value) -> TestResult {
+    let store = SqliteStore::open(db).await?;
+    let record = store.load_run(run_id).await?;
+    let mut pause = record.pause.clone().ok_or("a paused run has its question")?;
+    pause["answer_schema"] = schema;
+    let claim = store.claim(run_id, "test", Duration::from_secs(60)).await?;
+    store
+        .commit(flow_core::store::Commit {
+            run_id,
+            epoch: claim.epoch,
+            status: flow_core::RunStatus::Paused,
+            snapshot: record.snapshot,
+            steps: Vec::new(),
+            step_key: None,
+            output: None,
+            error: None,
+            pause: Some(pause),
+            available_at_ms: None,
+        })
+        .await?;
+    Ok(())
+}
+
+/// The run as `flows show --json` prints it.
+fn shown(db: &Path, run_id: Uuid) -> std::result::Result<Value, Box<dyn std::error::Error>> {
+    json_of(&on(db, &["show", &run_id.to_string(), "--json"])?, 0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answer_is_validated_against_the_stored_schema_before_anything_is_written() -> TestResult {
+    let f = fixture().await?;
+    let paused = f.runs.paused.to_string();
+    let schema = json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "properties": { "approver": { "type": "string", "minLength": 1 } },
+        "required": ["approver"]
+    });
+    add_answer_schema(&f.db, f.runs.paused, schema).await?;
+
+    // Does not fit: every violation with its pointer, exit 6, still paused.
+    let (_, err) = expect(&on(&f.db, &["answer", &paused, r#"{"approver": 5}"#])?, 6);
+    assert!(err.contains("/approver") && err.contains("nothing was written") && err.contains("stays paused"), "{err}");
+    let out = on(&f.db, &["answer", &paused, "{}", "--json"])?;
+    assert_eq!(out.status.code(), Some(6));
+    let error: Value = serde_json::from_slice(&out.stderr)?;
+    assert_eq!(error["error"]["kind"], "invalid_answer");
+    assert_eq!(error["error"]["details"]["violations"][0]["pointer"], "");
+    assert!(error["error"]["details"]["violations"][0]["message"].as_str().unwrap_or("").contains("approver"));
+    let (_, err) = expect(&on(&f.db, &["answer", &paused, "yes please"])?, 6);
+    assert!(err.contains("not JSON"), "{err}");
+    let file = f.db.with_file_name("bad.json");
+    std::fs::write(&file, r#"{"approver": ""}"#)?;
+    let (_, err) = expect(&run(flows().arg("--db").arg(&f.db).args(["answer", &paused, "--file"]).arg(&file))?, 6);
+    assert!(err.contains("/approver"), "{err}");
+    let (_, err) = expect(&on(&f.db, &["answer", &paused])?, 1);
+    assert!(err.contains("--file") && err.contains("standard input"), "{err}");
+    assert_eq!(shown(&f.db, f.runs.paused)?["status"], "paused", "nothing was written");
+
+    // Not paused: exit 7, saying what the run is.
+    let (_, err) = expect(&on(&f.db, &["answer", &f.runs.completed.to_string(), "true"])?, 7);
+    assert!(err.contains("is completed, not paused"), "{err}");
+
+    // Fits, from standard input: stored, the run queued for a worker.
+    let mut child = flows()
+        .arg("--db")
+        .arg(&f.db)
+        .args(["answer", &paused, "-", "--json"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        use std::io::Write;
+        stdin.write_all(br#"{"approver": "ada"}"#)?;
+    }
+    let answered = json_of(&child.wait_with_output()?, 0)?;
+    assert_eq!((&answered["step_key"], &answered["validated"]), (&json!("check#1"), &json!(true)));
+    assert_eq!(shown(&f.db, f.runs.paused)?["status"], "queued");
+    let (_, err) = expect(&on(&f.db, &["answer", &paused, r#"{"approver": "bob"}"#])?, 7);
+    assert!(err.contains("is queued, not paused"), "{err}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_says_what_it_will_do_and_retry_requeues_a_failed_run() -> TestResult {
+    let f = fixture().await?;
+    let failed = f.runs.failed.to_string();
+
+    // Retry: the failed run goes back to its queue.
+    let retried = json_of(&on(&f.db, &["retry", &failed, "--json"])?, 0)?;
+    assert_eq!(retried["status"], "queued");
+    assert_eq!(retried["failed_steps"], json!(["check#1"]));
+    assert!(shown(&f.db, f.runs.failed)?["due_at_ms"].is_i64(), "due now");
+    let (_, err) = expect(&on(&f.db, &["retry", &failed])?, 7);
+    assert!(err.contains("not failed") && err.contains("waits in its queue"), "{err}");
+    let (_, err) = expect(&on(&f.db, &["retry", &f.runs.paused.to_string()])?, 7);
+    assert!(err.contains("flows answer"), "{err}");
+
+    // Cancel: without --yes and no terminal to ask on, it says what it would do and does nothing.
+    let (_, err) = expect(&on(&f.db, &["cancel", &failed])?, 8);
+    assert!(err.contains("--yes") && err.contains("undo steps") && err.contains("queue `default`"), "{err}");
+    assert_eq!(shown(&f.db, f.runs.failed)?["cancel_requested"], Value::Null);
+    let cancelled = json_of(&on(&f.db, &["cancel", &failed, "--yes", "--reason", "duplicate", "--json"])?, 0)?;
+    assert_eq!((&cancelled["was"], &cancelled["status"]), (&json!("queued"), &json!("queued")));
+    let show = shown(&f.db, f.runs.failed)?;
+    assert_eq!((&show["cancel_requested"], &show["queue"]), (&json!("duplicate"), &json!("default")));
+    let (text, _) = expect(&on(&f.db, &["show", &failed])?, 0);
+    assert!(text.contains("cancel") && text.contains("requested (duplicate)"), "{text}");
+
+    // Without compensation, a run at rest ends at once; one being executed is refused (4).
+    let (text, _) = expect(&on(&f.db, &["cancel", &f.runs.paused.to_string(), "--no-compensate", "-y"])?, 0);
+    assert!(text.contains("cancelled") && text.contains("nothing was undone"), "{text}");
+    assert_eq!(shown(&f.db, f.runs.paused)?["status"], "cancelled");
+    let (_, err) = expect(&on(&f.db, &["cancel", &f.runs.held.to_string(), "--no-compensate", "--yes"])?, 4);
+    assert!(err.contains("worker-7"), "{err}");
+    let (_, err) = expect(&on(&f.db, &["cancel", &f.runs.completed.to_string(), "--yes"])?, 7);
+    assert!(err.contains("completed already"), "{err}");
+    let listed = json_of(&on(&f.db, &["runs", "--status", "cancelled", "--json"])?, 0)?;
+    assert_eq!(ids(&listed), [f.runs.paused.to_string()]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_pages_with_a_cursor_and_filters_by_age() -> TestResult {
+    let f = fixture().await?;
+    let all = json_of(&on(&f.db, &["runs", "--json", "--limit", "0"])?, 0)?;
+    assert_eq!(all["next"], Value::Null);
+    let every = ids(&all);
+    assert_eq!(every.len(), 5);
+    let mut paged = Vec::new();
+    let mut args = vec!["runs".to_string(), "--json".into(), "--limit".into(), "2".into()];
+    for _ in 0..5 {
+        let page = json_of(&on(&f.db, &args.iter().map(String::as_str).collect::<Vec<_>>())?, 0)?;
+        paged.extend(ids(&page));
+        match page["next"].as_str() {
+            Some(next) => {
+                args = vec!["runs".into(), "--json".into(), "--limit".into(), "2".into(), "--after".into(), next.into()]
+            }
+            None => break,
+        }
+    }
+    assert_eq!(paged, every, "the pages make the whole listing");
+    let (_, notes) = expect(&on(&f.db, &["runs", "--limit", "2"])?, 0);
+    assert!(notes.contains("--after "), "{notes}");
+    let before = json_of(&on(&f.db, &["runs", "--before", "30d", "--json"])?, 0)?;
+    assert_eq!(ids(&before), [f.old.to_string()]);
+    let (_, err) = expect(&on(&f.db, &["runs", "--after", "yesterday"])?, 1);
+    assert!(err.contains("not a page cursor"), "{err}");
+    Ok(())
+}

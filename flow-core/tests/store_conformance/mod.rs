@@ -7,11 +7,14 @@ use std::error::Error;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::future::Future;
+use std::pin::Pin;
+
 use flow_core::TokenUsage;
 use flow_core::graph::{GRAPH_FORMAT, GraphDoc, MethodDoc, RouteDoc, RouteEndDoc, TriggerDoc};
 use flow_core::store::{
-    Answer, CheckpointInfo, Claim, ClaimRequest, Commit, JournalEntry, NewRun, Placement, QueueLimit, RunFilter,
-    RunGraph, RunStatus, Snapshot, Start, StepRecord, StepStatus, Store, StoreError,
+    Answer, CheckpointInfo, Claim, ClaimRequest, Commit, JournalEntry, NewRun, Placement, QueueLimit, RunCursor,
+    RunFilter, RunGraph, RunStatus, Snapshot, Start, StepRecord, StepStatus, Store, StoreError,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -513,7 +516,165 @@ pub async fn check_queues(stores: &[Arc<dyn Store>]) -> TestResult {
     answers(store).await?;
     requeue_only_failed(store).await?;
     commit_to_queued(store).await?;
+    cancelling(store).await?;
     wait_wakes_on_work_from_another_store(stores).await?;
+    Ok(())
+}
+
+/// A cancel request: recorded on the run; a run at rest goes back to its queue due now, a
+/// running one learns of it at its next renewal (which still extends the lease), and a commit
+/// that would bring it to rest waiting queues it instead. Ended runs refuse it.
+async fn cancelling(store: &dyn Store) -> TestResult {
+    let queue = fresh_queue("cancel");
+    let q = || vec![QueueLimit::new(&queue)];
+
+    // Running: marked only.
+    let mut run = new_run("cancel", "w1", LONG);
+    run.placement = Placement::in_queue(&queue);
+    let id = run.run_id;
+    store.create_run(run).await?;
+    let before = store.load_run(id).await?.lease_expires_at_ms.ok_or("a created run holds a lease")?;
+    store.request_cancel(id, "ordered twice").await?;
+    store.request_cancel(id, "second thoughts").await?;
+    let marked = store.load_run(id).await?;
+    assert_eq!(marked.status, RunStatus::Running, "a running run keeps running until its holder learns of it");
+    assert_eq!(marked.cancel_requested.as_deref(), Some("ordered twice"), "the first reason stays");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    match store.renew(id, 1, LONG).await {
+        Err(StoreError::CancelRequested { run_id, reason }) if run_id == id && reason == "ordered twice" => {}
+        other => return Err(format!("renewal with a cancel pending: expected CancelRequested, got {other:?}").into()),
+    }
+    let renewed = store.load_run(id).await?.lease_expires_at_ms.ok_or("the lease is still held")?;
+    assert!(renewed > before, "the renewal that says so still extends the lease");
+    // The holder pauses before it learned of the request: queued for a worker to cancel it.
+    let pause = json!({ "step_key": "ask#0" });
+    store.commit(Commit { status: RunStatus::Paused, pause: Some(pause.clone()), ..commit(id, 1, 1) }).await?;
+    let requeued = store.load_run(id).await?;
+    assert_eq!(requeued.status, RunStatus::Queued, "a pending cancel is never left waiting for a person");
+    assert!(requeued.available_at_ms.is_some_and(|t| t <= now_ms() + 1_000), "due now");
+    let claims = store.claim_next(&request("canceller", &["cancel"], q(), 5)).await?;
+    assert_eq!(ids(&claims), [id]);
+    assert_eq!(claims[0].run.cancel_requested.as_deref(), Some("ordered twice"), "the claim carries the request");
+    store.commit(Commit { status: RunStatus::Cancelled, ..commit(id, claims[0].epoch, 2) }).await?;
+    let cancelled = store.load_run(id).await?;
+    assert_eq!((cancelled.status, cancelled.lease_owner), (RunStatus::Cancelled, None));
+    match store.request_cancel(id, "again").await {
+        Err(StoreError::Ended { run_id, status: RunStatus::Cancelled }) if run_id == id => {}
+        other => return Err(format!("cancel of a cancelled run: expected Ended, got {other:?}").into()),
+    }
+    match store.renew(id, claims[0].epoch, LONG).await {
+        Err(StoreError::Released { .. }) => {}
+        other => return Err(format!("renewal of a cancelled run: expected Released, got {other:?}").into()),
+    }
+    assert_eq!(
+        store
+            .list_runs(&RunFilter { status: Some(RunStatus::Cancelled), ..RunFilter::default() })
+            .await?
+            .iter()
+            .filter(|r| r.run_id == id)
+            .count(),
+        1,
+        "cancelled runs are listed by their status"
+    );
+
+    // At rest (paused, parked for an hour): back in the queue, due now.
+    let paused = paused_run(store, &queue).await?;
+    let mut parked = new_run("cancel", "w1", LONG);
+    parked.placement = Placement::in_queue(&queue);
+    let parked_id = parked.run_id;
+    store.create_run(parked).await?;
+    let later = now_ms() + 3_600_000;
+    store.commit(Commit { status: RunStatus::Queued, available_at_ms: Some(later), ..commit(parked_id, 1, 1) }).await?;
+    for id in [paused, parked_id] {
+        store.request_cancel(id, "closing the account").await?;
+        let record = store.load_run(id).await?;
+        assert_eq!(record.status, RunStatus::Queued);
+        assert!(record.available_at_ms.is_some_and(|t| t < later), "due now, not when it was due");
+    }
+    let answers = store.claim_next(&request("canceller", &["answers"], q(), 5)).await?;
+    assert_eq!(ids(&answers), [paused], "the paused run is claimable");
+    let parked_claims = store.claim_next(&request("canceller", &["cancel"], q(), 5)).await?;
+    assert_eq!(ids(&parked_claims), [parked_id], "the parked run is claimable at once");
+
+    // Completed: refused, nothing written.
+    let mut done = new_run("cancel", "w1", LONG);
+    done.placement = Placement::in_queue(&queue);
+    let done_id = done.run_id;
+    store.create_run(done).await?;
+    store.commit(Commit { status: RunStatus::Completed, ..commit(done_id, 1, 1) }).await?;
+    match store.request_cancel(done_id, "too late").await {
+        Err(StoreError::Ended { status: RunStatus::Completed, .. }) => {}
+        other => return Err(format!("cancel of a completed run: expected Ended, got {other:?}").into()),
+    }
+    assert_eq!(store.load_run(done_id).await?.cancel_requested, None, "a refused request leaves nothing");
+    let unknown = Uuid::new_v4();
+    expect_not_found("request_cancel", unknown, store.request_cancel(unknown, "x").await)?;
+    Ok(())
+}
+
+/// Sets the creation time of runs, where the store under test can (its tests reach into the
+/// database), so that paging can be checked over runs created at the same millisecond.
+pub type SetCreated = dyn Fn(Vec<Uuid>, i64) -> Pin<Box<dyn Future<Output = TestResult> + Send>> + Sync;
+
+/// Listing page by page, newest first: the pages together are the whole listing, in order,
+/// each run once, also over runs created at the same millisecond (ordered by id then); the
+/// creation-time bounds keep what they say.
+pub async fn paging(store: &dyn Store, set_created: Option<&SetCreated>) -> TestResult {
+    let flow = format!("paging-{}", Uuid::new_v4().simple());
+    let mut made = Vec::new();
+    for _ in 0..7 {
+        let run = queued_run(&flow, &fresh_queue("paging"), None, None);
+        made.push(run.run_id);
+        store.create_run(run).await?;
+    }
+    let t = now_ms() - 60_000;
+    if let Some(set) = set_created {
+        set(made[..5].to_vec(), t).await?;
+        set(vec![made[5]], t - 10).await?;
+        set(vec![made[6]], t + 10).await?;
+    }
+    let by_flow = RunFilter { flow: Some(flow.clone()), ..RunFilter::default() };
+    let all = store.list_runs(&by_flow).await?;
+    assert_eq!(all.len(), 7);
+    let order: Vec<(i64, Uuid)> = all.iter().map(|r| (r.created_at_ms, r.run_id)).collect();
+    let mut sorted = order.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(order, sorted, "newest first, then by id, descending");
+
+    for filter in [by_flow.clone(), RunFilter { status: Some(RunStatus::Queued), ..by_flow.clone() }] {
+        let mut pages = Vec::new();
+        let mut page_filter = RunFilter { limit: Some(2), ..filter.clone() };
+        loop {
+            let page = store.list_runs(&page_filter).await?;
+            assert!(page.len() <= 2);
+            pages.extend(page.iter().map(|r| r.run_id));
+            match page.last() {
+                Some(last) if page.len() == 2 => page_filter.after = Some(RunCursor::of(last)),
+                _ => break,
+            }
+        }
+        assert_eq!(pages, all.iter().map(|r| r.run_id).collect::<Vec<_>>(), "the pages make the whole listing");
+    }
+    // A cursor from the middle of the runs created together.
+    let middle = &all[3];
+    let rest = store.list_runs(&RunFilter { after: Some(RunCursor::of(middle)), ..by_flow.clone() }).await?;
+    assert_eq!(
+        rest.iter().map(|r| r.run_id).collect::<Vec<_>>(),
+        all[4..].iter().map(|r| r.run_id).collect::<Vec<_>>()
+    );
+
+    let (from, before) = (all[5].created_at_ms, all[0].created_at_ms);
+    let bounded =
+        store.list_runs(&RunFilter { created_from_ms: Some(from), created_before_ms: Some(before), ..by_flow }).await?;
+    let expected: Vec<Uuid> =
+        all.iter().filter(|r| r.created_at_ms >= from && r.created_at_ms < before).map(|r| r.run_id).collect();
+    assert_eq!(bounded.iter().map(|r| r.run_id).collect::<Vec<_>>(), expected);
+    if set_created.is_some() {
+        assert_eq!(all[0].run_id, made[6], "the newest");
+        assert_eq!(all[6].run_id, made[5], "the oldest");
+        assert_eq!(expected.len(), 5, "the five created at the same millisecond");
+        assert!(all[1..6].iter().all(|r| r.created_at_ms == t));
+    }
     Ok(())
 }
 

@@ -519,7 +519,13 @@ impl Store for SqliteStore {
     }
 
     async fn renew(&self, run_id: Uuid, epoch: u64, lease: Duration) -> Result<(), StoreError> {
-        self.write(move |db| queries::renew(db, run_id, epoch, lease, now_ms())).await.map_err(|e| e.for_run(run_id))
+        // Reported once the extension is committed: an error from inside the write would roll
+        // it back.
+        match self.write(move |db| queries::renew(db, run_id, epoch, lease, now_ms())).await {
+            Ok(None) => Ok(()),
+            Ok(Some(reason)) => Err(StoreError::CancelRequested { run_id, reason }),
+            Err(e) => Err(e.for_run(run_id)),
+        }
     }
 
     async fn release(&self, run_id: Uuid, epoch: u64) -> Result<(), StoreError> {
