@@ -47,6 +47,14 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// What `flows plot` draws.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PlotFormat {
+    Html,
+    Svg,
+    Mermaid,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ColorChoice {
     Auto,
@@ -116,6 +124,26 @@ pub enum Command {
         from: u64,
         /// The later checkpoint's number.
         to: u64,
+    },
+    /// Draw a run's flow from the graph stored with the run.
+    ///
+    /// A run id plots that run's graph; a flow's name plots the graph of its newest run. Runs
+    /// stored before graphs were have none to plot. With --json, prints the graph as data.
+    #[command(after_help = "\
+The format follows -o's extension (.html, .svg, .mmd), else --format; Mermaid text when neither says.
+
+Examples:
+  flows plot 0190d5c6-0000-7000-8000-000000000000 -o run.html
+  flows plot content_pipeline --format mermaid")]
+    Plot {
+        /// A run's id, or a flow's name (its newest run).
+        target: String,
+        /// html (a page with an inline SVG), svg, or mermaid.
+        #[arg(long, value_enum, value_name = "FORMAT")]
+        format: Option<PlotFormat>,
+        /// Write to this file instead of standard output.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
     },
     /// Delete runs that have not changed for a while.
     ///

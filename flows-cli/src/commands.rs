@@ -1,9 +1,11 @@
 //! What each command does with the store, and what it prints.
 
 use std::fmt::Write as _;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use flow_core::TokenUsage;
 use flow_core::store::{
     CheckpointInfo, DamagedRun, RunCursor, RunFilter, RunRecord, RunStatus, RunSummary, Snapshot, StepRecord, Store,
     StoreError,
@@ -11,10 +13,11 @@ use flow_core::store::{
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::cli::{Age, Cli, Command, Operation};
+use crate::cli::{Age, Cli, Command, Operation, PlotFormat};
 use crate::diff::{Change, diff};
 use crate::error::{CliError, Exit};
 use crate::output::{self, Paint, Style, Table};
+use crate::schema::{self, Shape};
 use crate::source;
 
 /// What a command printed and how it ends.
@@ -54,6 +57,7 @@ pub async fn run(cli: Cli) -> Result<Done, CliError> {
         Command::Show { run } => show(&ctx, run).await,
         Command::State { run, at } => state(&ctx, run, at).await,
         Command::Diff { run, from, to } => state_diff(&ctx, run, from, to).await,
+        Command::Plot { target, format, output } => plot(&ctx, &target, format, output.as_deref()).await,
         Command::Prune { older_than, status, flow, dry_run } => prune(&ctx, &older_than, &status, flow, dry_run).await,
         Command::Serve { bind, port, token } => {
             let options = crate::serve::Options { bind, port, token };
@@ -257,6 +261,12 @@ async fn show(ctx: &Ctx, run_id: Uuid) -> Result<Done, CliError> {
                     "input": s.input,
                     "output": s.output,
                     "recorded_at": recorded_at(s, &checkpoints).map(|c| output::rfc3339(c.created_at_ms)),
+                    "started_at": s.started_at_ms.map(output::rfc3339),
+                    "started_at_ms": s.started_at_ms,
+                    "finished_at": s.finished_at_ms.map(output::rfc3339),
+                    "finished_at_ms": s.finished_at_ms,
+                    "duration_ms": s.duration_ms(),
+                    "usage": s.usage,
                 })
             })
             .collect();
@@ -292,6 +302,13 @@ async fn show(ctx: &Ctx, run_id: Uuid) -> Result<Done, CliError> {
             "output": record.as_ref().and_then(|r| r.output.clone()),
             "error": record.as_ref().and_then(|r| r.error.clone()),
             "pause": pause,
+            "answer_fields": pause.and_then(answer_shape).map(|shape| match shape {
+                Shape::Object(fields) => fields
+                    .iter()
+                    .map(|f| json!({ "name": f.name, "type": f.ty, "required": f.required }))
+                    .collect::<Value>(),
+                Shape::Value(_) => Value::Null,
+            }),
             "steps": steps,
             "checkpoints": checkpoints,
             "damaged": damage,
@@ -351,6 +368,9 @@ async fn show(ctx: &Ctx, run_id: Uuid) -> Result<Done, CliError> {
                 let _ = writeln!(out, "  question  {prompt}");
                 let _ = writeln!(out, "  step      {} (method `{}`)", text("step_key"), text("method"));
                 let _ = writeln!(out, "  answer    JSON that reads as `{}`", text("expected_type"));
+                if let Some(shape) = answer_shape(pause) {
+                    let _ = writeln!(out, "  fields    {}", schema::summary(&shape));
+                }
                 if let Some(metadata) = pause.get("metadata").filter(|m| !m.is_null()) {
                     let _ = writeln!(out, "  metadata  {metadata}");
                 }
@@ -365,13 +385,15 @@ async fn show(ctx: &Ctx, run_id: Uuid) -> Result<Done, CliError> {
     if steps.is_empty() {
         let _ = writeln!(out, "  none recorded yet (a step's row is written when it first finishes or fails)");
     } else {
-        let mut table = Table::new(&["STEP", "METHOD", "STATUS", "ATTEMPTS", "RECORDED"]);
+        let mut table = Table::new(&["STEP", "METHOD", "STATUS", "ATTEMPTS", "DURATION", "TOKENS", "RECORDED"]);
         for s in &steps {
             table.row(vec![
                 (s.step_key.clone(), Paint::Plain),
                 (s.method.clone(), Paint::Plain),
                 (s.status.as_str().to_string(), Paint::of_step(s.status)),
                 (s.attempt.to_string(), Paint::Plain),
+                (s.duration_ms().map(duration_text).unwrap_or_default(), Paint::Plain),
+                (s.usage.map(|u| tokens_text(&u)).unwrap_or_default(), Paint::Plain),
                 (recorded_at(s, &checkpoints).map(|c| output::time(c.created_at_ms)).unwrap_or_default(), Paint::Plain),
             ]);
         }
@@ -414,6 +436,77 @@ async fn show(ctx: &Ctx, run_id: Uuid) -> Result<Done, CliError> {
         );
     }
     Ok(Done { stdout: out, stderr, exit: Exit::Ok })
+}
+
+/// The summarized answer schema of a stored pause, when it has one.
+fn answer_shape(pause: &Value) -> Option<Shape> {
+    pause.get("answer_schema").and_then(schema::shape)
+}
+
+/// A step's duration: `850ms`, `2.4s`, `3m 20s`.
+fn duration_text(ms: i64) -> String {
+    match ms {
+        ..1_000 => format!("{ms}ms"),
+        1_000..60_000 => format!("{:.1}s", ms as f64 / 1_000.0),
+        _ => format!("{}m {}s", ms / 60_000, (ms % 60_000) / 1_000),
+    }
+}
+
+/// A step's tokens: `150 (120 in, 30 out)`.
+fn tokens_text(u: &TokenUsage) -> String {
+    format!("{} ({} in, {} out)", u.total_tokens, u.prompt_tokens, u.completion_tokens)
+}
+
+/// The run a plot target names: a run id as it is, a flow's name as its newest run.
+async fn plot_target(ctx: &Ctx, target: &str) -> Result<RunSummary, CliError> {
+    if let Ok(run_id) = Uuid::parse_str(target) {
+        return Ok(ctx.store.run_summary(run_id).await?);
+    }
+    let filter = RunFilter { flow: Some(target.to_string()), limit: Some(1), ..RunFilter::default() };
+    ctx.store.list_runs(&filter).await?.into_iter().next().ok_or_else(|| {
+        CliError::new(
+            Exit::NotFound,
+            format!("`{target}` is neither a run id nor the name of a flow with runs in this store (`flows runs` lists them)"),
+        )
+    })
+}
+
+async fn plot(ctx: &Ctx, target: &str, format: Option<PlotFormat>, path: Option<&Path>) -> Result<Done, CliError> {
+    let run = plot_target(ctx, target).await?;
+    let graph = ctx.store.run_graph(run.run_id).await?.ok_or_else(|| {
+        CliError::new(
+            Exit::NotFound,
+            format!(
+                "run {} of `{}` has no graph stored: it was created before its store kept graphs; \
+                 plot a newer run of the flow, or the flow itself with `flow_core::plot`",
+                run.run_id, run.flow
+            ),
+        )
+    })?;
+    if ctx.json {
+        let body = json!({ "run_id": run.run_id, "flow": run.flow, "graph": graph });
+        return Ok(Done::ok(json_text(&body)));
+    }
+    let by_extension = path.and_then(|p| p.extension()).and_then(|e| e.to_str()).and_then(|e| match e {
+        "html" | "htm" => Some(PlotFormat::Html),
+        "svg" => Some(PlotFormat::Svg),
+        "mmd" | "mermaid" => Some(PlotFormat::Mermaid),
+        _ => None,
+    });
+    let text = match by_extension.or(format).unwrap_or(PlotFormat::Mermaid) {
+        PlotFormat::Html => flow_core::plot::html_doc(&graph),
+        PlotFormat::Svg => flow_core::plot::svg_doc(&graph),
+        PlotFormat::Mermaid => graph.to_mermaid(),
+    };
+    match path {
+        None => Ok(Done::ok(text)),
+        Some(path) => {
+            std::fs::write(path, text)
+                .map_err(|e| CliError::other(format!("cannot write the plot to {}: {e}", path.display())))?;
+            let note = format!("wrote the graph of run {} ({}) to {}\n", run.run_id, run.flow, path.display());
+            Ok(Done { stdout: String::new(), stderr: note, exit: Exit::Ok })
+        }
+    }
 }
 
 /// Loads checkpoint `seq`; a missing one names the checkpoints the run keeps.

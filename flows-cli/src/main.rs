@@ -9,6 +9,7 @@
 //! flows show RUN
 //! flows state RUN [--at SEQ]
 //! flows diff RUN A B
+//! flows plot RUN|FLOW [--format html|svg|mermaid] [-o FILE]
 //! flows prune --older-than 30d [--status S]... [--flow F] [--dry-run]
 //! flows answer RUN [JSON | - | --file F]
 //! flows cancel RUN [--reason TEXT] [--no-compensate] [--yes]
@@ -41,10 +42,14 @@
 //!   first; `truncated` says more runs match than `--limit` let through, and `next` is the
 //!   cursor that lists them (`--after NEXT`), or null.
 //! - `show`: `{run_id, flow, status, parent_run_id, created_at, updated_at, version, epoch,
-//!   lease: {owner, expires_at, live} | null, output, error, pause, steps: [{step_key, method,
-//!   status, attempt, error, input, output, recorded_at}], checkpoints: [{seq, step_key, status,
-//!   created_at}], damaged}`; `damaged` names why the newest checkpoint cannot be read (the
-//!   fields it would give are then `null`).
+//!   lease: {owner, expires_at, live} | null, output, error, pause, answer_fields, steps:
+//!   [{step_key, method, status, attempt, error, input, output, recorded_at, started_at,
+//!   finished_at, duration_ms, usage: {prompt_tokens, completion_tokens, total_tokens} | null}],
+//!   checkpoints: [{seq, step_key, status, created_at}], damaged}`; `damaged` names why the newest
+//!   checkpoint cannot be read (the fields it would give are then `null`). `pause` is the
+//!   stored question, its `answer_schema` the JSON Schema of the answer; `answer_fields`
+//!   summarizes it as `[{name, type, required}]` (`null` when the answer is not an object).
+//! - `plot`: `{run_id, flow, graph}`, the graph as stored (`flow_core::graph::GraphDoc`).
 //! - `state`: `{run_id, seq, state}`.
 //! - `diff`: `{run_id, from, to, changes: [{op, path, old, new}]}`: `op` is `added` (no `old`),
 //!   `removed` (no `new`) or `changed`; `path` is a JSON Pointer.
@@ -80,6 +85,7 @@ mod diff;
 mod error;
 mod operate;
 mod output;
+mod schema;
 mod serve;
 mod source;
 

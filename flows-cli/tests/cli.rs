@@ -59,6 +59,7 @@ impl Ledger {
 
     #[listen(open)]
     async fn add(&self, cx: &Ctx<Books>) -> Result<()> {
+        cx.report_usage("m", flow_core::TokenUsage { prompt_tokens: 12, completion_tokens: 3, total_tokens: 15 });
         cx.update(|s| {
             s.items.push("add".into());
             s.total += 10;
@@ -284,6 +285,10 @@ async fn show_tells_status_steps_errors_the_question_and_checkpoints() -> TestRe
     assert_eq!(shown["pause"]["method"], "check");
     assert_eq!(shown["pause"]["metadata"], json!({ "total": 11 }));
     assert_eq!(shown["lease"], Value::Null, "a paused run holds no lease");
+    // The answer's schema, stored with the question, summarized field by field.
+    assert!(text.contains("fields    approver: string"), "{text}");
+    assert_eq!(shown["pause"]["answer_schema"]["properties"]["approver"]["type"], "string");
+    assert_eq!(shown["answer_fields"], json!([{ "name": "approver", "type": "string", "required": true }]));
 
     // The failed run: the failing step, its attempts and its error.
     let failed_steps = store.steps(r.failed).await?;
@@ -336,7 +341,24 @@ async fn show_tells_status_steps_errors_the_question_and_checkpoints() -> TestRe
         shown["checkpoints"].as_array().ok_or("no checkpoints")?.iter().filter_map(|c| c["seq"].as_u64()).collect();
     assert_eq!(seqs, stored.iter().map(|c| c.seq).collect::<Vec<_>>());
     assert_eq!(shown["version"], stored.last().map(|c| c.seq).ok_or("none")?);
+    // Each step's timings and tokens.
+    let stored_steps = store.steps(r.completed).await?;
+    for (shown, stored) in shown["steps"].as_array().ok_or("no steps")?.iter().zip(&stored_steps) {
+        assert_eq!(shown["started_at_ms"], json!(stored.started_at_ms.ok_or("a step without a start time")?));
+        assert_eq!(shown["finished_at_ms"], json!(stored.finished_at_ms));
+        assert_eq!(shown["duration_ms"], json!(stored.duration_ms()));
+        assert!(shown["started_at"].as_str().is_some_and(|t| t.ends_with('Z')), "{shown}");
+        let usage = if stored.method == "add" {
+            json!({"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15})
+        } else {
+            Value::Null
+        };
+        assert_eq!(shown["usage"], usage, "{shown}");
+    }
     let (text, _) = expect(&on(&f.db, &["show", &r.completed.to_string()])?, 0);
+    assert!(text.contains("DURATION") && text.contains("TOKENS"), "{text}");
+    let add = text.lines().find(|l| l.trim_start().starts_with("add#1")).ok_or("no add#1 row")?;
+    assert!(add.contains("15 (12 in, 3 out)") && add.contains("ms"), "{add}");
     assert!(text.contains("output    11"), "{text}");
     assert!(text.contains(&format!("checkpoints ({} kept)", stored.len())), "{text}");
     assert!(text.contains("AFTER STEP") && text.contains("add#1"), "{text}");
@@ -346,6 +368,39 @@ async fn show_tells_status_steps_errors_the_question_and_checkpoints() -> TestRe
     assert!(text.contains("held by `worker-7`"), "{text}");
     let shown = json_of(&on(&f.db, &["show", "--json", &r.held.to_string()])?, 0)?;
     assert_eq!((&shown["lease"]["owner"], &shown["lease"]["live"]), (&json!("worker-7"), &json!(true)));
+    Ok(())
+}
+
+/// `plot` draws the graph stored with a run, named by its id or by its flow (the newest run),
+/// without the flow's code; a run stored without a graph is a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plot_draws_the_graph_stored_with_a_run() -> TestResult {
+    let f = fixture().await?;
+    let r = &f.runs;
+    let completed = r.completed.to_string();
+    let (text, _) = expect(&on(&f.db, &["plot", &completed])?, 0);
+    assert_eq!(text, Ledger::graph().to_mermaid());
+    let shown = json_of(&on(&f.db, &["plot", "--json", &completed])?, 0)?;
+    assert_eq!(serde_json::from_value::<flow_core::graph::GraphDoc>(shown["graph"].clone())?, Ledger::graph().doc());
+    assert_eq!(shown["flow"], "cli_ledger");
+    let (svg, _) = expect(&on(&f.db, &["plot", &completed, "--format", "svg"])?, 0);
+    assert_eq!(svg, flow_core::plot::svg(Ledger::graph()));
+
+    // The flow's newest run is the held one, written by hand without a graph.
+    let (_, err) = expect(&on(&f.db, &["plot", "cli_ledger"])?, 2);
+    assert!(err.contains(&format!("run {} of `cli_ledger` has no graph stored", r.held)), "{err}");
+    let (_, err) = expect(&on(&f.db, &["plot", "no_such_flow"])?, 2);
+    assert!(err.contains("`no_such_flow` is neither a run id nor the name of a flow"), "{err}");
+    let (_, err) = expect(&on(&f.db, &["plot", &Uuid::now_v7().to_string()])?, 2);
+    assert!(err.contains("not found") || err.contains("no run"), "{err}");
+
+    // A newer run of the flow: the name plots its graph, to a file whose extension picks HTML.
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&f.db).await?);
+    Runner::new(Ledger { ending: Ending::Balance }).with_shared_store(store).kickoff(Books::default()).await?;
+    let page = f.db.with_extension("html");
+    let (text, err) = expect(&on(&f.db, &["plot", "cli_ledger", "-o", &page.to_string_lossy()])?, 0);
+    assert!(text.is_empty() && err.contains("wrote the graph of run"), "{err}");
+    assert_eq!(std::fs::read_to_string(&page)?, flow_core::plot::html(Ledger::graph()));
     Ok(())
 }
 
