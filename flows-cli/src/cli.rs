@@ -1,5 +1,6 @@
 //! The command line's grammar.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -169,6 +170,31 @@ Examples:
         /// List what would be deleted, and delete nothing.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Serve a web dashboard of the store's runs: live lists, run pages, answers.
+    ///
+    /// Prints the address it listens on (`listening on http://ADDR/`), then serves until
+    /// interrupted. The pages update themselves as runs move; answering, cancelling and
+    /// retrying are forms that post back to it.
+    #[command(after_help = "\
+Binds 127.0.0.1 unless told otherwise. Any other address needs a token (--token or $FLOWS_TOKEN):
+browsers sign in with it once, scripts send it as `Authorization: Bearer TOKEN`.
+
+Examples:
+  flows serve --db runs.db
+  flows serve --db runs.db --port 0
+  FLOWS_TOKEN=s3cret flows serve --database-url postgres://localhost/app --bind 0.0.0.0")]
+    Serve {
+        /// The address to listen on; one that is not loopback needs --token.
+        #[arg(long, default_value = "127.0.0.1", value_name = "ADDR")]
+        bind: IpAddr,
+        /// The port to listen on; 0 picks a free one (printed on start).
+        #[arg(long, default_value_t = 7070, value_name = "N")]
+        port: u16,
+        /// The token that lets a person or a script in; required to bind a non-loopback
+        /// address.
+        #[arg(long, env = "FLOWS_TOKEN", hide_env_values = true, value_name = "T")]
+        token: Option<String>,
     },
     #[command(flatten)]
     Operation(Operation),

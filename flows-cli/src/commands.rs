@@ -44,7 +44,8 @@ pub(crate) struct Ctx {
 /// Opens the store the command line names and runs its command.
 pub async fn run(cli: Cli) -> Result<Done, CliError> {
     let source = source::select(cli.db, cli.database_url, |name| std::env::var(name).ok())?;
-    let writes = matches!(cli.command, Command::Prune { dry_run: false, .. } | Command::Operation(_));
+    let writes =
+        matches!(cli.command, Command::Prune { dry_run: false, .. } | Command::Serve { .. } | Command::Operation(_));
     let store = source::open(&source, writes).await?;
     let color = !cli.json && output::color_for_stdout(cli.color);
     let ctx = Ctx { store, json: cli.json, style: Style { color }, now: output::now_ms() };
@@ -58,6 +59,11 @@ pub async fn run(cli: Cli) -> Result<Done, CliError> {
         Command::Diff { run, from, to } => state_diff(&ctx, run, from, to).await,
         Command::Plot { target, format, output } => plot(&ctx, &target, format, output.as_deref()).await,
         Command::Prune { older_than, status, flow, dry_run } => prune(&ctx, &older_than, &status, flow, dry_run).await,
+        Command::Serve { bind, port, token } => {
+            let options = crate::serve::Options { bind, port, token };
+            crate::serve::run(ctx.store, options).await?;
+            Ok(Done::ok(String::new()))
+        }
         Command::Operation(op) => operate(&ctx, op).await,
     }
 }

@@ -14,7 +14,12 @@
 //! flows answer RUN [JSON | - | --file F]
 //! flows cancel RUN [--reason TEXT] [--no-compensate] [--yes]
 //! flows retry RUN
+//! flows serve [--bind ADDR] [--port N] [--token T]
 //! ```
+//!
+//! `flows serve` is a web dashboard of the same store (see the `serve` module): it binds
+//! 127.0.0.1 unless `--bind` says otherwise, and any other address needs `--token` (or
+//! `$FLOWS_TOKEN`). It prints `listening on http://ADDR/` and serves until interrupted.
 //!
 //! # Which store
 //!
@@ -81,6 +86,7 @@ mod error;
 mod operate;
 mod output;
 mod schema;
+mod serve;
 mod source;
 
 use std::io::Write;

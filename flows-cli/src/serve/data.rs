@@ -1,0 +1,110 @@
+//! What the dashboard reads from and writes to the store, behind small functions so each
+//! follows the store's API in one place.
+
+use flow_core::store::{RunFilter, RunStatus, RunSummary, StepRecord, Store, StoreError};
+use flows_cli::ops::{self, OpError};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// Where a page of runs starts: after this run, newest first.
+pub use flow_core::store::RunCursor as Cursor;
+
+/// One page of runs, newest first, and whether more follow.
+pub struct Page {
+    pub runs: Vec<RunSummary>,
+    pub more: bool,
+    pub damaged: usize,
+}
+
+/// Up to `size` runs after `cursor` (from the newest when none), through the store's index on
+/// `(created_at, run_id)`: one more than the page is asked for, to know whether more follow.
+pub async fn page(
+    store: &dyn Store,
+    status: Option<RunStatus>,
+    flow: Option<String>,
+    cursor: Option<Cursor>,
+    size: usize,
+) -> Result<Page, StoreError> {
+    let filter = RunFilter { status, flow, limit: Some(size.saturating_add(1)), after: cursor, ..RunFilter::default() };
+    let listing = store.list_runs_checked(&filter).await?;
+    let damaged = listing.damaged.len();
+    let mut runs = listing.items;
+    let more = runs.len() > size;
+    runs.truncate(size);
+    Ok(Page { runs, more, damaged })
+}
+
+/// The SVG of the run's flow graph, when the store keeps one (runs created before graphs were
+/// stored have none, and a store of your own may not keep them).
+pub async fn graph_svg(store: &dyn Store, run_id: Uuid) -> Result<Option<String>, StoreError> {
+    match store.run_graph(run_id).await {
+        Ok(doc) => Ok(doc.map(|doc| flow_core::plot::svg_doc(&doc))),
+        Err(StoreError::Unsupported { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// When a step's latest attempt started and finished, in milliseconds since the Unix epoch.
+pub fn step_times(step: &StepRecord) -> (Option<i64>, Option<i64>) {
+    (step.started_at_ms, step.finished_at_ms)
+}
+
+/// The LLM tokens a step's latest attempt used (`{"prompt_tokens", "completion_tokens", ...}`).
+pub fn step_usage(step: &StepRecord) -> Option<Value> {
+    step.usage.as_ref().and_then(|u| serde_json::to_value(u).ok())
+}
+
+/// One LLM call a step made, from the run's journal.
+pub struct LlmCall {
+    pub step_key: String,
+    pub seq: u32,
+    /// The model, as journaled.
+    pub model: String,
+    /// The tokens it used (`{"prompt_tokens", "completion_tokens", "total_tokens"}`).
+    pub usage: Option<Value>,
+}
+
+/// Journal entries a step may hold before the listing stops looking (a step that calls an LLM
+/// more often is cut short, not slow).
+const JOURNAL_SCAN: u32 = 500;
+
+/// The LLM calls each step journaled, in step order. A step's journal is numbered from 0 with
+/// no gaps, so each step is read until its first missing entry.
+pub async fn llm_calls(store: &dyn Store, run_id: Uuid, steps: &[StepRecord]) -> Result<Vec<LlmCall>, StoreError> {
+    let mut calls = Vec::new();
+    for step in steps {
+        for seq in 0..JOURNAL_SCAN {
+            let Some(entry) = store.journal_get(run_id, &step.step_key, seq).await? else { break };
+            if entry.kind == "llm" {
+                let model = entry.output.get("model").and_then(Value::as_str).filter(|m| !m.is_empty());
+                calls.push(LlmCall {
+                    step_key: step.step_key.clone(),
+                    seq,
+                    model: model.unwrap_or(&entry.name).to_string(),
+                    usage: entry.output.get("usage").filter(|u| !u.is_null()).cloned(),
+                });
+            }
+        }
+    }
+    Ok(calls)
+}
+
+/// The JSON Schema the answer to a paused run must fit, when the pause carries one.
+pub fn answer_schema(pause: &Value) -> Option<&Value> {
+    pause.get("answer_schema").filter(|s| s.is_object())
+}
+
+/// Stores a person's answer to the paused run, once it fits the question's schema.
+pub async fn answer(store: &dyn Store, run_id: Uuid, value: Value) -> Result<ops::Answered, OpError> {
+    ops::answer(store, run_id, value).await
+}
+
+/// Cancels a run that has not ended; its worker compensates what its steps did.
+pub async fn cancel(store: &dyn Store, run_id: Uuid) -> Result<ops::Cancel, OpError> {
+    ops::cancel(store, run_id, ops::CancelOptions::new("cancelled from the dashboard")).await
+}
+
+/// Puts a failed run back in its queue to run its failed step again.
+pub async fn retry(store: &dyn Store, run_id: Uuid) -> Result<ops::Retry, OpError> {
+    ops::retry(store, run_id).await
+}
