@@ -13,7 +13,7 @@ use flow_core::store::{Commit, RunStatus, SqliteStore, StepStatus, Store};
 use flow_core::{ServeOptions, Serving, Worker};
 use flows_cli::ops::{self, CancelOptions, OpError};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Value, json};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -311,38 +311,38 @@ async fn an_answer_is_checked_against_the_stored_schema_before_it_is_written() -
     let dir = tempfile::tempdir()?;
     let store = store_at(&dir.path().join("runs.db")).await?;
     let runner = Runner::new(Ask { undone: Arc::default() }).with_shared_store(store.clone());
+    // The question as this build stores it: with the schema of the asked type (`bool`).
+    let current = runner.kickoff(Trip::default()).await?.run_id();
+    let stored = store.load_run(current).await?.pause.ok_or("a paused run has its question")?;
+    assert_eq!(stored["answer_schema"]["type"], "boolean", "{stored}");
+    match ops::answer(store.as_ref(), current, json!("anything")).await {
+        Err(OpError::InvalidAnswer { violations, .. }) => assert_eq!(violations[0].pointer, "", "{violations:?}"),
+        other => return Err(format!("expected InvalidAnswer, got {other:?}").into()),
+    }
+    assert!(ops::answer(store.as_ref(), current, json!(true)).await?.validated);
+
     // A question stored without a schema (an older build's): any JSON is taken, and said so.
     let old = runner.kickoff(Trip::default()).await?.run_id();
+    rewrite_pause(store.as_ref(), old, |pause| {
+        pause.as_object_mut().map(|p| p.remove("answer_schema"));
+    })
+    .await?;
     let unchecked = ops::answer(store.as_ref(), old, json!("anything")).await?;
     assert!(!unchecked.validated);
     assert_eq!(store.load_run(old).await?.status, RunStatus::Queued);
 
+    // A question paused with a schema of an object, as the flow's answer type would give;
+    // rewritten here under a lease of the test's own.
     let run_id = runner.kickoff(Trip::default()).await?.run_id();
-    // A question paused with a schema, as builds that record one store it; rewritten here
-    // under a lease of the test's own.
-    let record = store.load_run(run_id).await?;
-    let mut pause = record.pause.clone().ok_or("a paused run has its question")?;
-    pause["answer_schema"] = json!({
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "type": "object",
-        "properties": { "approve": { "type": "boolean" }, "nights": { "type": "integer", "minimum": 1 } },
-        "required": ["approve", "nights"]
-    });
-    let claim = store.claim(run_id, "test", Duration::from_secs(60)).await?;
-    store
-        .commit(Commit {
-            run_id,
-            epoch: claim.epoch,
-            status: RunStatus::Paused,
-            snapshot: record.snapshot.clone(),
-            steps: Vec::new(),
-            step_key: None,
-            output: None,
-            error: None,
-            pause: Some(pause),
-            available_at_ms: None,
-        })
-        .await?;
+    rewrite_pause(store.as_ref(), run_id, |pause| {
+        pause["answer_schema"] = json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "type": "object",
+            "properties": { "approve": { "type": "boolean" }, "nights": { "type": "integer", "minimum": 1 } },
+            "required": ["approve", "nights"]
+        });
+    })
+    .await?;
 
     match ops::answer(store.as_ref(), run_id, json!({ "approve": "yes", "nights": 0 })).await {
         Err(OpError::InvalidAnswer { run_id: id, step_key, violations }) => {
@@ -360,5 +360,29 @@ async fn an_answer_is_checked_against_the_stored_schema_before_it_is_written() -
     let queued = store.load_run(run_id).await?;
     assert_eq!(queued.status, RunStatus::Queued);
     assert_eq!(queued.answer.map(|a| a.value), Some(json!({ "approve": true, "nights": 2 })));
+    Ok(())
+}
+
+/// Rewrites a paused run's stored question under a lease of the test's own, as another build
+/// would have stored it.
+async fn rewrite_pause(store: &dyn Store, run_id: Uuid, edit: impl FnOnce(&mut Value)) -> TestResult {
+    let record = store.load_run(run_id).await?;
+    let mut pause = record.pause.clone().ok_or("a paused run has its question")?;
+    edit(&mut pause);
+    let claim = store.claim(run_id, "test", Duration::from_secs(60)).await?;
+    store
+        .commit(Commit {
+            run_id,
+            epoch: claim.epoch,
+            status: RunStatus::Paused,
+            snapshot: record.snapshot.clone(),
+            steps: Vec::new(),
+            step_key: None,
+            output: None,
+            error: None,
+            pause: Some(pause),
+            available_at_ms: None,
+        })
+        .await?;
     Ok(())
 }
