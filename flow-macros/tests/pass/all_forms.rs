@@ -27,7 +27,7 @@ enum Channel {
 }
 
 mod routes {
-    #[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize, Route)]
+    #[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize, flow_core::Route)]
     pub enum Retry {
         Again,
         Stop,
