@@ -361,7 +361,7 @@ fn go() -> Result<(), BoxError> {
 /// How long the takeover run's step takes, each time it runs.
 const SLOW_STEP: Duration = Duration::from_millis(300);
 
-/// The takeover flow: one step that takes [`SLOW_STEP`], then a second that adds 1.
+/// The takeover flow: one step that takes `SLOW_STEP` (300 ms), then a second that adds 1.
 #[derive(Debug, Default)]
 pub struct Slow;
 

@@ -5,7 +5,7 @@
 //! use flow_core::NoJournal;
 //! use flow_llm::{ScriptedLlm, feedback::route_feedback};
 //!
-//! #[derive(Debug, PartialEq, serde::Deserialize, schemars::JsonSchema, Route)]
+//! #[derive(Debug, PartialEq, serde::Deserialize, schemars::JsonSchema)]
 //! enum Review {
 //!     /// Publish the draft as it is.
 //!     Approve,
