@@ -232,6 +232,23 @@ pub fn exit_code(result: Result<(), crate::ExampleError>) -> std::process::ExitC
     }
 }
 
+/// The `flows` commands that show a run of an example and all of its runs, from the store the
+/// example wrote (see the README's "Operating flows").
+///
+/// ```
+/// use std::path::Path;
+/// let hint = flow_examples::setup::operate_hint(Path::new("/tmp/runs.db"), Some(uuid::Uuid::nil()));
+/// assert!(hint.contains("flows --db /tmp/runs.db show 00000000-0000-0000-0000-000000000000"));
+/// assert!(hint.contains("flows --db /tmp/runs.db serve"));
+/// ```
+pub fn operate_hint(db: &Path, run: Option<uuid::Uuid>) -> String {
+    let db = display_path(db);
+    let show = run.map(|id| format!("  flows --db {db} show {id}\n")).unwrap_or_default();
+    format!(
+        "See it with `flows` (cargo install --path flows-cli):\n{show}  flows --db {db} runs\n  flows --db {db} serve"
+    )
+}
+
 /// Shows `path` relative to the current directory when it is below it.
 pub fn display_path(path: &Path) -> String {
     std::env::current_dir()
