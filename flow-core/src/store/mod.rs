@@ -1277,7 +1277,7 @@ pub trait Store: Send + Sync + 'static {
     /// store
     ///     .create_run(NewRun {
     ///         run_id, flow: "f".into(), parent_run_id: None, snapshot, steps: vec![],
-    ///         start: Start::Queued { available_at_ms: None }, placement: Placement::default(),
+    ///         start: Start::Queued { available_at_ms: None }, placement: Placement::default(), graph: None,
     ///     })
     ///     .await?;
     /// store.request_cancel(run_id, "ordered by mistake").await?;
