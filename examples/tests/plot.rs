@@ -8,26 +8,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+#[path = "../../tests/browser_support/mod.rs"]
+mod browser_support;
+
+use std::path::PathBuf;
 
 use flow_core::Flow;
 use flow_core::graph::Graph;
 use serde::Deserialize;
-use serde_json::json;
-
-/// The flags the browser runs with, besides a fresh `--user-data-dir`.
-const CHROMIUM_FLAGS: [&str; 7] = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-];
 
 fn examples() -> Vec<(&'static str, &'static Graph)> {
     vec![
@@ -37,21 +25,6 @@ fn examples() -> Vec<(&'static str, &'static Graph)> {
         ("order_return", flow_examples::order_return::ReturnFlow::graph()),
         ("ticket_routing", flow_examples::ticket_routing::TicketFlow::graph()),
     ]
-}
-
-fn on_path(names: &[&str]) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).flat_map(|dir| names.iter().map(move |n| dir.join(n))).find(|p| p.is_file())
-}
-
-/// Kills chromedriver (and with it the browser it started) however the test ends.
-struct Driver(Child);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -223,61 +196,17 @@ fn check_geometry(name: &str, dom: &Dom) -> Vec<String> {
     problems
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn start_driver(chromedriver: &Path) -> (Driver, u16) {
-    let port = free_port();
-    let child = Command::new(chromedriver)
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", chromedriver.display()));
-    let mut driver = Driver(child);
-    // Poll until it listens; it exiting first is the failure to report.
-    loop {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return (driver, port);
-        }
-        if let Some(status) = driver.0.try_wait().unwrap() {
-            panic!("chromedriver exited with {status} before listening on port {port}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_example_plot_is_readable_in_chromium() {
-    let browser =
-        std::env::var_os("CHROMIUM").map(PathBuf::from).or_else(|| on_path(&["chromium", "chromium-browser"]));
-    let chromedriver = std::env::var_os("CHROMEDRIVER").map(PathBuf::from).or_else(|| on_path(&["chromedriver"]));
-    let (Some(browser), Some(chromedriver)) = (browser, chromedriver) else {
-        let msg = "headless Chromium and chromedriver are needed to check the plots: \
-                   install them with `apt-get install -y chromium chromium-driver` \
-                   (or point CHROMIUM and CHROMEDRIVER at them)";
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{msg}");
-        }
-        eprintln!("\n*** SKIPPED every_example_plot_is_readable_in_chromium: {msg} ***\n");
+    let Some(browser) = browser_support::open("every_example_plot_is_readable_in_chromium", "to check the plots").await
+    else {
         return;
     };
+    let client = &browser.client;
 
     // PLOT_OUT=DIR keeps the pages, to look at.
     let dir = tempfile::tempdir().unwrap();
     let out = std::env::var_os("PLOT_OUT").map_or_else(|| dir.path().to_owned(), PathBuf::from);
-    let profile = tempfile::tempdir().unwrap();
-    let (_driver, port) = start_driver(&chromedriver);
-    let mut args: Vec<String> = CHROMIUM_FLAGS.iter().map(|s| s.to_string()).collect();
-    args.push(format!("--user-data-dir={}", profile.path().display()));
-    let caps = json!({ "goog:chromeOptions": { "binary": browser, "args": args } });
-    let serde_json::Value::Object(caps) = caps else { unreachable!() };
-    let client = fantoccini::ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{port}"))
-        .await
-        .unwrap_or_else(|e| panic!("chromedriver on port {port} did not start {}: {e}", browser.display()));
 
     // The checks see what is wrong: a page with a label on a box, two labels on each other and
     // an edge through a box it does not connect.
@@ -304,6 +233,6 @@ async fn every_example_plot_is_readable_in_chromium() {
         assert!(!dom.nodes.is_empty(), "{name}: the page has no plot");
         problems.extend(check(name, graph, &dom));
     }
-    client.close().await.unwrap();
+    client.clone().close().await.unwrap();
     assert!(problems.is_empty(), "the plots do not tell the truth:\n{}", problems.join("\n"));
 }

@@ -9,12 +9,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../tests/browser_support/mod.rs"]
+mod browser_support;
+
 mod serve_support;
 
 use std::future::Future;
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,17 +26,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use uuid::Uuid;
-
-/// The flags the browser runs with, besides a fresh `--user-data-dir`.
-const CHROMIUM_FLAGS: [&str; 7] = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-];
 
 /// Long enough for a loaded machine; the waits end as soon as the page shows what they want.
 const PATIENCE: Duration = Duration::from_secs(90);
@@ -97,45 +86,6 @@ impl Asker {
     }
 }
 
-fn on_path(names: &[&str]) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).flat_map(|dir| names.iter().map(move |n| dir.join(n))).find(|p| p.is_file())
-}
-
-/// Kills chromedriver (and with it the browser it started) however the test ends.
-struct Driver(Child);
-
-impl Drop for Driver {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn start_driver(chromedriver: &Path) -> (Driver, u16) {
-    let port = free_port();
-    let child = Command::new(chromedriver)
-        .arg(format!("--port={port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", chromedriver.display()));
-    let mut driver = Driver(child);
-    loop {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return (driver, port);
-        }
-        if let Some(status) = driver.0.try_wait().unwrap() {
-            panic!("chromedriver exited with {status} before listening on port {port}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Waits until `check` gives `Some`, or fails naming `what` and the last thing seen.
 async fn until<T, F, Fut>(what: &str, mut check: F) -> T
 where
@@ -192,19 +142,12 @@ async fn answer(client: &Client, approver: &str, amount: &str, json_text: &str) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_person_watches_runs_and_answers_one_in_chromium() {
-    let browser =
-        std::env::var_os("CHROMIUM").map(PathBuf::from).or_else(|| on_path(&["chromium", "chromium-browser"]));
-    let chromedriver = std::env::var_os("CHROMEDRIVER").map(PathBuf::from).or_else(|| on_path(&["chromedriver"]));
-    let (Some(browser), Some(chromedriver)) = (browser, chromedriver) else {
-        let msg = "headless Chromium and chromedriver are needed to test the dashboard: \
-                   install them with `apt-get install -y chromium chromium-driver` \
-                   (or point CHROMIUM and CHROMEDRIVER at them)";
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{msg}");
-        }
-        eprintln!("\n*** SKIPPED a_person_watches_runs_and_answers_one_in_chromium: {msg} ***\n");
+    let Some(browser) =
+        browser_support::open("a_person_watches_runs_and_answers_one_in_chromium", "to test the dashboard").await
+    else {
         return;
     };
+    let client = browser.client.clone();
 
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("runs.db");
@@ -216,18 +159,6 @@ async fn a_person_watches_runs_and_answers_one_in_chromium() {
         .serve(ServeOptions::new().name("dashboard-test").poll_interval(Duration::from_millis(100)));
     let server = serve_support::serve(&db, &[]);
     let base = format!("http://{}", server.addr);
-
-    let profile = tempfile::tempdir().unwrap();
-    let (_driver, port) = start_driver(&chromedriver);
-    let mut args: Vec<String> = CHROMIUM_FLAGS.iter().map(|s| s.to_string()).collect();
-    args.push(format!("--user-data-dir={}", profile.path().display()));
-    let caps = json!({ "goog:chromeOptions": { "binary": browser, "args": args } });
-    let Value::Object(caps) = caps else { unreachable!() };
-    let client = fantoccini::ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{port}"))
-        .await
-        .unwrap_or_else(|e| panic!("chromedriver on port {port} did not start {}: {e}", browser.display()));
 
     // The runs list, open before the run exists: it appears, running, then completes, and the
     // page is never reloaded (the marker set on it survives).
