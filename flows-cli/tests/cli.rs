@@ -3,6 +3,7 @@
 //! lease and a run made to look 40 days old), and a PostgreSQL schema. Each test runs the
 //! compiled binary and checks what it prints, its `--json` documents and its exit codes.
 
+mod pause_support;
 #[allow(dead_code, reason = "the PostgreSQL helpers other test crates use")]
 #[path = "../../tests/pg_support/mod.rs"]
 mod pg_support;
@@ -637,25 +638,7 @@ async fn damaged_rows_are_named_and_the_rest_is_shown() -> TestResult {
 /// Gives the paused run's question an answer schema, as builds that record one store it.
 async fn add_answer_schema(db: &Path, run_id: Uuid, schema: Value) -> TestResult {
     let store = SqliteStore::open(db).await?;
-    let record = store.load_run(run_id).await?;
-    let mut pause = record.pause.clone().ok_or("a paused run has its question")?;
-    pause["answer_schema"] = schema;
-    let claim = store.claim(run_id, "test", Duration::from_secs(60)).await?;
-    store
-        .commit(flow_core::store::Commit {
-            run_id,
-            epoch: claim.epoch,
-            status: flow_core::RunStatus::Paused,
-            snapshot: record.snapshot,
-            steps: Vec::new(),
-            step_key: None,
-            output: None,
-            error: None,
-            pause: Some(pause),
-            available_at_ms: None,
-        })
-        .await?;
-    Ok(())
+    pause_support::rewrite_pause(&store, run_id, |pause| pause["answer_schema"] = schema).await
 }
 
 /// The run as `flows show --json` prints it.

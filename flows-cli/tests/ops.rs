@@ -3,17 +3,19 @@
 //! cancelled, a retried run completes, and an answer is checked against the schema its
 //! question stored before anything is written.
 
+mod pause_support;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use flow_core::prelude::*;
-use flow_core::store::{Commit, RunStatus, SqliteStore, StepStatus, Store};
+use flow_core::store::{RunStatus, SqliteStore, StepStatus, Store};
 use flow_core::{ServeOptions, Serving, Worker};
 use flows_cli::ops::{self, CancelOptions, OpError};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -323,7 +325,7 @@ async fn an_answer_is_checked_against_the_stored_schema_before_it_is_written() -
 
     // A question stored without a schema (an older build's): any JSON is taken, and said so.
     let old = runner.kickoff(Trip::default()).await?.run_id();
-    rewrite_pause(store.as_ref(), old, |pause| {
+    pause_support::rewrite_pause(store.as_ref(), old, |pause| {
         pause.as_object_mut().map(|p| p.remove("answer_schema"));
     })
     .await?;
@@ -334,7 +336,7 @@ async fn an_answer_is_checked_against_the_stored_schema_before_it_is_written() -
     // A question paused with a schema of an object, as the flow's answer type would give;
     // rewritten here under a lease of the test's own.
     let run_id = runner.kickoff(Trip::default()).await?.run_id();
-    rewrite_pause(store.as_ref(), run_id, |pause| {
+    pause_support::rewrite_pause(store.as_ref(), run_id, |pause| {
         pause["answer_schema"] = json!({
             "$schema": "https://json-schema.org/draft/2020-12/schema",
             "type": "object",
@@ -360,29 +362,5 @@ async fn an_answer_is_checked_against_the_stored_schema_before_it_is_written() -
     let queued = store.load_run(run_id).await?;
     assert_eq!(queued.status, RunStatus::Queued);
     assert_eq!(queued.answer.map(|a| a.value), Some(json!({ "approve": true, "nights": 2 })));
-    Ok(())
-}
-
-/// Rewrites a paused run's stored question under a lease of the test's own, as another build
-/// would have stored it.
-async fn rewrite_pause(store: &dyn Store, run_id: Uuid, edit: impl FnOnce(&mut Value)) -> TestResult {
-    let record = store.load_run(run_id).await?;
-    let mut pause = record.pause.clone().ok_or("a paused run has its question")?;
-    edit(&mut pause);
-    let claim = store.claim(run_id, "test", Duration::from_secs(60)).await?;
-    store
-        .commit(Commit {
-            run_id,
-            epoch: claim.epoch,
-            status: RunStatus::Paused,
-            snapshot: record.snapshot.clone(),
-            steps: Vec::new(),
-            step_key: None,
-            output: None,
-            error: None,
-            pause: Some(pause),
-            available_at_ms: None,
-        })
-        .await?;
     Ok(())
 }
