@@ -21,29 +21,51 @@ pub enum Shape {
     Value(String),
 }
 
+/// One property of an object answer, its schema followed through `$ref`.
+#[derive(Debug)]
+pub struct Property<'a> {
+    pub name: &'a str,
+    /// As written: a `$ref` keeps the name of the type it refers to.
+    pub written: &'a Value,
+    /// Followed through `$ref`.
+    pub schema: &'a Value,
+    pub required: bool,
+}
+
+/// The properties of an object answer (the root followed through `$ref`), in schema order;
+/// `None` when the answer is not an object with properties. The one reading of an answer
+/// schema's structure, for `flows show` and the dashboard's form alike.
+pub fn properties(schema: &Value) -> Option<Vec<Property<'_>>> {
+    let root = schema.as_object()?;
+    let object = resolve(schema, root).as_object()?;
+    let properties = object.get("properties").and_then(Value::as_object)?;
+    let required: Vec<&str> =
+        object.get("required").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
+    Some(
+        properties
+            .iter()
+            .map(|(name, s)| Property {
+                name: name.as_str(),
+                written: s,
+                schema: resolve(s, root),
+                required: required.contains(&name.as_str()),
+            })
+            .collect(),
+    )
+}
+
 /// Summarizes `schema`; `None` when there is none (a pause stored before schemas were).
 pub fn shape(schema: &Value) -> Option<Shape> {
     let root = schema.as_object()?;
-    let resolved = resolve(root, root);
-    match resolved.get("properties").and_then(Value::as_object) {
-        Some(properties) => {
-            let required: Vec<&str> = resolved
-                .get("required")
-                .and_then(Value::as_array)
-                .map(|r| r.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
-            let fields = properties
+    Some(match properties(schema) {
+        Some(properties) => Shape::Object(
+            properties
                 .iter()
-                .map(|(name, s)| Field {
-                    name: name.clone(),
-                    ty: type_text(s, root),
-                    required: required.contains(&name.as_str()),
-                })
-                .collect();
-            Some(Shape::Object(fields))
-        }
-        None => Some(Shape::Value(type_text(schema, root))),
-    }
+                .map(|p| Field { name: p.name.to_string(), ty: type_text(p.written, root), required: p.required })
+                .collect(),
+        ),
+        None => Shape::Value(type_text(schema, root)),
+    })
 }
 
 /// The shape in one line: `approve: boolean, note?: string`.
@@ -59,15 +81,13 @@ pub fn summary(shape: &Shape) -> String {
     }
 }
 
-/// `{"$ref": "#/$defs/Name"}` followed to its definition; anything else as it is.
-fn resolve<'a>(schema: &'a Map<String, Value>, root: &'a Map<String, Value>) -> &'a Map<String, Value> {
+/// `{"$ref": "#/$defs/Name"}` followed to its definition in `root`; anything else as it is.
+pub fn resolve<'a>(schema: &'a Value, root: &'a Map<String, Value>) -> &'a Value {
     schema
         .get("$ref")
         .and_then(Value::as_str)
         .and_then(|r| r.strip_prefix("#/$defs/").or_else(|| r.strip_prefix("#/definitions/")))
-        .and_then(|name| {
-            root.get("$defs").or_else(|| root.get("definitions")).and_then(|d| d.get(name)).and_then(Value::as_object)
-        })
+        .and_then(|name| root.get("$defs").or_else(|| root.get("definitions")).and_then(|d| d.get(name)))
         .unwrap_or(schema)
 }
 
@@ -77,7 +97,7 @@ fn type_text(schema: &Value, root: &Map<String, Value>) -> String {
         return "any".into();
     };
     if let Some(name) = s.get("$ref").and_then(Value::as_str) {
-        let resolved = resolve(s, root);
+        let resolved = resolve(schema, root);
         if let Some(values) = resolved.get("enum").and_then(Value::as_array) {
             return one_of(values);
         }

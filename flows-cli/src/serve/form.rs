@@ -74,15 +74,15 @@ fn field(name: &str, schema: &Value, required: bool) -> Field {
     Field { name: name.to_string(), label, description, kind, required, nullable }
 }
 
-/// The form for answers fitting `schema`.
+/// The form for answers fitting `schema`: one input per property of an object answer (each
+/// property followed through `$ref`, so a nested enum is a select), else one for the value.
 pub fn form_for(schema: &Value) -> Form {
-    if let (["object"], Some(Value::Object(properties))) = (types(schema).as_slice(), schema.get("properties")) {
-        let required: Vec<&str> =
-            schema.get("required").and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect();
-        let fields = properties.iter().map(|(name, s)| field(name, s, required.contains(&name.as_str()))).collect();
-        return Form { object: true, fields };
+    match crate::schema::properties(schema) {
+        Some(properties) => {
+            Form { object: true, fields: properties.iter().map(|p| field(p.name, p.schema, p.required)).collect() }
+        }
+        None => Form { object: false, fields: vec![field("value", schema, true)] },
     }
-    Form { object: false, fields: vec![field("value", schema, true)] }
 }
 
 /// Reads one input back into JSON; `None` leaves an optional property out.
@@ -174,6 +174,14 @@ mod tests {
         assert_eq!(kind("note"), Some(Kind::Text));
         assert_eq!(kind("tier"), Some(Kind::Select(vec!["\"gold\"".into(), "\"silver\"".into()])));
         assert_eq!(kind("tags"), Some(Kind::Json));
+        // As schemars writes a nested enum: a `$ref` into `$defs`.
+        let nested = form_for(&json!({
+            "type": "object",
+            "properties": { "level": { "$ref": "#/$defs/Level" } },
+            "required": ["level"],
+            "$defs": { "Level": { "type": "string", "enum": ["low", "high"] } }
+        }));
+        assert_eq!(nested.fields[0].kind, Kind::Select(vec!["\"low\"".into(), "\"high\"".into()]));
         let one = form_for(&json!({"type": "boolean"}));
         assert!(!one.object);
         assert_eq!(one.fields[0].kind, Kind::Bool);
