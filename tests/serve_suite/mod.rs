@@ -11,19 +11,14 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use flow_core::prelude::*;
-use flow_core::store::{
-    CheckpointInfo, Claim, ClaimRequest, Commit, JournalEntry, Listing, NewRun, QueueLimit, RunFilter, RunRecord,
-    RunSummary, Snapshot, StepRecord, Store, StoreError,
-};
+use flow_core::store::{Commit, QueueLimit, RunFilter, Snapshot, Store};
 use flow_core::{RunStatus, ServeOptions, SubmitOptions, Worker};
-use flow_tests::{Gate, until, until_lease_lapses};
+use flow_tests::{Gate, Intercept, until, until_lease_lapses};
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
 use uuid::Uuid;
 
 /// A short poll, so that an idle worker finds work that the store could not wake it for
@@ -77,119 +72,6 @@ impl Logs {
     pub fn lines_with(&self, what: &str) -> Vec<String> {
         let text = self.0.lock().unwrap_or_else(|p| p.into_inner()).clone();
         String::from_utf8_lossy(&text).lines().filter(|l| l.contains(what)).map(str::to_string).collect()
-    }
-}
-
-// --- A store with hooks ----------------------------------------------------------------------
-
-/// Passes everything on to `inner`, except that a worker using it can be frozen (its lease
-/// renewals and its claims wait, as a process stopped with SIGSTOP does; its steps are held
-/// by the test's gates) and its claims can be made to fail (a database restarting).
-pub struct Hooked {
-    pub inner: Arc<dyn Store>,
-    frozen: AtomicBool,
-    thaw: Notify,
-    claim_failures: AtomicU32,
-}
-
-impl Hooked {
-    pub fn new(inner: Arc<dyn Store>) -> Arc<Self> {
-        Arc::new(Hooked {
-            inner,
-            frozen: AtomicBool::new(false),
-            thaw: Notify::new(),
-            claim_failures: AtomicU32::new(0),
-        })
-    }
-
-    /// Renewals and claims wait from now on, until `thaw`.
-    pub fn freeze(&self) {
-        self.frozen.store(true, Ordering::SeqCst);
-    }
-
-    pub fn thaw(&self) {
-        self.frozen.store(false, Ordering::SeqCst);
-        self.thaw.notify_waiters();
-    }
-
-    async fn until_thawed(&self) {
-        loop {
-            let thawed = self.thaw.notified();
-            if !self.frozen.load(Ordering::SeqCst) {
-                return;
-            }
-            thawed.await;
-        }
-    }
-
-    /// The next `n` claims fail as a database that is restarting fails them.
-    pub fn fail_claims(&self, n: u32) {
-        self.claim_failures.store(n, Ordering::SeqCst);
-    }
-}
-
-#[flow_core::store::async_trait]
-impl Store for Hooked {
-    async fn create_run(&self, run: NewRun) -> Result<u64, StoreError> {
-        self.inner.create_run(run).await
-    }
-    async fn claim(&self, run_id: Uuid, owner: &str, lease: Duration) -> Result<Claim, StoreError> {
-        self.inner.claim(run_id, owner, lease).await
-    }
-    async fn renew(&self, run_id: Uuid, epoch: u64, lease: Duration) -> Result<(), StoreError> {
-        self.until_thawed().await;
-        self.inner.renew(run_id, epoch, lease).await
-    }
-    async fn release(&self, run_id: Uuid, epoch: u64) -> Result<(), StoreError> {
-        self.inner.release(run_id, epoch).await
-    }
-    async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
-        self.inner.commit(commit).await
-    }
-    async fn load_run(&self, run_id: Uuid) -> Result<RunRecord, StoreError> {
-        self.inner.load_run(run_id).await
-    }
-    async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, StoreError> {
-        self.inner.list_runs(filter).await
-    }
-    async fn list_runs_checked(&self, filter: &RunFilter) -> Result<Listing<RunSummary>, StoreError> {
-        self.inner.list_runs_checked(filter).await
-    }
-    async fn run_summary(&self, run_id: Uuid) -> Result<RunSummary, StoreError> {
-        self.inner.run_summary(run_id).await
-    }
-    async fn steps(&self, run_id: Uuid) -> Result<Vec<StepRecord>, StoreError> {
-        self.inner.steps(run_id).await
-    }
-    async fn checkpoints(&self, run_id: Uuid) -> Result<Vec<CheckpointInfo>, StoreError> {
-        self.inner.checkpoints(run_id).await
-    }
-    async fn load_checkpoint(&self, run_id: Uuid, seq: u64) -> Result<Snapshot, StoreError> {
-        self.inner.load_checkpoint(run_id, seq).await
-    }
-    async fn journal_get(&self, run_id: Uuid, step_key: &str, seq: u32) -> Result<Option<JournalEntry>, StoreError> {
-        self.inner.journal_get(run_id, step_key, seq).await
-    }
-    async fn journal_put(&self, entry: JournalEntry) -> Result<JournalEntry, StoreError> {
-        self.inner.journal_put(entry).await
-    }
-    async fn claim_next(&self, request: &ClaimRequest) -> Result<Vec<Claim>, StoreError> {
-        self.until_thawed().await;
-        let failing =
-            self.claim_failures.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
-        if failing {
-            return Err(StoreError::Backend("connection refused: the database system is starting up".into()));
-        }
-        self.inner.claim_next(request).await
-    }
-    async fn answer(&self, run_id: Uuid, step_key: &str, value: serde_json::Value) -> Result<(), StoreError> {
-        self.inner.answer(run_id, step_key, value).await
-    }
-    async fn requeue(&self, run_id: Uuid) -> Result<(), StoreError> {
-        self.inner.requeue(run_id).await
-    }
-    async fn wait_for_work(&self, timeout: Duration) {
-        self.inner.wait_for_work(timeout).await
     }
 }
 
@@ -739,7 +621,7 @@ pub async fn duplicate_submit_ids(store: Arc<dyn Store>) {
 /// nothing, and serves on.
 pub async fn a_lease_lost_mid_run_is_logged_and_another_worker_finishes(store: Arc<dyn Store>) {
     Logs::get();
-    let frozen = Hooked::new(store.clone());
+    let frozen = Arc::new(Intercept::new(store.clone()));
     let gate = Gate::new();
     let runner = Runner::new(Held { tag: "submitter", gate: None }).with_shared_store(store.clone());
     let run_id = runner.submit(Tagged::default()).await.unwrap();
@@ -782,7 +664,7 @@ pub async fn a_lease_lost_mid_run_is_logged_and_another_worker_finishes(store: A
 /// backoff: the worker logs it, does not stop, and runs the work once the store is back.
 pub async fn store_errors_are_retried(store: Arc<dyn Store>) {
     Logs::get();
-    let flaky = Hooked::new(store.clone());
+    let flaky = Arc::new(Intercept::new(store.clone()));
     flaky.fail_claims(3);
     let serving = Worker::new(flaky.clone()).register(Held { tag: "w", gate: None }).serve(options("flaky-1"));
     let runner = Runner::new(Held { tag: "submitter", gate: None }).with_shared_store(store.clone());

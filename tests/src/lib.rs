@@ -5,6 +5,7 @@
 #![allow(clippy::expect_used)]
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use flow_core::store::{
@@ -12,7 +13,7 @@ use flow_core::store::{
     Snapshot, StepRecord, Store, StoreError, StreamRecord,
 };
 use flow_core::{Flow, FlowError, RunOutcome, Runner};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use uuid::Uuid;
 
 /// Where a step stops until the test lets it through, counting the steps that reached it.
@@ -119,10 +120,12 @@ pub type RefuseCommit = Box<dyn Fn(&Commit) -> Option<StoreError> + Send + Sync>
 /// Says whether to refuse a journal write, and with what.
 pub type RefuseJournal = Box<dyn Fn(&JournalEntry) -> Option<StoreError> + Send + Sync>;
 
-/// A store that passes everything on to `inner`, with two ways to stand for the world acting
-/// at a precise point: `before_claim` runs once, at the first claim, before claiming (another
-/// process acting on the run between a caller's read of it and its claim), and
-/// `refuse_commit` may refuse a commit (a disk that fails at that moment).
+/// A store that passes everything on to `inner`, with ways to stand for the world acting at a
+/// precise point: `before_claim` runs once, at the first claim, before claiming (another
+/// process acting on the run between a caller's read of it and its claim); `refuse_commit`
+/// and `refuse_journal` may refuse a write (a disk that fails at that moment); `freeze` makes
+/// lease renewals and queue claims wait, as a process stopped with SIGSTOP does; `fail_claims`
+/// fails the next queue claims as a restarting database does.
 pub struct Intercept {
     /// The store underneath.
     pub inner: Arc<dyn Store>,
@@ -132,6 +135,12 @@ pub struct Intercept {
     pub refuse_commit: RefuseCommit,
     /// Asked before each journal write; an error refuses it.
     pub refuse_journal: RefuseJournal,
+    /// While set, renewals and queue claims wait (see [`Intercept::freeze`]).
+    pub frozen: AtomicBool,
+    /// Wakes what waits on `frozen`.
+    pub thawed: Notify,
+    /// How many of the next queue claims fail.
+    pub claim_failures: AtomicU32,
 }
 
 impl Intercept {
@@ -142,6 +151,35 @@ impl Intercept {
             before_claim: std::sync::Mutex::new(None),
             refuse_commit: Box::new(|_| None),
             refuse_journal: Box::new(|_| None),
+            frozen: AtomicBool::new(false),
+            thawed: Notify::new(),
+            claim_failures: AtomicU32::new(0),
+        }
+    }
+
+    /// Renewals and queue claims wait from now on, until [`Intercept::thaw`].
+    pub fn freeze(&self) {
+        self.frozen.store(true, Ordering::SeqCst);
+    }
+
+    /// Lets what waits since [`Intercept::freeze`] go on.
+    pub fn thaw(&self) {
+        self.frozen.store(false, Ordering::SeqCst);
+        self.thawed.notify_waiters();
+    }
+
+    /// The next `n` queue claims fail as a database that is restarting fails them.
+    pub fn fail_claims(&self, n: u32) {
+        self.claim_failures.store(n, Ordering::SeqCst);
+    }
+
+    async fn until_thawed(&self) {
+        loop {
+            let thawed = self.thawed.notified();
+            if !self.frozen.load(Ordering::SeqCst) {
+                return;
+            }
+            thawed.await;
         }
     }
 }
@@ -159,6 +197,7 @@ impl Store for Intercept {
         self.inner.claim(run_id, owner, lease).await
     }
     async fn renew(&self, run_id: Uuid, epoch: u64, lease: Duration) -> Result<(), StoreError> {
+        self.until_thawed().await;
         self.inner.renew(run_id, epoch, lease).await
     }
     async fn release(&self, run_id: Uuid, epoch: u64) -> Result<(), StoreError> {
@@ -201,6 +240,12 @@ impl Store for Intercept {
         self.inner.journal_put(entry).await
     }
     async fn claim_next(&self, request: &ClaimRequest) -> Result<Vec<Claim>, StoreError> {
+        self.until_thawed().await;
+        let failing =
+            self.claim_failures.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok();
+        if failing {
+            return Err(StoreError::Backend("connection refused: the database system is starting up".into()));
+        }
         self.inner.claim_next(request).await
     }
     async fn answer(&self, run_id: Uuid, step_key: &str, value: serde_json::Value) -> Result<(), StoreError> {
@@ -214,6 +259,12 @@ impl Store for Intercept {
     }
     async fn delete_run(&self, run_id: Uuid) -> Result<(), StoreError> {
         self.inner.delete_run(run_id).await
+    }
+    async fn request_cancel(&self, run_id: Uuid, reason: &str) -> Result<(), StoreError> {
+        self.inner.request_cancel(run_id, reason).await
+    }
+    async fn run_graph(&self, run_id: Uuid) -> Result<Option<flow_core::graph::GraphDoc>, StoreError> {
+        self.inner.run_graph(run_id).await
     }
 
     async fn stream_append(
