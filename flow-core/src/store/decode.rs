@@ -6,6 +6,8 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use super::{Answer, RunStatus, StoreError};
+use crate::graph::GraphDoc;
+use crate::journal::TokenUsage;
 
 /// Damage to one run's row: the part and why.
 pub(super) fn corrupt(run_id: Uuid, what: impl Into<String>, detail: impl ToString) -> StoreError {
@@ -50,4 +52,32 @@ pub(super) fn decode_answer(run_id: Uuid, text: Option<String>) -> Result<Option
 /// The step a pause request waits at (its `step_key`), if it names one.
 pub(super) fn waiting_at(pause: Option<&Value>) -> Option<String> {
     pause.and_then(|p| p.get("step_key")).and_then(Value::as_str).map(str::to_string)
+}
+
+/// A step's token usage as stored (`TokenUsage` as JSON text; NULL when none was recorded).
+pub(super) fn encode_usage(usage: Option<TokenUsage>) -> Option<String> {
+    usage.map(|u| serde_json::json!(u).to_string())
+}
+
+/// A step's stored token usage, read back.
+pub(super) fn decode_usage(run_id: Uuid, what: &str, text: Option<String>) -> Result<Option<TokenUsage>, StoreError> {
+    text.map(|t| serde_json::from_str(&t).map_err(|e| corrupt(run_id, what, e))).transpose()
+}
+
+/// A run's graph from its digest and the graph row it refers to: none for a run created before
+/// graphs were stored; a digest without its row, or a row that does not read, is damage.
+pub(super) fn decode_graph(
+    run_id: Uuid,
+    digest: Option<String>,
+    json: Option<String>,
+) -> Result<Option<GraphDoc>, StoreError> {
+    match (digest, json) {
+        (None, _) => Ok(None),
+        (Some(digest), None) => {
+            Err(corrupt(run_id, "graph", format!("the run refers to graph {digest}, which the store does not hold")))
+        }
+        (Some(_), Some(json)) => serde_json::from_str(&json)
+            .map(Some)
+            .map_err(|e| corrupt(run_id, "graph", format!("the stored graph does not read as a GraphDoc: {e}"))),
+    }
 }

@@ -17,9 +17,8 @@ use uuid::Uuid;
 
 use super::error::{Pg, corrupt};
 use crate::graph::GraphDoc;
-use crate::journal::TokenUsage;
 use crate::store::admission::{self, Admission};
-use crate::store::decode::{decode_answer, waiting_at};
+use crate::store::decode::{decode_answer, decode_graph, decode_usage, encode_usage, waiting_at};
 use crate::store::{
     CheckpointInfo, Claim, ClaimRequest, Commit, DamagedRun, JournalEntry, Listing, NewRun, Placement, RunFilter,
     RunRecord, RunStatus, RunSummary, Snapshot, Start, StepRecord, StepStatus, StoreError,
@@ -722,7 +721,7 @@ impl StepColumns {
                 i64::from(step.attempt),
                 step.started_at_ms,
                 step.finished_at_ms,
-                step.usage.map(|u| serde_json::json!(u).to_string()),
+                encode_usage(step.usage),
             );
             // Commits carry a handful of steps, so a scan beats a map.
             match columns.key.iter().position(|k| *k == step.step_key) {
@@ -1027,12 +1026,7 @@ pub(super) async fn steps(client: &impl GenericClient, pg: &Pg, run_id: Uuid) ->
                 attempt: decode_u32(run_id, &what("attempt"), col(row, 6, run_id, &what("attempt"))?)?,
                 started_at_ms: col(row, 7, run_id, &what("started_at"))?,
                 finished_at_ms: col(row, 8, run_id, &what("finished_at"))?,
-                usage: decode_opt_json(run_id, &what("token usage"), col(row, 9, run_id, &what("token usage"))?)?
-                    .map(|v| {
-                        serde_json::from_value::<TokenUsage>(v)
-                            .map_err(|e| corrupt(run_id, what("token usage"), e.to_string()))
-                    })
-                    .transpose()?,
+                usage: decode_usage(run_id, &what("token usage"), col(row, 9, run_id, &what("token usage"))?)?,
                 step_key: step_key.clone(),
             })
         })
@@ -1050,15 +1044,7 @@ pub(super) async fn run_graph(
     let row = client.query_opt(&stmt, &[&run_id]).await.map_err(fail)?.ok_or(StoreError::NotFound(run_id))?;
     let digest: Option<String> = col(&row, 0, run_id, "graph digest")?;
     let json: Option<String> = col(&row, 1, run_id, "graph")?;
-    match (digest, json) {
-        (None, _) => Ok(None),
-        (Some(digest), None) => {
-            Err(corrupt(run_id, "graph", format!("the run refers to graph {digest}, which the store does not hold")))
-        }
-        (Some(_), Some(json)) => serde_json::from_str(&json)
-            .map(Some)
-            .map_err(|e| corrupt(run_id, "graph", format!("the stored graph does not read as a GraphDoc: {e}"))),
-    }
+    decode_graph(run_id, digest, json)
 }
 
 /// The run's checkpoint history, oldest first.

@@ -1,4 +1,4 @@
-//! The stream log of runs (`flow_stream`, schema version 3): what `Runner::attach` reads.
+//! The stream log of runs (`flow_stream`, schema version 4): what `Runner::attach` reads.
 
 use deadpool_postgres::GenericClient;
 use uuid::Uuid;

@@ -16,9 +16,8 @@ use uuid::Uuid;
 
 use super::error::{column, corrupt, map};
 use crate::graph::GraphDoc;
-use crate::journal::TokenUsage;
 use crate::store::admission::{self, Admission};
-use crate::store::decode::decode_answer;
+use crate::store::decode::{decode_answer, decode_graph, decode_usage, encode_usage};
 use crate::store::{
     CheckpointInfo, Claim, ClaimRequest, Commit, DamagedRun, JournalEntry, Listing, NewRun, Placement, RunFilter,
     RunRecord, RunStatus, RunSummary, Snapshot, Start, StepRecord, StepStatus, StoreError,
@@ -425,7 +424,7 @@ fn upsert_steps(db: Db<'_>, run_id: &str, version: i64, steps: &[StepRecord], no
             now,
             step.started_at_ms,
             step.finished_at_ms,
-            step.usage.map(|u| serde_json::json!(u).to_string()),
+            encode_usage(step.usage),
         ])
         .map_err(db.fail())?;
     }
@@ -999,12 +998,7 @@ pub(super) fn steps(db: Db<'_>, run_id: Uuid) -> Result<Vec<StepRecord>, StoreEr
             Ok(StepRecord {
                 started_at_ms: started,
                 finished_at_ms: finished,
-                usage: decode_opt_json(run_id, &what("token usage"), usage)?
-                    .map(|v| {
-                        serde_json::from_value::<TokenUsage>(v)
-                            .map_err(|e| corrupt(run_id, what("token usage"), e.to_string()))
-                    })
-                    .transpose()?,
+                usage: decode_usage(run_id, &what("token usage"), usage)?,
                 status: StepStatus::parse(&status)
                     .ok_or_else(|| corrupt(run_id, what("status"), format!("unknown step status `{status}`")))?,
                 input: decode_opt_json(run_id, &what("input"), input)?,
@@ -1025,15 +1019,8 @@ pub(super) fn run_graph(db: Db<'_>, run_id: Uuid) -> Result<Option<GraphDoc>, St
         .query_row([run_id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()
         .map_err(|e| column(e, run_id, "graph", db.path))?;
-    match row.ok_or(StoreError::NotFound(run_id))? {
-        (None, _) => Ok(None),
-        (Some(digest), None) => {
-            Err(corrupt(run_id, "graph", format!("the run refers to graph {digest}, which the store does not hold")))
-        }
-        (Some(_), Some(json)) => serde_json::from_str(&json)
-            .map(Some)
-            .map_err(|e| corrupt(run_id, "graph", format!("the stored graph does not read as a GraphDoc: {e}"))),
-    }
+    let (digest, json) = row.ok_or(StoreError::NotFound(run_id))?;
+    decode_graph(run_id, digest, json)
 }
 
 /// The run's checkpoint history, oldest first.

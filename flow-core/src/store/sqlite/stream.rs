@@ -1,4 +1,4 @@
-//! The stream log of runs (`flow_stream`, schema version 5): what `Runner::attach` reads.
+//! The stream log of runs (`flow_stream`, schema version 6): what `Runner::attach` reads.
 
 use rusqlite::{OptionalExtension, params};
 use uuid::Uuid;
