@@ -1041,7 +1041,10 @@ impl StoreError {
 /// epoch: a holder whose lease was taken over can no longer change the run.
 ///
 /// An implementation carries [`macro@async_trait`] (re-exported here). A store that wraps
-/// another, here to count commits, delegates what it does not change:
+/// another, here to count commits, delegates what it does not change. The methods with a
+/// default body (queues and claims, answers, cancel requests, stream logs, a run's graph)
+/// answer [`StoreError::Unsupported`] unless a wrapper forwards them too: one that workers,
+/// `flows` or the dashboard use must.
 ///
 /// ```
 /// use std::sync::atomic::{AtomicU64, Ordering};
