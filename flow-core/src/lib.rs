@@ -129,7 +129,7 @@ pub mod __private {
         Backoff, FlowOptions, Graph, LabelDef, LabelId, MethodDef, MethodId, MethodPolicy, OnFailure, RetryPolicy,
         RouteEnd, Trigger,
     };
-    pub use crate::route::{Message, listed};
+    pub use crate::route::unhandled_routes;
     pub use futures::future::BoxFuture;
     pub use inventory;
     pub use std::boxed::Box;

@@ -50,10 +50,8 @@ pub trait Route {
     fn variant(&self) -> &'static str;
 }
 
-/// Whether `name` is one of `names`: a `const fn`, so that `#[flow]` can check a router's routes
-/// while the user's crate compiles.
-#[doc(hidden)]
-pub const fn listed(name: &str, names: &[&str]) -> bool {
+/// Whether `name` is one of `names`.
+const fn listed(name: &str, names: &[&str]) -> bool {
     let mut i = 0;
     while i < names.len() {
         if same(name.as_bytes(), names[i].as_bytes()) {
@@ -78,6 +76,54 @@ const fn same(a: &[u8], b: &[u8]) -> bool {
     true
 }
 
+/// The error text for the variants of `route` (named `variants`) that router `router` neither
+/// listens to nor ends (`handled`), or `None` when every one is handled. A `const fn`, so that
+/// `#[flow]` checks each router while the user's crate compiles and panics with this text,
+/// which rustc then reports on the router's return type.
+#[doc(hidden)]
+pub const fn unhandled_routes(route: &str, router: &str, variants: &[&str], handled: &[&str]) -> Option<Message> {
+    let mut list = Message::new();
+    let mut count = 0usize;
+    let mut first = "";
+    let mut i = 0usize;
+    while i < variants.len() {
+        if !listed(variants[i], handled) {
+            if count == 0 {
+                first = variants[i];
+            } else {
+                list = list.push(", ");
+            }
+            list = list.push("`").push(route).push("::").push(variants[i]).push("`");
+            count += 1;
+        }
+        i += 1;
+    }
+    if count == 0 {
+        return None;
+    }
+    let listed_text = match list.as_str() {
+        Some(text) => text,
+        None => "",
+    };
+    Some(
+        Message::new()
+            .push(if count == 1 { "route " } else { "routes " })
+            .push(listed_text)
+            .push(" of the router `")
+            .push(router)
+            .push(if count == 1 { "` is not handled" } else { "` are not handled" })
+            .push(": listen to it with `#[listen(")
+            .push(route)
+            .push("::")
+            .push(first)
+            .push(")]` on the method that should run next, or end the branch with `terminal(")
+            .push(route)
+            .push("::")
+            .push(first)
+            .push(")` on `#[router]`"),
+    )
+}
+
 /// The message of an unhandled-route error, built while the user's crate compiles.
 #[doc(hidden)]
 #[derive(Debug)]
@@ -87,14 +133,12 @@ pub struct Message {
 }
 
 impl Message {
-    #[doc(hidden)]
-    pub const fn new() -> Self {
+    const fn new() -> Self {
         Message { buf: [0; 1024], len: 0 }
     }
 
     /// Appends `text`; what does not fit is cut at a character boundary and ends in `...`.
-    #[doc(hidden)]
-    pub const fn push(mut self, text: &str) -> Self {
+    const fn push(mut self, text: &str) -> Self {
         let bytes = text.as_bytes();
         let mut i = 0;
         while i < bytes.len() {
@@ -118,16 +162,6 @@ impl Message {
         self
     }
 
-    #[doc(hidden)]
-    pub const fn len(&self) -> usize {
-        self.len
-    }
-
-    #[doc(hidden)]
-    pub const fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// The text; `None` cannot happen for text pushed whole.
     #[doc(hidden)]
     pub const fn as_str(&self) -> Option<&str> {
@@ -136,12 +170,6 @@ impl Message {
             Ok(s) => Some(s),
             Err(_) => None,
         }
-    }
-}
-
-impl Default for Message {
-    fn default() -> Self {
-        Self::new()
     }
 }
 
@@ -154,6 +182,28 @@ mod tests {
         assert!(listed("Spam", &["Bug", "Spam"]));
         assert!(!listed("Spa", &["Bug", "Spam"]));
         assert!(!listed("Spam", &[]));
+    }
+
+    #[test]
+    fn unhandled_routes_are_named_with_the_fixes() {
+        assert!(unhandled_routes("Ticket", "triage", &["Bug", "Spam"], &["Bug", "Spam"]).is_none());
+        let one = unhandled_routes("Ticket", "triage", &["Bug", "Spam"], &["Bug"]).expect("Spam is unhandled");
+        assert_eq!(
+            one.as_str(),
+            Some(
+                "route `Ticket::Spam` of the router `triage` is not handled: listen to it with \
+                 `#[listen(Ticket::Spam)]` on the method that should run next, or end the branch with \
+                 `terminal(Ticket::Spam)` on `#[router]`"
+            )
+        );
+        let two = unhandled_routes("Ticket", "triage", &["Bug", "Question", "Spam"], &["Bug"]).expect("two unhandled");
+        assert!(
+            two.as_str().is_some_and(|t| t.starts_with(
+                "routes `Ticket::Question`, `Ticket::Spam` of the router `triage` are not handled: listen to it with \
+                 `#[listen(Ticket::Question)]`"
+            )),
+            "{two:?}"
+        );
     }
 
     #[test]

@@ -455,50 +455,16 @@ fn route_check(g: &Graph<'_>, i: usize, m: &Method) -> TokenStream {
     }
     let enum_name = &route.enum_name;
     let router = syn::ext::IdentExt::unraw(&m.ident).to_string();
+    // The message is built by a `const fn` of flow_core; only the panic is generated here,
+    // spanned on the route type, so rustc points at the user's token and at nothing of ours.
     quote_spanned! {span=>
         const _: () = {
-            const HANDLED: &[&str] = &[#(#handled),*];
-            const ENUM: &str = #enum_name;
-            let variants = <#inner as ::flow_core::Route>::VARIANTS;
-            let mut count = 0usize;
-            let mut first = "";
-            let mut i = 0usize;
-            while i < variants.len() {
-                if !#p::listed(variants[i], HANDLED) {
-                    if count == 0 {
-                        first = variants[i];
-                    }
-                    count += 1;
-                }
-                i += 1;
-            }
-            if count > 0 {
-                let mut text = #p::Message::new().push(if count == 1 { "route " } else { "routes " });
-                let mut listed = 0usize;
-                let mut i = 0usize;
-                while i < variants.len() {
-                    if !#p::listed(variants[i], HANDLED) {
-                        if listed > 0 {
-                            text = text.push(", ");
-                        }
-                        text = text.push("`").push(ENUM).push("::").push(variants[i]).push("`");
-                        listed += 1;
-                    }
-                    i += 1;
-                }
-                text = text
-                    .push(" of the router `")
-                    .push(#router)
-                    .push(if count == 1 { "` is not handled" } else { "` are not handled" })
-                    .push(": listen to it with `#[listen(")
-                    .push(ENUM)
-                    .push("::")
-                    .push(first)
-                    .push(")]` on the method that should run next, or end the branch with `terminal(")
-                    .push(ENUM)
-                    .push("::")
-                    .push(first)
-                    .push(")` on `#[router]`");
+            if let #p::Some(text) = #p::unhandled_routes(
+                #enum_name,
+                #router,
+                <#inner as ::flow_core::Route>::VARIANTS,
+                &[#(#handled),*],
+            ) {
                 match text.as_str() {
                     #p::Some(message) => ::core::panic!("{}", message),
                     #p::None => ::core::panic!("a route of this router is not handled by any listener"),
