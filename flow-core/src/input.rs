@@ -101,3 +101,25 @@ pub struct PauseRequest {
     #[serde(default)]
     pub answer_schema: Value,
 }
+
+impl PauseRequest {
+    /// The step a stored question (a run's `pause`, a [`PauseRequest`] as JSON) waits at, read
+    /// without decoding the rest of it.
+    ///
+    /// ```
+    /// use flow_core::PauseRequest;
+    /// let pause = serde_json::json!({ "step_key": "review#1", "answer_schema": { "type": "boolean" } });
+    /// assert_eq!(PauseRequest::stored_step_key(&pause), Some("review#1"));
+    /// assert_eq!(PauseRequest::stored_answer_schema(&pause), Some(&serde_json::json!({ "type": "boolean" })));
+    /// assert_eq!(PauseRequest::stored_answer_schema(&serde_json::json!({ "answer_schema": null })), None);
+    /// ```
+    pub fn stored_step_key(pause: &Value) -> Option<&str> {
+        pause.get("step_key").and_then(Value::as_str)
+    }
+
+    /// The JSON Schema a stored question's answer must fit; `None` for a question stored
+    /// before schemas were (or with none).
+    pub fn stored_answer_schema(pause: &Value) -> Option<&Value> {
+        pause.get("answer_schema").filter(|s| s.is_object() || s.is_boolean())
+    }
+}

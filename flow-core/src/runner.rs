@@ -1299,8 +1299,7 @@ pub(crate) async fn deliver_answer(store: &Arc<dyn Store>, record: &RunRecord, v
     let step_key = record
         .pause
         .as_ref()
-        .and_then(|p| p.get("step_key"))
-        .and_then(Value::as_str)
+        .and_then(PauseRequest::stored_step_key)
         .ok_or_else(|| FlowError::Corrupt { run_id, what: "its pause request names no step key".into() })?;
     match store.answer(run_id, step_key, value).await {
         Ok(()) => {
@@ -1429,7 +1428,7 @@ impl SubmitOptions {
 
 /// The run moved on while an answer for its step `key` was on its way.
 fn moved_on(run: &RunRecord, key: &str) -> FlowError {
-    let now = match (run.status, run.pause.as_ref().and_then(|p| p.get("step_key")).and_then(|k| k.as_str())) {
+    let now = match (run.status, run.pause.as_ref().and_then(PauseRequest::stored_step_key)) {
         (RunStatus::Paused, Some(step)) => format!("it now waits at step `{step}`"),
         (status, _) => format!("it is now {status}"),
     };

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use flow_core::PauseRequest;
 use flow_core::TokenUsage;
 use flow_core::store::{
     CheckpointInfo, DamagedRun, RunCursor, RunFilter, RunRecord, RunStatus, RunSummary, Snapshot, StepRecord, Store,
@@ -440,7 +441,7 @@ async fn show(ctx: &Ctx, run_id: Uuid) -> Result<Done, CliError> {
 
 /// The summarized answer schema of a stored pause, when it has one.
 fn answer_shape(pause: &Value) -> Option<Shape> {
-    pause.get("answer_schema").and_then(schema::shape)
+    PauseRequest::stored_answer_schema(pause).and_then(schema::shape)
 }
 
 /// A step's duration: `850ms`, `2.4s`, `3m 20s`.

@@ -20,6 +20,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use flow_core::PauseRequest;
 use flow_core::store::{
     Commit, DamagedRun, RunCursor, RunFilter, RunStatus, RunSummary, StepStatus, Store, StoreError,
 };
@@ -301,12 +302,10 @@ pub async fn answer(store: &dyn Store, run_id: Uuid, value: Value) -> Result<Ans
         return Err(OpError::NotPaused { run_id, status: run.status, advice: not_paused_advice(run.status) });
     }
     let pause = run.pause.unwrap_or(Value::Null);
-    let step_key = pause
-        .get("step_key")
-        .and_then(Value::as_str)
+    let step_key = PauseRequest::stored_step_key(&pause)
         .ok_or_else(|| OpError::BadQuestion { run_id, detail: "it names no step key".into() })?
         .to_string();
-    let schema = pause.get("answer_schema").filter(|s| !s.is_null());
+    let schema = PauseRequest::stored_answer_schema(&pause);
     if let Some(schema) = schema {
         let violations = check(schema, &value).map_err(|detail| OpError::BadQuestion { run_id, detail })?;
         if !violations.is_empty() {

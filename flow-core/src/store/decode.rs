@@ -51,7 +51,7 @@ pub(super) fn decode_answer(run_id: Uuid, text: Option<String>) -> Result<Option
 
 /// The step a pause request waits at (its `step_key`), if it names one.
 pub(super) fn waiting_at(pause: Option<&Value>) -> Option<String> {
-    pause.and_then(|p| p.get("step_key")).and_then(Value::as_str).map(str::to_string)
+    pause.and_then(crate::input::PauseRequest::stored_step_key).map(str::to_string)
 }
 
 /// A step's token usage as stored (`TokenUsage` as JSON text; NULL when none was recorded).

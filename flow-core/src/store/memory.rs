@@ -387,7 +387,7 @@ impl Store for MemoryStore {
     async fn answer(&self, run_id: Uuid, step_key: &str, value: Value) -> Result<(), StoreError> {
         let mut runs = self.lock();
         let run = runs.get_mut(&run_id).and_then(|r| r.record.as_mut()).ok_or(StoreError::NotFound(run_id))?;
-        let waiting_at = run.pause.as_ref().and_then(|p| p.get("step_key")).and_then(Value::as_str);
+        let waiting_at = run.pause.as_ref().and_then(crate::input::PauseRequest::stored_step_key);
         if run.status != RunStatus::Paused || run.answer.is_some() || waiting_at != Some(step_key) {
             return Err(StoreError::NotWaiting {
                 run_id,

@@ -89,11 +89,6 @@ pub async fn llm_calls(store: &dyn Store, run_id: Uuid, steps: &[StepRecord]) ->
     Ok(calls)
 }
 
-/// The JSON Schema the answer to a paused run must fit, when the pause carries one.
-pub fn answer_schema(pause: &Value) -> Option<&Value> {
-    pause.get("answer_schema").filter(|s| s.is_object())
-}
-
 /// Stores a person's answer to the paused run, once it fits the question's schema.
 pub async fn answer(store: &dyn Store, run_id: Uuid, value: Value) -> Result<ops::Answered, OpError> {
     ops::answer(store, run_id, value).await

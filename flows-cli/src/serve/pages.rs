@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use flow_core::PauseRequest;
 use flow_core::store::{CheckpointInfo, RunRecord, RunStatus, RunSummary, StepRecord};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use serde_json::Value;
@@ -230,7 +231,7 @@ fn actions(v: &RunView) -> Markup {
 
 fn question(v: &RunView) -> Markup {
     let pause = v.summary.pause.as_ref().filter(|_| v.summary.status == RunStatus::Paused);
-    let key = pause.and_then(|p| p.get("step_key")).and_then(Value::as_str).unwrap_or_default();
+    let key = pause.and_then(PauseRequest::stored_step_key).unwrap_or_default();
     let submitted = |name: &str| v.submitted.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     html! {
         section #run-question data-live data-key=(key) {
@@ -246,7 +247,7 @@ fn question(v: &RunView) -> Markup {
                         ul { @for e in &v.answer_errors { li { (e) } } }
                     }
                 }
-                @let schema = data::answer_schema(pause);
+                @let schema = PauseRequest::stored_answer_schema(pause);
                 form.answer #answer-form method="post" action={ "/runs/" (v.summary.run_id) "/answer" } {
                     input type="hidden" name="csrf" value=(v.csrf);
                     input type="hidden" name="step_key" value=(key);

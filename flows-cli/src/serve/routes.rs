@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
+use flow_core::PauseRequest;
 use flow_core::store::{RunStatus, Store, StoreError};
 use flows_cli::ops::OpError;
 use maud::Markup;
@@ -342,7 +343,7 @@ async fn answer(
             format!("run {run_id} is not waiting for an answer (it is {}); reload its page", summary.status),
         )
     })?;
-    let waiting_at = pause.get("step_key").and_then(Value::as_str).unwrap_or_default();
+    let waiting_at = PauseRequest::stored_step_key(pause).unwrap_or_default();
     if get("step_key") != Some(waiting_at) {
         return Err(PageError::new(
             StatusCode::CONFLICT,
@@ -350,7 +351,7 @@ async fn answer(
             format!("run {run_id} now waits on another question; reload its page to answer that one"),
         ));
     }
-    let schema = data::answer_schema(pause);
+    let schema = PauseRequest::stored_answer_schema(pause);
     let raw = get("json").map(str::trim).filter(|j| !j.is_empty());
     let value = match (raw, schema) {
         (Some(raw), _) => serde_json::from_str::<Value>(raw).map_err(|e| vec![format!("the answer is not JSON: {e}")]),
