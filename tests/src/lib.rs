@@ -266,6 +266,9 @@ impl Store for Intercept {
     async fn run_graph(&self, run_id: Uuid) -> Result<Option<flow_core::graph::GraphDoc>, StoreError> {
         self.inner.run_graph(run_id).await
     }
+    async fn journal(&self, run_id: Uuid) -> Result<Vec<JournalEntry>, StoreError> {
+        self.inner.journal(run_id).await
+    }
 
     async fn stream_append(
         &self,

@@ -485,6 +485,15 @@ impl Store for MemoryStore {
         Ok(self.lock().get(&run_id).and_then(|r| r.stream.keys().next_back().copied()))
     }
 
+    async fn journal(&self, run_id: Uuid) -> Result<Vec<JournalEntry>, StoreError> {
+        let runs = self.lock();
+        record_of(&runs, run_id)?;
+        let mut entries: Vec<JournalEntry> =
+            runs.get(&run_id).map(|r| r.journal.values().cloned().collect()).unwrap_or_default();
+        entries.sort_by(|a, b| (&a.step_key, a.seq).cmp(&(&b.step_key, b.seq)));
+        Ok(entries)
+    }
+
     async fn run_graph(&self, run_id: Uuid) -> Result<Option<GraphDoc>, StoreError> {
         let runs = self.lock();
         record_of(&runs, run_id)?;

@@ -1042,7 +1042,8 @@ impl StoreError {
 ///
 /// An implementation carries [`macro@async_trait`] (re-exported here). A store that wraps
 /// another, here to count commits, delegates what it does not change. The methods with a
-/// default body (queues and claims, answers, cancel requests, stream logs, a run's graph)
+/// default body (queues and claims, answers, cancel requests, stream logs, a run's graph and
+/// journal)
 /// answer [`StoreError::Unsupported`] unless a wrapper forwards them too: one that workers,
 /// `flows` or the dashboard use must.
 ///
@@ -1378,6 +1379,37 @@ pub trait Store: Send + Sync + 'static {
     async fn run_graph(&self, run_id: Uuid) -> Result<Option<GraphDoc>, StoreError> {
         let _ = run_id;
         Err(StoreError::Unsupported { what: "reading a run's graph (`Store::run_graph`)".to_string() })
+    }
+
+    /// Every effect a run journaled, ordered by step key and then position: what a program
+    /// without the flow's code shows of a run's LLM and tool calls, in one read rather than one
+    /// [`Store::journal_get`] per entry. [`StoreError::NotFound`] when there is no such run.
+    ///
+    /// ```
+    /// use flow_core::prelude::*;
+    /// use flow_core::store::{MemoryStore, Store};
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
+    /// # struct S;
+    /// struct Pay;
+    /// #[flow(state = S)]
+    /// impl Pay {
+    ///     #[start]
+    ///     async fn charge(&self, cx: &Ctx<S>) -> Result<String> {
+    ///         cx.effect("charge_card", |_key| async { Ok("ch_1".to_string()) }).await
+    ///     }
+    /// }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = std::sync::Arc::new(MemoryStore::new());
+    /// let run = Runner::new(Pay).with_shared_store(store.clone()).kickoff(S).await?.completed()?;
+    /// let journal = store.journal(run.run_id).await?;
+    /// assert_eq!((journal[0].step_key.as_str(), journal[0].name.as_str()), ("charge#1", "charge_card"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    async fn journal(&self, run_id: Uuid) -> Result<Vec<JournalEntry>, StoreError> {
+        let _ = run_id;
+        Err(StoreError::Unsupported { what: "reading a run's journal (`Store::journal`)".to_string() })
     }
 }
 

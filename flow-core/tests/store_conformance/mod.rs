@@ -239,6 +239,7 @@ async fn unknown_run_is_not_found(store: &dyn Store) -> TestResult {
     };
     expect_not_found("journal_put", id, store.journal_put(entry).await)?;
     assert_eq!(store.journal_get(id, "a#0", 0).await?, None);
+    expect_not_found("journal", id, store.journal(id).await)?;
     Ok(())
 }
 
@@ -419,8 +420,12 @@ async fn journal_first_writer_wins(store: &dyn Store) -> TestResult {
     assert_eq!(store.journal_get(id, "write#0", 0).await?, Some(first.clone()));
     assert_eq!(store.journal_get(id, "write#0", 1).await?, None);
     assert_eq!(store.journal_get(id, "other#0", 0).await?, None);
-    let next = JournalEntry { seq: 1, output: Value::Null, request_hash: 0, ..first };
+    let next = JournalEntry { seq: 1, output: Value::Null, request_hash: 0, ..first.clone() };
     assert_eq!(store.journal_put(next.clone()).await?, next);
+    // The whole journal in one read, by step key and then position.
+    let earlier = JournalEntry { step_key: "draft#0".into(), kind: "tool".into(), ..first.clone() };
+    store.journal_put(earlier.clone()).await?;
+    assert_eq!(store.journal(id).await?, [earlier, first, next]);
     Ok(())
 }
 

@@ -64,28 +64,30 @@ pub struct LlmCall {
     pub usage: Option<Value>,
 }
 
-/// Journal entries a step may hold before the listing stops looking (a step that calls an LLM
-/// more often is cut short, not slow).
-const JOURNAL_SCAN: u32 = 500;
-
-/// The LLM calls each step journaled, in step order. A step's journal is numbered from 0 with
-/// no gaps, so each step is read until its first missing entry.
+/// The LLM calls the run journaled, in step order, from one read of its journal.
 pub async fn llm_calls(store: &dyn Store, run_id: Uuid, steps: &[StepRecord]) -> Result<Vec<LlmCall>, StoreError> {
-    let mut calls = Vec::new();
-    for step in steps {
-        for seq in 0..JOURNAL_SCAN {
-            let Some(entry) = store.journal_get(run_id, &step.step_key, seq).await? else { break };
-            if entry.kind == "llm" {
-                let model = entry.output.get("model").and_then(Value::as_str).filter(|m| !m.is_empty());
-                calls.push(LlmCall {
-                    step_key: step.step_key.clone(),
-                    seq,
-                    model: model.unwrap_or(&entry.name).to_string(),
-                    usage: entry.output.get("usage").filter(|u| !u.is_null()).cloned(),
-                });
+    let journal = match store.journal(run_id).await {
+        Ok(journal) => journal,
+        // A store of your own may not list journals: the page shows no calls then.
+        Err(StoreError::Unsupported { .. }) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut calls: Vec<LlmCall> = journal
+        .into_iter()
+        .filter(|entry| entry.kind == "llm")
+        .map(|entry| {
+            let model = entry.output.get("model").and_then(Value::as_str).filter(|m| !m.is_empty());
+            LlmCall {
+                model: model.unwrap_or(&entry.name).to_string(),
+                usage: entry.output.get("usage").filter(|u| !u.is_null()).cloned(),
+                step_key: entry.step_key,
+                seq: entry.seq,
             }
-        }
-    }
+        })
+        .collect();
+    // The journal comes by step key; the page lists calls in the order the steps ran.
+    let position = |key: &str| steps.iter().position(|s| s.step_key == key).unwrap_or(usize::MAX);
+    calls.sort_by_key(|c| (position(&c.step_key), c.seq));
     Ok(calls)
 }
 

@@ -487,6 +487,10 @@ impl Store for PgStore {
         on_connection!(self, Some(run_id), |client| queries::load_checkpoint(&client, &self.pg, run_id, seq))
     }
 
+    async fn journal(&self, run_id: Uuid) -> Result<Vec<JournalEntry>, StoreError> {
+        on_connection!(self, Some(run_id), |client| queries::journal(&client, &self.pg, run_id))
+    }
+
     async fn journal_get(&self, run_id: Uuid, step_key: &str, seq: u32) -> Result<Option<JournalEntry>, StoreError> {
         on_connection!(self, Some(run_id), |client| queries::journal_get(&client, &self.pg, run_id, step_key, seq))
     }

@@ -287,6 +287,9 @@ const INSERT_JOURNAL: &str = concat!(
 const SELECT_JOURNAL: &str = "SELECT kind, name, request_hash, output FROM step_journal \
      WHERE run_id = $1 AND step_key = $2 AND seq = $3";
 
+const SELECT_RUN_JOURNAL: &str = "SELECT step_key, seq, kind, name, request_hash, output FROM step_journal \
+     WHERE run_id = $1 ORDER BY step_key, seq";
+
 // Refuses a live lease in the statement itself, so no claim can slip in between a check and
 // the delete; steps, checkpoints and journal go by the foreign keys' cascade.
 const DELETE_RUN: &str = concat!(
@@ -856,6 +859,37 @@ pub(super) async fn journal_put(
 }
 
 /// The recorded effect at `(step_key, seq)`, if any.
+/// Every journal entry of the run, by step key and position.
+pub(super) async fn journal(
+    client: &impl GenericClient,
+    pg: &Pg,
+    run_id: Uuid,
+) -> Result<Vec<JournalEntry>, StoreError> {
+    let fail = |e: tokio_postgres::Error| pg.map(&e, Some(run_id));
+    let stmt = client.prepare_cached(SELECT_RUN_JOURNAL).await.map_err(fail)?;
+    let rows = client.query(&stmt, &[&run_id]).await.map_err(fail)?;
+    if rows.is_empty() {
+        require_run(client, pg, run_id).await?;
+    }
+    rows.iter()
+        .map(|row| {
+            let step_key: String = col(row, 0, run_id, "journal entry")?;
+            let seq: i64 = col(row, 1, run_id, "journal entry")?;
+            let what = format!("journal entry {step_key}:{seq}");
+            let output: String = col(row, 5, run_id, &what)?;
+            Ok(JournalEntry {
+                run_id,
+                seq: decode_u32(run_id, &what, seq)?,
+                kind: col(row, 2, run_id, &what)?,
+                name: col(row, 3, run_id, &what)?,
+                request_hash: hash_from_sql(col(row, 4, run_id, &what)?),
+                output: decode_json(run_id, &format!("{what} output"), &output)?,
+                step_key,
+            })
+        })
+        .collect()
+}
+
 pub(super) async fn journal_get(
     client: &impl GenericClient,
     pg: &Pg,

@@ -582,6 +582,10 @@ impl Store for SqliteStore {
         self.read(move |db| queries::load_checkpoint(db, run_id, seq)).await.map_err(|e| e.for_run(run_id))
     }
 
+    async fn journal(&self, run_id: Uuid) -> Result<Vec<JournalEntry>, StoreError> {
+        self.read(move |db| queries::journal(db, run_id)).await.map_err(|e| e.for_run(run_id))
+    }
+
     async fn journal_get(&self, run_id: Uuid, step_key: &str, seq: u32) -> Result<Option<JournalEntry>, StoreError> {
         let step_key = step_key.to_string();
         self.read(move |db| queries::journal_get(db, run_id, &step_key, seq)).await.map_err(|e| e.for_run(run_id))

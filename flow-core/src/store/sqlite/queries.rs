@@ -182,6 +182,9 @@ const INSERT_JOURNAL: &str = "INSERT INTO step_journal (run_id, step_key, seq, k
 const SELECT_JOURNAL: &str = "SELECT kind, name, request_hash, output FROM step_journal \
      WHERE run_id = ?1 AND step_key = ?2 AND seq = ?3";
 
+const SELECT_RUN_JOURNAL: &str = "SELECT step_key, seq, kind, name, request_hash, output FROM step_journal \
+     WHERE run_id = ?1 ORDER BY step_key, seq";
+
 const DELETE_RUN: &str = "DELETE FROM flow_runs WHERE run_id = ?1";
 
 // The tables that refer to a run by its id (steps, journal, and any added later), but its
@@ -1062,6 +1065,36 @@ pub(super) fn load_checkpoint(db: Db<'_>, run_id: Uuid, seq: u64) -> Result<Snap
 }
 
 /// The recorded effect at `(step_key, seq)`, if any.
+/// Every journal entry of the run, by step key and position.
+pub(super) fn journal(db: Db<'_>, run_id: Uuid) -> Result<Vec<JournalEntry>, StoreError> {
+    require_run(db, run_id)?;
+    let rows = collect(db, SELECT_RUN_JOURNAL, params![run_id.to_string()], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, i64>(4)?,
+            r.get::<_, String>(5)?,
+        ))
+    })
+    .map_err(|e| column(e, run_id, "journal row", db.path))?;
+    rows.into_iter()
+        .map(|(step_key, seq, kind, name, hash, output)| {
+            let what = format!("journal entry {step_key}:{seq}");
+            Ok(JournalEntry {
+                run_id,
+                seq: decode_u32(run_id, &what, seq)?,
+                output: decode_json(run_id, &format!("{what} output"), &output)?,
+                step_key,
+                kind,
+                name,
+                request_hash: hash_from_sql(hash),
+            })
+        })
+        .collect()
+}
+
 pub(super) fn journal_get(
     db: Db<'_>,
     run_id: Uuid,
@@ -1116,6 +1149,7 @@ mod tests {
         ("SELECT_CHECKPOINT", SELECT_CHECKPOINT),
         ("INSERT_JOURNAL", INSERT_JOURNAL),
         ("SELECT_JOURNAL", SELECT_JOURNAL),
+        ("SELECT_RUN_JOURNAL", SELECT_RUN_JOURNAL),
         ("SUMMARY_OF_RUN", SUMMARY_OF_RUN),
         ("RELEASE_LEASE", RELEASE_LEASE),
         ("LIVE_LEASES", LIVE_LEASES),
@@ -1293,6 +1327,7 @@ mod tests {
             };
             journal_put(db, &entry, 5_000)?;
             journal_get(db, id, "start#0", round)?;
+            journal(db, id)?;
             load_run(db, id)?;
             run_summary(db, id)?;
             steps(db, id)?;
