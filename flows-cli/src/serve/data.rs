@@ -1,8 +1,10 @@
 //! What the dashboard reads from and writes to the store, behind small functions so each
 //! follows the store's API in one place.
 
+use flow_core::TokenUsage;
 use flow_core::store::{RunFilter, RunStatus, RunSummary, StepRecord, Store, StoreError};
 use flows_cli::ops::{self, OpError};
+use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -16,22 +18,18 @@ pub struct Page {
     pub damaged: usize,
 }
 
-/// Up to `size` runs after `cursor` (from the newest when none), through the store's index on
-/// `(created_at, run_id)`: one more than the page is asked for, to know whether more follow.
+/// Up to `size` runs after `cursor` (from the newest when none), as `flows runs` pages them
+/// ([`ops::page`]).
 pub async fn page(
     store: &dyn Store,
     status: Option<RunStatus>,
     flow: Option<String>,
     cursor: Option<Cursor>,
     size: usize,
-) -> Result<Page, StoreError> {
-    let filter = RunFilter { status, flow, limit: Some(size.saturating_add(1)), after: cursor, ..RunFilter::default() };
-    let listing = store.list_runs_checked(&filter).await?;
-    let damaged = listing.damaged.len();
-    let mut runs = listing.items;
-    let more = runs.len() > size;
-    runs.truncate(size);
-    Ok(Page { runs, more, damaged })
+) -> Result<Page, OpError> {
+    let filter = RunFilter { flow, after: cursor, ..RunFilter::default() };
+    let page = ops::page(store, status.as_slice(), filter, size).await?;
+    Ok(Page { runs: page.runs, more: page.next.is_some(), damaged: page.damaged.len() })
 }
 
 /// The SVG of the run's flow graph, when the store keeps one (runs created before graphs were
@@ -44,24 +42,14 @@ pub async fn graph_svg(store: &dyn Store, run_id: Uuid) -> Result<Option<String>
     }
 }
 
-/// When a step's latest attempt started and finished, in milliseconds since the Unix epoch.
-pub fn step_times(step: &StepRecord) -> (Option<i64>, Option<i64>) {
-    (step.started_at_ms, step.finished_at_ms)
-}
-
-/// The LLM tokens a step's latest attempt used (`{"prompt_tokens", "completion_tokens", ...}`).
-pub fn step_usage(step: &StepRecord) -> Option<Value> {
-    step.usage.as_ref().and_then(|u| serde_json::to_value(u).ok())
-}
-
 /// One LLM call a step made, from the run's journal.
 pub struct LlmCall {
     pub step_key: String,
     pub seq: u32,
     /// The model, as journaled.
     pub model: String,
-    /// The tokens it used (`{"prompt_tokens", "completion_tokens", "total_tokens"}`).
-    pub usage: Option<Value>,
+    /// The tokens it used, as journaled.
+    pub usage: Option<TokenUsage>,
 }
 
 /// The LLM calls the run journaled, in step order, from one read of its journal.
@@ -79,7 +67,7 @@ pub async fn llm_calls(store: &dyn Store, run_id: Uuid, steps: &[StepRecord]) ->
             let model = entry.output.get("model").and_then(Value::as_str).filter(|m| !m.is_empty());
             LlmCall {
                 model: model.unwrap_or(&entry.name).to_string(),
-                usage: entry.output.get("usage").filter(|u| !u.is_null()).cloned(),
+                usage: entry.output.get("usage").and_then(|u| TokenUsage::deserialize(u).ok()),
                 step_key: entry.step_key,
                 seq: entry.seq,
             }

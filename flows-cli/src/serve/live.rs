@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use axum::response::sse::{Event, KeepAlive, Sse};
 use flow_core::store::{RunStatus, RunSummary, Store, StoreError};
+use flows_cli::ops::OpError;
 use futures::Stream;
 use uuid::Uuid;
 
@@ -43,7 +44,7 @@ pub enum Watch {
     Run(Uuid),
 }
 
-async fn fingerprint(store: &dyn Store, watch: &Watch) -> Result<String, StoreError> {
+async fn fingerprint(store: &dyn Store, watch: &Watch) -> Result<String, OpError> {
     match watch {
         Watch::Runs { status, flow, before, size } => {
             let page = data::page(store, *status, flow.clone(), *before, *size).await?;
@@ -52,7 +53,7 @@ async fn fingerprint(store: &dyn Store, watch: &Watch) -> Result<String, StoreEr
         Watch::Run(run_id) => match store.run_summary(*run_id).await {
             Ok(run) => Ok(run_fingerprint(&run)),
             Err(StoreError::NotFound(_)) => Ok("gone".into()),
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         },
     }
 }

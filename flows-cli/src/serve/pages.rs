@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use flow_core::PauseRequest;
+use flow_core::TokenUsage;
 use flow_core::store::{CheckpointInfo, RunRecord, RunStatus, RunSummary, StepRecord};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use serde_json::Value;
@@ -197,15 +198,8 @@ fn duration(ms: i64) -> String {
     if ms < 1000 { format!("{ms} ms") } else { format!("{:.1} s", ms as f64 / 1000.0) }
 }
 
-fn tokens(usage: &Value) -> String {
-    let n = |k: &str| usage.get(k).and_then(Value::as_u64);
-    match (
-        n("input_tokens").or(n("prompt_tokens")).or(n("input")),
-        n("output_tokens").or(n("completion_tokens")).or(n("output")),
-    ) {
-        (Some(i), Some(o)) => format!("{i} in / {o} out"),
-        _ => usage.to_string(),
-    }
+fn tokens(usage: &TokenUsage) -> String {
+    format!("{} in / {} out", usage.prompt_tokens, usage.completion_tokens)
 }
 
 fn actions(v: &RunView) -> Markup {
@@ -306,7 +300,7 @@ fn steps_table(v: &RunView) -> Markup {
                     thead { tr { th { "Step" } th { "Method" } th { "Status" } th { "Attempts" } th { "Started" } th { "Took" } th { "Tokens" } th { "Error" } } }
                     tbody {
                         @for s in &v.steps {
-                            @let (started, finished) = data::step_times(s);
+                            @let (started, finished) = (s.started_at_ms, s.finished_at_ms);
                             tr data-step=(s.step_key) {
                                 td { code { (s.step_key) } }
                                 td { (s.method) }
@@ -317,7 +311,7 @@ fn steps_table(v: &RunView) -> Markup {
                                     @else if let Some(c) = recorded(s) { "recorded " (output::time(c.created_at_ms)) }
                                 }
                                 td { @if let (Some(a), Some(b)) = (started, finished) { (duration(b - a)) } }
-                                td { @if let Some(u) = data::step_usage(s) { (tokens(&u)) } }
+                                td { @if let Some(u) = &s.usage { (tokens(u)) } }
                                 td.error { @if let Some(e) = &s.error { (e) } }
                             }
                         }
@@ -329,7 +323,7 @@ fn steps_table(v: &RunView) -> Markup {
 }
 
 fn llm(v: &RunView) -> Markup {
-    let total = |key: &str| -> u64 { v.llm_calls.iter().filter_map(|c| c.usage.as_ref()?.get(key)?.as_u64()).sum() };
+    let total = v.llm_calls.iter().filter_map(|c| c.usage).fold(TokenUsage::default(), |sum, u| sum + u);
     html! {
         section #run-llm data-live {
             h2 { "LLM calls (" (v.llm_calls.len()) ")" }
@@ -349,7 +343,7 @@ fn llm(v: &RunView) -> Markup {
                         }
                     }
                 }
-                p.muted { "Total: " (total("prompt_tokens")) " in / " (total("completion_tokens")) " out" }
+                p.muted { "Total: " (tokens(&total)) }
             }
         }
     }
