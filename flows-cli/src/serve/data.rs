@@ -79,17 +79,7 @@ pub async fn llm_calls(store: &dyn Store, run_id: Uuid, steps: &[StepRecord]) ->
     Ok(calls)
 }
 
-/// Stores a person's answer to the paused run, once it fits the question's schema.
-pub async fn answer(store: &dyn Store, run_id: Uuid, value: Value) -> Result<ops::Answered, OpError> {
-    ops::answer(store, run_id, value).await
-}
-
 /// Cancels a run that has not ended; its worker compensates what its steps did.
 pub async fn cancel(store: &dyn Store, run_id: Uuid) -> Result<ops::Cancel, OpError> {
     ops::cancel(store, run_id, ops::CancelOptions::new("cancelled from the dashboard")).await
-}
-
-/// Puts a failed run back in its queue to run its failed step again.
-pub async fn retry(store: &dyn Store, run_id: Uuid) -> Result<ops::Retry, OpError> {
-    ops::retry(store, run_id).await
 }

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use flow_core::PauseRequest;
 use flow_core::store::{RunStatus, Store, StoreError};
-use flows_cli::ops::OpError;
+use flows_cli::ops::{self, OpError};
 use maud::Markup;
 use serde::Deserialize;
 use serde_json::Value;
@@ -360,7 +360,7 @@ async fn answer(
     };
     // The operation checks the answer against the question's schema before it writes.
     let errors = match value {
-        Ok(value) => match data::answer(app.store.as_ref(), run_id, value).await {
+        Ok(value) => match ops::answer(app.store.as_ref(), run_id, value).await {
             Ok(_) => return Ok(back_to(run_id)),
             Err(OpError::InvalidAnswer { violations, .. }) => violations.iter().map(ToString::to_string).collect(),
             Err(e) => return Err(e.into()),
@@ -393,7 +393,7 @@ async fn retry(
 ) -> Result<Response, PageError> {
     action_fields(&app, &headers, fields)?;
     let run_id = parse_run_id(&id)?;
-    data::retry(app.store.as_ref(), run_id).await?;
+    ops::retry(app.store.as_ref(), run_id).await?;
     Ok(back_to(run_id))
 }
 
