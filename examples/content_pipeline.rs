@@ -9,7 +9,7 @@
 #![allow(clippy::print_stdout)] // an example's output is its point
 
 use flow_examples::content_pipeline::{self, Config};
-use flow_examples::setup::{display_path, exit_code, init_logging, operate_hint};
+use flow_examples::setup::{StoreLocation, display_path, exit_code, init_logging, operate_hint};
 use flow_examples::trace::clip;
 
 #[tokio::main]
@@ -60,6 +60,6 @@ async fn example() -> Result<(), flow_examples::ExampleError> {
         out.llm_requests.map(|n| format!(" over {n} LLM requests")).unwrap_or_default()
     );
     println!("Run {} is {} in {}", out.run_id, out.stored_status, display_path(&out.db_path));
-    println!("{}", operate_hint(&out.db_path, Some(out.run_id)));
+    println!("{}", operate_hint(StoreLocation::Sqlite(&out.db_path), Some(out.run_id)));
     Ok(())
 }

@@ -12,7 +12,7 @@
 
 use flow_core::input::PauseRequest;
 use flow_examples::invoice_processing::{self, ApprovalAnswer, Config};
-use flow_examples::setup::{display_path, exit_code, init_logging, operate_hint};
+use flow_examples::setup::{StoreLocation, display_path, exit_code, init_logging, operate_hint};
 
 /// The approver: reads the request and approves.
 fn approver(request: &PauseRequest) -> ApprovalAnswer {
@@ -68,6 +68,6 @@ async fn example() -> Result<(), flow_examples::ExampleError> {
     }
     println!("\nTokens: {}", out.usage.total_tokens);
     println!("Runs are stored in {}", display_path(&out.db_path));
-    println!("{}", operate_hint(&out.db_path, out.invoices.first().map(|i| i.run_id)));
+    println!("{}", operate_hint(StoreLocation::Sqlite(&out.db_path), out.invoices.first().map(|i| i.run_id)));
     Ok(())
 }

@@ -10,7 +10,7 @@
 
 use flow_core::input::PauseRequest;
 use flow_examples::lead_enrichment::{self, Config, ReviewAnswer};
-use flow_examples::setup::{display_path, exit_code, init_logging, operate_hint};
+use flow_examples::setup::{StoreLocation, display_path, exit_code, init_logging, operate_hint};
 
 /// The person: reads the draft and answers in their own words.
 fn reviewer(request: &PauseRequest) -> ReviewAnswer {
@@ -66,6 +66,6 @@ async fn example() -> Result<(), flow_examples::ExampleError> {
         out.llm_requests.map(|n| format!(" over {n} LLM requests")).unwrap_or_default()
     );
     println!("Runs are stored in {}", display_path(&out.db_path));
-    println!("{}", operate_hint(&out.db_path, out.leads.first().map(|l| l.run_id)));
+    println!("{}", operate_hint(StoreLocation::Sqlite(&out.db_path), out.leads.first().map(|l| l.run_id)));
     Ok(())
 }

@@ -11,7 +11,7 @@
 #![allow(clippy::print_stdout)] // an example's output is its point
 
 use flow_examples::order_return::{self, Config, Crash};
-use flow_examples::setup::{display_path, exit_code, init_logging, operate_hint};
+use flow_examples::setup::{StoreLocation, display_path, exit_code, init_logging, operate_hint};
 use flow_examples::trace::human_duration;
 
 #[tokio::main]
@@ -69,6 +69,6 @@ async fn example() -> Result<(), flow_examples::ExampleError> {
         out.usage.total_tokens
     );
     println!("Runs are stored in {}; the shop in {}", display_path(&out.db_path), display_path(&out.shop_path));
-    println!("{}", operate_hint(&out.db_path, Some(out.escalated.run_id)));
+    println!("{}", operate_hint(StoreLocation::Sqlite(&out.db_path), Some(out.escalated.run_id)));
     Ok(())
 }

@@ -11,7 +11,7 @@
 
 #![allow(clippy::print_stdout)] // an example's output is its point
 
-use flow_examples::setup::{display_path, exit_code, init_logging, operate_hint};
+use flow_examples::setup::{StoreLocation, display_path, exit_code, init_logging, operate_hint};
 use flow_examples::ticket_routing::{self, Config};
 use flow_examples::trace::{human_duration, short_id};
 
@@ -63,6 +63,6 @@ async fn example() -> Result<(), flow_examples::ExampleError> {
     println!("Tickets left in the helpdesk table: {}", out.saved_tickets.join(", "));
     println!("Tokens: {}; the batch took {}", out.usage.total_tokens, human_duration(out.elapsed));
     println!("Runs are stored in {}; tickets in {}", display_path(&out.db_path), display_path(&out.helpdesk_path));
-    println!("{}", operate_hint(&out.db_path, out.tickets.first().map(|t| t.run_id)));
+    println!("{}", operate_hint(StoreLocation::Sqlite(&out.db_path), out.tickets.first().map(|t| t.run_id)));
     Ok(())
 }

@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::ExampleError;
+use crate::setup::{StoreLocation, operate_hint};
 
 /// The server used when `DATABASE_URL` is not set: the `postgres` database of a local server
 /// that trusts local connections (what the README's Docker line starts).
@@ -328,6 +329,7 @@ pub async fn cli(args: &[String]) -> Result<(), ExampleError> {
             #[allow(clippy::print_stdout, reason = "the command's answer")]
             {
                 println!("submitted {} {FLOW} runs in {:.1}s", ids.len(), started.elapsed().as_secs_f64());
+                println!("{}", operate_hint(StoreLocation::Postgres(&url), ids.first().copied()));
             }
             Ok(())
         }

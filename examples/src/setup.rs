@@ -232,21 +232,57 @@ pub fn exit_code(result: Result<(), crate::ExampleError>) -> std::process::ExitC
     }
 }
 
+/// Where an example's runs are, as the `flows` command line is told it.
+#[derive(Debug, Clone, Copy)]
+pub enum StoreLocation<'a> {
+    /// A SQLite file: `flows --db PATH`.
+    Sqlite(&'a Path),
+    /// A PostgreSQL URL: `flows --database-url URL`.
+    Postgres(&'a str),
+}
+
+impl StoreLocation<'_> {
+    /// The `flows` option naming this store. A URL carrying a password is not echoed: the
+    /// option then reads it from `$DATABASE_URL`, where the example found it.
+    fn flag(self) -> String {
+        match self {
+            StoreLocation::Sqlite(path) => format!("--db {}", quoted(&display_path(path))),
+            StoreLocation::Postgres(url) if has_password(url) => "--database-url \"$DATABASE_URL\"".to_string(),
+            StoreLocation::Postgres(url) => format!("--database-url {}", quoted(url)),
+        }
+    }
+}
+
+/// `word` as a shell reads it back: a key=value connection string or a path with spaces
+/// stays one argument.
+fn quoted(word: &str) -> String {
+    shlex::try_quote(word).map_or_else(|_| word.to_string(), |q| q.into_owned())
+}
+
+fn has_password(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    rest.split_once('@').is_some_and(|(user_info, _)| user_info.contains(':'))
+}
+
 /// The `flows` commands that show a run of an example and all of its runs, from the store the
 /// example wrote (see the README's "Operating flows").
 ///
 /// ```
 /// use std::path::Path;
-/// let hint = flow_examples::setup::operate_hint(Path::new("/tmp/runs.db"), Some(uuid::Uuid::nil()));
+/// use flow_examples::setup::{operate_hint, StoreLocation};
+///
+/// let hint = operate_hint(StoreLocation::Sqlite(Path::new("/tmp/runs.db")), Some(uuid::Uuid::nil()));
 /// assert!(hint.contains("flows --db /tmp/runs.db show 00000000-0000-0000-0000-000000000000"));
 /// assert!(hint.contains("flows --db /tmp/runs.db serve"));
+///
+/// let hint = operate_hint(StoreLocation::Postgres("postgres://app:secret@db/flows"), None);
+/// assert!(hint.contains("flows --database-url \"$DATABASE_URL\" runs"));
+/// assert!(!hint.contains("secret"));
 /// ```
-pub fn operate_hint(db: &Path, run: Option<uuid::Uuid>) -> String {
-    let db = display_path(db);
-    let show = run.map(|id| format!("  flows --db {db} show {id}\n")).unwrap_or_default();
-    format!(
-        "See it with `flows` (cargo install --path flows-cli):\n{show}  flows --db {db} runs\n  flows --db {db} serve"
-    )
+pub fn operate_hint(store: StoreLocation<'_>, run: Option<uuid::Uuid>) -> String {
+    let flag = store.flag();
+    let show = run.map(|id| format!("  flows {flag} show {id}\n")).unwrap_or_default();
+    format!("See it with `flows` (cargo install --path flows-cli):\n{show}  flows {flag} runs\n  flows {flag} serve")
 }
 
 /// Shows `path` relative to the current directory when it is below it.

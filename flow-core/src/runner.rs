@@ -124,11 +124,11 @@ impl<F: Flow> std::fmt::Debug for Runner<F> {
 
 /// A process-unique worker name: host, pid and a random suffix.
 fn worker_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+    let host = gethostname::gethostname()
+        .into_string()
         .ok()
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| "localhost".into());
     let nonce: u32 = rand::random();
     format!("{host}:{}:{nonce:08x}", std::process::id())

@@ -1,10 +1,11 @@
-//! Durations written as string literals in options: `"250ms"`, `"10s"`, `"5m"`, `"1h"`.
+//! Durations written as string literals in options: `"250ms"`, `"10s"`, `"1m30s"`, `"1h"`,
+//! read by `humantime` (the grammar `flows prune --older-than` and most Rust tools accept) at
+//! compile time, so a malformed one is a compile error on the literal.
 
 use syn::LitStr;
 
 /// How a duration literal must look, for error messages.
-pub(crate) const DURATION_HELP: &str =
-    "write a whole number followed by a unit: ms, s, m or h (for example \"250ms\", \"10s\", \"5m\", \"1h\")";
+pub(crate) const DURATION_HELP: &str = "write a number and a unit such as ms, s, m, h or d, or several (for example \"250ms\", \"10s\", \"1m30s\", \"2h\")";
 
 /// A duration read from a literal, kept with the literal for error spans.
 #[derive(Clone)]
@@ -27,25 +28,29 @@ impl Dur {
 /// Parses a duration literal into milliseconds.
 pub(crate) fn parse(lit: &LitStr) -> Result<Dur, String> {
     let text = lit.value();
-    let digits_end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (digits, unit) = text.split_at(digits_end);
-    if text.is_empty() {
+    if text.trim().is_empty() {
         return Err(format!("empty duration: {DURATION_HELP}"));
     }
-    if digits.is_empty() {
-        return Err(format!("invalid duration `{text}`: {DURATION_HELP}"));
+    if text.trim() != text {
+        return Err(format!("duration `{text}` has spaces around it: {DURATION_HELP}"));
     }
-    let factor: u64 = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "" => return Err(format!("duration `{text}` has no unit: {DURATION_HELP}")),
-        _ => return Err(format!("invalid duration `{text}`: unknown unit `{unit}`; {DURATION_HELP}")),
-    };
-    let too_large = || format!("duration `{text}` is too large");
-    let n: u64 = digits.parse().map_err(|_| too_large())?;
-    let millis = n.checked_mul(factor).ok_or_else(too_large)?;
+    let duration = humantime::parse_duration(&text).map_err(|e| match e {
+        humantime::DurationError::UnknownUnit { unit, .. } if unit.is_empty() => {
+            format!("duration `{text}` has no unit: {DURATION_HELP}")
+        }
+        humantime::DurationError::UnknownUnit { unit, .. } => {
+            format!("invalid duration `{text}`: unknown unit `{unit}`; {DURATION_HELP}")
+        }
+        humantime::DurationError::NumberOverflow => format!("duration `{text}` is too large"),
+        _ => format!("invalid duration `{text}`: {DURATION_HELP}"),
+    })?;
+    if duration.subsec_nanos() % 1_000_000 != 0 {
+        return Err(format!("duration `{text}` is finer than a millisecond, which is the finest step a flow keeps"));
+    }
+    let millis = u64::try_from(duration.as_millis()).map_err(|_| format!("duration `{text}` is too large"))?;
+    if millis == u64::MAX {
+        return Err(format!("duration `{text}` is too large"));
+    }
     Ok(Dur { millis, lit: lit.clone() })
 }
 
@@ -66,12 +71,18 @@ mod tests {
         assert_eq!(ms("5m"), Ok(300_000));
         assert_eq!(ms("1h"), Ok(3_600_000));
         assert_eq!(ms("0s"), Ok(0));
+        assert_eq!(ms("1m30s"), Ok(90_000));
+        assert_eq!(ms("1h 30m"), Ok(5_400_000));
+        assert_eq!(ms("2d"), Ok(172_800_000));
+        assert_eq!(ms("1.5s"), Ok(1_500));
     }
 
     #[test]
     fn errors() {
-        for bad in ["", "10x", "s", "10", "1.5s", " 10s", "10 s", "-1s", "99999999999999999999h"] {
+        for bad in ["", "10x", "s", "10", " 10s", "-1s", "99999999999999999999h", "10us", "1ms500us"] {
             assert!(ms(bad).is_err(), "{bad:?} should be rejected");
         }
+        assert_eq!(ms("10"), Err(format!("duration `10` has no unit: {}", super::DURATION_HELP)));
+        assert!(ms("5 parsecs").is_err_and(|e| e.contains("unknown unit `parsecs`")));
     }
 }

@@ -25,7 +25,7 @@
 //!                  jitter, invalid_reply = N)
 //!          | timeout = "10s" | timeout = "none" | non_critical
 //!          | terminal | terminal(Enum::Variant, ...)          (routers only)
-//! duration = "<whole number><ms|s|m|h>"
+//! duration = "<number><unit>..." (humantime: "250ms", "10s", "1m30s", "2h")
 //! ```
 //!
 //! Every attempt of a method has a time limit: its own `timeout`, else the flow's, else
@@ -70,8 +70,9 @@ use quote::quote;
 /// - `park_after = "10s"` or `"never"`: how far away a timer or a retry must be for a durable run
 ///   to park in its store instead of waiting in the process (default 10 s).
 ///
-/// Durations are a whole number and a unit: `ms`, `s`, `m` or `h` (`"250ms"`, `"10s"`, `"5m"`,
-/// `"1h"`).
+/// Durations are numbers each with a unit, as `humantime` reads them: `ms`, `s`, `m`,
+/// `h`, `d` and their long forms (`"250ms"`, `"10s"`, `"1m30s"`, `"2h"`), checked at compile
+/// time down to the millisecond.
 ///
 /// ```
 /// use flow_core::prelude::*;

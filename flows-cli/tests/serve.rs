@@ -245,6 +245,7 @@ async fn the_token_guards_every_page() -> TestResult {
     assert_eq!(signed.header("location"), Some("/runs"), "only local paths are followed");
     let cookie = signed.header("set-cookie").ok_or("no cookie")?.to_string();
     assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+    assert!(!cookie.contains("s3cret-t0ken"), "the cookie must not carry the token itself: {cookie}");
     let pair = cookie.split(';').next().unwrap_or_default();
     let with_cookie = request(addr, "GET", "/runs", &[("Cookie", pair)], "");
     assert_eq!(with_cookie.status, 200);

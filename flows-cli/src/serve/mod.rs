@@ -42,6 +42,9 @@ pub struct App {
     token: Option<String>,
     /// This process's CSRF token: random, embedded in every form, required by every action.
     csrf: String,
+    /// This process's session secret: the sign-in cookie's value, so the cookie never holds the
+    /// token, and a restart signs everyone out.
+    session: String,
     bound: SocketAddr,
 }
 
@@ -54,7 +57,13 @@ pub async fn run(store: Arc<dyn Store>, options: Options) -> Result<(), CliError
         CliError::other(format!("cannot listen on {addr}: {e}; pick another --port (0 picks a free one)"))
     })?;
     let bound = listener.local_addr().map_err(|e| CliError::other(format!("cannot read the bound address: {e}")))?;
-    let app = Arc::new(App { store, token: options.token, csrf: security::random_secret(), bound });
+    let app = Arc::new(App {
+        store,
+        token: options.token,
+        csrf: security::random_secret(),
+        session: security::random_secret(),
+        bound,
+    });
 
     let shown = match bound.ip() {
         IpAddr::V6(ip) => format!("[{ip}]:{}", bound.port()),

@@ -119,7 +119,7 @@ async fn guard(State(app): State<Arc<App>>, request: Request, next: Next) -> Res
         .into_response()
     } else if request.uri().path() == "/login"
         || request.uri().path().starts_with("/assets/")
-        || security::authorized(headers, token)
+        || security::authorized(headers, token, &app.session)
     {
         next.run(request).await
     } else if request.method() == Method::GET {
@@ -422,7 +422,7 @@ async fn login(State(app): State<Arc<App>>, headers: HeaderMap, fields: Fields) 
     if !security::same_secret(given, expected) {
         return Ok((StatusCode::UNAUTHORIZED, html(pages::login_page(next, &app.csrf, true))).into_response());
     }
-    let cookie = format!("{}={given}; HttpOnly; SameSite=Strict; Path=/", security::TOKEN_COOKIE);
+    let cookie = format!("{}={}; HttpOnly; SameSite=Strict; Path=/", security::SESSION_COOKIE, app.session);
     let mut response = Redirect::to(next).into_response();
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, v);

@@ -4,8 +4,10 @@
 //!   then name loopback too, so a web page whose domain was pointed at 127.0.0.1 (DNS
 //!   rebinding) cannot read it.
 //! - With a token, every request but the sign-in page and the static assets needs it: as
-//!   `Authorization: Bearer TOKEN`, or as the HttpOnly, SameSite=Strict cookie the sign-in
-//!   form sets. Tokens are compared in constant time.
+//!   `Authorization: Bearer TOKEN`, or through the sign-in form, which sets an HttpOnly,
+//!   SameSite=Strict cookie holding a session secret of this process (never the token itself,
+//!   so a leaked cookie dies with the server and does not reveal the token). Secrets are
+//!   compared in constant time.
 //! - Every action is a POST carrying the process's CSRF token (a random secret made at start,
 //!   embedded in the forms, compared in constant time), and a browser's Origin, when sent,
 //!   must be the dashboard's own.
@@ -16,8 +18,8 @@ use axum::http::{HeaderMap, header};
 use rand::RngCore;
 use subtle::ConstantTimeEq;
 
-/// The cookie the sign-in form sets.
-pub const TOKEN_COOKIE: &str = "flows_token";
+/// The cookie the sign-in form sets: it holds the process's session secret.
+pub const SESSION_COOKIE: &str = "flows_session";
 
 /// Whether serving on `bind` is allowed with or without a token; the refusal says what to do.
 pub fn check_bind(bind: IpAddr, token: Option<&str>) -> Result<(), String> {
@@ -45,14 +47,13 @@ pub fn random_secret() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The token a request carries, from its Authorization header or its cookie.
-fn presented_token(headers: &HeaderMap) -> Option<String> {
-    let bearer = headers
+/// The token a request carries in its Authorization header.
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| t.trim().to_string());
-    bearer.or_else(|| cookie(headers, TOKEN_COOKIE))
+        .map(str::trim)
 }
 
 /// A cookie's value.
@@ -67,11 +68,15 @@ pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
-/// Whether a request may see the dashboard: no token configured, or the right one presented.
-pub fn authorized(headers: &HeaderMap, token: Option<&str>) -> bool {
+/// Whether a request may see the dashboard: no token configured, or the token presented as a
+/// bearer, or the session cookie the sign-in form gave out.
+pub fn authorized(headers: &HeaderMap, token: Option<&str>, session: &str) -> bool {
     match token {
         None => true,
-        Some(expected) => presented_token(headers).is_some_and(|given| same_secret(&given, expected)),
+        Some(expected) => {
+            bearer_token(headers).is_some_and(|given| same_secret(given, expected))
+                || cookie(headers, SESSION_COOKIE).is_some_and(|given| same_secret(&given, session))
+        }
     }
 }
 
@@ -145,13 +150,17 @@ mod tests {
     }
 
     #[test]
-    fn tokens_come_from_the_bearer_header_or_the_cookie() {
-        assert!(authorized(&headers(&[]), None));
-        assert!(!authorized(&headers(&[]), Some("t0k")));
-        assert!(authorized(&headers(&[(header::AUTHORIZATION, "Bearer t0k")]), Some("t0k")));
-        assert!(!authorized(&headers(&[(header::AUTHORIZATION, "Bearer t0")]), Some("t0k")));
-        assert!(authorized(&headers(&[(header::COOKIE, "a=b; flows_token=t0k")]), Some("t0k")));
-        assert!(!authorized(&headers(&[(header::COOKIE, "flows_token=nope")]), Some("t0k")));
+    fn access_comes_from_the_bearer_token_or_the_session_cookie() {
+        let session = random_secret();
+        assert!(authorized(&headers(&[]), None, &session));
+        assert!(!authorized(&headers(&[]), Some("t0k"), &session));
+        assert!(authorized(&headers(&[(header::AUTHORIZATION, "Bearer t0k")]), Some("t0k"), &session));
+        assert!(!authorized(&headers(&[(header::AUTHORIZATION, "Bearer t0")]), Some("t0k"), &session));
+        let cookie_of = |value: &str| format!("a=b; {SESSION_COOKIE}={value}");
+        assert!(authorized(&headers(&[(header::COOKIE, &cookie_of(&session))]), Some("t0k"), &session));
+        assert!(!authorized(&headers(&[(header::COOKIE, &cookie_of("nope"))]), Some("t0k"), &session));
+        // The cookie carries the session, not the token: the token in a cookie opens nothing.
+        assert!(!authorized(&headers(&[(header::COOKIE, &cookie_of("t0k"))]), Some("t0k"), &session));
     }
 
     #[test]
