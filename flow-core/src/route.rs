@@ -111,7 +111,9 @@ pub const fn unhandled_routes(route: &str, router: &str, variants: &[&str], hand
             .push(listed_text)
             .push(" of the router `")
             .push(router)
-            .push(if count == 1 { "` is not handled: listen to it with `#[listen(" } else {
+            .push(if count == 1 {
+                "` is not handled: listen to it with `#[listen("
+            } else {
                 "` are not handled: listen to each on the method that should run next, as in `#[listen("
             })
             .push(route)
@@ -132,7 +134,8 @@ pub const fn unhandled_routes(route: &str, router: &str, variants: &[&str], hand
 /// as [`unhandled_routes`]; `#[flow]` panics with this text on the listener's name.
 #[doc(hidden)]
 pub const fn listened_by_name(listener: &str, router: &str, trigger: &str, route: &str, variants: &[&str]) -> Message {
-    let mut text = Message::new().push("`").push(listener).push("` listens to the router `").push(router).push("` by its name");
+    let mut text =
+        Message::new().push("`").push(listener).push("` listens to the router `").push(router).push("` by its name");
     if !same(trigger.as_bytes(), router.as_bytes()) {
         text = text.push(" (in `").push(trigger).push("`)");
     }
@@ -251,9 +254,9 @@ mod tests {
         );
         let or = listened_by_name("log", "classify", "or(begin, classify)", "Ticket", &["Bug"]);
         assert!(
-            or.as_str().is_some_and(|t| t.starts_with(
-                "`log` listens to the router `classify` by its name (in `or(begin, classify)`), and"
-            ) && t.contains(": `#[listen(Ticket::Bug)]`; end")),
+            or.as_str().is_some_and(|t| t
+                .starts_with("`log` listens to the router `classify` by its name (in `or(begin, classify)`), and")
+                && t.contains(": `#[listen(Ticket::Bug)]`; end")),
             "{or:?}"
         );
     }
