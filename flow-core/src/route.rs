@@ -36,6 +36,12 @@
 ///     async fn file_bug(&self) -> Result<()> { Ok(()) }
 /// }
 /// ```
+///
+/// The check runs beside the flow's impl block, where the impl's type parameters are not in
+/// scope: in a generic flow whose route type names them (`-> Result<Pick<T>>` in
+/// `impl<T> MyFlow<T>`), a router none of whose routes is handled is still refused by
+/// `#[flow]`, but a single unhandled variant is reported by rustc's own exhaustiveness check
+/// ("non-exhaustive patterns"). A route type that does not name them is checked as above.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a route: a router returns an enum that derives `Route` (or an `Option` of one)",
     label = "a router's return type",
