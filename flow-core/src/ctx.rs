@@ -18,7 +18,6 @@ use uuid::Uuid;
 
 use crate::error::{Error, Special};
 use crate::events::FlowEvent;
-use crate::flow::State;
 use crate::input::{InputRequest, PauseRequest};
 use crate::journal::{Journal, TokenUsage, request_hash};
 use crate::step_key::StepKey;
@@ -300,7 +299,9 @@ impl<S> Ctx<S> {
     }
 }
 
-impl<S: State> Ctx<S> {
+// Bounded by what these methods use, not by `State`: a state that lacks a serde derive is
+// reported once, on `#[flow(state = ...)]`, not again on every `cx.read` or `cx.update`.
+impl<S: Clone + Send + Sync> Ctx<S> {
     pub(crate) fn new(
         run: Arc<RunShared>,
         method: &'static str,
@@ -494,7 +495,11 @@ impl<S: State> Ctx<S> {
     /// #     }
     /// # }
     /// ```
-    pub fn update(&self, f: impl Fn(&mut S) + Send + Sync + 'static) {
+    pub fn update(
+        &self,
+        // The comment below is on the line rustc shows when a closure moves a captured value out.
+        f: impl Fn(&mut S) + Send + Sync + 'static, // runs more than once: clone what it moves, `s.x = x.clone()`
+    ) {
         if self.scope.has_read.load(Ordering::Relaxed) {
             self.scope.read_then_updated.store(true, Ordering::Relaxed);
         }
@@ -927,7 +932,8 @@ pub(crate) fn ms_system_time(ms: i64) -> SystemTime {
     at.unwrap_or(UNIX_EPOCH)
 }
 
-impl<S: State> Journal for Ctx<S> {
+// Bounded like `Ctx`'s methods (see there), so that `cx.effect` does not repeat the state's error.
+impl<S: Clone + Send + Sync> Journal for Ctx<S> {
     fn record<'a>(
         &'a self,
         kind: &'a str,

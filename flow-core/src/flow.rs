@@ -176,8 +176,8 @@ pub fn payload<T: DeserializeOwned>(p: &Payload, method: &'static str) -> Result
 /// Turns a plain method's result into a step result.
 #[doc(hidden)]
 pub fn output<T: SaveOutput, E: IntoFlowError>(r: Result<T, E>) -> StepResult {
-    let value = r.map_err(Into::into)?;
-    let value = crate::faithful::to_value(&value).map_err(|r| r.into_step_error("its output"))?;
+    let value = r.map_err(IntoFlowError::into_flow_error)?;
+    let value = value.to_json("its output")?;
     Ok(StepOutput { value, route: None })
 }
 
@@ -187,9 +187,9 @@ pub fn route<T: SaveOutput, E: IntoFlowError>(
     r: Result<T, E>,
     label: impl FnOnce(&T) -> Option<LabelId>,
 ) -> StepResult {
-    let value = r.map_err(Into::into)?;
+    let value = r.map_err(IntoFlowError::into_flow_error)?;
     let route = label(&value);
-    let value = crate::faithful::to_value(&value).map_err(|r| r.into_step_error("its route"))?;
+    let value = value.to_json("its route")?;
     // `Option<Route>` serializes `Some(r)` as `r` itself, so label listeners get the bare route.
     Ok(StepOutput { value, route })
 }
@@ -241,23 +241,37 @@ pub trait LoadState: DeserializeOwned {}
 #[diagnostic::do_not_recommend]
 impl<T: DeserializeOwned> LoadState for T {}
 
-/// Compile-time check that a method's output can be persisted and sent between tasks.
+/// Compile-time check that a method's output can be sent between tasks (that it persists is
+/// checked through [`SaveOutput`] and [`LoadOutput`]).
 #[doc(hidden)]
-pub const fn assert_output<T: SaveOutput + LoadOutput + Send + 'static>() {}
+pub const fn assert_output<T: Send + 'static>() {}
 
 /// `Serialize` under another name, so that an output type without it is reported once, on the
 /// user's type, in these words (`do_not_recommend` stops rustc from reporting serde's bound with
-/// its list of every serializable type instead).
+/// its list of every serializable type instead). `#[flow]` checks it with a qualified call,
+/// `<T as SaveOutput>::check()`, which rustc reports with no "required by a bound" note pointing
+/// into this crate's source; that is also why it has no supertrait (a supertrait would be
+/// reported instead, in serde's words) and serializes through its own method.
 #[doc(hidden)]
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is a method's output, which is saved in the run's checkpoints, so it must implement `Serialize`",
     label = "add `#[derive(serde::Serialize)]` to `{Self}`",
     note = "a method's output is stored as JSON when the step completes and read back on resume"
 )]
-pub trait SaveOutput: Serialize {}
+pub trait SaveOutput {
+    /// The value as JSON, or the error of the step that produced it (`what` names the value).
+    fn to_json(&self, what: &str) -> Result<Value, Error>;
+
+    /// Called by `#[flow]` only to have rustc check the bound.
+    fn check() {}
+}
 
 #[diagnostic::do_not_recommend]
-impl<T: Serialize + ?Sized> SaveOutput for T {}
+impl<T: Serialize + ?Sized> SaveOutput for T {
+    fn to_json(&self, what: &str) -> Result<Value, Error> {
+        crate::faithful::to_value(self).map_err(|r| r.into_step_error(what))
+    }
+}
 
 /// `DeserializeOwned` under another name, for the same reason as [`SaveOutput`].
 #[doc(hidden)]
@@ -267,17 +281,17 @@ impl<T: Serialize + ?Sized> SaveOutput for T {}
     label = "add `#[derive(serde::Deserialize)]` to `{Self}`",
     note = "a method's output is stored as JSON when the step completes and read back on resume"
 )]
-pub trait LoadOutput: DeserializeOwned {}
+pub trait LoadOutput {
+    /// Called by `#[flow]` only to have rustc check the bound (see [`SaveOutput`]).
+    fn check() {}
+}
 
 #[diagnostic::do_not_recommend]
 impl<T: DeserializeOwned> LoadOutput for T {}
 
-/// Compile-time check that a method's own error type converts into [`Error`].
-#[doc(hidden)]
-pub const fn assert_error<E: IntoFlowError>() {}
-
 /// `Into<Error>` under another name, for a method's own error type: reported in these words
-/// rather than as a missing `std::error::Error` behind a conversion.
+/// rather than as a missing `std::error::Error` behind a conversion. Checked and shaped like
+/// [`SaveOutput`], for the same reasons.
 #[doc(hidden)]
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is the error type of a flow method, so it must convert into `flow_core::Error`",
@@ -285,7 +299,17 @@ pub const fn assert_error<E: IntoFlowError>() {}
     note = "implement `std::error::Error` for it (for example `#[derive(Debug, thiserror::Error)]`), or return \
             `flow_core::Result<T>` and convert with `.map_err(flow_core::Error::permanent)`"
 )]
-pub trait IntoFlowError: Into<Error> {}
+pub trait IntoFlowError {
+    /// The error as a step error.
+    fn into_flow_error(self) -> Error;
+
+    /// Called by `#[flow]` only to have rustc check the bound.
+    fn check() {}
+}
 
 #[diagnostic::do_not_recommend]
-impl<E: Into<Error>> IntoFlowError for E {}
+impl<E: Into<Error>> IntoFlowError for E {
+    fn into_flow_error(self) -> Error {
+        self.into()
+    }
+}

@@ -88,7 +88,7 @@ pub use flow::{Flow, FlowRegistration, State, find_flow, registered_flows};
 // Named in rustc's notes when a state, an output or an error type lacks a bound: a path
 // without `__private` reads better there.
 #[doc(hidden)]
-pub use flow::{StateCheck, assert_error, assert_output};
+pub use flow::{IntoFlowError, LoadOutput, LoadState, SaveOutput, SaveState, StateCheck, assert_output};
 pub use flow_macros::{Route, compensate, flow, listen, router, start};
 pub use input::{InputRequest, PauseRequest};
 pub use journal::{Journal, NoJournal, TokenUsage};
@@ -129,7 +129,7 @@ pub mod __private {
         Backoff, FlowOptions, Graph, LabelDef, LabelId, MethodDef, MethodId, MethodPolicy, OnFailure, RetryPolicy,
         RouteEnd, Trigger,
     };
-    pub use crate::route::unhandled_routes;
+    pub use crate::route::{listened_by_name, unhandled_routes};
     pub use futures::future::BoxFuture;
     pub use inventory;
     pub use std::boxed::Box;

@@ -36,6 +36,12 @@
 ///     async fn file_bug(&self) -> Result<()> { Ok(()) }
 /// }
 /// ```
+///
+/// The check runs beside the flow's impl block, where the impl's type parameters are not in
+/// scope: in a generic flow whose route type names them (`-> Result<Pick<T>>` in
+/// `impl<T> MyFlow<T>`), a router none of whose routes is handled is still refused by
+/// `#[flow]`, but a single unhandled variant is reported by rustc's own exhaustiveness check
+/// ("non-exhaustive patterns"). A route type that does not name them is checked as above.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a route: a router returns an enum that derives `Route` (or an `Option` of one)",
     label = "a router's return type",
@@ -111,17 +117,50 @@ pub const fn unhandled_routes(route: &str, router: &str, variants: &[&str], hand
             .push(listed_text)
             .push(" of the router `")
             .push(router)
-            .push(if count == 1 { "` is not handled" } else { "` are not handled" })
-            .push(": listen to it with `#[listen(")
+            .push(if count == 1 {
+                "` is not handled: listen to it with `#[listen("
+            } else {
+                "` are not handled: listen to each on the method that should run next, as in `#[listen("
+            })
             .push(route)
             .push("::")
             .push(first)
-            .push(")]` on the method that should run next, or end the branch with `terminal(")
+            .push(if count == 1 { ")]` on the method that should run next" } else { ")]`" })
+            .push(", or end the branch with `terminal(")
             .push(route)
             .push("::")
             .push(first)
             .push(")` on `#[router]`"),
     )
+}
+
+/// The error text for a listener (`listener`) that listens to router `router` by its name (in its
+/// trigger `trigger`) while no method listens to any of the router's routes: it names the
+/// variants of `route` (`variants`) it can listen to instead. A `const fn`, for the same reason
+/// as [`unhandled_routes`]; `#[flow]` panics with this text on the listener's name.
+#[doc(hidden)]
+pub const fn listened_by_name(listener: &str, router: &str, trigger: &str, route: &str, variants: &[&str]) -> Message {
+    let mut text =
+        Message::new().push("`").push(listener).push("` listens to the router `").push(router).push("` by its name");
+    if !same(trigger.as_bytes(), router.as_bytes()) {
+        text = text.push(" (in `").push(trigger).push("`)");
+    }
+    text = text
+        .push(", and no method listens to one of its routes, so none of them is handled; a router's listeners listen to the variants it returns: ");
+    let mut i = 0usize;
+    while i < variants.len() {
+        if i > 0 {
+            text = text.push(if i + 1 == variants.len() { " or " } else { ", " });
+        }
+        text = text.push("`#[listen(").push(route).push("::").push(variants[i]).push(")]`");
+        i += 1;
+    }
+    let first = if variants.is_empty() { "Variant" } else { variants[0] };
+    text.push("; end a route no method handles with `terminal(")
+        .push(route)
+        .push("::")
+        .push(first)
+        .push(")` on `#[router]`")
 }
 
 /// The message of an unhandled-route error, built while the user's crate compiles.
@@ -199,10 +238,32 @@ mod tests {
         let two = unhandled_routes("Ticket", "triage", &["Bug", "Question", "Spam"], &["Bug"]).expect("two unhandled");
         assert!(
             two.as_str().is_some_and(|t| t.starts_with(
-                "routes `Ticket::Question`, `Ticket::Spam` of the router `triage` are not handled: listen to it with \
-                 `#[listen(Ticket::Question)]`"
+                "routes `Ticket::Question`, `Ticket::Spam` of the router `triage` are not handled: listen to each on \
+                 the method that should run next, as in `#[listen(Ticket::Question)]`, or end the branch with \
+                 `terminal(Ticket::Question)`"
             )),
             "{two:?}"
+        );
+    }
+
+    #[test]
+    fn a_listener_on_the_router_name_is_shown_every_route() {
+        let m = listened_by_name("handle", "classify", "classify", "Ticket", &["Bug", "Question", "Spam"]);
+        assert_eq!(
+            m.as_str(),
+            Some(
+                "`handle` listens to the router `classify` by its name, and no method listens to one of its \
+                 routes, so none of them is handled; a router's listeners listen to the variants it returns: \
+                 `#[listen(Ticket::Bug)]`, `#[listen(Ticket::Question)]` or `#[listen(Ticket::Spam)]`; end a \
+                 route no method handles with `terminal(Ticket::Bug)` on `#[router]`"
+            )
+        );
+        let or = listened_by_name("log", "classify", "or(begin, classify)", "Ticket", &["Bug"]);
+        assert!(
+            or.as_str().is_some_and(|t| t
+                .starts_with("`log` listens to the router `classify` by its name (in `or(begin, classify)`), and")
+                && t.contains(": `#[listen(Ticket::Bug)]`; end")),
+            "{or:?}"
         );
     }
 

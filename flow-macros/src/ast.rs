@@ -152,6 +152,30 @@ impl Flow {
         !self.item.generics.params.is_empty()
     }
 
+    /// Whether `ty` may name a parameter of the impl (or `Self`): such a type has no meaning in
+    /// a const item beside the impl, so the checks that need one are left to rustc there.
+    pub(crate) fn names_own_generics(&self, ty: &Type) -> bool {
+        fn mentions(tokens: proc_macro2::TokenStream, names: &[String]) -> bool {
+            tokens.into_iter().any(|t| match t {
+                proc_macro2::TokenTree::Ident(i) => i == "Self" || names.iter().any(|n| i == n),
+                proc_macro2::TokenTree::Group(g) => mentions(g.stream(), names),
+                _ => false,
+            })
+        }
+        let names: Vec<String> = self
+            .item
+            .generics
+            .params
+            .iter()
+            .map(|p| match p {
+                syn::GenericParam::Type(t) => t.ident.to_string(),
+                syn::GenericParam::Lifetime(l) => l.lifetime.ident.to_string(),
+                syn::GenericParam::Const(c) => c.ident.to_string(),
+            })
+            .collect();
+        mentions(ty.to_token_stream(), &names)
+    }
+
     pub(crate) fn method_index(&self, name: &Ident) -> Option<usize> {
         self.methods.iter().position(|m| m.ident == *name)
     }

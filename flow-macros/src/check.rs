@@ -34,6 +34,9 @@ pub(crate) struct Graph<'a> {
     pub(crate) compensates: Vec<Option<usize>>,
     /// Payload parameters whose type rustc must compare with what their trigger sends.
     pub(crate) payload_checks: Vec<PayloadCheck>,
+    /// Per router none of whose routes is handled: the methods that listen to it by its name,
+    /// which `expand` reports with the variants they can listen to instead.
+    pub(crate) by_name: Vec<Vec<usize>>,
 }
 
 /// `param` must be the type every one of `sources` produces (one source, or the leaves of an
@@ -77,6 +80,7 @@ pub(crate) fn check<'a>(cx: &Ctxt, flow: &'a Flow) -> Graph<'a> {
         routes: vec![Vec::new(); flow.methods.len()],
         compensates: vec![None; flow.methods.len()],
         payload_checks: Vec::new(),
+        by_name: vec![Vec::new(); flow.methods.len()],
     };
     if flow.item.trait_.is_some() {
         // Reported by the front end; the methods of a trait impl are not a flow.
@@ -94,7 +98,7 @@ pub(crate) fn check<'a>(cx: &Ctxt, flow: &'a Flow) -> Graph<'a> {
 
     routes(cx, &mut g);
     if names_ok {
-        unhandled_routers(cx, &g);
+        unhandled_routers(cx, &mut g);
     }
     compensation(cx, &mut g);
     let has_start = starts(cx, flow);
@@ -295,7 +299,9 @@ fn routes(cx: &Ctxt, g: &mut Graph<'_>) {
 /// `terminal`): certain to fail rustc's exhaustiveness check, so it is reported here in words
 /// that name the fixes. Listeners that listen to the router by its name are the usual cause
 /// (they run after every route, handling none), so the error goes on them when there are some.
-fn unhandled_routers(cx: &Ctxt, g: &Graph<'_>) {
+/// The variants are known only to rustc, so unless the route type names the impl's parameters
+/// the error is left to `expand`'s const checks, which list them.
+fn unhandled_routers(cx: &Ctxt, g: &mut Graph<'_>) {
     for (i, m) in g.flow.methods.iter().enumerate() {
         let Some(route) = &m.sig.route else { continue };
         let enum_name = &route.enum_name;
@@ -321,15 +327,20 @@ fn unhandled_routers(cx: &Ctxt, g: &Graph<'_>) {
             "listen to its variants, `#[listen({enum_name}::Variant)]`, or end the ones no method handles with \
              `terminal({enum_name}::Variant)` (or a bare `terminal`) on `#[router]`"
         );
-        let by_name: Vec<&Method> = g
-            .flow
-            .methods
+        let by_name: Vec<usize> = g
+            .triggers
             .iter()
-            .zip(&g.triggers)
+            .enumerate()
             .filter(|(_, t)| t.as_ref().is_some_and(|t| mentions(t, i)))
             .map(|(l, _)| l)
             .collect();
+        // The variants are known only to rustc: unless the route type names the impl's
+        // parameters, `expand`'s const check reports the gap and lists them.
+        let const_checked = !g.flow.names_own_generics(&route.inner);
         if by_name.is_empty() {
+            if const_checked {
+                continue;
+            }
             cx.error_spanned_by(
                 &route.ty,
                 format!(
@@ -339,7 +350,11 @@ fn unhandled_routers(cx: &Ctxt, g: &Graph<'_>) {
             );
             continue;
         }
-        for l in by_name {
+        if const_checked {
+            g.by_name[i] = by_name;
+            continue;
+        }
+        for l in by_name.into_iter().map(|l| &g.flow.methods[l]) {
             let trigger = l.trigger.as_ref().map(TriggerExpr::text).unwrap_or_default();
             cx.error_spanned_by(
                 &l.ident,

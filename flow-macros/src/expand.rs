@@ -1,10 +1,11 @@
 //! Code generation: the user's impl block (stripped of our attributes), then inside
 //! `const _: () = { ... }` the `Flow` impl with the static graph and the dispatcher, the type
-//! checks rustc performs for us (spanned on the user's tokens) and the registration.
+//! checks rustc performs for us (spanned on the user's tokens) and the registration, and beside
+//! it the const checks of the routers' routes.
 //!
 //! Generated code names only `::flow_core::__private` items and the items rustc names in its
-//! notes on a missing bound (`::flow_core::StateCheck`, `assert_output`, `assert_error`), by
-//! absolute path.
+//! messages on a missing bound (`::flow_core::StateCheck`, `SaveOutput`, `LoadOutput`,
+//! `IntoFlowError`, `assert_output`), by absolute path.
 
 use proc_macro2::{Literal, TokenStream};
 use quote::{ToTokens, format_ident, quote, quote_spanned};
@@ -118,10 +119,11 @@ pub(crate) fn expand(g: &Graph<'_>) -> TokenStream {
 
             #checks
 
-            #(#route_checks)*
-
             #registration
         };
+
+        // Beside the wrapper rather than in it, so that rustc names a failing check `_`, not `_::_`.
+        #(#route_checks)*
     }
 }
 
@@ -349,13 +351,21 @@ fn invoke_arm(g: &Graph<'_>, i: usize, m: &Method) -> TokenStream {
     };
     // The output and error types are passed explicitly (from the user's own tokens), so that an
     // output that does not persist or an error that does not convert into `flow_core::Error` is
-    // reported on the user's type. `assert_output` sits in the same body as the call, where
-    // rustc reports a bound that fails twice at one span only once.
+    // reported on the user's type. The checks sit in the same body as the call, where rustc
+    // reports a bound that fails twice at one span only once.
     let (assert, types) = match &m.sig.output {
         Some(out) => {
             let err = m.sig.error.as_ref().map_or_else(|| quote!(_), ToTokens::to_token_stream);
-            let err_check = m.sig.error.as_ref().map(|e| quote!(::flow_core::assert_error::<#e>();));
-            (quote!(::flow_core::assert_output::<#out>(); #err_check), quote!(::<#out, #err>))
+            // Qualified calls: rustc reports a missing bound on the user's type with no "required
+            // by a bound" note pointing into flow_core's source.
+            let err_check = m.sig.error.as_ref().map(|e| quote!(<#e as ::flow_core::IntoFlowError>::check();));
+            let checks = quote! {
+                <#out as ::flow_core::SaveOutput>::check();
+                <#out as ::flow_core::LoadOutput>::check();
+                ::flow_core::assert_output::<#out>();
+                #err_check
+            };
+            (checks, quote!(::<#out, #err>))
         }
         None => (TokenStream::new(), TokenStream::new()),
     };
@@ -418,10 +428,15 @@ fn route_match(g: &Graph<'_>, i: usize, m: &Method) -> TokenStream {
     }
     if let Some(Terminal::All) = &m.options.terminal {
         arms.push(quote!(_ => #p::None,));
-    } else if !g.flow.is_generic() {
+    } else if !g.flow.names_own_generics(&route.inner) {
         // `route_check` has made sure, while the crate compiled, that the arms above cover
         // every variant: this arm only keeps rustc from reporting the same gap a second time.
         arms.push(quote!(_ => #p::None,));
+    } else {
+        // rustc reports the gap here. It suggests a `todo!()` arm after the last arm when the
+        // last two arms share their syntax context, which would land in the user's attribute;
+        // a last arm from another context (and a guard, so it covers nothing) prevents that.
+        arms.push(quote_spanned!(proc_macro2::Span::mixed_site()=> _ if false => #p::None,));
     }
     // Matched by place (`*__r`): rustc then names an unhandled variant as the user wrote it,
     // `Ticket::Spam`, not `&Ticket::Spam`.
@@ -434,12 +449,16 @@ fn route_match(g: &Graph<'_>, i: usize, m: &Method) -> TokenStream {
 /// enum's variants; `#[derive(Route)]` lists them). A gap is a const panic whose text names the
 /// variants, the router and both fixes, spanned on the router's return type. The route type
 /// must implement `Route`, so a struct returned by a router is refused there too, in the words
-/// of `Route`'s `on_unimplemented`. A generic flow's route type may name the impl's parameters,
-/// which a const item cannot, so there rustc's exhaustiveness check on the route match stands in.
+/// of `Route`'s `on_unimplemented`. Listeners that listen to a router by its name while none of
+/// its routes is handled are reported instead, each on its own name, with the variants it can
+/// listen to. A generic flow is checked the same way unless its route type names the impl's
+/// parameters, which a const item beside the impl cannot: there rustc's exhaustiveness check on
+/// the route match stands in (a const evaluated per instance would only fail where the flow is
+/// instantiated, and not at all in a library that never does).
 fn route_check(g: &Graph<'_>, i: usize, m: &Method) -> TokenStream {
     let p = private();
     let Some(route) = &m.sig.route else { return TokenStream::new() };
-    if g.flow.is_generic() {
+    if g.flow.names_own_generics(&route.inner) {
         return TokenStream::new();
     }
     let inner = &route.inner;
@@ -449,12 +468,35 @@ fn route_check(g: &Graph<'_>, i: usize, m: &Method) -> TokenStream {
             const _: &[&str] = <#inner as ::flow_core::Route>::VARIANTS;
         };
     }
+    let enum_name = &route.enum_name;
+    let router = syn::ext::IdentExt::unraw(&m.ident).to_string();
+    if !g.by_name[i].is_empty() {
+        // The variants are read on the route type (a type that is not a route is reported
+        // there, once); the panic is on the listener's name.
+        let listeners = g.by_name[i].iter().map(|&l| {
+            let listener = &g.flow.methods[l];
+            let name = syn::ext::IdentExt::unraw(&listener.ident).to_string();
+            let trigger = listener.trigger.as_ref().map(crate::attr::TriggerExpr::text).unwrap_or_default();
+            let variants = quote_spanned!(span=> <#inner as ::flow_core::Route>::VARIANTS);
+            let panic = quote_spanned! {listener.ident.span()=>
+                match text.as_str() {
+                    #p::Some(message) => ::core::panic!("{}", message),
+                    #p::None => ::core::panic!("a listener listens to a router by its name"),
+                }
+            };
+            quote! {
+                const _: () = {
+                    let text = #p::listened_by_name(#name, #router, #trigger, #enum_name, #variants);
+                    #panic
+                };
+            }
+        });
+        return quote!(#(#listeners)*);
+    }
     let mut handled: Vec<String> = g.routes[i].iter().map(|&l| g.labels[l].variant.to_string()).collect();
     if let Some(Terminal::Variants(vs)) = &m.options.terminal {
         handled.extend(vs.iter().map(|v| v.variant.to_string()));
     }
-    let enum_name = &route.enum_name;
-    let router = syn::ext::IdentExt::unraw(&m.ident).to_string();
     // The message is built by a `const fn` of flow_core; only the panic is generated here,
     // spanned on the route type, so rustc points at the user's token and at nothing of ours.
     quote_spanned! {span=>

@@ -15,9 +15,14 @@ impl Forgetful {
         Ok(Report)
     }
 
+    // The context's methods still type-check: the missing derives are not reported again here.
     #[listen(begin)]
     async fn remember(&self, cx: &Ctx<Memory>) -> Result<()> {
-        let _ = cx;
+        cx.update(|s| *s = Memory);
+        let _copy: Memory = cx.read(Memory::clone);
+        let _ = cx.state();
+        let n: u32 = cx.effect("count", |_key| async { Ok(1) }).await?;
+        let _ = n;
         Ok(())
     }
 }

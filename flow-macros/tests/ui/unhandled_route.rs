@@ -8,6 +8,7 @@ struct S;
 enum Ticket {
     Bug,
     Question,
+    Spam,
 }
 
 struct ByName;
@@ -27,6 +28,32 @@ impl ByName {
     }
 }
 
+struct InAnOr;
+
+#[flow(state = S)]
+impl InAnOr {
+    #[start]
+    async fn receive(&self) -> Result<()> {
+        Ok(())
+    }
+
+    #[router(receive)]
+    async fn classify(&self) -> Result<Ticket> {
+        Ok(Ticket::Bug)
+    }
+
+    // Two listeners on the router's name: each is told, once.
+    #[listen(or(receive, classify))]
+    async fn log(&self) -> Result<()> {
+        Ok(())
+    }
+
+    #[listen(classify)]
+    async fn handle(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
 struct Nobody;
 
 #[flow(state = S)]
@@ -39,5 +66,5 @@ impl Nobody {
 }
 
 fn main() {
-    let _ = (Ticket::Bug, Ticket::Question);
+    let _ = (Ticket::Bug, Ticket::Question, Ticket::Spam);
 }
