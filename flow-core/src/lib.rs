@@ -69,6 +69,7 @@ pub mod guide;
 pub mod input;
 pub mod journal;
 mod lease;
+mod method_ref;
 mod outcome;
 mod plan;
 pub mod plot;
@@ -92,6 +93,7 @@ pub use flow::{StateCheck, assert_error, assert_output};
 pub use flow_macros::{Route, compensate, flow, listen, router, start};
 pub use input::{InputRequest, PauseRequest};
 pub use journal::{Journal, NoJournal, TokenUsage};
+pub use method_ref::MethodRef;
 pub use outcome::{Escalated, Outputs, OutputsIter, Paused, RecordedFailure, RunOutcome, RunResult, Sleeping};
 pub use route::Route;
 pub use runner::{DEFAULT_PARK_AFTER, FlowExt, Runner, SubmitOptions};
@@ -121,6 +123,7 @@ pub mod __private {
     pub use crate::ctx::Ctx;
     pub use crate::error::{Classifier, Error};
     pub use crate::executor::blocking;
+    pub use crate::method_ref::MethodRef;
     pub use crate::flow::{
         Flow, FlowRegistration, Payload, StepOutput, StepResult, assert_output, assert_state, output, payload, route,
         unknown_method,
