@@ -598,7 +598,11 @@ fn sent_type(g: &Graph<'_>, t: &Resolved) -> Result<Option<TokenStream>, String>
                 let Some(ty) = sent_type(g, p)? else { return Ok(None) };
                 types.push(ty);
             }
-            Ok(Some(quote::quote!((#(#types,)*))))
+            // Written as a person writes a tuple: `(A, B)`, and `(A,)` for one part.
+            Ok(Some(match types.as_slice() {
+                [one] => quote::quote!((#one,)),
+                many => quote::quote!((#(#many),*)),
+            }))
         }
     }
 }
