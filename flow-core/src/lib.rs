@@ -123,7 +123,6 @@ pub mod __private {
     pub use crate::ctx::Ctx;
     pub use crate::error::{Classifier, Error};
     pub use crate::executor::blocking;
-    pub use crate::method_ref::MethodRef;
     pub use crate::flow::{
         Flow, FlowRegistration, Payload, StepOutput, StepResult, assert_output, assert_state, output, payload, route,
         unknown_method,
@@ -132,6 +131,7 @@ pub mod __private {
         Backoff, FlowOptions, Graph, LabelDef, LabelId, MethodDef, MethodId, MethodPolicy, OnFailure, RetryPolicy,
         RouteEnd, Trigger,
     };
+    pub use crate::method_ref::MethodRef;
     pub use crate::route::unhandled_routes;
     pub use futures::future::BoxFuture;
     pub use inventory;

@@ -257,7 +257,9 @@ fn bubble(
                 st.seen.iter_mut().for_each(|s| *s = false);
                 carried = event.collect.then(|| {
                     let parts = std::mem::take(&mut st.values);
-                    Arc::new(Value::Array(parts.into_iter().map(|v| v.map_or(Value::Null, Arc::unwrap_or_clone)).collect()))
+                    Arc::new(Value::Array(
+                        parts.into_iter().map(|v| v.map_or(Value::Null, Arc::unwrap_or_clone)).collect(),
+                    ))
                 });
             }
             NodeKind::Or => {

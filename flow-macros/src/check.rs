@@ -415,8 +415,12 @@ fn starts(cx: &Ctxt, flow: &Flow) -> bool {
     if flow.methods.iter().any(is_unconditional_start) {
         return true;
     }
-    let conditional: Vec<String> =
-        flow.methods.iter().filter(|m| m.is_start && m.trigger.is_some() && !m.start_listens).map(|m| m.ident.to_string()).collect();
+    let conditional: Vec<String> = flow
+        .methods
+        .iter()
+        .filter(|m| m.is_start && m.trigger.is_some() && !m.start_listens)
+        .map(|m| m.ident.to_string())
+        .collect();
     let note = match conditional.as_slice() {
         [] => String::new(),
         [one] => format!(" (`{one}` is a conditional start: it runs only when its trigger fires)"),
