@@ -36,6 +36,11 @@ pub(crate) struct RunShared {
     pub(crate) park_after: Option<Duration>,
     /// Where the run's stream items go, when something wants them (`crate::stream`).
     pub(crate) stream: Option<Arc<crate::stream::RunStream>>,
+    /// The flow's name, which a [`MethodRef`](crate::MethodRef) must carry to be read here.
+    pub(crate) flow: &'static str,
+    /// The latest output of each method of the run, by method id, for [`Ctx::output`]:
+    /// set by the executor as each step completes.
+    pub(crate) outputs: Mutex<Vec<Option<Arc<Value>>>>,
 }
 
 impl RunShared {
@@ -409,6 +414,67 @@ impl<S: Clone + Send + Sync> Ctx<S> {
     pub fn state(&self) -> S {
         self.scope.has_read.store(true, Ordering::Relaxed);
         S::clone(self.view().current())
+    }
+
+    /// The latest output of a method of this run, `None` until it has completed: any
+    /// method's, not only this one's trigger's, read without copying it into the state. The
+    /// method is named by the constant `#[flow]` writes for it, its name in upper case, which
+    /// carries its output type, so the compiler checks the type read against the type the
+    /// method returns. Outputs are stored with the run's steps, so a resumed or forked run
+    /// reads them too.
+    ///
+    /// An error says the method belongs to another flow, or that its stored output no
+    /// longer fits its type (the flow changed since the run was stored).
+    ///
+    /// ```
+    /// use flow_core::prelude::*;
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)] struct S;
+    /// struct Report;
+    ///
+    /// #[flow(state = S)]
+    /// impl Report {
+    ///     #[start]
+    ///     async fn count(&self) -> Result<u32> { Ok(3) }
+    ///
+    ///     #[listen(count)]
+    ///     async fn title(&self) -> Result<String> { Ok("Weekly".into()) }
+    ///
+    ///     #[listen(title)]
+    ///     async fn render(&self, cx: &Ctx<S>) -> Result<String> {
+    ///         let count: Option<u32> = cx.output(Self::COUNT)?;
+    ///         let title = cx.output(Self::TITLE)?.unwrap_or_default();
+    ///         Ok(format!("{title}: {}", count.unwrap_or(0)))
+    ///     }
+    /// }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), FlowError> {
+    /// let run = Report.kickoff(S).await?.completed()?;
+    /// assert_eq!(run.output::<String>()?, "Weekly: 3");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn output<T: DeserializeOwned>(&self, method: crate::MethodRef<T>) -> Result<Option<T>, Error> {
+        let run = &self.scope.run;
+        if method.flow() != run.flow {
+            return Err(Error::permanent(format!(
+                "`cx.output` in `{}` of run {} was given `{method:?}`, a method of flow `{}`, but the run is of flow \
+                 `{}`: name a method of this flow (`Self::METHOD`)",
+                self.scope.method,
+                run.run_id,
+                method.flow(),
+                run.flow
+            )));
+        }
+        let value = run.outputs.lock().unwrap_or_else(|p| p.into_inner()).get(method.index()).cloned().flatten();
+        let Some(value) = value else { return Ok(None) };
+        T::deserialize(&*value).map(Some).map_err(|e| {
+            Error::permanent(format!(
+                "the stored output of `{}` in run {} does not fit `{}`: {e}; the flow changed since the run was stored",
+                method.name(),
+                run.run_id,
+                std::any::type_name::<T>()
+            ))
+        })
     }
 
     /// Changes the state. The change is visible to this method at once and reaches the run's

@@ -31,7 +31,7 @@ use crate::graph::{DEFAULT_STEP_TIMEOUT, Graph, MethodDef, MethodId, OnFailure, 
 use crate::journal::TokenUsage;
 use crate::lease::Heartbeat;
 use crate::outcome::{Escalated, Outputs, Paused, RecordedFailure, RunOutcome, RunResult, Sleeping};
-use crate::plan::{Clock, Plan, Source, clock_set};
+use crate::plan::{Plan, Source, clock_set};
 use crate::progress::{Activation, Compensation, Halt, Progress, Undoable};
 use crate::running::Running;
 use crate::step_key::StepKey;
@@ -176,7 +176,7 @@ pub(crate) struct Execution<F: Flow> {
     tasks: Running<MethodTask<F::State>>,
     next_slot: u64,
     /// Reused by every completion for the listeners it fires.
-    fired: Vec<(MethodId, Option<Clock>, bool)>,
+    fired: Vec<crate::plan::Fired>,
     invalid_input: Option<(String, String)>,
     /// The completion that ended the run (its step rows and key), left for the final
     /// checkpoint to record: one commit where a checkpoint of the completion and then the
@@ -241,6 +241,7 @@ impl<F: Flow> Execution<F> {
     ) -> Self {
         // Usage counts across executions: start from what earlier ones recorded.
         *run.usage.lock().unwrap_or_else(|p| p.into_inner()) = progress.usage;
+        run.outputs.lock().unwrap_or_else(|p| p.into_inner()).clone_from(&progress.outputs);
         let mut progress = progress;
         let now_wall = now_ms();
         let now = Instant::now();
@@ -671,6 +672,9 @@ impl<F: Flow> Execution<F> {
         }
 
         self.progress.outputs[usize::from(m)] = Some(Arc::clone(&value));
+        if let Some(slot) = self.run.outputs.lock().unwrap_or_else(|p| p.into_inner()).get_mut(usize::from(m)) {
+            *slot = Some(Arc::clone(&value));
+        }
         self.progress.last = Some(m);
         if self.plan.compensator[usize::from(m)].is_some() {
             self.progress.undoable.push(Undoable {
@@ -682,11 +686,11 @@ impl<F: Flow> Execution<F> {
 
         let mut fired = std::mem::take(&mut self.fired);
         let p = &mut self.progress;
-        self.plan.deliver(Source::Method(MethodId(m)), &act.clock, &mut p.joins, &p.calls, &mut fired);
+        self.plan.deliver(Source::Method(MethodId(m)), &act.clock, &value, &mut p.joins, &p.calls, &mut fired);
         if let Some(label) = out.route {
             let graph = self.plan.graph;
             self.run.emit(|| FlowEvent::RouteTaken { run_id, router: def.name, route: graph.label(label).to_string() });
-            self.plan.deliver(Source::Label(label), &act.clock, &mut p.joins, &p.calls, &mut fired);
+            self.plan.deliver(Source::Label(label), &act.clock, &value, &mut p.joins, &p.calls, &mut fired);
         } else if def.is_router && !value.is_null() {
             // A terminal route: no listener, but the decision is still worth seeing.
             let graph = self.plan.graph;
@@ -700,13 +704,12 @@ impl<F: Flow> Execution<F> {
         // the others get copies.
         let last_plain = fired.iter().rposition(|(_, c, _)| c.is_none());
         let mut own_clock = Some(act.clock);
-        for (i, (listener, clock, carries_payload)) in fired.drain(..).enumerate() {
+        for (i, (listener, clock, payload)) in fired.drain(..).enumerate() {
             let clock = match clock {
                 Some(c) => c,
                 None if Some(i) == last_plain => own_clock.take().unwrap_or_default(),
                 None => own_clock.clone().unwrap_or_default(),
             };
-            let payload = carries_payload.then(|| Arc::clone(&value));
             self.schedule(listener, clock, payload);
         }
         self.fired = fired;

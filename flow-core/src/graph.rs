@@ -181,6 +181,9 @@ pub struct MethodDef {
     /// `#[start]`: runs at kickoff when it has no trigger; a start with a trigger
     /// (`#[start(Route::Variant)]`) runs only when triggered.
     pub is_start: bool,
+    /// `#[start] #[listen(trigger)]`: a start with a trigger that runs at kickoff as well as
+    /// each time its trigger fires (so a flow made only of a loop needs no start of its own).
+    pub start_listens: bool,
     /// `#[router]`: the method returns a route enum (or `Option` of one).
     pub is_router: bool,
     /// What makes the method run. `None` for unconditional starts and compensation methods.
@@ -425,12 +428,12 @@ impl Graph {
         self.methods.iter().position(|m| m.name == name).map(|i| MethodId(i as u16))
     }
 
-    /// Methods that run at kickoff: starts without a trigger.
+    /// Methods that run at kickoff: starts without a trigger, and starts that also listen.
     pub fn starts(&self) -> impl Iterator<Item = MethodId> + '_ {
         self.methods
             .iter()
             .enumerate()
-            .filter(|(_, m)| m.is_start && m.trigger.is_none() && m.compensates.is_none())
+            .filter(|(_, m)| m.is_start && (m.trigger.is_none() || m.start_listens) && m.compensates.is_none())
             .map(|(i, _)| MethodId(i as u16))
     }
 

@@ -69,6 +69,7 @@ pub mod guide;
 pub mod input;
 pub mod journal;
 mod lease;
+mod method_ref;
 mod outcome;
 mod plan;
 pub mod plot;
@@ -92,6 +93,7 @@ pub use flow::{IntoFlowError, LoadOutput, LoadState, SaveOutput, SaveState, Stat
 pub use flow_macros::{Route, compensate, flow, listen, router, start};
 pub use input::{InputRequest, PauseRequest};
 pub use journal::{Journal, NoJournal, TokenUsage};
+pub use method_ref::MethodRef;
 pub use outcome::{Escalated, Outputs, OutputsIter, Paused, RecordedFailure, RunOutcome, RunResult, Sleeping};
 pub use route::Route;
 pub use runner::{DEFAULT_PARK_AFTER, FlowExt, Runner, SubmitOptions};
@@ -129,6 +131,7 @@ pub mod __private {
         Backoff, FlowOptions, Graph, LabelDef, LabelId, MethodDef, MethodId, MethodPolicy, OnFailure, RetryPolicy,
         RouteEnd, Trigger,
     };
+    pub use crate::method_ref::MethodRef;
     pub use crate::route::{listened_by_name, unhandled_routes};
     pub use futures::future::BoxFuture;
     pub use inventory;

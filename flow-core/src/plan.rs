@@ -8,6 +8,7 @@
 //! method whose trigger contains an `or`, how many of its activations precede the event.
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use std::sync::{Arc, OnceLock};
 
@@ -104,6 +105,11 @@ pub(crate) struct NodeState {
     /// Or: the listener's activation count when this node last fired.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     fired_at: Option<u32>,
+    /// And, for a listener that takes the parts' outputs as a tuple: what each part sent,
+    /// kept until the `and` fires. Persisted with the join, so a run resumed after a crash
+    /// still delivers the parts that completed before it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    values: Vec<Option<Arc<Value>>>,
 }
 
 /// The executable form of a graph.
@@ -115,6 +121,9 @@ pub(crate) struct Plan {
     trees: Vec<Option<Tree>>,
     /// Methods whose trigger contains an `or`: the clock tracks their activations.
     pub(crate) or_tracked: Vec<bool>,
+    /// Methods that take an input: an `and(..)` in their trigger collects its parts' outputs
+    /// into the tuple they receive.
+    collects: Vec<bool>,
     /// For each method, the method that undoes it.
     pub(crate) compensator: Vec<Option<MethodId>>,
     /// The graph as the store keeps it, encoded the first time a run is stored.
@@ -133,6 +142,7 @@ impl Plan {
         let mut by_label = vec![Vec::new(); graph.labels.len()];
         let mut trees = Vec::with_capacity(n);
         let mut or_tracked = vec![false; n];
+        let collects = graph.methods.iter().map(|m| m.payload_type.is_some()).collect();
         let mut compensator = vec![None; n];
         for (i, m) in graph.methods.iter().enumerate() {
             let id = MethodId(i as u16);
@@ -153,7 +163,7 @@ impl Plan {
                 }
             }
         }
-        Plan { graph, by_method, by_label, trees, or_tracked, compensator, stored_graph: OnceLock::new() }
+        Plan { graph, by_method, by_label, trees, or_tracked, collects, compensator, stored_graph: OnceLock::new() }
     }
 
     /// Empty join progress for every method.
@@ -167,16 +177,19 @@ impl Plan {
             .collect()
     }
 
-    /// Delivers an event; returns the listeners that fire, each with its causal past: `None`
-    /// when that is the event's own `clock` unchanged, which the caller can then hand over
-    /// without a copy. `calls` is the activation count per method (read to arm `or` nodes).
+    /// Delivers an event that sent `value`; returns the listeners that fire, each with its
+    /// causal past (`None` when that is the event's own `clock` unchanged, which the caller
+    /// can then hand over without a copy) and its input: the event's value, the outputs of an
+    /// `and`'s parts as an array (a tuple to the listener), or nothing. `calls` is the
+    /// activation count per method (read to arm `or` nodes).
     pub(crate) fn deliver(
         &self,
         source: Source,
         clock: &Clock,
+        value: &Arc<Value>,
         joins: &mut [Vec<NodeState>],
         calls: &[u32],
-        fired: &mut Vec<(MethodId, Option<Clock>, bool)>,
+        fired: &mut Vec<Fired>,
     ) {
         let listeners = match source {
             Source::Method(m) => &self.by_method[m.index()],
@@ -185,28 +198,42 @@ impl Plan {
         for &(listener, leaf) in listeners {
             let Some(tree) = &self.trees[listener.index()] else { continue };
             let state = &mut joins[listener.index()];
-            if let Some((clock, payload)) = bubble(tree, state, leaf, clock, listener.0, calls[listener.index()]) {
+            let event = Event { leaf, clock, value, collect: self.collects[listener.index()] };
+            if let Some((clock, payload)) = bubble(tree, state, &event, listener.0, calls[listener.index()]) {
                 fired.push((listener, clock, payload));
             }
         }
     }
 }
 
+/// A listener that fires: its causal past (`None`: the event's own) and its input.
+pub(crate) type Fired = (MethodId, Option<Clock>, Option<Arc<Value>>);
+
+/// One event on its way to one listener.
+struct Event<'a> {
+    leaf: usize,
+    clock: &'a Clock,
+    value: &'a Arc<Value>,
+    /// Whether the `and`s on the way keep what their parts sent (the listener takes an input).
+    collect: bool,
+}
+
 /// Walks an event from a leaf towards the root. Returns the causal past to fire with (`None`:
-/// the event's own), and whether the firing carries the event's payload (not after an `and`).
+/// the event's own), and the input the firing carries: the event's value, or past an `and`
+/// the array of what its parts sent (nothing when the listener takes no input).
 fn bubble(
     tree: &Tree,
     state: &mut [NodeState],
-    leaf: usize,
-    event_clock: &Clock,
+    event: &Event<'_>,
     listener: u16,
     listener_calls: u32,
-) -> Option<(Option<Clock>, bool)> {
+) -> Option<(Option<Clock>, Option<Arc<Value>>)> {
+    let (leaf, event_clock) = (event.leaf, event.clock);
     if served_by_an_or(tree, state, leaf, event_clock, listener) {
         return None;
     }
     let mut clock: Option<Clock> = None;
-    let mut carries_payload = true;
+    let mut carried = Some(Arc::clone(event.value));
     let mut node = leaf;
     while let Some((parent, pos)) = tree.nodes[node].parent {
         let st = &mut state[parent];
@@ -217,12 +244,23 @@ fn bubble(
                 }
                 st.seen[pos] = true;
                 clock_merge(&mut st.clock, clock.as_ref().unwrap_or(event_clock));
+                if event.collect {
+                    if st.values.len() != arity {
+                        st.values = vec![None; arity];
+                    }
+                    st.values[pos] = carried.take();
+                }
                 if !st.seen.iter().all(|s| *s) {
                     return None;
                 }
                 clock = Some(std::mem::take(&mut st.clock));
                 st.seen.iter_mut().for_each(|s| *s = false);
-                carries_payload = false;
+                carried = event.collect.then(|| {
+                    let parts = std::mem::take(&mut st.values);
+                    Arc::new(Value::Array(
+                        parts.into_iter().map(|v| v.map_or(Value::Null, Arc::unwrap_or_clone)).collect(),
+                    ))
+                });
             }
             NodeKind::Or => {
                 let armed =
@@ -237,7 +275,7 @@ fn bubble(
         }
         node = parent;
     }
-    Some((clock, carries_payload))
+    Some((clock, carried))
 }
 
 /// Whether `node` is `ancestor` or lies below it.
@@ -262,6 +300,7 @@ fn clear_half_joins(tree: &Tree, state: &mut [NodeState], or: usize) {
         if matches!(node.kind, NodeKind::And { .. }) && within(tree, i, or) {
             state[i].seen.clear();
             state[i].clock.clear();
+            state[i].values.clear();
         }
     }
 }

@@ -328,6 +328,8 @@ impl<F: Flow> Runner<F> {
             journal: Mutex::default(),
             park_after: self.store.as_ref().map(|_| self.park_after),
             stream: crate::stream::RunStream::for_run(run_id, self.store.as_ref(), self.stream_log.as_ref()),
+            flow: self.plan.graph.name,
+            outputs: Mutex::default(),
         })
     }
 
@@ -337,6 +339,70 @@ impl<F: Flow> Runner<F> {
 
     /// Starts a new run with a fresh id: every unconditional start runs, concurrently.
     pub async fn kickoff(&self, state: F::State) -> Result<RunOutcome<F::State>, FlowError> {
+        self.kickoff_from(state, None).await
+    }
+
+    /// A new run, with a fresh id, whose initial state is the state of a stored run at its
+    /// latest checkpoint (`at = None`: for a finished run, its final state) or at checkpoint
+    /// `at` (see [`Store::checkpoints`]), and which runs the starts again, as a CrewAI flow
+    /// restored from its persisted state does. Nothing else is carried over: no step, output
+    /// or join. The new run records the run it came from as its parent
+    /// ([`RunRecord::parent_run_id`](crate::store::RunRecord::parent_run_id), shown by
+    /// `flows show`); the source run is not touched. [`Runner::fork`] instead goes on from the
+    /// checkpoint with what was pending there.
+    ///
+    /// ```
+    /// use flow_core::prelude::*;
+    /// use flow_core::store::MemoryStore;
+    ///
+    /// #[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
+    /// struct Visits { count: u32 }
+    /// struct Visit;
+    ///
+    /// #[flow(state = Visits)]
+    /// impl Visit {
+    ///     #[start]
+    ///     async fn visit(&self, cx: &Ctx<Visits>) -> Result<()> {
+    ///         cx.update(|s| s.count += 1);
+    ///         Ok(())
+    ///     }
+    /// }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), FlowError> {
+    /// let runner = Runner::new(Visit).with_store(MemoryStore::new());
+    /// let first = runner.kickoff(Visits::default()).await?.completed()?;
+    /// let again = runner.restart(first.run_id, None).await?.completed()?;
+    /// assert_eq!(again.state.count, 2);
+    /// let record = runner.store().expect("a store").load_run(again.run_id).await?;
+    /// assert_eq!(record.parent_run_id, Some(first.run_id));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn restart(&self, run_id: Uuid, at: Option<u64>) -> Result<RunOutcome<F::State>, FlowError> {
+        let snapshot = self.source_snapshot(run_id, at).await?;
+        // Only the state is taken over, so progress written by another version of the flow
+        // does not stand in the way.
+        let state = decode_state(run_id, self.plan.graph.state_type, &snapshot)?;
+        self.kickoff_from(state, Some(run_id)).await
+    }
+
+    /// The snapshot a fork or a restart begins from: the run's latest, or checkpoint `at`.
+    async fn source_snapshot(&self, run_id: Uuid, at: Option<u64>) -> Result<Snapshot, FlowError> {
+        let store = self.store_for(run_id)?;
+        // An earlier checkpoint needs only the run's flow: the latest snapshot is not read, so a
+        // run whose latest state is damaged can still be forked from before the damage.
+        Ok(match at {
+            Some(seq) => {
+                let summary = store.run_summary(run_id).await.map_err(not_found)?;
+                self.check_flow(run_id, summary.flow)?;
+                store.load_checkpoint(run_id, seq).await?
+            }
+            None => self.load(run_id).await?.snapshot,
+        })
+    }
+
+    /// Starts a new run from `state`, recording `parent` as the run it came from.
+    async fn kickoff_from(&self, state: F::State, parent: Option<Uuid>) -> Result<RunOutcome<F::State>, FlowError> {
         let run_id = Uuid::now_v7();
         let run = self.shared(run_id);
         let progress = Progress::new(self.plan.graph, self.plan.initial_joins());
@@ -348,7 +414,7 @@ impl<F: Flow> Runner<F> {
                 .create_run(NewRun {
                     run_id,
                     flow: self.plan.graph.name.to_string(),
-                    parent_run_id: None,
+                    parent_run_id: parent,
                     snapshot: exec.snapshot()?,
                     steps: Vec::new(),
                     start: Start::Leased { owner: self.owner.to_string(), lease: self.lease },
@@ -711,16 +777,7 @@ impl<F: Flow> Runner<F> {
     /// from checkpoint `at` (see [`Store::checkpoints`]). The source run is not touched.
     pub async fn fork(&self, run_id: Uuid, at: Option<u64>) -> Result<RunOutcome<F::State>, FlowError> {
         let store = self.store_for(run_id)?;
-        // An earlier checkpoint needs only the run's flow: the latest snapshot is not read, so a
-        // run whose latest state is damaged can still be forked from before the damage.
-        let snapshot = match at {
-            Some(seq) => {
-                let summary = store.run_summary(run_id).await.map_err(not_found)?;
-                self.check_flow(run_id, summary.flow)?;
-                store.load_checkpoint(run_id, seq).await?
-            }
-            None => self.load(run_id).await?.snapshot,
-        };
+        let snapshot = self.source_snapshot(run_id, at).await?;
         let (state, mut progress) = self.decode(run_id, &snapshot)?;
         reopen(&mut progress);
         // The fork inherits the completed steps it starts from: they hold its outputs.

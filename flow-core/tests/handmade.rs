@@ -29,6 +29,7 @@ static GRAPH: Graph = Graph {
         MethodDef {
             name: "a",
             is_start: true,
+            start_listens: false,
             is_router: false,
             trigger: None,
             output_type: "u32",
@@ -42,6 +43,7 @@ static GRAPH: Graph = Graph {
         MethodDef {
             name: "b",
             is_start: false,
+            start_listens: false,
             is_router: false,
             trigger: Some(T_A),
             output_type: "u32",
@@ -55,6 +57,7 @@ static GRAPH: Graph = Graph {
         MethodDef {
             name: "c",
             is_start: false,
+            start_listens: false,
             is_router: false,
             trigger: Some(T_A),
             output_type: "u32",
@@ -68,6 +71,7 @@ static GRAPH: Graph = Graph {
         MethodDef {
             name: "d",
             is_start: false,
+            start_listens: false,
             is_router: false,
             trigger: Some(Trigger::And(&D_JOIN)),
             output_type: "String",

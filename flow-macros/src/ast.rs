@@ -33,7 +33,11 @@ pub(crate) struct Flow {
 /// One annotated method.
 pub(crate) struct Method {
     pub(crate) ident: Ident,
+    /// The method's visibility, which the constant naming it for `cx.output` gets too.
+    pub(crate) vis: syn::Visibility,
     pub(crate) is_start: bool,
+    /// `#[start] #[listen(trigger)]`: runs at kickoff and again each time its trigger fires.
+    pub(crate) start_listens: bool,
     pub(crate) is_router: bool,
     pub(crate) trigger: Option<TriggerExpr>,
     /// `#[compensate(target)]`.
@@ -127,7 +131,9 @@ impl Flow {
             if f.sig.asyncness.is_some() {
                 f.attrs.push(syn::parse_quote!(#[allow(clippy::unused_async)]));
             }
-            methods.push(method(cx, ours, &f.sig));
+            let mut m = method(cx, ours, &f.sig);
+            m.vis = f.vis.clone();
+            methods.push(m);
         }
         for index in duplicates.into_iter().rev() {
             item.items.remove(index);
@@ -246,10 +252,13 @@ fn method(cx: &Ctxt, attrs: Vec<MethodAttr>, sig: &syn::Signature) -> Method {
             );
         }
     }
-    if let (Some(_), Some(l)) = (start, listen) {
+    if let (Some(s), Some(l)) = (start, listen)
+        && s.trigger_written
+    {
         cx.error_spanned_by(
             &l.attr,
-            "a start that waits for a trigger is written `#[start(trigger)]`; remove `#[listen(...)]`",
+            "a start has one trigger: `#[start(trigger)]` runs only when its trigger fires, `#[start] \
+             #[listen(trigger)]` runs at kickoff and again each time its trigger fires; remove one of them",
         );
     }
     if let (Some(_), Some(l)) = (router, listen) {
@@ -310,7 +319,9 @@ fn method(cx: &Ctxt, attrs: Vec<MethodAttr>, sig: &syn::Signature) -> Method {
     };
     Method {
         ident: sig.ident.clone(),
+        vis: syn::Visibility::Inherited,
         is_start: start.is_some() && !is_compensate,
+        start_listens: start.is_some_and(|s| !s.trigger_written) && listen.is_some() && !is_compensate,
         is_router,
         trigger,
         compensates: compensate.and_then(|c| c.target.clone()),

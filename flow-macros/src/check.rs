@@ -50,6 +50,9 @@ pub(crate) struct PayloadCheck {
     /// is the parameter's type; user text is escaped).
     pub(crate) message: String,
     pub(crate) label: String,
+    /// For an element of a tuple received from an `and(...)`: its position (from 1), which
+    /// names the check apart from the method's other elements.
+    pub(crate) part: Option<usize>,
 }
 
 /// Escapes text for a `diagnostic::on_unimplemented` format string.
@@ -68,6 +71,7 @@ impl PayloadCheck {
             message: format!("`{method}` receives {what}, `{ty}`, but its parameter is `{{Self}}`"),
             label: format!("expected `{ty}` here"),
             sources: vec![source],
+            part: None,
         }
     }
 }
@@ -417,16 +421,21 @@ fn compensation(cx: &Ctxt, g: &mut Graph<'_>) {
 // ---------------------------------------------------------------------------------------------
 // Starts and reachability
 
+/// A start that runs at kickoff: without a trigger, or one that also listens.
 fn is_unconditional_start(m: &Method) -> bool {
-    m.is_start && m.trigger.is_none() && !m.is_compensate
+    m.is_start && (m.trigger.is_none() || m.start_listens) && !m.is_compensate
 }
 
 fn starts(cx: &Ctxt, flow: &Flow) -> bool {
     if flow.methods.iter().any(is_unconditional_start) {
         return true;
     }
-    let conditional: Vec<String> =
-        flow.methods.iter().filter(|m| m.is_start && m.trigger.is_some()).map(|m| m.ident.to_string()).collect();
+    let conditional: Vec<String> = flow
+        .methods
+        .iter()
+        .filter(|m| m.is_start && m.trigger.is_some() && !m.start_listens)
+        .map(|m| m.ident.to_string())
+        .collect();
     let note = match conditional.as_slice() {
         [] => String::new(),
         [one] => format!(" (`{one}` is a conditional start: it runs only when its trigger fires)"),
@@ -515,15 +524,20 @@ fn payloads(cx: &Ctxt, g: &mut Graph<'_>) {
             }
             continue;
         };
-        if trigger.has_and() {
+        if m.start_listens {
             cx.error_spanned_by(
                 param,
-                "a listener on `and(...)` cannot take an input parameter: it fires on several outputs at once; \
-                 remove the parameter and read what it needs from the state",
+                "a `#[start]` that also listens runs at kickoff, when no method has produced anything yet, so it \
+                 takes no input parameter: remove it, and read what its trigger sent with `cx.output(Self::METHOD)`",
             );
             continue;
         }
         let Some(resolved) = &g.triggers[i] else { continue };
+        if trigger.has_and() {
+            let checks = and_checks(cx, g, param, &m.ident, trigger, resolved);
+            g.payload_checks.extend(checks);
+            continue;
+        }
         let mut leaves = Vec::new();
         leaf_sources(g, resolved, &mut leaves);
         // A leaf whose output could not be read is reported already.
@@ -571,7 +585,136 @@ fn or_check(param: &Type, method: &Ident, trigger: &crate::attr::TriggerExpr, le
             format!("`{trigger}` sends different types"),
         )
     };
-    PayloadCheck { method: method.clone(), param: param.clone(), sources, message, label }
+    PayloadCheck { method: method.clone(), param: param.clone(), sources, message, label, part: None }
+}
+
+/// What a trigger sends its listener, as a type: a method's output, a route's enum, the
+/// type the parts of an `or` agree on, a tuple of the parts of an `and` in the order
+/// written. `Ok(None)` when a part's type is unknown (reported already); `Err` names the
+/// `or` whose parts disagree.
+fn sent_type(g: &Graph<'_>, t: &Resolved) -> Result<Option<TokenStream>, String> {
+    match t {
+        Resolved::Method(m) => Ok(g.flow.methods[*m].sig.output.as_ref().map(ToTokens::to_token_stream)),
+        Resolved::Label(l) => Ok(Some(g.labels[*l].enum_path.to_token_stream())),
+        Resolved::Or(parts) => {
+            let mut types = Vec::new();
+            for p in parts {
+                let Some(ty) = sent_type(g, p)? else { return Ok(None) };
+                types.push(ty);
+            }
+            let texts: Vec<String> = types.iter().map(crate::attr::type_text).collect();
+            if texts.windows(2).all(|w| w[0] == w[1]) {
+                Ok(types.into_iter().next())
+            } else {
+                let sends: Vec<String> =
+                    parts.iter().zip(&texts).map(|(p, t)| format!("`{}` sends `{t}`", resolved_text(g, p))).collect();
+                Err(format!("the parts of `{}` disagree: {}", resolved_text(g, t), sends.join(", ")))
+            }
+        }
+        Resolved::And(parts) => {
+            let mut types = Vec::new();
+            for p in parts {
+                let Some(ty) = sent_type(g, p)? else { return Ok(None) };
+                types.push(ty);
+            }
+            // Written as a person writes a tuple: `(A, B)`, and `(A,)` for one part.
+            Ok(Some(match types.as_slice() {
+                [one] => quote::quote!((#one,)),
+                many => quote::quote!((#(#many),*)),
+            }))
+        }
+    }
+}
+
+/// A resolved trigger written out as the user wrote it.
+fn resolved_text(g: &Graph<'_>, t: &Resolved) -> String {
+    match t {
+        Resolved::Method(m) => g.flow.methods[*m].ident.to_string(),
+        Resolved::Label(l) => crate::attr::path_text(&g.labels[*l].path),
+        Resolved::Or(parts) | Resolved::And(parts) => {
+            let name = if matches!(t, Resolved::Or(_)) { "or" } else { "and" };
+            let parts: Vec<String> = parts.iter().map(|p| resolved_text(g, p)).collect();
+            format!("{name}({})", parts.join(", "))
+        }
+    }
+}
+
+/// The input of a listener whose trigger holds an `and(...)`: the outputs of the `and`'s parts
+/// as a tuple, in the order written. A tuple parameter of `and(...)` itself is checked element
+/// by element, each on its own token; a tuple of the wrong length is refused here; any other
+/// type is compared with the whole tuple.
+fn and_checks(
+    cx: &Ctxt,
+    g: &Graph<'_>,
+    param: &Type,
+    method: &Ident,
+    trigger: &TriggerExpr,
+    t: &Resolved,
+) -> Vec<PayloadCheck> {
+    let trigger_text = trigger.text();
+    let sent = match sent_type(g, t) {
+        Ok(Some(sent)) => sent,
+        Ok(None) => return Vec::new(),
+        Err(disagree) => {
+            cx.error_spanned_by(
+                param,
+                format!(
+                    "`{method}` cannot take an input from `{trigger_text}`: {disagree}; an `or(...)` sends whichever \
+                     part fires, so its parts must send one type: make them return the same type, or remove the \
+                     parameter and read the outputs with `cx.output(Self::METHOD)`"
+                ),
+            );
+            return Vec::new();
+        }
+    };
+    let sent_text = crate::attr::type_text(&sent);
+    if let (Resolved::And(parts), Type::Tuple(tuple)) = (t, ungroup(param)) {
+        if tuple.elems.len() != parts.len() {
+            cx.error_spanned_by(
+                param,
+                format!(
+                    "`{method}` listens to `{trigger_text}`, which sends the outputs of its {} parts as a tuple in \
+                     the order written, `{sent_text}`; this tuple has {} element{}: write `{sent_text}`",
+                    parts.len(),
+                    tuple.elems.len(),
+                    if tuple.elems.len() == 1 { "" } else { "s" }
+                ),
+            );
+            return Vec::new();
+        }
+        let mut checks = Vec::new();
+        for (n, (elem, part)) in tuple.elems.iter().zip(parts).enumerate() {
+            // A part whose type disagrees or is unknown was handled above.
+            let Ok(Some(ty)) = sent_type(g, part) else { continue };
+            let ty_text = escape_braces(&crate::attr::type_text(&ty));
+            let part_text = escape_braces(&resolved_text(g, part));
+            checks.push(PayloadCheck {
+                method: method.clone(),
+                param: elem.clone(),
+                message: format!(
+                    "element {} of the tuple `{method}` receives from `{}` is what `{part_text}` sends, `{ty_text}`, \
+                     but it is written `{{Self}}`",
+                    n + 1,
+                    escape_braces(&trigger_text)
+                ),
+                label: format!("expected `{ty_text}` here"),
+                sources: vec![ty],
+                part: Some(n + 1),
+            });
+        }
+        return checks;
+    }
+    let what = format!("from `{trigger_text}` the outputs of its parts as a tuple");
+    vec![PayloadCheck::single(param, method, &what, sent)]
+}
+
+/// The type inside any parentheses or invisible groups.
+fn ungroup(ty: &Type) -> &Type {
+    match ty {
+        Type::Group(g) => ungroup(&g.elem),
+        Type::Paren(p) => ungroup(&p.elem),
+        other => other,
+    }
 }
 
 /// One leaf of a trigger: what it sends (a method's output type, a label's route enum) and

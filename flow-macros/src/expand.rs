@@ -48,6 +48,7 @@ pub(crate) fn expand(g: &Graph<'_>) -> TokenStream {
     let park_after = duration_opt(flow.park_after.as_ref());
     let arms = flow.methods.iter().enumerate().map(|(i, m)| invoke_arm(g, i, m));
     let checks = checks(g);
+    let method_refs = method_refs(g);
     let route_checks = flow.methods.iter().enumerate().map(|(i, m)| route_check(g, i, m));
     // Spanned on the user's state type, braces included: the state reaches the impl through
     // `StateCheck`, so a state without a serde derive is reported there once per derive, in
@@ -119,6 +120,8 @@ pub(crate) fn expand(g: &Graph<'_>) -> TokenStream {
 
             #checks
 
+            #method_refs
+
             #registration
         };
 
@@ -188,6 +191,7 @@ fn method_def(g: &Graph<'_>, i: usize, m: &Method) -> TokenStream {
     let p = private();
     let name = m.ident.to_string();
     let is_start = m.is_start;
+    let start_listens = m.start_listens;
     let is_router = m.is_router;
     let trigger = match &g.triggers[i] {
         Some(t) => {
@@ -237,6 +241,7 @@ fn method_def(g: &Graph<'_>, i: usize, m: &Method) -> TokenStream {
         #p::MethodDef {
             name: #name,
             is_start: #is_start,
+            start_listens: #start_listens,
             is_router: #is_router,
             trigger: #trigger,
             output_type: #output_type,
@@ -321,6 +326,35 @@ fn retry_tokens(r: Option<&Retry>) -> TokenStream {
             jitter: #jitter,
             invalid_reply_attempts: #invalid,
         })
+    }
+}
+
+/// One constant per method with an output, its name in upper case (`Self::FETCH_A` for
+/// `fetch_a`), naming the method and its output type for `cx.output(...)`: the compiler then
+/// checks the type read against the type the method returns.
+fn method_refs(g: &Graph<'_>) -> TokenStream {
+    let p = private();
+    let item = &g.flow.item;
+    let self_ty = &item.self_ty;
+    let (impl_generics, _, where_clause) = item.generics.split_for_impl();
+    let flow_name = &g.flow.name;
+    let consts = g.flow.methods.iter().enumerate().filter(|(_, m)| !m.is_compensate).filter_map(|(i, m)| {
+        let out = m.sig.output.as_ref()?;
+        let name = syn::ext::IdentExt::unraw(&m.ident).to_string();
+        let konst = format_ident!("{}", name.to_uppercase(), span = m.ident.span());
+        let vis = &m.vis;
+        let doc = format!("The method `{name}` and its output type, for `cx.output(...)`.");
+        let id = Literal::u16_unsuffixed(u16::try_from(i).unwrap_or(u16::MAX));
+        Some(quote! {
+            #[doc = #doc]
+            #vis const #konst: #p::MethodRef<#out> = #p::MethodRef::new(#flow_name, #name, #id);
+        })
+    });
+    quote! {
+        #[allow(dead_code)]
+        impl #impl_generics #self_ty #where_clause {
+            #(#consts)*
+        }
     }
 }
 
@@ -541,7 +575,10 @@ fn checks(g: &Graph<'_>) -> TokenStream {
                 chars.next().map(|f| f.to_uppercase().chain(chars).collect::<String>()).unwrap_or_default()
             })
             .collect();
-        let same = format_ident!("InputOf{}", camel, span = c.method.span());
+        let same = match c.part {
+            Some(n) => format_ident!("InputOf{}Part{}", camel, n, span = c.method.span()),
+            None => format_ident!("InputOf{}", camel, span = c.method.span()),
+        };
         let message = &c.message;
         let label = &c.label;
         // One source: `T` for `T`; several (an `or`): `X` for `(X, X, ...)`.

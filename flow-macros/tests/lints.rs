@@ -26,14 +26,14 @@ impl Linted {
         Ok(())
     }
 
-    #[router(or(begin, again), terminal(Route::Done))]
+    #[router(or(begin, once_more))]
     async fn check(&self, cx: &Ctx<S>) -> Result<Route> {
         cx.update(|s| s.n += 1);
         Ok(if cx.read(|s| s.n) < 3 { Route::Again } else { Route::Done })
     }
 
     #[listen(Route::Again)]
-    async fn again(&self, route: Route) -> Result<()> {
+    async fn once_more(&self, route: Route) -> Result<()> {
         let _ = route;
         Ok(())
     }
@@ -41,6 +41,18 @@ impl Linted {
     #[listen(and(begin, check))]
     async fn joined(&self) -> Result<Option<u8>> {
         Ok(None)
+    }
+
+    #[listen(and(joined, check))]
+    async fn tupled(&self, cx: &Ctx<S>, (joined, route): (Option<u8>, Route)) -> Result<u32> {
+        let _ = (joined, route);
+        Ok(cx.output(Self::CHECK)?.map_or(0, |_| 1))
+    }
+
+    #[start]
+    #[listen(Route::Done)]
+    async fn again(&self) -> Result<()> {
+        Ok(())
     }
 
     #[compensate(begin)]
@@ -54,6 +66,6 @@ impl Linted {
 async fn runs() -> std::result::Result<(), FlowError> {
     let run = Linted.kickoff(S::default()).await?.completed()?;
     assert_eq!(run.state.n, 3);
-    assert_eq!(Linted::graph().methods.len(), 5);
+    assert_eq!(Linted::graph().methods.len(), 7);
     Ok(())
 }

@@ -329,7 +329,7 @@ async fn show(ctx: &Ctx, run_id: Uuid) -> Result<Done, CliError> {
     field(&mut out, "updated", &output::when(summary.updated_at_ms, ctx.now));
     if let Some(r) = &record {
         if let Some(parent) = r.parent_run_id {
-            field(&mut out, "parent", &format!("{parent} (forked from it)"));
+            field(&mut out, "parent", &format!("{parent} (forked or restarted from it)"));
         }
         field(&mut out, "version", &format!("{} (checkpoints written)", r.version));
         field(&mut out, "lease", &lease_text(r, ctx.now));

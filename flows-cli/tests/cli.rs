@@ -769,3 +769,25 @@ async fn runs_pages_with_a_cursor_and_filters_by_age() -> TestResult {
     assert!(err.contains("not a page cursor"), "{err}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_names_the_run_a_restarted_run_began_from() -> TestResult {
+    let f = fixture().await?;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&f.db).await?);
+    let runner = Runner::new(Ledger { ending: Ending::Balance }).with_shared_store(store);
+    let restarted = runner.restart(f.runs.completed, None).await?.completed()?;
+    // Began from the first run's final state and ran the start again.
+    assert_eq!(restarted.state.total, 22);
+
+    let (text, _) = expect(&on(&f.db, &["show", &restarted.run_id.to_string()])?, 0);
+    let parent = text.lines().find(|l| l.starts_with("parent")).ok_or("no parent line")?;
+    assert_eq!(
+        parent.split_whitespace().collect::<Vec<_>>(),
+        ["parent", &f.runs.completed.to_string(), "(forked", "or", "restarted", "from", "it)"]
+    );
+    let shown = json_of(&on(&f.db, &["show", "--json", &restarted.run_id.to_string()])?, 0)?;
+    assert_eq!(shown["parent_run_id"], f.runs.completed.to_string());
+    let (text, _) = expect(&on(&f.db, &["show", &f.runs.completed.to_string()])?, 0);
+    assert!(!text.lines().any(|l| l.starts_with("parent")), "the source has no parent: {text}");
+    Ok(())
+}

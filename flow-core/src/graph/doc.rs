@@ -64,6 +64,10 @@ pub struct MethodDoc {
     pub name: String,
     /// `#[start]`.
     pub start: bool,
+    /// `#[start] #[listen(trigger)]`: a start that runs at kickoff and again each time its
+    /// trigger fires.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub start_listens: bool,
     /// `#[router]`.
     pub router: bool,
     /// `#[compensate(method)]`: the method this one undoes.
@@ -99,7 +103,8 @@ pub struct MethodDoc {
 
 impl MethodDoc {
     /// What the method is, as shown under its name in a drawing: `start`, `router`,
-    /// `undo step`, joined with ` · `, or `listener`.
+    /// `undo step`, joined with ` · `, or `listener` (`start · listener` for a start that also
+    /// listens).
     ///
     /// ```
     /// use flow_core::prelude::*;
@@ -117,6 +122,9 @@ impl MethodDoc {
         let mut kind = Vec::new();
         if self.start {
             kind.push("start");
+        }
+        if self.start_listens {
+            kind.push("listener");
         }
         if self.router {
             kind.push("router");
@@ -314,6 +322,7 @@ impl Graph {
         MethodDoc {
             name: m.name.to_owned(),
             start: m.is_start,
+            start_listens: m.is_start && m.start_listens,
             router: m.is_router,
             compensates: m.compensates.map(|c| self.method(c).name.to_owned()),
             blocking: m.blocking,

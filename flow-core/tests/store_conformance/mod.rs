@@ -90,6 +90,7 @@ pub fn graph_doc(variant: &str) -> GraphDoc {
     let method = |name: &str| MethodDoc {
         name: name.to_string(),
         start: false,
+        start_listens: false,
         router: false,
         compensates: None,
         blocking: false,

@@ -45,7 +45,7 @@ impl Combos {
         Ok(())
     }
 
-    #[start]
+    #[start(begin)]
     #[listen(begin)]
     async fn start_and_listen(&self) -> Result<()> {
         Ok(())

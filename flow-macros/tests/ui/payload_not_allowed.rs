@@ -19,10 +19,10 @@ impl Join {
         Ok(2)
     }
 
-    // An and-join fires on two outputs at once.
+    // An and-join takes its parts' outputs as a tuple: no error here.
     #[listen(and(left, right))]
-    async fn both(&self, n: u32) -> Result<()> {
-        let _ = n;
+    async fn both(&self, (l, r): (u32, u32)) -> Result<()> {
+        let _ = (l, r);
         Ok(())
     }
 }

@@ -405,7 +405,7 @@ pub fn run_page(v: &RunView) -> Markup {
                 dt { "Created" } dd { (output::when(s.created_at_ms, v.now)) }
                 dt { "Updated" } dd { (output::when(s.updated_at_ms, v.now)) }
                 @if let Some(r) = &v.record {
-                    @if let Some(p) = r.parent_run_id { dt { "Forked from" } dd { a href={ "/runs/" (p) } { code { (p) } } } }
+                    @if let Some(p) = r.parent_run_id { dt { "Began from" } dd { a href={ "/runs/" (p) } { code { (p) } } } }
                     dt { "Checkpoints written" } dd { (r.version) }
                     @if let Some(e) = &r.error { dt { "Error" } dd.error #run-error { (e) } }
                     @if let Some(o) = r.output.as_ref().filter(|_| r.status == RunStatus::Completed) {
