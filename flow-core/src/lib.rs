@@ -69,6 +69,8 @@ pub mod guide;
 pub mod input;
 pub mod journal;
 mod lease;
+#[cfg(feature = "otel")]
+pub mod otel;
 mod outcome;
 mod plan;
 pub mod plot;
