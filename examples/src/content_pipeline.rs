@@ -29,8 +29,10 @@ use std::sync::Arc;
 use flow_core::events::FlowEvent;
 use flow_core::prelude::*;
 use flow_core::store::Store;
+use flow_core::stream::{Channels, RunItem, StreamItem};
 use flow_core::{RunStatus, TokenUsage};
 use flow_llm::{Agent, Crew, FnTool, Inputs, Llm, Match, Reply, Task, TaskContext, TestServer, ToolError};
+use futures::StreamExt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -411,6 +413,27 @@ pub struct Outcome {
 ///
 /// [`ExampleError`] when the store or the endpoint cannot be set up, or the run fails.
 pub async fn run(config: Config) -> Result<Outcome, ExampleError> {
+    run_streaming(config, |_| {}).await
+}
+
+/// The article's draft as [`run_streaming`] hands it over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Draft<'a> {
+    /// The next piece, as the writer's model streamed it.
+    Token(&'a str),
+    /// The draft is complete.
+    Done,
+}
+
+/// Runs the pipeline once on `config.topic`, handing `on_draft` each piece of the article's
+/// draft as the writer's model streams it (through [`Runner::stream`]'s token channel), while
+/// the call is still going, then [`Draft::Done`]. The trace's lines about earlier events are
+/// printed before the first piece.
+///
+/// # Errors
+///
+/// As [`run`].
+pub async fn run_streaming(config: Config, mut on_draft: impl FnMut(Draft<'_>)) -> Result<Outcome, ExampleError> {
     let trace = Trace::new(config.setup.trace);
     let (store, db_path) = config.setup.open_store().await?;
     let topic = config.topic.clone();
@@ -421,7 +444,29 @@ pub async fn run(config: Config) -> Result<Outcome, ExampleError> {
     let runner = Runner::new(ContentFlow::new(backend.llm.clone())?).with_store(store.clone());
     trace.follow(&runner);
     let initial = ContentState { topic: config.topic.clone(), audience: config.audience.clone(), ..Default::default() };
-    let result = runner.kickoff(initial).await?.completed()?;
+    let mut items = std::pin::pin!(runner.stream(initial, Channels::TOKENS | Channels::OUTPUTS));
+    let (mut finished, mut drafting) = (None, false);
+    while let Some(item) = items.next().await {
+        match item {
+            StreamItem::Item { item: RunItem::Token { method, delta, .. }, .. } if method == "write_draft" => {
+                if !drafting {
+                    drafting = true;
+                    trace.flush();
+                }
+                on_draft(Draft::Token(&delta));
+            }
+            StreamItem::Item { item: RunItem::Output { method, .. }, .. } if method == "write_draft" && drafting => {
+                drafting = false;
+                on_draft(Draft::Done);
+            }
+            StreamItem::Finished(outcome) => finished = Some(outcome),
+            _ => {}
+        }
+    }
+    let Some(outcome) = finished else {
+        return Err(ExampleError::Unexpected("the run's stream ended without its outcome".to_owned()));
+    };
+    let result = outcome?.completed()?;
     let stored_status = store.load_run(result.run_id).await?.status;
 
     Ok(Outcome {

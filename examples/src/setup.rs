@@ -214,6 +214,64 @@ pub fn init_logging() {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
+/// What [`init_telemetry`] installed; dropping it sends the spans still buffered (with
+/// feature `otel`, when a collector was configured).
+#[must_use = "dropping it at once would stop the export before the run"]
+pub struct Telemetry {
+    #[cfg(feature = "otel")]
+    provider: Option<flow_core::otel::SdkTracerProvider>,
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        #[cfg(feature = "otel")]
+        if let Some(provider) = self.provider.take()
+            && let Err(e) = provider.shutdown()
+        {
+            tracing::warn!(error = %e, "could not send the last spans to the OpenTelemetry collector");
+        }
+    }
+}
+
+/// [`init_logging`], plus, built with feature `otel` and with `OTEL_EXPORTER_OTLP_ENDPOINT`
+/// (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) set, the export of every run's spans to that
+/// OpenTelemetry collector by OTLP over HTTP. Without both, it is exactly [`init_logging`]:
+/// nothing is sent and nothing needs to be listening.
+///
+/// ```
+/// let _telemetry = flow_examples::setup::init_telemetry("doc");
+/// ```
+pub fn init_telemetry(service_name: &str) -> Telemetry {
+    #[cfg(feature = "otel")]
+    {
+        use tracing_subscriber::Layer as _;
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::util::SubscriberInitExt as _;
+        match flow_core::otel::from_env(service_name) {
+            Ok(Some(provider)) => {
+                let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
+                let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_filter(filter);
+                let spans = flow_core::otel::layer(&provider).with_filter(tracing::level_filters::LevelFilter::INFO);
+                let _ = tracing_subscriber::registry().with(logs).with(spans).try_init();
+                return Telemetry { provider: Some(provider) };
+            }
+            Ok(None) => {}
+            Err(e) => {
+                init_logging();
+                tracing::error!(error = %e, "runs are not exported to OpenTelemetry");
+                return Telemetry { provider: None };
+            }
+        }
+    }
+    let _ = service_name;
+    init_logging();
+    Telemetry {
+        #[cfg(feature = "otel")]
+        provider: None,
+    }
+}
+
 /// The exit status of an example binary: success, or the error's message on stderr and
 /// failure. Every example's `main` ends with it.
 ///

@@ -87,3 +87,25 @@ async fn the_loop_stops_after_two_deepenings_and_writes_with_caveats() {
     assert!(out.state.article.is_some());
     assert_eq!(out.stored_status, RunStatus::Completed);
 }
+
+/// The article's draft reaches the caller piece by piece as the writer's model streams it, in
+/// more than one piece, and the pieces make the draft the run keeps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_draft_streams_piece_by_piece() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("runs.db");
+    let mut pieces: Vec<String> = Vec::new();
+    let mut done = 0;
+    let out = content_pipeline::run_streaming(Config::offline(&db), |draft| match draft {
+        content_pipeline::Draft::Token(t) => {
+            assert_eq!(done, 0, "no piece after the end");
+            pieces.push(t.to_owned());
+        }
+        content_pipeline::Draft::Done => done += 1,
+    })
+    .await
+    .unwrap();
+    assert!(pieces.len() > 1, "streamed in pieces: {pieces:?}");
+    assert_eq!(done, 1);
+    assert_eq!(Some(pieces.concat()), out.state.draft);
+}

@@ -95,4 +95,12 @@ impl Store for BareSqlCommits {
     async fn journal_put(&self, entry: JournalEntry) -> Result<JournalEntry, StoreError> {
         self.inner.journal_put(entry).await
     }
+
+    async fn set_trace_context(&self, run_id: Uuid, traceparent: &str) -> Result<(), StoreError> {
+        self.inner.set_trace_context(run_id, traceparent).await
+    }
+
+    async fn trace_context(&self, run_id: Uuid) -> Result<Option<String>, StoreError> {
+        self.inner.trace_context(run_id).await
+    }
 }

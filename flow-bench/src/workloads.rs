@@ -29,6 +29,7 @@ pub const IDS: &[&str] = &[
     "w1-limit-loop",
     "w1-limit-spawn",
     "w1-spawned",
+    "w1-stream",
     "w2",
     "w2-limit",
     "w3",
@@ -264,6 +265,7 @@ fn once(id: &str, n: usize, rt: &Runtime, opts: &Options) -> Result<Sample, BoxE
     match id {
         "w1-spawned" => visit_chain(n, Spawned { rt }).ok_or_else(|| not_compiled("W1", n, CHAIN_SIZES))?,
         "w1" => visit_chain(n, Kick { rt, durable: None }).ok_or_else(|| not_compiled("W1", n, CHAIN_SIZES))?,
+        "w1-stream" => visit_chain(n, Streamed { rt }).ok_or_else(|| not_compiled("W1", n, CHAIN_SIZES))?,
         "w3" | "w3s" => visit_fan(n, id == "w3s", Kick { rt, durable: None })
             .ok_or_else(|| not_compiled("W3", n, FAN_SIZES))?
             .map(|mut s| {
@@ -420,6 +422,38 @@ impl Visit for Kick<'_> {
             let wall = t0.elapsed();
             let sched = sched.map(|before| Sched::now().since(before));
             Ok(Sample { build_s, sched, ..Sample::new(wall, steps, out.state.counter, steps as u64) })
+        })
+    }
+}
+
+/// W1 started with `Runner::stream` (issue 21) on every channel, the stream read only for its
+/// outcome: what streaming costs a run whose items nobody looks at. The run goes on in a task
+/// of its own, as `Runner::stream` runs it.
+struct Streamed<'a> {
+    rt: &'a Runtime,
+}
+
+impl Visit for Streamed<'_> {
+    type Out = Result<Sample, BoxError>;
+
+    fn visit<F: Flow<State = Counter> + Default>(self) -> Self::Out {
+        use futures::StreamExt as _;
+        let tb = Instant::now();
+        let runner = Runner::new(F::default());
+        let build_s = tb.elapsed().as_secs_f64();
+        let steps = F::graph().methods.len();
+        self.rt.block_on(async {
+            let t0 = Instant::now();
+            let mut items = std::pin::pin!(runner.stream(Counter::default(), flow_core::stream::Channels::ALL));
+            let mut outcome = None;
+            while let Some(item) = items.next().await {
+                if let flow_core::stream::StreamItem::Finished(o) = item {
+                    outcome = Some(o);
+                }
+            }
+            let wall = t0.elapsed();
+            let out = outcome.ok_or("the stream ended without the run's outcome")??.completed()?;
+            Ok(Sample { build_s, ..Sample::new(wall, steps, out.state.counter, steps as u64) })
         })
     }
 }

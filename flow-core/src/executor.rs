@@ -301,8 +301,22 @@ impl<F: Flow> Execution<F> {
             .as_ref()
             .zip(lost.clone())
             .map(|(d, lost)| Heartbeat::start(Arc::clone(&d.store), run_id, d.epoch, d.lease, lost, cancel));
-        let span = tracing::info_span!("flow_run", run_id = %run_id, flow);
-        let result = self.drive(lost.as_ref()).instrument(span).await;
+        let span = tracing::info_span!(
+            "flow_run",
+            otel.name = %format_args!("run {flow}"),
+            run_id = %run_id,
+            flow,
+            resumed,
+            otel.status_code = tracing::field::Empty,
+        );
+        #[cfg(feature = "otel")]
+        if let Some(d) = &self.durability {
+            crate::otel::continue_trace(&span, d.store.as_ref(), run_id).await;
+        }
+        let result = self.drive(lost.as_ref()).instrument(span.clone()).await;
+        if result.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
         drop(heartbeat);
         let status = match &result {
             Ok(o) => o.status(),
@@ -469,7 +483,15 @@ impl<F: Flow> Execution<F> {
         let method = def.name;
         let step_key = &act.step_key;
         self.run.emit(|| FlowEvent::MethodStarted { run_id, method, step_key: step_key.to_string(), attempt });
-        let span = tracing::info_span!("flow_method", run_id = %run_id, method, step_key = %step_key, attempt);
+        let span = tracing::info_span!(
+            "flow_method",
+            otel.name = %format_args!("step {method}"),
+            run_id = %run_id,
+            method,
+            step_key = %step_key,
+            // Signed: OpenTelemetry has no unsigned integers, and exports u64s as text.
+            attempt = i64::from(attempt)
+        );
         if act.sleeping && act.not_before_ms.is_some_and(|at| at <= now_ms()) {
             let step_key = step_key.to_string();
             tracing::info!(%run_id, method, %step_key, "woke: the step's timer is due; it runs again");

@@ -70,6 +70,8 @@ pub mod input;
 pub mod journal;
 mod lease;
 mod method_ref;
+#[cfg(feature = "otel")]
+pub mod otel;
 mod outcome;
 mod plan;
 pub mod plot;

@@ -68,7 +68,14 @@ pub(crate) fn execute<'a>(
     tools: Vec<ToolEntry>,
     output: Option<&'a OutputSchema>,
 ) -> BoxFuture<'a, Result<Answer, LlmError>> {
-    let span = tracing::debug_span!("agent", role = %agent.role(), task = task.unwrap_or(""));
+    let span = tracing::info_span!(
+        "agent",
+        otel.name = %format_args!("invoke_agent {}", agent.role()),
+        gen_ai.operation.name = "invoke_agent",
+        gen_ai.agent.name = %agent.role(),
+        role = %agent.role(),
+        task = task.unwrap_or("")
+    );
     Box::pin(
         async move {
             let exec = Exec { agent, journal, log, task };
@@ -241,7 +248,14 @@ impl Exec<'_> {
                 let effect = async move {
                     let arguments = request.get("arguments").unwrap_or(&Value::Null);
                     journal.stream_tool_call(tool.name(), &call.id, arguments);
-                    let result = run_tool(tool, request).await;
+                    let span = tracing::info_span!(
+                        "tool_call",
+                        otel.name = %format_args!("execute_tool {}", tool.name()),
+                        gen_ai.operation.name = "execute_tool",
+                        gen_ai.tool.name = tool.name(),
+                        gen_ai.tool.call.id = call.id.as_str(),
+                    );
+                    let result = run_tool(tool, request).instrument(span).await;
                     if let Ok(value) = &result {
                         journal.stream_tool_result(tool.name(), &call.id, value);
                     }

@@ -19,6 +19,7 @@ use std::sync::Mutex;
 use flow_core::Journal;
 use futures::StreamExt;
 use serde_json::Value;
+use tracing::Instrument;
 
 use crate::chat::{ChatRequest, ChatResponse};
 use crate::error::LlmError;
@@ -47,6 +48,18 @@ use crate::stream::{ChatDelta, ChatStream, StreamAccumulator};
 pub trait Llm: Send + Sync {
     /// The model used when a request names none.
     fn model(&self) -> &str;
+
+    /// Who serves the model, as the OpenTelemetry GenAI conventions name providers
+    /// (`gen_ai.provider.name`: `"openai"`, `"ollama"`, `"anthropic"`, ...). The default is
+    /// `"openai"`, the wire protocol every client of this crate speaks.
+    ///
+    /// ```
+    /// use flow_llm::{Llm, ScriptedLlm};
+    /// assert_eq!(ScriptedLlm::new("m").provider(), "openai");
+    /// ```
+    fn provider(&self) -> &str {
+        "openai"
+    }
 
     /// One chat completion.
     async fn chat(&self, request: ChatRequest) -> Result<ChatResponse, LlmError>;
@@ -169,6 +182,20 @@ async fn journaled<L: Llm + ?Sized>(
     // A run streaming its tokens gets the reply as the model writes it; the journal entry is
     // the assembled reply either way, so a replay neither knows nor cares how it was fetched.
     let tokens = journal.wants_tokens();
+    // Only a call that really happens is a span: a replayed one asks nobody.
+    let span = tracing::info_span!(
+        "llm_call",
+        otel.name = %format_args!("chat {model}"),
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        gen_ai.operation.name = "chat",
+        gen_ai.provider.name = llm.provider(),
+        gen_ai.system = llm.provider(),
+        gen_ai.request.model = %model,
+        gen_ai.response.model = tracing::field::Empty,
+        gen_ai.usage.input_tokens = tracing::field::Empty,
+        gen_ai.usage.output_tokens = tracing::field::Empty,
+    );
     let effect = async {
         let outcome = match (on_delta, tokens) {
             (None, false) => llm.chat(request).await,
@@ -185,15 +212,22 @@ async fn journaled<L: Llm + ?Sized>(
                 stream_to_end(llm, request, &mut forward).await
             }
         };
+        let current = tracing::Span::current();
         match outcome {
             Ok(response) => {
+                current.record("gen_ai.response.model", response.model.as_str());
                 if let Some(usage) = response.usage {
+                    // Signed: OpenTelemetry has no unsigned integers, and exports u64s as text.
+                    let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+                    current.record("gen_ai.usage.input_tokens", signed(usage.prompt_tokens));
+                    current.record("gen_ai.usage.output_tokens", signed(usage.completion_tokens));
                     journal.report_usage(&model, usage);
                 }
                 serde_json::to_value(&response)
                     .map_err(|e| flow_core::Error::permanent(format!("could not record the LLM reply: {e}")))
             }
             Err(err) => {
+                current.record("otel.status_code", "ERROR");
                 let flat = flow_core::Error::msg(err.to_string()).with_class(flow_core::Classify::class(&err));
                 if let Ok(mut slot) = failure.lock() {
                     *slot = Some(err);
@@ -202,7 +236,7 @@ async fn journaled<L: Llm + ?Sized>(
             }
         }
     };
-    match journal.record("llm", &model, &request_json, Box::pin(effect)).await {
+    match journal.record("llm", &model, &request_json, Box::pin(effect.instrument(span))).await {
         Ok(value) => decode_reply(value),
         Err(err) => Err(take_failure(failure).unwrap_or_else(|| LlmError::journal(&err))),
     }

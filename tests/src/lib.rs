@@ -286,4 +286,12 @@ impl Store for Intercept {
     async fn stream_last_seq(&self, run_id: Uuid) -> Result<Option<u64>, StoreError> {
         self.inner.stream_last_seq(run_id).await
     }
+
+    async fn set_trace_context(&self, run_id: Uuid, traceparent: &str) -> Result<(), StoreError> {
+        self.inner.set_trace_context(run_id, traceparent).await
+    }
+
+    async fn trace_context(&self, run_id: Uuid) -> Result<Option<String>, StoreError> {
+        self.inner.trace_context(run_id).await
+    }
 }

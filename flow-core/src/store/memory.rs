@@ -26,6 +26,8 @@ struct Run {
     stream: std::collections::BTreeMap<u64, StreamRecord>,
     /// Shared with every run of the same runner: one copy per flow version.
     graph: Option<Arc<RunGraph>>,
+    /// The W3C trace context of the run's first exported execution.
+    trace_context: Option<String>,
 }
 
 /// A [`Store`] in memory.
@@ -179,6 +181,7 @@ impl Store for MemoryStore {
                 journal: HashMap::new(),
                 stream: Default::default(),
                 graph: run.graph,
+                trace_context: None,
             },
         );
         drop(runs);
@@ -483,6 +486,19 @@ impl Store for MemoryStore {
 
     async fn stream_last_seq(&self, run_id: Uuid) -> Result<Option<u64>, StoreError> {
         Ok(self.lock().get(&run_id).and_then(|r| r.stream.keys().next_back().copied()))
+    }
+
+    async fn set_trace_context(&self, run_id: Uuid, traceparent: &str) -> Result<(), StoreError> {
+        let mut runs = self.lock();
+        let run = runs.get_mut(&run_id).filter(|r| r.record.is_some()).ok_or(StoreError::NotFound(run_id))?;
+        run.trace_context.get_or_insert_with(|| traceparent.to_owned());
+        Ok(())
+    }
+
+    async fn trace_context(&self, run_id: Uuid) -> Result<Option<String>, StoreError> {
+        let runs = self.lock();
+        record_of(&runs, run_id)?;
+        Ok(runs.get(&run_id).and_then(|r| r.trace_context.clone()))
     }
 
     async fn journal(&self, run_id: Uuid) -> Result<Vec<JournalEntry>, StoreError> {

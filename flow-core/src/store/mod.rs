@@ -1352,6 +1352,42 @@ pub trait Store: Send + Sync + 'static {
         Err(StoreError::Unsupported { what: "reading run streams (`Store::stream_last_seq`)".to_string() })
     }
 
+    /// Keeps `traceparent` (a W3C trace context, `00-{trace id}-{span id}-{flags}`) as the run's
+    /// trace context, unless the run has one already: the first execution's wins, so every
+    /// later execution of the run, in any process and however much later, continues the trace
+    /// it started. [`StoreError::NotFound`] when there is no such run. The runner calls it
+    /// with feature `otel` when the run's span is exported.
+    ///
+    /// ```
+    /// # use flow_core::store::{MemoryStore, Store, StoreError};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), StoreError> {
+    /// let unknown = uuid::Uuid::now_v7();
+    /// let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    /// assert!(matches!(MemoryStore::new().set_trace_context(unknown, tp).await, Err(StoreError::NotFound(_))));
+    /// # Ok(()) }
+    /// ```
+    async fn set_trace_context(&self, run_id: Uuid, traceparent: &str) -> Result<(), StoreError> {
+        let _ = (run_id, traceparent);
+        Err(StoreError::Unsupported { what: "keeping trace contexts (`Store::set_trace_context`)".to_string() })
+    }
+
+    /// The trace context kept with [`Store::set_trace_context`], if any.
+    /// [`StoreError::NotFound`] when there is no such run.
+    ///
+    /// ```
+    /// # use flow_core::store::{MemoryStore, Store, StoreError};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), StoreError> {
+    /// let unknown = uuid::Uuid::now_v7();
+    /// assert!(matches!(MemoryStore::new().trace_context(unknown).await, Err(StoreError::NotFound(_))));
+    /// # Ok(()) }
+    /// ```
+    async fn trace_context(&self, run_id: Uuid) -> Result<Option<String>, StoreError> {
+        let _ = run_id;
+        Err(StoreError::Unsupported { what: "reading trace contexts (`Store::trace_context`)".to_string() })
+    }
+
     /// The graph the run was created with (see [`NewRun::graph`]): `None` for a run created
     /// without one, as runs stored before graphs were. [`StoreError::NotFound`] when there is
     /// no such run.

@@ -81,6 +81,7 @@ pub async fn check(store: &dyn Store) -> TestResult {
     deleting(store).await?;
     stream_log(store).await?;
     graphs_and_step_records(store).await?;
+    trace_context(store).await?;
     Ok(())
 }
 
@@ -1187,5 +1188,36 @@ async fn stream_log(store: &dyn Store) -> TestResult {
     store.delete_run(run_id).await?;
     assert_eq!(store.stream_read(run_id, 0, 100).await?, [], "the log goes with its run");
     assert_eq!(store.stream_last_seq(run_id).await?, None);
+    Ok(())
+}
+
+/// A run keeps the first trace context given to it, through commits and leases; none for a new
+/// run; NotFound for a run the store does not hold.
+async fn trace_context(store: &dyn Store) -> TestResult {
+    let run = new_run(&format!("trace-{}", Uuid::new_v4()), "w1", LONG);
+    let run_id = run.run_id;
+    let epoch = store.create_run(run).await?;
+    assert_eq!(store.trace_context(run_id).await?, None, "a new run has none");
+    let first = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let second = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    store.set_trace_context(run_id, first).await?;
+    store.set_trace_context(run_id, second).await?;
+    assert_eq!(store.trace_context(run_id).await?.as_deref(), Some(first), "the first one is kept");
+    store.release(run_id, epoch).await?;
+    assert_eq!(store.trace_context(run_id).await?.as_deref(), Some(first), "a released lease keeps it");
+    let other = new_run(&format!("trace-{}", Uuid::new_v4()), "w1", LONG);
+    let other_id = other.run_id;
+    store.create_run(other).await?;
+    assert_eq!(store.trace_context(other_id).await?, None, "each run has its own");
+
+    let unknown = Uuid::new_v4();
+    match store.set_trace_context(unknown, first).await {
+        Err(StoreError::NotFound(id)) => assert_eq!(id, unknown),
+        other => return Err(format!("set_trace_context of an unknown run: expected NotFound, got {other:?}").into()),
+    }
+    match store.trace_context(unknown).await {
+        Err(StoreError::NotFound(id)) => assert_eq!(id, unknown),
+        other => return Err(format!("trace_context of an unknown run: expected NotFound, got {other:?}").into()),
+    }
     Ok(())
 }

@@ -44,6 +44,7 @@ mod listen;
 mod queries;
 mod schema;
 mod stream;
+mod trace;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -572,5 +573,13 @@ impl Store for PgStore {
 
     async fn stream_last_seq(&self, run_id: Uuid) -> Result<Option<u64>, StoreError> {
         on_connection!(self, Some(run_id), |client| stream::last_seq(&client, &self.pg, run_id))
+    }
+
+    async fn set_trace_context(&self, run_id: Uuid, traceparent: &str) -> Result<(), StoreError> {
+        on_connection!(self, Some(run_id), |client| trace::keep(&client, &self.pg, run_id, traceparent))
+    }
+
+    async fn trace_context(&self, run_id: Uuid) -> Result<Option<String>, StoreError> {
+        on_connection!(self, Some(run_id), |client| trace::read(&client, &self.pg, run_id))
     }
 }

@@ -143,8 +143,12 @@ ALTER TABLE flow_steps ADD COLUMN finished_at bigint;
 ALTER TABLE flow_steps ADD COLUMN token_usage text;
 "#;
 
+/// Version 6 (issue 21): the W3C trace context (`traceparent`) of a run's first exported
+/// execution, which later executions continue (NULL: none kept).
+const V6: &str = "ALTER TABLE flow_runs ADD COLUMN trace_context text;";
+
 /// Every migration, in order: `MIGRATIONS[i]` takes a schema from version `i` to `i + 1`.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
 
 /// The schema version this build reads and writes.
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -11,6 +11,7 @@ mod error;
 mod queries;
 mod schema;
 mod stream;
+mod trace;
 mod writer;
 
 use std::collections::{HashMap, HashSet};
@@ -673,6 +674,15 @@ impl Store for SqliteStore {
 
     async fn stream_last_seq(&self, run_id: Uuid) -> Result<Option<u64>, StoreError> {
         self.read(move |db| stream::last_seq(db, run_id)).await.map_err(|e| e.for_run(run_id))
+    }
+
+    async fn set_trace_context(&self, run_id: Uuid, traceparent: &str) -> Result<(), StoreError> {
+        let traceparent = traceparent.to_owned();
+        self.write(move |db| trace::keep(db, run_id, &traceparent)).await.map_err(|e| e.for_run(run_id))
+    }
+
+    async fn trace_context(&self, run_id: Uuid) -> Result<Option<String>, StoreError> {
+        self.read(move |db| trace::read(db, run_id)).await.map_err(|e| e.for_run(run_id))
     }
 
     async fn run_graph(&self, run_id: Uuid) -> Result<Option<GraphDoc>, StoreError> {

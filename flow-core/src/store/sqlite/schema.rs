@@ -287,6 +287,10 @@ ALTER TABLE flow_steps ADD COLUMN token_usage TEXT;
 "
 );
 
+/// Version 8 (issue 21): the W3C trace context (`traceparent`) of a run's first exported
+/// execution, which later executions continue (NULL: none kept).
+const V8: &str = "ALTER TABLE flow_runs ADD COLUMN trace_context TEXT;\n";
+
 /// What a new file gets: the schema every migration together makes of an empty file, written
 /// out, because running them one by one re-parses the schema at every `ALTER` and triples the
 /// cost of creating a store. `a_new_file_gets_what_the_migrations_make` keeps the two equal.
@@ -310,7 +314,8 @@ const CURRENT: &str = concat!(
     available_at     INTEGER,
     answer           TEXT,
     cancel_requested TEXT,
-    graph_digest     TEXT
+    graph_digest     TEXT,
+    trace_context    TEXT
 ) STRICT;
 CREATE INDEX flow_runs_by_created ON flow_runs (created_at DESC, run_id DESC);
 CREATE INDEX flow_runs_by_status ON flow_runs (status, created_at DESC, run_id DESC);
@@ -343,7 +348,7 @@ CREATE TABLE step_journal (
 );
 
 /// Every migration, oldest first. Append only: a released migration never changes.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
 
 /// The schema version this build writes.
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
