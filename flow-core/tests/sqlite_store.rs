@@ -118,7 +118,7 @@ async fn schema_is_versioned_strict_and_in_wal_mode() -> TestResult {
 
     let conn = raw(&path)?;
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    assert_eq!(version, 7);
+    assert_eq!(version, 8);
     let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
     assert_eq!(mode, "wal");
     for table in ["flow_runs", "flow_steps", "flow_checkpoints", "step_journal", "flow_graphs"] {
@@ -138,7 +138,7 @@ async fn schema_is_versioned_strict_and_in_wal_mode() -> TestResult {
     // Reopening an up-to-date file applies nothing and keeps the version.
     drop(SqliteStore::open(&path).await?);
     let version: i64 = raw(&path)?.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    assert_eq!(version, 7);
+    assert_eq!(version, 8);
     Ok(())
 }
 
@@ -152,7 +152,7 @@ async fn a_file_from_a_newer_build_is_refused_and_left_untouched() -> TestResult
     }
     let before = std::fs::read(&path)?;
     match SqliteStore::open(&path).await {
-        Err(StoreError::SchemaTooNew { found: 99, supported: 7 }) => {}
+        Err(StoreError::SchemaTooNew { found: 99, supported: 8 }) => {}
         other => return Err(format!("expected SchemaTooNew, got {other:?}").into()),
     }
     assert_eq!(std::fs::read(&path)?, before, "not a byte changed");

@@ -14,15 +14,7 @@ use super::form::{self, Kind};
 use crate::diff::Change;
 use crate::output;
 
-const STATUSES: [RunStatus; 7] = [
-    RunStatus::Queued,
-    RunStatus::Running,
-    RunStatus::Paused,
-    RunStatus::Completed,
-    RunStatus::Failed,
-    RunStatus::Escalated,
-    RunStatus::Cancelled,
-];
+const STATUSES: [RunStatus; 8] = RunStatus::ALL;
 
 fn layout(title: &str, body_attrs: (&str, &str), content: Markup) -> Markup {
     html! {
