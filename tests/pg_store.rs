@@ -435,7 +435,7 @@ async fn a_version_2_schema_reads_its_runs_without_graphs_or_timings() -> TestRe
         )
         .await?;
     let store = PgStore::from_pool(db.pool(2)).await?;
-    assert_eq!(versions(&db).await?, [1, 2, 3, 4, 5]);
+    assert_eq!(versions(&db).await?, [1, 2, 3, 4, 5, 6]);
     assert_eq!(store.load_run(old).await?.snapshot.state.get(), r#"{"v":1}"#);
     assert_eq!(store.run_graph(old).await?, None);
     let steps = store.steps(old).await?;
@@ -486,7 +486,7 @@ async fn a_version_1_schema_puts_its_runs_in_the_default_queue() -> TestResult {
             .await?;
     }
     let store = PgStore::from_pool(db.pool(2)).await?;
-    assert_eq!(versions(&db).await?, [1, 2, 3, 4, 5]);
+    assert_eq!(versions(&db).await?, [1, 2, 3, 4, 5, 6]);
     let run = store.load_run(paused).await?;
     assert_eq!(
         (run.status, &run.placement, run.available_at_ms, &run.answer),

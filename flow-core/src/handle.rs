@@ -58,6 +58,7 @@ impl StartOptions {
 /// Dropping the handle does not stop the run.
 ///
 /// ```
+/// use flow_core::events::FlowEvent;
 /// use flow_core::prelude::*;
 /// use flow_core::store::MemoryStore;
 /// use futures::StreamExt;

@@ -352,7 +352,7 @@ fn history(v: &RunView) -> Markup {
                     li.current[Some(c.seq) == shown] {
                         a href={ "/runs/" (id) "?at=" (c.seq) } {
                             (c.seq) " · "
-                            @if let Some(k) = &c.step_key { "after " code { (k) } } @else if c.seq == 1 { "start" } @else { (c.status.as_str()) }
+                            @if let Some(k) = &c.step_key { "after " code { (k) } } @else if let Some(e) = &c.edit { (e.to_string()) } @else if c.seq == 1 { "start" } @else { (c.status.as_str()) }
                         }
                         " " span.muted { (output::time(c.created_at_ms)) }
                     }
