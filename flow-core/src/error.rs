@@ -417,7 +417,7 @@ pub enum FlowError {
         #[source]
         source: Box<dyn StdError + Send + Sync + 'static>,
         /// The run's state when it failed, as JSON (see [`FlowError::state_as`]).
-        state: Value,
+        state: Box<Value>,
         /// Whether the run is stored, failed, and can be resumed ([`FlowError::is_resumable`]).
         resumable: bool,
     },
@@ -433,7 +433,7 @@ pub enum FlowError {
         /// The limit.
         limit: u32,
         /// The run's state when it stopped, as JSON.
-        state: Value,
+        state: Box<Value>,
     },
     /// The run's compensation (undo) steps ran after a failure and some of them failed: the
     /// steps they undo are still done. (A compensation whose undo steps all succeed is not an
@@ -459,7 +459,7 @@ pub enum FlowError {
         /// How many undo steps failed.
         failed: usize,
         /// The run's state after its compensation, as JSON.
-        state: Value,
+        state: Box<Value>,
         /// Whether the run is stored and a resume tries the failed undo steps again.
         resumable: bool,
     },
@@ -475,7 +475,7 @@ pub enum FlowError {
         /// What the compensation did, per undo step, or that there was nothing to undo.
         compensation: String,
         /// The run's state after its compensation, as JSON.
-        state: Value,
+        state: Box<Value>,
     },
     /// The runner has no store, so there is nothing to resume, fork or list.
     #[error(
@@ -801,7 +801,7 @@ impl FlowError {
             FlowError::MethodFailed { state, .. }
             | FlowError::CallLimit { state, .. }
             | FlowError::Compensated { state, .. }
-            | FlowError::Cancelled { state, .. } => Some(state),
+            | FlowError::Cancelled { state, .. } => Some(&**state),
             _ => None,
         }
     }

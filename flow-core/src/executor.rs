@@ -1099,8 +1099,8 @@ impl<F: Flow> Execution<F> {
 
     /// The state as JSON, for an error that reports it. A state that cannot be encoded here
     /// could not have been checkpointed either; the error then reports `null`.
-    fn state_json(&self) -> Value {
-        serde_json::to_value(&*self.state).unwrap_or(Value::Null)
+    fn state_json(&self) -> Box<Value> {
+        Box::new(serde_json::to_value(&*self.state).unwrap_or(Value::Null))
     }
 
     pub(crate) fn result(&self) -> RunResult<F::State> {

@@ -91,6 +91,7 @@ pub struct RunHandle<S> {
     pub(crate) events: broadcast::Sender<FlowEvent>,
     pub(crate) first_events: std::sync::Mutex<Option<broadcast::Receiver<FlowEvent>>>,
     pub(crate) items: Option<broadcast::WeakSender<(u64, RunItem)>>,
+    pub(crate) first_items: std::sync::Mutex<Option<broadcast::Receiver<(u64, RunItem)>>>,
     pub(crate) done: watch::Receiver<bool>,
     pub(crate) cancel: Option<CancelSignal>,
     pub(crate) store: Option<Arc<dyn Store>>,
@@ -179,10 +180,14 @@ impl<S: Send + 'static> RunHandle<S> {
     }
 
     /// The run's items on the channels chosen with [`StartOptions::channels`], numbered as the
-    /// run made them, ending with the [`RunItem::Ended`] of its execution here. Empty when no
-    /// channel was chosen, or once the execution has ended.
+    /// run made them, ending with the [`RunItem::Ended`] of its execution here. The first call
+    /// gets every item since the start (up to [`STREAM_BUFFER`](crate::stream::STREAM_BUFFER)
+    /// of them: a consumer further behind misses the oldest); a later call, the items from then
+    /// on, none once the execution has ended. Empty when no channel was chosen.
     pub fn items(&self) -> impl Stream<Item = (u64, RunItem)> + Send + 'static {
-        let rx = self.items.as_ref().and_then(broadcast::WeakSender::upgrade).map(|tx| tx.subscribe());
+        let first = self.first_items.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let rx =
+            first.or_else(|| self.items.as_ref().and_then(broadcast::WeakSender::upgrade).map(|tx| tx.subscribe()));
         futures::stream::unfold(rx, |rx| async move {
             let mut rx = rx?;
             loop {

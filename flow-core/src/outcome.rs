@@ -506,9 +506,9 @@ pub struct Sleeping<S> {
 /// #[flow(state = S)]
 /// impl Order {
 ///     #[start]
-///     async fn reserve(&self, cx: &Ctx<S>) -> Result<()> { cx.update(|s| s.reserved = true); Ok(()) }
+///     async fn reserve(&self, cx: &Ctx<S>) -> Result<String> { cx.update(|s| s.reserved = true); Ok("R-1".into()) }
 ///     #[compensate(reserve)]
-///     async fn release(&self, cx: &Ctx<S>) -> Result<()> { cx.update(|s| s.reserved = false); Ok(()) }
+///     async fn release(&self, cx: &Ctx<S>, _id: String) -> Result<()> { cx.update(|s| s.reserved = false); Ok(()) }
 ///     #[listen(reserve)]
 ///     async fn charge(&self) -> Result<()> { Err(Error::permanent("card declined")) }
 /// }
@@ -517,7 +517,7 @@ pub struct Sleeping<S> {
 /// let runner = Runner::new(Order).with_store(MemoryStore::new());
 /// let RunOutcome::Compensated(c) = runner.kickoff(S::default()).await? else { panic!("compensated") };
 /// assert_eq!((c.method.as_str(), c.error.as_str()), ("charge", "card declined"));
-/// assert_eq!(c.undone, ["release undid reserve"]);
+/// assert_eq!(c.undone, ["`release` undid `reserve#1`"]);
 /// assert!(!c.state.reserved);
 /// assert_eq!(runner.store().expect("a store").load_run(c.run_id).await?.status, RunStatus::Compensated);
 /// # Ok(())

@@ -452,12 +452,12 @@ impl<F: Flow> Runner<F> {
     pub async fn start_with(&self, state: F::State, options: StartOptions) -> Result<RunHandle<F::State>, FlowError> {
         let run_id = options.run_id.unwrap_or_else(Uuid::now_v7);
         let first_events = self.events.subscribe();
-        let (tx, items) = if options.channels.is_empty() {
-            (None, None)
+        let (tx, items, first_items) = if options.channels.is_empty() {
+            (None, None, None)
         } else {
-            let (tx, _) = broadcast::channel(crate::stream::STREAM_BUFFER);
+            let (tx, rx) = broadcast::channel(crate::stream::STREAM_BUFFER);
             let weak = tx.downgrade();
-            (Some(tx), Some(weak))
+            (Some(tx), Some(weak), Some(rx))
         };
         let run = match tx {
             Some(tx) => crate::stream::with_live(options.channels, tx, || self.shared(run_id)),
@@ -501,6 +501,7 @@ impl<F: Flow> Runner<F> {
             events: self.events.clone(),
             first_events: std::sync::Mutex::new(Some(first_events)),
             items,
+            first_items: std::sync::Mutex::new(first_items),
             done,
             cancel,
             store: self.store.clone(),
@@ -545,7 +546,7 @@ impl<F: Flow> Runner<F> {
     fn stored_outcome(&self, record: &RunRecord) -> Result<RunOutcome<F::State>, FlowError> {
         let run_id = record.run_id;
         let (state, progress) = self.decode(run_id, &record.snapshot)?;
-        let state_json = || serde_json::from_str::<Value>(record.snapshot.state.get()).unwrap_or(Value::Null);
+        let state_json = || Box::new(serde_json::from_str::<Value>(record.snapshot.state.get()).unwrap_or(Value::Null));
         let name = |m: u16| self.plan.graph.methods.get(usize::from(m)).map_or("?", |d| d.name).to_string();
         match (record.status, &progress.halt) {
             (RunStatus::Paused, _) => {
