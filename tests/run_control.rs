@@ -178,11 +178,12 @@ async fn a_failure_without_a_store_names_its_run_and_state_and_does_not_say_resu
     let state: Order = err.state_as().expect("a state").unwrap();
     assert_eq!(state, Order { reserved: true, ..Order::default() }, "ship's own update is not in it");
     assert!(!err.is_resumable());
+    assert!(!err.to_string().contains("resum"), "{err}");
     assert_eq!(
         err.to_string(),
         format!(
             "run {run_id}: method `ship` failed on attempt 1: no address to ship to; the run was not stored (the \
-             runner has no store), so it cannot be resumed: fix the cause and kick off a new run"
+             runner has no store), so nothing can take it up again: fix the cause and kick off a new run"
         )
     );
 }

@@ -399,7 +399,7 @@ pub enum FlowError {
         advice = if *resumable {
             format!("fix the cause and resume the run to run `{method}` again")
         } else {
-            "the run was not stored (the runner has no store), so it cannot be resumed: fix the cause and kick off a new run".to_string()
+            "the run was not stored (the runner has no store), so nothing can take it up again: fix the cause and kick off a new run".to_string()
         }
     )]
     MethodFailed {
@@ -506,7 +506,7 @@ pub enum FlowError {
         advice = if *resumable {
             "resume it to continue from its last checkpoint"
         } else {
-            "the run was not stored (the runner has no store), so it cannot be resumed: kick off a new run"
+            "the run was not stored (the runner has no store), so nothing can take it up again: kick off a new run"
         }
     )]
     Aborted {
@@ -758,7 +758,7 @@ impl FlowError {
     /// }
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() {
-    /// let err = Fails.kickoff(S::default()).await.unwrap_err();
+    /// let err = Fails.kickoff(S::default()).await.err().expect("charge fails");
     /// assert!(err.run_id().is_some());
     /// // The state the run failed with: the failing step's own updates are discarded.
     /// assert_eq!(err.state_as::<S>().map(|s| s.map(|s| s.tries)).transpose().ok().flatten(), Some(0));

@@ -992,7 +992,7 @@ impl<F: Flow> Runner<F> {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), FlowError> {
     /// let runner = Runner::new(Ship).with_store(MemoryStore::new());
-    /// let run_id = runner.kickoff(Order::default()).await.unwrap_err().run_id().expect("a run");
+    /// let run_id = runner.kickoff(Order::default()).await.err().and_then(|e| e.run_id()).expect("a failed run");
     /// runner.update_state(run_id, "alice", "the customer gave the address", |s: &mut Order| {
     ///     s.address = "1 Main St".into();
     /// }).await?;
