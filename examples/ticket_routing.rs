@@ -46,7 +46,7 @@ async fn example() -> Result<(), flow_examples::ExampleError> {
             "not saved".into()
         };
         println!(
-            "  {} {:<9} {:<6} run {} {:<9} {outcome}",
+            "  {} {:<9} {:<6} run {} {:<11} {outcome}",
             t.ticket_id,
             squad,
             priority,

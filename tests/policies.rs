@@ -267,17 +267,23 @@ async fn compensation_undoes_completed_steps_in_reverse_order() {
     let log = Arc::new(Mutex::new(Vec::new()));
     let store = MemoryStore::new();
     let runner = Runner::new(Booking { undo_log: log.clone(), fail_undo_hotel: false }).with_store(store.clone());
-    let err = runner.kickoff(Saga::default()).await.unwrap_err();
+    let outcome = runner.kickoff(Saga::default()).await.unwrap();
     assert_eq!(*log.lock().unwrap(), ["cancel CA-3", "cancel HO-2", "cancel FL-1"]);
-    let FlowError::Compensated { method, compensation, run_id, .. } = &err else { panic!("{err:?}") };
-    assert_eq!(method, "pay");
-    assert!(compensation.contains("`cancel_car` undid `car#1`"), "{compensation}");
-    let steps = store.steps(*run_id).await.unwrap();
+    let RunOutcome::Compensated(c) = &outcome else { panic!("{outcome:?}") };
+    assert_eq!((c.method.as_str(), c.error.as_str()), ("pay", "card declined"));
+    assert_eq!(
+        c.undone,
+        ["`cancel_car` undid `car#1`", "`cancel_hotel` undid `hotel#1`", "`cancel_flight` undid `flight#1`"]
+    );
+    let steps = store.steps(c.run_id).await.unwrap();
     let undo: Vec<_> = steps.iter().filter(|s| s.method.starts_with("cancel_")).map(|s| s.status).collect();
     assert_eq!(undo, [StepStatus::Compensated; 3]);
-    assert_eq!(store.load_run(*run_id).await.unwrap().status, RunStatus::Failed);
-    // A compensated run cannot be resumed into running the failed step again.
-    assert!(matches!(runner.resume(*run_id).await.unwrap_err(), FlowError::InvalidStatus { .. }));
+    assert_eq!(store.load_run(c.run_id).await.unwrap().status, RunStatus::Compensated);
+    // A compensated run is not resumed into running the failed step again: a resume reads
+    // its outcome back.
+    let again = runner.resume(c.run_id).await.unwrap();
+    assert!(matches!(&again, RunOutcome::Compensated(a) if a.undone == c.undone), "{again:?}");
+    assert_eq!(log.lock().unwrap().len(), 3);
 }
 
 #[tokio::test]
@@ -346,8 +352,8 @@ async fn compensation_is_persisted_and_resumes_after_a_crash() {
     let run_id = store.list_runs(&Default::default()).await.unwrap()[0].run_id;
     gate.open(1);
     let fresh = Runner::new(SlowUndo { log: log.clone(), gate }).with_store(store.clone());
-    let err = resume_when_free(&fresh, &store, run_id).await.unwrap_err();
-    assert!(matches!(err, FlowError::Compensated { .. }), "{err:?}");
+    let outcome = resume_when_free(&fresh, &store, run_id).await.unwrap();
+    assert!(matches!(outcome, RunOutcome::Compensated(_)), "{outcome:?}");
     assert_eq!(*log.lock().unwrap(), ["undo 2", "undo 1"], "undo_second did not run twice");
 }
 

@@ -576,7 +576,8 @@ pub async fn run(config: Config) -> Result<Outcome, ExampleError> {
     }
     while let Some(joined) = tasks.join_next().await {
         match joined {
-            Ok(Ok(_)) | Ok(Err(FlowError::Compensated { .. })) => {}
+            // A compensated ticket is an outcome (`RunOutcome::Compensated`), reported per ticket.
+            Ok(Ok(_)) => {}
             Ok(Err(e)) => return Err(e.into()),
             Err(e) => return Err(ExampleError::Unexpected(format!("a ticket's task failed: {e}"))),
         }

@@ -43,7 +43,7 @@ async fn tickets_are_routed_saved_and_notified_and_a_failed_notification_is_comp
     let security = &out.tickets[2];
     assert_eq!(security.ticket_id, "T-1003");
     assert!(security.compensated);
-    assert_eq!(security.stored_status, RunStatus::Failed);
+    assert_eq!(security.stored_status, RunStatus::Compensated);
     assert!(security.state.notified.is_none());
     assert!(security.error.as_deref().unwrap().contains("#security-oncall returned 503"));
     assert!(security.events.iter().any(|e| matches!(
@@ -57,7 +57,7 @@ async fn tickets_are_routed_saved_and_notified_and_a_failed_notification_is_comp
     let status = |method: &str| steps.iter().find(|s| s.method == method).map(|s| (s.status, s.attempt)).unwrap();
     assert_eq!(status("notify_squad"), (StepStatus::Failed, 3));
     assert_eq!(status("delete_ticket").0, StepStatus::Compensated);
-    assert_eq!(store.load_run(security.run_id).await.unwrap().status, RunStatus::Failed);
+    assert_eq!(store.load_run(security.run_id).await.unwrap().status, RunStatus::Compensated);
 
     // The helpdesk table: every ticket but the compensated one.
     let expected: Vec<String> =

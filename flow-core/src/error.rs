@@ -15,6 +15,8 @@
 use std::error::Error as StdError;
 use std::fmt;
 
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 use uuid::Uuid;
 
 /// `Result` with the method error [`Error`] as its default error type.
@@ -390,9 +392,15 @@ impl StdError for StepFailure {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum FlowError {
-    /// A method failed after its retries; the run is stored as failed and can be resumed.
+    /// A method failed after its retries. With a store the run is stored as failed and can be
+    /// resumed; without one it is gone, and the error says so rather than advise a resume.
     #[error(
-        "run {run_id}: method `{method}` failed on attempt {attempt}: {message}; fix the cause and resume the run to run `{method}` again"
+        "run {run_id}: method `{method}` failed on attempt {attempt}: {message}; {advice}",
+        advice = if *resumable {
+            format!("fix the cause and resume the run to run `{method}` again")
+        } else {
+            "the run was not stored (the runner has no store), so nothing can take it up again: fix the cause and kick off a new run".to_string()
+        }
     )]
     MethodFailed {
         /// The run.
@@ -408,6 +416,10 @@ pub enum FlowError {
         /// The underlying error.
         #[source]
         source: Box<dyn StdError + Send + Sync + 'static>,
+        /// The run's state when it failed, as JSON (see [`FlowError::state_as`]).
+        state: Box<Value>,
+        /// Whether the run is stored, failed, and can be resumed ([`FlowError::is_resumable`]).
+        resumable: bool,
     },
     /// A method was called more often than the flow's `max_calls` allows: a runaway loop.
     #[error(
@@ -420,9 +432,21 @@ pub enum FlowError {
         method: String,
         /// The limit.
         limit: u32,
+        /// The run's state when it stopped, as JSON.
+        state: Box<Value>,
     },
-    /// The run's compensation (undo) steps ran after a failure; the first failure is kept.
-    #[error("run {run_id}: method `{method}` failed ({message}); compensation ran: {compensation}")]
+    /// The run's compensation (undo) steps ran after a failure and some of them failed: the
+    /// steps they undo are still done. (A compensation whose undo steps all succeed is not an
+    /// error but [`RunOutcome::Compensated`](crate::RunOutcome::Compensated).)
+    #[error(
+        "run {run_id}: method `{method}` failed ({message}); compensation ran: {compensation}; {failed} undo step(s) failed \
+         and the steps they undo are still done: {advice}",
+        advice = if *resumable {
+            "fix the cause and resume the run to try them again"
+        } else {
+            "the run was not stored (the runner has no store), so undo them by hand"
+        }
+    )]
     Compensated {
         /// The run.
         run_id: Uuid,
@@ -432,6 +456,12 @@ pub enum FlowError {
         message: String,
         /// What the compensation did, per undo step.
         compensation: String,
+        /// How many undo steps failed.
+        failed: usize,
+        /// The run's state after its compensation, as JSON.
+        state: Box<Value>,
+        /// Whether the run is stored and a resume tries the failed undo steps again.
+        resumable: bool,
     },
     /// The run was cancelled on request (`Store::request_cancel`, `Runner::cancel`, `flows
     /// cancel`): its completed steps were compensated, newest first, and it is stored
@@ -444,6 +474,8 @@ pub enum FlowError {
         reason: String,
         /// What the compensation did, per undo step, or that there was nothing to undo.
         compensation: String,
+        /// The run's state after its compensation, as JSON.
+        state: Box<Value>,
     },
     /// The runner has no store, so there is nothing to resume, fork or list.
     #[error(
@@ -468,15 +500,22 @@ pub enum FlowError {
         registered: Vec<String>,
     },
     /// The task executing the run stopped unexpectedly (a bug in flows, or the runtime shutting
-    /// down); the run is resumable from its last checkpoint.
+    /// down); a stored run is resumable from its last checkpoint.
     #[error(
-        "run {run_id}: its execution stopped unexpectedly ({message}); resume it to continue from its last checkpoint"
+        "run {run_id}: its execution stopped unexpectedly ({message}); {advice}",
+        advice = if *resumable {
+            "resume it to continue from its last checkpoint"
+        } else {
+            "the run was not stored (the runner has no store), so nothing can take it up again: kick off a new run"
+        }
     )]
     Aborted {
         /// The run.
         run_id: Uuid,
         /// What tokio said.
         message: String,
+        /// Whether the run is stored and can be resumed.
+        resumable: bool,
     },
     /// No run with this id exists in the store.
     #[error("run {0} not found in the store; check the id and the store path")]
@@ -701,6 +740,91 @@ impl fmt::Display for UnfaithfulValue {
 }
 
 impl FlowError {
+    /// The run the error is about; `None` for [`FlowError::InvalidInputs`] (no run was
+    /// started) and for [`FlowError::Store`] (its text names the run when the store knows it).
+    ///
+    /// ```
+    /// use flow_core::prelude::*;
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)] struct S { tries: u32 }
+    /// struct Fails;
+    ///
+    /// #[flow(state = S)]
+    /// impl Fails {
+    ///     #[start]
+    ///     async fn charge(&self, cx: &Ctx<S>) -> Result<()> {
+    ///         cx.update(|s| s.tries += 1);
+    ///         Err(Error::permanent("card declined"))
+    ///     }
+    /// }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let err = Fails.kickoff(S::default()).await.err().expect("charge fails");
+    /// assert!(err.run_id().is_some());
+    /// // The state the run failed with: the failing step's own updates are discarded.
+    /// assert_eq!(err.state_as::<S>().map(|s| s.map(|s| s.tries)).transpose().ok().flatten(), Some(0));
+    /// // Without a store nothing can be resumed, and the error does not say to.
+    /// assert!(!err.is_resumable());
+    /// assert!(!err.to_string().contains("resume"));
+    /// # }
+    /// ```
+    pub fn run_id(&self) -> Option<Uuid> {
+        match self {
+            FlowError::MethodFailed { run_id, .. }
+            | FlowError::CallLimit { run_id, .. }
+            | FlowError::Compensated { run_id, .. }
+            | FlowError::Cancelled { run_id, .. }
+            | FlowError::NoStore { run_id }
+            | FlowError::UnknownFlow { run_id, .. }
+            | FlowError::Aborted { run_id, .. }
+            | FlowError::RunNotFound(run_id)
+            | FlowError::WrongFlow { run_id, .. }
+            | FlowError::RunLocked { run_id, .. }
+            | FlowError::LeaseLost { run_id }
+            | FlowError::DuplicateRunId { run_id, .. }
+            | FlowError::InvalidStatus { run_id, .. }
+            | FlowError::NotWaiting { run_id, .. }
+            | FlowError::StateMismatch { run_id, .. }
+            | FlowError::InvalidInput { run_id, .. }
+            | FlowError::Corrupt { run_id, .. }
+            | FlowError::Unfaithful { run_id, .. }
+            | FlowError::Serialize { run_id, .. } => Some(*run_id),
+            FlowError::InvalidInputs { .. } | FlowError::Store(_) => None,
+        }
+    }
+
+    /// The run's state when it stopped, as JSON: for a method that failed
+    /// ([`FlowError::MethodFailed`]), a runaway loop ([`FlowError::CallLimit`]), a
+    /// compensation with failed undo steps ([`FlowError::Compensated`]) and a cancelled run
+    /// ([`FlowError::Cancelled`]). A failing step's own state updates are not in it.
+    pub fn state(&self) -> Option<&Value> {
+        match self {
+            FlowError::MethodFailed { state, .. }
+            | FlowError::CallLimit { state, .. }
+            | FlowError::Compensated { state, .. }
+            | FlowError::Cancelled { state, .. } => Some(&**state),
+            _ => None,
+        }
+    }
+
+    /// [`FlowError::state`] as the flow's state type: `None` when the error holds no state.
+    pub fn state_as<T: DeserializeOwned>(&self) -> Option<Result<T, serde_json::Error>> {
+        self.state().map(T::deserialize)
+    }
+
+    /// Whether the run is stored and [`Runner::resume`](crate::Runner::resume) takes it up
+    /// again from where it stopped: a failed method of a stored run, an interrupted one, a
+    /// compensation whose failed undo steps a resume tries again. A run without a store never
+    /// is, and its error text does not say to resume it.
+    pub fn is_resumable(&self) -> bool {
+        match self {
+            FlowError::MethodFailed { resumable, .. }
+            | FlowError::Compensated { resumable, .. }
+            | FlowError::Aborted { resumable, .. } => *resumable,
+            FlowError::Unfaithful { run_stored, method, .. } => *run_stored && method.is_some(),
+            _ => false,
+        }
+    }
+
     /// The method that failed, for [`FlowError::MethodFailed`] and [`FlowError::CallLimit`].
     pub fn method(&self) -> Option<&str> {
         match self {

@@ -30,8 +30,8 @@ use crate::flow::{Flow, Payload, StepOutput, StepResult};
 use crate::graph::{DEFAULT_STEP_TIMEOUT, Graph, MethodDef, MethodId, OnFailure, RetryPolicy};
 use crate::journal::TokenUsage;
 use crate::lease::Heartbeat;
-use crate::outcome::{Escalated, Outputs, Paused, RecordedFailure, RunOutcome, RunResult, Sleeping};
-use crate::plan::{Plan, Source, clock_set};
+use crate::outcome::{Compensated, Escalated, Outputs, Paused, RecordedFailure, RunOutcome, RunResult, Sleeping};
+use crate::plan::{Clock, Plan, Source, clock_set};
 use crate::progress::{Activation, Compensation, Halt, Progress, Undoable};
 use crate::running::Running;
 use crate::step_key::StepKey;
@@ -183,7 +183,9 @@ pub(crate) struct Execution<F: Flow> {
     /// run's final one would be two.
     last_completion: Option<(Vec<StepRecord>, Option<String>)>,
     /// Raised when a lease renewal learns that the run was asked to stop (durable runs).
-    cancel: Option<crate::lease::CancelSignal>,
+    /// Raised to cancel the run: by the heartbeat (a stored request), or by a [`RunHandle`](crate::RunHandle)
+    /// that set it before the run started.
+    pub(crate) cancel: Option<crate::lease::CancelSignal>,
     /// Methods already warned about a lost update, so each is warned once.
     #[cfg(debug_assertions)]
     warned_lost_updates: Vec<u16>,
@@ -292,7 +294,8 @@ impl<F: Flow> Execution<F> {
         let started = std::time::Instant::now();
         // Only a run with a store holds a lease that can be lost.
         let lost = self.durability.as_ref().map(|_| CancellationToken::new());
-        self.cancel = self.durability.as_ref().map(|_| crate::lease::CancelSignal::default());
+        self.cancel =
+            self.cancel.take().or_else(|| self.durability.as_ref().map(|_| crate::lease::CancelSignal::default()));
         let cancel = self.cancel.clone().unwrap_or_default();
         // Renewed from a thread no step runs on (see `lease`); dropping this execution drops
         // the guard and so stops the renewals with it.
@@ -365,7 +368,7 @@ impl<F: Flow> Execution<F> {
             }
             let wake = self.next_wake();
             let durable = self.durability.is_some();
-            if wake.is_none() && !durable {
+            if wake.is_none() && !durable && self.cancel.is_none() {
                 // Nothing else to wait for: the `select!` below with its other branches off.
                 if let Some(finished) = self.tasks.next().await {
                     self.on_finished(finished).await?;
@@ -1024,17 +1027,30 @@ impl<F: Flow> Execution<F> {
         match self.progress.halt.clone() {
             Some(Halt::Failure { method, step_key, attempt, error, class }) => {
                 let name = graph.method(MethodId(method)).name.to_string();
+                let resumable = self.durability.is_some();
                 let err = match &self.progress.compensation {
-                    Some(c) => {
-                        let mut compensation = c.results.join("; ");
-                        if !c.failed.is_empty() {
-                            compensation.push_str(&format!(
-                                "; {} undo step(s) failed and the steps they undo are still done: fix the cause and resume the run to try them again",
-                                c.failed.len()
-                            ));
-                        }
-                        FlowError::Compensated { run_id, method: name, message: error.clone(), compensation }
+                    Some(c) if c.failed.is_empty() => {
+                        let text =
+                            format!("method `{name}` failed ({error}); compensation ran: {}", c.results.join("; "));
+                        let undone = c.results.clone();
+                        self.final_checkpoint(RunStatus::Compensated, Some(step_key), Some(text), None).await?;
+                        return Ok(RunOutcome::Compensated(Compensated {
+                            run_id,
+                            method: name,
+                            error,
+                            undone,
+                            state: F::State::clone(&self.state),
+                        }));
                     }
+                    Some(c) => FlowError::Compensated {
+                        run_id,
+                        method: name,
+                        message: error.clone(),
+                        compensation: c.results.join("; "),
+                        failed: c.failed.len(),
+                        state: self.state_json(),
+                        resumable,
+                    },
                     None => FlowError::MethodFailed {
                         run_id,
                         method: name,
@@ -1042,6 +1058,8 @@ impl<F: Flow> Execution<F> {
                         message: error.clone(),
                         class,
                         source: Error::msg(&error).with_class(class).into_std(),
+                        state: self.state_json(),
+                        resumable,
                     },
                 };
                 self.final_checkpoint(RunStatus::Failed, Some(step_key), Some(err.to_string()), None).await?;
@@ -1052,6 +1070,7 @@ impl<F: Flow> Execution<F> {
                     run_id,
                     method: graph.method(MethodId(method)).name.to_string(),
                     limit: graph.options.max_calls,
+                    state: self.state_json(),
                 };
                 self.final_checkpoint(RunStatus::Failed, None, Some(err.to_string()), None).await?;
                 Err(err)
@@ -1070,7 +1089,7 @@ impl<F: Flow> Execution<F> {
                     }
                     _ => "no completed step had an undo step to run".to_string(),
                 };
-                let err = FlowError::Cancelled { run_id, reason, compensation };
+                let err = FlowError::Cancelled { run_id, reason, compensation, state: self.state_json() };
                 self.final_checkpoint(RunStatus::Cancelled, None, Some(err.to_string()), None).await?;
                 Err(err)
             }
@@ -1101,6 +1120,12 @@ impl<F: Flow> Execution<F> {
                 }
             }
         }
+    }
+
+    /// The state as JSON, for an error that reports it. A state that cannot be encoded here
+    /// could not have been checkpointed either; the error then reports `null`.
+    fn state_json(&self) -> Box<Value> {
+        Box::new(serde_json::to_value(&*self.state).unwrap_or(Value::Null))
     }
 
     pub(crate) fn result(&self) -> RunResult<F::State> {

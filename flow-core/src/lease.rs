@@ -31,7 +31,7 @@ pub(crate) struct CancelSignal {
 }
 
 impl CancelSignal {
-    fn raise(&self, reason: String) {
+    pub(crate) fn raise(&self, reason: String) {
         let _ = self.inner.1.set(reason);
         self.inner.0.cancel();
     }

@@ -66,6 +66,7 @@ mod faithful;
 mod flow;
 pub mod graph;
 pub mod guide;
+mod handle;
 pub mod input;
 pub mod journal;
 mod lease;
@@ -88,6 +89,7 @@ mod worker;
 pub use ctx::Ctx;
 pub use error::{Classify, Error, ErrorClass, FlowError, Result};
 pub use flow::{Flow, FlowRegistration, State, find_flow, registered_flows};
+pub use handle::{RunHandle, StartOptions};
 // Named in rustc's notes when a state, an output or an error type lacks a bound: a path
 // without `__private` reads better there.
 #[doc(hidden)]
@@ -96,7 +98,9 @@ pub use flow_macros::{Route, compensate, flow, listen, router, start};
 pub use input::{InputRequest, PauseRequest};
 pub use journal::{Journal, NoJournal, TokenUsage};
 pub use method_ref::MethodRef;
-pub use outcome::{Escalated, Outputs, OutputsIter, Paused, RecordedFailure, RunOutcome, RunResult, Sleeping};
+pub use outcome::{
+    Compensated, Escalated, Outputs, OutputsIter, Paused, RecordedFailure, RunOutcome, RunResult, Sleeping,
+};
 pub use route::Route;
 pub use runner::{DEFAULT_PARK_AFTER, FlowExt, Runner, SubmitOptions};
 /// The JSON Schema derive that [`Ctx::ask`] needs of its answer type: `#[derive(JsonSchema)]`

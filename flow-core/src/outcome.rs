@@ -35,6 +35,7 @@ use crate::store::RunStatus;
 ///     RunOutcome::Paused(p) => assert_eq!(p.request.prompt, "Ship it?"),
 ///     RunOutcome::Escalated(e) => println!("a person must look at it: {}", e.reason),
 ///     RunOutcome::Sleeping(s) => println!("parked until {:?}", s.until),
+///     RunOutcome::Compensated(c) => println!("`{}` failed and was undone: {:?}", c.method, c.undone),
 /// }
 /// # Ok(())
 /// # }
@@ -54,6 +55,11 @@ pub enum RunOutcome<S> {
     /// [`Worker`](crate::Worker) continues it when it is due, or
     /// [`Runner::resume`](crate::Runner::resume) does (before then it parks again).
     Sleeping(Sleeping<S>),
+    /// A method failed for good and the run's `#[compensate]` undo steps all ran, newest first:
+    /// the run is stored [`RunStatus::Compensated`], ended for good with the state the undo
+    /// steps left. (When an undo step fails, the run is a
+    /// [`FlowError::Compensated`] error instead: something is left to undo.)
+    Compensated(Compensated<S>),
 }
 
 impl<S> RunOutcome<S> {
@@ -64,6 +70,7 @@ impl<S> RunOutcome<S> {
             RunOutcome::Paused(p) => p.run_id,
             RunOutcome::Escalated(e) => e.run_id,
             RunOutcome::Sleeping(s) => s.run_id,
+            RunOutcome::Compensated(c) => c.run_id,
         }
     }
 
@@ -74,6 +81,7 @@ impl<S> RunOutcome<S> {
             RunOutcome::Paused(_) => RunStatus::Paused,
             RunOutcome::Escalated(_) => RunStatus::Escalated,
             RunOutcome::Sleeping(_) => RunStatus::Queued,
+            RunOutcome::Compensated(_) => RunStatus::Compensated,
         }
     }
 
@@ -84,6 +92,7 @@ impl<S> RunOutcome<S> {
             RunOutcome::Paused(p) => &p.state,
             RunOutcome::Escalated(e) => &e.state,
             RunOutcome::Sleeping(s) => &s.state,
+            RunOutcome::Compensated(c) => &c.state,
         }
     }
 
@@ -103,6 +112,14 @@ impl<S> RunOutcome<S> {
     pub fn paused(&self) -> Option<&Paused<S>> {
         match self {
             RunOutcome::Paused(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The failure and its compensation, if the run was compensated.
+    pub fn compensated(&self) -> Option<&Compensated<S>> {
+        match self {
+            RunOutcome::Compensated(c) => Some(c),
             _ => None,
         }
     }
@@ -473,5 +490,49 @@ pub struct Sleeping<S> {
     /// The step keys that wait: sleeping steps and steps waiting for their next attempt.
     pub waiting: Vec<String>,
     /// The state so far.
+    pub state: S,
+}
+
+/// A run whose failure was compensated: the method that failed, why, what each undo step did,
+/// and the state after them.
+///
+/// ```
+/// use flow_core::prelude::*;
+/// use flow_core::RunStatus;
+/// use flow_core::store::MemoryStore;
+/// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)] struct S { reserved: bool }
+/// struct Order;
+///
+/// #[flow(state = S)]
+/// impl Order {
+///     #[start]
+///     async fn reserve(&self, cx: &Ctx<S>) -> Result<String> { cx.update(|s| s.reserved = true); Ok("R-1".into()) }
+///     #[compensate(reserve)]
+///     async fn release(&self, cx: &Ctx<S>, _id: String) -> Result<()> { cx.update(|s| s.reserved = false); Ok(()) }
+///     #[listen(reserve)]
+///     async fn charge(&self) -> Result<()> { Err(Error::permanent("card declined")) }
+/// }
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), FlowError> {
+/// let runner = Runner::new(Order).with_store(MemoryStore::new());
+/// let RunOutcome::Compensated(c) = runner.kickoff(S::default()).await? else { panic!("compensated") };
+/// assert_eq!((c.method.as_str(), c.error.as_str()), ("charge", "card declined"));
+/// assert_eq!(c.undone, ["`release` undid `reserve#1`"]);
+/// assert!(!c.state.reserved);
+/// assert_eq!(runner.store().expect("a store").load_run(c.run_id).await?.status, RunStatus::Compensated);
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Compensated<S> {
+    /// The run's id.
+    pub run_id: Uuid,
+    /// The method whose failure started the compensation.
+    pub method: String,
+    /// Its error.
+    pub error: String,
+    /// What each undo step did, in the order they ran (newest completed step first).
+    pub undone: Vec<String>,
+    /// The state after the undo steps.
     pub state: S,
 }

@@ -18,6 +18,7 @@ use crate::events::FlowEvent;
 use crate::executor::{AbortOnDrop, Durability, Execution, decode_state, panic_text, result_of};
 use crate::flow::{Flow, State};
 use crate::graph::{Graph, MethodId};
+use crate::handle::{RunHandle, StartOptions};
 use crate::input::PauseRequest;
 use crate::outcome::RunOutcome;
 use crate::plan::Plan;
@@ -403,8 +404,19 @@ impl<F: Flow> Runner<F> {
 
     /// Starts a new run from `state`, recording `parent` as the run it came from.
     async fn kickoff_from(&self, state: F::State, parent: Option<Uuid>) -> Result<RunOutcome<F::State>, FlowError> {
-        let run_id = Uuid::now_v7();
-        let run = self.shared(run_id);
+        let exec = self.create(state, self.shared(Uuid::now_v7()), parent).await?;
+        drive(exec).await
+    }
+
+    /// An execution of the new run `run` with its starts scheduled, stored (leased to this
+    /// runner, with `parent` as the run it came from) when the runner has a store.
+    async fn create(
+        &self,
+        state: F::State,
+        run: Arc<RunShared>,
+        parent: Option<Uuid>,
+    ) -> Result<Execution<F>, FlowError> {
+        let run_id = run.run_id;
         let progress = Progress::new(self.plan.graph, self.plan.initial_joins());
         let mut exec =
             Execution::new(Arc::clone(&self.flow), Arc::clone(&self.plan), run, None, Arc::new(state), progress);
@@ -424,7 +436,252 @@ impl<F: Flow> Runner<F> {
                 .await?;
             exec.durability = Some(Durability { store: Arc::clone(store), epoch, lease: self.lease });
         }
-        drive(exec).await
+        Ok(exec)
+    }
+
+    /// [`Runner::kickoff`] under an id of the caller's choosing, idempotently: with a store, a
+    /// second kickoff with the same id (a retried request) starts nothing and returns the run
+    /// stored first, whatever state it is given. A run that has ended returns its stored
+    /// outcome (its result, its compensation, its pause or escalation, or its failure as the
+    /// error it failed with); one running in another process is waited for; one waiting in
+    /// its queue is run here. An id taken by a run of another flow is refused with
+    /// [`FlowError::DuplicateRunId`]. Without a store the run simply gets the id.
+    ///
+    /// ```
+    /// use flow_core::prelude::*;
+    /// use flow_core::store::MemoryStore;
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
+    /// # struct S { n: u32 }
+    /// struct Charge;
+    /// #[flow(state = S, name = "runner_doc_kickoff_with_id")]
+    /// impl Charge {
+    ///     #[start]
+    ///     async fn charge(&self, cx: &Ctx<S>) -> Result<u32> { cx.update(|s| s.n += 1); Ok(cx.read(|s| s.n)) }
+    /// }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), FlowError> {
+    /// let runner = Runner::new(Charge).with_store(MemoryStore::new());
+    /// let id = uuid::Uuid::now_v7();
+    /// let first = runner.kickoff_with_id(id, S { n: 10 }).await?.completed()?;
+    /// // The retry charges nothing again: it gets the stored run's outcome.
+    /// let again = runner.kickoff_with_id(id, S { n: 50 }).await?.completed()?;
+    /// assert_eq!((first.state.n, again.state.n, again.run_id), (11, 11, id));
+    /// assert_eq!(runner.runs(Default::default()).await?.len(), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn kickoff_with_id(&self, run_id: Uuid, state: F::State) -> Result<RunOutcome<F::State>, FlowError> {
+        match self.create(state, self.shared(run_id), None).await {
+            Ok(exec) => drive(exec).await,
+            Err(FlowError::Store(StoreError::Duplicate(_))) => self.existing_outcome(run_id).await,
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Starts a new run with a fresh id in a task of its own, as [`Runner::kickoff`], and
+    /// returns at once, once the run is stored (with a store): its [`RunHandle`] has its id,
+    /// awaits its outcome, follows its events and cancels it.
+    ///
+    /// See [`RunHandle`] for an example.
+    pub async fn start(&self, state: F::State) -> Result<RunHandle<F::State>, FlowError> {
+        self.start_with(state, StartOptions::new()).await
+    }
+
+    /// [`Runner::start`] with options: the run's id, idempotent with a store as
+    /// [`Runner::kickoff_with_id`] (a second start with the same id hands back a handle on the
+    /// run stored first, [`RunHandle::is_existing`]), and the channels
+    /// [`RunHandle::items`] streams.
+    ///
+    /// ```
+    /// use flow_core::prelude::*;
+    /// use flow_core::StartOptions;
+    /// use flow_core::store::MemoryStore;
+    /// use flow_core::stream::{Channels, RunItem};
+    /// use futures::StreamExt;
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
+    /// # struct S;
+    /// struct Hello;
+    /// #[flow(state = S, name = "runner_doc_start_with")]
+    /// impl Hello {
+    ///     #[start]
+    ///     async fn hello(&self) -> Result<String> { Ok("hi".into()) }
+    /// }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), FlowError> {
+    /// let runner = Runner::new(Hello).with_store(MemoryStore::new());
+    /// let id = uuid::Uuid::now_v7();
+    /// let handle = runner.start_with(S, StartOptions::new().run_id(id).channels(Channels::OUTPUTS)).await?;
+    /// let items: Vec<(u64, RunItem)> = handle.items().collect().await;
+    /// assert!(matches!(&items[0].1, RunItem::Output { output, .. } if output == "hi"));
+    /// handle.outcome().await?.completed()?;
+    /// let again = runner.start_with(S, StartOptions::new().run_id(id)).await?;
+    /// assert!(again.is_existing());
+    /// assert_eq!(again.outcome().await?.completed()?.output::<String>()?, "hi");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn start_with(&self, state: F::State, options: StartOptions) -> Result<RunHandle<F::State>, FlowError> {
+        let run_id = options.run_id.unwrap_or_else(Uuid::now_v7);
+        let first_events = self.events.subscribe();
+        let (tx, items, first_items) = if options.channels.is_empty() {
+            (None, None, None)
+        } else {
+            let (tx, rx) = broadcast::channel(crate::stream::STREAM_BUFFER);
+            let weak = tx.downgrade();
+            (Some(tx), Some(weak), Some(rx))
+        };
+        let run = match tx {
+            Some(tx) => crate::stream::with_live(options.channels, tx, || self.shared(run_id)),
+            None => self.shared(run_id),
+        };
+        let (done_tx, done) = tokio::sync::watch::channel(false);
+        let signal = crate::lease::CancelSignal::default();
+        let (task, existing, cancel) = match self.create(state, run, None).await {
+            Ok(mut exec) => {
+                exec.cancel = Some(signal.clone());
+                let run = drive(exec);
+                let task = tokio::spawn(async move {
+                    let outcome = run.await;
+                    let _ = done_tx.send(true);
+                    outcome
+                });
+                (task, false, Some(signal))
+            }
+            Err(FlowError::Store(StoreError::Duplicate(_))) if options.run_id.is_some() => {
+                let summary = self.store_for(run_id)?.run_summary(run_id).await?;
+                if summary.flow != self.plan.graph.name {
+                    return Err(FlowError::DuplicateRunId {
+                        run_id,
+                        flow: self.plan.graph.name.to_string(),
+                        existing_flow: summary.flow,
+                    });
+                }
+                let runner = self.clone();
+                let task = tokio::spawn(async move {
+                    let outcome = runner.existing_outcome(run_id).await;
+                    let _ = done_tx.send(true);
+                    outcome
+                });
+                (task, true, None)
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(RunHandle {
+            run_id,
+            task,
+            events: self.events.clone(),
+            first_events: std::sync::Mutex::new(Some(first_events)),
+            items,
+            first_items: std::sync::Mutex::new(first_items),
+            done,
+            cancel,
+            store: self.store.clone(),
+            existing,
+        })
+    }
+
+    /// The outcome of a run stored before under an id given again: a run that has ended
+    /// returns how it ended without running anything; one running elsewhere is waited for;
+    /// one waiting in its queue is run here.
+    async fn existing_outcome(&self, run_id: Uuid) -> Result<RunOutcome<F::State>, FlowError> {
+        loop {
+            let record = match self.load(run_id).await {
+                Err(FlowError::WrongFlow { found, .. }) => {
+                    return Err(FlowError::DuplicateRunId {
+                        run_id,
+                        flow: self.plan.graph.name.to_string(),
+                        existing_flow: found,
+                    });
+                }
+                other => other?,
+            };
+            let live = record.lease_owner.is_some() && record.lease_expires_at_ms.is_some_and(|at| at > now_ms());
+            match record.status {
+                RunStatus::Running if live => tokio::time::sleep(EXISTING_POLL).await,
+                RunStatus::Running | RunStatus::Queued | RunStatus::Completed | RunStatus::Compensated => {
+                    match self.continue_run(run_id, None).await {
+                        // Claimed by another process between the read and the claim.
+                        Err(FlowError::RunLocked { .. }) => tokio::time::sleep(EXISTING_POLL).await,
+                        other => return other,
+                    }
+                }
+                RunStatus::Paused | RunStatus::Failed | RunStatus::Escalated | RunStatus::Cancelled => {
+                    return self.stored_outcome(&record);
+                }
+            }
+        }
+    }
+
+    /// How a run at rest ended, read from its record: a pause or an escalation as an outcome, a
+    /// failure or a cancellation as the error it ended with.
+    fn stored_outcome(&self, record: &RunRecord) -> Result<RunOutcome<F::State>, FlowError> {
+        let run_id = record.run_id;
+        let (state, progress) = self.decode(run_id, &record.snapshot)?;
+        let state_json = || Box::new(serde_json::from_str::<Value>(record.snapshot.state.get()).unwrap_or(Value::Null));
+        let name = |m: u16| self.plan.graph.methods.get(usize::from(m)).map_or("?", |d| d.name).to_string();
+        match (record.status, &progress.halt) {
+            (RunStatus::Paused, _) => {
+                let request = record
+                    .pause
+                    .clone()
+                    .ok_or_else(|| "a paused run has no stored request".to_string())
+                    .and_then(|p| serde_json::from_value::<PauseRequest>(p).map_err(|e| e.to_string()))
+                    .map_err(|e| FlowError::Corrupt { run_id, what: format!("its pause request: {e}") })?;
+                Ok(RunOutcome::Paused(crate::outcome::Paused { run_id, request, state }))
+            }
+            (RunStatus::Escalated, Some(Halt::Escalated { method, reason })) => {
+                Ok(RunOutcome::Escalated(crate::outcome::Escalated {
+                    run_id,
+                    method: name(*method),
+                    reason: reason.clone(),
+                    state,
+                }))
+            }
+            (RunStatus::Failed, Some(Halt::Failure { method, attempt, error, class, .. })) => {
+                Err(match &progress.compensation {
+                    Some(c) => FlowError::Compensated {
+                        run_id,
+                        method: name(*method),
+                        message: error.clone(),
+                        compensation: c.results.join("; "),
+                        failed: c.failed.len(),
+                        state: state_json(),
+                        resumable: true,
+                    },
+                    None => FlowError::MethodFailed {
+                        run_id,
+                        method: name(*method),
+                        attempt: *attempt,
+                        message: error.clone(),
+                        class: *class,
+                        source: crate::Error::msg(error).with_class(*class).into_std(),
+                        state: state_json(),
+                        resumable: true,
+                    },
+                })
+            }
+            (RunStatus::Failed, Some(Halt::CallLimit { method })) => Err(FlowError::CallLimit {
+                run_id,
+                method: name(*method),
+                limit: self.plan.graph.options.max_calls,
+                state: state_json(),
+            }),
+            (RunStatus::Cancelled, _) => Err(FlowError::Cancelled {
+                run_id,
+                reason: record.cancel_requested.clone().unwrap_or_default(),
+                compensation: progress.compensation.as_ref().filter(|c| !c.results.is_empty()).map_or_else(
+                    || "no completed step had an undo step to run".to_string(),
+                    |c| format!("compensation ran: {}", c.results.join("; ")),
+                ),
+                state: state_json(),
+            }),
+            (status, _) => Err(FlowError::InvalidStatus {
+                run_id,
+                status,
+                action: "read back as the outcome of a kickoff (its checkpoint does not say how it ended; \
+                         `flows show` reads its error)",
+            }),
+        }
     }
 
     /// Starts a new run from JSON inputs merged onto the state's default, as CrewAI's
@@ -773,6 +1030,84 @@ impl<F: Flow> Runner<F> {
         }
     }
 
+    /// Edits the state of a paused or failed run before it is resumed (LangGraph's
+    /// `update_state`): `edit` changes the run's stored state, which is written as a checkpoint
+    /// of its own that names `author` and `reason` ([`CheckpointInfo::edit`](crate::store::CheckpointInfo::edit)),
+    /// so the run's history shows who changed what. The run's progress is untouched: the next
+    /// resume (or answer) continues from the edited state. Returns the new checkpoint's number.
+    ///
+    /// Refused, with the state left as it was: a run held by a live lease (a worker running it)
+    /// with [`FlowError::RunLocked`]; a run in another status than paused or failed with
+    /// [`FlowError::InvalidStatus`]; a run that moved on between the read and the write with
+    /// [`StoreError::Moved`] (in [`FlowError::Store`]); an edited state JSON cannot hold with
+    /// [`FlowError::Unfaithful`].
+    ///
+    /// ```
+    /// use flow_core::prelude::*;
+    /// use flow_core::store::MemoryStore;
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
+    /// # struct Order { address: String, shipped_to: Option<String> }
+    /// struct Ship;
+    /// #[flow(state = Order, name = "runner_doc_update_state")]
+    /// impl Ship {
+    ///     #[start]
+    ///     async fn ship(&self, cx: &Ctx<Order>) -> Result<()> {
+    ///         let address = cx.read(|s| s.address.clone());
+    ///         if address.is_empty() {
+    ///             return Err(Error::permanent("no address"));
+    ///         }
+    ///         cx.update(move |s| s.shipped_to = Some(address.clone()));
+    ///         Ok(())
+    ///     }
+    /// }
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), FlowError> {
+    /// let runner = Runner::new(Ship).with_store(MemoryStore::new());
+    /// let run_id = runner.kickoff(Order::default()).await.err().and_then(|e| e.run_id()).expect("a failed run");
+    /// runner.update_state(run_id, "alice", "the customer gave the address", |s: &mut Order| {
+    ///     s.address = "1 Main St".into();
+    /// }).await?;
+    /// let done = runner.resume(run_id).await?.completed()?;
+    /// assert_eq!(done.state.shipped_to.as_deref(), Some("1 Main St"));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn update_state(
+        &self,
+        run_id: Uuid,
+        author: &str,
+        reason: &str,
+        edit: impl FnOnce(&mut F::State),
+    ) -> Result<u64, FlowError> {
+        let store = self.store_for(run_id)?;
+        let record = self.load(run_id).await?;
+        let now = now_ms();
+        if let (Some(owner), Some(expires_at_ms)) = (&record.lease_owner, record.lease_expires_at_ms)
+            && expires_at_ms > now
+        {
+            return Err(FlowError::RunLocked { run_id, owner: owner.clone(), expires_at_ms });
+        }
+        if !matches!(record.status, RunStatus::Paused | RunStatus::Failed) {
+            return Err(not_editable(run_id, record.status));
+        }
+        let mut state = decode_state::<F::State>(run_id, self.plan.graph.state_type, &record.snapshot)?;
+        edit(&mut state);
+        let state = crate::faithful::to_raw_value(&state)
+            .map_err(|r| crate::faithful::state_error(run_id, self.plan.graph.state_type, r))?;
+        let note = crate::store::EditNote { author: author.to_string(), reason: reason.to_string() };
+        let edit = crate::store::StateEdit { run_id, version: record.version, state, note };
+        let seq = store.edit_state(edit).await.map_err(|e| match e {
+            StoreError::Locked { run_id, owner, expires_at_ms } => {
+                FlowError::RunLocked { run_id, owner, expires_at_ms }
+            }
+            StoreError::NotEditable { run_id, status } => not_editable(run_id, status),
+            StoreError::NotFound(id) => FlowError::RunNotFound(id),
+            e => FlowError::Store(e),
+        })?;
+        tracing::info!(%run_id, author, reason, seq, "run {run_id}: state edited by {author} ({reason})");
+        Ok(seq)
+    }
+
     /// A new run, with a fresh id, from a stored run's latest checkpoint (`at = None`) or
     /// from checkpoint `at` (see [`Store::checkpoints`]). The source run is not touched.
     pub async fn fork(&self, run_id: Uuid, at: Option<u64>) -> Result<RunOutcome<F::State>, FlowError> {
@@ -975,6 +1310,7 @@ impl<F: Flow> Runner<F> {
                     &self.shared(run_id),
                 )));
             }
+            RunStatus::Compensated => return compensated_outcome(run_id, &self.plan, &progress, state),
             RunStatus::Escalated if record.cancel_requested.is_none() => return Err(escalated(run_id)),
             RunStatus::Cancelled => return Err(cancelled(run_id)),
             RunStatus::Paused | RunStatus::Running | RunStatus::Queued | RunStatus::Failed | RunStatus::Escalated => {}
@@ -1023,11 +1359,13 @@ impl<F: Flow> Runner<F> {
         let refused = match claim.run.status {
             RunStatus::Escalated => Some(escalated(run_id)),
             RunStatus::Cancelled => Some(cancelled(run_id)),
-            RunStatus::Completed | RunStatus::Paused | RunStatus::Failed => Some(FlowError::InvalidStatus {
-                run_id,
-                status: claim.run.status,
-                action: "continued by a serving worker (only queued runs and runs whose worker died are)",
-            }),
+            RunStatus::Completed | RunStatus::Paused | RunStatus::Failed | RunStatus::Compensated => {
+                Some(FlowError::InvalidStatus {
+                    run_id,
+                    status: claim.run.status,
+                    action: "continued by a serving worker (only queued runs and runs whose worker died are)",
+                })
+            }
             RunStatus::Queued | RunStatus::Running => None,
         };
         if let Some(e) = refused {
@@ -1223,6 +1561,14 @@ fn was_failed(status: RunStatus, progress: &Progress) -> bool {
     }
 }
 
+fn not_editable(run_id: Uuid, status: RunStatus) -> FlowError {
+    FlowError::InvalidStatus {
+        run_id,
+        status,
+        action: "edited: only a paused or failed run's state can be edited (the state was not changed)",
+    }
+}
+
 fn escalated(run_id: Uuid) -> FlowError {
     FlowError::InvalidStatus { run_id, status: RunStatus::Escalated, action: "resumed (fork it to continue)" }
 }
@@ -1243,6 +1589,36 @@ fn compensated(run_id: Uuid, status: RunStatus) -> FlowError {
     }
 }
 
+/// The outcome of a run stored compensated, read back from its last checkpoint: its halt holds
+/// the failure, its compensation what the undo steps did.
+fn compensated_outcome<S>(
+    run_id: Uuid,
+    plan: &Plan,
+    progress: &Progress,
+    state: S,
+) -> Result<RunOutcome<S>, FlowError> {
+    let (Some(Halt::Failure { method, error, .. }), Some(c)) = (&progress.halt, &progress.compensation) else {
+        return Err(FlowError::Corrupt {
+            run_id,
+            what: "a compensated run's checkpoint holds no failure or no compensation".into(),
+        });
+    };
+    let method = plan.graph.methods.get(usize::from(*method)).map(|m| m.name.to_string()).ok_or_else(|| {
+        FlowError::Corrupt { run_id, what: format!("its failure names method #{method}, which the flow lacks") }
+    })?;
+    Ok(RunOutcome::Compensated(crate::outcome::Compensated {
+        run_id,
+        method,
+        error: error.clone(),
+        undone: c.results.clone(),
+        state,
+    }))
+}
+
+/// How often a second start with an id waits before looking again at a run that another
+/// process is running.
+const EXISTING_POLL: Duration = Duration::from_millis(50);
+
 /// Runs an execution: polled once right here, and moved into a task of its own only if it has
 /// to wait. A run whose steps never wait (in-memory work, a lone durable run's inline commits)
 /// then finishes without a task and without the two cross-thread wake-ups that handing it to a
@@ -1257,6 +1633,7 @@ fn compensated(run_id: Uuid, status: RunStatus) -> FlowError {
 /// the task's waker.
 fn drive<F: Flow>(exec: Execution<F>) -> impl Future<Output = Result<RunOutcome<F::State>, FlowError>> {
     let run_id = exec.run.run_id;
+    let durable = exec.durability.is_some();
     let mut run = Box::pin(exec.run());
     async move {
         let first = std::future::poll_fn(|cx| {
@@ -1267,13 +1644,17 @@ fn drive<F: Flow>(exec: Execution<F>) -> impl Future<Output = Result<RunOutcome<
             Ok(Poll::Ready(outcome)) => return outcome,
             Ok(Poll::Pending) => {}
             Err(panic) => {
-                return Err(FlowError::Aborted { run_id, message: format!("panicked: {}", panic_text(panic)) });
+                return Err(FlowError::Aborted {
+                    run_id,
+                    message: format!("panicked: {}", panic_text(panic)),
+                    resumable: durable,
+                });
             }
         }
         let mut task = AbortOnDrop(tokio::spawn(run));
         match (&mut task.0).await {
             Ok(outcome) => outcome,
-            Err(e) => Err(FlowError::Aborted { run_id, message: e.to_string() }),
+            Err(e) => Err(FlowError::Aborted { run_id, message: e.to_string(), resumable: durable }),
         }
     }
 }
@@ -1309,6 +1690,9 @@ fn not_waiting(record: &RunRecord) -> FlowError {
                               answer when it pauses to ask"
             .to_string(),
         RunStatus::Escalated => "a step handed it to a person; fork it (`Runner::fork`) to continue".to_string(),
+        RunStatus::Compensated => "a step failed and its completed steps were undone, so it asks nothing more; \
+                                   fork one of its checkpoints (`Runner::fork`) to take it up again"
+            .to_string(),
         RunStatus::Cancelled => "it was cancelled and asks nothing more; fork one of its checkpoints \
                                  (`Runner::fork`) to take it up again"
             .to_string(),

@@ -641,6 +641,7 @@ impl Loop {
                     RunStatus::Queued => "parked in its queue until it is due",
                     RunStatus::Failed => "failed",
                     RunStatus::Cancelled => "cancelled",
+                    RunStatus::Compensated => "failed, and its completed steps were compensated",
                     RunStatus::Running => "stopped while running",
                 };
                 tracing::info!(%worker, %run_id, flow, %status, "worker {worker} finished run {run_id}: {what}");

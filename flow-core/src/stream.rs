@@ -679,7 +679,7 @@ impl<F: Flow> Runner<F> {
         channels: Channels,
     ) -> impl Stream<Item = StreamItem<F::State>> + Send + 'static {
         let runner = self.clone();
-        live_stream(channels, async move { runner.kickoff(state).await })
+        live_stream(channels, self.store().is_some(), async move { runner.kickoff(state).await })
     }
 
     /// Continues a stored run, as [`Runner::resume`], streaming its items as
@@ -715,7 +715,7 @@ impl<F: Flow> Runner<F> {
         channels: Channels,
     ) -> impl Stream<Item = StreamItem<F::State>> + Send + 'static {
         let runner = self.clone();
-        live_stream(channels, async move { runner.resume(run_id).await })
+        live_stream(channels, self.store().is_some(), async move { runner.resume(run_id).await })
     }
 
     /// Replays the kept items of a run from `from_seq` on ([`Runner::keep_stream`]), then
@@ -735,9 +735,15 @@ impl<F: Flow> Runner<F> {
     }
 }
 
+/// Calls `f` (which sets up a run) with a live stream of `channels` sending to `tx`: the run it
+/// sets up streams its items there.
+pub(crate) fn with_live<T>(channels: Channels, tx: broadcast::Sender<(u64, RunItem)>, f: impl FnOnce() -> T) -> T {
+    LIVE.sync_scope((Mutex::new(Some((channels, tx))), Arc::new(OnceLock::new())), f)
+}
+
 /// Runs `run` in a task of its own under a live stream of `channels`, and streams its items,
 /// then its outcome.
-fn live_stream<S, Fut>(channels: Channels, run: Fut) -> impl Stream<Item = StreamItem<S>> + Send + 'static
+fn live_stream<S, Fut>(channels: Channels, stored: bool, run: Fut) -> impl Stream<Item = StreamItem<S>> + Send + 'static
 where
     S: Send + 'static,
     Fut: Future<Output = Result<RunOutcome<S>, FlowError>> + Send + 'static,
@@ -750,8 +756,9 @@ where
         task: Option<tokio::task::JoinHandle<Result<RunOutcome<S>, FlowError>>>,
         outcome: Option<Result<RunOutcome<S>, FlowError>>,
         run_id: Arc<OnceLock<Uuid>>,
+        stored: bool,
     }
-    let state = Live { rx, task: Some(task), outcome: None, run_id };
+    let state = Live { rx, task: Some(task), outcome: None, run_id, stored };
     futures::stream::unfold(state, |mut st| async move {
         loop {
             if st.outcome.is_some() {
@@ -771,21 +778,21 @@ where
                     // The run dropped its side: its outcome is next.
                     Err(broadcast::error::RecvError::Closed) => {
                         let joined = st.task.take()?.await;
-                        st.outcome = Some(joined.unwrap_or_else(|e| Err(aborted(&st.run_id, e))));
+                        st.outcome = Some(joined.unwrap_or_else(|e| Err(aborted(&st.run_id, e, st.stored))));
                     }
                 },
                 joined = &mut *task => {
                     st.task = None;
-                    st.outcome = Some(joined.unwrap_or_else(|e| Err(aborted(&st.run_id, e))));
+                    st.outcome = Some(joined.unwrap_or_else(|e| Err(aborted(&st.run_id, e, st.stored))));
                 }
             }
         }
     })
 }
 
-fn aborted(run_id: &OnceLock<Uuid>, e: tokio::task::JoinError) -> FlowError {
+fn aborted(run_id: &OnceLock<Uuid>, e: tokio::task::JoinError, stored: bool) -> FlowError {
     let run_id = run_id.get().copied().unwrap_or_default();
-    FlowError::Aborted { run_id, message: format!("the streamed run's task stopped: {e}") }
+    FlowError::Aborted { run_id, message: format!("the streamed run's task stopped: {e}"), resumable: stored }
 }
 
 fn attach_store(

@@ -73,7 +73,7 @@ pub enum Command {
     )]
     Runs {
         /// Only runs in these statuses (repeat or separate with commas): queued, running,
-        /// paused, completed, failed, escalated, cancelled.
+        /// paused, completed, failed, escalated, cancelled, compensated.
         #[arg(long, value_name = "STATUS", value_delimiter = ',', value_parser = parse_status)]
         status: Vec<RunStatus>,
         /// Only runs of this flow.
@@ -242,7 +242,7 @@ Examples:
   flows cancel RUN --yes --json
   flows cancel RUN --no-compensate --yes
 
-Completed and cancelled runs cannot be cancelled (exit code 7).")]
+Completed, cancelled and compensated runs cannot be cancelled (exit code 7).")]
     Cancel {
         /// The run's id.
         #[arg(value_parser = parse_run_id)]
@@ -277,7 +277,7 @@ pub struct Age {
     pub duration: Duration,
 }
 
-const STATUSES: &str = "queued, running, paused, completed, failed, escalated, cancelled";
+const STATUSES: &str = "queued, running, paused, completed, failed, escalated, cancelled, compensated";
 
 fn parse_status(s: &str) -> Result<RunStatus, String> {
     RunStatus::parse(&s.trim().to_ascii_lowercase())

@@ -280,6 +280,8 @@ async fn show(ctx: &Ctx, run_id: Uuid) -> Result<Done, CliError> {
                     "status": c.status.as_str(),
                     "created_at": output::rfc3339(c.created_at_ms),
                     "created_at_ms": c.created_at_ms,
+                    "edited_by": c.edit.as_ref().map(|e| &e.author),
+                    "edit_reason": c.edit.as_ref().map(|e| &e.reason),
                 })
             })
             .collect();
@@ -415,7 +417,12 @@ async fn show(ctx: &Ctx, run_id: Uuid) -> Result<Done, CliError> {
         table.row(vec![
             (c.seq.to_string(), Paint::Plain),
             (
-                c.step_key.clone().unwrap_or_else(|| if c.seq == 1 { "(start)".into() } else { "-".into() }),
+                match (&c.step_key, &c.edit) {
+                    (Some(key), _) => key.clone(),
+                    (None, Some(edit)) => format!("({edit})"),
+                    (None, None) if c.seq == 1 => "(start)".into(),
+                    (None, None) => "-".into(),
+                },
                 Paint::Plain,
             ),
             (c.status.as_str().to_string(), Paint::of_run(c.status)),

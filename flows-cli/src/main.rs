@@ -45,7 +45,7 @@
 //!   lease: {owner, expires_at, live} | null, output, error, pause, answer_fields, steps:
 //!   [{step_key, method, status, attempt, error, input, output, recorded_at, started_at,
 //!   finished_at, duration_ms, usage: {prompt_tokens, completion_tokens, total_tokens} | null}],
-//!   checkpoints: [{seq, step_key, status, created_at}], damaged}`; `damaged` names why the newest
+//!   checkpoints: [{seq, step_key, status, created_at, edited_by, edit_reason}], damaged}`; `damaged` names why the newest
 //!   checkpoint cannot be read (the fields it would give are then `null`). `pause` is the
 //!   stored question, its `answer_schema` the JSON Schema of the answer; `answer_fields`
 //!   summarizes it as `[{name, type, required}]` (`null` when the answer is not an object).

@@ -255,7 +255,9 @@ fn not_paused_advice(status: RunStatus) -> String {
             .into(),
         RunStatus::Running => "it is running and has asked nothing; answer once it pauses".into(),
         RunStatus::Failed => "retry it (`flows retry`) and answer when it asks".into(),
-        RunStatus::Completed | RunStatus::Cancelled => "it has ended and asks nothing more".into(),
+        RunStatus::Completed | RunStatus::Cancelled | RunStatus::Compensated => {
+            "it has ended and asks nothing more".into()
+        }
         RunStatus::Escalated => "a step handed it to a person; fork it to continue".into(),
         RunStatus::Paused => "read its current question with `flows show`".into(),
     }

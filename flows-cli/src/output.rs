@@ -60,6 +60,7 @@ impl Paint {
             RunStatus::Failed => Paint::Red,
             RunStatus::Escalated => Paint::Magenta,
             RunStatus::Cancelled => Paint::Dim,
+            RunStatus::Compensated => Paint::Magenta,
         }
     }
 

@@ -791,3 +791,61 @@ async fn show_names_the_run_a_restarted_run_began_from() -> TestResult {
     assert!(!text.lines().any(|l| l.starts_with("parent")), "the source has no parent: {text}");
     Ok(())
 }
+
+/// Undoes its booking when paying fails: its runs end `compensated`.
+struct Refunded;
+
+#[flow(state = Books, name = "cli_refunded")]
+impl Refunded {
+    #[start]
+    async fn book(&self, cx: &Ctx<Books>) -> Result<String> {
+        cx.update(|s| s.items.push("booked".into()));
+        Ok("B-1".into())
+    }
+    #[compensate(book)]
+    async fn unbook(&self, cx: &Ctx<Books>, _booking: String) -> Result<()> {
+        cx.update(|s| s.items.push("unbooked".into()));
+        Ok(())
+    }
+    #[listen(book)]
+    async fn pay(&self) -> Result<()> {
+        Err(Error::permanent("card declined"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compensated_runs_and_state_edits_are_listed_and_shown() -> TestResult {
+    let f = fixture().await?;
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&f.db).await?);
+    let compensated = match Runner::new(Refunded).with_shared_store(store.clone()).kickoff(Books::default()).await? {
+        RunOutcome::Compensated(c) => c.run_id,
+        other => return Err(format!("expected a compensated run, got {other:?}").into()),
+    };
+    let ledger = Runner::new(Ledger { ending: Ending::Balance }).with_shared_store(store.clone());
+    ledger.update_state(f.runs.failed, "alice", "fixed the total", |s| s.total = 11).await?;
+    drop(store);
+
+    let listing = json_of(&on(&f.db, &["runs", "--json", "--status", "compensated"])?, 0)?;
+    assert_eq!(ids(&listing), [compensated.to_string()]);
+    assert_eq!(listing["runs"][0]["status"], "compensated");
+    let (table, _) = expect(&on(&f.db, &["runs", "--status", "compensated"])?, 0);
+    assert!(
+        table.lines().nth(1).is_some_and(|l| l.starts_with(&compensated.to_string()) && l.contains("compensated")),
+        "{table}"
+    );
+
+    let shown = json_of(&on(&f.db, &["show", &compensated.to_string(), "--json"])?, 0)?;
+    assert_eq!(shown["status"], "compensated");
+    assert_eq!(shown["error"], "method `pay` failed (card declined); compensation ran: `unbook` undid `book#1`");
+
+    let shown = json_of(&on(&f.db, &["show", &f.runs.failed.to_string(), "--json"])?, 0)?;
+    let checkpoints = shown["checkpoints"].as_array().ok_or("no checkpoints")?;
+    let last = checkpoints.last().ok_or("no checkpoints")?;
+    assert_eq!((&last["edited_by"], &last["edit_reason"]), (&json!("alice"), &json!("fixed the total")));
+    assert_eq!(last["status"], "failed");
+    let state = json_of(&on(&f.db, &["state", &f.runs.failed.to_string()])?, 0)?;
+    assert_eq!(state["total"], 11);
+    let (text, _) = expect(&on(&f.db, &["show", &f.runs.failed.to_string()])?, 0);
+    assert!(text.contains("(edited by alice: fixed the total)"), "{text}");
+    Ok(())
+}

@@ -269,6 +269,9 @@ impl Store for Intercept {
     async fn journal(&self, run_id: Uuid) -> Result<Vec<JournalEntry>, StoreError> {
         self.inner.journal(run_id).await
     }
+    async fn edit_state(&self, edit: flow_core::store::StateEdit) -> Result<u64, StoreError> {
+        self.inner.edit_state(edit).await
+    }
 
     async fn stream_append(
         &self,

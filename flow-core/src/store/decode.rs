@@ -81,3 +81,13 @@ pub(super) fn decode_graph(
             .map_err(|e| corrupt(run_id, "graph", format!("the stored graph does not read as a GraphDoc: {e}"))),
     }
 }
+
+/// The edit note of a checkpoint row: both columns or neither.
+pub(crate) fn edit_note(author: Option<String>, reason: Option<String>) -> Option<super::EditNote> {
+    match (author, reason) {
+        (None, None) => None,
+        (author, reason) => {
+            Some(super::EditNote { author: author.unwrap_or_default(), reason: reason.unwrap_or_default() })
+        }
+    }
+}

@@ -12,7 +12,7 @@ use tokio::sync::Notify;
 
 use super::{
     Answer, CheckpointInfo, Claim, ClaimRequest, Commit, JournalEntry, NewRun, QueueLimit, RunFilter, RunGraph,
-    RunRecord, RunStatus, RunSummary, Snapshot, Start, StepRecord, Store, StoreError, StreamRecord, now_ms,
+    RunRecord, RunStatus, RunSummary, Snapshot, Start, StateEdit, StepRecord, Store, StoreError, StreamRecord, now_ms,
 };
 use crate::graph::GraphDoc;
 
@@ -171,7 +171,7 @@ impl Store for MemoryStore {
             created_at_ms: now,
             updated_at_ms: now,
         };
-        let info = CheckpointInfo { seq: 1, step_key: None, status, created_at_ms: now };
+        let info = CheckpointInfo { seq: 1, step_key: None, status, created_at_ms: now, edit: None };
         runs.insert(
             run.run_id,
             Run {
@@ -266,7 +266,7 @@ impl Store for MemoryStore {
         let wake = status == RunStatus::Queued;
         let seq = entry.checkpoints.last().map_or(1, |(c, _)| c.seq + 1);
         entry.checkpoints.push((
-            CheckpointInfo { seq, step_key: commit.step_key, status: commit.status, created_at_ms: now },
+            CheckpointInfo { seq, step_key: commit.step_key, status: commit.status, created_at_ms: now, edit: None },
             commit.snapshot,
         ));
         if let Some(keep) = keep
@@ -285,6 +285,30 @@ impl Store for MemoryStore {
 
     async fn load_run(&self, run_id: Uuid) -> Result<RunRecord, StoreError> {
         record_of(&self.lock(), run_id).cloned()
+    }
+
+    async fn edit_state(&self, edit: StateEdit) -> Result<u64, StoreError> {
+        let mut runs = self.lock();
+        let keep = self.keep_checkpoints;
+        let entry = runs.get_mut(&edit.run_id).ok_or(StoreError::NotFound(edit.run_id))?;
+        let run = entry.record.as_mut().ok_or(StoreError::NotFound(edit.run_id))?;
+        let now = now_ms();
+        super::check_editable(run, &edit, now)?;
+        let snapshot = Snapshot { state: edit.state, progress: run.snapshot.progress.clone() };
+        run.snapshot = snapshot.clone();
+        run.version += 1;
+        run.updated_at_ms = now;
+        let status = run.status;
+        let seq = entry.checkpoints.last().map_or(1, |(c, _)| c.seq + 1);
+        let info = CheckpointInfo { seq, step_key: None, status, created_at_ms: now, edit: Some(edit.note) };
+        entry.checkpoints.push((info, snapshot));
+        if let Some(keep) = keep
+            && entry.checkpoints.len() > keep
+        {
+            let excess = entry.checkpoints.len() - keep;
+            entry.checkpoints.drain(..excess);
+        }
+        Ok(seq)
     }
 
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, StoreError> {

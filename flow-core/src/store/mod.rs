@@ -73,6 +73,10 @@ pub enum RunStatus {
     /// Stopped for good on request ([`Store::request_cancel`]), after its completed steps were
     /// compensated (unless the request said not to). Terminal, like `Completed`.
     Cancelled,
+    /// A method failed for good and every `#[compensate]` undo step of the run's completed
+    /// steps ran: the failure was compensated. Terminal, like `Completed`; the run's error holds
+    /// the failure and what the undo steps did.
+    Compensated,
 }
 
 impl RunStatus {
@@ -86,6 +90,7 @@ impl RunStatus {
             RunStatus::Failed => "failed",
             RunStatus::Escalated => "escalated",
             RunStatus::Cancelled => "cancelled",
+            RunStatus::Compensated => "compensated",
         }
     }
 
@@ -99,6 +104,7 @@ impl RunStatus {
             "failed" => RunStatus::Failed,
             "escalated" => RunStatus::Escalated,
             "cancelled" => RunStatus::Cancelled,
+            "compensated" => RunStatus::Compensated,
             _ => return None,
         })
     }
@@ -108,16 +114,35 @@ impl RunStatus {
         !matches!(self, RunStatus::Running)
     }
 
-    /// Whether the run has ended for good: completed or cancelled. Nothing continues it, and a
-    /// cancel request for it is refused ([`StoreError::Ended`]).
+    /// Whether the run has ended for good: completed, cancelled or compensated. Nothing
+    /// continues it, and a cancel request for it is refused ([`StoreError::Ended`]).
     ///
     /// ```
     /// use flow_core::store::RunStatus;
     /// assert!(RunStatus::Cancelled.is_terminal() && !RunStatus::Failed.is_terminal());
+    /// assert!(RunStatus::Compensated.is_terminal());
+    /// assert_eq!(RunStatus::parse("compensated"), Some(RunStatus::Compensated));
     /// ```
     pub fn is_terminal(self) -> bool {
-        matches!(self, RunStatus::Completed | RunStatus::Cancelled)
+        matches!(self, RunStatus::Completed | RunStatus::Cancelled | RunStatus::Compensated)
     }
+
+    /// Every status, in the order a run usually goes through them.
+    ///
+    /// ```
+    /// use flow_core::store::RunStatus;
+    /// assert!(RunStatus::ALL.iter().all(|s| RunStatus::parse(s.as_str()) == Some(*s)));
+    /// ```
+    pub const ALL: [RunStatus; 8] = [
+        RunStatus::Queued,
+        RunStatus::Running,
+        RunStatus::Paused,
+        RunStatus::Completed,
+        RunStatus::Failed,
+        RunStatus::Escalated,
+        RunStatus::Cancelled,
+        RunStatus::Compensated,
+    ];
 }
 
 impl fmt::Display for RunStatus {
@@ -802,6 +827,57 @@ pub struct CheckpointInfo {
     pub status: RunStatus,
     /// When, ms since the Unix epoch.
     pub created_at_ms: i64,
+    /// Who edited the run's state at this checkpoint, and why ([`Store::edit_state`]); `None`
+    /// for a checkpoint the run wrote itself.
+    pub edit: Option<EditNote>,
+}
+
+/// Who edited a run's state and why, kept with the checkpoint the edit wrote.
+///
+/// ```
+/// use flow_core::store::EditNote;
+/// let note = EditNote { author: "alice@example.com".into(), reason: "fixed the address".into() };
+/// assert_eq!(note.to_string(), "edited by alice@example.com: fixed the address");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EditNote {
+    /// Who made the edit.
+    pub author: String,
+    /// Why.
+    pub reason: String,
+}
+
+impl fmt::Display for EditNote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "edited by {}: {}", self.author, self.reason)
+    }
+}
+
+/// An edit of a stored run's state ([`Store::edit_state`]): the whole new state, made from the
+/// run as it was at `version`.
+///
+/// ```
+/// use flow_core::store::{EditNote, StateEdit};
+/// let edit = StateEdit {
+///     run_id: uuid::Uuid::now_v7(),
+///     version: 3,
+///     state: serde_json::value::to_raw_value(&serde_json::json!({ "address": "1 Main St" }))?,
+///     note: EditNote { author: "alice".into(), reason: "typo in the address".into() },
+/// };
+/// assert_eq!(edit.version, 3);
+/// # Ok::<(), serde_json::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct StateEdit {
+    /// The run.
+    pub run_id: Uuid,
+    /// The run's version ([`RunRecord::version`]) the edit was made from: a run that moved on
+    /// since is refused ([`StoreError::Moved`]).
+    pub version: u64,
+    /// The new state, as JSON.
+    pub state: Box<RawValue>,
+    /// Who edits it and why.
+    pub note: EditNote,
 }
 
 /// A recorded effect.
@@ -900,13 +976,36 @@ pub enum StoreError {
         /// The step it waits at, when paused at another one.
         waiting_at: Option<String>,
     },
-    /// A cancel request for a run that has ended for good (completed or cancelled).
+    /// A cancel request for a run that has ended for good (completed, cancelled or
+    /// compensated).
     #[error("run {run_id} is {status} already: there is nothing to cancel")]
     Ended {
         /// The run.
         run_id: Uuid,
-        /// Its status: completed or cancelled.
+        /// Its status: completed, cancelled or compensated.
         status: RunStatus,
+    },
+    /// A state edit for a run that is not paused or failed ([`Store::edit_state`]).
+    #[error("run {run_id} is {status}: only a paused or failed run's state can be edited; the state was not changed")]
+    NotEditable {
+        /// The run.
+        run_id: Uuid,
+        /// Its status.
+        status: RunStatus,
+    },
+    /// A state edit made from a version of the run that is no longer its latest: the run moved
+    /// on (it ran, or another edit came first) after the edit read it.
+    #[error(
+        "run {run_id} moved on to version {current} after the edit read version {expected}; the state was not \
+         changed: read the run again and redo the edit"
+    )]
+    Moved {
+        /// The run.
+        run_id: Uuid,
+        /// The version the edit was made from.
+        expected: u64,
+        /// The run's version now.
+        current: u64,
     },
     /// A lease renewal found that the run was asked to stop ([`Store::request_cancel`]). The
     /// lease *was* extended: the holder stops the run's steps, compensates its completed ones
@@ -1447,6 +1546,51 @@ pub trait Store: Send + Sync + 'static {
         let _ = run_id;
         Err(StoreError::Unsupported { what: "reading a run's journal (`Store::journal`)".to_string() })
     }
+
+    /// Writes a checkpoint of its own holding a person's edit of a run's state, with who made
+    /// it and why ([`CheckpointInfo::edit`]), keeping the run's progress and status: the next
+    /// resume continues from the edited state. Only a paused or failed run at rest is edited:
+    /// one held under a live lease is refused with [`StoreError::Locked`], one in another
+    /// status with [`StoreError::NotEditable`], one that moved on since `edit.version` with
+    /// [`StoreError::Moved`]. Returns the new checkpoint's number (the run's new version).
+    /// [`Runner::update_state`](crate::Runner::update_state) is the typed way in.
+    ///
+    /// ```
+    /// use flow_core::store::{EditNote, MemoryStore, StateEdit, Store, StoreError};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let store = MemoryStore::new();
+    /// let edit = StateEdit {
+    ///     run_id: uuid::Uuid::now_v7(),
+    ///     version: 1,
+    ///     state: serde_json::value::to_raw_value(&serde_json::json!({}))?,
+    ///     note: EditNote { author: "alice".into(), reason: "no such run".into() },
+    /// };
+    /// assert!(matches!(store.edit_state(edit).await, Err(StoreError::NotFound(_))));
+    /// # Ok(())
+    /// # }
+    /// ```
+    async fn edit_state(&self, edit: StateEdit) -> Result<u64, StoreError> {
+        let _ = edit;
+        Err(StoreError::Unsupported { what: "editing a run's state (`Store::edit_state`)".to_string() })
+    }
+}
+
+/// Checks a run about to be edited ([`Store::edit_state`]) as every store does: at rest,
+/// paused or failed, at the version the edit was made from.
+pub(crate) fn check_editable(run: &RunRecord, edit: &StateEdit, now: i64) -> Result<(), StoreError> {
+    if let (Some(owner), Some(expires_at_ms)) = (&run.lease_owner, run.lease_expires_at_ms)
+        && expires_at_ms > now
+    {
+        return Err(StoreError::Locked { run_id: run.run_id, owner: owner.clone(), expires_at_ms });
+    }
+    if !matches!(run.status, RunStatus::Paused | RunStatus::Failed) {
+        return Err(StoreError::NotEditable { run_id: run.run_id, status: run.status });
+    }
+    if run.version != edit.version {
+        return Err(StoreError::Moved { run_id: run.run_id, expected: edit.version, current: run.version });
+    }
+    Ok(())
 }
 
 /// Whether a run whose commit brings it to `status` goes back to its queue instead, because a

@@ -13,8 +13,9 @@ use std::pin::Pin;
 use flow_core::TokenUsage;
 use flow_core::graph::{GRAPH_FORMAT, GraphDoc, MethodDoc, RouteDoc, RouteEndDoc, TriggerDoc};
 use flow_core::store::{
-    Answer, CheckpointInfo, Claim, ClaimRequest, Commit, JournalEntry, NewRun, Placement, QueueLimit, RunCursor,
-    RunFilter, RunGraph, RunStatus, Snapshot, Start, StepRecord, StepStatus, Store, StoreError, StreamRecord,
+    Answer, CheckpointInfo, Claim, ClaimRequest, Commit, EditNote, JournalEntry, NewRun, Placement, QueueLimit,
+    RunCursor, RunFilter, RunGraph, RunStatus, Snapshot, Start, StateEdit, StepRecord, StepStatus, Store, StoreError,
+    StreamRecord,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -82,6 +83,78 @@ pub async fn check(store: &dyn Store) -> TestResult {
     stream_log(store).await?;
     graphs_and_step_records(store).await?;
     trace_context(store).await?;
+    editing_state(store).await?;
+    Ok(())
+}
+
+fn state_edit(run_id: Uuid, version: u64, n: u64, author: &str) -> Result<StateEdit, Box<dyn Error>> {
+    Ok(StateEdit {
+        run_id,
+        version,
+        state: serde_json::value::to_raw_value(&json!({ "n": n, "edited": true }))?,
+        note: EditNote { author: author.into(), reason: format!("set n to {n}") },
+    })
+}
+
+/// `edit_state`: a checkpoint of its own with the new state, the run's progress and status,
+/// and who edited it; refused for a leased run, a run in another status, a stale version.
+async fn editing_state(store: &dyn Store) -> TestResult {
+    let run = new_run("edits", "w1", LONG);
+    let id = run.run_id;
+    store.create_run(run).await?;
+    // Leased (running): refused, nothing written.
+    match store.edit_state(state_edit(id, 1, 5, "alice")?).await {
+        Err(StoreError::Locked { run_id, owner, .. }) if run_id == id && owner == "w1" => {}
+        other => return Err(format!("edit of a leased run: expected Locked, got {other:?}").into()),
+    }
+    store.commit(Commit { status: RunStatus::Failed, error: Some("boom".into()), ..commit(id, 1, 1) }).await?;
+    let failed = store.load_run(id).await?;
+    assert_eq!((failed.status, failed.version), (RunStatus::Failed, 2));
+    // Made from an older version: refused.
+    match store.edit_state(state_edit(id, 1, 5, "alice")?).await {
+        Err(StoreError::Moved { run_id, expected: 1, current: 2 }) if run_id == id => {}
+        other => return Err(format!("edit from a stale version: expected Moved, got {other:?}").into()),
+    }
+    let edit = state_edit(id, 2, 7, "alice")?;
+    let edited_text = edit.state.get().to_string();
+    assert_eq!(store.edit_state(edit).await?, 3);
+    let edited = store.load_run(id).await?;
+    assert_eq!((edited.status, edited.version), (RunStatus::Failed, 3), "the status stays");
+    assert_eq!(edited.snapshot.state.get(), edited_text.as_str());
+    assert_eq!(edited.snapshot.progress.get(), snapshot(1).progress.get(), "the progress is the run's");
+    assert_eq!(edited.error.as_deref(), Some("boom"), "the run's error stays");
+    assert!(edited.lease_owner.is_none());
+    let history = store.checkpoints(id).await?;
+    let last = history.last().ok_or("no checkpoints")?;
+    assert_eq!((last.seq, last.status, last.step_key.as_deref()), (3, RunStatus::Failed, None));
+    let note = EditNote { author: "alice".into(), reason: "set n to 7".into() };
+    assert_eq!(last.edit.as_ref(), Some(&note));
+    assert!(history[..history.len() - 1].iter().all(|c| c.edit.is_none()), "{history:?}");
+    assert_eq!(store.load_checkpoint(id, 3).await?.state.get(), edited_text.as_str());
+    // A claim sees the edited state and goes on from it.
+    let claim = store.claim(id, "w2", LONG).await?;
+    assert_eq!(claim.run.snapshot.state.get(), edited_text.as_str());
+    match store.edit_state(state_edit(id, 3, 9, "bob")?).await {
+        Err(StoreError::Locked { owner, .. }) if owner == "w2" => {}
+        other => return Err(format!("edit of a claimed run: expected Locked, got {other:?}").into()),
+    }
+    store.commit(Commit { status: RunStatus::Completed, ..commit(id, claim.epoch, 4) }).await?;
+    match store.edit_state(state_edit(id, 4, 9, "bob")?).await {
+        Err(StoreError::NotEditable { run_id, status: RunStatus::Completed }) if run_id == id => {}
+        other => return Err(format!("edit of a completed run: expected NotEditable, got {other:?}").into()),
+    }
+    assert_eq!(store.load_run(id).await?.version, 4, "refused edits write nothing");
+    // Paused runs are editable too.
+    let paused = new_run("edits", "w1", LONG);
+    let pid = paused.run_id;
+    store.create_run(paused).await?;
+    let pause = json!({ "step_key": "ask#0", "question": "publish?" });
+    store.commit(Commit { status: RunStatus::Paused, pause: Some(pause.clone()), ..commit(pid, 1, 1) }).await?;
+    assert_eq!(store.edit_state(state_edit(pid, 2, 1, "carol")?).await?, 3);
+    let record = store.load_run(pid).await?;
+    assert_eq!((record.status, record.pause), (RunStatus::Paused, Some(pause)), "still waiting for its answer");
+    let unknown = Uuid::new_v4();
+    expect_not_found("edit_state", unknown, store.edit_state(state_edit(unknown, 1, 1, "x")?).await)?;
     Ok(())
 }
 
@@ -201,7 +274,8 @@ async fn create_and_load(store: &dyn Store) -> TestResult {
             seq: 1,
             step_key: None,
             status: RunStatus::Running,
-            created_at_ms: record.created_at_ms
+            created_at_ms: record.created_at_ms,
+            edit: None,
         }]
     );
     assert_eq!(store.load_checkpoint(id, 1).await?, run.snapshot);

@@ -14,15 +14,7 @@ use super::form::{self, Kind};
 use crate::diff::Change;
 use crate::output;
 
-const STATUSES: [RunStatus; 7] = [
-    RunStatus::Queued,
-    RunStatus::Running,
-    RunStatus::Paused,
-    RunStatus::Completed,
-    RunStatus::Failed,
-    RunStatus::Escalated,
-    RunStatus::Cancelled,
-];
+const STATUSES: [RunStatus; 8] = RunStatus::ALL;
 
 fn layout(title: &str, body_attrs: (&str, &str), content: Markup) -> Markup {
     html! {
@@ -360,7 +352,7 @@ fn history(v: &RunView) -> Markup {
                     li.current[Some(c.seq) == shown] {
                         a href={ "/runs/" (id) "?at=" (c.seq) } {
                             (c.seq) " · "
-                            @if let Some(k) = &c.step_key { "after " code { (k) } } @else if c.seq == 1 { "start" } @else { (c.status.as_str()) }
+                            @if let Some(k) = &c.step_key { "after " code { (k) } } @else if let Some(e) = &c.edit { (e.to_string()) } @else if c.seq == 1 { "start" } @else { (c.status.as_str()) }
                         }
                         " " span.muted { (output::time(c.created_at_ms)) }
                     }

@@ -62,7 +62,7 @@ use self::listen::Wake;
 use crate::graph::GraphDoc;
 use crate::store::{
     CheckpointInfo, Claim, ClaimRequest, Commit, JournalEntry, Listing, NewRun, RunFilter, RunRecord, RunStatus,
-    RunSummary, Snapshot, StepRecord, Store, StoreError, StreamRecord,
+    RunSummary, Snapshot, StateEdit, StepRecord, Store, StoreError, StreamRecord,
 };
 
 /// How many connections [`PgStore::connect`] opens at most.
@@ -486,6 +486,11 @@ impl Store for PgStore {
 
     async fn load_checkpoint(&self, run_id: Uuid, seq: u64) -> Result<Snapshot, StoreError> {
         on_connection!(self, Some(run_id), |client| queries::load_checkpoint(&client, &self.pg, run_id, seq))
+    }
+
+    async fn edit_state(&self, edit: StateEdit) -> Result<u64, StoreError> {
+        let run_id = edit.run_id;
+        on_connection!(self, Some(run_id), |client| queries::edit_state(&client, &self.pg, &edit))
     }
 
     async fn journal(&self, run_id: Uuid) -> Result<Vec<JournalEntry>, StoreError> {

@@ -18,10 +18,10 @@ use uuid::Uuid;
 use super::error::{Pg, corrupt};
 use crate::graph::GraphDoc;
 use crate::store::admission::{self, Admission};
-use crate::store::decode::{decode_answer, decode_graph, decode_usage, encode_usage, waiting_at};
+use crate::store::decode::{decode_answer, decode_graph, decode_usage, edit_note, encode_usage, waiting_at};
 use crate::store::{
     CheckpointInfo, Claim, ClaimRequest, Commit, DamagedRun, JournalEntry, Listing, NewRun, Placement, RunFilter,
-    RunRecord, RunStatus, RunSummary, Snapshot, Start, StepRecord, StepStatus, StoreError,
+    RunRecord, RunStatus, RunSummary, Snapshot, Start, StateEdit, StepRecord, StepStatus, StoreError,
 };
 
 /// Now, in milliseconds since the Unix epoch, on the database's clock: the same clock for every
@@ -146,7 +146,7 @@ const RENEW_LEASE: &str = concat!(
     "UPDATE flow_runs SET lease_expires_at = ",
     now_ms!(),
     " + $3 WHERE run_id = $1 AND epoch = $2 AND lease_owner IS NOT NULL \
-     RETURNING CASE WHEN status NOT IN ('completed', 'cancelled') THEN cancel_requested END"
+     RETURNING CASE WHEN status NOT IN ('completed', 'cancelled', 'compensated') THEN cancel_requested END"
 );
 
 // A run at rest goes back to its queue, due now; a running one is only marked. The first
@@ -158,7 +158,7 @@ const REQUEST_CANCEL: &str = concat!(
     now_ms!(),
     " END, updated_at = ",
     now_ms!(),
-    " WHERE run_id = $1 AND status NOT IN ('completed', 'cancelled') RETURNING status, queue"
+    " WHERE run_id = $1 AND status NOT IN ('completed', 'cancelled', 'compensated') RETURNING status, queue"
 );
 
 // The `steps` part of `CREATE_RUN` and `COMMIT`: upserts the steps passed as $13-$22, one array
@@ -270,8 +270,29 @@ const _: () = assert!(STEPS_PER_COMMIT == 1_048_576);
 const SELECT_STEPS: &str = "SELECT step_key, method, status, input, output, error, attempt, started_at, \
      finished_at, token_usage FROM flow_steps WHERE run_id = $1 ORDER BY ord";
 
-const SELECT_CHECKPOINTS: &str =
-    "SELECT seq, step_key, status, created_at FROM flow_checkpoints WHERE run_id = $1 ORDER BY seq";
+const SELECT_CHECKPOINTS: &str = "SELECT seq, step_key, status, created_at, edited_by, edit_reason \
+     FROM flow_checkpoints WHERE run_id = $1 ORDER BY seq";
+
+// A person's edit of a run's state as one statement: the run row moves to the next version only
+// when it is at the version the edit was made from, paused or failed, and under no live lease;
+// the edit's checkpoint copies the progress of the checkpoint it follows. No row: refused (the
+// caller reads the run to say why).
+//   $1 run id, $2 the version the edit was made from, $3 state, $4 author, $5 reason.
+const EDIT_STATE: &str = concat!(
+    "WITH run AS (\
+         UPDATE flow_runs SET version = version + 1, updated_at = ",
+    now_ms!(),
+    " WHERE run_id = $1 AND version = $2 AND status IN ('paused', 'failed') \
+         AND (lease_owner IS NULL OR lease_expires_at IS NULL OR lease_expires_at <= ",
+    now_ms!(),
+    ") RETURNING version, status), \
+     checkpoint AS (\
+         INSERT INTO flow_checkpoints (run_id, seq, step_key, status, state, progress, created_at, edited_by, \
+         edit_reason) SELECT $1, run.version, NULL, run.status, $3, c.progress, ",
+    now_ms!(),
+    ", $4, $5 FROM run JOIN flow_checkpoints c ON c.run_id = $1 AND c.seq = $2) \
+     SELECT version FROM run"
+);
 
 const SELECT_CHECKPOINT: &str = "SELECT state, progress FROM flow_checkpoints WHERE run_id = $1 AND seq = $2";
 
@@ -1081,6 +1102,28 @@ pub(super) async fn run_graph(
     decode_graph(run_id, digest, json)
 }
 
+/// Writes a person's edit of a run's state as a checkpoint of its own (`Store::edit_state`).
+pub(super) async fn edit_state(client: &impl GenericClient, pg: &Pg, edit: &StateEdit) -> Result<u64, StoreError> {
+    let run_id = edit.run_id;
+    let fail = |e: tokio_postgres::Error| pg.map(&e, Some(run_id));
+    let version =
+        i64::try_from(edit.version).map_err(|_| StoreError::Moved { run_id, expected: edit.version, current: 0 })?;
+    let stmt = client.prepare_cached(EDIT_STATE).await.map_err(fail)?;
+    let params: [&(dyn ToSql + Sync); 5] = [&run_id, &version, &edit.state.get(), &edit.note.author, &edit.note.reason];
+    if let Some(row) = client.query_opt(&stmt, &params).await.map_err(fail)? {
+        let seq: i64 = col(&row, 0, run_id, "version")?;
+        return decode_u64(run_id, "version", seq);
+    }
+    // Refused: say why, as the other stores do.
+    let run = load_run(client, pg, run_id).await?;
+    crate::store::check_editable(&run, edit, crate::store::now_ms())?;
+    Err(StoreError::Locked {
+        run_id,
+        owner: run.lease_owner.unwrap_or_default(),
+        expires_at_ms: run.lease_expires_at_ms.unwrap_or_default(),
+    })
+}
+
 /// The run's checkpoint history, oldest first.
 pub(super) async fn checkpoints(
     client: &impl GenericClient,
@@ -1102,6 +1145,10 @@ pub(super) async fn checkpoints(
                 step_key: col(row, 1, run_id, &format!("checkpoint {seq} step key"))?,
                 status: decode_run_status(run_id, &format!("checkpoint {seq} status"), &status)?,
                 created_at_ms: col(row, 3, run_id, &format!("checkpoint {seq} time"))?,
+                edit: edit_note(
+                    col(row, 4, run_id, &format!("checkpoint {seq} editor"))?,
+                    col(row, 5, run_id, &format!("checkpoint {seq} edit reason"))?,
+                ),
             })
         })
         .collect()

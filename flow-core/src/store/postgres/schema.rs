@@ -147,8 +147,15 @@ ALTER TABLE flow_steps ADD COLUMN token_usage text;
 /// execution, which later executions continue (NULL: none kept).
 const V6: &str = "ALTER TABLE flow_runs ADD COLUMN trace_context text;";
 
+/// Version 7 (issue 19): who edited a run's state and why (`Store::edit_state`), on the
+/// checkpoint the edit wrote; NULL on the checkpoints runs write themselves.
+const V7: &str = r#"
+ALTER TABLE flow_checkpoints ADD COLUMN edited_by text;
+ALTER TABLE flow_checkpoints ADD COLUMN edit_reason text;
+"#;
+
 /// Every migration, in order: `MIGRATIONS[i]` takes a schema from version `i` to `i + 1`.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
 
 /// The schema version this build reads and writes.
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

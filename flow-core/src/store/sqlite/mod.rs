@@ -29,7 +29,7 @@ use self::writer::WriterHandle;
 use crate::graph::GraphDoc;
 use crate::store::{
     CheckpointInfo, Claim, ClaimRequest, Commit, JournalEntry, Listing, NewRun, RunFilter, RunRecord, RunStatus,
-    RunSummary, Snapshot, Start, StepRecord, Store, StoreError, StreamRecord, now_ms,
+    RunSummary, Snapshot, Start, StateEdit, StepRecord, Store, StoreError, StreamRecord, now_ms,
 };
 
 /// How hard SQLite pushes each commit to the disk (`PRAGMA synchronous`).
@@ -552,6 +552,11 @@ impl Store for SqliteStore {
 
     async fn load_run(&self, run_id: Uuid) -> Result<RunRecord, StoreError> {
         self.read(move |db| queries::load_run(db, run_id)).await.map_err(|e| e.for_run(run_id))
+    }
+
+    async fn edit_state(&self, edit: StateEdit) -> Result<u64, StoreError> {
+        let run_id = edit.run_id;
+        self.write(move |db| queries::edit_state(db, &edit, now_ms())).await.map_err(|e| e.for_run(run_id))
     }
 
     async fn list_runs(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, StoreError> {

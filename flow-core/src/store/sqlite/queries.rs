@@ -17,10 +17,10 @@ use uuid::Uuid;
 use super::error::{column, corrupt, map};
 use crate::graph::GraphDoc;
 use crate::store::admission::{self, Admission};
-use crate::store::decode::{decode_answer, decode_graph, decode_usage, encode_usage};
+use crate::store::decode::{decode_answer, decode_graph, decode_usage, edit_note, encode_usage};
 use crate::store::{
     CheckpointInfo, Claim, ClaimRequest, Commit, DamagedRun, JournalEntry, Listing, NewRun, Placement, RunFilter,
-    RunRecord, RunStatus, RunSummary, Snapshot, Start, StepRecord, StepStatus, StoreError,
+    RunRecord, RunStatus, RunSummary, Snapshot, Start, StateEdit, StepRecord, StepStatus, StoreError,
 };
 
 /// A connection and the file it is on, for error messages.
@@ -101,7 +101,7 @@ const TAKE_LEASE: &str = concat!(
 // released run an expiry again.
 // Returns the pending cancel request, if any, so the holder learns of it.
 const RENEW_LEASE: &str = "UPDATE flow_runs SET lease_expires_at = ?3 WHERE run_id = ?1 AND epoch = ?2 \
-     AND lease_owner IS NOT NULL RETURNING CASE WHEN status NOT IN ('completed', 'cancelled') THEN cancel_requested END";
+     AND lease_owner IS NOT NULL RETURNING CASE WHEN status NOT IN ('completed', 'cancelled', 'compensated') THEN cancel_requested END";
 
 const RELEASE_LEASE: &str = "UPDATE flow_runs SET lease_owner = NULL, lease_expires_at = NULL \
      WHERE run_id = ?1 AND epoch = ?2 RETURNING status";
@@ -127,7 +127,7 @@ const UPDATE_RUN: &str = "UPDATE flow_runs SET \
 const REQUEST_CANCEL: &str = "UPDATE flow_runs SET cancel_requested = COALESCE(cancel_requested, ?2), \
      status = CASE WHEN status = 'running' THEN status ELSE 'queued' END, \
      available_at = CASE WHEN status = 'running' THEN available_at ELSE ?3 END, updated_at = ?3 \
-     WHERE run_id = ?1 AND status NOT IN ('completed', 'cancelled') RETURNING status";
+     WHERE run_id = ?1 AND status NOT IN ('completed', 'cancelled', 'compensated') RETURNING status";
 
 // Live leases per queue and key, over every run of the queues in the JSON array ?1.
 const LIVE_LEASES: &str = "SELECT queue, concurrency_key, count(*) FROM flow_runs \
@@ -170,8 +170,13 @@ const PRUNE_CHECKPOINTS: &str = "DELETE FROM flow_checkpoints WHERE ck BETWEEN ?
 const SELECT_STEPS: &str = "SELECT step_key, method, status, input, output, error, attempt, started_at, \
      finished_at, token_usage FROM flow_steps WHERE run_id = ?1 ORDER BY ord";
 
-const SELECT_CHECKPOINTS: &str =
-    "SELECT seq, step_key, status, created_at FROM flow_checkpoints WHERE ck BETWEEN ?1 AND ?2 ORDER BY ck";
+const SELECT_CHECKPOINTS: &str = "SELECT seq, step_key, status, created_at, edited_by, edit_reason \
+     FROM flow_checkpoints WHERE ck BETWEEN ?1 AND ?2 ORDER BY ck";
+
+const APPEND_EDIT: &str = "INSERT INTO flow_checkpoints (ck, run_id, seq, step_key, status, state, progress, \
+     created_at, edited_by, edit_reason) VALUES (?1, ?2, ?3, NULL, ?4, ?5, ?6, ?7, ?8, ?9)";
+
+const TOUCH_RUN: &str = "UPDATE flow_runs SET updated_at = ?2 WHERE run_id = ?1";
 
 const SELECT_CHECKPOINT: &str = "SELECT state, progress FROM flow_checkpoints WHERE ck = ?1";
 
@@ -1030,19 +1035,54 @@ pub(super) fn run_graph(db: Db<'_>, run_id: Uuid) -> Result<Option<GraphDoc>, St
 pub(super) fn checkpoints(db: Db<'_>, run_id: Uuid) -> Result<Vec<CheckpointInfo>, StoreError> {
     let [first, last] = History::read(db, run_id)?.keys();
     let rows = collect(db, SELECT_CHECKPOINTS, params![first, last], |r| {
-        Ok((r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?))
+        Ok((
+            (r.get::<_, i64>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?),
+            (r.get::<_, Option<String>>(4)?, r.get::<_, Option<String>>(5)?),
+        ))
     })
     .map_err(|e| column(e, run_id, "checkpoint row", db.path))?;
     rows.into_iter()
-        .map(|(seq, step_key, status, created_at_ms)| {
+        .map(|((seq, step_key, status, created_at_ms), (author, reason))| {
             Ok(CheckpointInfo {
                 seq: decode_u64(run_id, "checkpoint seq", seq)?,
                 status: decode_run_status(run_id, &format!("checkpoint {seq} status"), &status)?,
                 step_key,
                 created_at_ms,
+                edit: edit_note(author, reason),
             })
         })
         .collect()
+}
+
+/// Writes a person's edit of a run's state as a checkpoint of its own (`Store::edit_state`),
+/// after the checks every store makes ([`crate::store::check_editable`]).
+pub(super) fn edit_state(db: Db<'_>, edit: &StateEdit, now: i64) -> Result<u64, StoreError> {
+    let run = load_run(db, edit.run_id)?;
+    crate::store::check_editable(&run, edit, now)?;
+    let history = History::read(db, edit.run_id)?;
+    let seq = i64::try_from(run.version).unwrap_or(MAX_SEQ).saturating_add(1);
+    if seq > MAX_SEQ {
+        return Err(StoreError::Backend(format!(
+            "run {}: it has {MAX_SEQ} checkpoints, the most one run can have; fork it to go on",
+            edit.run_id
+        )));
+    }
+    let id = edit.run_id.to_string();
+    db.prepare(APPEND_EDIT)?
+        .execute(params![
+            history.key(seq),
+            id,
+            seq,
+            run.status.as_str(),
+            edit.state.get(),
+            run.snapshot.progress.get(),
+            now,
+            edit.note.author,
+            edit.note.reason,
+        ])
+        .map_err(db.fail())?;
+    db.prepare(TOUCH_RUN)?.execute(params![id, now]).map_err(db.fail())?;
+    decode_u64(edit.run_id, "checkpoint seq", seq)
 }
 
 /// The snapshot saved by checkpoint `seq`.
@@ -1143,6 +1183,8 @@ mod tests {
         ("UPDATE_RUN", UPDATE_RUN),
         ("UPSERT_STEP", UPSERT_STEP),
         ("APPEND_CHECKPOINT", APPEND_CHECKPOINT),
+        ("APPEND_EDIT", APPEND_EDIT),
+        ("TOUCH_RUN", TOUCH_RUN),
         ("PRUNE_CHECKPOINTS", PRUNE_CHECKPOINTS),
         ("SELECT_STEPS", SELECT_STEPS),
         ("SELECT_CHECKPOINTS", SELECT_CHECKPOINTS),
@@ -1380,6 +1422,13 @@ mod tests {
                 available_at_ms: None,
             };
             commit(db, &pause, None, 8_000)?;
+            let edit = StateEdit {
+                run_id: qid,
+                version: 2,
+                state: serde_json::value::to_raw_value(&json!({ "edited": round }))?,
+                note: crate::store::EditNote { author: "a".into(), reason: "r".into() },
+            };
+            assert_eq!(edit_state(db, &edit, 8_500)?, 3);
             answer(db, qid, "ask#0", &json!(true), 9_000)?;
             let claimed = claim_next(db, &request, 10_000)?;
             let failed = Commit { epoch: claimed[0].epoch, status: RunStatus::Failed, pause: None, ..pause };

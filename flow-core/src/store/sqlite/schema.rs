@@ -291,6 +291,12 @@ ALTER TABLE flow_steps ADD COLUMN token_usage TEXT;
 /// execution, which later executions continue (NULL: none kept).
 const V8: &str = "ALTER TABLE flow_runs ADD COLUMN trace_context TEXT;\n";
 
+/// Version 9 (issue 19): who edited a run's state and why (`Store::edit_state`), on the
+/// checkpoint the edit wrote; NULL on the checkpoints runs write themselves.
+const V9: &str = "ALTER TABLE flow_checkpoints ADD COLUMN edited_by TEXT;
+ALTER TABLE flow_checkpoints ADD COLUMN edit_reason TEXT;
+";
+
 /// What a new file gets: the schema every migration together makes of an empty file, written
 /// out, because running them one by one re-parses the schema at every `ALTER` and triples the
 /// cost of creating a store. `a_new_file_gets_what_the_migrations_make` keeps the two equal.
@@ -328,7 +334,22 @@ CREATE INDEX flow_runs_leased ON flow_runs (queue, concurrency_key, lease_expire
 CREATE INDEX flow_runs_by_flow_status ON flow_runs (flow, status, created_at DESC, run_id DESC);
 ",
     steps_table!("flow_steps", step_record_columns!()),
-    checkpoints_table!("flow_checkpoints"),
+    "-- `ck` is the run's `run_no` * 2^32 + `seq`. Checkpoint `seq` N holds the snapshot of
+-- run version N; the run's newest checkpoint is its current snapshot. `edited_by` and
+-- `edit_reason` are set on a checkpoint a person's state edit wrote.
+CREATE TABLE flow_checkpoints (
+    ck          INTEGER NOT NULL PRIMARY KEY,
+    run_id      TEXT    NOT NULL REFERENCES flow_runs (run_id) ON DELETE CASCADE,
+    seq         INTEGER NOT NULL,
+    step_key    TEXT,
+    status      TEXT    NOT NULL,
+    state       TEXT    NOT NULL,
+    progress    TEXT    NOT NULL,
+    created_at  INTEGER NOT NULL,
+    edited_by   TEXT,
+    edit_reason TEXT
+) STRICT;
+",
     graphs_table!(),
     "
 -- Keyed by run, not by step row: an effect may be recorded before its step's row is committed.
@@ -348,7 +369,7 @@ CREATE TABLE step_journal (
 );
 
 /// Every migration, oldest first. Append only: a released migration never changes.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
 
 /// The schema version this build writes.
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
