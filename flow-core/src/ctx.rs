@@ -37,6 +37,9 @@ pub(crate) struct RunShared {
     pub(crate) park_after: Option<Duration>,
     /// Where the run's stream items go, when something wants them (`crate::stream`).
     pub(crate) stream: Option<Arc<crate::stream::RunStream>>,
+    /// What embeds memory for [`Ctx::recall`] and [`Ctx::remember`]; `None`: the built-in
+    /// [`HashEmbedder`](crate::memory::HashEmbedder).
+    pub(crate) embedder: Option<Arc<dyn crate::memory::Embedder>>,
 }
 
 impl RunShared {
@@ -531,6 +534,10 @@ impl<S: State> Ctx<S> {
         self.scope.interrupt_waker.wake();
     }
 
+    pub(crate) fn run_shared(&self) -> &RunShared {
+        &self.scope.run
+    }
+
     fn next_seq(&self) -> u32 {
         self.scope.seq.fetch_add(1, Ordering::Relaxed)
     }
@@ -550,7 +557,7 @@ impl<S: State> Ctx<S> {
         }
     }
 
-    async fn remember(&self, entry: JournalEntry) -> Result<JournalEntry, Error> {
+    async fn keep_entry(&self, entry: JournalEntry) -> Result<JournalEntry, Error> {
         let winner = match &self.scope.run.store {
             // First writer wins, so writing the same entry again after an ambiguous failure is safe.
             Some(store) => with_store_retries("recording an effect", || store.journal_put(entry.clone())).await?,
@@ -686,7 +693,7 @@ impl<S: State> Ctx<S> {
         if let Some(answer) = answer {
             match T::deserialize(&answer) {
                 Ok(v) => {
-                    self.remember(JournalEntry {
+                    self.keep_entry(JournalEntry {
                         run_id: self.scope.run.run_id,
                         step_key: self.step_key().to_string(),
                         seq,
@@ -842,7 +849,7 @@ impl<S: State> Ctx<S> {
     /// Journals a wake time; when another execution recorded one first, that one wins.
     async fn remember_timer(&self, seq: u32, name: &str, wake_ms: i64) -> Result<i64, Error> {
         let winner = self
-            .remember(JournalEntry {
+            .keep_entry(JournalEntry {
                 run_id: self.scope.run.run_id,
                 step_key: self.step_key().to_string(),
                 seq,
@@ -951,7 +958,7 @@ impl<S: State> Journal for Ctx<S> {
             }
             let output = effect.await?;
             let winner = self
-                .remember(JournalEntry {
+                .keep_entry(JournalEntry {
                     run_id: self.scope.run.run_id,
                     step_key: self.step_key().to_string(),
                     seq,

@@ -69,6 +69,7 @@ pub mod guide;
 pub mod input;
 pub mod journal;
 mod lease;
+pub mod memory;
 mod outcome;
 mod plan;
 pub mod plot;
