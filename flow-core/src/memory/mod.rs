@@ -646,3 +646,59 @@ impl<S: State> Ctx<S> {
         self.memory()?.forget(self, forget).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MemoryStore;
+    use futures::future::BoxFuture;
+
+    /// A journal that lost its entry: every effect runs again, as after a crash between the
+    /// store's write and the journal's.
+    struct Forgetful;
+
+    impl Journal for Forgetful {
+        fn record<'a>(
+            &'a self,
+            _kind: &'a str,
+            _name: &'a str,
+            _request: &'a Value,
+            effect: BoxFuture<'a, Result<Value, Error>>,
+        ) -> BoxFuture<'a, Result<Value, Error>> {
+            effect
+        }
+
+        fn idempotency_key(&self) -> String {
+            "run-1:learn#1".to_string()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_remember_run_again_without_its_journal_entry_stores_nothing_twice() -> Result<(), Error> {
+        let store = Arc::new(MemoryStore::new());
+        let memory = Memory::new(store.clone(), Arc::new(HashEmbedder::default()));
+        let first = memory.remember(&Forgetful, Remember::new("notes", "the same fact")).await?;
+        let again = memory.remember(&Forgetful, Remember::new("notes", "the same fact")).await?;
+        assert_eq!(first, again);
+        let other = memory.remember(&Forgetful, Remember::new("notes", "another fact")).await?;
+        assert_ne!(first, other);
+        let found = memory.recall(&Forgetful, Recall::new("notes", "fact").k(10)).await?;
+        assert_eq!(found.len(), 2, "{found:?}");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn bad_scopes_and_metadata_are_refused() {
+        let memory = Memory::new(Arc::new(MemoryStore::new()), Arc::new(HashEmbedder::default()));
+        for scope in ["", "/a", "a/", "a//b"] {
+            let err = memory.remember(&crate::NoJournal, Remember::new(scope, "x")).await.unwrap_err();
+            assert!(err.to_string().contains("not a path"), "{err}");
+        }
+        let err = memory
+            .remember(&crate::NoJournal, Remember::new("a", "x").metadata(json!([1])))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("must be a JSON object"), "{err}");
+        assert!(Forget::matching(json!({})).is_err());
+    }
+}
