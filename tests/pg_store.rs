@@ -50,7 +50,9 @@ async fn pg_store_meets_the_memory_contract() -> TestResult {
     let store = PgStore::from_pool(db.pool(2)).await?;
     store_conformance::memory::check_memory(&store).await?;
     let other = PgStore::from_pool(db.pool(1)).await?;
-    store.memory_put(flow_core::memory::MemoryRecord::new("shared", "notes", "seen by every worker", vec![1.0])).await?;
+    store
+        .memory_put(flow_core::memory::MemoryRecord::new("shared", "notes", "seen by every worker", vec![1.0]))
+        .await?;
     let search = flow_core::memory::MemorySearch {
         scope: "notes".into(),
         subscopes: false,

@@ -479,8 +479,9 @@ pub async fn run(
                 if answer.approve { "approved" } else { "rejected" }
             ));
             let (fresh_store, _) = config.setup.open_store().await?;
-            let fresh =
-                Runner::new(InvoiceFlow::new(Arc::clone(&llm))?).with_store(fresh_store).with_embedder(backend.embedder());
+            let fresh = Runner::new(InvoiceFlow::new(Arc::clone(&llm))?)
+                .with_store(fresh_store)
+                .with_embedder(backend.embedder());
             trace.follow(&fresh);
             let next = fresh.resume_with(run_id, &answer).await?;
             pause = Some((paused.request.clone(), waiting, answer));

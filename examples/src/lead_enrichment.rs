@@ -285,11 +285,8 @@ pub fn form_problems(form: &LeadForm) -> Vec<String> {
 
 /// The memory scope of a company: `company/<name in lower case, words joined by ->`.
 pub fn company_scope(company: &str) -> String {
-    let slug: Vec<String> = company
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
-        .collect();
+    let slug: Vec<String> =
+        company.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect();
     format!("company/{}", if slug.is_empty() { "unknown".to_string() } else { slug.join("-") })
 }
 
@@ -376,14 +373,13 @@ impl LeadFlow {
     async fn enrich_company(&self, cx: &Ctx<LeadState>) -> Result<()> {
         let form = cx.read(|s| s.form.clone());
         let domain = form.email.rsplit('@').next().unwrap_or_default().to_owned();
-        let prompt = format!(
+        let mut prompt = format!(
             "Profile the company of this lead. Look it up first.\ncompany: {}\ndomain: {domain}\nWhat they wrote: {}",
             form.company, form.message
         );
         // What earlier runs learned about this company, so research builds on it.
         let scope = company_scope(&form.company);
         let known = cx.recall(&scope, &format!("what we know about {}", form.company), 3).await?;
-        let mut prompt = prompt;
         if !known.is_empty() {
             prompt.push_str("\nWhat earlier runs learned about this company:");
             for memory in &known {

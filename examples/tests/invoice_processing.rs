@@ -141,9 +141,8 @@ async fn a_reviewers_correction_reaches_the_next_invoice_of_the_same_supplier() 
     let mut batch = invoice_processing::sample_invoices();
     batch.swap(0, 1); // Helix first, then Acme.
     batch.truncate(2);
-    let second = invoice_processing::run(Config { invoices: batch, ..Config::offline(&db) }, |_| approve(true))
-        .await
-        .unwrap();
+    let second =
+        invoice_processing::run(Config { invoices: batch, ..Config::offline(&db) }, |_| approve(true)).await.unwrap();
     let prompts = said(&second);
     assert_eq!(prompts.len(), 2, "{prompts:#?}");
     assert!(prompts[0].contains("Reviewers corrected this supplier's earlier invoices"), "{}", prompts[0]);

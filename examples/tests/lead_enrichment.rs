@@ -174,7 +174,10 @@ async fn the_next_run_for_a_company_builds_on_what_the_last_one_learned() {
     assert!(!brightleaf.is_empty());
     let escaped = serde_json::to_string(&learned).unwrap();
     let escaped = escaped.trim_matches('"');
-    assert!(brightleaf.iter().all(|b| b.contains("What earlier runs learned about this company") && b.contains(escaped)), "{brightleaf:#?}");
+    assert!(
+        brightleaf.iter().all(|b| b.contains("What earlier runs learned about this company") && b.contains(escaped)),
+        "{brightleaf:#?}"
+    );
     assert!(second.leads[1].state.recalled.is_empty(), "Lindqvist Bakery knows nothing of Brightleaf");
     assert!(prompts.iter().filter(|b| b.contains("Lindqvist")).all(|b| !b.contains("What earlier runs learned")));
 }

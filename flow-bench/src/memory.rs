@@ -18,9 +18,36 @@ use crate::workloads::BoxError;
 pub const QUERIES: usize = 30;
 
 const WORDS: &[&str] = &[
-    "invoice", "supplier", "pallet", "freight", "licence", "seat", "renewal", "discount", "tax", "currency", "order",
-    "delivery", "contract", "support", "cloud", "storage", "paper", "toner", "audit", "payment", "refund", "quarter",
-    "region", "warehouse", "customs", "shipment", "printer", "laptop", "server", "network",
+    "invoice",
+    "supplier",
+    "pallet",
+    "freight",
+    "licence",
+    "seat",
+    "renewal",
+    "discount",
+    "tax",
+    "currency",
+    "order",
+    "delivery",
+    "contract",
+    "support",
+    "cloud",
+    "storage",
+    "paper",
+    "toner",
+    "audit",
+    "payment",
+    "refund",
+    "quarter",
+    "region",
+    "warehouse",
+    "customs",
+    "shipment",
+    "printer",
+    "laptop",
+    "server",
+    "network",
 ];
 
 fn fact(i: usize) -> String {
@@ -39,8 +66,7 @@ pub fn measure(n: usize, dir: &Path) -> Result<Value, BoxError> {
         let fill = Instant::now();
         let mut puts = Vec::with_capacity(256);
         for i in 0..n {
-            let record =
-                MemoryRecord::new(format!("m{i}"), "company/acme", fact(i), embedder.vector(&fact(i)));
+            let record = MemoryRecord::new(format!("m{i}"), "company/acme", fact(i), embedder.vector(&fact(i)));
             // Concurrent puts share the writer's group commits, as many steps remembering at once do.
             puts.push(store.memory_put(record));
             if puts.len() == 256 || i + 1 == n {

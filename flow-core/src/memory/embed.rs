@@ -162,15 +162,16 @@ fn words(text: &str) -> impl Iterator<Item = String> + '_ {
 const STOP_WORDS: &[&str] = &[
     "a", "an", "and", "are", "as", "at", "be", "by", "did", "do", "does", "for", "from", "had", "has", "have", "in",
     "is", "it", "its", "of", "on", "or", "our", "so", "that", "the", "their", "them", "they", "this", "to", "was",
-    "we", "were", "what", "when", "which", "who", "will", "with", "you", "your", "about", "any", "all", "been",
-    "can", "could", "how", "into", "it's", "me", "my", "no", "not", "than", "then", "there", "these", "those", "us",
-    "would", "should",
+    "we", "were", "what", "when", "which", "who", "will", "with", "you", "your", "about", "any", "all", "been", "can",
+    "could", "how", "into", "it's", "me", "my", "no", "not", "than", "then", "there", "these", "those", "us", "would",
+    "should",
 ];
 
 /// A crude suffix-stripping stemmer: enough for plural and verb forms of the same word to meet.
 fn stem(word: &str) -> String {
     let mut w = word.to_string();
-    for suffix in ["ational", "ization", "ations", "ation", "ments", "ment", "ingly", "edly", "ings", "ing", "ies", "ied"]
+    for suffix in
+        ["ational", "ization", "ations", "ation", "ments", "ment", "ingly", "edly", "ings", "ing", "ies", "ied"]
     {
         if w.len() > suffix.len() + 2 && w.ends_with(suffix) {
             w.truncate(w.len() - suffix.len());
@@ -196,7 +197,9 @@ fn trim_tail(mut w: String) -> String {
         w.pop();
     }
     let bytes = w.as_bytes();
-    if bytes.len() > 3 && bytes[bytes.len() - 1] == bytes[bytes.len() - 2] && !b"aeiouls".contains(&bytes[bytes.len() - 1])
+    if bytes.len() > 3
+        && bytes[bytes.len() - 1] == bytes[bytes.len() - 2]
+        && !b"aeiouls".contains(&bytes[bytes.len() - 1])
     {
         w.pop();
     }

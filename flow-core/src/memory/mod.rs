@@ -125,7 +125,12 @@ impl MemoryRecord {
     /// let r = flow_core::memory::MemoryRecord::new("a", "notes", "hello", vec![1.0]);
     /// assert!(r.created_at_ms > 0);
     /// ```
-    pub fn new(id: impl Into<String>, scope: impl Into<String>, content: impl Into<String>, embedding: Vec<f32>) -> Self {
+    pub fn new(
+        id: impl Into<String>,
+        scope: impl Into<String>,
+        content: impl Into<String>,
+        embedding: Vec<f32>,
+    ) -> Self {
         MemoryRecord {
             id: id.into(),
             scope: scope.into(),
@@ -440,8 +445,11 @@ impl Memory {
         let metadata = object(remember.metadata.clone(), "the metadata of a memory")?;
         let request = serde_json::to_value(&remember).map_err(|e| Error::permanent(format!("memory request: {e}")))?;
         let key = journal.idempotency_key();
-        let id =
-            if key.is_empty() { uuid::Uuid::now_v7().to_string() } else { format!("{key}:{:016x}", request_hash(&request)) };
+        let id = if key.is_empty() {
+            uuid::Uuid::now_v7().to_string()
+        } else {
+            format!("{key}:{:016x}", request_hash(&request))
+        };
         let effect = Box::pin(async move {
             let embedding = self.embed_one(&remember.content).await?;
             let created_at_ms = now_ms();
@@ -694,10 +702,7 @@ mod tests {
             let err = memory.remember(&crate::NoJournal, Remember::new(scope, "x")).await.unwrap_err();
             assert!(err.to_string().contains("not a path"), "{err}");
         }
-        let err = memory
-            .remember(&crate::NoJournal, Remember::new("a", "x").metadata(json!([1])))
-            .await
-            .unwrap_err();
+        let err = memory.remember(&crate::NoJournal, Remember::new("a", "x").metadata(json!([1]))).await.unwrap_err();
         assert!(err.to_string().contains("must be a JSON object"), "{err}");
         assert!(Forget::matching(json!({})).is_err());
     }

@@ -12,7 +12,10 @@ use super::{MemorySearch, Recalled};
 /// `company`, `companyx` is not.
 pub(crate) fn scope_matches(scope: &str, wanted: &str, subscopes: bool) -> bool {
     scope == wanted
-        || (subscopes && scope.len() > wanted.len() && scope.starts_with(wanted) && scope.as_bytes()[wanted.len()] == b'/')
+        || (subscopes
+            && scope.len() > wanted.len()
+            && scope.starts_with(wanted)
+            && scope.as_bytes()[wanted.len()] == b'/')
 }
 
 /// Whether every key of `filter` has the same value in `metadata`.

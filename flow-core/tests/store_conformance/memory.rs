@@ -55,8 +55,15 @@ pub async fn check_memory(store: &dyn Store) -> TestResult {
     let scope = |s: &str| format!("{p}/{s}");
     let t = now();
 
-    let acme = record(&id("acme"), &scope("company/acme"), [1.0, 0.0, 0.0, 0.0], json!({"customer": "acme", "kind": "fact"}), t);
-    let globex = record(&id("globex"), &scope("company/globex"), [0.0, 1.0, 0.0, 0.0], json!({"customer": "globex"}), t);
+    let acme = record(
+        &id("acme"),
+        &scope("company/acme"),
+        [1.0, 0.0, 0.0, 0.0],
+        json!({"customer": "acme", "kind": "fact"}),
+        t,
+    );
+    let globex =
+        record(&id("globex"), &scope("company/globex"), [0.0, 1.0, 0.0, 0.0], json!({"customer": "globex"}), t);
     let contact =
         record(&id("contact"), &scope("company/acme/contacts"), [0.7, 0.7, 0.0, 0.0], json!({"customer": "acme"}), t);
     let beside = record(&id("beside"), &scope("companyx"), [1.0, 0.0, 0.0, 0.0], json!({"customer": "acme"}), t);
@@ -67,7 +74,10 @@ pub async fn check_memory(store: &dyn Store) -> TestResult {
     for r in [&acme, &globex, &contact, &beside, &other_model] {
         assert!(store.memory_put(r.clone()).await?, "{} is new", r.id);
     }
-    assert!(!store.memory_put(MemoryRecord { content: "changed".into(), ..acme.clone() }).await?, "an id is stored once");
+    assert!(
+        !store.memory_put(MemoryRecord { content: "changed".into(), ..acme.clone() }).await?,
+        "an id is stored once"
+    );
 
     // Scope and subscopes, ranked by similarity; `companyx` is not below `company`.
     let found = store.memory_search(&search(&scope("company"), [1.0, 0.1, 0.0, 0.0], 10, t)).await?;
@@ -94,15 +104,15 @@ pub async fn check_memory(store: &dyn Store) -> TestResult {
         ..search(&scope("company"), [0.0, 1.0, 0.0, 0.0], 10, t)
     };
     assert_eq!(ids(&store.memory_search(&filtered).await?), [id("contact"), id("acme")]);
-    let two_keys =
-        MemorySearch { filter: meta(json!({"customer": "acme", "kind": "fact"})), ..filtered.clone() };
+    let two_keys = MemorySearch { filter: meta(json!({"customer": "acme", "kind": "fact"})), ..filtered.clone() };
     assert_eq!(ids(&store.memory_search(&two_keys).await?), [id("acme")]);
     assert!(store.memory_search(&search(&scope("nothing"), [1.0, 0.0, 0.0, 0.0], 10, t)).await?.is_empty());
 
     // Recency and importance, weighted as the caller says.
     let w = Weights { similarity: 0.0, recency: 1.0, importance: 0.0, half_life: Duration::from_secs(3600) };
     let old = record(&id("old"), &scope("rank"), [1.0, 0.0, 0.0, 0.0], json!({}), t - HOUR_MS);
-    let new = MemoryRecord { importance: 0.1, ..record(&id("new"), &scope("rank"), [0.0, 1.0, 0.0, 0.0], json!({}), t) };
+    let new =
+        MemoryRecord { importance: 0.1, ..record(&id("new"), &scope("rank"), [0.0, 1.0, 0.0, 0.0], json!({}), t) };
     let heavy = MemoryRecord {
         importance: 0.9,
         ..record(&id("heavy"), &scope("rank"), [0.0, 0.0, 1.0, 0.0], json!({}), t - 2 * HOUR_MS)
@@ -110,12 +120,15 @@ pub async fn check_memory(store: &dyn Store) -> TestResult {
     for r in [&old, &new, &heavy] {
         store.memory_put(r.clone()).await?;
     }
-    let by_recency = store.memory_search(&MemorySearch { weights: w, ..search(&scope("rank"), [1.0, 0.0, 0.0, 0.0], 3, t) }).await?;
+    let by_recency =
+        store.memory_search(&MemorySearch { weights: w, ..search(&scope("rank"), [1.0, 0.0, 0.0, 0.0], 3, t) }).await?;
     assert_eq!(ids(&by_recency), [id("new"), id("old"), id("heavy")]);
     assert!((by_recency[1].score - 0.5).abs() < 1e-3, "one half-life old: {}", by_recency[1].score);
     assert!((by_recency[2].score - 0.25).abs() < 1e-3, "two half-lives old: {}", by_recency[2].score);
     let by_importance = Weights { recency: 0.0, importance: 1.0, ..w };
-    let found = store.memory_search(&MemorySearch { weights: by_importance, ..search(&scope("rank"), [1.0, 0.0, 0.0, 0.0], 3, t) }).await?;
+    let found = store
+        .memory_search(&MemorySearch { weights: by_importance, ..search(&scope("rank"), [1.0, 0.0, 0.0, 0.0], 3, t) })
+        .await?;
     assert_eq!(ids(&found)[0], id("heavy"));
     let by_similarity = store.memory_search(&search(&scope("rank"), [0.0, 0.0, 1.0, 0.0], 1, t)).await?;
     assert_eq!(ids(&by_similarity), [id("heavy")]);
@@ -151,7 +164,9 @@ pub async fn check_memory(store: &dyn Store) -> TestResult {
     assert_eq!(store.memory_forget(&Forget::Scope(p.clone())).await?, 4, "rank (3) and ttl (1)");
     // Matching everywhere reaches every scope.
     store.memory_put(record(&id("a1"), &scope("x"), [1.0, 0.0, 0.0, 0.0], json!({"customer": p}), t)).await?;
-    store.memory_put(record(&id("a2"), &format!("{p}-elsewhere"), [1.0, 0.0, 0.0, 0.0], json!({"customer": p}), t)).await?;
+    store
+        .memory_put(record(&id("a2"), &format!("{p}-elsewhere"), [1.0, 0.0, 0.0, 0.0], json!({"customer": p}), t))
+        .await?;
     let everywhere = Forget::Matching { scope: None, metadata: meta(json!({"customer": p})) };
     assert_eq!(store.memory_forget(&everywhere).await?, 2);
     Ok(())

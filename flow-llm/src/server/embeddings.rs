@@ -44,7 +44,9 @@ pub(super) async fn embeddings(State(shared): State<Arc<Shared>>, headers: Heade
         }
         Some(Value::Array(items)) if items.is_empty() => return invalid("'input' must not be empty."),
         Some(_) => {
-            return invalid("flows test server: 'input' must be a string or an array of strings (token arrays are not served)");
+            return invalid(
+                "flows test server: 'input' must be a string or an array of strings (token arrays are not served)",
+            );
         }
         None => return invalid("you must provide an 'input' parameter"),
     };

@@ -88,7 +88,8 @@ impl Learn {
     #[start]
     async fn learn(&self, cx: &Ctx<Notes>) -> Result<String> {
         let known = cx.recall("company/acme", "how many employees", 2).await?;
-        let id = cx.remember("company/acme", "Acme opened an office in Lisbon", serde_json::json!({"run": "learn"})).await?;
+        let id =
+            cx.remember("company/acme", "Acme opened an office in Lisbon", serde_json::json!({"run": "learn"})).await?;
         if self.die {
             self.journaled.notify_one();
             std::future::pending::<()>().await;
@@ -123,12 +124,16 @@ async fn a_step_run_again_after_a_crash_gets_the_same_recall_and_stores_nothing_
     assert_ne!(store.load_run(run_id).await.unwrap().status, RunStatus::Completed);
 
     // Meanwhile something that would now rank first is learned.
-    memory.remember(&NoJournal, Remember::new("company/acme", "Acme now has 300 employees").importance(1.0)).await.unwrap();
+    memory
+        .remember(&NoJournal, Remember::new("company/acme", "Acme now has 300 employees").importance(1.0))
+        .await
+        .unwrap();
     assert_eq!(server.embedding_requests(), 4);
 
     // Another process resumes the run from the same file.
     let store = SqliteStore::open(&db).await.unwrap();
-    let runner = Runner::new(Learn { journaled, die: false }).with_store(store.clone()).with_embedder(embedder(&server));
+    let runner =
+        Runner::new(Learn { journaled, die: false }).with_store(store.clone()).with_embedder(embedder(&server));
     let run = loop {
         match runner.resume(run_id).await {
             Err(FlowError::RunLocked { .. }) => tokio::time::sleep(Duration::from_millis(20)).await,

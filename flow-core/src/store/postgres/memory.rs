@@ -22,8 +22,7 @@ const PURGE: &str = "DELETE FROM flow_memory WHERE expires_at IS NOT NULL AND ex
 const CANDIDATES: &str = "SELECT id, importance, created_at, embedding, CASE WHEN $5 THEN metadata END
     FROM flow_memory
     WHERE (scope = $1 OR ($4 AND scope >= $2 AND scope < $3)) AND (expires_at IS NULL OR expires_at > $6)";
-const WINNERS: &str =
-    "SELECT id, scope, content, metadata, importance, expires_at FROM flow_memory WHERE id = ANY($1)";
+const WINNERS: &str = "SELECT id, scope, content, metadata, importance, expires_at FROM flow_memory WHERE id = ANY($1)";
 const FORGET_ONE: &str = "DELETE FROM flow_memory WHERE id = $1";
 const FORGET_SCOPE: &str = "DELETE FROM flow_memory WHERE scope = $1 OR (scope >= $2 AND scope < $3)";
 const MATCH_SCOPE: &str = "SELECT id, metadata FROM flow_memory WHERE scope = $1 OR (scope >= $2 AND scope < $3)";

@@ -94,14 +94,29 @@ pub(super) fn search(db: Db<'_>, search: &MemorySearch) -> Result<Vec<Recalled>,
     for ranked in top.into_sorted() {
         let parts = winner
             .query_row([ranked.item], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, f64>(3)?, r.get(4)?))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, f64>(3)?,
+                    r.get(4)?,
+                ))
             })
             .optional()
             .map_err(fail)?;
         let Some((scope, content, metadata, importance, expires_at_ms)) = parts else { continue };
         let Some(metadata) = decode_metadata(&ranked.id, &metadata) else { continue };
-        let ranked = Ranked { score: ranked.score, similarity: ranked.similarity, created_at_ms: ranked.created_at_ms, id: ranked.id, item: () };
-        out.push(recalled(ranked, RecalledParts { scope, content, metadata, importance: importance as f32, expires_at_ms }));
+        let ranked = Ranked {
+            score: ranked.score,
+            similarity: ranked.similarity,
+            created_at_ms: ranked.created_at_ms,
+            id: ranked.id,
+            item: (),
+        };
+        out.push(recalled(
+            ranked,
+            RecalledParts { scope, content, metadata, importance: importance as f32, expires_at_ms },
+        ));
     }
     Ok(out)
 }
