@@ -168,7 +168,7 @@ async fn the_next_run_for_a_company_builds_on_what_the_last_one_learned() {
         "{}: {} in {}, {} employees. {}",
         profile.name, profile.industry, profile.region, profile.employees, profile.fit_notes
     );
-    assert_eq!(second.leads[0].state.recalled, [learned.clone()]);
+    assert_eq!(second.leads[0].state.recalled, std::slice::from_ref(&learned));
     let prompts = research(&second);
     let brightleaf: Vec<&String> = prompts.iter().filter(|b| b.contains("Brightleaf")).collect();
     assert!(!brightleaf.is_empty());

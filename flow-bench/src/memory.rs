@@ -75,6 +75,7 @@ pub fn measure(n: usize, dir: &Path) -> Result<Value, BoxError> {
                 }
             }
         }
+        drop(puts);
         let fill_s = fill.elapsed().as_secs_f64();
         let query = embedder.vector("which supplier needs a contract renewal for the warehouse");
         let search = MemorySearch {
