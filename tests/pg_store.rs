@@ -41,6 +41,33 @@ async fn pg_store_meets_the_contract() -> TestResult {
     store_conformance::check(&store).await
 }
 
+/// Memory needs no extension: records are ranked in the client (whether or not pgvector is
+/// installed), and a record one store keeps is recalled and erased through another, as
+/// workers on other machines would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_store_meets_the_memory_contract() -> TestResult {
+    let Some(db) = pg_support::database("pg_store_meets_the_memory_contract").await else { return Ok(()) };
+    let store = PgStore::from_pool(db.pool(2)).await?;
+    store_conformance::memory::check_memory(&store).await?;
+    let other = PgStore::from_pool(db.pool(1)).await?;
+    store
+        .memory_put(flow_core::memory::MemoryRecord::new("shared", "notes", "seen by every worker", vec![1.0]))
+        .await?;
+    let search = flow_core::memory::MemorySearch {
+        scope: "notes".into(),
+        subscopes: false,
+        filter: Default::default(),
+        embedding: vec![1.0],
+        k: 1,
+        weights: Default::default(),
+        now_ms: i64::MAX / 2,
+    };
+    assert_eq!(other.memory_search(&search).await?[0].content, "seen by every worker");
+    assert_eq!(other.memory_forget(&flow_core::memory::Forget::Record("shared".into())).await?, 1);
+    assert!(store.memory_search(&search).await?.is_empty());
+    Ok(())
+}
+
 /// Over runs created at the same millisecond (set in the database by hand).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pg_store_pages_listings() -> TestResult {
@@ -84,23 +111,23 @@ async fn migrations_apply_once_and_a_newer_schema_is_refused() -> TestResult {
     };
     let (a, b) = tokio::join!(PgStore::from_pool(db.pool(2)), PgStore::from_pool(db.pool(2)));
     let (a, _b) = (a?, b?);
-    assert_eq!(versions(&db).await?, [1, 2, 3, 4, 5, 6], "each migration recorded once");
+    assert_eq!(versions(&db).await?, [1, 2, 3, 4, 5, 6, 7, 8], "each migration recorded once");
     let run = new_run("migrations", "w1", LONG);
     a.create_run(run.clone()).await?;
 
     // Opening again changes nothing.
     PgStore::from_pool(db.pool(1)).await?;
-    assert_eq!(versions(&db).await?, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(versions(&db).await?, [1, 2, 3, 4, 5, 6, 7, 8]);
 
     // A newer build's migration, recorded by hand.
-    db.connect().await?.execute("INSERT INTO flow_schema_migrations (version) VALUES (7)", &[]).await?;
+    db.connect().await?.execute("INSERT INTO flow_schema_migrations (version) VALUES (9)", &[]).await?;
     match PgStore::from_pool(db.pool(1)).await {
-        Err(e @ StoreError::SchemaTooNew { found: 7, supported: 6 }) => {
+        Err(e @ StoreError::SchemaTooNew { found: 9, supported: 8 }) => {
             assert!(e.to_string().contains("upgrade flows"), "{e}");
         }
         other => return Err(format!("expected SchemaTooNew, got {other:?}").into()),
     }
-    assert_eq!(versions(&db).await?, [1, 2, 3, 4, 5, 6, 7], "the refused schema is left as it is");
+    assert_eq!(versions(&db).await?, [1, 2, 3, 4, 5, 6, 7, 8, 9], "the refused schema is left as it is");
     assert_eq!(a.load_run(run.run_id).await?.snapshot, run.snapshot, "its runs are untouched");
     Ok(())
 }
@@ -435,7 +462,7 @@ async fn a_version_2_schema_reads_its_runs_without_graphs_or_timings() -> TestRe
         )
         .await?;
     let store = PgStore::from_pool(db.pool(2)).await?;
-    assert_eq!(versions(&db).await?, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(versions(&db).await?, [1, 2, 3, 4, 5, 6, 7, 8]);
     assert_eq!(store.load_run(old).await?.snapshot.state.get(), r#"{"v":1}"#);
     assert_eq!(store.run_graph(old).await?, None);
     let steps = store.steps(old).await?;
@@ -486,7 +513,7 @@ async fn a_version_1_schema_puts_its_runs_in_the_default_queue() -> TestResult {
             .await?;
     }
     let store = PgStore::from_pool(db.pool(2)).await?;
-    assert_eq!(versions(&db).await?, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(versions(&db).await?, [1, 2, 3, 4, 5, 6, 7, 8]);
     let run = store.load_run(paused).await?;
     assert_eq!(
         (run.status, &run.placement, run.available_at_ms, &run.answer),

@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use flow_core::events::FlowEvent;
 use flow_core::input::PauseRequest;
+use flow_core::memory::{Recall, Remember};
 use flow_core::prelude::*;
 use flow_core::store::Store;
 use flow_core::{RunStatus, TokenUsage};
@@ -265,6 +266,15 @@ impl InvoiceFlow {
     }
 }
 
+/// The memory scope of an invoice's supplier: `supplier/<first line of the invoice in lower
+/// case, words joined by ->` (the letterhead, as it stands before any extraction).
+pub fn supplier_scope(invoice_text: &str) -> String {
+    let header = invoice_text.lines().next().unwrap_or_default();
+    let slug: Vec<String> =
+        header.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect();
+    format!("supplier/{}", if slug.is_empty() { "unknown".to_string() } else { slug.join("-") })
+}
+
 #[flow(
     state = InvoiceState,
     name = "invoice_processing",
@@ -276,7 +286,16 @@ impl InvoiceFlow {
     #[start]
     async fn extract(&self, cx: &Ctx<InvoiceState>) -> Result<()> {
         let text = cx.read(|s| s.invoice.as_ref().map(|i| i.text.clone()).unwrap_or_default());
-        let prompt = format!("Extract this invoice.\n\n{text}");
+        let mut prompt = format!("Extract this invoice.\n\n{text}");
+        // What reviewers corrected on this supplier's earlier invoices.
+        let corrections = Recall::new(supplier_scope(&text), "reviewer correction of the invoice").k(3).exact_scope();
+        let known = cx.recall_with(corrections.filter("kind", "correction")).await?;
+        if !known.is_empty() {
+            prompt.push_str("\n\nReviewers corrected this supplier's earlier invoices:");
+            for memory in &known {
+                prompt.push_str(&format!("\n- {}", memory.content));
+            }
+        }
         let extraction: Extraction = self.clerk.run_typed(cx, prompt).await?;
         cx.update(move |s| {
             s.extraction = Some(extraction.clone());
@@ -341,6 +360,16 @@ impl InvoiceFlow {
         };
         let request = InputRequest::new(prompt).metadata(json!({ "extraction": extraction, "invoice": invoice }));
         let answer: ApprovalAnswer = cx.ask(request).await?;
+        // The reviewer's note is what the next invoice of this supplier should know.
+        if let (Some(e), Some(invoice)) = (&extraction, &invoice)
+            && !answer.note.trim().is_empty()
+        {
+            let content = format!("{} on invoice {}: {}", answer.approver, e.invoice_number, answer.note.trim());
+            let remember = Remember::new(supplier_scope(&invoice.text), content)
+                .metadata(json!({ "kind": "correction", "approver": answer.approver, "approved": answer.approve }))
+                .importance(0.8);
+            cx.remember_with(remember).await?;
+        }
         let decision = if answer.approve { ReviewDecision::Approved } else { ReviewDecision::Rejected };
         cx.update(move |s| {
             s.status = if answer.approve { InvoiceStatus::Approved } else { InvoiceStatus::Rejected };
@@ -399,6 +428,8 @@ pub struct Outcome {
     pub auto_approve_limit: f64,
     /// Tokens used by the batch's LLM calls.
     pub usage: TokenUsage,
+    /// The chat requests the offline server received, in order (none online).
+    pub requests: Vec<flow_llm::RecordedRequest>,
     /// Where runs are stored.
     pub db_path: PathBuf,
     /// The LLM endpoint used.
@@ -423,7 +454,8 @@ pub async fn run(
     trace.note(format!("auto-approval limit: {:.2} (set {LIMIT_ENV} to change it)", config.auto_approve_limit));
     let llm: Arc<dyn Llm> = backend.llm.clone();
 
-    let runner = Runner::new(InvoiceFlow::new(Arc::clone(&llm))?).with_store(store.clone());
+    let runner =
+        Runner::new(InvoiceFlow::new(Arc::clone(&llm))?).with_store(store.clone()).with_embedder(backend.embedder());
     trace.follow(&runner);
     let mut usage = TokenUsage::default();
     let mut reports = Vec::new();
@@ -447,7 +479,9 @@ pub async fn run(
                 if answer.approve { "approved" } else { "rejected" }
             ));
             let (fresh_store, _) = config.setup.open_store().await?;
-            let fresh = Runner::new(InvoiceFlow::new(Arc::clone(&llm))?).with_store(fresh_store);
+            let fresh = Runner::new(InvoiceFlow::new(Arc::clone(&llm))?)
+                .with_store(fresh_store)
+                .with_embedder(backend.embedder());
             trace.follow(&fresh);
             let next = fresh.resume_with(run_id, &answer).await?;
             pause = Some((paused.request.clone(), waiting, answer));
@@ -476,6 +510,7 @@ pub async fn run(
         invoices: reports,
         auto_approve_limit: config.auto_approve_limit,
         usage,
+        requests: backend.requests(),
         db_path,
         endpoint: backend.endpoint().to_owned(),
     })

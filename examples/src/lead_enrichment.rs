@@ -141,6 +141,9 @@ pub struct LeadState {
     pub nurture_track: Option<String>,
     /// Where the lead ended up.
     pub disposition: Disposition,
+    /// What earlier runs had learned about the company (recalled from memory).
+    #[serde(default)]
+    pub recalled: Vec<String>,
 }
 
 /// Where a lead ended up.
@@ -280,6 +283,13 @@ pub fn form_problems(form: &LeadForm) -> Vec<String> {
     problems
 }
 
+/// The memory scope of a company: `company/<name in lower case, words joined by ->`.
+pub fn company_scope(company: &str) -> String {
+    let slug: Vec<String> =
+        company.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect();
+    format!("company/{}", if slug.is_empty() { "unknown".to_string() } else { slug.join("-") })
+}
+
 /// The flow: its agents and the client the feedback classifier uses.
 pub struct LeadFlow {
     llm: Arc<dyn Llm>,
@@ -363,12 +373,31 @@ impl LeadFlow {
     async fn enrich_company(&self, cx: &Ctx<LeadState>) -> Result<()> {
         let form = cx.read(|s| s.form.clone());
         let domain = form.email.rsplit('@').next().unwrap_or_default().to_owned();
-        let prompt = format!(
+        let mut prompt = format!(
             "Profile the company of this lead. Look it up first.\ncompany: {}\ndomain: {domain}\nWhat they wrote: {}",
             form.company, form.message
         );
+        // What earlier runs learned about this company, so research builds on it.
+        let scope = company_scope(&form.company);
+        let known = cx.recall(&scope, &format!("what we know about {}", form.company), 3).await?;
+        if !known.is_empty() {
+            prompt.push_str("\nWhat earlier runs learned about this company:");
+            for memory in &known {
+                prompt.push_str(&format!("\n- {}", memory.content));
+            }
+        }
         let profile: CompanyProfile = self.company_researcher.run_typed(cx, prompt).await?;
-        cx.update(move |s| s.company = Some(profile.clone()));
+        let learned = format!(
+            "{}: {} in {}, {} employees. {}",
+            profile.name, profile.industry, profile.region, profile.employees, profile.fit_notes
+        );
+        cx.remember(&scope, learned, json!({ "company": scope, "source": "lead_enrichment", "lead": form.email }))
+            .await?;
+        let recalled: Vec<String> = known.into_iter().map(|m| m.content).collect();
+        cx.update(move |s| {
+            s.company = Some(profile.clone());
+            s.recalled = recalled.clone();
+        });
         Ok(())
     }
 
@@ -599,6 +628,8 @@ pub struct Outcome {
     pub usage: TokenUsage,
     /// LLM requests the offline server answered (`None` online).
     pub llm_requests: Option<usize>,
+    /// The chat requests the offline server received, in order (none online).
+    pub requests: Vec<flow_llm::RecordedRequest>,
     /// Where runs are stored.
     pub db_path: PathBuf,
     /// The LLM endpoint used.
@@ -623,7 +654,8 @@ pub async fn run(
     trace.note(format!("runs are stored in {}", display_path(&db_path)));
     let llm: Arc<dyn Llm> = backend.llm.clone();
 
-    let runner = Runner::new(LeadFlow::new(Arc::clone(&llm))?).with_store(store.clone());
+    let runner =
+        Runner::new(LeadFlow::new(Arc::clone(&llm))?).with_store(store.clone()).with_embedder(backend.embedder());
     trace.follow(&runner);
     let mut usage = TokenUsage::default();
     let mut reports = Vec::new();
@@ -641,7 +673,8 @@ pub async fn run(
                 answer.reviewer, answer.answer
             ));
             let (fresh_store, _) = config.setup.open_store().await?;
-            let fresh = Runner::new(LeadFlow::new(Arc::clone(&llm))?).with_store(fresh_store);
+            let fresh =
+                Runner::new(LeadFlow::new(Arc::clone(&llm))?).with_store(fresh_store).with_embedder(backend.embedder());
             trace.follow(&fresh);
             let next = fresh.resume_with(run_id, &answer).await?;
             pauses.push(PauseRecord { prompt: paused.request.prompt.clone(), stored_status, answer });
@@ -674,6 +707,7 @@ pub async fn run(
         leads: reports,
         usage,
         llm_requests: backend.server().map(TestServer::hits),
+        requests: backend.requests(),
         db_path,
         endpoint: backend.endpoint().to_owned(),
     })

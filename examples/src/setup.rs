@@ -199,6 +199,17 @@ impl LlmBackend {
         self.server.is_some()
     }
 
+    /// What embeds the runs' memory: the endpoint's `/v1/embeddings` (the offline server
+    /// serves deterministic vectors).
+    pub fn embedder(&self) -> flow_llm::OpenAiEmbedder {
+        flow_llm::OpenAiEmbedder::new(&self.llm)
+    }
+
+    /// The requests the offline server received (none against a real endpoint).
+    pub fn requests(&self) -> Vec<flow_llm::RecordedRequest> {
+        self.server.as_ref().map(TestServer::requests).unwrap_or_default()
+    }
+
     /// A one-line description of the endpoint, for the trace.
     pub fn endpoint(&self) -> &str {
         &self.endpoint

@@ -117,3 +117,35 @@ fn the_limit_is_parsed_strictly() {
         assert!(matches!(err, ExampleError::Env { name: "INVOICE_AUTO_APPROVE_LIMIT", .. }), "{bad}: {err}");
     }
 }
+
+/// A reviewer's note on one invoice is remembered for its supplier: the next invoice of that
+/// supplier (a later batch, the same store) is extracted with it in the prompt; another
+/// supplier's is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reviewers_correction_reaches_the_next_invoice_of_the_same_supplier() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("runs.db");
+    let helix = invoice_processing::sample_invoices().remove(1);
+    let note = "Helix bills the 40 seats per year, check the seat count against the contract";
+    let first = invoice_processing::run(Config { invoices: vec![helix.clone()], ..Config::offline(&db) }, |_| {
+        ApprovalAnswer { approve: true, approver: "Priya".into(), note: note.into() }
+    })
+    .await
+    .unwrap();
+    assert_eq!(first.invoices[0].state.status, InvoiceStatus::Approved);
+    let said = |out: &invoice_processing::Outcome| -> Vec<String> {
+        out.requests.iter().map(|r| r.body.to_string()).filter(|b| b.contains("Extract this invoice")).collect()
+    };
+    assert!(said(&first).iter().all(|b| !b.contains("Reviewers corrected")), "nothing known yet");
+
+    let mut batch = invoice_processing::sample_invoices();
+    batch.swap(0, 1); // Helix first, then Acme.
+    batch.truncate(2);
+    let second =
+        invoice_processing::run(Config { invoices: batch, ..Config::offline(&db) }, |_| approve(true)).await.unwrap();
+    let prompts = said(&second);
+    assert_eq!(prompts.len(), 2, "{prompts:#?}");
+    assert!(prompts[0].contains("Reviewers corrected this supplier's earlier invoices"), "{}", prompts[0]);
+    assert!(prompts[0].contains(&format!("Priya on invoice 88231: {note}")), "{}", prompts[0]);
+    assert!(!prompts[1].contains("Reviewers corrected"), "Acme's invoice gets Helix's note: {}", prompts[1]);
+}

@@ -134,3 +134,50 @@ async fn a_discarded_email_ends_the_run_without_sending() {
     assert!(hot.state.sent_message_id.is_none());
     assert_eq!(hot.stored_status, RunStatus::Completed);
 }
+
+/// What a run learned about a company is recalled by the next run for the same company: the
+/// second run's research prompt carries the first run's profile; another company's does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_run_for_a_company_builds_on_what_the_last_one_learned() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("runs.db");
+    let leads = sample_leads();
+    let first = lead_enrichment::run(Config { leads: vec![leads[1].clone()], ..Config::offline(&db) }, |_| {
+        answer("Looks good, send it.")
+    })
+    .await
+    .unwrap();
+    let profile = first.leads[0].state.company.clone().unwrap();
+    assert!(first.leads[0].state.recalled.is_empty(), "nothing known before the first run");
+    let research = |out: &lead_enrichment::Outcome| -> Vec<String> {
+        out.requests
+            .iter()
+            .map(|r| r.body.to_string())
+            .filter(|b| b.contains("Profile the company of this lead"))
+            .collect()
+    };
+    assert!(research(&first).iter().all(|b| !b.contains("What earlier runs learned")));
+
+    let second = lead_enrichment::run(
+        Config { leads: vec![leads[1].clone(), leads[2].clone()], ..Config::offline(&db) },
+        |_| answer("Looks good, send it."),
+    )
+    .await
+    .unwrap();
+    let learned = format!(
+        "{}: {} in {}, {} employees. {}",
+        profile.name, profile.industry, profile.region, profile.employees, profile.fit_notes
+    );
+    assert_eq!(second.leads[0].state.recalled, std::slice::from_ref(&learned));
+    let prompts = research(&second);
+    let brightleaf: Vec<&String> = prompts.iter().filter(|b| b.contains("Brightleaf")).collect();
+    assert!(!brightleaf.is_empty());
+    let escaped = serde_json::to_string(&learned).unwrap();
+    let escaped = escaped.trim_matches('"');
+    assert!(
+        brightleaf.iter().all(|b| b.contains("What earlier runs learned about this company") && b.contains(escaped)),
+        "{brightleaf:#?}"
+    );
+    assert!(second.leads[1].state.recalled.is_empty(), "Lindqvist Bakery knows nothing of Brightleaf");
+    assert!(prompts.iter().filter(|b| b.contains("Lindqvist")).all(|b| !b.contains("What earlier runs learned")));
+}

@@ -92,6 +92,25 @@ impl Store for BareSqlCommits {
         self.inner.journal_get(run_id, step_key, seq).await
     }
 
+    async fn memory_put(&self, record: flow_core::memory::MemoryRecord) -> Result<bool, StoreError> {
+        self.inner.memory_put(record).await
+    }
+
+    async fn memory_search(
+        &self,
+        search: &flow_core::memory::MemorySearch,
+    ) -> Result<Vec<flow_core::memory::Recalled>, StoreError> {
+        self.inner.memory_search(search).await
+    }
+
+    async fn memory_forget(&self, forget: &flow_core::memory::Forget) -> Result<u64, StoreError> {
+        self.inner.memory_forget(forget).await
+    }
+
+    async fn memory_purge_expired(&self, now_ms: i64) -> Result<u64, StoreError> {
+        self.inner.memory_purge_expired(now_ms).await
+    }
+
     async fn journal_put(&self, entry: JournalEntry) -> Result<JournalEntry, StoreError> {
         self.inner.journal_put(entry).await
     }

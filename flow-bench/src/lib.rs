@@ -13,5 +13,6 @@ pub mod bare_sql;
 pub mod flows;
 pub mod limit;
 pub mod measure;
+pub mod memory;
 pub mod pg;
 pub mod workloads;

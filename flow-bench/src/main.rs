@@ -5,6 +5,7 @@
 //! flow-bench startup [--reps N] [--rt multi|current]
 //! flow-bench all [--reps N] [--rt multi|current] [--quick]
 //! flow-bench list
+//! flow-bench memory-recall [memories]
 //! ```
 //!
 //! Workloads: w1, w2, w3, w3s, w4, w5 (the engine; w1-spawned: W1 run inside a spawned task
@@ -185,6 +186,11 @@ fn run() -> Result<(), BoxError> {
             Ok(())
         }
         "all" => all(&args),
+        "memory-recall" => {
+            let n = args.size.unwrap_or(10_000);
+            emit(&flow_bench::memory::measure(n, &opts.tmp)?.to_string());
+            Ok(())
+        }
         id => {
             if !IDS.contains(&id) && !PG_IDS.contains(&id) {
                 return Err(format!("unknown workload `{id}`; known: {}, startup\n{USAGE}", IDS.join(", ")).into());

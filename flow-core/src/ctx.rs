@@ -41,6 +41,9 @@ pub(crate) struct RunShared {
     /// The latest output of each method of the run, by method id, for [`Ctx::output`]:
     /// set by the executor as each step completes.
     pub(crate) outputs: Mutex<Vec<Option<Arc<Value>>>>,
+    /// What embeds memory for [`Ctx::recall`] and [`Ctx::remember`]; `None`: the built-in
+    /// [`HashEmbedder`](crate::memory::HashEmbedder).
+    pub(crate) embedder: Option<Arc<dyn crate::memory::Embedder>>,
 }
 
 impl RunShared {
@@ -602,6 +605,10 @@ impl<S: Clone + Send + Sync> Ctx<S> {
         self.scope.interrupt_waker.wake();
     }
 
+    pub(crate) fn run_shared(&self) -> &RunShared {
+        &self.scope.run
+    }
+
     fn next_seq(&self) -> u32 {
         self.scope.seq.fetch_add(1, Ordering::Relaxed)
     }
@@ -621,7 +628,7 @@ impl<S: Clone + Send + Sync> Ctx<S> {
         }
     }
 
-    async fn remember(&self, entry: JournalEntry) -> Result<JournalEntry, Error> {
+    async fn keep_entry(&self, entry: JournalEntry) -> Result<JournalEntry, Error> {
         let winner = match &self.scope.run.store {
             // First writer wins, so writing the same entry again after an ambiguous failure is safe.
             Some(store) => with_store_retries("recording an effect", || store.journal_put(entry.clone())).await?,
@@ -757,7 +764,7 @@ impl<S: Clone + Send + Sync> Ctx<S> {
         if let Some(answer) = answer {
             match T::deserialize(&answer) {
                 Ok(v) => {
-                    self.remember(JournalEntry {
+                    self.keep_entry(JournalEntry {
                         run_id: self.scope.run.run_id,
                         step_key: self.step_key().to_string(),
                         seq,
@@ -913,7 +920,7 @@ impl<S: Clone + Send + Sync> Ctx<S> {
     /// Journals a wake time; when another execution recorded one first, that one wins.
     async fn remember_timer(&self, seq: u32, name: &str, wake_ms: i64) -> Result<i64, Error> {
         let winner = self
-            .remember(JournalEntry {
+            .keep_entry(JournalEntry {
                 run_id: self.scope.run.run_id,
                 step_key: self.step_key().to_string(),
                 seq,
@@ -1023,7 +1030,7 @@ impl<S: Clone + Send + Sync> Journal for Ctx<S> {
             }
             let output = effect.await?;
             let winner = self
-                .remember(JournalEntry {
+                .keep_entry(JournalEntry {
                     run_id: self.scope.run.run_id,
                     step_key: self.step_key().to_string(),
                     seq,

@@ -73,6 +73,7 @@ mod lease;
 mod method_ref;
 #[cfg(feature = "otel")]
 pub mod otel;
+pub mod memory;
 mod outcome;
 mod plan;
 pub mod plot;

@@ -77,6 +77,8 @@ pub struct Runner<F: Flow> {
     park_after: Duration,
     /// Whether and how the items of its runs are kept in the store (`Runner::keep_stream`).
     pub(crate) stream_log: Option<crate::stream::StreamLog>,
+    /// What embeds the memory of its runs ([`Runner::with_embedder`]).
+    embedder: Option<Arc<dyn crate::memory::Embedder>>,
 }
 
 /// How far away a timer ([`Ctx::sleep`](crate::Ctx::sleep)) or a retry backoff must be for a run
@@ -106,6 +108,7 @@ impl<F: Flow> Clone for Runner<F> {
             placement: self.placement.clone(),
             park_after: self.park_after,
             stream_log: self.stream_log.clone(),
+            embedder: self.embedder.clone(),
         }
     }
 }
@@ -162,12 +165,35 @@ impl<F: Flow> Runner<F> {
             placement: Placement::default(),
             park_after: F::graph().options.park_after.unwrap_or(DEFAULT_PARK_AFTER),
             stream_log: None,
+            embedder: None,
         }
     }
 
     /// Checkpoints every method completion to `store`.
     pub fn with_store(self, store: impl Store) -> Self {
         self.with_shared_store(Arc::new(store))
+    }
+
+    /// Embeds the memory of its runs ([`Ctx::recall`](crate::Ctx::recall),
+    /// [`Ctx::remember`](crate::Ctx::remember)) with `embedder`, such as
+    /// `flow_llm::OpenAiEmbedder`; without one, the offline
+    /// [`HashEmbedder`](crate::memory::HashEmbedder) is used. Records are compared only with
+    /// queries embedded by the same model, so keep one embedder per store.
+    ///
+    /// ```
+    /// use flow_core::prelude::*;
+    /// use flow_core::memory::HashEmbedder;
+    /// # #[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
+    /// # struct S;
+    /// # struct F;
+    /// # #[flow(state = S)]
+    /// # impl F { #[start] async fn go(&self, _cx: &Ctx<S>) -> Result<()> { Ok(()) } }
+    /// let runner = Runner::new(F).with_embedder(HashEmbedder::new(256));
+    /// # let _ = runner;
+    /// ```
+    pub fn with_embedder(mut self, embedder: impl crate::memory::Embedder) -> Self {
+        self.embedder = Some(Arc::new(embedder));
+        self
     }
 
     /// Like [`Runner::with_store`], for a store shared with other runners.
@@ -331,6 +357,7 @@ impl<F: Flow> Runner<F> {
             stream: crate::stream::RunStream::for_run(run_id, self.store.as_ref(), self.stream_log.as_ref()),
             flow: self.plan.graph.name,
             outputs: Mutex::default(),
+            embedder: self.embedder.clone(),
         })
     }
 

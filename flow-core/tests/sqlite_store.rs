@@ -44,6 +44,25 @@ async fn sqlite_store_meets_the_contract() -> TestResult {
     store_conformance::check(&store).await
 }
 
+#[tokio::test]
+async fn memory_store_meets_the_memory_contract() -> TestResult {
+    store_conformance::memory::check_memory(&MemoryStore::new()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_store_meets_the_memory_contract() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = SqliteStore::open(db_path(&dir)).await?;
+    store_conformance::memory::check_memory(&store).await?;
+    // Kept across a reopen.
+    let record = flow_core::memory::MemoryRecord::new("kept", "notes", "survives a restart", vec![1.0]);
+    store.memory_put(record).await?;
+    drop(store);
+    let store = SqliteStore::open(db_path(&dir)).await?;
+    assert_eq!(store.memory_forget(&flow_core::memory::Forget::Record("kept".into())).await?, 1);
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_store_meets_the_queue_contract() -> TestResult {
     let store = MemoryStore::new().keep_checkpoints(KEEP);
@@ -118,7 +137,7 @@ async fn schema_is_versioned_strict_and_in_wal_mode() -> TestResult {
 
     let conn = raw(&path)?;
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    assert_eq!(version, 8);
+    assert_eq!(version, 10);
     let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
     assert_eq!(mode, "wal");
     for table in ["flow_runs", "flow_steps", "flow_checkpoints", "step_journal", "flow_graphs"] {
@@ -138,7 +157,7 @@ async fn schema_is_versioned_strict_and_in_wal_mode() -> TestResult {
     // Reopening an up-to-date file applies nothing and keeps the version.
     drop(SqliteStore::open(&path).await?);
     let version: i64 = raw(&path)?.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    assert_eq!(version, 8);
+    assert_eq!(version, 10);
     Ok(())
 }
 
@@ -152,7 +171,7 @@ async fn a_file_from_a_newer_build_is_refused_and_left_untouched() -> TestResult
     }
     let before = std::fs::read(&path)?;
     match SqliteStore::open(&path).await {
-        Err(StoreError::SchemaTooNew { found: 99, supported: 8 }) => {}
+        Err(StoreError::SchemaTooNew { found: 99, supported: 10 }) => {}
         other => return Err(format!("expected SchemaTooNew, got {other:?}").into()),
     }
     assert_eq!(std::fs::read(&path)?, before, "not a byte changed");

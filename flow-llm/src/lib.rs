@@ -74,6 +74,7 @@ pub mod agent;
 pub mod chat;
 pub mod crew;
 mod delegation;
+pub mod embedding;
 pub mod error;
 mod executor;
 pub mod feedback;
@@ -97,6 +98,7 @@ pub use chat::{
     ChatRequest, ChatResponse, FinishReason, Message, ResponseFormat, Role, ToolCall, ToolChoice, ToolSpec,
 };
 pub use crew::{Crew, CrewBuilder, CrewOutput, Process};
+pub use embedding::{DEFAULT_EMBEDDING_MODEL, OpenAiEmbedder};
 pub use error::LlmError;
 pub use limit::ConcurrencyLimit;
 pub use llm::{Llm, LlmExt};

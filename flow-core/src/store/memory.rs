@@ -15,6 +15,7 @@ use super::{
     RunRecord, RunStatus, RunSummary, Snapshot, Start, StateEdit, StepRecord, Store, StoreError, StreamRecord, now_ms,
 };
 use crate::graph::GraphDoc;
+use crate::memory::{Forget, MemoryRecord, MemorySearch, Ranked, Recalled, RecalledParts, TopK};
 
 #[derive(Default)]
 struct Run {
@@ -40,6 +41,8 @@ struct Run {
 #[derive(Clone)]
 pub struct MemoryStore {
     runs: Arc<Mutex<HashMap<Uuid, Run>>>,
+    /// Memory records by id ([`crate::memory`]): not tied to runs.
+    memory: Arc<Mutex<HashMap<String, MemoryRecord>>>,
     keep_checkpoints: Option<usize>,
     /// Wakes the workers waiting in `wait_for_work` when a run becomes runnable.
     work: Arc<Notify>,
@@ -49,6 +52,7 @@ impl Default for MemoryStore {
     fn default() -> Self {
         MemoryStore {
             runs: Arc::default(),
+            memory: Arc::default(),
             keep_checkpoints: Some(super::DEFAULT_KEEP_CHECKPOINTS),
             work: Arc::new(Notify::new()),
         }
@@ -538,5 +542,61 @@ impl Store for MemoryStore {
         let runs = self.lock();
         record_of(&runs, run_id)?;
         Ok(runs.get(&run_id).and_then(|r| r.graph.as_ref()).map(|g| g.doc.clone()))
+    }
+
+    async fn memory_put(&self, record: MemoryRecord) -> Result<bool, StoreError> {
+        let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        let now = super::now_ms();
+        memory.retain(|_, r| r.expires_at_ms.is_none_or(|at| at > now));
+        if memory.contains_key(&record.id) {
+            return Ok(false);
+        }
+        memory.insert(record.id.clone(), record);
+        Ok(true)
+    }
+
+    async fn memory_search(&self, search: &MemorySearch) -> Result<Vec<Recalled>, StoreError> {
+        let memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        let mut top = TopK::new(search.k);
+        for r in memory.values() {
+            if !crate::memory::scope_matches(&r.scope, &search.scope, search.subscopes)
+                || r.expires_at_ms.is_some_and(|at| at <= search.now_ms)
+                || !crate::memory::metadata_matches(&r.metadata, &search.filter)
+            {
+                continue;
+            }
+            let similarity = crate::memory::cosine(&search.embedding, &r.embedding).clamp(0.0, 1.0);
+            let score = crate::memory::score(search, similarity, r.created_at_ms, r.importance);
+            top.push(Ranked { score, similarity, created_at_ms: r.created_at_ms, id: r.id.clone(), item: () });
+        }
+        Ok(top
+            .into_sorted()
+            .into_iter()
+            .filter_map(|ranked| {
+                let r = memory.get(&ranked.id)?;
+                let parts = RecalledParts {
+                    scope: r.scope.clone(),
+                    content: r.content.clone(),
+                    metadata: r.metadata.clone(),
+                    importance: r.importance,
+                    expires_at_ms: r.expires_at_ms,
+                };
+                Some(crate::memory::recalled(ranked, parts))
+            })
+            .collect())
+    }
+
+    async fn memory_forget(&self, forget: &Forget) -> Result<u64, StoreError> {
+        let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        let before = memory.len();
+        memory.retain(|id, r| !forget.covers(id, &r.scope, &r.metadata));
+        Ok((before - memory.len()) as u64)
+    }
+
+    async fn memory_purge_expired(&self, now_ms: i64) -> Result<u64, StoreError> {
+        let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        let before = memory.len();
+        memory.retain(|_, r| r.expires_at_ms.is_none_or(|at| at > now_ms));
+        Ok((before - memory.len()) as u64)
     }
 }

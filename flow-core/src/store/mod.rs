@@ -1574,6 +1574,89 @@ pub trait Store: Send + Sync + 'static {
         let _ = edit;
         Err(StoreError::Unsupported { what: "editing a run's state (`Store::edit_state`)".to_string() })
     }
+
+    /// Stores a memory record ([`crate::memory`]) and returns whether it was new: a record
+    /// whose id is stored already is left as it is, so storing again after an ambiguous
+    /// failure is safe. Records expired by now are deleted in the same write. Memory is not
+    /// tied to a run: [`Store::delete_run`] leaves it.
+    ///
+    /// ```
+    /// use flow_core::memory::MemoryRecord;
+    /// use flow_core::store::{MemoryStore, Store};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), flow_core::store::StoreError> {
+    /// let store = MemoryStore::new();
+    /// let record = MemoryRecord::new("r1", "company/acme", "Acme sells rockets", vec![1.0, 0.0]);
+    /// assert!(store.memory_put(record.clone()).await?);
+    /// assert!(!store.memory_put(record).await?);
+    /// # Ok(()) }
+    /// ```
+    async fn memory_put(&self, record: crate::memory::MemoryRecord) -> Result<bool, StoreError> {
+        let _ = record;
+        Err(StoreError::Unsupported { what: "memory (`Store::memory_put`)".to_string() })
+    }
+
+    /// The `k` records that rank best for a search, best first, scored as the
+    /// [`crate::memory`] docs say; records expired at `search.now_ms` are left out.
+    ///
+    /// ```
+    /// use flow_core::memory::{MemoryRecord, MemorySearch, Weights};
+    /// use flow_core::store::{MemoryStore, Store};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), flow_core::store::StoreError> {
+    /// let store = MemoryStore::new();
+    /// store.memory_put(MemoryRecord::new("r1", "company/acme", "rockets", vec![1.0, 0.0])).await?;
+    /// store.memory_put(MemoryRecord::new("r2", "company/globex", "pumps", vec![0.0, 1.0])).await?;
+    /// let search = MemorySearch {
+    ///     scope: "company".into(), subscopes: true, filter: Default::default(), embedding: vec![0.9, 0.1],
+    ///     k: 1, weights: Weights::default(), now_ms: 0,
+    /// };
+    /// assert_eq!(store.memory_search(&search).await?[0].id, "r1");
+    /// # Ok(()) }
+    /// ```
+    async fn memory_search(
+        &self,
+        search: &crate::memory::MemorySearch,
+    ) -> Result<Vec<crate::memory::Recalled>, StoreError> {
+        let _ = search;
+        Err(StoreError::Unsupported { what: "memory (`Store::memory_search`)".to_string() })
+    }
+
+    /// Erases memory records and returns how many.
+    ///
+    /// ```
+    /// use flow_core::memory::{Forget, MemoryRecord};
+    /// use flow_core::store::{MemoryStore, Store};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), flow_core::store::StoreError> {
+    /// let store = MemoryStore::new();
+    /// store.memory_put(MemoryRecord::new("r1", "company/acme", "rockets", vec![1.0])).await?;
+    /// assert_eq!(store.memory_forget(&Forget::Scope("company".into())).await?, 1);
+    /// # Ok(()) }
+    /// ```
+    async fn memory_forget(&self, forget: &crate::memory::Forget) -> Result<u64, StoreError> {
+        let _ = forget;
+        Err(StoreError::Unsupported { what: "memory (`Store::memory_forget`)".to_string() })
+    }
+
+    /// Deletes the memory records expired at `now_ms` and returns how many.
+    ///
+    /// ```
+    /// use flow_core::memory::MemoryRecord;
+    /// use flow_core::store::{MemoryStore, Store};
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), flow_core::store::StoreError> {
+    /// let store = MemoryStore::new();
+    /// let mut record = MemoryRecord::new("r1", "notes", "short-lived", vec![1.0]);
+    /// record.expires_at_ms = Some(record.created_at_ms + 60_000);
+    /// store.memory_put(record.clone()).await?;
+    /// assert_eq!(store.memory_purge_expired(record.created_at_ms + 120_000).await?, 1);
+    /// # Ok(()) }
+    /// ```
+    async fn memory_purge_expired(&self, now_ms: i64) -> Result<u64, StoreError> {
+        let _ = now_ms;
+        Err(StoreError::Unsupported { what: "memory (`Store::memory_purge_expired`)".to_string() })
+    }
 }
 
 /// Checks a run about to be edited ([`Store::edit_state`]) as every store does: at rest,

@@ -20,6 +20,8 @@ use flow_core::store::{
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+pub mod memory;
+
 pub type TestResult = Result<(), Box<dyn Error>>;
 
 /// The retention the store under test must be built with.

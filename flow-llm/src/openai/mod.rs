@@ -201,6 +201,36 @@ impl OpenAiLlm {
         convert::error(err, &self.base_url, self.timeout, phase)
     }
 
+    /// `POST /embeddings` with this client's timeout, retry policy and concurrency limit (for
+    /// [`OpenAiEmbedder`](crate::OpenAiEmbedder)).
+    pub(crate) async fn embeddings(
+        &self,
+        request: async_openai::types::embeddings::CreateEmbeddingRequest,
+    ) -> Result<async_openai::types::embeddings::CreateEmbeddingResponse, LlmError> {
+        let model = request.model.clone();
+        let mut attempt = 0;
+        loop {
+            let outcome = {
+                let _permit = self.limit.acquire().await;
+                let deadline = self.deadline();
+                let embeddings = self.client.embeddings();
+                let call = embeddings.create(request.clone());
+                match deadline {
+                    Some(at) => match tokio::time::timeout_at(at, call).await {
+                        Ok(outcome) => outcome.map_err(|e| self.map_error(e, convert::Phase::Request, deadline)),
+                        Err(_) => Err(LlmError::Timeout { after: self.timeout }),
+                    },
+                    None => call.await.map_err(|e| self.map_error(e, convert::Phase::Request, None)),
+                }
+            };
+            match outcome {
+                Ok(response) => return Ok(response),
+                Err(err) => self.backoff(attempt, err, &model).await?,
+            }
+            attempt += 1;
+        }
+    }
+
     /// Sleeps before the next attempt, or hands back the error that ends the call.
     async fn backoff(&self, attempt: u32, err: LlmError, model: &str) -> Result<(), LlmError> {
         let delay = match self.retry.next(attempt, &err) {

@@ -27,6 +27,7 @@
 //! # Ok(()) }
 //! ```
 
+mod embeddings;
 mod hold;
 mod reply;
 mod wire;
@@ -149,6 +150,7 @@ struct Shared {
     script: Mutex<Script>,
     hits: AtomicUsize,
     model_hits: AtomicUsize,
+    embedding_hits: AtomicUsize,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
 }
@@ -313,12 +315,14 @@ impl TestServer {
             }),
             hits: AtomicUsize::new(0),
             model_hits: AtomicUsize::new(0),
+            embedding_hits: AtomicUsize::new(0),
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
         });
         let app = Router::new()
             .route("/v1/chat/completions", post(chat_completions))
             .route("/v1/models", get(models))
+            .route("/v1/embeddings", post(embeddings::embeddings))
             .with_state(Arc::clone(&shared));
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -494,6 +498,21 @@ impl TestServer {
         self.shared.model_hits.load(Ordering::SeqCst)
     }
 
+    /// `POST /v1/embeddings` requests received. The server answers them with deterministic
+    /// vectors from [`HashEmbedder`](flow_core::memory::HashEmbedder) (of the requested
+    /// `dimensions`, 384 by default), so memory recalls by meaning in offline tests.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> std::io::Result<()> {
+    /// let s = flow_llm::TestServer::start().await?;
+    /// assert_eq!(s.embedding_requests(), 0);
+    /// # Ok(()) }
+    /// ```
+    pub fn embedding_requests(&self) -> usize {
+        self.shared.embedding_hits.load(Ordering::SeqCst)
+    }
+
     /// Chat completion requests being answered right now.
     ///
     /// ```
@@ -534,6 +553,7 @@ impl TestServer {
         self.shared.script().requests.clear();
         self.shared.hits.store(0, Ordering::SeqCst);
         self.shared.model_hits.store(0, Ordering::SeqCst);
+        self.shared.embedding_hits.store(0, Ordering::SeqCst);
         self.shared.max_in_flight.store(self.in_flight(), Ordering::SeqCst);
     }
 }

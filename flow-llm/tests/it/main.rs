@@ -11,6 +11,7 @@ mod feedback;
 mod flow;
 mod journal;
 mod mcp;
+mod memory;
 mod replay;
 mod resilience;
 mod run_stream;

@@ -41,6 +41,7 @@
 
 mod error;
 mod listen;
+mod memory;
 mod queries;
 mod schema;
 mod stream;
@@ -586,5 +587,24 @@ impl Store for PgStore {
 
     async fn trace_context(&self, run_id: Uuid) -> Result<Option<String>, StoreError> {
         on_connection!(self, Some(run_id), |client| trace::read(&client, &self.pg, run_id))
+    }
+
+    async fn memory_put(&self, record: crate::memory::MemoryRecord) -> Result<bool, StoreError> {
+        on_connection!(self, None, |client| memory::put(&client, &self.pg, &record, crate::store::now_ms()))
+    }
+
+    async fn memory_search(
+        &self,
+        search: &crate::memory::MemorySearch,
+    ) -> Result<Vec<crate::memory::Recalled>, StoreError> {
+        on_connection!(self, None, |client| memory::search(&client, &self.pg, search))
+    }
+
+    async fn memory_forget(&self, forget: &crate::memory::Forget) -> Result<u64, StoreError> {
+        on_connection!(self, None, |client| memory::forget(&client, &self.pg, forget))
+    }
+
+    async fn memory_purge_expired(&self, now_ms: i64) -> Result<u64, StoreError> {
+        on_connection!(self, None, |client| memory::purge(&client, &self.pg, now_ms))
     }
 }

@@ -154,8 +154,27 @@ ALTER TABLE flow_checkpoints ADD COLUMN edited_by text;
 ALTER TABLE flow_checkpoints ADD COLUMN edit_reason text;
 "#;
 
+/// Version 8 (issue 23): memory across runs (`flow_core::memory`), not tied to a run.
+/// `embedding` holds little-endian `f32`s and recalls score in the client, so this needs no
+/// extension; `scope` sorts in the "C" collation so the scopes below one are a range.
+const V8: &str = r#"
+CREATE TABLE flow_memory (
+    id         text             NOT NULL PRIMARY KEY,
+    scope      text COLLATE "C" NOT NULL,
+    content    text             NOT NULL,
+    metadata   text             NOT NULL,
+    importance real             NOT NULL,
+    created_at bigint           NOT NULL,
+    expires_at bigint,
+    model      text             NOT NULL,
+    embedding  bytea            NOT NULL
+);
+CREATE INDEX flow_memory_by_scope ON flow_memory (scope);
+CREATE INDEX flow_memory_expiring ON flow_memory (expires_at) WHERE expires_at IS NOT NULL;
+"#;
+
 /// Every migration, in order: `MIGRATIONS[i]` takes a schema from version `i` to `i + 1`.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
 
 /// The schema version this build reads and writes.
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -8,6 +8,7 @@
 //! alive on the runtime and writes while the writer is idle (see [`writer`]).
 
 mod error;
+mod memory;
 mod queries;
 mod schema;
 mod stream;
@@ -692,5 +693,26 @@ impl Store for SqliteStore {
 
     async fn run_graph(&self, run_id: Uuid) -> Result<Option<GraphDoc>, StoreError> {
         self.read(move |db| queries::run_graph(db, run_id)).await.map_err(|e| e.for_run(run_id))
+    }
+
+    async fn memory_put(&self, record: crate::memory::MemoryRecord) -> Result<bool, StoreError> {
+        self.write(move |db| memory::put(db, &record, now_ms())).await
+    }
+
+    async fn memory_search(
+        &self,
+        search: &crate::memory::MemorySearch,
+    ) -> Result<Vec<crate::memory::Recalled>, StoreError> {
+        let search = search.clone();
+        self.read(move |db| memory::search(db, &search)).await
+    }
+
+    async fn memory_forget(&self, forget: &crate::memory::Forget) -> Result<u64, StoreError> {
+        let forget = forget.clone();
+        self.write(move |db| memory::forget(db, &forget)).await
+    }
+
+    async fn memory_purge_expired(&self, now_ms: i64) -> Result<u64, StoreError> {
+        self.write(move |db| memory::purge(db, now_ms)).await
     }
 }

@@ -297,6 +297,31 @@ const V9: &str = "ALTER TABLE flow_checkpoints ADD COLUMN edited_by TEXT;
 ALTER TABLE flow_checkpoints ADD COLUMN edit_reason TEXT;
 ";
 
+/// The memory table (version 10): what `Ctx::remember` stores, not tied to a run.
+/// `embedding` holds little-endian `f32`s; `metadata` a JSON object as text.
+macro_rules! memory_table {
+    () => {
+        "-- Memory records (`flow_core::memory`): kept across runs, erased by `forget` or expiry.
+CREATE TABLE flow_memory (
+    id         TEXT    NOT NULL PRIMARY KEY,
+    scope      TEXT    NOT NULL,
+    content    TEXT    NOT NULL,
+    metadata   TEXT    NOT NULL,
+    importance REAL    NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER,
+    model      TEXT    NOT NULL,
+    embedding  BLOB    NOT NULL
+) STRICT;
+CREATE INDEX flow_memory_by_scope ON flow_memory (scope);
+CREATE INDEX flow_memory_expiring ON flow_memory (expires_at) WHERE expires_at IS NOT NULL;
+"
+    };
+}
+
+/// Version 10 (issue 23): memory across runs.
+const V10: &str = memory_table!();
+
 /// What a new file gets: the schema every migration together makes of an empty file, written
 /// out, because running them one by one re-parses the schema at every `ALTER` and triples the
 /// cost of creating a store. `a_new_file_gets_what_the_migrations_make` keeps the two equal.
@@ -366,10 +391,11 @@ CREATE TABLE step_journal (
 ) STRICT;
 ",
     stream_table!(),
+    memory_table!(),
 );
 
 /// Every migration, oldest first. Append only: a released migration never changes.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10];
 
 /// The schema version this build writes.
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
