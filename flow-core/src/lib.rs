@@ -70,10 +70,10 @@ mod handle;
 pub mod input;
 pub mod journal;
 mod lease;
+pub mod memory;
 mod method_ref;
 #[cfg(feature = "otel")]
 pub mod otel;
-pub mod memory;
 mod outcome;
 mod plan;
 pub mod plot;
