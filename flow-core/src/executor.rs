@@ -31,7 +31,7 @@ use crate::graph::{DEFAULT_STEP_TIMEOUT, Graph, MethodDef, MethodId, OnFailure, 
 use crate::journal::TokenUsage;
 use crate::lease::Heartbeat;
 use crate::outcome::{Compensated, Escalated, Outputs, Paused, RecordedFailure, RunOutcome, RunResult, Sleeping};
-use crate::plan::{Clock, Plan, Source, clock_set};
+use crate::plan::{Plan, Source, clock_set};
 use crate::progress::{Activation, Compensation, Halt, Progress, Undoable};
 use crate::running::Running;
 use crate::step_key::StepKey;
