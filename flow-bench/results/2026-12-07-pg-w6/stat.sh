@@ -1,4 +1,7 @@
 #!/bin/bash
+# Replays on a PostgreSQL 15 with pg_stat_statements on 127.0.0.1:5439 (srvcpu.sh: a cluster of this
+# machine, for its postmaster pid); each schema made from the store's migrations (V1..V5, then V6 for
+# "schema 6"); run.sql from replay_gen.py, replay_limit.sql for the limit (table bare_commits).
 # usage: stat.sh schema script
 P="psql -h 127.0.0.1 -p 5439 -U postgres -d test"
 $P -qAtc "select pg_stat_statements_reset()" >/dev/null
