@@ -111,23 +111,23 @@ async fn migrations_apply_once_and_a_newer_schema_is_refused() -> TestResult {
     };
     let (a, b) = tokio::join!(PgStore::from_pool(db.pool(2)), PgStore::from_pool(db.pool(2)));
     let (a, _b) = (a?, b?);
-    assert_eq!(versions(&db).await?, [1, 2, 3, 4, 5, 6, 7, 8], "each migration recorded once");
+    assert_eq!(versions(&db).await?, [1, 2, 3, 4, 5, 6, 7, 8, 9], "each migration recorded once");
     let run = new_run("migrations", "w1", LONG);
     a.create_run(run.clone()).await?;
 
     // Opening again changes nothing.
     PgStore::from_pool(db.pool(1)).await?;
-    assert_eq!(versions(&db).await?, [1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(versions(&db).await?, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
 
     // A newer build's migration, recorded by hand.
-    db.connect().await?.execute("INSERT INTO flow_schema_migrations (version) VALUES (9)", &[]).await?;
+    db.connect().await?.execute("INSERT INTO flow_schema_migrations (version) VALUES (10)", &[]).await?;
     match PgStore::from_pool(db.pool(1)).await {
-        Err(e @ StoreError::SchemaTooNew { found: 9, supported: 8 }) => {
+        Err(e @ StoreError::SchemaTooNew { found: 10, supported: 9 }) => {
             assert!(e.to_string().contains("upgrade flows"), "{e}");
         }
         other => return Err(format!("expected SchemaTooNew, got {other:?}").into()),
     }
-    assert_eq!(versions(&db).await?, [1, 2, 3, 4, 5, 6, 7, 8, 9], "the refused schema is left as it is");
+    assert_eq!(versions(&db).await?, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], "the refused schema is left as it is");
     assert_eq!(a.load_run(run.run_id).await?.snapshot, run.snapshot, "its runs are untouched");
     Ok(())
 }
@@ -429,6 +429,52 @@ const VERSION_2_CHANGES: &str = "ALTER TABLE flow_runs ADD COLUMN queue text NOT
          WHERE lease_owner IS NOT NULL;
      INSERT INTO flow_schema_migrations (version) VALUES (2);";
 
+/// A step's commit updates its run row in place (a HOT update: no index entry written), since
+/// no index of `flow_runs` covers a column such a commit changes (schema version 9); and
+/// deleting a run deletes its steps and checkpoints, which have no foreign keys to cascade.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_commit_updates_the_run_row_in_place() -> TestResult {
+    let Some(db) = pg_support::database("a_step_commit_updates_the_run_row_in_place").await else { return Ok(()) };
+    let store = PgStore::from_pool(db.pool(2)).await?;
+    let run = new_run("in_place", "w1", LONG);
+    let id = run.run_id;
+    store.create_run(run).await?;
+    const COMMITS: u64 = 10;
+    for n in 1..=COMMITS {
+        store.commit(commit(id, 1, n)).await?;
+    }
+    let client = db.connect().await?;
+    // The server publishes a backend's counts once it has been idle a moment; wait for them.
+    let stats = "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relid = 'flow_runs'::regclass";
+    let started = std::time::Instant::now();
+    let (updated, hot) = loop {
+        let row = client.query_one(stats, &[]).await?;
+        let (updated, hot): (i64, i64) = (row.get(0), row.get(1));
+        if updated >= COMMITS as i64 {
+            break (updated, hot);
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            return Err(
+                format!("the server never published the {COMMITS} updates of flow_runs ({updated} so far)").into()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!((updated, hot), (COMMITS as i64, COMMITS as i64), "every step's commit is a HOT update");
+
+    // A run at rest goes with all its rows.
+    let mut last = commit(id, 1, COMMITS + 1);
+    last.status = RunStatus::Completed;
+    store.commit(last).await?;
+    store.delete_run(id).await?;
+    for table in ["flow_steps", "flow_checkpoints"] {
+        let left: i64 =
+            client.query_one(&format!("SELECT count(*) FROM {table} WHERE run_id = $1"), &[&id]).await?.get(0);
+        assert_eq!(left, 0, "{table} rows of the deleted run");
+    }
+    Ok(())
+}
+
 /// A schema version 2 made, with a run in it: the migration leaves its run readable, with no
 /// graph and steps without timings or usage, and new runs store their graph once.
 #[tokio::test]
@@ -462,7 +508,7 @@ async fn a_version_2_schema_reads_its_runs_without_graphs_or_timings() -> TestRe
         )
         .await?;
     let store = PgStore::from_pool(db.pool(2)).await?;
-    assert_eq!(versions(&db).await?, [1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(versions(&db).await?, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
     assert_eq!(store.load_run(old).await?.snapshot.state.get(), r#"{"v":1}"#);
     assert_eq!(store.run_graph(old).await?, None);
     let steps = store.steps(old).await?;
@@ -513,7 +559,7 @@ async fn a_version_1_schema_puts_its_runs_in_the_default_queue() -> TestResult {
             .await?;
     }
     let store = PgStore::from_pool(db.pool(2)).await?;
-    assert_eq!(versions(&db).await?, [1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(versions(&db).await?, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
     let run = store.load_run(paused).await?;
     assert_eq!(
         (run.status, &run.placement, run.available_at_ms, &run.answer),

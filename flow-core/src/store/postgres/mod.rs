@@ -20,6 +20,15 @@
 //! round trip per durable step, the same as a bare autocommit insert. The fenced case costs a
 //! second query to say why. Creating a run is one statement too.
 //!
+//! **Server work per step.** A step that stays running updates its run row in place (a HOT
+//! update: no index of `flow_runs` covers a column such a commit changes, and the table keeps
+//! room on its pages), inserts one checkpoint row and upserts its step rows; steps and
+//! checkpoints have no foreign keys, whose checks cost every commit a lookup and a row lock on
+//! the run it had just updated (they cannot dangle: only the statement that writes their run row
+//! writes them, and `delete_run` deletes them under the run row's lock). Pruning probes the
+//! checkpoints only once a run has more than it keeps, and only a commit that queues the run
+//! sends `pg_notify`.
+//!
 //! **Fencing.** Every statement that changes a run is fenced by the lease epoch in the same
 //! statement (`UPDATE ... WHERE run_id = $1 AND epoch = $2`) or, for `journal_put`, after
 //! locking the run row `FOR SHARE` and comparing its epoch in the same transaction, so no claim

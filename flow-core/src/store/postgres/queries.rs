@@ -85,7 +85,10 @@ const LIVE_LEASES: &str = concat!(
 );
 
 // Runnable runs of the flows $2 in the queues $1, the longest due first, leaving out the
-// (queue, key) pairs at their limit ($3, $4) and the rows another claimer holds locked.
+// (queue, key) pairs at their limit ($3, $4) and the rows another claimer holds locked. Due
+// since: a queued run's due time, a running run's lease expiry (its worker died then), else its
+// creation; the key of `flow_runs_runnable`, which leaves out `updated_at` so that a step's
+// commit can update the run row in place (schema version 9).
 const CLAIM_CANDIDATES: &str = concat!(
     "SELECT run_id, queue, concurrency_key FROM flow_runs WHERE status IN ('queued', 'running') \
      AND queue = ANY($1) AND flow = ANY($2) \
@@ -95,7 +98,8 @@ const CLAIM_CANDIDATES: &str = concat!(
     now_ms!(),
     ") AND NOT EXISTS (SELECT 1 FROM unnest($3::text[], $4::text[]) AS f (q, k) \
          WHERE f.q = queue AND f.k = concurrency_key) \
-     ORDER BY COALESCE(available_at, updated_at), created_at, run_id LIMIT $5 FOR UPDATE SKIP LOCKED"
+     ORDER BY COALESCE(available_at, lease_expires_at, created_at), created_at, run_id LIMIT $5 \
+     FOR UPDATE SKIP LOCKED"
 );
 
 const WAITING_STATE: &str = "SELECT status, pause, answer IS NOT NULL FROM flow_runs WHERE run_id = $1 FOR UPDATE";
@@ -233,7 +237,8 @@ const CREATE_RUN: &str = concat!(
 //   $9 the checkpoint's step key, $10 state, $11 progress, $12 checkpoints kept (NULL: all),
 //   $13-$22 the steps (`upsert_steps`).
 // All parts see the snapshot the statement started with: the pruning cannot see (nor delete) the
-// checkpoint inserted beside it, which is kept anyway as the newest. Returns the new version and
+// checkpoint inserted beside it, which is kept anyway as the newest. A run with no more than
+// `keep` checkpoints skips the pruning's index probe. Returns the new version and
 // the queue; a queued run notifies the workers listening when the statement commits.
 const COMMIT: &str = concat!(
     "WITH run AS (\
@@ -258,7 +263,8 @@ const COMMIT: &str = concat!(
     upsert_steps!(),
     ", \
      pruned AS (\
-         DELETE FROM flow_checkpoints c USING run WHERE c.run_id = $1 AND c.seq <= run.version - $12::bigint) \
+         DELETE FROM flow_checkpoints c USING run \
+         WHERE run.version > $12::bigint AND c.run_id = $1 AND c.seq <= run.version - $12::bigint) \
      SELECT version, queue, CASE WHEN status = 'queued' THEN pg_notify(",
     work_channel!(),
     ", queue)::text END, status FROM run"
@@ -311,13 +317,21 @@ const SELECT_JOURNAL: &str = "SELECT kind, name, request_hash, output FROM step_
 const SELECT_RUN_JOURNAL: &str = "SELECT step_key, seq, kind, name, request_hash, output FROM step_journal \
      WHERE run_id = $1 ORDER BY step_key, seq";
 
+// Waits for a commit in flight on the run and keeps the next from starting until the delete
+// commits, so the steps and checkpoints `DELETE_RUN` reads afterwards are all there will be.
+const LOCK_RUN: &str = "SELECT 1 FROM flow_runs WHERE run_id = $1 FOR UPDATE";
+
 // Refuses a live lease in the statement itself, so no claim can slip in between a check and
-// the delete; steps, checkpoints and journal go by the foreign keys' cascade.
+// the delete. Steps and checkpoints (no foreign keys since schema version 9) go in the same
+// statement, after `LOCK_RUN`; the journal and the stream by their foreign keys' cascade.
 const DELETE_RUN: &str = concat!(
-    "DELETE FROM flow_runs WHERE run_id = $1 AND (lease_owner IS NULL OR lease_expires_at IS NULL OR \
+    "WITH run AS (DELETE FROM flow_runs WHERE run_id = $1 AND (lease_owner IS NULL OR lease_expires_at IS NULL OR \
      lease_expires_at <= ",
     now_ms!(),
-    ") RETURNING run_id"
+    ") RETURNING run_id), \
+     steps AS (DELETE FROM flow_steps s USING run WHERE s.run_id = run.run_id), \
+     checkpoints AS (DELETE FROM flow_checkpoints c USING run WHERE c.run_id = run.run_id) \
+     SELECT run_id FROM run"
 );
 
 macro_rules! summary_query {
@@ -948,6 +962,8 @@ async fn require_run(client: &impl GenericClient, pg: &Pg, run_id: Uuid) -> Resu
 /// Deletes the run and everything stored for it, unless someone holds a live lease on it.
 pub(super) async fn delete_run(tx: &Transaction<'_>, pg: &Pg, run_id: Uuid) -> Result<(), StoreError> {
     let fail = |e: tokio_postgres::Error| pg.map(&e, Some(run_id));
+    let lock = tx.prepare_cached(LOCK_RUN).await.map_err(fail)?;
+    tx.execute(&lock, &[&run_id]).await.map_err(fail)?;
     let delete = tx.prepare_cached(DELETE_RUN).await.map_err(fail)?;
     if tx.query_opt(&delete, &[&run_id]).await.map_err(fail)?.is_some() {
         return Ok(());

@@ -173,8 +173,32 @@ CREATE INDEX flow_memory_by_scope ON flow_memory (scope);
 CREATE INDEX flow_memory_expiring ON flow_memory (expires_at) WHERE expires_at IS NOT NULL;
 "#;
 
+/// Version 9 (issue 17, W6): less work per durable step on the server, same guarantees.
+///
+/// A step's commit updates its run row; PostgreSQL can do that in place (a HOT update, no new
+/// entry in any of the table's seven indexes) only when no indexed column changes and the page
+/// has room. `updated_at` changes on every commit and was in `flow_runs_runnable`'s key, so
+/// every commit wrote seven index entries. The index now orders runnable runs by
+/// `COALESCE(available_at, lease_expires_at, created_at)`: a queued run by its due time, a
+/// running run whose worker died by the moment its lease lapsed (the moment it became due),
+/// and any other by its creation; none of these moves while a worker commits step after step.
+/// `fillfactor = 70` leaves each page room for the new versions of its rows.
+///
+/// Steps and checkpoints lose their foreign keys: each key check cost every commit a lookup and
+/// a share lock on the run row it had just updated. Neither can dangle: both are only written
+/// by the statement that inserts or (fenced by the epoch) updates their run row, selecting from
+/// that row, and `delete_run` locks the run row before it deletes them with it.
+const V9: &str = r#"
+DROP INDEX flow_runs_runnable;
+CREATE INDEX flow_runs_runnable ON flow_runs (queue, (COALESCE(available_at, lease_expires_at, created_at)), created_at)
+    WHERE status IN ('queued', 'running');
+ALTER TABLE flow_runs SET (fillfactor = 70);
+ALTER TABLE flow_steps DROP CONSTRAINT flow_steps_run_id_fkey;
+ALTER TABLE flow_checkpoints DROP CONSTRAINT flow_checkpoints_run_id_fkey;
+"#;
+
 /// Every migration, in order: `MIGRATIONS[i]` takes a schema from version `i` to `i + 1`.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
 
 /// The schema version this build reads and writes.
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
