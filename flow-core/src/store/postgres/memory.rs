@@ -1,4 +1,4 @@
-//! Memory records (`flow_memory`, schema version 6): what `Ctx::remember` stores and
+//! Memory records (`flow_memory`, schema version 8): what `Ctx::remember` stores and
 //! `Ctx::recall` ranks.
 //!
 //! Embeddings are `bytea` (little-endian `f32`s) and a recall scores the scope's candidates in

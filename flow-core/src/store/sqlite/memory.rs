@@ -1,4 +1,4 @@
-//! Memory records (`flow_memory`, schema version 8): what `Ctx::remember` stores and
+//! Memory records (`flow_memory`, schema version 10): what `Ctx::remember` stores and
 //! `Ctx::recall` ranks. Embeddings are little-endian `f32` blobs; a recall reads the scope's
 //! candidates through `flow_memory_by_scope` and scores them in Rust, decoding the content
 //! and metadata of the winners only.
