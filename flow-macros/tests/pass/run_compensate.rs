@@ -34,7 +34,8 @@ impl Order {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
-    let err = Order.kickoff(S).await.err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(err.contains("ship"), "the error names the failing method: {err}");
+    let outcome = Order.kickoff(S).await.expect("a compensated failure is an outcome, not an error");
+    let undone = outcome.compensated().expect("ship failed and charge was undone");
+    assert_eq!(undone.method, "ship", "the outcome names the failing method");
     assert_eq!(REFUNDED.load(Ordering::SeqCst), 4242, "refund ran with charge's output");
 }
