@@ -25,7 +25,7 @@ pub const DEFAULT_EMBEDDING_MODEL: &str = "text-embedding-3-small";
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let server = TestServer::start().await?;
 /// let embedder = OpenAiEmbedder::new(&server.llm_builder().build()?);
-/// let vectors = embedder.embed(&["Acme sells rockets".to_string()]).await?;
+/// let vectors = embedder.embed(&["Acme sells rockets".to_string()]).await.map_err(|e| e.to_string())?;
 /// assert_eq!(vectors[0].len(), flow_core::memory::HashEmbedder::DEFAULT_DIMENSIONS);
 /// assert_eq!(server.embedding_requests(), 1);
 /// # Ok(()) }
