@@ -1,6 +1,6 @@
 //! `memory-recall [n]`: recall latency with `n` memories in one scope of a `SqliteStore`
 //! (issue 23). The store is filled through `Store::memory_put` with
-//! [`HashEmbedder`](flow_core::memory::HashEmbedder) vectors (384 dimensions) of generated
+//! [`HashEmbedder`] vectors (384 dimensions) of generated
 //! facts, then the same recall (a query embedded once, k = 5, default weights) is timed
 //! `queries` times on the opened store; what is timed is `Store::memory_search`, the part that
 //! grows with the scope (embedding a query is the embedder's cost, one HTTP call to a real one).

@@ -27,8 +27,8 @@
 //!
 //! **Time to live.** A record remembered with [`Remember::ttl`] is never recalled once expired,
 //! and every store deletes expired records when it stores a new one
-//! ([`Store::memory_put`](crate::store::Store::memory_put)) or when asked
-//! ([`Store::memory_purge_expired`](crate::store::Store::memory_purge_expired)).
+//! ([`Store::memory_put`]) or when asked
+//! ([`Store::memory_purge_expired`]).
 //!
 //! **Embeddings** come from the runner's [`Embedder`] ([`Runner::with_embedder`](crate::Runner::with_embedder)):
 //! `flow_llm::OpenAiEmbedder` asks an OpenAI-compatible endpoint, and without one the
@@ -89,7 +89,7 @@ use crate::flow::State;
 use crate::journal::{Journal, request_hash};
 use crate::store::{Store, StoreError, now_ms};
 
-/// A record as stored: what [`Store::memory_put`](crate::store::Store::memory_put) keeps.
+/// A record as stored: what [`Store::memory_put`] keeps.
 ///
 /// ```
 /// use flow_core::memory::MemoryRecord;
@@ -190,7 +190,7 @@ mod millis {
     }
 }
 
-/// What a store is asked for by [`Store::memory_search`](crate::store::Store::memory_search):
+/// What a store is asked for by [`Store::memory_search`]:
 /// a recall with its query embedded and its clock read.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MemorySearch {
@@ -234,7 +234,7 @@ pub struct Recalled {
     pub score: f32,
 }
 
-/// What to erase ([`Ctx::forget`](crate::Ctx::forget), [`Store::memory_forget`](crate::store::Store::memory_forget)).
+/// What to erase ([`Ctx::forget`], [`Store::memory_forget`]).
 ///
 /// ```
 /// use flow_core::memory::Forget;
