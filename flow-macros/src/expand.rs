@@ -467,7 +467,7 @@ fn route_match(g: &Graph<'_>, i: usize, m: &Method) -> TokenStream {
         // every variant: this arm only keeps rustc from reporting the same gap a second time.
         arms.push(quote!(_ => #p::None,));
     } else {
-        // rustc reports the gap here. It suggests a `todo!()` arm after the last arm when the
+        // rustc reports the gap here. It suggests a placeholder arm after the last arm when the
         // last two arms share their syntax context, which would land in the user's attribute;
         // a last arm from another context (and a guard, so it covers nothing) prevents that.
         arms.push(quote_spanned!(proc_macro2::Span::mixed_site()=> _ if false => #p::None,));
