@@ -134,7 +134,7 @@ fn worker_name() -> String {
         .map(|h| h.trim().to_string())
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".into());
-    let nonce: u32 = rand::random();
+    let nonce: u32 = fastrand::u32(..);
     format!("{host}:{}:{nonce:08x}", std::process::id())
 }
 

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use rand::Rng;
 use tokio::sync::watch;
 use tokio::task::{JoinError, JoinHandle, JoinSet};
 use tokio::time::Instant;
@@ -460,7 +459,7 @@ fn stop_requested(stop: &watch::Receiver<Option<Instant>>) -> Option<Instant> {
 
 /// `d` ±20%, so that workers started together do not poll the store together.
 fn jittered(d: Duration) -> Duration {
-    d.mul_f64(rand::rng().random_range(0.8..=1.2))
+    d.mul_f64(0.8 + 0.4 * fastrand::f64())
 }
 
 /// The wait after the `n`-th store failure in a row: doubling from 50 ms up to the larger of
@@ -468,7 +467,7 @@ fn jittered(d: Duration) -> Duration {
 fn backoff(n: u32, poll: Duration) -> Duration {
     let cap = poll.max(Duration::from_secs(5));
     let base = Duration::from_millis(50).saturating_mul(1 << n.saturating_sub(1).min(16));
-    base.min(cap).mul_f64(rand::rng().random_range(0.5..=1.0))
+    base.min(cap).mul_f64(0.5 + 0.5 * fastrand::f64())
 }
 
 impl Loop {
