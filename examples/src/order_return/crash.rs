@@ -17,7 +17,7 @@ use crate::error::ExampleError;
 use crate::setup::Setup;
 use flow_core::console::Detail;
 
-/// Whether this process is the child that [`CrashMode::ChildProcess`] starts.
+/// Whether this process is the child that [`CrashMode::ChildProcess`](super::CrashMode::ChildProcess) starts.
 pub fn is_child() -> bool {
     std::env::var_os(CHILD_ENV).is_some()
 }
