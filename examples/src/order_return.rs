@@ -52,7 +52,7 @@ use uuid::Uuid;
 use crate::error::ExampleError;
 use crate::setup::{Setup, display_path};
 
-pub use crash::{child_main, is_child};
+pub use crash::{CHILD_ENV, child_main, is_child};
 use crash::{kill_when_restocking, now_ms, restocking_run, spawn_child};
 pub use replies::script;
 pub use samples::sample_messages;
@@ -150,12 +150,6 @@ pub struct StockMovement {
 
 /// Days after delivery within which a return needs no person.
 pub const RETURN_WINDOW_DAYS: u32 = 60;
-/// Set (to anything) in the environment of the child process that runs the first part of the
-/// crashing return.
-pub const CHILD_ENV: &str = "ORDER_RETURN_CHILD";
-const CHILD_LEASE_ENV: &str = "ORDER_RETURN_CHILD_LEASE_MS";
-const CHILD_TRACE_ENV: &str = "ORDER_RETURN_CHILD_TRACE";
-const CHILD_MAIL_DOWN_ENV: &str = "ORDER_RETURN_CHILD_MAIL_DOWN";
 /// The order whose return crashes and resumes.
 pub const CRASHING_ORDER: &str = "ORD-1042";
 /// The order whose return is too late and escalates.

@@ -30,11 +30,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use flow_core::console::{Console, Detail};
 use flow_core::store::SqliteStore;
 use flow_llm::{ConcurrencyLimit, OpenAiLlm, OpenAiLlmBuilder, TestServer};
 
 use crate::error::ExampleError;
-use flow_core::console::{Console, Detail};
 
 /// The model used against a real endpoint when neither `FLOWS_MODEL` nor `OPENAI_MODEL` is set.
 pub const DEFAULT_MODEL: &str = "gpt-4o-mini";

@@ -4,20 +4,24 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use flow_core::RunStatus;
-use flow_core::Runner;
+use flow_core::console::Detail;
 use flow_core::store::{RunFilter, SqliteStore, Store};
+use flow_core::{RunStatus, Runner};
 use uuid::Uuid;
 
-use super::{
-    CHILD_ENV, CHILD_LEASE_ENV, CHILD_MAIL_DOWN_ENV, CHILD_TRACE_ENV, Config, ReturnFlow, ReturnState, Shop,
-    WAREHOUSE_ACK, sample_messages, script,
-};
+use super::{Config, ReturnFlow, ReturnState, Shop, WAREHOUSE_ACK, sample_messages, script};
 use crate::error::ExampleError;
 use crate::setup::Setup;
-use flow_core::console::Detail;
 
-/// Whether this process is the child that [`CrashMode::ChildProcess`](super::CrashMode::ChildProcess) starts.
+/// Set (to anything) in the environment of the child process that runs the first part of the
+/// crashing return.
+pub const CHILD_ENV: &str = "ORDER_RETURN_CHILD";
+const CHILD_LEASE_ENV: &str = "ORDER_RETURN_CHILD_LEASE_MS";
+const CHILD_TRACE_ENV: &str = "ORDER_RETURN_CHILD_TRACE";
+const CHILD_MAIL_DOWN_ENV: &str = "ORDER_RETURN_CHILD_MAIL_DOWN";
+
+/// Whether this process is the child that
+/// [`CrashMode::ChildProcess`](super::CrashMode::ChildProcess) starts.
 pub fn is_child() -> bool {
     std::env::var_os(CHILD_ENV).is_some()
 }
