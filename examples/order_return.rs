@@ -5,14 +5,14 @@
 //! middle of restocking; the stored run is then resumed here once the dead process's lease has
 //! expired.
 //!
+//! The state, the flow and its run are in `examples/src/order_return.rs`
+//! ([`flow_examples::order_return`]); this binary runs it and prints the outcome.
+//!
 //! Offline by default; set `OPENAI_API_KEY` (and optionally `OPENAI_BASE_URL`, `FLOWS_MODEL`)
 //! for a real endpoint, `FLOWS_DB` to store the runs elsewhere.
 
-#![allow(clippy::print_stdout)] // an example's output is its point
-
-use flow_examples::order_return::{self, Config, Crash};
-use flow_examples::setup::{StoreLocation, display_path, exit_code, init_logging, operate_hint};
-use flow_examples::trace::human_duration;
+use flow_examples::order_return::{self, Config, report};
+use flow_examples::setup::{exit_code, init_logging};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
@@ -22,53 +22,8 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn example() -> Result<(), flow_examples::ExampleError> {
-    println!("Order return: two returns, one crash\n");
+    report::heading();
     let out = order_return::run(Config::from_env()?).await?;
-
-    let r = &out.returned;
-    println!("\nReturn of {}: run {} is {}", order_return::CRASHING_ORDER, r.run_id, r.stored_status);
-    match out.crash {
-        Crash::ChildKilled { pid } => println!(
-            "  crash: child process {pid} was killed with SIGKILL during {}; resumed here after waiting {} for its lease",
-            out.crashed_in.join(", "),
-            human_duration(out.waited_for_lease)
-        ),
-        Crash::ExecutionDropped => println!(
-            "  crash: the execution was dropped during {}; resumed in a fresh runner after {}",
-            out.crashed_in.join(", "),
-            human_duration(out.waited_for_lease)
-        ),
-    }
-    for step in &r.steps {
-        println!("  step {:<22} {:<10} attempts {}", step.step_key, step.status.as_str(), step.attempt);
-    }
-    if let Some(label) = &r.state.label {
-        println!("  label: {} {}", label.carrier, label.tracking);
-    }
-    for failure in &r.failures {
-        println!("  non-critical failure recorded: {} ({})", failure.method, failure.error);
-    }
-    for row in &out.stock_movements {
-        println!(
-            "  warehouse: restock for {} received {} time(s), applied once (idempotency key {})",
-            row.order_number, row.requests, row.idempotency_key
-        );
-    }
-    println!(
-        "  refund: {} ({} row in the payment ledger)",
-        r.state.refund_id.as_deref().unwrap_or("-"),
-        out.refunds.len()
-    );
-
-    let e = &out.escalated;
-    println!("\nReturn of {}: run {} is {}", order_return::LATE_ORDER, e.run_id, e.stored_status);
-    println!("  escalated: {}", e.escalation.as_deref().unwrap_or("-"));
-
-    println!(
-        "\nTokens of LLM calls made in this process: {} (calls replayed from the journal cost nothing)",
-        out.usage.total_tokens
-    );
-    println!("Runs are stored in {}; the shop in {}", display_path(&out.db_path), display_path(&out.shop_path));
-    println!("{}", operate_hint(StoreLocation::Sqlite(&out.db_path), Some(out.escalated.run_id)));
+    report::summary(&out);
     Ok(())
 }

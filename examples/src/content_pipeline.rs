@@ -22,6 +22,14 @@
 //!
 //! Offline, the scripted analyst knows one topic well ([`DEFAULT_TOPIC`]: it becomes confident
 //! on the third round); for any other topic it stays unsure, which shows the loop's cap.
+//!
+//! Read it top down: the state, the flow, then the run. The offline LLM's scripted replies are
+//! in `replies.rs` next to this file, the `search_web` tool's corpus in `services.rs`, and what
+//! the binary prints in [`report`].
+
+mod replies;
+pub mod report;
+mod services;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,59 +39,18 @@ use flow_core::prelude::*;
 use flow_core::store::Store;
 use flow_core::stream::{Channels, RunItem, StreamItem};
 use flow_core::{RunStatus, TokenUsage};
-use flow_llm::{Agent, Crew, FnTool, Inputs, Llm, Match, Reply, Task, TaskContext, TestServer, ToolError};
+use flow_llm::{Agent, Crew, Inputs, Llm, Task, TaskContext, TestServer};
 use futures::StreamExt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use uuid::Uuid;
 
 use crate::error::ExampleError;
 use crate::setup::{Setup, display_path};
-use crate::trace::Trace;
 
-/// The topic the binary writes about (`CONTENT_TOPIC` overrides it).
-pub const DEFAULT_TOPIC: &str = "heat pumps in cold climates";
-/// The audience the binary writes for (`CONTENT_AUDIENCE` overrides it).
-pub const DEFAULT_AUDIENCE: &str = "homeowners in northern Europe";
-/// How many times the quality router may send the work back for deeper research.
-pub const MAX_DEEPENING: u32 = 2;
-/// The lowest analyst confidence the quality bar accepts.
-pub const MIN_CONFIDENCE: f64 = 0.75;
-/// The fewest sources the quality bar accepts.
-pub const MIN_SOURCES: usize = 3;
-/// The fewest key statistics the quality bar accepts.
-pub const MIN_STATISTICS: usize = 3;
-
-/// What to write about, and where.
-#[derive(Clone, Debug)]
-pub struct Config {
-    /// Endpoint, database and trace.
-    pub setup: Setup,
-    /// The article's topic.
-    pub topic: String,
-    /// Who it is for.
-    pub audience: String,
-}
-
-impl Config {
-    /// The binary's configuration: [`Setup::from_env`], `CONTENT_TOPIC` and `CONTENT_AUDIENCE`.
-    pub fn from_env() -> Self {
-        let var = |name: &str, default: &str| {
-            std::env::var(name).ok().filter(|v| !v.trim().is_empty()).unwrap_or_else(|| default.to_owned())
-        };
-        Config {
-            setup: Setup::from_env(),
-            topic: var("CONTENT_TOPIC", DEFAULT_TOPIC),
-            audience: var("CONTENT_AUDIENCE", DEFAULT_AUDIENCE),
-        }
-    }
-
-    /// The tests' configuration: offline, runs in `db`, the default topic.
-    pub fn offline(db: impl Into<PathBuf>) -> Self {
-        Config { setup: Setup::offline(db), topic: DEFAULT_TOPIC.into(), audience: DEFAULT_AUDIENCE.into() }
-    }
-}
+pub use replies::script;
+pub use services::search_corpus;
+use services::search_tool;
 
 /// The run's typed state.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -169,103 +136,24 @@ pub struct Article {
     pub editor_notes: Vec<String>,
 }
 
-/// What the quality bar finds missing in a brief (empty: the brief passes).
-pub fn quality_gaps(brief: &ResearchBrief) -> Vec<String> {
-    let mut gaps = Vec::new();
-    if brief.confidence < MIN_CONFIDENCE {
-        gaps.push(format!("confidence {:.2} is below {MIN_CONFIDENCE:.2}", brief.confidence));
-    }
-    if brief.sources.len() < MIN_SOURCES {
-        gaps.push(format!("{} source(s), need at least {MIN_SOURCES}", brief.sources.len()));
-    }
-    if brief.key_statistics.len() < MIN_STATISTICS {
-        gaps.push(format!("{} key statistic(s), need at least {MIN_STATISTICS}", brief.key_statistics.len()));
-    }
-    gaps
-}
+/// The topic the binary writes about (`CONTENT_TOPIC` overrides it).
+pub const DEFAULT_TOPIC: &str = "heat pumps in cold climates";
+/// The audience the binary writes for (`CONTENT_AUDIENCE` overrides it).
+pub const DEFAULT_AUDIENCE: &str = "homeowners in northern Europe";
+/// How many times the quality router may send the work back for deeper research.
+pub const MAX_DEEPENING: u32 = 2;
+/// The lowest analyst confidence the quality bar accepts.
+pub const MIN_CONFIDENCE: f64 = 0.75;
+/// The fewest sources the quality bar accepts.
+pub const MIN_SOURCES: usize = 3;
+/// The fewest key statistics the quality bar accepts.
+pub const MIN_STATISTICS: usize = 3;
 
 /// The flow: its agents and the research crew.
 pub struct ContentFlow {
     research_crew: Crew,
     writer: Agent,
     editor: Agent,
-}
-
-impl ContentFlow {
-    /// Builds the agents and the crew on `llm`.
-    ///
-    /// # Errors
-    ///
-    /// [`flow_llm::LlmError`] when an agent, tool or typed output cannot be built.
-    pub fn new(llm: Arc<dyn Llm>) -> Result<Self, flow_llm::LlmError> {
-        let researcher = Agent::builder(
-            "Senior Research Analyst",
-            "Find current, sourced figures about {topic}",
-            "You have spent a decade fact-checking energy and technology reporting. You never quote a figure without its source.",
-        )
-        .llm(Arc::clone(&llm))
-        .tool(search_tool()?)
-        .max_iter(4)
-        .build()?;
-        let analyst = Agent::builder(
-            "Research Synthesiser",
-            "Turn research notes on {topic} into a brief a writer can trust",
-            "You are a sceptical editor-analyst. You rate your confidence honestly and low when sources are thin.",
-        )
-        .llm(Arc::clone(&llm))
-        .temperature(0.0)
-        .build()?;
-        let research_crew = Crew::builder()
-            .task(
-                Task::new(
-                    "Research round {round} on \"{topic}\" for {audience}. {focus}\nUse the search_web tool, then report what you found.",
-                    "Research notes: the key figures, each with the title and URL of its source.",
-                )
-                .name("gather")
-                .agent(&researcher),
-            )
-            .task(
-                Task::new(
-                    "Write the research brief on \"{topic}\" for round {round} from the notes.",
-                    "A summary, the key statistics, the sources (title and URL) and your confidence from 0 to 1 that the brief is accurate and complete enough to write from.",
-                )
-                .name("synthesise")
-                .agent(&analyst)
-                .context(TaskContext::Tasks(vec!["gather".into()]))
-                .output::<ResearchBrief>()?,
-            )
-            .build()?;
-        let writer = Agent::builder(
-            "Content Writer",
-            "Write clear, accurate articles for {audience}",
-            "You turn research into plain-spoken articles and never overstate what the sources support.",
-        )
-        .llm(Arc::clone(&llm))
-        .build()?;
-        let editor = Agent::builder(
-            "Senior Editor",
-            "Make articles tight, correct and honest about uncertainty",
-            "You have edited a consumer-advice magazine for fifteen years.",
-        )
-        .llm(llm)
-        .temperature(0.0)
-        .build()?;
-        Ok(ContentFlow { research_crew, writer, editor })
-    }
-
-    /// One research round: the crew's typed brief replaces the previous one.
-    async fn research_round(&self, cx: &Ctx<ContentState>, focus: String) -> Result<()> {
-        let (topic, audience, round) = cx.read(|s| (s.topic.clone(), s.audience.clone(), s.research_rounds + 1));
-        let inputs =
-            Inputs::new().with("topic", &topic).with("audience", &audience).with("round", round).with("focus", &focus);
-        let out = self.research_crew.kickoff(cx, &inputs).await?;
-        let brief: ResearchBrief = out.value()?;
-        cx.update(move |s| {
-            s.research = Some(brief.clone());
-            s.research_rounds = round;
-        });
-        Ok(())
-    }
 }
 
 #[flow(
@@ -356,31 +244,125 @@ impl ContentFlow {
     }
 }
 
-/// The `search_web` tool: a small offline corpus standing in for a search API (swap in yours).
-fn search_tool() -> Result<FnTool, flow_llm::LlmError> {
-    #[derive(Deserialize, JsonSchema)]
-    struct Query {
-        /// What to search for.
-        query: String,
+impl ContentFlow {
+    /// Builds the agents and the crew on `llm`.
+    ///
+    /// # Errors
+    ///
+    /// [`flow_llm::LlmError`] when an agent, tool or typed output cannot be built.
+    pub fn new(llm: Arc<dyn Llm>) -> Result<Self, flow_llm::LlmError> {
+        let researcher = Agent::builder(
+            "Senior Research Analyst",
+            "Find current, sourced figures about {topic}",
+            "You have spent a decade fact-checking energy and technology reporting. You never quote a figure without its source.",
+        )
+        .llm(Arc::clone(&llm))
+        .tool(search_tool()?)
+        .max_iter(4)
+        .build()?;
+        let analyst = Agent::builder(
+            "Research Synthesiser",
+            "Turn research notes on {topic} into a brief a writer can trust",
+            "You are a sceptical editor-analyst. You rate your confidence honestly and low when sources are thin.",
+        )
+        .llm(Arc::clone(&llm))
+        .temperature(0.0)
+        .build()?;
+        let research_crew = Crew::builder()
+            .task(
+                Task::new(
+                    "Research round {round} on \"{topic}\" for {audience}. {focus}\nUse the search_web tool, then report what you found.",
+                    "Research notes: the key figures, each with the title and URL of its source.",
+                )
+                .name("gather")
+                .agent(&researcher),
+            )
+            .task(
+                Task::new(
+                    "Write the research brief on \"{topic}\" for round {round} from the notes.",
+                    "A summary, the key statistics, the sources (title and URL) and your confidence from 0 to 1 that the brief is accurate and complete enough to write from.",
+                )
+                .name("synthesise")
+                .agent(&analyst)
+                .context(TaskContext::Tasks(vec!["gather".into()]))
+                .output::<ResearchBrief>()?,
+            )
+            .build()?;
+        let writer = Agent::builder(
+            "Content Writer",
+            "Write clear, accurate articles for {audience}",
+            "You turn research into plain-spoken articles and never overstate what the sources support.",
+        )
+        .llm(Arc::clone(&llm))
+        .build()?;
+        let editor = Agent::builder(
+            "Senior Editor",
+            "Make articles tight, correct and honest about uncertainty",
+            "You have edited a consumer-advice magazine for fifteen years.",
+        )
+        .llm(llm)
+        .temperature(0.0)
+        .build()?;
+        Ok(ContentFlow { research_crew, writer, editor })
     }
-    FnTool::new("search_web", "Searches the web and returns result snippets with their URLs", |q: Query| async move {
-        Ok::<_, ToolError>(search_corpus(&q.query))
-    })
+
+    /// One research round: the crew's typed brief replaces the previous one.
+    async fn research_round(&self, cx: &Ctx<ContentState>, focus: String) -> Result<()> {
+        let (topic, audience, round) = cx.read(|s| (s.topic.clone(), s.audience.clone(), s.research_rounds + 1));
+        let inputs =
+            Inputs::new().with("topic", &topic).with("audience", &audience).with("round", round).with("focus", &focus);
+        let out = self.research_crew.kickoff(cx, &inputs).await?;
+        let brief: ResearchBrief = out.value()?;
+        cx.update(move |s| {
+            s.research = Some(brief.clone());
+            s.research_rounds = round;
+        });
+        Ok(())
+    }
 }
 
-/// The offline corpus behind `search_web`. Figures are illustrative demo data.
-pub fn search_corpus(query: &str) -> String {
-    let q = query.to_lowercase();
-    if q.contains("heat pump") {
-        [
-            "1. Field study, 2023 (https://example.org/cold-climate-field-study): cold-climate units kept a seasonal COP near 2.5 at sites averaging -10 °C.",
-            "2. Installer survey (https://example.org/installer-survey): most retrofits in detached houses needed no new radiators.",
-            "3. Grid operator note (https://example.org/grid-winter-peak): heat pumps add about 1.5 kW per home to the winter evening peak.",
-            "4. Consumer agency guide (https://example.org/running-costs): running costs fall below gas boilers when electricity costs under 3x the gas price per kWh.",
-        ]
-        .join("\n")
-    } else {
-        format!("1. Forum thread (https://example.org/forum?q={}): opinions, no figures.", q.replace(' ', "+"))
+/// What the quality bar finds missing in a brief (empty: the brief passes).
+pub fn quality_gaps(brief: &ResearchBrief) -> Vec<String> {
+    let mut gaps = Vec::new();
+    if brief.confidence < MIN_CONFIDENCE {
+        gaps.push(format!("confidence {:.2} is below {MIN_CONFIDENCE:.2}", brief.confidence));
+    }
+    if brief.sources.len() < MIN_SOURCES {
+        gaps.push(format!("{} source(s), need at least {MIN_SOURCES}", brief.sources.len()));
+    }
+    if brief.key_statistics.len() < MIN_STATISTICS {
+        gaps.push(format!("{} key statistic(s), need at least {MIN_STATISTICS}", brief.key_statistics.len()));
+    }
+    gaps
+}
+
+/// What to write about, and where.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Endpoint, database and trace.
+    pub setup: Setup,
+    /// The article's topic.
+    pub topic: String,
+    /// Who it is for.
+    pub audience: String,
+}
+
+impl Config {
+    /// The binary's configuration: [`Setup::from_env`], `CONTENT_TOPIC` and `CONTENT_AUDIENCE`.
+    pub fn from_env() -> Self {
+        let var = |name: &str, default: &str| {
+            std::env::var(name).ok().filter(|v| !v.trim().is_empty()).unwrap_or_else(|| default.to_owned())
+        };
+        Config {
+            setup: Setup::from_env(),
+            topic: var("CONTENT_TOPIC", DEFAULT_TOPIC),
+            audience: var("CONTENT_AUDIENCE", DEFAULT_AUDIENCE),
+        }
+    }
+
+    /// The tests' configuration: offline, runs in `db`, the default topic.
+    pub fn offline(db: impl Into<PathBuf>) -> Self {
+        Config { setup: Setup::offline(db), topic: DEFAULT_TOPIC.into(), audience: DEFAULT_AUDIENCE.into() }
     }
 }
 
@@ -434,7 +416,7 @@ pub enum Draft<'a> {
 ///
 /// As [`run`].
 pub async fn run_streaming(config: Config, mut on_draft: impl FnMut(Draft<'_>)) -> Result<Outcome, ExampleError> {
-    let trace = Trace::new(config.setup.trace);
+    let trace = config.setup.console();
     let (store, db_path) = config.setup.open_store().await?;
     let topic = config.topic.clone();
     let backend = config.setup.connect_llm(None, |server| script(server, &topic)).await?;
@@ -480,86 +462,4 @@ pub async fn run_streaming(config: Config, mut on_draft: impl FnMut(Draft<'_>)) 
         db_path,
         endpoint: backend.endpoint().to_owned(),
     })
-}
-
-/// The offline server's replies: rules that match on the request's content (agent role,
-/// research round, requested schema), so they hold whatever order requests arrive in.
-pub fn script(server: &TestServer, topic: &str) {
-    let known = topic.to_lowercase().contains("heat pump");
-
-    // The researcher: first a search, then notes from the results.
-    server.when(Match::system_contains("Senior Research Analyst").and(Match::has_tool_results())).respond(|req| {
-        let results: Vec<&str> = req
-            .chat
-            .messages
-            .iter()
-            .filter(|m| m.role == flow_llm::Role::Tool)
-            .map(flow_llm::Message::text_or_empty)
-            .collect();
-        Reply::text(format!("Research notes from the search:\n{}", results.join("\n")))
-    });
-    let query = format!("{topic} figures");
-    server
-        .when(Match::system_contains("Senior Research Analyst"))
-        .reply(Reply::tool_call("search_web", json!({ "query": query })));
-
-    // The analyst: a typed brief whose quality depends on the round.
-    for round in 1..=3 {
-        let brief = scripted_brief(topic, known, round);
-        server
-            .when(Match::schema_named("ResearchBrief").and(Match::last_user_contains(format!("for round {round} "))))
-            .reply(Reply::json(&brief));
-    }
-
-    let draft = format!(
-        "# {title}\n\nResearch-backed notes on {topic}: what the figures say, what they cost, and what is still uncertain.",
-        title = capitalise(topic)
-    );
-    server.when(Match::system_contains("Content Writer")).reply(Reply::text(draft));
-    let article = json!({
-        "title": format!("{}: what the numbers say", capitalise(topic)),
-        "body": format!("Edited article on {topic}. Every figure is attributed to its source; open questions are stated as such."),
-        "editor_notes": ["Cut the introduction by a third", "Attributed every figure to its source", "Kept the caveats on running costs"],
-    });
-    server.when(Match::system_contains("Senior Editor")).reply(Reply::json(&article));
-}
-
-fn scripted_brief(topic: &str, known: bool, round: u32) -> serde_json::Value {
-    let source = |n: &str, title: &str| json!({ "title": title, "url": format!("https://example.org/{n}") });
-    if !known {
-        return json!({
-            "summary": format!("Little solid evidence on {topic} turned up; sources disagree."),
-            "key_statistics": [],
-            "sources": [source("forum", "Forum thread")],
-            "confidence": 0.3,
-        });
-    }
-    let all_stats = [
-        "Cold-climate units kept a seasonal COP near 2.5 at sites averaging -10 °C",
-        "About 1.5 kW per home is added to the winter evening peak",
-        "Running costs fall below gas when electricity costs under 3x the gas price per kWh",
-        "Most detached-house retrofits needed no new radiators",
-    ];
-    let all_sources = [
-        source("cold-climate-field-study", "Cold-climate field study, 2023"),
-        source("running-costs", "Consumer agency guide to running costs"),
-        source("grid-winter-peak", "Grid operator note on winter peaks"),
-        source("installer-survey", "Installer survey"),
-    ];
-    let (stats, sources, confidence) = match round {
-        1 => (2, 1, 0.55),
-        2 => (3, 2, 0.7),
-        _ => (4, 4, 0.88),
-    };
-    json!({
-        "summary": format!("Modern heat pumps heat homes well in cold climates; costs depend on electricity prices (round {round})."),
-        "key_statistics": all_stats[..stats],
-        "sources": all_sources[..sources],
-        "confidence": confidence,
-    })
-}
-
-fn capitalise(text: &str) -> String {
-    let mut chars = text.chars();
-    chars.next().map(|c| c.to_uppercase().chain(chars).collect()).unwrap_or_default()
 }

@@ -32,27 +32,6 @@ use uuid::Uuid;
 use crate::error::ExampleError;
 use crate::setup::{StoreLocation, operate_hint};
 
-/// The server used when `DATABASE_URL` is not set: the `postgres` database of a local server
-/// that trusts local connections (what the README's Docker line starts).
-pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-
-/// How long a worker's claim lasts without a heartbeat: a worker killed with `kill -9` has its
-/// runs taken over by the others this long after it died (plus one poll interval).
-pub const LEASE: Duration = Duration::from_secs(5);
-
-/// How long a stopping worker (SIGTERM, ctrl-c) lets its runs in flight finish before it gives
-/// the rest back to the queue.
-pub const STOP_DEADLINE: Duration = Duration::from_secs(10);
-
-/// Runs one worker executes at once.
-pub const IN_FLIGHT: usize = 16;
-
-/// Orders submitted at once by [`submit`].
-const SUBMIT_AT_ONCE: usize = 16;
-
-/// The flow's registered name, as `flows runs` shows it.
-pub const FLOW: &str = "fleet_order";
-
 /// One order on its way through the warehouse.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Order {
@@ -134,6 +113,27 @@ impl Fulfilment {
         Ok(())
     }
 }
+
+/// The flow's registered name, as `flows runs` shows it.
+pub const FLOW: &str = "fleet_order";
+
+/// The server used when `DATABASE_URL` is not set: the `postgres` database of a local server
+/// that trusts local connections (what the README's Docker line starts).
+pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// How long a worker's claim lasts without a heartbeat: a worker killed with `kill -9` has its
+/// runs taken over by the others this long after it died (plus one poll interval).
+pub const LEASE: Duration = Duration::from_secs(5);
+
+/// How long a stopping worker (SIGTERM, ctrl-c) lets its runs in flight finish before it gives
+/// the rest back to the queue.
+pub const STOP_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Runs one worker executes at once.
+pub const IN_FLIGHT: usize = 16;
+
+/// Orders submitted at once by [`submit`].
+const SUBMIT_AT_ONCE: usize = 16;
 
 /// `$DATABASE_URL`, else [`DEFAULT_URL`].
 pub fn database_url() -> String {

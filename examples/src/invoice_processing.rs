@@ -14,6 +14,14 @@
 //! code change. Each run records the limit it was started under in its state, so a run resumed
 //! after the limit changed keeps the rule it began with, and the audit trail shows which rule
 //! approved what.
+//!
+//! Read it top down: the state, the flow, then the run. The offline LLM's scripted replies are
+//! in `replies.rs` next to this file, the sample invoices in `samples.rs`, and what the binary
+//! prints (and the approver it plays) in [`report`].
+
+mod replies;
+pub mod report;
+mod samples;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,7 +32,7 @@ use flow_core::memory::{Recall, Remember};
 use flow_core::prelude::*;
 use flow_core::store::Store;
 use flow_core::{RunStatus, TokenUsage};
-use flow_llm::{Agent, Llm, LlmError, Match, Reply, TestServer};
+use flow_llm::{Agent, Llm, LlmError};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -32,108 +40,43 @@ use uuid::Uuid;
 
 use crate::error::ExampleError;
 use crate::setup::{Setup, display_path};
-use crate::trace::Trace;
 
-/// The environment variable holding the auto-approval limit.
-pub const LIMIT_ENV: &str = "INVOICE_AUTO_APPROVE_LIMIT";
-/// The auto-approval limit when [`LIMIT_ENV`] is not set, in the invoice's currency.
-pub const DEFAULT_AUTO_APPROVE_LIMIT: f64 = 5_000.0;
-/// Extractions below this confidence are not trusted.
-pub const MIN_CONFIDENCE: f64 = 0.8;
-/// Extraction attempts before an unsure invoice goes to a person.
-pub const MAX_EXTRACTIONS: u32 = 2;
+pub use replies::script;
+pub use samples::{illegible_receipt, sample_invoices};
 
-/// Which invoices to process, and under which limit.
-#[derive(Clone, Debug)]
-pub struct Config {
-    /// Endpoint, database and trace.
-    pub setup: Setup,
-    /// Invoices up to this total (inclusive) are approved without a person.
+/// The run's typed state.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct InvoiceState {
+    /// The invoice as it arrived.
+    pub invoice: Option<IncomingInvoice>,
+    /// The limit in force when the run started.
     pub auto_approve_limit: f64,
-    /// The invoices, processed one after another.
-    pub invoices: Vec<IncomingInvoice>,
+    /// The latest extraction.
+    pub extraction: Option<Extraction>,
+    /// Extractions made (the first plus the fallback).
+    pub extraction_attempts: u32,
+    /// The latest triage route.
+    pub route: Option<InvoiceRoute>,
+    /// The person's answer, when one was needed.
+    pub review: Option<ApprovalAnswer>,
+    /// Where the invoice stands.
+    pub status: InvoiceStatus,
+    /// The ERP's ledger entry, once posted.
+    pub ledger_entry: Option<String>,
 }
 
-impl Config {
-    /// The binary's configuration: [`Setup::from_env`], the limit from [`LIMIT_ENV`] and
-    /// [`sample_invoices`].
-    ///
-    /// # Errors
-    ///
-    /// [`ExampleError::Env`] when [`LIMIT_ENV`] is set to something that is not an amount.
-    pub fn from_env() -> Result<Self, ExampleError> {
-        let auto_approve_limit = match std::env::var(LIMIT_ENV) {
-            Ok(value) if !value.trim().is_empty() => parse_limit(&value)?,
-            _ => DEFAULT_AUTO_APPROVE_LIMIT,
-        };
-        Ok(Config { setup: Setup::from_env(), auto_approve_limit, invoices: sample_invoices() })
-    }
-
-    /// The tests' configuration: offline, runs in `db`, the default limit, [`sample_invoices`].
-    pub fn offline(db: impl Into<PathBuf>) -> Self {
-        Config {
-            setup: Setup::offline(db),
-            auto_approve_limit: DEFAULT_AUTO_APPROVE_LIMIT,
-            invoices: sample_invoices(),
-        }
-    }
-}
-
-/// Reads an amount such as `5000` or `12500.50`.
-///
-/// # Errors
-///
-/// [`ExampleError::Env`] naming [`LIMIT_ENV`] when `value` is not a non-negative number.
-pub fn parse_limit(value: &str) -> Result<f64, ExampleError> {
-    let invalid = |reason: &str| ExampleError::Env { name: LIMIT_ENV, value: value.to_owned(), reason: reason.into() };
-    let limit: f64 = value.trim().parse().map_err(|_| invalid("expected an amount such as 5000 or 12500.50"))?;
-    if !limit.is_finite() || limit < 0.0 {
-        return Err(invalid("the limit must be a non-negative amount"));
-    }
-    Ok(limit)
-}
-
-/// An invoice as it arrived: where from, and its text (from the PDF or the OCR of a scan).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct IncomingInvoice {
-    /// Where it came from.
-    pub source: String,
-    /// Its text.
-    pub text: String,
-}
-
-/// A small clean invoice, a large one, and a faxed scan the first extraction cannot read well.
-pub fn sample_invoices() -> Vec<IncomingInvoice> {
-    vec![
-        IncomingInvoice {
-            source: "ap@ inbox: acme-INV-2024-0117.pdf".into(),
-            text: "ACME OFFICE SUPPLIES GmbH\nInvoice INV-2024-0117, issued 2024-11-04, due 2024-12-04\n\
-                   120 x A4 paper boxes ........ EUR 1,080.00\n12 x toner cartridges ........ EUR 204.50\n\
-                   Total due: EUR 1,284.50"
-                .into(),
-        },
-        IncomingInvoice {
-            source: "ap@ inbox: helix-88231.pdf".into(),
-            text: "HELIX CLOUD SERVICES Ltd\nInvoice 88231, issued 2024-11-01, due 2024-11-30\n\
-                   Annual platform licence, 40 seats .... EUR 16,000.00\nPriority support ..... EUR 2,400.00\n\
-                   Total due: EUR 18,400.00"
-                .into(),
-        },
-        IncomingInvoice {
-            source: "fax scan: nordic-freight.tiff (OCR)".into(),
-            text: "N0RDIC FRE1GHT AB  lnv0ice N F-5512 (?)  due 2O24-12-1?\nPallet transp0rt Oslo-G0thenburg .. 2 ,15O.0O\n\
-                   T0tal: EUR 2,1S0.00 ~~ smudged"
-                .into(),
-        },
-    ]
-}
-
-/// A receipt nobody can read well: both extractions stay unsure and a person decides.
-pub fn illegible_receipt() -> IncomingInvoice {
-    IncomingInvoice {
-        source: "phone photo: thermal-receipt.jpg (OCR)".into(),
-        text: "THERMAL RECEIPT ... faded ... T0T L  ?? 4.. ,..".into(),
-    }
+/// Where an invoice stands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InvoiceStatus {
+    /// Not decided yet.
+    #[default]
+    Open,
+    /// Approved by the flow under the limit.
+    AutoApproved,
+    /// Approved by a person.
+    Approved,
+    /// Rejected by a person.
+    Rejected,
 }
 
 /// The extraction's typed answer.
@@ -197,82 +140,19 @@ pub struct ApprovalAnswer {
     pub note: String,
 }
 
-/// Where an invoice stands.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum InvoiceStatus {
-    /// Not decided yet.
-    #[default]
-    Open,
-    /// Approved by the flow under the limit.
-    AutoApproved,
-    /// Approved by a person.
-    Approved,
-    /// Rejected by a person.
-    Rejected,
-}
-
-/// The run's typed state.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct InvoiceState {
-    /// The invoice as it arrived.
-    pub invoice: Option<IncomingInvoice>,
-    /// The limit in force when the run started.
-    pub auto_approve_limit: f64,
-    /// The latest extraction.
-    pub extraction: Option<Extraction>,
-    /// Extractions made (the first plus the fallback).
-    pub extraction_attempts: u32,
-    /// The latest triage route.
-    pub route: Option<InvoiceRoute>,
-    /// The person's answer, when one was needed.
-    pub review: Option<ApprovalAnswer>,
-    /// Where the invoice stands.
-    pub status: InvoiceStatus,
-    /// The ERP's ledger entry, once posted.
-    pub ledger_entry: Option<String>,
-}
+/// The environment variable holding the auto-approval limit.
+pub const LIMIT_ENV: &str = "INVOICE_AUTO_APPROVE_LIMIT";
+/// The auto-approval limit when [`LIMIT_ENV`] is not set, in the invoice's currency.
+pub const DEFAULT_AUTO_APPROVE_LIMIT: f64 = 5_000.0;
+/// Extractions below this confidence are not trusted.
+pub const MIN_CONFIDENCE: f64 = 0.8;
+/// Extraction attempts before an unsure invoice goes to a person.
+pub const MAX_EXTRACTIONS: u32 = 2;
 
 /// The flow: the extraction agents.
 pub struct InvoiceFlow {
     clerk: Agent,
     specialist: Agent,
-}
-
-impl InvoiceFlow {
-    /// Builds the agents on `llm`.
-    ///
-    /// # Errors
-    ///
-    /// [`LlmError`] when an agent cannot be built.
-    pub fn new(llm: Arc<dyn Llm>) -> Result<Self, LlmError> {
-        Ok(InvoiceFlow {
-            clerk: Agent::builder(
-                "Accounts Payable Clerk",
-                "Extract invoices accurately and say honestly how sure you are",
-                "You process hundreds of invoices a week.",
-            )
-            .llm(Arc::clone(&llm))
-            .temperature(0.0)
-            .build()?,
-            specialist: Agent::builder(
-                "Senior AP Specialist",
-                "Recover the exact figures from damaged or badly scanned invoices",
-                "You read OCR output character by character, fix typical OCR confusions (0/O, 1/l, 5/S) and check that the lines add up to the total.",
-            )
-            .llm(llm)
-            .temperature(0.0)
-            .build()?,
-        })
-    }
-}
-
-/// The memory scope of an invoice's supplier: `supplier/<first line of the invoice in lower
-/// case, words joined by ->` (the letterhead, as it stands before any extraction).
-pub fn supplier_scope(invoice_text: &str) -> String {
-    let header = invoice_text.lines().next().unwrap_or_default();
-    let slug: Vec<String> =
-        header.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect();
-    format!("supplier/{}", if slug.is_empty() { "unknown".to_string() } else { slug.join("-") })
 }
 
 #[flow(
@@ -402,6 +282,102 @@ impl InvoiceFlow {
     }
 }
 
+impl InvoiceFlow {
+    /// Builds the agents on `llm`.
+    ///
+    /// # Errors
+    ///
+    /// [`LlmError`] when an agent cannot be built.
+    pub fn new(llm: Arc<dyn Llm>) -> Result<Self, LlmError> {
+        Ok(InvoiceFlow {
+            clerk: Agent::builder(
+                "Accounts Payable Clerk",
+                "Extract invoices accurately and say honestly how sure you are",
+                "You process hundreds of invoices a week.",
+            )
+            .llm(Arc::clone(&llm))
+            .temperature(0.0)
+            .build()?,
+            specialist: Agent::builder(
+                "Senior AP Specialist",
+                "Recover the exact figures from damaged or badly scanned invoices",
+                "You read OCR output character by character, fix typical OCR confusions (0/O, 1/l, 5/S) and check that the lines add up to the total.",
+            )
+            .llm(llm)
+            .temperature(0.0)
+            .build()?,
+        })
+    }
+}
+
+/// The memory scope of an invoice's supplier: `supplier/<first line of the invoice in lower
+/// case, words joined by ->` (the letterhead, as it stands before any extraction).
+pub fn supplier_scope(invoice_text: &str) -> String {
+    let header = invoice_text.lines().next().unwrap_or_default();
+    let slug: Vec<String> =
+        header.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect();
+    format!("supplier/{}", if slug.is_empty() { "unknown".to_string() } else { slug.join("-") })
+}
+
+/// An invoice as it arrived: where from, and its text (from the PDF or the OCR of a scan).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IncomingInvoice {
+    /// Where it came from.
+    pub source: String,
+    /// Its text.
+    pub text: String,
+}
+
+/// Which invoices to process, and under which limit.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Endpoint, database and trace.
+    pub setup: Setup,
+    /// Invoices up to this total (inclusive) are approved without a person.
+    pub auto_approve_limit: f64,
+    /// The invoices, processed one after another.
+    pub invoices: Vec<IncomingInvoice>,
+}
+
+impl Config {
+    /// The binary's configuration: [`Setup::from_env`], the limit from [`LIMIT_ENV`] and
+    /// [`sample_invoices`].
+    ///
+    /// # Errors
+    ///
+    /// [`ExampleError::Env`] when [`LIMIT_ENV`] is set to something that is not an amount.
+    pub fn from_env() -> Result<Self, ExampleError> {
+        let auto_approve_limit = match std::env::var(LIMIT_ENV) {
+            Ok(value) if !value.trim().is_empty() => parse_limit(&value)?,
+            _ => DEFAULT_AUTO_APPROVE_LIMIT,
+        };
+        Ok(Config { setup: Setup::from_env(), auto_approve_limit, invoices: sample_invoices() })
+    }
+
+    /// The tests' configuration: offline, runs in `db`, the default limit, [`sample_invoices`].
+    pub fn offline(db: impl Into<PathBuf>) -> Self {
+        Config {
+            setup: Setup::offline(db),
+            auto_approve_limit: DEFAULT_AUTO_APPROVE_LIMIT,
+            invoices: sample_invoices(),
+        }
+    }
+}
+
+/// Reads an amount such as `5000` or `12500.50`.
+///
+/// # Errors
+///
+/// [`ExampleError::Env`] naming [`LIMIT_ENV`] when `value` is not a non-negative number.
+pub fn parse_limit(value: &str) -> Result<f64, ExampleError> {
+    let invalid = |reason: &str| ExampleError::Env { name: LIMIT_ENV, value: value.to_owned(), reason: reason.into() };
+    let limit: f64 = value.trim().parse().map_err(|_| invalid("expected an amount such as 5000 or 12500.50"))?;
+    if !limit.is_finite() || limit < 0.0 {
+        return Err(invalid("the limit must be a non-negative amount"));
+    }
+    Ok(limit)
+}
+
 /// How one invoice's run went.
 #[derive(Clone, Debug)]
 pub struct InvoiceReport {
@@ -446,7 +422,7 @@ pub async fn run(
     config: Config,
     mut approver: impl FnMut(&PauseRequest) -> ApprovalAnswer,
 ) -> Result<Outcome, ExampleError> {
-    let trace = Trace::new(config.setup.trace);
+    let trace = config.setup.console();
     let (store, db_path) = config.setup.open_store().await?;
     let backend = config.setup.connect_llm(None, script).await?;
     trace.note(format!("LLM endpoint: {}", backend.endpoint()));
@@ -514,43 +490,4 @@ pub async fn run(
         db_path,
         endpoint: backend.endpoint().to_owned(),
     })
-}
-
-/// The offline server's replies, matched on the agent and on text unique to each invoice.
-pub fn script(server: &TestServer) {
-    let clerk = || Match::system_contains("Accounts Payable Clerk");
-    let specialist = || Match::system_contains("Senior AP Specialist");
-    let line = |description: &str, amount: f64| json!({ "description": description, "amount": amount });
-
-    server.when(clerk().and(Match::last_user_contains("INV-2024-0117"))).reply(Reply::json(&json!({
-        "vendor": "Acme Office Supplies GmbH", "invoice_number": "INV-2024-0117", "currency": "EUR",
-        "total": 1284.50, "due_date": "2024-12-04",
-        "line_items": [line("120 x A4 paper boxes", 1080.00), line("12 x toner cartridges", 204.50)],
-        "confidence": 0.97,
-    })));
-    server.when(clerk().and(Match::last_user_contains("Invoice 88231"))).reply(Reply::json(&json!({
-        "vendor": "Helix Cloud Services Ltd", "invoice_number": "88231", "currency": "EUR",
-        "total": 18400.00, "due_date": "2024-11-30",
-        "line_items": [line("Annual platform licence, 40 seats", 16000.00), line("Priority support", 2400.00)],
-        "confidence": 0.95,
-    })));
-    // The fax: the quick extraction is unsure; the careful one recovers it.
-    server.when(clerk().and(Match::last_user_contains("N0RDIC FRE1GHT"))).reply(Reply::json(&json!({
-        "vendor": "N0RDIC FRE1GHT AB", "invoice_number": "NF-5512?", "currency": "EUR",
-        "total": 2150.0, "due_date": "2024-12-1?",
-        "line_items": [line("Pallet transport", 215.0)],
-        "confidence": 0.42,
-    })));
-    server.when(specialist().and(Match::last_user_contains("N0RDIC FRE1GHT"))).reply(Reply::json(&json!({
-        "vendor": "Nordic Freight AB", "invoice_number": "NF-5512", "currency": "EUR",
-        "total": 2150.00, "due_date": "2024-12-15",
-        "line_items": [line("Pallet transport Oslo-Gothenburg", 2150.00)],
-        "confidence": 0.91,
-    })));
-    // The receipt nobody can read.
-    let unreadable = json!({
-        "vendor": "unknown", "invoice_number": "unknown", "currency": "EUR", "total": 4.0, "due_date": "unknown",
-        "line_items": [], "confidence": 0.2,
-    });
-    server.when(Match::last_user_contains("THERMAL RECEIPT")).reply(Reply::json(&unreadable));
 }

@@ -16,6 +16,16 @@
 //!   `kickoff` returns. A person answers in their own words, maybe days later, in another
 //!   process; [`flow_llm::feedback::route_feedback`] maps the answer onto
 //!   [`EmailDecision`], and an unclear answer is asked again instead of guessed.
+//!
+//! Read it top down: the state, the flow, then the run. The offline LLM's scripted replies are
+//! in `replies.rs` next to this file, the firmographics service behind `lookup_company` in
+//! `services.rs`, the sample leads in `samples.rs`, and what the binary prints (and the reviewer
+//! it plays) in [`report`].
+
+mod replies;
+pub mod report;
+mod samples;
+mod services;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,7 +36,7 @@ use flow_core::prelude::*;
 use flow_core::store::Store;
 use flow_core::{RunStatus, TokenUsage};
 use flow_llm::feedback::route_feedback;
-use flow_llm::{Agent, FnTool, Llm, LlmError, Match, Message, Reply, Role, TestServer, ToolError};
+use flow_llm::{Agent, Llm, LlmError, TestServer};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -34,85 +44,11 @@ use uuid::Uuid;
 
 use crate::error::ExampleError;
 use crate::setup::{Setup, display_path};
-use crate::trace::Trace;
 
-/// Scores from this value up are hot.
-pub const HOT_SCORE: u32 = 75;
-/// Scores from this value up (and below [`HOT_SCORE`]) are warm.
-pub const WARM_SCORE: u32 = 45;
-/// How often `review_draft` asks again when the answer is unclear before it escalates.
-pub const MAX_ASKS: usize = 3;
-
-/// Which leads to process, and where.
-#[derive(Clone, Debug)]
-pub struct Config {
-    /// Endpoint, database and trace.
-    pub setup: Setup,
-    /// The leads, processed one after another.
-    pub leads: Vec<LeadForm>,
-}
-
-impl Config {
-    /// The binary's configuration: [`Setup::from_env`] and [`sample_leads`].
-    pub fn from_env() -> Self {
-        Config { setup: Setup::from_env(), leads: sample_leads() }
-    }
-
-    /// The tests' configuration: offline, runs in `db`, [`sample_leads`].
-    pub fn offline(db: impl Into<PathBuf>) -> Self {
-        Config { setup: Setup::offline(db), leads: sample_leads() }
-    }
-}
-
-/// A contact form as submitted.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct LeadForm {
-    /// The person's name.
-    pub name: String,
-    /// Their work email.
-    pub email: String,
-    /// Their company.
-    pub company: String,
-    /// Their job title.
-    pub title: String,
-    /// What they wrote.
-    pub message: String,
-}
-
-/// One lead of each kind: hot, warm, cold and invalid.
-pub fn sample_leads() -> Vec<LeadForm> {
-    let form = |name: &str, email: &str, company: &str, title: &str, message: &str| LeadForm {
-        name: name.into(),
-        email: email.into(),
-        company: company.into(),
-        title: title.into(),
-        message: message.into(),
-    };
-    vec![
-        form(
-            "Dana Whitfield",
-            "dana.whitfield@northwind-logistics.com",
-            "Northwind Logistics",
-            "VP Operations",
-            "We are evaluating workflow automation for 40 dispatchers and want a demo this month.",
-        ),
-        form(
-            "Sam Ortega",
-            "sam@brightleaf.io",
-            "Brightleaf",
-            "Product Manager",
-            "Curious what pricing looks like for a small team.",
-        ),
-        form(
-            "Jonas Lindqvist",
-            "jonas@lindqvist-bakery.se",
-            "Lindqvist Bakery",
-            "Owner",
-            "Saw your talk, just browsing.",
-        ),
-        form("test", "not-an-email", "", "", "asdf"),
-    ]
-}
+pub use replies::script;
+pub use samples::sample_leads;
+use services::company_lookup_tool;
+pub use services::firmographics;
 
 /// The run's typed state.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -144,6 +80,21 @@ pub struct LeadState {
     /// What earlier runs had learned about the company (recalled from memory).
     #[serde(default)]
     pub recalled: Vec<String>,
+}
+
+/// A contact form as submitted.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LeadForm {
+    /// The person's name.
+    pub name: String,
+    /// Their work email.
+    pub email: String,
+    /// Their company.
+    pub company: String,
+    /// Their job title.
+    pub title: String,
+    /// What they wrote.
+    pub message: String,
 }
 
 /// Where a lead ended up.
@@ -263,32 +214,12 @@ pub struct Review {
     pub reason: String,
 }
 
-/// The checks a form must pass before any enrichment is paid for.
-pub fn form_problems(form: &LeadForm) -> Vec<String> {
-    let mut problems = Vec::new();
-    if form.name.trim().len() < 2 || form.name.trim().eq_ignore_ascii_case("test") {
-        problems.push(format!("name {:?} is not a person's name", form.name));
-    }
-    match form.email.split_once('@') {
-        Some((local, domain)) if !local.is_empty() && domain.contains('.') && !domain.starts_with('.') => {
-            if ["mailinator.com", "guerrillamail.com", "10minutemail.com"].contains(&domain) {
-                problems.push(format!("{domain} is a disposable email domain"));
-            }
-        }
-        _ => problems.push(format!("email {:?} is not an email address", form.email)),
-    }
-    if form.company.trim().is_empty() {
-        problems.push("company is missing".into());
-    }
-    problems
-}
-
-/// The memory scope of a company: `company/<name in lower case, words joined by ->`.
-pub fn company_scope(company: &str) -> String {
-    let slug: Vec<String> =
-        company.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect();
-    format!("company/{}", if slug.is_empty() { "unknown".to_string() } else { slug.join("-") })
-}
+/// Scores from this value up are hot.
+pub const HOT_SCORE: u32 = 75;
+/// Scores from this value up (and below [`HOT_SCORE`]) are warm.
+pub const WARM_SCORE: u32 = 45;
+/// How often `review_draft` asks again when the answer is unclear before it escalates.
+pub const MAX_ASKS: usize = 3;
 
 /// The flow: its agents and the client the feedback classifier uses.
 pub struct LeadFlow {
@@ -297,49 +228,6 @@ pub struct LeadFlow {
     contact_researcher: Agent,
     scorer: Agent,
     writer: Agent,
-}
-
-impl LeadFlow {
-    /// Builds the agents on `llm`.
-    ///
-    /// # Errors
-    ///
-    /// [`LlmError`] when an agent or its tool cannot be built.
-    pub fn new(llm: Arc<dyn Llm>) -> Result<Self, LlmError> {
-        let agent = |role: &str, goal: &str, backstory: &str| {
-            Agent::builder(role, goal, backstory).llm(Arc::clone(&llm)).temperature(0.0)
-        };
-        Ok(LeadFlow {
-            company_researcher: agent(
-                "Company Research Analyst",
-                "Build an accurate company profile from firmographic data",
-                "You work in sales operations and only state what the data supports.",
-            )
-            .tool(company_lookup_tool()?)
-            .max_iter(3)
-            .build()?,
-            contact_researcher: agent(
-                "Sales Intelligence Researcher",
-                "Judge a contact's seniority and buying power",
-                "You have qualified thousands of B2B leads.",
-            )
-            .build()?,
-            scorer: agent(
-                "Lead Scoring Analyst",
-                "Score leads from 0 to 100 for fit and intent",
-                "You score strictly: budget, authority, need and timing.",
-            )
-            .build()?,
-            writer: Agent::builder(
-                "Account Executive",
-                "Write short, personal first emails that get replies",
-                "You write like a helpful person, never like a template.",
-            )
-            .llm(Arc::clone(&llm))
-            .build()?,
-            llm,
-        })
-    }
 }
 
 #[flow(
@@ -558,34 +446,94 @@ impl LeadFlow {
     }
 }
 
-/// The `lookup_company` tool over a small offline firmographics table (stand-in for a data
-/// provider's API).
-fn company_lookup_tool() -> Result<FnTool, LlmError> {
-    #[derive(Deserialize, JsonSchema)]
-    struct Lookup {
-        /// The company's web domain, e.g. `example.com`.
-        domain: String,
-    }
-    FnTool::new(
-        "lookup_company",
-        "Looks up firmographics (industry, headcount, region) by web domain",
-        |q: Lookup| async move {
-            Ok::<_, ToolError>(
-                firmographics(&q.domain)
-                    .map_or_else(|| format!("no record for {}", q.domain), |record| record.to_string()),
+impl LeadFlow {
+    /// Builds the agents on `llm`.
+    ///
+    /// # Errors
+    ///
+    /// [`LlmError`] when an agent or its tool cannot be built.
+    pub fn new(llm: Arc<dyn Llm>) -> Result<Self, LlmError> {
+        let agent = |role: &str, goal: &str, backstory: &str| {
+            Agent::builder(role, goal, backstory).llm(Arc::clone(&llm)).temperature(0.0)
+        };
+        Ok(LeadFlow {
+            company_researcher: agent(
+                "Company Research Analyst",
+                "Build an accurate company profile from firmographic data",
+                "You work in sales operations and only state what the data supports.",
             )
-        },
-    )
+            .tool(company_lookup_tool()?)
+            .max_iter(3)
+            .build()?,
+            contact_researcher: agent(
+                "Sales Intelligence Researcher",
+                "Judge a contact's seniority and buying power",
+                "You have qualified thousands of B2B leads.",
+            )
+            .build()?,
+            scorer: agent(
+                "Lead Scoring Analyst",
+                "Score leads from 0 to 100 for fit and intent",
+                "You score strictly: budget, authority, need and timing.",
+            )
+            .build()?,
+            writer: Agent::builder(
+                "Account Executive",
+                "Write short, personal first emails that get replies",
+                "You write like a helpful person, never like a template.",
+            )
+            .llm(Arc::clone(&llm))
+            .build()?,
+            llm,
+        })
+    }
 }
 
-/// The offline firmographics table behind `lookup_company`.
-pub fn firmographics(domain: &str) -> Option<serde_json::Value> {
-    let record = |name: &str, industry: &str, employees: u32, region: &str| json!({ "name": name, "industry": industry, "employees": employees, "region": region });
-    match domain.trim().to_lowercase().as_str() {
-        "northwind-logistics.com" => Some(record("Northwind Logistics", "Freight and logistics", 1200, "Nordics")),
-        "brightleaf.io" => Some(record("Brightleaf", "B2B software", 25, "United Kingdom")),
-        "lindqvist-bakery.se" => Some(record("Lindqvist Bakery", "Food retail", 6, "Sweden")),
-        _ => None,
+/// The checks a form must pass before any enrichment is paid for.
+pub fn form_problems(form: &LeadForm) -> Vec<String> {
+    let mut problems = Vec::new();
+    if form.name.trim().len() < 2 || form.name.trim().eq_ignore_ascii_case("test") {
+        problems.push(format!("name {:?} is not a person's name", form.name));
+    }
+    match form.email.split_once('@') {
+        Some((local, domain)) if !local.is_empty() && domain.contains('.') && !domain.starts_with('.') => {
+            if ["mailinator.com", "guerrillamail.com", "10minutemail.com"].contains(&domain) {
+                problems.push(format!("{domain} is a disposable email domain"));
+            }
+        }
+        _ => problems.push(format!("email {:?} is not an email address", form.email)),
+    }
+    if form.company.trim().is_empty() {
+        problems.push("company is missing".into());
+    }
+    problems
+}
+
+/// The memory scope of a company: `company/<name in lower case, words joined by ->`.
+pub fn company_scope(company: &str) -> String {
+    let slug: Vec<String> =
+        company.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect();
+    format!("company/{}", if slug.is_empty() { "unknown".to_string() } else { slug.join("-") })
+}
+
+/// Which leads to process, and where.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Endpoint, database and trace.
+    pub setup: Setup,
+    /// The leads, processed one after another.
+    pub leads: Vec<LeadForm>,
+}
+
+impl Config {
+    /// The binary's configuration: [`Setup::from_env`] and [`sample_leads`].
+    pub fn from_env() -> Self {
+        Config { setup: Setup::from_env(), leads: sample_leads() }
+    }
+
+    /// The tests' configuration: offline, runs in `db`, [`sample_leads`].
+    pub fn offline(db: impl Into<PathBuf>) -> Self {
+        Config { setup: Setup::offline(db), leads: sample_leads() }
     }
 }
 
@@ -647,7 +595,7 @@ pub async fn run(
     config: Config,
     mut reviewer: impl FnMut(&PauseRequest) -> ReviewAnswer,
 ) -> Result<Outcome, ExampleError> {
-    let trace = Trace::new(config.setup.trace);
+    let trace = config.setup.console();
     let (store, db_path) = config.setup.open_store().await?;
     let backend = config.setup.connect_llm(None, script).await?;
     trace.note(format!("LLM endpoint: {}", backend.endpoint()));
@@ -711,86 +659,4 @@ pub async fn run(
         db_path,
         endpoint: backend.endpoint().to_owned(),
     })
-}
-
-/// What the scripted model knows about each sample lead: (email, contact, score, reasons).
-fn lead_facts() -> Vec<(&'static str, serde_json::Value, u32, &'static str)> {
-    vec![
-        (
-            "dana.whitfield@northwind-logistics.com",
-            json!({ "seniority": "Executive", "department": "Operations", "decision_maker": true }),
-            88,
-            "Executive buyer with a concrete need and a timeline",
-        ),
-        (
-            "sam@brightleaf.io",
-            json!({ "seniority": "Manager", "department": "Product", "decision_maker": false }),
-            58,
-            "Good fit, early research, no timeline",
-        ),
-        (
-            "jonas@lindqvist-bakery.se",
-            json!({ "seniority": "Executive", "department": "Management", "decision_maker": true }),
-            18,
-            "Six-person company outside our segment, no stated need",
-        ),
-    ]
-}
-
-/// The offline server's replies, matched on the request's content (agent role, requested
-/// schema, the lead's email, the reviewer's words).
-pub fn script(server: &TestServer) {
-    // Company research: look the domain up, then turn the record into a profile.
-    server.when(Match::system_contains("Company Research Analyst").and(Match::has_tool_results())).respond(|req| {
-        let record = req.chat.messages.iter().rev().find(|m| m.role == Role::Tool).map(Message::text_or_empty);
-        let profile = match record.and_then(|r| serde_json::from_str::<serde_json::Value>(r).ok()) {
-            Some(r) => {
-                let employees = r["employees"].as_u64().unwrap_or(0);
-                json!({
-                    "name": r["name"], "industry": r["industry"], "employees": employees, "region": r["region"],
-                    "fit_notes": if employees >= 100 { "Large operations team, a strong fit" } else { "Small team; fit depends on budget" },
-                })
-            }
-            None => json!({ "name": "unknown", "industry": "unknown", "employees": 0, "region": "unknown", "fit_notes": "No data found" }),
-        };
-        Reply::json(&profile)
-    });
-    server.when(Match::system_contains("Company Research Analyst")).respond(|req| {
-        let text = req.chat.last_user_text().unwrap_or_default();
-        let domain = text.lines().find_map(|l| l.strip_prefix("domain: ")).unwrap_or_default();
-        Reply::tool_call("lookup_company", json!({ "domain": domain }))
-    });
-
-    for (email, contact, score, reason) in lead_facts() {
-        server
-            .when(Match::schema_named("ContactProfile").and(Match::last_user_contains(email)))
-            .reply(Reply::json(&contact));
-        server
-            .when(Match::schema_named("LeadScore").and(Match::last_user_contains(email)))
-            .reply(Reply::json(&json!({ "score": score, "reasons": [reason] })));
-    }
-
-    // The account executive: a first draft, and a revision that takes the reviewer's note in.
-    server.when(Match::system_contains("Account Executive").and(Match::last_user_contains("Reviewer asked"))).reply(Reply::text(
-        "Hi Dana,\n\nThanks for reaching out about automating dispatch for your 40 dispatchers. Our SOC 2 Type II report is attached for your security review. Could we show you a 30-minute demo next Tuesday or Thursday?\n\nBest,\nAlex",
-    ));
-    server.when(Match::system_contains("Account Executive")).reply(Reply::text(
-        "Hi Dana,\n\nThanks for reaching out about automating dispatch for your 40 dispatchers. Teams like Northwind's usually start with exception handling, where we save the most hours. Could we show you a 30-minute demo next Tuesday or Thursday?\n\nBest,\nAlex",
-    ));
-
-    // The feedback classifier: maps the person's own words onto a route, or says it is unclear.
-    server.when(Match::user_contains("The person's answer:")).respond(|req| {
-        let text = req.chat.last_user_text().unwrap_or_default();
-        let answer = text.rsplit("The person's answer:\n").next().unwrap_or_default().to_lowercase();
-        let (route, reason) = if answer.contains("discard") || answer.contains("don't send") {
-            ("Discard", "the reviewer does not want the email sent")
-        } else if answer.contains("change") || answer.contains("mention") || answer.contains("shorter") {
-            ("Revise", "the reviewer asks for changes")
-        } else if answer.contains("send") || answer.contains("approve") {
-            ("Send", "the reviewer approves sending")
-        } else {
-            ("unclear", "the answer does not say what to do with the email")
-        };
-        Reply::json(&json!({ "route": route, "reason": reason }))
-    });
 }

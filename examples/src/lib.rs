@@ -1,8 +1,11 @@
 //! Five business flows that run out of the box, offline, with one command each.
 //!
-//! Every example lives in its own module that holds the flow, its typed state, the scripted
-//! replies the offline LLM server answers with, and a `run(config)` function. The example
-//! binaries (`cargo run --example NAME`) and the integration tests drive the same `run`.
+//! Every example lives in its own module, which reads top down: the typed state, the flow (its
+//! `#[flow]` impl), then `run(config)`. What a reader can skip at first sits in sibling files
+//! next to it: the scripted replies the offline LLM server answers with (`replies.rs`), the
+//! fake services the flow talks to (`services.rs`), sample inputs (`samples.rs`), and what the
+//! binary prints (`report`). The example binaries (`cargo run --example NAME`) and the
+//! integration tests drive the same `run`.
 //!
 //! | module | what it shows |
 //! |---|---|
@@ -15,8 +18,9 @@
 //!
 //! Shared pieces: [`setup`] picks the LLM endpoint (a real OpenAI-compatible one when
 //! `OPENAI_API_KEY` is set, otherwise flow-llm's [`TestServer`](flow_llm::TestServer) started
-//! in-process with the example's scripted replies) and the SQLite file runs are stored in;
-//! [`trace`] turns a runner's events into the readable step-by-step trace the binaries print.
+//! in-process with the example's scripted replies), the SQLite file runs are stored in, and
+//! the console the runs print on: flow-core's [`console`](flow_core::console), which any
+//! program turns on with one line.
 
 #![warn(missing_docs)]
 
@@ -28,6 +32,5 @@ pub mod lead_enrichment;
 pub mod order_return;
 pub mod setup;
 pub mod ticket_routing;
-pub mod trace;
 
 pub use error::ExampleError;

@@ -23,143 +23,58 @@
 //! for the dead process's lease to expire and resumes the stored run in this process.
 //! [`CrashMode::InProcess`] does the same without a child process: it drops the execution
 //! mid-step and resumes in a fresh runner.
+//!
+//! Read it top down: the state, the flow, then the run. The offline LLM's scripted replies are
+//! in `replies.rs` next to this file, the carrier, the mail relay, the order book and the shop
+//! in `services.rs`, the customers' emails in `samples.rs`, the staged crash (the child process
+//! and its killing) in `crash.rs`, and what the binary prints in [`report`].
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+mod crash;
+mod replies;
+pub mod report;
+mod samples;
+mod services;
+
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use flow_core::console::{Console, human_duration};
 use flow_core::events::FlowEvent;
 use flow_core::prelude::*;
-use flow_core::store::{RunFilter, SqliteStore, StepRecord, StepStatus, Store};
+use flow_core::store::{SqliteStore, StepRecord, StepStatus, Store};
 use flow_core::{RecordedFailure, RunStatus, TokenUsage};
-use flow_llm::{Agent, Llm, LlmError, Match, Reply, TestServer};
+use flow_llm::{Agent, Llm, LlmError};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use uuid::Uuid;
 
 use crate::error::ExampleError;
 use crate::setup::{Setup, display_path};
-use crate::trace::{Trace, TraceMode, human_duration};
 
-/// Days after delivery within which a return needs no person.
-pub const RETURN_WINDOW_DAYS: u32 = 60;
-/// Set (to anything) in the environment of the child process that runs the first part of the
-/// crashing return.
-pub const CHILD_ENV: &str = "ORDER_RETURN_CHILD";
-const CHILD_LEASE_ENV: &str = "ORDER_RETURN_CHILD_LEASE_MS";
-const CHILD_TRACE_ENV: &str = "ORDER_RETURN_CHILD_TRACE";
-const CHILD_MAIL_DOWN_ENV: &str = "ORDER_RETURN_CHILD_MAIL_DOWN";
-/// The order whose return crashes and resumes.
-pub const CRASHING_ORDER: &str = "ORD-1042";
-/// The order whose return is too late and escalates.
-pub const LATE_ORDER: &str = "ORD-0977";
-/// How long the warehouse takes to acknowledge a restock (the crash lands in this window).
-pub const WAREHOUSE_ACK: Duration = Duration::from_millis(400);
+pub use crash::{CHILD_ENV, child_main, is_child};
+use crash::{kill_when_restocking, now_ms, restocking_run, spawn_child};
+pub use replies::script;
+pub use samples::sample_messages;
+pub use services::{LabelService, MailRelay, Shop, ShopRow, find_order};
 
-/// How the example crashes the first return.
-#[derive(Clone, Debug)]
-pub enum CrashMode {
-    /// Re-executes `program args` as a child process (with [`CHILD_ENV`] set) that starts the
-    /// run; SIGKILLs it while `restock_inventory` waits for the warehouse; resumes here.
-    ChildProcess {
-        /// The program: the example binary itself, or a test binary.
-        program: PathBuf,
-        /// Its arguments.
-        args: Vec<String>,
-    },
-    /// Drops the execution in this process at the same point (as a crash would: nothing runs
-    /// on, the lease is no longer renewed) and resumes in a fresh runner.
-    InProcess,
-}
-
-/// How to run the example.
-#[derive(Clone, Debug)]
-pub struct Config {
-    /// Endpoint, database and trace.
-    pub setup: Setup,
-    /// How the first return crashes.
-    pub crash: CrashMode,
-    /// How long a run's lease lasts without renewal: how soon another process may take over
-    /// the run of one that died. Short here so the example does not wait long.
-    pub lease: Duration,
-    /// Whether the mail relay is down (so the non-critical email fails).
-    pub mail_relay_down: bool,
-}
-
-impl Config {
-    /// The binary's configuration: [`Setup::from_env`], a child process that is the binary
-    /// itself, a 1 s lease, the mail relay down.
-    ///
-    /// # Errors
-    ///
-    /// [`ExampleError::Io`] when the binary's own path cannot be found.
-    pub fn from_env() -> Result<Self, ExampleError> {
-        Ok(Config {
-            setup: Setup::from_env(),
-            crash: CrashMode::ChildProcess { program: std::env::current_exe()?, args: Vec::new() },
-            lease: Duration::from_secs(1),
-            mail_relay_down: true,
-        })
-    }
-
-    /// The tests' configuration: offline, runs in `db`, an in-process crash, a 2 s lease (long
-    /// enough that the resume still finds the dead execution's lease on a busy machine).
-    pub fn offline(db: impl Into<PathBuf>) -> Self {
-        Config {
-            setup: Setup::offline(db),
-            crash: CrashMode::InProcess,
-            lease: Duration::from_secs(2),
-            mail_relay_down: true,
-        }
-    }
-}
-
-/// An order in the order system.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Order {
-    /// Its number.
-    pub number: String,
-    /// The buyer's email.
-    pub email: String,
-    /// The buyer's name.
-    pub customer: String,
-    /// The stock keeping unit.
-    pub sku: String,
-    /// What it is.
-    pub item: String,
-    /// What was paid, in cents.
-    pub amount_cents: i64,
-    /// Days since delivery.
-    pub delivered_days_ago: u32,
-}
-
-/// The order system (a fixed table here).
-pub fn find_order(number: &str) -> Option<Order> {
-    let order = |number: &str, email: &str, customer: &str, sku: &str, item: &str, cents: i64, days: u32| Order {
-        number: number.into(),
-        email: email.into(),
-        customer: customer.into(),
-        sku: sku.into(),
-        item: item.into(),
-        amount_cents: cents,
-        delivered_days_ago: days,
-    };
-    [
-        order(
-            CRASHING_ORDER,
-            "lena.berg@example.com",
-            "Lena Berg",
-            "BOOT-TRAIL-42",
-            "Trail hiking boots, size 42",
-            12_900,
-            12,
-        ),
-        order(LATE_ORDER, "tom.hale@example.com", "Tom Hale", "ESP-PRO-2", "Espresso machine Pro 2", 34_900, 75),
-    ]
-    .into_iter()
-    .find(|o| o.number.eq_ignore_ascii_case(number.trim()))
+/// The run's typed state.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReturnState {
+    /// The customer's email.
+    pub message: CustomerMessage,
+    /// What it asks for.
+    pub request: Option<ReturnRequest>,
+    /// The order it refers to.
+    pub order: Option<Order>,
+    /// The return label.
+    pub label: Option<ReturnLabel>,
+    /// Whether the confirmation email went out.
+    pub confirmation_sent: bool,
+    /// The restock.
+    pub restock: Option<StockMovement>,
+    /// The refund's id at the payment provider.
+    pub refund_id: Option<String>,
 }
 
 /// A customer's email to the returns desk.
@@ -169,24 +84,6 @@ pub struct CustomerMessage {
     pub from: String,
     /// What they wrote.
     pub text: String,
-}
-
-/// The two customer emails of the example.
-pub fn sample_messages() -> [CustomerMessage; 2] {
-    [
-        CustomerMessage {
-            from: "lena.berg@example.com".into(),
-            text: format!(
-                "Hi, the hiking boots from order {CRASHING_ORDER} are a size too small. Can I send them back? Thanks, Lena"
-            ),
-        },
-        CustomerMessage {
-            from: "tom.hale@example.com".into(),
-            text: format!(
-                "Hello, I'd like to return the espresso machine from order {LATE_ORDER}. It is too loud. Tom"
-            ),
-        },
-    ]
 }
 
 /// What the intake agent reads out of the customer's email.
@@ -213,6 +110,25 @@ pub enum ReturnReason {
     ChangedMind,
 }
 
+/// An order in the order system.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Order {
+    /// Its number.
+    pub number: String,
+    /// The buyer's email.
+    pub email: String,
+    /// The buyer's name.
+    pub customer: String,
+    /// The stock keeping unit.
+    pub sku: String,
+    /// What it is.
+    pub item: String,
+    /// What was paid, in cents.
+    pub amount_cents: i64,
+    /// Days since delivery.
+    pub delivered_days_ago: u32,
+}
+
 /// A carrier's return label.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ReturnLabel {
@@ -232,215 +148,14 @@ pub struct StockMovement {
     pub requests: u32,
 }
 
-/// The run's typed state.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct ReturnState {
-    /// The customer's email.
-    pub message: CustomerMessage,
-    /// What it asks for.
-    pub request: Option<ReturnRequest>,
-    /// The order it refers to.
-    pub order: Option<Order>,
-    /// The return label.
-    pub label: Option<ReturnLabel>,
-    /// Whether the confirmation email went out.
-    pub confirmation_sent: bool,
-    /// The restock.
-    pub restock: Option<StockMovement>,
-    /// The refund's id at the payment provider.
-    pub refund_id: Option<String>,
-}
-
-/// The carrier's label API, flaky the way real ones are: per order, the first call gets a
-/// 503, the second hangs, the third succeeds.
-#[derive(Debug, Default)]
-pub struct LabelService {
-    calls: Mutex<HashMap<String, u32>>,
-}
-
-impl LabelService {
-    /// Creates a label for `order`; `key` lets the carrier deduplicate repeats.
-    ///
-    /// # Errors
-    ///
-    /// A transient error for the 503.
-    pub async fn create(&self, order: &str, key: &str) -> Result<ReturnLabel> {
-        let call = {
-            let mut calls = self.calls.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let n = calls.entry(order.to_owned()).or_insert(0);
-            *n += 1;
-            *n
-        };
-        match call {
-            1 => Err(Error::transient("carrier API returned 503 Service Unavailable")),
-            2 => {
-                // The carrier accepts the connection and never answers: the step's timeout ends it.
-                tokio::time::sleep(Duration::from_secs(30)).await;
-                Err(Error::transient("carrier API did not answer"))
-            }
-            _ => Ok(ReturnLabel {
-                carrier: "PostNord".into(),
-                tracking: format!("RL{:010}", flow_core::journal::request_hash(&json!(key)) % 10_000_000_000),
-            }),
-        }
-    }
-}
-
-/// The mail relay.
-#[derive(Debug)]
-pub struct MailRelay {
-    down: bool,
-}
-
-impl MailRelay {
-    /// Sends `body` to `to`.
-    ///
-    /// # Errors
-    ///
-    /// A transient error while the relay is down.
-    pub async fn send(&self, to: &str, body: &str) -> Result<()> {
-        if self.down {
-            return Err(Error::transient("mail relay smtp.example.net:587 refused the connection"));
-        }
-        tracing::info!(%to, bytes = body.len(), "confirmation sent");
-        Ok(())
-    }
-}
-
-/// The shop's warehouse and payment ledger: tables in a SQLite file of their own (another
-/// system, as far as the flow is concerned). Every write takes the effect's idempotency key
-/// and counts repeats instead of applying them twice.
-#[derive(Clone, Debug)]
-pub struct Shop {
-    path: PathBuf,
-}
-
-/// A row of the shop's tables.
-#[derive(Clone, Debug, PartialEq)]
-pub struct ShopRow {
-    /// The idempotency key it was written under (`run_id:step_key:seq`).
-    pub idempotency_key: String,
-    /// The order.
-    pub order_number: String,
-    /// How many times the request arrived.
-    pub requests: u32,
-}
-
-impl Shop {
-    /// Opens the shop's file, creating its tables.
-    ///
-    /// # Errors
-    ///
-    /// [`ExampleError::Database`] when the file cannot be opened or written.
-    pub async fn open(path: impl Into<PathBuf>) -> Result<Self, ExampleError> {
-        let shop = Shop { path: path.into() };
-        let path = shop.path.clone();
-        blocking(move || {
-            let conn = connect(&path)?;
-            conn.execute_batch(
-                "CREATE TABLE IF NOT EXISTS stock_movements (
-                     id INTEGER PRIMARY KEY, idempotency_key TEXT NOT NULL UNIQUE, order_number TEXT NOT NULL,
-                     sku TEXT NOT NULL, quantity INTEGER NOT NULL, requests INTEGER NOT NULL DEFAULT 1);
-                 CREATE TABLE IF NOT EXISTS refunds (
-                     id INTEGER PRIMARY KEY, idempotency_key TEXT NOT NULL UNIQUE, order_number TEXT NOT NULL,
-                     amount_cents INTEGER NOT NULL, requests INTEGER NOT NULL DEFAULT 1);",
-            )
-        })
-        .await??;
-        Ok(shop)
-    }
-
-    /// The file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Puts returned items back in stock, once per idempotency key.
-    async fn restock(&self, key: String, order: String, sku: String, quantity: u32) -> Result<StockMovement> {
-        let path = self.path.clone();
-        let (id, requests) = blocking(move || {
-            let conn = connect(&path)?;
-            conn.query_row(
-                "INSERT INTO stock_movements (idempotency_key, order_number, sku, quantity) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (idempotency_key) DO UPDATE SET requests = requests + 1
-                 RETURNING id, requests",
-                rusqlite::params![key, order, sku, quantity],
-                |row| Ok((row.get::<_, i64>(0)?, row.get::<_, u32>(1)?)),
-            )
-        })
-        .await
-        .map_err(|e| Error::transient(format!("warehouse unreachable: {e}")))?
-        .map_err(|e| Error::transient(format!("warehouse database: {e}")))?;
-        // The warehouse system acknowledges slowly.
-        tokio::time::sleep(WAREHOUSE_ACK).await;
-        Ok(StockMovement { id, requests })
-    }
-
-    /// Refunds the order, once per idempotency key; returns the refund's id.
-    async fn refund(&self, key: String, order: String, amount_cents: i64) -> Result<String> {
-        let path = self.path.clone();
-        let id = blocking(move || {
-            let conn = connect(&path)?;
-            conn.query_row(
-                "INSERT INTO refunds (idempotency_key, order_number, amount_cents) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (idempotency_key) DO UPDATE SET requests = requests + 1
-                 RETURNING id",
-                rusqlite::params![key, order, amount_cents],
-                |row| row.get::<_, i64>(0),
-            )
-        })
-        .await
-        .map_err(|e| Error::transient(format!("payment provider unreachable: {e}")))?
-        .map_err(|e| Error::transient(format!("payment ledger: {e}")))?;
-        Ok(format!("re_{id:06}"))
-    }
-
-    /// The stock movements written by one run.
-    ///
-    /// # Errors
-    ///
-    /// [`ExampleError::Database`] when the file cannot be read.
-    pub async fn stock_movements(&self, run_id: Uuid) -> Result<Vec<ShopRow>, ExampleError> {
-        self.rows("stock_movements", run_id).await
-    }
-
-    /// The refunds written by one run.
-    ///
-    /// # Errors
-    ///
-    /// [`ExampleError::Database`] when the file cannot be read.
-    pub async fn refunds(&self, run_id: Uuid) -> Result<Vec<ShopRow>, ExampleError> {
-        self.rows("refunds", run_id).await
-    }
-
-    async fn rows(&self, table: &'static str, run_id: Uuid) -> Result<Vec<ShopRow>, ExampleError> {
-        let path = self.path.clone();
-        let rows = blocking(move || {
-            let conn = connect(&path)?;
-            let mut stmt = conn.prepare(&format!(
-                "SELECT idempotency_key, order_number, requests FROM {table} WHERE idempotency_key LIKE ?1 ORDER BY id"
-            ))?;
-            let rows = stmt.query_map([format!("{run_id}:%")], |r| {
-                Ok(ShopRow { idempotency_key: r.get(0)?, order_number: r.get(1)?, requests: r.get(2)? })
-            })?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()
-        })
-        .await??;
-        Ok(rows)
-    }
-}
-
-fn connect(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
-    let conn = rusqlite::Connection::open(path)?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    Ok(conn)
-}
-
-/// Runs SQLite work off the async workers.
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> std::io::Result<T> {
-    tokio::task::spawn_blocking(work).await.map_err(std::io::Error::other)
-}
+/// Days after delivery within which a return needs no person.
+pub const RETURN_WINDOW_DAYS: u32 = 60;
+/// The order whose return crashes and resumes.
+pub const CRASHING_ORDER: &str = "ORD-1042";
+/// The order whose return is too late and escalates.
+pub const LATE_ORDER: &str = "ORD-0977";
+/// How long the warehouse takes to acknowledge a restock (the crash lands in this window).
+pub const WAREHOUSE_ACK: Duration = Duration::from_millis(400);
 
 /// The flow: its agents and the systems it talks to.
 pub struct ReturnFlow {
@@ -449,36 +164,6 @@ pub struct ReturnFlow {
     labels: LabelService,
     mail: MailRelay,
     shop: Shop,
-}
-
-impl ReturnFlow {
-    /// Builds the flow on `llm` and `shop`.
-    ///
-    /// # Errors
-    ///
-    /// [`LlmError`] when an agent cannot be built.
-    pub fn new(llm: Arc<dyn Llm>, shop: Shop, mail_relay_down: bool) -> Result<Self, LlmError> {
-        Ok(ReturnFlow {
-            intake: Agent::builder(
-                "Returns Desk Assistant",
-                "Read customers' return requests precisely",
-                "You read customer emails and never invent order numbers.",
-            )
-            .llm(Arc::clone(&llm))
-            .temperature(0.0)
-            .build()?,
-            writer: Agent::builder(
-                "Customer Care Writer",
-                "Write short, warm, clear emails",
-                "You write the shop's customer emails.",
-            )
-            .llm(llm)
-            .build()?,
-            labels: LabelService::default(),
-            mail: MailRelay { down: mail_relay_down },
-            shop,
-        })
-    }
 }
 
 #[flow(state = ReturnState, name = "order_return", timeout = "60s")]
@@ -567,6 +252,94 @@ impl ReturnFlow {
     }
 }
 
+impl ReturnFlow {
+    /// Builds the flow on `llm` and `shop`.
+    ///
+    /// # Errors
+    ///
+    /// [`LlmError`] when an agent cannot be built.
+    pub fn new(llm: Arc<dyn Llm>, shop: Shop, mail_relay_down: bool) -> Result<Self, LlmError> {
+        Ok(ReturnFlow {
+            intake: Agent::builder(
+                "Returns Desk Assistant",
+                "Read customers' return requests precisely",
+                "You read customer emails and never invent order numbers.",
+            )
+            .llm(Arc::clone(&llm))
+            .temperature(0.0)
+            .build()?,
+            writer: Agent::builder(
+                "Customer Care Writer",
+                "Write short, warm, clear emails",
+                "You write the shop's customer emails.",
+            )
+            .llm(llm)
+            .build()?,
+            labels: LabelService::default(),
+            mail: MailRelay { down: mail_relay_down },
+            shop,
+        })
+    }
+}
+
+/// How the example crashes the first return.
+#[derive(Clone, Debug)]
+pub enum CrashMode {
+    /// Re-executes `program args` as a child process (with [`CHILD_ENV`] set) that starts the
+    /// run; SIGKILLs it while `restock_inventory` waits for the warehouse; resumes here.
+    ChildProcess {
+        /// The program: the example binary itself, or a test binary.
+        program: PathBuf,
+        /// Its arguments.
+        args: Vec<String>,
+    },
+    /// Drops the execution in this process at the same point (as a crash would: nothing runs
+    /// on, the lease is no longer renewed) and resumes in a fresh runner.
+    InProcess,
+}
+
+/// How to run the example.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Endpoint, database and trace.
+    pub setup: Setup,
+    /// How the first return crashes.
+    pub crash: CrashMode,
+    /// How long a run's lease lasts without renewal: how soon another process may take over
+    /// the run of one that died. Short here so the example does not wait long.
+    pub lease: Duration,
+    /// Whether the mail relay is down (so the non-critical email fails).
+    pub mail_relay_down: bool,
+}
+
+impl Config {
+    /// The binary's configuration: [`Setup::from_env`], a child process that is the binary
+    /// itself, a 1 s lease, the mail relay down.
+    ///
+    /// # Errors
+    ///
+    /// [`ExampleError::Io`] when the binary's own path cannot be found.
+    pub fn from_env() -> Result<Self, ExampleError> {
+        Ok(Config {
+            setup: Setup::from_env(),
+            crash: CrashMode::ChildProcess { program: std::env::current_exe()?, args: Vec::new() },
+            lease: Duration::from_secs(1),
+            mail_relay_down: true,
+        })
+    }
+
+    /// The tests' configuration: offline, runs in `db`, an in-process crash, a 2 s lease (long
+    /// enough that the resume still finds the dead execution's lease on a busy machine).
+    pub fn offline(db: impl Into<PathBuf>) -> Self {
+        Config {
+            setup: Setup::offline(db),
+            crash: CrashMode::InProcess,
+            lease: Duration::from_secs(2),
+            mail_relay_down: true,
+        }
+    }
+}
+
 /// How the crash happened.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Crash {
@@ -628,40 +401,6 @@ pub struct Outcome {
     pub endpoint: String,
 }
 
-/// Whether this process is the child that [`CrashMode::ChildProcess`] starts.
-pub fn is_child() -> bool {
-    std::env::var_os(CHILD_ENV).is_some()
-}
-
-/// The child process's work: start the first return with the parent's database and lease,
-/// and run until killed.
-///
-/// # Errors
-///
-/// [`ExampleError`] when setting up fails, or the run ends (it should be killed first).
-pub async fn child_main() -> Result<(), ExampleError> {
-    let mut setup = Setup::from_env();
-    setup.trace = match std::env::var(CHILD_TRACE_ENV).as_deref() {
-        Ok("quiet") => TraceMode::Quiet,
-        _ => TraceMode::Full,
-    };
-    let lease = std::env::var(CHILD_LEASE_ENV)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map_or(Duration::from_secs(1), Duration::from_millis);
-    let trace = Trace::with_prefix(setup.trace, format!("    child {} │ ", std::process::id()));
-    let (store, _) = setup.open_store().await?;
-    let shop = Shop::open(setup.sibling("shop.db")?).await?;
-    let backend = setup.connect_llm(None, script).await?;
-    let mail_down = std::env::var(CHILD_MAIL_DOWN_ENV).map_or(true, |v| v != "0");
-    let runner = Runner::new(ReturnFlow::new(backend.llm.clone(), shop, mail_down)?).with_store(store).lease(lease);
-    trace.follow(&runner);
-    let [first, _] = sample_messages();
-    let outcome = runner.kickoff(ReturnState { message: first, ..ReturnState::default() }).await?;
-    trace.flush();
-    Err(ExampleError::Unexpected(format!("the child's run ended ({}) before it was killed", outcome.status())))
-}
-
 /// Runs the example: the first return crashes mid-run (see [`CrashMode`]) and is resumed from
 /// the store; the second is outside the return window and escalates.
 ///
@@ -669,7 +408,7 @@ pub async fn child_main() -> Result<(), ExampleError> {
 ///
 /// [`ExampleError`] when setting up fails, a run fails, or the crash does not happen as staged.
 pub async fn run(config: Config) -> Result<Outcome, ExampleError> {
-    let trace = Trace::new(config.setup.trace);
+    let trace = config.setup.console();
     let (store, db_path) = config.setup.open_store().await?;
     let shop = Shop::open(config.setup.sibling("shop.db")?).await?;
     let backend = config.setup.connect_llm(None, script).await?;
@@ -789,7 +528,7 @@ pub async fn run(config: Config) -> Result<Outcome, ExampleError> {
 
 async fn report(
     store: &SqliteStore,
-    trace: &Trace,
+    trace: &Console,
     run_id: Uuid,
     state: ReturnState,
     failures: Vec<RecordedFailure>,
@@ -804,92 +543,4 @@ async fn report(
         escalation,
         events: trace.events_of(run_id),
     })
-}
-
-fn spawn_child(
-    config: &Config,
-    db_path: &Path,
-    program: &Path,
-    args: &[String],
-) -> Result<tokio::process::Child, ExampleError> {
-    let quiet = config.setup.trace == TraceMode::Quiet;
-    let mut cmd = tokio::process::Command::new(program);
-    cmd.args(args)
-        .env(CHILD_ENV, "1")
-        .env("FLOWS_DB", db_path)
-        .env("FLOWS_OFFLINE", if config.setup.is_offline() { "1" } else { "0" })
-        .env(CHILD_LEASE_ENV, config.lease.as_millis().to_string())
-        .env(CHILD_TRACE_ENV, if quiet { "quiet" } else { "full" })
-        .env(CHILD_MAIL_DOWN_ENV, if config.mail_relay_down { "1" } else { "0" })
-        .stdin(std::process::Stdio::null())
-        .stdout(if quiet { std::process::Stdio::null() } else { std::process::Stdio::inherit() })
-        .kill_on_drop(true);
-    Ok(cmd.spawn()?)
-}
-
-/// Waits until the child's run is inside the warehouse call, then kills the child (SIGKILL)
-/// and reaps it. Returns the run's id.
-async fn kill_when_restocking(
-    mut child: tokio::process::Child,
-    store: &SqliteStore,
-    shop: &Shop,
-    started_ms: i64,
-) -> Result<Uuid, ExampleError> {
-    let run_id = tokio::select! {
-        status = child.wait() => {
-            return Err(ExampleError::Unexpected(format!("the child process exited ({}) before it could be killed", status?)));
-        }
-        found = restocking_run(store, shop, started_ms) => found?,
-    };
-    // Well inside the warehouse's acknowledgement window, and late enough for the child's
-    // trace to have printed how far it got.
-    tokio::time::sleep(WAREHOUSE_ACK / 4).await;
-    child.start_kill()?;
-    child.wait().await?;
-    Ok(run_id)
-}
-
-/// Polls the store and the shop until a return started after `started_ms` has reached the
-/// warehouse: the warehouse has applied the restock but the flow has not recorded it yet.
-async fn restocking_run(store: &SqliteStore, shop: &Shop, started_ms: i64) -> Result<Uuid, ExampleError> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let filter = RunFilter {
-        status: Some(RunStatus::Running),
-        flow: Some("order_return".into()),
-        limit: Some(10),
-        ..RunFilter::default()
-    };
-    while Instant::now() < deadline {
-        for run in store.list_runs(&filter).await? {
-            if run.created_at_ms >= started_ms - 1_000 && !shop.stock_movements(run.run_id).await?.is_empty() {
-                return Ok(run.run_id);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(15)).await;
-    }
-    Err(ExampleError::Unexpected("the return never reached the warehouse".into()))
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-/// The offline server's replies, matched on the agent and the order number.
-pub fn script(server: &TestServer) {
-    let intake = || Match::schema_named("ReturnRequest");
-    server.when(intake().and(Match::last_user_contains(CRASHING_ORDER))).reply(Reply::json(&json!({
-        "order_number": CRASHING_ORDER, "item": "hiking boots", "reason": "WrongSize",
-    })));
-    server.when(intake().and(Match::last_user_contains(LATE_ORDER))).reply(Reply::json(&json!({
-        "order_number": LATE_ORDER, "item": "espresso machine", "reason": "ChangedMind",
-    })));
-    server.when(Match::system_contains("Customer Care Writer")).respond(|req| {
-        let text = req.chat.last_user_text().unwrap_or_default();
-        let tracking = text.split("tracking ").nth(1).and_then(|t| t.split('.').next()).unwrap_or("(see label)");
-        Reply::text(format!(
-            "Hi Lena,\n\nYour return is on its way: drop the parcel at any PostNord point with tracking number {tracking}. We refund you as soon as it is scanned.\n\nThe shop team"
-        ))
-    });
 }

@@ -8,7 +8,8 @@
 //!   it. Either way the flow talks HTTP to an OpenAI-compatible endpoint through the same
 //!   client: there is no separate offline code path in the flows.
 //! - **Runs**: stored in `$FLOWS_DB`, else `./.flows/examples.db`.
-//! - **Trace**: `FLOWS_TRACE=full|milestones|quiet` (see [`TraceMode`]).
+//! - **Console**: flow-core's [`console`](flow_core::console) prints each run's events;
+//!   `FLOWS_TRACE=full|milestones|quiet` picks how much (see [`Setup::console`]).
 //!
 //! ```no_run
 //! use flow_examples::setup::{LlmMode, Setup};
@@ -29,11 +30,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use flow_core::console::{Console, Detail};
 use flow_core::store::SqliteStore;
 use flow_llm::{ConcurrencyLimit, OpenAiLlm, OpenAiLlmBuilder, TestServer};
 
 use crate::error::ExampleError;
-use crate::trace::TraceMode;
 
 /// The model used against a real endpoint when neither `FLOWS_MODEL` nor `OPENAI_MODEL` is set.
 pub const DEFAULT_MODEL: &str = "gpt-4o-mini";
@@ -58,8 +59,8 @@ pub struct Setup {
     pub db: Option<PathBuf>,
     /// Which LLM endpoint to use.
     pub llm: LlmMode,
-    /// How much of the run to print.
-    pub trace: TraceMode,
+    /// How much of the runs the console prints; `None`: nothing (the console still records).
+    pub trace: Option<Detail>,
 }
 
 impl Setup {
@@ -67,9 +68,9 @@ impl Setup {
     /// trace `FLOWS_TRACE` names (`full`, the default; `milestones`; `quiet`).
     pub fn from_env() -> Self {
         let trace = match std::env::var("FLOWS_TRACE").as_deref() {
-            Ok("quiet") => TraceMode::Quiet,
-            Ok("milestones") => TraceMode::Milestones,
-            _ => TraceMode::Full,
+            Ok("quiet") => None,
+            Ok("milestones") => Some(Detail::Milestones),
+            _ => Some(Detail::Full),
         };
         Setup { db: None, llm: LlmMode::FromEnv, trace }
     }
@@ -77,7 +78,25 @@ impl Setup {
     /// What the tests use: the scripted offline server whatever the environment says, runs in
     /// `db`, nothing printed.
     pub fn offline(db: impl Into<PathBuf>) -> Self {
-        Setup { db: Some(db.into()), llm: LlmMode::Offline, trace: TraceMode::Quiet }
+        Setup { db: Some(db.into()), llm: LlmMode::Offline, trace: None }
+    }
+
+    /// The console the example's runs print on: stdout with [`Setup::trace`]'s detail, or
+    /// nothing when it is `None`. It records every event and line, which the example reads
+    /// back for its outcome (the routes a run took) and the tests for their assertions.
+    pub fn console(&self) -> Console {
+        self.console_with_prefix("")
+    }
+
+    /// [`Setup::console`] with every printed line starting with `prefix` (the order-return
+    /// child process marks its lines this way).
+    pub fn console_with_prefix(&self, prefix: &str) -> Console {
+        let builder = Console::builder().record(true).prefix(prefix);
+        match self.trace {
+            Some(detail) => builder.detail(detail),
+            None => builder.silent(),
+        }
+        .build()
     }
 
     /// The database file: [`Setup::db`], else `$FLOWS_DB`, else [`DEFAULT_DB`]. Its directory

@@ -17,17 +17,25 @@
 //!   to the table, which ignores a repeat.
 //! - The security squad's pager webhook is down: `notify_squad` retries, then fails, and the
 //!   run's compensation runs `delete_ticket` with the saved ticket.
+//!
+//! Read it top down: the state, the flow, then the run. The offline LLM's scripted replies are
+//! in `replies.rs` next to this file (with the sample tickets they answer), the helpdesk table
+//! and the chat tools in `services.rs`, and what the binary prints in [`report`].
 
-use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+mod replies;
+pub mod report;
+mod services;
+
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use flow_core::console::{Detail, short_id};
 use flow_core::events::FlowEvent;
 use flow_core::prelude::*;
 use flow_core::store::Store;
 use flow_core::{RunStatus, TokenUsage};
-use flow_llm::{Agent, ConcurrencyLimit, FnTool, Llm, LlmError, Match, Reply, TestServer, Tool, ToolError};
+use flow_llm::{Agent, ConcurrencyLimit, FnTool, Llm, LlmError, TestServer, Tool, ToolError};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -36,69 +44,23 @@ use uuid::Uuid;
 
 use crate::error::ExampleError;
 use crate::setup::{Setup, display_path};
-use crate::trace::{Trace, TraceMode, short_id};
 
-/// The environment variable bounding the LLM requests in flight.
-pub const MAX_IN_FLIGHT_ENV: &str = "TICKETS_MAX_LLM_IN_FLIGHT";
-/// The bound when [`MAX_IN_FLIGHT_ENV`] is not set.
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 3;
+pub use replies::{sample_tickets, script};
+pub use services::{Helpdesk, notify_tool};
 
-/// Which tickets to process, and how.
-#[derive(Clone, Debug)]
-pub struct Config {
-    /// Endpoint, database and trace.
-    pub setup: Setup,
-    /// The tickets, all processed at once.
-    pub tickets: Vec<Ticket>,
-    /// The most LLM requests in flight at any time, across all runs.
-    pub max_llm_in_flight: usize,
-    /// The offline server's answer time, so that requests overlap as they would against a real
-    /// endpoint.
-    pub offline_latency: Duration,
-    /// Chat channels whose webhook is down.
-    pub broken_channels: Vec<String>,
-}
-
-impl Config {
-    /// The binary's configuration: [`Setup::from_env`] (with a milestones trace unless
-    /// `FLOWS_TRACE` says otherwise), the bound from [`MAX_IN_FLIGHT_ENV`], [`sample_tickets`],
-    /// the security pager down.
-    ///
-    /// # Errors
-    ///
-    /// [`ExampleError::Env`] when [`MAX_IN_FLIGHT_ENV`] is not a positive whole number.
-    pub fn from_env() -> Result<Self, ExampleError> {
-        let mut setup = Setup::from_env();
-        if std::env::var_os("FLOWS_TRACE").is_none() {
-            setup.trace = TraceMode::Milestones;
-        }
-        let mut config = Self::with_setup(setup);
-        if let Ok(value) = std::env::var(MAX_IN_FLIGHT_ENV)
-            && !value.trim().is_empty()
-        {
-            config.max_llm_in_flight = value.trim().parse().ok().filter(|n| *n > 0).ok_or(ExampleError::Env {
-                name: MAX_IN_FLIGHT_ENV,
-                value,
-                reason: "expected a positive whole number".into(),
-            })?;
-        }
-        Ok(config)
-    }
-
-    /// The tests' configuration: offline, runs (and the helpdesk table) next to `db`.
-    pub fn offline(db: impl Into<PathBuf>) -> Self {
-        Self::with_setup(Setup::offline(db))
-    }
-
-    fn with_setup(setup: Setup) -> Self {
-        Config {
-            setup,
-            tickets: sample_tickets(),
-            max_llm_in_flight: DEFAULT_MAX_IN_FLIGHT,
-            offline_latency: Duration::from_millis(60),
-            broken_channels: vec![channel(Squad::Security).to_owned()],
-        }
-    }
+/// The run's typed state.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TicketState {
+    /// The ticket.
+    pub ticket: Ticket,
+    /// Its one-sentence summary.
+    pub summary: Option<String>,
+    /// The dispatcher's decision.
+    pub triage: Option<Triage>,
+    /// The saved row.
+    pub saved: Option<SavedTicket>,
+    /// The chat's delivery receipt.
+    pub notified: Option<String>,
 }
 
 /// A support ticket as it arrives.
@@ -112,19 +74,6 @@ pub struct Ticket {
     pub subject: String,
     /// The text.
     pub body: String,
-}
-
-/// Ten tickets for three squads; `T-1003` is a security incident.
-pub fn sample_tickets() -> Vec<Ticket> {
-    scripted_tickets()
-        .into_iter()
-        .map(|s| Ticket {
-            id: s.id.into(),
-            customer: s.customer.into(),
-            subject: s.subject.into(),
-            body: s.body.into(),
-        })
-        .collect()
 }
 
 /// The squad a ticket goes to: the routes of `route_ticket`.
@@ -171,203 +120,10 @@ pub struct SavedTicket {
     pub squad: Squad,
 }
 
-/// The run's typed state.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct TicketState {
-    /// The ticket.
-    pub ticket: Ticket,
-    /// Its one-sentence summary.
-    pub summary: Option<String>,
-    /// The dispatcher's decision.
-    pub triage: Option<Triage>,
-    /// The saved row.
-    pub saved: Option<SavedTicket>,
-    /// The chat's delivery receipt.
-    pub notified: Option<String>,
-}
-
-/// The chat channel of a squad.
-pub fn channel(squad: Squad) -> &'static str {
-    match squad {
-        Squad::Billing => "#billing-queue",
-        Squad::Technical => "#tech-support",
-        Squad::Security => "#security-oncall",
-    }
-}
-
-/// The helpdesk's tickets table, in a SQLite file of its own.
-#[derive(Clone, Debug)]
-pub struct Helpdesk {
-    path: PathBuf,
-}
-
-impl Helpdesk {
-    /// Opens the file, creating the table.
-    ///
-    /// # Errors
-    ///
-    /// [`ExampleError::Database`] when the file cannot be opened or written.
-    pub async fn open(path: impl Into<PathBuf>) -> Result<Self, ExampleError> {
-        let helpdesk = Helpdesk { path: path.into() };
-        let path = helpdesk.path.clone();
-        blocking(move || {
-            connect(&path)?.execute_batch(
-                "CREATE TABLE IF NOT EXISTS tickets (
-                     id INTEGER PRIMARY KEY, ticket_id TEXT NOT NULL, squad TEXT NOT NULL, priority TEXT NOT NULL,
-                     summary TEXT NOT NULL, idempotency_key TEXT NOT NULL UNIQUE,
-                     created_at TEXT NOT NULL DEFAULT (datetime('now')));",
-            )
-        })
-        .await??;
-        Ok(helpdesk)
-    }
-
-    /// The file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The ticket ids of the rows the given runs saved (and did not delete), sorted.
-    ///
-    /// # Errors
-    ///
-    /// [`ExampleError::Database`] when the file cannot be read.
-    pub async fn saved_by(&self, runs: &[Uuid]) -> Result<Vec<String>, ExampleError> {
-        let path = self.path.clone();
-        let prefixes: Vec<String> = runs.iter().map(|r| format!("{r}:%")).collect();
-        let mut ids = blocking(move || {
-            let conn = connect(&path)?;
-            let mut stmt = conn.prepare("SELECT ticket_id FROM tickets WHERE idempotency_key LIKE ?1")?;
-            let mut ids = Vec::new();
-            for prefix in &prefixes {
-                for id in stmt.query_map([prefix], |r| r.get::<_, String>(0))? {
-                    ids.push(id?);
-                }
-            }
-            Ok::<_, rusqlite::Error>(ids)
-        })
-        .await??;
-        ids.sort();
-        Ok(ids)
-    }
-
-    /// The `save_ticket` tool: inserts a ticket, once per idempotency key; answers the row as
-    /// JSON.
-    ///
-    /// # Errors
-    ///
-    /// [`LlmError`] when the tool's argument schema cannot be built.
-    pub fn save_tool(&self) -> Result<FnTool, LlmError> {
-        #[derive(Deserialize, JsonSchema)]
-        struct Save {
-            ticket_id: String,
-            squad: Squad,
-            priority: Priority,
-            summary: String,
-            /// Makes a repeated call a no-op.
-            idempotency_key: String,
-        }
-        let path = self.path.clone();
-        FnTool::new("save_ticket", "Saves a triaged ticket in the helpdesk and returns its row", move |a: Save| {
-            let path = path.clone();
-            async move {
-                let (squad, priority) = (format!("{:?}", a.squad), format!("{:?}", a.priority));
-                let row_id = blocking(move || {
-                    connect(&path)?.query_row(
-                        "INSERT INTO tickets (ticket_id, squad, priority, summary, idempotency_key) VALUES (?1, ?2, ?3, ?4, ?5)
-                         ON CONFLICT (idempotency_key) DO UPDATE SET ticket_id = excluded.ticket_id
-                         RETURNING id",
-                        rusqlite::params![a.ticket_id, squad, priority, a.summary, a.idempotency_key],
-                        |r| r.get::<_, i64>(0),
-                    )
-                })
-                .await
-                .map_err(ToolError::new)?
-                .map_err(ToolError::new)?;
-                Ok::<_, ToolError>(json!({ "row_id": row_id }))
-            }
-        })
-    }
-
-    /// The `delete_ticket` tool: deletes a row.
-    ///
-    /// # Errors
-    ///
-    /// [`LlmError`] when the tool's argument schema cannot be built.
-    pub fn delete_tool(&self) -> Result<FnTool, LlmError> {
-        #[derive(Deserialize, JsonSchema)]
-        struct Delete {
-            row_id: i64,
-        }
-        let path = self.path.clone();
-        FnTool::new("delete_ticket", "Deletes a ticket row from the helpdesk", move |a: Delete| {
-            let path = path.clone();
-            async move {
-                let deleted =
-                    blocking(move || connect(&path)?.execute("DELETE FROM tickets WHERE id = ?1", [a.row_id]))
-                        .await
-                        .map_err(ToolError::new)?
-                        .map_err(ToolError::new)?;
-                Ok::<_, ToolError>(format!("deleted {deleted} row(s) with id {}", a.row_id))
-            }
-        })
-    }
-}
-
-/// The `notify_squad` tool: posts to a chat channel through its webhook; channels in `broken`
-/// answer 503.
-///
-/// # Errors
-///
-/// [`LlmError`] when the tool's argument schema cannot be built.
-pub fn notify_tool(broken: Vec<String>) -> Result<FnTool, LlmError> {
-    #[derive(Deserialize, JsonSchema)]
-    struct Notify {
-        /// The channel, e.g. `#billing-queue`.
-        channel: String,
-        /// The message.
-        text: String,
-    }
-    let broken: Arc<HashSet<String>> = Arc::new(broken.into_iter().collect());
-    FnTool::new("notify_squad", "Posts a message to a squad's chat channel", move |n: Notify| {
-        let broken = Arc::clone(&broken);
-        async move {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            if broken.contains(&n.channel) {
-                return Err(ToolError::new(format!("webhook for {} returned 503 Service Unavailable", n.channel)));
-            }
-            Ok(format!("delivered to {} ({} chars)", n.channel, n.text.len()))
-        }
-    })
-}
-
-fn connect(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
-    let conn = rusqlite::Connection::open(path)?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    Ok(conn)
-}
-
-/// Runs SQLite work off the async workers.
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> std::io::Result<T> {
-    tokio::task::spawn_blocking(work).await.map_err(std::io::Error::other)
-}
-
-/// Calls `tool` as a journaled effect of the step: a re-run step gets the recorded result.
-/// The effect's idempotency key is added to the arguments as `idempotency_key` when `keyed`.
-/// A tool failure is transient (retried by the step's policy); bad arguments are permanent.
-async fn call_tool(cx: &Ctx<TicketState>, tool: &dyn Tool, mut args: serde_json::Value, keyed: bool) -> Result<String> {
-    cx.effect(tool.name(), |key| async move {
-        if keyed {
-            args["idempotency_key"] = json!(key);
-        }
-        tool.call(args).await.map_err(|e| match e {
-            ToolError::InvalidArguments(_) => Error::permanent(format!("tool `{}`: {e}", tool.name())),
-            e => Error::transient(format!("tool `{}`: {e}", tool.name())),
-        })
-    })
-    .await
-}
+/// The environment variable bounding the LLM requests in flight.
+pub const MAX_IN_FLIGHT_ENV: &str = "TICKETS_MAX_LLM_IN_FLIGHT";
+/// The bound when [`MAX_IN_FLIGHT_ENV`] is not set.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 3;
 
 /// The flow: two agents and three tools.
 pub struct TicketFlow {
@@ -376,38 +132,6 @@ pub struct TicketFlow {
     save: FnTool,
     delete: FnTool,
     notify: FnTool,
-}
-
-impl TicketFlow {
-    /// Builds the flow on `llm`, with the helpdesk's tools and a notifier whose `broken`
-    /// channels are down.
-    ///
-    /// # Errors
-    ///
-    /// [`LlmError`] when an agent or tool cannot be built.
-    pub fn new(llm: Arc<dyn Llm>, helpdesk: &Helpdesk, broken: Vec<String>) -> Result<Self, LlmError> {
-        Ok(TicketFlow {
-            summariser: Agent::builder(
-                "Support Triage Agent",
-                "Summarise support tickets in one factual sentence",
-                "You read hundreds of tickets a day and keep only what matters.",
-            )
-            .llm(Arc::clone(&llm))
-            .temperature(0.0)
-            .build()?,
-            dispatcher: Agent::builder(
-                "Support Dispatcher",
-                "Send each ticket to the squad that can solve it, with a fair priority",
-                "Billing handles money, Technical handles the product, Security handles anything that smells of an attack.",
-            )
-            .llm(llm)
-            .temperature(0.0)
-            .build()?,
-            save: helpdesk.save_tool()?,
-            delete: helpdesk.delete_tool()?,
-            notify: notify_tool(broken)?,
-        })
-    }
 }
 
 #[flow(
@@ -478,6 +202,121 @@ impl TicketFlow {
     }
 }
 
+impl TicketFlow {
+    /// Builds the flow on `llm`, with the helpdesk's tools and a notifier whose `broken`
+    /// channels are down.
+    ///
+    /// # Errors
+    ///
+    /// [`LlmError`] when an agent or tool cannot be built.
+    pub fn new(llm: Arc<dyn Llm>, helpdesk: &Helpdesk, broken: Vec<String>) -> Result<Self, LlmError> {
+        Ok(TicketFlow {
+            summariser: Agent::builder(
+                "Support Triage Agent",
+                "Summarise support tickets in one factual sentence",
+                "You read hundreds of tickets a day and keep only what matters.",
+            )
+            .llm(Arc::clone(&llm))
+            .temperature(0.0)
+            .build()?,
+            dispatcher: Agent::builder(
+                "Support Dispatcher",
+                "Send each ticket to the squad that can solve it, with a fair priority",
+                "Billing handles money, Technical handles the product, Security handles anything that smells of an attack.",
+            )
+            .llm(llm)
+            .temperature(0.0)
+            .build()?,
+            save: helpdesk.save_tool()?,
+            delete: helpdesk.delete_tool()?,
+            notify: notify_tool(broken)?,
+        })
+    }
+}
+
+/// Calls `tool` as a journaled effect of the step: a re-run step gets the recorded result.
+/// The effect's idempotency key is added to the arguments as `idempotency_key` when `keyed`.
+/// A tool failure is transient (retried by the step's policy); bad arguments are permanent.
+async fn call_tool(cx: &Ctx<TicketState>, tool: &dyn Tool, mut args: serde_json::Value, keyed: bool) -> Result<String> {
+    cx.effect(tool.name(), |key| async move {
+        if keyed {
+            args["idempotency_key"] = json!(key);
+        }
+        tool.call(args).await.map_err(|e| match e {
+            ToolError::InvalidArguments(_) => Error::permanent(format!("tool `{}`: {e}", tool.name())),
+            e => Error::transient(format!("tool `{}`: {e}", tool.name())),
+        })
+    })
+    .await
+}
+
+/// The chat channel of a squad.
+pub fn channel(squad: Squad) -> &'static str {
+    match squad {
+        Squad::Billing => "#billing-queue",
+        Squad::Technical => "#tech-support",
+        Squad::Security => "#security-oncall",
+    }
+}
+
+/// Which tickets to process, and how.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Endpoint, database and trace.
+    pub setup: Setup,
+    /// The tickets, all processed at once.
+    pub tickets: Vec<Ticket>,
+    /// The most LLM requests in flight at any time, across all runs.
+    pub max_llm_in_flight: usize,
+    /// The offline server's answer time, so that requests overlap as they would against a real
+    /// endpoint.
+    pub offline_latency: Duration,
+    /// Chat channels whose webhook is down.
+    pub broken_channels: Vec<String>,
+}
+
+impl Config {
+    /// The binary's configuration: [`Setup::from_env`] (with a milestones trace unless
+    /// `FLOWS_TRACE` says otherwise), the bound from [`MAX_IN_FLIGHT_ENV`], [`sample_tickets`],
+    /// the security pager down.
+    ///
+    /// # Errors
+    ///
+    /// [`ExampleError::Env`] when [`MAX_IN_FLIGHT_ENV`] is not a positive whole number.
+    pub fn from_env() -> Result<Self, ExampleError> {
+        let mut setup = Setup::from_env();
+        if std::env::var_os("FLOWS_TRACE").is_none() {
+            setup.trace = Some(Detail::Milestones);
+        }
+        let mut config = Self::with_setup(setup);
+        if let Ok(value) = std::env::var(MAX_IN_FLIGHT_ENV)
+            && !value.trim().is_empty()
+        {
+            config.max_llm_in_flight = value.trim().parse().ok().filter(|n| *n > 0).ok_or(ExampleError::Env {
+                name: MAX_IN_FLIGHT_ENV,
+                value,
+                reason: "expected a positive whole number".into(),
+            })?;
+        }
+        Ok(config)
+    }
+
+    /// The tests' configuration: offline, runs (and the helpdesk table) next to `db`.
+    pub fn offline(db: impl Into<PathBuf>) -> Self {
+        Self::with_setup(Setup::offline(db))
+    }
+
+    fn with_setup(setup: Setup) -> Self {
+        Config {
+            setup,
+            tickets: sample_tickets(),
+            max_llm_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            offline_latency: Duration::from_millis(60),
+            broken_channels: vec![channel(Squad::Security).to_owned()],
+        }
+    }
+}
+
 /// How one ticket's run went.
 #[derive(Clone, Debug)]
 pub struct TicketReport {
@@ -531,7 +370,7 @@ pub struct Outcome {
 /// [`ExampleError`] when setting up fails or a run fails other than by its notification (a
 /// compensated run is an expected outcome, reported per ticket).
 pub async fn run(config: Config) -> Result<Outcome, ExampleError> {
-    let trace = Trace::new(config.setup.trace);
+    let trace = config.setup.console();
     let (store, db_path) = config.setup.open_store().await?;
     let helpdesk = Helpdesk::open(config.setup.sibling("helpdesk.db")?).await?;
     let latency = config.offline_latency;
@@ -622,142 +461,4 @@ pub async fn run(config: Config) -> Result<Outcome, ExampleError> {
         helpdesk_path: helpdesk.path().to_owned(),
         endpoint: backend.endpoint().to_owned(),
     })
-}
-
-/// A sample ticket and what the scripted model says about it.
-struct Scripted {
-    id: &'static str,
-    customer: &'static str,
-    subject: &'static str,
-    body: &'static str,
-    summary: &'static str,
-    squad: Squad,
-    priority: Priority,
-}
-
-fn scripted_tickets() -> Vec<Scripted> {
-    use Priority::{Low, Normal, Urgent};
-    use Squad::{Billing, Security, Technical};
-    let t = |id, customer, subject, body, summary, squad, priority| Scripted {
-        id,
-        customer,
-        subject,
-        body,
-        summary,
-        squad,
-        priority,
-    };
-    vec![
-        t(
-            "T-1001",
-            "Ana Ruiz",
-            "Charged twice for October",
-            "My card shows two charges of 49 EUR for October.",
-            "Customer was charged twice for the October subscription.",
-            Billing,
-            Normal,
-        ),
-        t(
-            "T-1002",
-            "Ben Okafor",
-            "CSV export times out",
-            "Exporting last year's orders to CSV spins and then fails after a minute.",
-            "CSV export of a year of orders times out.",
-            Technical,
-            Normal,
-        ),
-        t(
-            "T-1003",
-            "Chloe Martin",
-            "Login from a country I've never been to",
-            "I got an alert about a login from Belarus at 3am and my password was changed.",
-            "Account likely taken over: foreign login followed by a password change.",
-            Security,
-            Urgent,
-        ),
-        t(
-            "T-1004",
-            "Dev Patel",
-            "VAT number on invoices",
-            "Please add our VAT number to future invoices.",
-            "Customer wants their VAT number on invoices.",
-            Billing,
-            Low,
-        ),
-        t(
-            "T-1005",
-            "Eva Novak",
-            "API returns 500 on /orders",
-            "Since this morning every POST /orders returns HTTP 500.",
-            "POST /orders fails with HTTP 500 since this morning.",
-            Technical,
-            Urgent,
-        ),
-        t(
-            "T-1006",
-            "Farid Haddad",
-            "Dark mode?",
-            "Any plans for a dark mode in the dashboard?",
-            "Feature request: dark mode for the dashboard.",
-            Technical,
-            Low,
-        ),
-        t(
-            "T-1007",
-            "Grace Liu",
-            "Refund for cancelled plan",
-            "I cancelled in the first week; where is my refund?",
-            "Customer awaits the refund for a plan cancelled in week one.",
-            Billing,
-            Normal,
-        ),
-        t(
-            "T-1008",
-            "Hugo Berg",
-            "SSO login loop",
-            "Signing in with Okta sends me back to the login page forever.",
-            "Okta SSO sign-in loops back to the login page.",
-            Technical,
-            Urgent,
-        ),
-        t(
-            "T-1009",
-            "Iris Tan",
-            "Update credit card",
-            "How do I change the card we pay with?",
-            "Customer asks how to change the payment card.",
-            Billing,
-            Low,
-        ),
-        t(
-            "T-1010",
-            "Jon Silva",
-            "Webhooks delayed",
-            "Order webhooks arrive 20 minutes late since yesterday.",
-            "Order webhooks are delivered about 20 minutes late.",
-            Technical,
-            Normal,
-        ),
-    ]
-}
-
-/// The offline server's replies: for every ticket, a summary and a triage, matched on the
-/// agent and the ticket id (the runs are concurrent, so order cannot be relied on).
-pub fn script(server: &TestServer) {
-    for s in scripted_tickets() {
-        server
-            .when(
-                Match::system_contains("Support Triage Agent")
-                    .and(Match::last_user_contains(format!("ticket {} ", s.id))),
-            )
-            .reply(Reply::text(s.summary));
-        let triage = json!({
-            "squad": s.squad,
-            "priority": s.priority,
-            "reason": format!("{:?} issue: {}", s.squad, s.summary),
-        });
-        server
-            .when(Match::schema_named("Triage").and(Match::last_user_contains(format!("ticket {} ", s.id))))
-            .reply(Reply::json(&triage));
-    }
 }

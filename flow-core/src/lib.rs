@@ -58,6 +58,7 @@
 #[allow(unused_extern_crates)]
 extern crate self as flow_core;
 
+pub mod console;
 mod ctx;
 pub mod error;
 pub mod events;
