@@ -114,7 +114,7 @@ impl GroupCommit {
 }
 
 /// Counts a writer task until it ends; one that ends without emptying the queue (a panic, the
-/// runtime shutting down) hands the queue to a new writer if it can.
+/// runtime shutting down) starts a new writer for it if it can.
 struct Writer {
     store: PgStore,
     group: Arc<GroupCommit>,
@@ -126,33 +126,26 @@ impl Drop for Writer {
         if self.done {
             return;
         }
-        let group = &self.group;
-        let restart = {
-            let mut queue = group.lock();
-            if queue.waiting.is_empty() {
-                queue.writers = queue.writers.saturating_sub(1);
-                false
-            } else {
-                // This writer's slot passes to its successor.
-                true
-            }
+        let waiting = {
+            let mut queue = self.group.lock();
+            queue.writers = queue.writers.saturating_sub(1);
+            !queue.waiting.is_empty()
         };
-        if restart {
-            match tokio::runtime::Handle::try_current() {
-                Ok(handle) => {
-                    handle.spawn(self.store.clone().write_batches(Arc::clone(group)));
-                }
-                Err(_) => {
-                    // No runtime to write on: the waiting commits are answered, not stranded.
-                    let waiting: Vec<Pending> = {
-                        let mut queue = group.lock();
-                        queue.writers = queue.writers.saturating_sub(1);
-                        queue.waiting.drain(..).collect()
-                    };
-                    for pending in waiting {
-                        let run_id = pending.commit.run_id;
-                        pending.answer(Err(stopped(run_id)));
-                    }
+        if !waiting {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            // The successor takes a slot only once it runs: one spawned onto a runtime that is
+            // shutting down never runs and so holds none.
+            Ok(handle) => {
+                handle.spawn(self.store.clone().resume_batches(Arc::clone(&self.group)));
+            }
+            Err(_) => {
+                // No runtime to write on: the waiting commits are answered, not stranded.
+                let waiting: Vec<Pending> = self.group.lock().waiting.drain(..).collect();
+                for pending in waiting {
+                    let run_id = pending.commit.run_id;
+                    pending.answer(Err(stopped(run_id)));
                 }
             }
         }
@@ -192,6 +185,19 @@ impl PgStore {
             tokio::spawn(self.clone().write_batches(Arc::clone(group)));
         }
         outcome.await.unwrap_or_else(|_| Err(stopped(run_id)))
+    }
+
+    /// A writer started in place of one that stopped: works only if the queue still waits and a
+    /// slot is free (else the writers at work empty it).
+    async fn resume_batches(self, group: Arc<GroupCommit>) {
+        {
+            let mut queue = group.lock();
+            if queue.waiting.is_empty() || queue.writers >= group.in_flight {
+                return;
+            }
+            queue.writers += 1;
+        }
+        self.write_batches(group).await;
     }
 
     /// A writer: takes batches until the queue is empty.
