@@ -475,6 +475,117 @@ async fn a_step_commit_updates_the_run_row_in_place() -> TestResult {
     Ok(())
 }
 
+/// Commits that wait together in a store's group commit queue, one statement for all of them.
+/// On a current-thread runtime the writer the first commit starts only runs once every commit
+/// is queued, so they all go out as one batch (`in_flight` 1).
+async fn commit_together(store: &PgStore, commits: Vec<flow_core::store::Commit>) -> Vec<Result<(), StoreError>> {
+    futures::future::join_all(commits.into_iter().map(|c| store.commit(c))).await
+}
+
+/// How many transactions last wrote these runs' rows.
+async fn writers_of(db: &pg_support::TestDb, runs: &[uuid::Uuid]) -> Result<i64, Box<dyn std::error::Error>> {
+    let client = db.connect().await?;
+    let row =
+        client.query_one("SELECT count(DISTINCT xmin::text) FROM flow_runs WHERE run_id = ANY($1)", &[&runs]).await?;
+    Ok(row.get(0))
+}
+
+/// A batch that mixes a run another worker took over, and one never created, with good runs:
+/// the good runs commit, in one transaction; the run taken over gets the fence error and the
+/// missing one `NotFound`, as from commits of their own, and neither wrote anything. The batch
+/// keeps the store's retention (one checkpoint here).
+#[tokio::test]
+async fn a_batch_commits_its_good_runs_and_fences_the_run_taken_over() -> TestResult {
+    let Some(db) = pg_support::database("a_batch_commits_its_good_runs_and_fences_the_run_taken_over").await else {
+        return Ok(());
+    };
+    let zombie = PgStore::from_pool(db.pool(4)).await?.group_commit(64, 1).keep_checkpoints(1);
+    let successor = PgStore::from_pool(db.pool(1)).await?;
+    let mut good = Vec::new();
+    for _ in 0..5 {
+        let run = new_run("batch", "zombie", LONG);
+        good.push(run.run_id);
+        zombie.create_run(run).await?;
+    }
+    let lost = new_run("batch", "zombie", Duration::ZERO);
+    let lost_id = lost.run_id;
+    zombie.create_run(lost).await?;
+    assert_eq!(successor.claim(lost_id, "successor", LONG).await?.epoch, 2);
+    let missing = uuid::Uuid::new_v4();
+
+    let mut commits: Vec<_> = good.iter().map(|id| commit(*id, 1, 1)).collect();
+    commits.insert(2, commit(lost_id, 1, 1));
+    commits.push(commit(missing, 1, 1));
+    let mut results = commit_together(&zombie, commits).await;
+    match results.remove(2) {
+        Err(StoreError::Fenced { run_id, epoch: 1, current: 2 }) if run_id == lost_id => {}
+        other => return Err(format!("the run taken over: expected Fenced, got {other:?}").into()),
+    }
+    match results.pop() {
+        Some(Err(StoreError::NotFound(id))) if id == missing => {}
+        other => return Err(format!("the missing run: expected NotFound, got {other:?}").into()),
+    }
+    for (id, result) in good.iter().zip(results) {
+        result.map_err(|e| format!("good run {id}: {e}"))?;
+        let record = successor.load_run(*id).await?;
+        assert_eq!((record.version, record.snapshot), (2, store_conformance::snapshot(1)), "run {id}");
+        assert_eq!(successor.steps(*id).await?.len(), 2, "run {id}: its start step and the completed one");
+        let kept: Vec<u64> = successor.checkpoints(*id).await?.iter().map(|c| c.seq).collect();
+        assert_eq!(kept, [2], "run {id}: the batch pruned the checkpoint it made surplus");
+    }
+    assert_eq!(writers_of(&db, &good).await?, 1, "the good runs were committed by one transaction");
+    let lost_run = successor.load_run(lost_id).await?;
+    assert_eq!((lost_run.version, lost_run.epoch), (1, 2), "the fenced commit wrote nothing");
+    assert_eq!(successor.checkpoints(lost_id).await?.len(), 1);
+    assert_eq!(successor.steps(lost_id).await?.len(), 1);
+    Ok(())
+}
+
+/// A batch the server refuses as a whole (one commit's error text holds a NUL byte, which no
+/// `text` column takes) is written again commit by commit: the good runs commit, each on its
+/// own statement, and only the bad one fails, with the error its own commit gets.
+#[tokio::test]
+async fn a_refused_batch_is_written_again_one_commit_at_a_time() -> TestResult {
+    let Some(db) = pg_support::database("a_refused_batch_is_written_again_one_commit_at_a_time").await else {
+        return Ok(());
+    };
+    let store = PgStore::from_pool(db.pool(8)).await?.group_commit(64, 1);
+    let mut runs = Vec::new();
+    for _ in 0..5 {
+        let run = new_run("refused", "w1", LONG);
+        runs.push(run.run_id);
+        store.create_run(run).await?;
+    }
+    let bad_id = runs[3];
+    let commits = runs
+        .iter()
+        .map(|id| {
+            let mut c = commit(*id, 1, 1);
+            if *id == bad_id {
+                c.error = Some("a NUL \u{0} byte".into());
+            }
+            c
+        })
+        .collect();
+    let results = commit_together(&store, commits).await;
+    let mut good = Vec::new();
+    for (id, result) in runs.iter().zip(results) {
+        if *id == bad_id {
+            match result {
+                Err(StoreError::Backend(message)) => assert!(message.contains("0x00"), "{message}"),
+                other => return Err(format!("the bad commit: expected the server's refusal, got {other:?}").into()),
+            }
+            assert_eq!(store.load_run(*id).await?.version, 1, "the refused commit wrote nothing");
+        } else {
+            result.map_err(|e| format!("good run {id}: {e}"))?;
+            assert_eq!(store.load_run(*id).await?.version, 2, "run {id}");
+            good.push(*id);
+        }
+    }
+    assert_eq!(writers_of(&db, &good).await?, good.len() as i64, "each good run committed on its own");
+    Ok(())
+}
+
 /// A schema version 2 made, with a run in it: the migration leaves its run readable, with no
 /// graph and steps without timings or usage, and new runs store their graph once.
 #[tokio::test]

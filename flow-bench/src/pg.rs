@@ -140,7 +140,7 @@ fn w5(n: usize, rt: &Runtime) -> Result<Sample, BoxError> {
     let result = (|| {
         let pool = schema.pool(POOL)?;
         let before = rt.block_on(bare_commits(&pool, "before", n))?;
-        let store = rt.block_on(PgStore::from_pool(pool.clone()))?;
+        let store = group_commit(rt.block_on(PgStore::from_pool(pool.clone()))?)?;
         let mut s = visit_chain(n, PgChain { rt, store })
             .ok_or_else(|| format!("W5 is compiled for sizes {CHAIN_SIZES:?} only, not {n}"))??;
         let after = rt.block_on(bare_commits(&pool, "after", n))?;
@@ -305,7 +305,7 @@ pub fn worker_main(args: &[String]) -> Result<(), BoxError> {
                 });
             }
         } else {
-            let store = PgStore::from_pool(pool).await?;
+            let store = group_commit(PgStore::from_pool(pool).await?)?;
             let runner = Runner::new(Chain10).with_store(store);
             // Warm-up: enough runs at once to prepare every connection's statements.
             let mut warm = JoinSet::new();
@@ -341,6 +341,20 @@ pub fn worker_main(args: &[String]) -> Result<(), BoxError> {
         emit(&rec.to_line());
         Ok(())
     })
+}
+
+/// The store's group commit as `FLOW_BENCH_PG_GROUP=<max_batch>,<in_flight>` sets it (unset: the
+/// store's default; `1,1`: every commit on its own statement), to compare settings without a
+/// rebuild.
+fn group_commit(store: PgStore) -> Result<PgStore, BoxError> {
+    let Ok(setting) = std::env::var("FLOW_BENCH_PG_GROUP") else { return Ok(store) };
+    let parsed = setting.split_once(',').and_then(|(b, f)| Some((b.trim().parse().ok()?, f.trim().parse().ok()?)));
+    let Some((max_batch, in_flight)) = parsed else {
+        return Err(
+            format!("FLOW_BENCH_PG_GROUP is `{setting}`; write it as <max_batch>,<in_flight>, e.g. 64,4").into()
+        );
+    };
+    Ok(store.group_commit(max_batch, in_flight))
 }
 
 #[allow(clippy::print_stdout)]

@@ -98,7 +98,7 @@ impl Pg {
         let at = &self.shown;
         let run_prefix = prefix(run);
         let Some(db) = e.as_db_error() else {
-            if e.is_closed() || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>()) {
+            if lost_connection(e) {
                 return StoreError::Backend(format!(
                     "{run_prefix}cannot reach PostgreSQL at {at} or lost the connection ({}); a write in flight \
                      may or may not have been applied: this is transient, retry (resume the run) once the server \
@@ -144,6 +144,13 @@ impl Pg {
             StoreError::Backend(format!("{run_prefix}{detail}"))
         }
     }
+}
+
+/// Whether the connection was lost (closed, or an I/O failure) rather than a statement refused:
+/// a write sent on it may or may not have been applied.
+pub(super) fn lost_connection(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error().is_none()
+        && (e.is_closed() || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>()))
 }
 
 /// The error and its causes (`error connecting to server: Connection refused`).

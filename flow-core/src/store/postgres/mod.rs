@@ -20,6 +20,12 @@
 //! round trip per durable step, the same as a bare autocommit insert. The fenced case costs a
 //! second query to say why. Creating a run is one statement too.
 //!
+//! **Group commit.** When many runs of one process commit at once, [`group`] gathers their
+//! commits into one statement over arrays (`COMMIT_BATCH`), each run still fenced by its own
+//! epoch: one round trip, one transaction and one WAL flush for the lot. A commit that finds
+//! no batch under way goes out alone at once, so a lone run waits for nobody
+//! ([`PgStore::group_commit`]).
+//!
 //! **Server work per step.** A step that stays running updates its run row in place (a HOT
 //! update: no index of `flow_runs` covers a column such a commit changes, and the table keeps
 //! room on its pages), inserts one checkpoint row and upserts its step rows; steps and
@@ -49,6 +55,7 @@
 //! transaction; [`listen`] wakes `wait_for_work` from it.
 
 mod error;
+mod group;
 mod listen;
 mod memory;
 mod queries;
@@ -132,6 +139,9 @@ pub struct PgStore {
     graphs: Arc<Mutex<HashSet<(String, String)>>>,
     /// `wait_for_work`'s listener, shared by the clones.
     wake: Arc<Wake>,
+    /// The queue of step commits written together ([`group`]), shared by the clones; `None`:
+    /// each commit on its own.
+    group: Option<Arc<group::GroupCommit>>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -264,6 +274,7 @@ impl PgStore {
             held: Arc::new(Mutex::new(HashMap::new())),
             graphs: Arc::new(Mutex::new(HashSet::new())),
             wake,
+            group: Some(Arc::new(group::GroupCommit::new(group::DEFAULT_MAX_BATCH, group::DEFAULT_IN_FLIGHT))),
         })
     }
 
@@ -322,6 +333,29 @@ impl PgStore {
     /// ```
     pub fn keep_all_checkpoints(mut self) -> Self {
         self.keep_checkpoints = None;
+        self
+    }
+
+    /// Writes the step commits of runs that commit at the same moment together: up to
+    /// `max_batch` runs' commits in one statement (one round trip, one transaction, one WAL
+    /// flush for all of them), with up to `in_flight` such statements under way at once, each on
+    /// a pooled connection. A commit that finds fewer than `in_flight` under way goes out at
+    /// once, so a lone run waits for no one; the others join the next batch. Each run's commit
+    /// stays fenced by its own lease epoch and fails alone, and each returns only once the
+    /// transaction holding it committed. The default is 64 and 4; `max_batch` 1 writes every
+    /// commit on its own statement.
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), flow_core::store::StoreError> {
+    /// // A bigger pool, more batches under way.
+    /// let store = flow_core::store::PgStore::connect("postgres://postgres@127.0.0.1/flows").await?.group_commit(64, 8);
+    /// # let _ = store;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn group_commit(mut self, max_batch: usize, in_flight: usize) -> Self {
+        self.group = (max_batch > 1).then(|| Arc::new(group::GroupCommit::new(max_batch, in_flight)));
         self
     }
 
@@ -439,23 +473,19 @@ impl Store for PgStore {
     }
 
     async fn commit(&self, commit: Commit) -> Result<(), StoreError> {
-        let run_id = commit.run_id;
-        let keep = self.keep_checkpoints;
-        let client = self.client(Some(run_id)).await?;
-        // One statement, atomic on its own: no transaction to open or commit.
-        let result = match queries::commit(&client, &self.pg, &commit, keep).await {
-            Ok(Some(_)) => Ok(()),
-            Ok(None) => Err(queries::fenced_or_missing(&client, &self.pg, run_id, commit.epoch).await),
-            Err(e) => Err(e),
-        };
-        settle(client, &result);
-        result?;
-        if commit.status == RunStatus::Queued {
+        let (run_id, epoch, status) = (commit.run_id, commit.epoch, commit.status);
+        let steps = queries::StepColumns::of(run_id, &commit.steps)?;
+        if let Some(group) = &self.group {
+            self.commit_in_group(group, commit, steps).await?;
+        } else {
+            self.commit_alone(&commit, &steps, self.keep_checkpoints).await?;
+        }
+        if status == RunStatus::Queued {
             self.wake.work.notify_waiters();
         }
-        if commit.status.is_at_rest() {
+        if status.is_at_rest() {
             let mut held = self.held();
-            if held.get(&run_id) == Some(&commit.epoch) {
+            if held.get(&run_id) == Some(&epoch) {
                 held.remove(&run_id);
             }
         }

@@ -165,28 +165,36 @@ const REQUEST_CANCEL: &str = concat!(
     " WHERE run_id = $1 AND status NOT IN ('completed', 'cancelled', 'compensated') RETURNING status, queue"
 );
 
-// The `steps` part of `CREATE_RUN` and `COMMIT`: upserts the steps passed as $13-$22, one array
+// The `steps` part of `CREATE_RUN`, `COMMIT` and `COMMIT_BATCH`: upserts the steps, one array
 // per column (key, method, status, input, output, error, attempt, started at, finished at, token
-// usage), at most one element per key,
-// for the row `run` the statement wrote. A new step's `ord` is the run's version * 2^20 + its
-// position in the arrays (STEPS_PER_COMMIT); a known step keeps its own.
+// usage), at most one element per run and key, for the rows `run` the statement wrote. A new
+// step's `ord` is its run's version * 2^20 + its position among its commit's steps
+// (STEPS_PER_COMMIT); a known step keeps its own. Without arguments: one run's steps as $13-$22,
+// positioned by their order in the arrays.
 macro_rules! upsert_steps {
     () => {
+        upsert_steps!(
+            "s.position - 1",
+            "run, unnest($13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], \
+             $19::bigint[], $20::bigint[], $21::bigint[], $22::text[]) WITH ORDINALITY \
+             AS s (step_key, method, status, input, output, error, attempt, started_at, finished_at, \
+             token_usage, position)"
+        )
+    };
+    ($position:literal, $from:literal) => {
         concat!(
             "steps AS (\
                  INSERT INTO flow_steps (run_id, step_key, ord, method, status, input, output, error, attempt, \
                  created_at, updated_at, started_at, finished_at, token_usage) \
-                 SELECT run.run_id, s.step_key, run.version * 1048576 + s.position - 1, s.method, s.status, s.input, \
-                 s.output, s.error, s.attempt, ",
+                 SELECT run.run_id, s.step_key, run.version * 1048576 + ",
+            $position,
+            ", s.method, s.status, s.input, s.output, s.error, s.attempt, ",
             now_ms!(),
             ", ",
             now_ms!(),
-            ", s.started_at, s.finished_at, s.token_usage \
-                 FROM run, unnest($13::text[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], \
-                 $19::bigint[], $20::bigint[], $21::bigint[], $22::text[]) WITH ORDINALITY \
-                 AS s (step_key, method, status, input, output, error, attempt, started_at, finished_at, \
-                 token_usage, position) \
-                 ON CONFLICT (run_id, step_key) DO UPDATE SET method = excluded.method, status = excluded.status, \
+            ", s.started_at, s.finished_at, s.token_usage FROM ",
+            $from,
+            " ON CONFLICT (run_id, step_key) DO UPDATE SET method = excluded.method, status = excluded.status, \
                  input = excluded.input, output = excluded.output, error = excluded.error, \
                  attempt = excluded.attempt, updated_at = excluded.updated_at, started_at = excluded.started_at, \
                  finished_at = excluded.finished_at, token_usage = excluded.token_usage)"
@@ -268,6 +276,55 @@ const COMMIT: &str = concat!(
      SELECT version, queue, CASE WHEN status = 'queued' THEN pg_notify(",
     work_channel!(),
     ", queue)::text END, status FROM run"
+);
+
+// Several runs' commits as one statement (group commit, `super::group`): `COMMIT` over arrays,
+// one element per run, each run at most once. Each run's update is fenced by its own epoch, so a
+// run whose epoch moved on matches no row and writes nothing while the others commit; the
+// statement returns a row for each run it wrote. The update joins the runs by primary key (a
+// nested loop over the arrays: at most a batch of index probes).
+//   $1 run ids, $2 epochs, $3 statuses, $4 outputs, $5 errors, $6 pauses, $7 stays running,
+//   $8 due times, $9 the checkpoints' step keys, $10 states, $11 progress (one element per run),
+//   $12 checkpoints kept (NULL: all), per run, as each commit's store keeps them, $13 the run of each step, $14-$23 the steps' columns as in
+//   `upsert_steps`, $24 each step's position among its commit's steps (from 0).
+const COMMIT_BATCH: &str = concat!(
+    "WITH b AS (\
+         SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], \
+         $7::boolean[], $8::bigint[], $9::text[], $10::text[], $11::text[], $12::bigint[]) \
+         AS b (run_id, epoch, status, output, error, pause, stays, available_at, step_key, state, progress, keep)), \
+     run AS (\
+         UPDATE flow_runs r SET version = r.version + 1, \
+         status = CASE WHEN r.cancel_requested IS NOT NULL AND b.status IN ('paused', 'failed', 'escalated', 'queued') \
+             THEN 'queued' ELSE b.status END, \
+         output = b.output, error = b.error, pause = b.pause, \
+         lease_owner = CASE WHEN b.stays THEN r.lease_owner END, \
+         lease_expires_at = CASE WHEN b.stays THEN r.lease_expires_at END, \
+         available_at = CASE WHEN r.cancel_requested IS NOT NULL \
+             AND b.status IN ('paused', 'failed', 'escalated', 'queued') THEN ",
+    now_ms!(),
+    " ELSE b.available_at END, answer = NULL, updated_at = ",
+    now_ms!(),
+    " FROM b WHERE r.run_id = b.run_id AND r.epoch = b.epoch \
+         RETURNING r.run_id, r.version, r.queue, r.status, b.status AS asked, b.step_key, b.state, b.progress, b.keep), \
+     checkpoint AS (\
+         INSERT INTO flow_checkpoints (run_id, seq, step_key, status, state, progress, created_at) \
+         SELECT run_id, version, step_key, asked, state, progress, ",
+    now_ms!(),
+    " FROM run), ",
+    upsert_steps!(
+        "s.position",
+        "run JOIN unnest($13::uuid[], $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], \
+         $19::text[], $20::bigint[], $21::bigint[], $22::bigint[], $23::text[], $24::bigint[]) \
+         AS s (run_id, step_key, method, status, input, output, error, attempt, started_at, finished_at, \
+         token_usage, position) ON s.run_id = run.run_id"
+    ),
+    ", \
+     pruned AS (\
+         DELETE FROM flow_checkpoints c USING run \
+         WHERE run.version > run.keep AND c.run_id = run.run_id AND c.seq <= run.version - run.keep) \
+     SELECT run_id, CASE WHEN status = 'queued' THEN pg_notify(",
+    work_channel!(),
+    ", queue)::text END FROM run"
 );
 
 // The literal 2^20 in `COMMIT`.
@@ -727,7 +784,7 @@ async fn epoch_of(client: &impl GenericClient, pg: &Pg, run_id: Uuid) -> Result<
 /// A commit's steps as the columns `COMMIT` unnests, one element per step key: a key listed
 /// twice keeps its first position and its last values, as two upserts in a row would.
 #[derive(Default)]
-struct StepColumns {
+pub(super) struct StepColumns {
     key: Vec<String>,
     method: Vec<String>,
     status: Vec<&'static str>,
@@ -741,7 +798,8 @@ struct StepColumns {
 }
 
 impl StepColumns {
-    fn of(run_id: Uuid, steps: &[StepRecord]) -> Result<Self, StoreError> {
+    /// The columns of a commit's steps, or why the commit carries too many.
+    pub(super) fn of(run_id: Uuid, steps: &[StepRecord]) -> Result<Self, StoreError> {
         if steps.len() > STEPS_PER_COMMIT {
             return Err(StoreError::Backend(format!(
                 "run {run_id}: one commit carries {} steps, more than the {STEPS_PER_COMMIT} a commit may schedule",
@@ -802,11 +860,11 @@ pub(super) async fn commit(
     client: &impl GenericClient,
     pg: &Pg,
     commit: &Commit,
+    steps: &StepColumns,
     keep: Option<usize>,
 ) -> Result<Option<i64>, StoreError> {
     let id = commit.run_id;
     let fail = |e: tokio_postgres::Error| pg.map(&e, Some(id));
-    let steps = StepColumns::of(id, &commit.steps)?;
     let stmt = client.prepare_cached(COMMIT).await.map_err(fail)?;
     let output = opt_json(commit.output.as_ref());
     let pause = opt_json(commit.pause.as_ref());
@@ -841,6 +899,117 @@ pub(super) async fn commit(
         return Ok(None);
     };
     Ok(Some(col(&row, 0, id, "version")?))
+}
+
+/// Several runs' commits, each run at most once, each fenced by its own epoch and with the
+/// retention of the store it came through (`keep` newest checkpoints, or all), in one statement
+/// (`COMMIT_BATCH`): one round trip and one transaction for all of them. Returns the runs it
+/// wrote; a run left out matched no row (fenced or missing) and nothing of it was written. The
+/// error is PostgreSQL's, for the caller to tell a statement the server refused (nothing was
+/// written) from a connection lost on the way (unknown).
+pub(super) async fn commit_batch(
+    client: &impl GenericClient,
+    batch: &[(&Commit, &StepColumns, Option<usize>)],
+) -> Result<Vec<Row>, tokio_postgres::Error> {
+    let stmt = client.prepare_cached(COMMIT_BATCH).await?;
+    let n = batch.len();
+    let (mut ids, mut epochs, mut statuses, mut outputs, mut errors, mut pauses) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut stays, mut due, mut keys, mut states, mut progress, mut keeps) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let mut steps = BatchSteps::default();
+    for (commit, columns, keep) in batch {
+        ids.push(commit.run_id);
+        epochs.push(epoch_param(commit.epoch));
+        statuses.push(commit.status.as_str());
+        outputs.push(opt_json(commit.output.as_ref()));
+        errors.push(commit.error.as_deref());
+        pauses.push(opt_json(commit.pause.as_ref()));
+        stays.push(!commit.status.is_at_rest());
+        due.push(if commit.status == RunStatus::Queued { commit.available_at_ms } else { None });
+        keys.push(commit.step_key.as_deref());
+        states.push(commit.snapshot.state.get());
+        progress.push(commit.snapshot.progress.get());
+        keeps.push(keep.map(|k| i64::try_from(k).unwrap_or(i64::MAX)));
+        steps.add(commit.run_id, columns);
+    }
+    let params: [&(dyn ToSql + Sync); 24] = [
+        &ids,
+        &epochs,
+        &statuses,
+        &outputs,
+        &errors,
+        &pauses,
+        &stays,
+        &due,
+        &keys,
+        &states,
+        &progress,
+        &keeps,
+        &steps.run,
+        &steps.key,
+        &steps.method,
+        &steps.status,
+        &steps.input,
+        &steps.output,
+        &steps.error,
+        &steps.attempt,
+        &steps.started_at,
+        &steps.finished_at,
+        &steps.usage,
+        &steps.position,
+    ];
+    client.query(&stmt, &params).await
+}
+
+/// The steps of a batch's commits, one element per step, each tagged with its run and its
+/// position among its commit's steps.
+#[derive(Default)]
+struct BatchSteps<'a> {
+    run: Vec<Uuid>,
+    key: Vec<&'a str>,
+    method: Vec<&'a str>,
+    status: Vec<&'static str>,
+    input: Vec<Option<&'a str>>,
+    output: Vec<Option<&'a str>>,
+    error: Vec<Option<&'a str>>,
+    attempt: Vec<i64>,
+    started_at: Vec<Option<i64>>,
+    finished_at: Vec<Option<i64>>,
+    usage: Vec<Option<&'a str>>,
+    position: Vec<i64>,
+}
+
+impl<'a> BatchSteps<'a> {
+    fn add(&mut self, run_id: Uuid, c: &'a StepColumns) {
+        for i in 0..c.key.len() {
+            self.run.push(run_id);
+            self.key.push(&c.key[i]);
+            self.method.push(&c.method[i]);
+            self.status.push(c.status[i]);
+            self.input.push(c.input[i].as_deref());
+            self.output.push(c.output[i].as_deref());
+            self.error.push(c.error[i].as_deref());
+            self.attempt.push(c.attempt[i]);
+            self.started_at.push(c.started_at[i]);
+            self.finished_at.push(c.finished_at[i]);
+            self.usage.push(c.usage[i].as_deref());
+            // At most STEPS_PER_COMMIT (2^20) steps: `of` refused more.
+            self.position.push(i as i64);
+        }
+    }
 }
 
 /// Why a fenced commit matched no row: the run is missing, or its epoch moved on.
