@@ -606,7 +606,7 @@ async fn models(State(shared): State<Arc<Shared>>) -> Response {
 }
 
 async fn model(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
-    if shared.script().models.iter().any(|m| *m == id) {
+    if shared.script().models.contains(&id) {
         return axum::Json(model_object(&id)).into_response();
     }
     error_response(
