@@ -27,6 +27,7 @@ use serde_json::Value;
 use crate::error::LlmError;
 use crate::executor::{self, ToolEntry};
 use crate::llm::Llm;
+use crate::profile::Profile;
 use crate::structured::OutputSchema;
 use crate::template::Inputs;
 use crate::tool::{Tool, validate_tool_name};
@@ -39,18 +40,6 @@ use crate::usage::{UsageLog, UsageSummary};
 /// assert!(flow_llm::agent::DEFAULT_MAX_ITER > 1);
 /// ```
 pub const DEFAULT_MAX_ITER: u32 = 15;
-
-pub(crate) struct AgentInner {
-    pub(crate) role: String,
-    pub(crate) goal: String,
-    pub(crate) backstory: String,
-    pub(crate) tools: Vec<Arc<dyn Tool>>,
-    pub(crate) max_iter: u32,
-    pub(crate) llm: Arc<dyn Llm>,
-    pub(crate) model: Option<String>,
-    pub(crate) temperature: Option<f32>,
-    pub(crate) max_tokens: Option<u32>,
-}
 
 /// An agent. Cheap to clone (shared).
 ///
@@ -75,7 +64,7 @@ pub(crate) struct AgentInner {
 /// ```
 #[derive(Clone)]
 pub struct Agent {
-    pub(crate) inner: Arc<AgentInner>,
+    pub(crate) inner: Arc<Profile>,
 }
 
 impl fmt::Debug for Agent {
@@ -136,7 +125,7 @@ impl Agent {
     /// ```
     pub fn manager(llm: Arc<dyn Llm>) -> Agent {
         Agent {
-            inner: Arc::new(AgentInner {
+            inner: Arc::new(Profile {
                 role: "Crew Manager".into(),
                 goal: "Manage the team to complete the task in the best way possible.".into(),
                 backstory: "You are a seasoned manager with a knack for getting the best out of your team. You are also known for your ability to delegate work to the right people, and to ask the right questions to get the best out of your team. Even though you don't perform tasks by yourself, you have a lot of experience in the field, which allows you to properly evaluate the work of your team members.".into(),
@@ -197,7 +186,7 @@ impl Agent {
     /// assert_eq!(a.model(), "m");
     /// ```
     pub fn model(&self) -> &str {
-        self.inner.model.as_deref().unwrap_or_else(|| self.inner.llm.model())
+        self.inner.model()
     }
 
     /// The names of its tools.
@@ -210,16 +199,12 @@ impl Agent {
         self.inner.tools.iter().map(|t| t.name()).collect()
     }
 
-    pub(crate) fn system_prompt(&self) -> String {
-        format!("You are {}. {}\nYour personal goal is: {}", self.inner.role, self.inner.backstory, self.inner.goal)
-    }
-
     /// A copy with `{name}` placeholders in role, goal and backstory filled from `inputs`.
     pub(crate) fn render(&self, inputs: &Inputs) -> Result<Agent, LlmError> {
         let place = format!("agent `{}`", self.inner.role);
         let i = &self.inner;
         Ok(Agent {
-            inner: Arc::new(AgentInner {
+            inner: Arc::new(Profile {
                 role: inputs.render(&i.role, &place)?,
                 goal: inputs.render(&i.goal, &place)?,
                 backstory: inputs.render(&i.backstory, &place)?,
@@ -256,7 +241,8 @@ impl Agent {
     /// ```
     pub async fn run(&self, journal: &dyn Journal, prompt: impl Into<String>) -> Result<AgentOutput, LlmError> {
         let log = UsageLog::default();
-        let answer = executor::execute(self, journal, &log, None, prompt.into(), self.user_tools(), None).await?;
+        let answer =
+            executor::execute(&self.inner, journal, &log, None, prompt.into(), self.user_tools(), None).await?;
         Ok(AgentOutput { raw: answer.raw, json: answer.json, usage: log.take() })
     }
 
@@ -287,7 +273,8 @@ impl Agent {
         let schema = OutputSchema::of::<T>()?;
         let log = UsageLog::default();
         let answer =
-            executor::execute(self, journal, &log, None, prompt.into(), self.user_tools(), Some(&schema)).await?;
+            executor::execute(&self.inner, journal, &log, None, prompt.into(), self.user_tools(), Some(&schema))
+                .await?;
         let value = answer.json.unwrap_or(Value::Null);
         serde_json::from_value(value).map_err(|e| schema.invalid(&answer.raw, e.to_string()))
     }
@@ -434,7 +421,7 @@ impl AgentBuilder {
             }
         }
         Ok(Agent {
-            inner: Arc::new(AgentInner {
+            inner: Arc::new(Profile {
                 role: self.role,
                 goal: self.goal,
                 backstory: self.backstory,

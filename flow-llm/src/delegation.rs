@@ -2,12 +2,13 @@
 //! "ask question to coworker". Each call runs the named coworker on the delegated task, inside the
 //! tool call, and returns its answer as the tool result.
 
+use futures::future::BoxFuture;
 use serde_json::{Value, json};
 
 use crate::agent::Agent;
 use crate::chat::ToolSpec;
 use crate::error::LlmError;
-use crate::executor::{self, Exec, ToolEntry};
+use crate::executor::{self, Delegate, Exec, ToolEntry};
 use crate::task::task_prompt;
 
 /// What a delegated coworker is told its answer should be (CrewAI's wording).
@@ -34,13 +35,6 @@ impl Delegation {
             .collect()
     }
 
-    pub(crate) fn name(&self) -> &str {
-        match self.kind {
-            Kind::Work => "delegate_work_to_coworker",
-            Kind::Question => "ask_question_to_coworker",
-        }
-    }
-
     fn field(&self) -> &'static str {
         match self.kind {
             Kind::Work => "task",
@@ -52,7 +46,21 @@ impl Delegation {
         self.coworkers.iter().map(Agent::role).collect()
     }
 
-    pub(crate) fn spec(&self) -> ToolSpec {
+    fn find(&self, name: &str) -> Option<&Agent> {
+        let wanted = normalize(name);
+        self.coworkers.iter().find(|a| normalize(a.role()) == wanted)
+    }
+}
+
+impl Delegate for Delegation {
+    fn name(&self) -> &str {
+        match self.kind {
+            Kind::Work => "delegate_work_to_coworker",
+            Kind::Question => "ask_question_to_coworker",
+        }
+    }
+
+    fn spec(&self) -> ToolSpec {
         let roles = self.roles();
         let description = match self.kind {
             Kind::Work => format!(
@@ -82,14 +90,15 @@ impl Delegation {
         }
     }
 
-    fn find(&self, name: &str) -> Option<&Agent> {
-        let wanted = normalize(name);
-        self.coworkers.iter().find(|a| normalize(a.role()) == wanted)
+    fn call<'a>(&'a self, exec: &'a Exec<'_>, args: &'a Value) -> BoxFuture<'a, Result<String, LlmError>> {
+        Box::pin(self.run(exec, args))
     }
+}
 
+impl Delegation {
     /// Runs the coworker. A malformed request goes back to the manager as an error text; a failed
     /// LLM call of the coworker fails the step, because the manager cannot fix a rate limit.
-    pub(crate) async fn call(&self, exec: &Exec<'_>, args: &Value) -> Result<String, LlmError> {
+    async fn run(&self, exec: &Exec<'_>, args: &Value) -> Result<String, LlmError> {
         let text = |key: &str| args.get(key).and_then(Value::as_str).unwrap_or("").trim().to_owned();
         let (what, context, coworker) = (text(self.field()), text("context"), text("coworker"));
         if what.is_empty() {
@@ -101,10 +110,11 @@ impl Delegation {
                 self.roles().join(", ")
             ));
         };
-        tracing::debug!(manager = exec.agent.role(), coworker = agent.role(), kind = ?self.kind, "delegating");
+        tracing::debug!(manager = exec.agent.role, coworker = agent.role(), kind = ?self.kind, "delegating");
         let prompt = task_prompt(&what, COWORKER_EXPECTED, (!context.is_empty()).then_some(context.as_str()));
         let answer =
-            executor::execute(agent, exec.journal, exec.log, exec.task, prompt, agent.user_tools(), None).await?;
+            executor::execute(&agent.inner, exec.journal, exec.log, exec.task, prompt, agent.user_tools(), None)
+                .await?;
         Ok(answer.raw)
     }
 }

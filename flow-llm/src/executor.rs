@@ -8,11 +8,10 @@ use futures::future::{BoxFuture, join_all};
 use serde_json::{Value, json};
 use tracing::Instrument;
 
-use crate::agent::Agent;
 use crate::chat::{ChatRequest, ChatResponse, Message, ToolCall, ToolSpec};
-use crate::delegation::Delegation;
 use crate::error::LlmError;
 use crate::llm::LlmExt;
+use crate::profile::Profile;
 use crate::structured::OutputSchema;
 use crate::tool::{Tool, ToolError};
 use crate::usage::{CallUsage, UsageLog};
@@ -20,11 +19,23 @@ use crate::usage::{CallUsage, UsageLog};
 /// CrewAI's wording, which models are used to.
 pub(crate) const FORCE_FINAL_ANSWER: &str = "Now it's time you MUST give your absolute best final answer. You'll ignore all previous instructions, stop using any tools, and just return your absolute BEST Final answer.";
 
+/// A tool that runs other agents (a hierarchical crew's delegation tools). Its calls are not
+/// journaled as one effect: the executions they start journal their own calls.
+///
+/// A trait, so that the executor need not know the crew's delegation, which itself runs agents
+/// through the executor.
+pub(crate) trait Delegate: Send + Sync {
+    fn name(&self) -> &str;
+    fn spec(&self) -> ToolSpec;
+    /// Runs the call that `exec`'s model made with `args`; the text is the tool result.
+    fn call<'a>(&'a self, exec: &'a Exec<'_>, args: &'a Value) -> BoxFuture<'a, Result<String, LlmError>>;
+}
+
 /// A tool an agent can call during one execution.
 #[derive(Clone)]
 pub(crate) enum ToolEntry {
     User(Arc<dyn Tool>),
-    Delegate(Arc<Delegation>),
+    Delegate(Arc<dyn Delegate>),
 }
 
 impl ToolEntry {
@@ -51,7 +62,7 @@ pub(crate) struct Answer {
 
 /// One agent working on one prompt.
 pub(crate) struct Exec<'a> {
-    pub(crate) agent: &'a Agent,
+    pub(crate) agent: &'a Profile,
     pub(crate) journal: &'a dyn Journal,
     pub(crate) log: &'a UsageLog,
     pub(crate) task: Option<&'a str>,
@@ -60,7 +71,7 @@ pub(crate) struct Exec<'a> {
 /// Runs `agent` on `prompt`. Boxed because delegation makes it recursive (a manager's tool call
 /// runs a coworker's execution).
 pub(crate) fn execute<'a>(
-    agent: &'a Agent,
+    agent: &'a Profile,
     journal: &'a dyn Journal,
     log: &'a UsageLog,
     task: Option<&'a str>,
@@ -70,10 +81,10 @@ pub(crate) fn execute<'a>(
 ) -> BoxFuture<'a, Result<Answer, LlmError>> {
     let span = tracing::info_span!(
         "agent",
-        otel.name = %format_args!("invoke_agent {}", agent.role()),
+        otel.name = %format_args!("invoke_agent {}", agent.role),
         gen_ai.operation.name = "invoke_agent",
-        gen_ai.agent.name = %agent.role(),
-        role = %agent.role(),
+        gen_ai.agent.name = %agent.role,
+        role = %agent.role,
         task = task.unwrap_or("")
     );
     Box::pin(
@@ -92,7 +103,7 @@ impl Exec<'_> {
         tools: &[ToolEntry],
         output: Option<&OutputSchema>,
     ) -> Result<ChatResponse, LlmError> {
-        let inner = &self.agent.inner;
+        let inner = self.agent;
         let request = ChatRequest {
             model: inner.model.clone(),
             messages: messages.to_vec(),
@@ -121,7 +132,7 @@ impl Exec<'_> {
         output: Option<&OutputSchema>,
     ) -> Result<Answer, LlmError> {
         let mut messages = vec![Message::system(self.agent.system_prompt()), Message::user(prompt)];
-        for iteration in 0..self.agent.max_iter() {
+        for iteration in 0..self.agent.max_iter {
             let response = self.call(&messages, tools, output).await?;
             // Tool calls decide, not finish_reason: some compatible servers report "stop" with
             // tool calls.
@@ -142,8 +153,8 @@ impl Exec<'_> {
             .map(|m| m.tool_calls.iter().map(|c| c.name.clone()).collect())
             .unwrap_or_default();
         tracing::warn!(
-            agent = %self.agent.role(),
-            max_iter = self.agent.max_iter(),
+            agent = %self.agent.role,
+            max_iter = self.agent.max_iter,
             tools = ?wanted,
             "agent stopped after max_iter tool-calling rounds while the model still wanted to call tools; asking for a final answer without tools (raise max_iter if the answer is cut short)"
         );
@@ -160,8 +171,8 @@ impl Exec<'_> {
                 }
             }
             return Err(LlmError::MaxIterReached {
-                agent: self.agent.role().to_owned(),
-                max_iter: self.agent.max_iter(),
+                agent: self.agent.role.to_owned(),
+                max_iter: self.agent.max_iter,
                 tools,
             });
         }
@@ -179,7 +190,7 @@ impl Exec<'_> {
                 Some(raw) => Ok(Answer { raw, json: None }),
                 None => match response.refusal {
                     Some(refusal) => Err(LlmError::Refusal { refusal }),
-                    None => Err(LlmError::NoFinalAnswer { agent: self.agent.role().to_owned() }),
+                    None => Err(LlmError::NoFinalAnswer { agent: self.agent.role.to_owned() }),
                 },
             };
         };
@@ -209,7 +220,7 @@ impl Exec<'_> {
         enum Plan<'t> {
             Done(String),
             Leaf(&'t Arc<dyn Tool>, Value),
-            Delegate(&'t Arc<Delegation>, Value),
+            Delegate(&'t Arc<dyn Delegate>, Value),
         }
         let plans: Vec<Plan<'_>> = calls
             .iter()

@@ -10,10 +10,25 @@
 //!   typed tools ([`FnTool`]) and typed outputs ([`OutputSchema`], strict JSON Schema).
 //! - [`feedback::route_feedback`]: a person's free-text answer mapped onto a route enum, failing
 //!   closed when it is unclear.
-//! - [`TestServer`]: a local OpenAI-compatible server for tests and examples.
+//! - `TestServer` (feature `test-server`): a local OpenAI-compatible server for tests and
+//!   examples; enable it for your tests only, as a dev-dependency feature.
 //! - `mcp` (feature `mcp`): tools from MCP servers, see below.
+//! - [`schemars`]: the JSON Schema crate typed outputs and tools are described with, re-exported
+//!   so a `#[derive(JsonSchema)]` needs no dependency of your own (see below).
 //!
-//! Inside a flow method, pass the method's context `cx` wherever a `&dyn Journal` is asked for:
+//! # Cargo features
+//!
+//! - `native-tls` (default): HTTPS through the platform's TLS; on Linux that links the system's
+//!   OpenSSL (it needs its headers, Debian's `libssl-dev`) instead of compiling a C crypto
+//!   library.
+//! - `rustls`: HTTPS through rustls on aws-lc-rs, for builds without OpenSSL (static or musl
+//!   binaries); it compiles the AWS-LC C library. Use it with `default-features = false`.
+//! - `test-server`: the `TestServer` (axum), for your tests: `flow-llm = { version = "..",
+//!   features = ["test-server"] }` under `[dev-dependencies]`.
+//! - `mcp`: tools from MCP servers. `otel`: OpenTelemetry export of runs (`flow_core::otel`).
+//!
+//! Inside a flow method, pass the method's context `cx` wherever a `&dyn Journal` is asked for
+//! (this example answers from the `TestServer`, feature `test-server`):
 //!
 //! ```
 //! use std::sync::Arc;
@@ -53,6 +68,25 @@
 //! the server again. A server that errs, answers garbage, stays silent past the call timeout or
 //! dies gives the model an error result to work with; the agent never hangs on it.
 //!
+//! # Typed outputs without a schemars dependency
+//!
+//! [`Task::output`], [`Agent::run_typed`] and [`FnTool`] describe their types with schemars. Derive
+//! through the re-export:
+//!
+//! ```
+//! use flow_llm::schemars::JsonSchema;
+//!
+//! #[derive(serde::Serialize, serde::Deserialize, JsonSchema)]
+//! #[schemars(crate = "flow_llm::schemars")]
+//! struct Verdict {
+//!     approve: bool,
+//!     reason: String,
+//! }
+//! let schema = flow_llm::strict_schema_for::<Verdict>()?;
+//! assert_eq!(schema["required"], serde_json::json!(["approve", "reason"]));
+//! # Ok::<(), flow_llm::LlmError>(())
+//! ```
+//!
 //! ```no_run
 //! # #[cfg(feature = "mcp")]
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -84,7 +118,9 @@ pub mod matching;
 #[cfg(feature = "mcp")]
 pub mod mcp;
 pub mod openai;
+mod profile;
 pub mod scripted;
+#[cfg(feature = "test-server")]
 pub mod server;
 pub mod stream;
 pub mod structured;
@@ -105,6 +141,7 @@ pub use llm::{Llm, LlmExt};
 pub use matching::Match;
 pub use openai::{OpenAiLlm, OpenAiLlmBuilder, RetryPolicy};
 pub use scripted::ScriptedLlm;
+#[cfg(feature = "test-server")]
 pub use server::{RecordedRequest, Reply, TestServer};
 pub use stream::{ChatDelta, ChatStream, StreamAccumulator, ToolCallDelta};
 pub use structured::{OutputSchema, strict_schema_for};
@@ -112,3 +149,12 @@ pub use task::{Task, TaskContext, TaskOutput};
 pub use template::Inputs;
 pub use tool::{FnTool, Tool, ToolError};
 pub use usage::{CallUsage, UsageSummary};
+
+/// The JSON Schema crate flow-llm describes typed outputs and tools with; derive `JsonSchema`
+/// with `#[schemars(crate = "flow_llm::schemars")]` to use it without a dependency of your own.
+///
+/// ```
+/// let schema = flow_llm::schemars::schema_for!(String);
+/// assert_eq!(schema.as_value()["type"], "string");
+/// ```
+pub use schemars;

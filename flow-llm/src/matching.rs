@@ -1,5 +1,5 @@
 //! [`Match`]: a condition on a [`ChatRequest`], used by rule-based replies of
-//! [`ScriptedLlm`](crate::ScriptedLlm) and [`TestServer`](crate::TestServer).
+//! [`ScriptedLlm`](crate::ScriptedLlm) and `TestServer` (feature `test-server`).
 //!
 //! Rules instead of a FIFO queue matter when many runs share one scripted model concurrently: the
 //! order of their requests is not deterministic, but each request's content is.

@@ -271,7 +271,8 @@ impl Task {
         let expected = inputs.render(&self.expected_output, &place)?;
         let prompt = task_prompt(&description, &expected, context.filter(|c| !c.trim().is_empty()));
         let log = UsageLog::default();
-        let answer = executor::execute(agent, journal, &log, Some(name), prompt, tools, self.output.as_ref()).await?;
+        let answer =
+            executor::execute(&agent.inner, journal, &log, Some(name), prompt, tools, self.output.as_ref()).await?;
         Ok(TaskOutput {
             name: name.to_owned(),
             description,

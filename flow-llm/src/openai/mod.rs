@@ -1,5 +1,5 @@
 //! [`OpenAiLlm`]: an [`Llm`] for any OpenAI-compatible endpoint (OpenAI, Azure's `/openai/v1`,
-//! Groq, vLLM, Ollama, this crate's [`TestServer`](crate::TestServer)), built on async-openai.
+//! Groq, vLLM, Ollama, this crate's `TestServer`), built on async-openai.
 //!
 //! ```no_run
 //! use flow_llm::OpenAiLlm;
@@ -609,6 +609,13 @@ impl OpenAiLlmBuilder {
         if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
             return Err(LlmError::Config(format!(
                 "the LLM base URL {base_url:?} is not an http(s) URL; set OPENAI_BASE_URL to e.g. https://api.openai.com/v1"
+            )));
+        }
+        // Without a TLS feature reqwest would fail each call with a puzzling "scheme is not http".
+        #[cfg(not(any(feature = "native-tls", feature = "rustls")))]
+        if base_url.starts_with("https://") {
+            return Err(LlmError::Config(format!(
+                "flow-llm was built without TLS, so it cannot reach {base_url}; enable its feature `native-tls` (the default) or `rustls`"
             )));
         }
         if self.api_key.is_none() && base_url.contains("api.openai.com") {

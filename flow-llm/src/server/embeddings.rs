@@ -4,19 +4,19 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use flow_core::memory::HashEmbedder;
 use serde_json::{Value, json};
 
-use super::{Shared, error_response};
+use super::{Shared, error_response, read_body};
 
 /// The most dimensions a request may ask for (OpenAI's largest model has 3072).
 const MAX_DIMENSIONS: u64 = 4096;
 
-pub(super) async fn embeddings(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+pub(super) async fn embeddings(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
     shared.embedding_hits.fetch_add(1, Ordering::SeqCst);
     let required_key = shared.script().api_key.clone();
     let bearer = headers
@@ -34,6 +34,10 @@ pub(super) async fn embeddings(State(shared): State<Arc<Shared>>, headers: Heade
             Some("invalid_api_key"),
         );
     }
+    let body = match read_body(body).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
     let Ok(value) = serde_json::from_slice::<Value>(&body) else {
         return invalid("We could not parse the JSON body of your request.");
     };

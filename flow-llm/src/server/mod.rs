@@ -2,8 +2,15 @@
 //!
 //! It listens on an ephemeral loopback port and speaks the real chat completions wire format:
 //! completions, tool calls, structured JSON, OpenAI-shaped errors with `Retry-After`, malformed
-//! bodies, injected latency, and SSE streams ending in `data: [DONE]`. It records every request
-//! and counts hits and concurrent requests.
+//! bodies, injected latency, SSE streams ending in `data: [DONE]`, and streams whose connection
+//! is cut. It records every request and counts hits and concurrent requests.
+//!
+//! It answers where a real client looks: `POST /v1/chat/completions`, `POST /v1/embeddings`,
+//! `GET /v1/models` and `GET /v1/models/{id}`, with request bodies up to [`MAX_BODY_BYTES`]. Any
+//! other path, a wrong method, or a body too large gets OpenAI's error JSON
+//! (`{"error": {"message", "type", "param", "code"}}`) with the matching status, and so does a
+//! request for what the server does not serve (`n` above 1, `logprobs`): a 400 that names the
+//! parameter, never a reply that silently ignores it.
 //!
 //! Replies come from, in order: the FIFO queue ([`TestServer::enqueue`]), the first matching
 //! rule ([`TestServer::when`]), the fallback responder ([`TestServer::respond_with`]); a request
@@ -41,8 +48,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
@@ -68,6 +75,13 @@ pub const TEST_MODEL: &str = "test-model";
 /// assert!(flow_llm::server::TEST_API_KEY.starts_with("sk-"));
 /// ```
 pub const TEST_API_KEY: &str = "sk-test-key";
+/// The largest request body the server reads, 64 MiB: long prompts and base64 images fit. A
+/// larger body gets a 413 in OpenAI's error JSON.
+///
+/// ```
+/// assert!(flow_llm::server::MAX_BODY_BYTES >= 20 * 1024 * 1024);
+/// ```
+pub const MAX_BODY_BYTES: usize = 64 * 1024 * 1024;
 
 /// A request the server received.
 ///
@@ -322,7 +336,11 @@ impl TestServer {
         let app = Router::new()
             .route("/v1/chat/completions", post(chat_completions))
             .route("/v1/models", get(models))
+            // A wildcard, since served model names often hold a slash (`meta-llama/Llama-3.1-8B`).
+            .route("/v1/models/{*id}", get(model))
             .route("/v1/embeddings", post(embeddings::embeddings))
+            .method_not_allowed_fallback(wrong_method)
+            .fallback(unknown_route)
             .with_state(Arc::clone(&shared));
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -446,7 +464,7 @@ impl TestServer {
         self.shared.script().api_key = Some(key.into());
     }
 
-    /// The models `GET /v1/models` lists.
+    /// The models `GET /v1/models` lists and `GET /v1/models/{id}` finds.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -563,14 +581,99 @@ fn error_response(status: StatusCode, message: &str, kind: &str, code: Option<&s
     (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
+/// Reads a request body of up to [`MAX_BODY_BYTES`]; a larger one is answered with a 413 in
+/// OpenAI's shape rather than axum's plain-text one.
+pub(super) async fn read_body(body: Body) -> Result<Bytes, Response> {
+    axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|e| {
+        error_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &format!("flows test server: the request body could not be read in full ({e}); it takes at most {MAX_BODY_BYTES} bytes"),
+            "invalid_request_error",
+            Some("request_too_large"),
+        )
+    })
+}
+
+fn model_object(id: &str) -> Value {
+    json!({ "id": id, "object": "model", "created": wire::CREATED, "owned_by": "flows-test-server" })
+}
+
 async fn models(State(shared): State<Arc<Shared>>) -> Response {
     shared.model_hits.fetch_add(1, Ordering::SeqCst);
     let models = shared.script().models.clone();
-    let data: Vec<Value> = models
-        .iter()
-        .map(|m| json!({ "id": m, "object": "model", "created": wire::CREATED, "owned_by": "flows-test-server" }))
-        .collect();
+    let data: Vec<Value> = models.iter().map(|m| model_object(m)).collect();
     axum::Json(json!({ "object": "list", "data": data })).into_response()
+}
+
+async fn model(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    if shared.script().models.contains(&id) {
+        return axum::Json(model_object(&id)).into_response();
+    }
+    error_response(
+        StatusCode::NOT_FOUND,
+        &format!("The model `{id}` does not exist or you do not have access to it."),
+        "invalid_request_error",
+        Some("model_not_found"),
+    )
+}
+
+/// OpenAI's answer to a path it does not serve.
+async fn unknown_route(method: Method, uri: Uri) -> Response {
+    error_response(
+        StatusCode::NOT_FOUND,
+        &format!(
+            "Invalid URL ({method} {}); the flows test server serves POST /v1/chat/completions, POST /v1/embeddings, GET /v1/models and GET /v1/models/{{id}}",
+            uri.path()
+        ),
+        "invalid_request_error",
+        None,
+    )
+}
+
+/// OpenAI's answer to a known path with the wrong method; axum adds the `Allow` header.
+async fn wrong_method(method: Method, uri: Uri) -> Response {
+    error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        &format!("Invalid method for URL ({method} {}); the Allow header lists the methods it takes", uri.path()),
+        "invalid_request_error",
+        None,
+    )
+}
+
+/// A 400 for a parameter the server would otherwise ignore: `n` above 1 (it serves one choice)
+/// and `logprobs` / `top_logprobs` (scripted replies carry no token probabilities).
+fn unsupported(body: &Value) -> Option<Response> {
+    let refuse = |param: &str, message: String| {
+        let body = json!({ "error": { "message": message, "type": "invalid_request_error", "param": param, "code": "unsupported_parameter" } });
+        (StatusCode::BAD_REQUEST, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    };
+    match body.get("n") {
+        None | Some(Value::Null) => {}
+        Some(n) if n.as_u64() == Some(1) => {}
+        Some(n) if n.as_u64().is_some_and(|n| n > 1) => {
+            return Some(refuse(
+                "n",
+                format!(
+                    "flows test server: 'n' = {n} is not supported; it serves one choice per request, so leave 'n' out or set it to 1"
+                ),
+            ));
+        }
+        Some(n) => return Some(refuse("n", format!("{n} is not valid for 'n': it must be an integer of at least 1"))),
+    }
+    if body.get("logprobs").is_some_and(|v| v.as_bool() != Some(false) && !v.is_null()) {
+        return Some(refuse(
+            "logprobs",
+            "flows test server: 'logprobs' is not supported; scripted replies carry no token log probabilities, so leave it out or set it to false".to_owned(),
+        ));
+    }
+    if body.get("top_logprobs").is_some_and(|v| !v.is_null()) {
+        return Some(refuse(
+            "top_logprobs",
+            "flows test server: 'top_logprobs' is not supported; scripted replies carry no token log probabilities"
+                .to_owned(),
+        ));
+    }
+    None
 }
 
 /// Decides the reply: queue, then rules, then the fallback.
@@ -593,9 +696,13 @@ fn pick(shared: &Shared, request: &RecordedRequest) -> Option<Reply> {
     Some(responder(request))
 }
 
-async fn chat_completions(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn chat_completions(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
     let index = shared.hits.fetch_add(1, Ordering::SeqCst) + 1;
     let guard = InFlight::enter(&shared);
+    let body = match read_body(body).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
     let Ok(value) = serde_json::from_slice::<Value>(&body) else {
         return error_response(
             StatusCode::BAD_REQUEST,
@@ -624,6 +731,9 @@ async fn chat_completions(State(shared): State<Arc<Shared>>, headers: HeaderMap,
             "invalid_request_error",
             Some("invalid_api_key"),
         );
+    }
+    if let Some(refused) = unsupported(&request.body) {
+        return refused;
     }
     if request.chat.messages.is_empty() {
         return error_response(
@@ -712,7 +822,7 @@ fn render(reply: Reply, request: &RecordedRequest, index: usize, guard: InFlight
                     .hold
                     .clone()
                     .map(|hold| (wire::stream_events(&id, &message, false, false, scripted).len(), hold));
-                sse(events, true, None, reply.chunk_delay, guard, hold)
+                sse(events, End::Done, reply.chunk_delay, guard, hold)
             } else {
                 axum::Json(wire::completion(&id, &message)).into_response()
             }
@@ -732,11 +842,15 @@ fn render(reply: Reply, request: &RecordedRequest, index: usize, guard: InFlight
             };
             if request.stream {
                 let events = wire::stream_events(&partial.id, &partial, false, false, None);
-                sse(events, false, None, reply.chunk_delay, guard, None)
+                sse(events, End::Cut, reply.chunk_delay, guard, None)
             } else {
                 let full = wire::completion(&partial.id, &partial).to_string();
-                let cut = full.char_indices().map(|(i, _)| i).nth(full.chars().count() / 2).unwrap_or(0);
-                (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], full[..cut].to_owned()).into_response()
+                let half = full.char_indices().map(|(i, _)| i).nth(full.chars().count() / 2).unwrap_or(0);
+                let frames = vec![full[..half].to_owned()];
+                let mut response =
+                    Response::new(Body::from_stream(frames_then(frames, End::Cut, Duration::ZERO, guard, None)));
+                response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                response
             }
         }
         ReplyKind::StreamError { content, message } => {
@@ -750,7 +864,7 @@ fn render(reply: Reply, request: &RecordedRequest, index: usize, guard: InFlight
                 let events = wire::stream_events(&partial.id, &partial, false, false, None);
                 let error =
                     json!({ "error": { "message": message, "type": "server_error", "param": null, "code": null } });
-                sse(events, false, Some(error), reply.chunk_delay, guard, None)
+                sse(events, End::Error(error), reply.chunk_delay, guard, None)
             } else {
                 error_response(StatusCode::INTERNAL_SERVER_ERROR, message, "server_error", None)
             }
@@ -759,40 +873,69 @@ fn render(reply: Reply, request: &RecordedRequest, index: usize, guard: InFlight
     with_headers(response, &reply, index)
 }
 
-/// An SSE response: one `data:` event per chunk, then optionally an error event and `[DONE]`.
-/// With `hold`, the frames from that index on wait until it is released.
-fn sse(
-    events: Vec<Value>,
-    done: bool,
-    error: Option<Value>,
-    chunk_delay: Duration,
-    guard: InFlight,
-    hold: Option<(usize, Hold)>,
-) -> Response {
+/// How a scripted stream ends.
+enum End {
+    /// `data: [DONE]`, as OpenAI ends a stream.
+    Done,
+    /// An error event, then the end of the body.
+    Error(Value),
+    /// The connection drops without ending the body, as when a proxy or the network fails.
+    Cut,
+}
+
+/// The error that makes hyper abort the connection instead of ending the body.
+fn cut_error() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::ConnectionAborted, "flows test server: scripted cut")
+}
+
+/// An SSE response: one `data:` event per chunk, then the `end`. With `hold`, the frames from
+/// that index on wait until it is released.
+fn sse(events: Vec<Value>, end: End, chunk_delay: Duration, guard: InFlight, hold: Option<(usize, Hold)>) -> Response {
     let mut frames: Vec<String> = events.iter().map(|e| format!("data: {e}\n\n")).collect();
-    if let Some(error) = error {
-        frames.push(format!("data: {error}\n\n"));
+    match &end {
+        End::Done => frames.push("data: [DONE]\n\n".to_owned()),
+        End::Error(error) => frames.push(format!("data: {error}\n\n")),
+        End::Cut => {}
     }
-    if done {
-        frames.push("data: [DONE]\n\n".to_owned());
-    }
-    let frames = frames.into_iter().enumerate();
-    let stream =
-        futures::stream::unfold((frames, guard, true, hold), move |(mut frames, guard, first, hold)| async move {
-            let (index, frame) = frames.next()?;
-            if !first && !chunk_delay.is_zero() {
-                tokio::time::sleep(chunk_delay).await;
-            }
-            if let Some((at, hold)) = &hold
-                && index == *at
-            {
-                hold.released().await;
-            }
-            Some((Ok::<Bytes, std::convert::Infallible>(Bytes::from(frame)), (frames, guard, false, hold)))
-        });
-    let mut response = Response::new(Body::from_stream(stream));
+    let mut response = Response::new(Body::from_stream(frames_then(frames, end, chunk_delay, guard, hold)));
     let h = response.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
+}
+
+/// The body stream: the frames, `chunk_delay` apart, then for [`End::Cut`] an error that drops
+/// the connection. The in-flight guard lives until the stream is done.
+fn frames_then(
+    frames: Vec<String>,
+    end: End,
+    chunk_delay: Duration,
+    guard: InFlight,
+    hold: Option<(usize, Hold)>,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    let cut = matches!(end, End::Cut);
+    let frames = frames.into_iter().enumerate();
+    futures::stream::unfold((frames, Some(guard), true, hold), move |(mut frames, guard, first, hold)| async move {
+        // The guard is taken once the frames are out, so the stream ends after the cut.
+        let guard = guard?;
+        let Some((index, frame)) = frames.next() else {
+            if !cut {
+                return None;
+            }
+            // Let hyper flush the frames already written, so the client sees them before
+            // the connection drops.
+            tokio::task::yield_now().await;
+            drop(guard);
+            return Some((Err(cut_error()), (frames, None, false, hold)));
+        };
+        if !first && !chunk_delay.is_zero() {
+            tokio::time::sleep(chunk_delay).await;
+        }
+        if let Some((at, hold)) = &hold
+            && index == *at
+        {
+            hold.released().await;
+        }
+        Some((Ok(Bytes::from(frame)), (frames, Some(guard), false, hold)))
+    })
 }

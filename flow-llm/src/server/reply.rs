@@ -263,8 +263,11 @@ impl Reply {
         Self::raw(200, "application/json", body)
     }
 
-    /// A reply cut off mid-way: a stream that stops without `finish_reason` and without
-    /// `[DONE]`, or for a non-streaming request a truncated JSON body.
+    /// A reply cut off mid-way: the connection drops, as when a proxy or the network fails, so
+    /// the client sees an error reading the body rather than a clean end. A stream sends the
+    /// partial text first (no `finish_reason`, no `[DONE]`); a non-streaming request gets half
+    /// its JSON body. For a body that ends cleanly but is truncated, script
+    /// [`Reply::malformed`] or [`Reply::raw`].
     ///
     /// ```
     /// let r = flow_llm::Reply::stream_cut("Once upon a");

@@ -240,7 +240,7 @@ async fn a_non_openai_error_body_keeps_its_status() {
 async fn malformed_success_bodies_are_clear_permanent_errors() {
     let server = TestServer::start().await.unwrap();
     server.enqueue(Reply::malformed(r#"{"choices": "not a list"}"#));
-    server.enqueue(Reply::stream_cut("truncated body"));
+    server.enqueue(Reply::malformed(r#"{"id":"x","object":"chat.completion","created":0,"model":"#));
     server.enqueue(Reply::malformed(r#"{"id":"x","object":"chat.completion","created":0,"model":"m","choices":[]}"#));
     let client = llm(&server);
     for _ in 0..2 {
@@ -252,6 +252,19 @@ async fn malformed_success_bodies_are_clear_permanent_errors() {
     let err = client.chat(ask()).await.unwrap_err();
     assert!(matches!(err, LlmError::EmptyResponse), "{err:?}");
     assert_eq!(server.hits(), 3, "malformed replies are not retried");
+}
+
+/// A connection that drops half-way through the body is the network failing, not the server
+/// answering garbage: a transient error for the flow's retry policy (the client itself retries
+/// only failures to connect, as for timeouts).
+#[tokio::test]
+async fn a_connection_cut_mid_body_is_a_transient_transport_error() {
+    let server = TestServer::start().await.unwrap();
+    server.enqueue(Reply::stream_cut("truncated body"));
+    let err = llm(&server).chat(ask()).await.unwrap_err();
+    assert!(matches!(&err, LlmError::Transport { message } if message.contains("body")), "{err:?}");
+    assert_eq!(err.class(), ErrorClass::Transient);
+    assert_eq!(server.hits(), 1);
 }
 
 #[tokio::test(start_paused = true)]

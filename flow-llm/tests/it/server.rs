@@ -167,3 +167,143 @@ async fn a_delay_of_duration_max_hangs_instead_of_panicking() {
     let err = client.chat(ChatRequest::new(vec![Message::user("hi")])).await.unwrap_err();
     assert!(matches!(err, LlmError::Timeout { .. }), "{err:?}");
 }
+
+async fn send(request: reqwest::RequestBuilder) -> (u16, reqwest::header::HeaderMap, Value) {
+    let response = request.send().await.unwrap();
+    let (status, headers) = (response.status().as_u16(), response.headers().clone());
+    (status, headers, response.json().await.unwrap())
+}
+
+/// OpenAI's error shape: every field present, `message` saying what happened.
+fn assert_openai_error<'a>(body: &'a Value, kind: &str) -> &'a str {
+    let error = body["error"].as_object().unwrap_or_else(|| panic!("not an OpenAI error: {body}"));
+    for field in ["message", "type", "param", "code"] {
+        assert!(error.contains_key(field), "no `{field}` in {body}");
+    }
+    assert_eq!(error["type"], kind, "{body}");
+    error["message"].as_str().unwrap()
+}
+
+#[tokio::test]
+async fn a_twenty_megabyte_prompt_is_read_in_full() {
+    let server = TestServer::start().await.unwrap();
+    server.when(Match::any()).reply(Reply::text("read it"));
+    // A long prompt, or a base64 image in a data URL: far above axum's default 2 MiB.
+    let prompt = "a".repeat(21 * 1024 * 1024);
+    let reply = llm(&server).chat(ChatRequest::new(vec![Message::user(prompt.clone())])).await.unwrap();
+    assert_eq!(reply.content.as_deref(), Some("read it"));
+    assert_eq!(server.requests()[0].chat.last_user_text().map(str::len), Some(prompt.len()));
+}
+
+#[tokio::test]
+async fn unknown_routes_and_wrong_methods_answer_in_openai_error_json() {
+    let server = TestServer::start().await.unwrap();
+    let http = reqwest::Client::new();
+    let base = server.base_url();
+
+    let (status, _, body) = send(http.get(format!("{base}/assistants"))).await;
+    assert_eq!(status, 404);
+    let message = assert_openai_error(&body, "invalid_request_error");
+    assert!(message.contains("Invalid URL (GET /v1/assistants)"), "{message}");
+    let (status, _, body) = send(http.post(format!("http://{}/", server.addr())).body("{}")).await;
+    assert_eq!(status, 404);
+    assert_openai_error(&body, "invalid_request_error");
+
+    let (status, headers, body) = send(http.get(format!("{base}/chat/completions"))).await;
+    assert_eq!(status, 405);
+    assert_eq!(headers.get("allow").and_then(|v| v.to_str().ok()), Some("POST"));
+    let message = assert_openai_error(&body, "invalid_request_error");
+    assert!(message.contains("GET /v1/chat/completions"), "{message}");
+    let (status, headers, body) = send(http.delete(format!("{base}/models"))).await;
+    assert_eq!(status, 405);
+    assert!(headers.get("allow").and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("GET")), "{headers:?}");
+    assert_openai_error(&body, "invalid_request_error");
+    assert_eq!(server.hits(), 0, "no chat completion was served");
+}
+
+#[tokio::test]
+async fn models_are_listed_and_retrieved_by_id() {
+    let server = TestServer::start().await.unwrap();
+    server.set_models(["gpt-4o-mini", "meta-llama/Llama-3.1-8B-Instruct"]);
+    let http = reqwest::Client::new();
+    let base = server.base_url();
+
+    let (status, _, list) = send(http.get(format!("{base}/models"))).await;
+    assert_eq!(status, 200);
+    assert_eq!(list["object"], "list");
+    assert_eq!(list["data"].as_array().map(Vec::len), Some(2));
+    for id in ["gpt-4o-mini", "meta-llama/Llama-3.1-8B-Instruct"] {
+        let (status, _, model) = send(http.get(format!("{base}/models/{id}"))).await;
+        assert_eq!(status, 200, "{model}");
+        assert_eq!(model["id"], id);
+        assert_eq!(model["object"], "model");
+        assert!(model["created"].is_u64() && model["owned_by"].is_string(), "{model}");
+    }
+    let (status, _, missing) = send(http.get(format!("{base}/models/gpt-5-nonexistent"))).await;
+    assert_eq!(status, 404);
+    let message = assert_openai_error(&missing, "invalid_request_error");
+    assert!(message.contains("gpt-5-nonexistent"), "{message}");
+    assert_eq!(missing["error"]["code"], "model_not_found");
+}
+
+#[tokio::test]
+async fn choices_and_logprobs_it_cannot_serve_are_refused_not_ignored() {
+    let server = TestServer::start().await.unwrap();
+    server.enqueue(Reply::text("the only reply"));
+    let ask = |extra: Value| {
+        let mut body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+        body.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        body
+    };
+    for (extra, param) in [
+        (json!({"n": 3}), "n"),
+        (json!({"n": 0}), "n"),
+        (json!({"logprobs": true}), "logprobs"),
+        (json!({"logprobs": false, "top_logprobs": 2}), "top_logprobs"),
+    ] {
+        let (status, body) = post(&server, &ask(extra.clone())).await;
+        assert_eq!(status, 400, "{extra}: {body}");
+        let message = assert_openai_error(&body, "invalid_request_error");
+        assert!(message.contains(param), "{extra}: {message}");
+        assert_eq!(body["error"]["param"], param);
+    }
+    // What it can serve is served, and the refusals did not use up the scripted reply.
+    let (status, body) = post(&server, &ask(json!({"n": 1, "logprobs": false}))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["choices"][0]["message"]["content"], "the only reply");
+    assert_eq!(body["choices"].as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test]
+async fn a_cut_reply_drops_the_connection_after_the_partial_text() {
+    let server = TestServer::start().await.unwrap();
+    server.enqueue(Reply::stream_cut("Once upon a time"));
+    server.enqueue(Reply::stream_cut("Once upon a time"));
+    let http = reqwest::Client::new();
+    let url = format!("{}/chat/completions", server.base_url());
+    let ask = json!({"model": "m", "messages": [{"role": "user", "content": "a story"}], "stream": true});
+
+    let response = http.post(&url).json(&ask).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.bytes_stream();
+    let mut seen = String::new();
+    let error = loop {
+        match futures::StreamExt::next(&mut body).await {
+            Some(Ok(chunk)) => seen.push_str(&String::from_utf8_lossy(&chunk)),
+            Some(Err(e)) => break e,
+            None => panic!("the stream ended cleanly; expected a dropped connection. Body: {seen}"),
+        }
+    };
+    assert!(error.is_body() || error.is_decode(), "{error:?}");
+    for piece in ["\"Once upon \"", "\"a time\""] {
+        assert!(seen.contains(piece), "the partial text came before the cut: {seen}");
+    }
+    assert!(!seen.contains("[DONE]") && !seen.contains("finish_reason\":\"stop"), "{seen}");
+
+    // Without `stream`, the JSON body is cut half-way the same way.
+    let ask = json!({"model": "m", "messages": [{"role": "user", "content": "a story"}]});
+    let response = http.post(&url).json(&ask).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let error = response.bytes().await.unwrap_err();
+    assert!(error.is_body() || error.is_decode(), "{error:?}");
+}

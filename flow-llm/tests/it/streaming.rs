@@ -84,7 +84,7 @@ async fn the_raw_stream_is_openai_sse_ending_in_done() {
 }
 
 #[tokio::test]
-async fn a_cut_stream_is_an_incomplete_transient_error() {
+async fn a_cut_stream_is_a_transient_stream_error_after_the_partial_text() {
     let server = TestServer::start().await.unwrap();
     server.enqueue(Reply::stream_cut("Once upon a time"));
     let mut seen = String::new();
@@ -93,6 +93,26 @@ async fn a_cut_stream_is_an_incomplete_transient_error() {
         .await
         .unwrap_err();
     assert_eq!(seen, "Once upon a time", "the partial text was delivered before the cut");
+    assert!(matches!(&err, LlmError::Stream { message } if message.contains("Transport")), "{err:?}");
+    assert_eq!(err.class(), ErrorClass::Transient);
+}
+
+/// A stream that ends cleanly but without a finish reason (a proxy that closes the body early)
+/// is incomplete, not a short answer.
+#[tokio::test]
+async fn a_stream_ending_without_a_finish_reason_is_incomplete() {
+    let server = TestServer::start().await.unwrap();
+    let chunk = json!({
+        "id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 0, "model": "m",
+        "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Once upon"}, "finish_reason": null}]
+    });
+    server.enqueue(Reply::raw(200, "text/event-stream", format!("data: {chunk}\n\n")));
+    let mut seen = String::new();
+    let err = llm(&server)
+        .complete_streaming(&NoJournal, ask(), &mut |d| seen.push_str(d.content.as_deref().unwrap_or("")))
+        .await
+        .unwrap_err();
+    assert_eq!(seen, "Once upon");
     assert!(matches!(err, LlmError::StreamIncomplete), "{err:?}");
     assert_eq!(err.class(), ErrorClass::Transient);
 }
