@@ -434,8 +434,9 @@ type Live = (Channels, LiveTx);
 /// The items waiting for a [`Runner::stream`] consumer: at most [`STREAM_BUFFER`], the oldest
 /// dropped (and counted) when the consumer falls further behind.
 ///
-/// One consumer takes each item out, so an item is moved to it, never cloned; and the consumer
-/// is woken once per batch (the first item after it went to sleep), not once per item.
+/// One consumer takes the items out, so an item is moved to it, never cloned; it takes all
+/// that wait at once, and is woken once per batch (the first item after it went to sleep),
+/// not once per item.
 pub(crate) struct LiveQueue {
     inner: Mutex<Queued>,
     waker: AtomicWaker,
@@ -475,13 +476,12 @@ impl LiveQueue {
         self.waker.wake();
     }
 
-    /// The next thing for the consumer: what it missed, then the oldest item.
-    fn take<S>(&self) -> Option<StreamItem<S>> {
+    /// Moves every waiting item into `batch` (empty), in order, and returns how many were
+    /// dropped before them: the consumer takes the lock once per batch, not once per item.
+    fn take_all(&self, batch: &mut VecDeque<(u64, RunItem)>) -> u64 {
         let mut q = lock(&self.inner);
-        if q.missed > 0 {
-            return Some(StreamItem::Lagged { missed: std::mem::take(&mut q.missed) });
-        }
-        q.items.pop_front().map(|(seq, item)| StreamItem::Item { seq, item })
+        std::mem::swap(&mut q.items, batch);
+        std::mem::take(&mut q.missed)
     }
 
     fn is_empty(&self) -> bool {
@@ -860,12 +860,14 @@ where
     let run_id = Arc::new(OnceLock::new());
     let live = (channels, LiveTx::Queue(Arc::clone(&queue)));
     let task = tokio::spawn(LIVE.scope((Mutex::new(Some(live)), Arc::clone(&run_id)), run));
-    LiveStream { queue, task: Some(task), outcome: None, run_id, stored, done: false }
+    LiveStream { queue, batch: VecDeque::new(), task: Some(task), outcome: None, run_id, stored, done: false }
 }
 
 /// The consumer's side of [`live_stream`].
 struct LiveStream<S> {
     queue: Arc<LiveQueue>,
+    /// Items taken from the queue, not yet handed out.
+    batch: VecDeque<(u64, RunItem)>,
     task: Option<tokio::task::JoinHandle<Result<RunOutcome<S>, FlowError>>>,
     outcome: Option<Result<RunOutcome<S>, FlowError>>,
     run_id: Arc<OnceLock<Uuid>>,
@@ -885,8 +887,16 @@ impl<S> Stream for LiveStream<S> {
             return Poll::Ready(None);
         }
         loop {
-            if let Some(item) = this.queue.take() {
-                return Poll::Ready(Some(item));
+            if let Some((seq, item)) = this.batch.pop_front() {
+                return Poll::Ready(Some(StreamItem::Item { seq, item }));
+            }
+            // Dropped items were older than any still waiting: the lag is told first.
+            let missed = this.queue.take_all(&mut this.batch);
+            if missed > 0 {
+                return Poll::Ready(Some(StreamItem::Lagged { missed }));
+            }
+            if !this.batch.is_empty() {
+                continue;
             }
             // The run is over and what it sent before it returned has all been read: the end.
             if let Some(outcome) = this.outcome.take() {
@@ -1065,17 +1075,17 @@ mod tests {
         for seq in 0..total {
             queue.send(seq, custom(seq));
         }
-        assert!(matches!(queue.take::<()>(), Some(StreamItem::Lagged { missed }) if missed == extra));
+        let mut batch = VecDeque::new();
+        assert_eq!(queue.take_all(&mut batch), extra);
+        assert!(queue.is_empty());
         let mut seqs = Vec::new();
-        while let Some(item) = queue.take::<()>() {
-            match item {
-                StreamItem::Item { seq, item } => {
-                    assert_eq!(item, custom(seq), "each item moves out with its own number");
-                    seqs.push(seq);
-                }
-                other => panic!("only items after the lag, got {other:?}"),
-            }
+        for (seq, item) in batch {
+            assert_eq!(item, custom(seq), "each item moves out with its own number");
+            seqs.push(seq);
         }
         assert_eq!(seqs, (extra..total).collect::<Vec<_>>(), "the newest are kept, in order");
+        let mut again = VecDeque::new();
+        assert_eq!(queue.take_all(&mut again), 0, "a lag is told once");
+        assert!(again.is_empty());
     }
 }
