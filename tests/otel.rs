@@ -5,57 +5,22 @@
 //! first, with a span per run execution, step attempt, LLM call and tool call carrying the
 //! GenAI semantic-convention names and attributes.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+mod otel_support;
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::routing::post;
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use flow_core::otel::SdkTracerProvider;
 use flow_core::prelude::*;
 use flow_core::store::SqliteStore;
 use flow_llm::{Agent, FnTool, Match, Reply, TestServer, ToolError};
-use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
-use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
 use opentelemetry_proto::tonic::trace::v1::Span;
-use prost::Message as _;
+use otel_support::{Received, chat_usage, int_attr, named, one, parent_of, receiver, text_attr};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tokio::sync::watch;
 use tracing_subscriber::layer::SubscriberExt;
 
 type TestResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
-
-/// What the receiver got: every span of every export request, and how many so far.
-#[derive(Clone)]
-struct Received {
-    spans: Arc<Mutex<Vec<Span>>>,
-    count: watch::Sender<usize>,
-}
-
-async fn export(State(received): State<Received>, body: Bytes) -> Vec<u8> {
-    if let Ok(request) = ExportTraceServiceRequest::decode(body) {
-        let mut spans = received.spans.lock().unwrap_or_else(|p| p.into_inner());
-        for resource in request.resource_spans {
-            for scope in resource.scope_spans {
-                spans.extend(scope.spans);
-            }
-        }
-        received.count.send_replace(spans.len());
-    }
-    ExportTraceServiceResponse::default().encode_to_vec()
-}
-
-/// An OTLP/HTTP receiver on an ephemeral loopback port; returns the traces endpoint.
-async fn receiver() -> Result<(String, Received), Box<dyn std::error::Error + Send + Sync>> {
-    let received = Received { spans: Arc::default(), count: watch::Sender::new(0) };
-    let app = Router::new().route("/v1/traces", post(export)).with_state(received.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    Ok((format!("http://{addr}/v1/traces"), received))
-}
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct Article {
@@ -97,46 +62,6 @@ impl Newsroom {
         let text = self.writer.run(cx, format!("Write about: {notes}")).await?.raw;
         cx.update(move |s| s.text.clone_from(&text));
         Ok(())
-    }
-}
-
-fn attr<'s>(span: &'s Span, key: &str) -> Option<&'s Any> {
-    span.attributes.iter().find(|kv| kv.key == key).and_then(|kv| kv.value.as_ref()?.value.as_ref())
-}
-
-fn text_attr(span: &Span, key: &str) -> String {
-    match attr(span, key) {
-        Some(Any::StringValue(s)) => s.clone(),
-        other => panic!("span {} has no text attribute {key}: {other:?}", span.name),
-    }
-}
-
-fn int_attr(span: &Span, key: &str) -> i64 {
-    match attr(span, key) {
-        Some(Any::IntValue(n)) => *n,
-        other => panic!("span {} has no integer attribute {key}: {other:?}", span.name),
-    }
-}
-
-fn named<'s>(spans: &'s [Span], name: &str) -> Vec<&'s Span> {
-    spans.iter().filter(|s| s.name == name).collect()
-}
-
-fn one<'s>(spans: &'s [Span], name: &str) -> &'s Span {
-    match named(spans, name).as_slice() {
-        [span] => span,
-        other => panic!(
-            "expected one span {name}, got {}: {:?}",
-            other.len(),
-            spans.iter().map(|s| &s.name).collect::<Vec<_>>()
-        ),
-    }
-}
-
-fn parent_of<'s>(spans: &'s [Span], span: &Span) -> &'s Span {
-    match spans.iter().find(|p| p.span_id == span.parent_span_id) {
-        Some(parent) => parent,
-        None => panic!("the parent of {} was not exported", span.name),
     }
 }
 
@@ -193,7 +118,7 @@ async fn a_paused_run_resumed_by_another_runner_is_one_trace_of_genai_spans() ->
     flush(&provider, &received, 12).await?;
     assert_eq!(server.hits(), 3, "the resume asked the model only for the article");
 
-    let spans = received.spans.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let spans = received.snapshot();
     let trace = &spans[0].trace_id;
     assert!(spans.iter().all(|s| &s.trace_id == trace), "one trace across the resume");
 
@@ -228,10 +153,7 @@ async fn a_paused_run_resumed_by_another_runner_is_one_trace_of_genai_spans() ->
     assert_eq!(chats.len(), 3, "one span per LLM call really made");
     let mut usage: Vec<(i64, i64)> = Vec::new();
     for chat in &chats {
-        assert_eq!(text_attr(chat, "gen_ai.operation.name"), "chat");
-        assert_eq!(text_attr(chat, "gen_ai.provider.name"), "openai");
-        assert_eq!(text_attr(chat, "gen_ai.request.model"), "test-model");
-        usage.push((int_attr(chat, "gen_ai.usage.input_tokens"), int_attr(chat, "gen_ai.usage.output_tokens")));
+        usage.push(chat_usage(chat));
         let step = parent_of(&spans, parent_of(&spans, chat));
         assert!(step.name == "step research" || step.name == "step write", "{} under {}", chat.name, step.name);
     }

@@ -9,7 +9,8 @@
 //! ```
 //!
 //! Workloads: w1, w2, w3, w3s, w4, w5 (the engine; w1-spawned: W1 run inside a spawned task
-//! instead of the future `block_on` polls) and w1-limit, w1-limit-loop, w1-limit-spawn, w2-limit,
+//! instead of the future `block_on` polls; w1-stream and w1-stream-outcome: W1 started with
+//! `Runner::stream` on every channel and on none) and w1-limit, w1-limit-loop, w1-limit-spawn, w2-limit,
 //! w3-limit, w3s-limit, w5-limit (hand-written, no engine; w1-limit-loop awaits one function N
 //! times where w1-limit awaits N distinct ones), w4-inflight (memory per run with
 //! every run in flight), w5-normal (W5 and its bare commit with `synchronous=NORMAL`: the cost

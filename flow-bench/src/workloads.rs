@@ -30,6 +30,7 @@ pub const IDS: &[&str] = &[
     "w1-limit-spawn",
     "w1-spawned",
     "w1-stream",
+    "w1-stream-outcome",
     "w2",
     "w2-limit",
     "w3",
@@ -265,7 +266,10 @@ fn once(id: &str, n: usize, rt: &Runtime, opts: &Options) -> Result<Sample, BoxE
     match id {
         "w1-spawned" => visit_chain(n, Spawned { rt }).ok_or_else(|| not_compiled("W1", n, CHAIN_SIZES))?,
         "w1" => visit_chain(n, Kick { rt, durable: None }).ok_or_else(|| not_compiled("W1", n, CHAIN_SIZES))?,
-        "w1-stream" => visit_chain(n, Streamed { rt }).ok_or_else(|| not_compiled("W1", n, CHAIN_SIZES))?,
+        "w1-stream" => visit_chain(n, Streamed { rt, channels: flow_core::stream::Channels::ALL })
+            .ok_or_else(|| not_compiled("W1", n, CHAIN_SIZES))?,
+        "w1-stream-outcome" => visit_chain(n, Streamed { rt, channels: flow_core::stream::Channels::NONE })
+            .ok_or_else(|| not_compiled("W1", n, CHAIN_SIZES))?,
         "w3" | "w3s" => visit_fan(n, id == "w3s", Kick { rt, durable: None })
             .ok_or_else(|| not_compiled("W3", n, FAN_SIZES))?
             .map(|mut s| {
@@ -426,11 +430,14 @@ impl Visit for Kick<'_> {
     }
 }
 
-/// W1 started with `Runner::stream` (issue 21) on every channel, the stream read only for its
-/// outcome: what streaming costs a run whose items nobody looks at. The run goes on in a task
-/// of its own, as `Runner::stream` runs it.
+/// W1 started with `Runner::stream` (issue 21) on `channels`, the stream read to its end and
+/// looked at only for its outcome: on every channel (`w1-stream`), what making and delivering
+/// the items costs when the consumer drops them; on none (`w1-stream-outcome`), what a stream
+/// read for its outcome alone costs. The run goes on in a task of its own, as
+/// `Runner::stream` runs it.
 struct Streamed<'a> {
     rt: &'a Runtime,
+    channels: flow_core::stream::Channels,
 }
 
 impl Visit for Streamed<'_> {
@@ -444,7 +451,7 @@ impl Visit for Streamed<'_> {
         let steps = F::graph().methods.len();
         self.rt.block_on(async {
             let t0 = Instant::now();
-            let mut items = std::pin::pin!(runner.stream(Counter::default(), flow_core::stream::Channels::ALL));
+            let mut items = std::pin::pin!(runner.stream(Counter::default(), self.channels));
             let mut outcome = None;
             while let Some(item) = items.next().await {
                 if let flow_core::stream::StreamItem::Finished(o) = item {

@@ -23,7 +23,10 @@
 //!
 //! A run with a store keeps the W3C trace context of its first exported execution
 //! ([`Store::set_trace_context`]); every later execution, in another process or days later,
-//! is a child of it, so the whole run is one trace.
+//! is a child of it, so the whole run is one trace. Spans are exported when they end: a process
+//! killed mid-run takes its unended spans (its `run` span, the steps in flight) with it, while
+//! those it had exported stay in the trace, and the next execution's retry of an interrupted
+//! step is a `step` span of its own under that execution.
 
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};

@@ -48,10 +48,14 @@
 
 use std::collections::VecDeque;
 use std::fmt;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::Stream;
+use futures::task::AtomicWaker;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::{Notify, broadcast};
@@ -397,7 +401,101 @@ impl StreamLog {
 /// oldest ([`StreamItem::Lagged`]).
 pub const STREAM_BUFFER: usize = 1024;
 
-type Live = (Channels, broadcast::Sender<(u64, RunItem)>);
+/// Where a live consumer's items go: the queue of a [`Runner::stream`] consumer, or the
+/// broadcast channel a [`RunHandle`](crate::RunHandle) subscribes its readers to.
+pub(crate) enum LiveTx {
+    Queue(Arc<LiveQueue>),
+    Broadcast(broadcast::Sender<(u64, RunItem)>),
+}
+
+impl LiveTx {
+    /// Whether anyone may still read what is sent: a run whose one consumer dropped its stream
+    /// stops making items.
+    fn is_open(&self) -> bool {
+        match self {
+            LiveTx::Queue(q) => !q.gone.load(Ordering::Acquire),
+            LiveTx::Broadcast(tx) => tx.receiver_count() > 0,
+        }
+    }
+
+    fn send(&self, seq: u64, item: RunItem) {
+        match self {
+            LiveTx::Queue(q) => q.send(seq, item),
+            // No receiver left (the consumer dropped the stream) is fine: the run goes on.
+            LiveTx::Broadcast(tx) => {
+                let _ = tx.send((seq, item));
+            }
+        }
+    }
+}
+
+type Live = (Channels, LiveTx);
+
+/// The items waiting for a [`Runner::stream`] consumer: at most [`STREAM_BUFFER`], the oldest
+/// dropped (and counted) when the consumer falls further behind.
+///
+/// One consumer takes the items out, so an item is moved to it, never cloned; it takes all
+/// that wait at once, and is woken once per batch (the first item after it went to sleep),
+/// not once per item.
+pub(crate) struct LiveQueue {
+    inner: Mutex<Queued>,
+    waker: AtomicWaker,
+    /// The consumer dropped its stream.
+    gone: AtomicBool,
+}
+
+#[derive(Default)]
+struct Queued {
+    items: VecDeque<(u64, RunItem)>,
+    /// Dropped since the consumer last heard of it.
+    missed: u64,
+}
+
+impl LiveQueue {
+    fn new() -> Self {
+        LiveQueue { inner: Mutex::default(), waker: AtomicWaker::new(), gone: AtomicBool::new(false) }
+    }
+
+    fn send(&self, seq: u64, item: RunItem) {
+        if self.gone.load(Ordering::Acquire) {
+            return;
+        }
+        let dropped = {
+            let mut q = lock(&self.inner);
+            let dropped = if q.items.len() >= STREAM_BUFFER {
+                q.missed += 1;
+                q.items.pop_front()
+            } else {
+                None
+            };
+            q.items.push_back((seq, item));
+            dropped
+        };
+        // Freed outside the lock the consumer takes too.
+        drop(dropped);
+        self.waker.wake();
+    }
+
+    /// Moves every waiting item into `batch` (empty), in order, and returns how many were
+    /// dropped before them: the consumer takes the lock once per batch, not once per item.
+    fn take_all(&self, batch: &mut VecDeque<(u64, RunItem)>) -> u64 {
+        let mut q = lock(&self.inner);
+        std::mem::swap(&mut q.items, batch);
+        std::mem::take(&mut q.missed)
+    }
+
+    fn is_empty(&self) -> bool {
+        let q = lock(&self.inner);
+        q.items.is_empty() && q.missed == 0
+    }
+
+    /// The consumer is gone: nothing is kept for it any more.
+    fn close(&self) {
+        self.gone.store(true, Ordering::Release);
+        let items = std::mem::take(&mut lock(&self.inner).items);
+        drop(items);
+    }
+}
 
 tokio::task_local! {
     /// The live stream a `Runner::stream` call hands to the run it starts: taken by the first
@@ -475,14 +573,23 @@ impl RunStream {
         Some(Arc::new(RunStream { wanted, live, log, next: Mutex::new(0) }))
     }
 
-    /// Whether any consumer takes items of `channel`: what is not wanted is not even made.
+    /// Whether any consumer takes items of `channel`: what is not wanted is not even made,
+    /// nor what only a consumer that has gone would have read.
     pub(crate) fn wants(&self, channel: Channels) -> bool {
-        self.wanted.intersects(channel)
+        self.wanted.intersects(channel) && (self.live_wants(channel) || self.log_wants(channel))
+    }
+
+    fn live_wants(&self, channel: Channels) -> bool {
+        self.live.as_ref().is_some_and(|(c, tx)| c.intersects(channel) && tx.is_open())
+    }
+
+    fn log_wants(&self, channel: Channels) -> bool {
+        self.log.as_ref().is_some_and(|l| l.channels.intersects(channel))
     }
 
     pub(crate) fn push(&self, item: RunItem) {
         let channel = item.channel();
-        let live = self.live.as_ref().filter(|(c, _)| c.intersects(channel));
+        let live = self.live.as_ref().filter(|(c, tx)| c.intersects(channel) && tx.is_open());
         let log = self.log.as_ref().filter(|l| l.channels.intersects(channel));
         if live.is_none() && log.is_none() {
             return;
@@ -502,8 +609,7 @@ impl RunStream {
             }
         }
         if let Some((_, tx)) = live {
-            // No receiver left (the consumer dropped the stream) is fine: the run goes on.
-            let _ = tx.send((seq, item));
+            tx.send(seq, item);
         }
     }
 
@@ -650,7 +756,9 @@ impl<F: Flow> Runner<F> {
     /// The run goes on in a task of its own: a consumer that reads slowly never slows it. At most
     /// [`STREAM_BUFFER`] items wait for the consumer; when it falls further behind, the oldest
     /// are dropped and a [`StreamItem::Lagged`] says how many. Dropping the stream does not stop
-    /// the run.
+    /// the run; the run stops making the items nobody can read any more (it still keeps those
+    /// of [`Runner::keep_stream`]). The channels not asked for are not made at all, so a stream
+    /// read for its outcome alone ([`Channels::NONE`]) costs the run next to nothing.
     ///
     /// ```
     /// use flow_core::prelude::*;
@@ -738,7 +846,7 @@ impl<F: Flow> Runner<F> {
 /// Calls `f` (which sets up a run) with a live stream of `channels` sending to `tx`: the run it
 /// sets up streams its items there.
 pub(crate) fn with_live<T>(channels: Channels, tx: broadcast::Sender<(u64, RunItem)>, f: impl FnOnce() -> T) -> T {
-    LIVE.sync_scope((Mutex::new(Some((channels, tx))), Arc::new(OnceLock::new())), f)
+    LIVE.sync_scope((Mutex::new(Some((channels, LiveTx::Broadcast(tx)))), Arc::new(OnceLock::new())), f)
 }
 
 /// Runs `run` in a task of its own under a live stream of `channels`, and streams its items,
@@ -748,46 +856,75 @@ where
     S: Send + 'static,
     Fut: Future<Output = Result<RunOutcome<S>, FlowError>> + Send + 'static,
 {
-    let (tx, rx) = broadcast::channel(STREAM_BUFFER);
+    let queue = Arc::new(LiveQueue::new());
     let run_id = Arc::new(OnceLock::new());
-    let task = tokio::spawn(LIVE.scope((Mutex::new(Some((channels, tx))), Arc::clone(&run_id)), run));
-    struct Live<S> {
-        rx: broadcast::Receiver<(u64, RunItem)>,
-        task: Option<tokio::task::JoinHandle<Result<RunOutcome<S>, FlowError>>>,
-        outcome: Option<Result<RunOutcome<S>, FlowError>>,
-        run_id: Arc<OnceLock<Uuid>>,
-        stored: bool,
-    }
-    let state = Live { rx, task: Some(task), outcome: None, run_id, stored };
-    futures::stream::unfold(state, |mut st| async move {
+    let live = (channels, LiveTx::Queue(Arc::clone(&queue)));
+    let task = tokio::spawn(LIVE.scope((Mutex::new(Some(live)), Arc::clone(&run_id)), run));
+    LiveStream { queue, batch: VecDeque::new(), task: Some(task), outcome: None, run_id, stored, done: false }
+}
+
+/// The consumer's side of [`live_stream`].
+struct LiveStream<S> {
+    queue: Arc<LiveQueue>,
+    /// Items taken from the queue, not yet handed out.
+    batch: VecDeque<(u64, RunItem)>,
+    task: Option<tokio::task::JoinHandle<Result<RunOutcome<S>, FlowError>>>,
+    outcome: Option<Result<RunOutcome<S>, FlowError>>,
+    run_id: Arc<OnceLock<Uuid>>,
+    stored: bool,
+    done: bool,
+}
+
+// Nothing in it is pinned in place: the task's handle is polled through a fresh `Pin`.
+impl<S> Unpin for LiveStream<S> {}
+
+impl<S> Stream for LiveStream<S> {
+    type Item = StreamItem<S>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<StreamItem<S>>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
         loop {
-            if st.outcome.is_some() {
-                // The run is over: what it sent before it returned is all there, then the end.
-                return match st.rx.try_recv() {
-                    Ok((seq, item)) => Some((StreamItem::Item { seq, item }, st)),
-                    Err(broadcast::error::TryRecvError::Lagged(missed)) => Some((StreamItem::Lagged { missed }, st)),
-                    Err(_) => st.outcome.take().map(|o| (StreamItem::Finished(o), st)),
-                };
+            if let Some((seq, item)) = this.batch.pop_front() {
+                return Poll::Ready(Some(StreamItem::Item { seq, item }));
             }
-            let task = st.task.as_mut()?;
-            tokio::select! {
-                biased;
-                got = st.rx.recv() => match got {
-                    Ok((seq, item)) => return Some((StreamItem::Item { seq, item }, st)),
-                    Err(broadcast::error::RecvError::Lagged(missed)) => return Some((StreamItem::Lagged { missed }, st)),
-                    // The run dropped its side: its outcome is next.
-                    Err(broadcast::error::RecvError::Closed) => {
-                        let joined = st.task.take()?.await;
-                        st.outcome = Some(joined.unwrap_or_else(|e| Err(aborted(&st.run_id, e, st.stored))));
-                    }
-                },
-                joined = &mut *task => {
-                    st.task = None;
-                    st.outcome = Some(joined.unwrap_or_else(|e| Err(aborted(&st.run_id, e, st.stored))));
-                }
+            // Dropped items were older than any still waiting: the lag is told first.
+            let missed = this.queue.take_all(&mut this.batch);
+            if missed > 0 {
+                return Poll::Ready(Some(StreamItem::Lagged { missed }));
+            }
+            if !this.batch.is_empty() {
+                continue;
+            }
+            // The run is over and what it sent before it returned has all been read: the end.
+            if let Some(outcome) = this.outcome.take() {
+                this.done = true;
+                return Poll::Ready(Some(StreamItem::Finished(outcome)));
+            }
+            let Some(task) = this.task.as_mut() else {
+                this.done = true;
+                return Poll::Ready(None);
+            };
+            if let Poll::Ready(joined) = Pin::new(task).poll(cx) {
+                this.task = None;
+                this.outcome = Some(joined.unwrap_or_else(|e| Err(aborted(&this.run_id, e, this.stored))));
+                continue;
+            }
+            // Registered before looking again, so an item sent in between wakes us.
+            this.queue.waker.register(cx.waker());
+            if this.queue.is_empty() {
+                return Poll::Pending;
             }
         }
-    })
+    }
+}
+
+impl<S> Drop for LiveStream<S> {
+    fn drop(&mut self) {
+        self.queue.close();
+    }
 }
 
 fn aborted(run_id: &OnceLock<Uuid>, e: tokio::task::JoinError, stored: bool) -> FlowError {
@@ -899,5 +1036,56 @@ async fn ends_execution(store: &Arc<dyn Store>, run_id: Uuid, seq: u64) -> bool 
     match store.stream_read(run_id, seq, 1).await {
         Ok(items) => items.first().is_some_and(|r| r.item.get("kind").and_then(Value::as_str) == Some("ended")),
         Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn custom(n: u64) -> RunItem {
+        RunItem::Custom { method: "m".into(), step_key: "m#0".into(), value: n.into() }
+    }
+
+    fn live_only(queue: &Arc<LiveQueue>, channels: Channels) -> RunStream {
+        let live = Some((channels, LiveTx::Queue(Arc::clone(queue))));
+        RunStream { wanted: channels, live, log: None, next: Mutex::new(0) }
+    }
+
+    #[test]
+    fn a_run_makes_no_items_once_its_only_consumer_has_gone() {
+        let queue = Arc::new(LiveQueue::new());
+        let stream = live_only(&queue, Channels::STATE | Channels::CUSTOM);
+        assert!(stream.wants(Channels::CUSTOM));
+        assert!(!stream.wants(Channels::TOKENS), "a channel not asked for is not made");
+        stream.push(custom(0));
+        assert!(!queue.is_empty());
+        queue.close();
+        assert!(queue.is_empty(), "what waited for the consumer is freed");
+        assert!(!stream.wants(Channels::CUSTOM) && !stream.wants(Channels::STATE));
+        stream.push(custom(1));
+        assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn a_full_queue_drops_its_oldest_items_and_says_how_many_before_the_next() {
+        let queue = LiveQueue::new();
+        let extra = 3u64;
+        let total = STREAM_BUFFER as u64 + extra;
+        for seq in 0..total {
+            queue.send(seq, custom(seq));
+        }
+        let mut batch = VecDeque::new();
+        assert_eq!(queue.take_all(&mut batch), extra);
+        assert!(queue.is_empty());
+        let mut seqs = Vec::new();
+        for (seq, item) in batch {
+            assert_eq!(item, custom(seq), "each item moves out with its own number");
+            seqs.push(seq);
+        }
+        assert_eq!(seqs, (extra..total).collect::<Vec<_>>(), "the newest are kept, in order");
+        let mut again = VecDeque::new();
+        assert_eq!(queue.take_all(&mut again), 0, "a lag is told once");
+        assert!(again.is_empty());
     }
 }

@@ -182,61 +182,65 @@ async fn journaled<L: Llm + ?Sized>(
     // A run streaming its tokens gets the reply as the model writes it; the journal entry is
     // the assembled reply either way, so a replay neither knows nor cares how it was fetched.
     let tokens = journal.wants_tokens();
-    // Only a call that really happens is a span: a replayed one asks nobody.
-    let span = tracing::info_span!(
-        "llm_call",
-        otel.name = %format_args!("chat {model}"),
-        otel.kind = "client",
-        otel.status_code = tracing::field::Empty,
-        gen_ai.operation.name = "chat",
-        gen_ai.provider.name = llm.provider(),
-        gen_ai.system = llm.provider(),
-        gen_ai.request.model = %model,
-        gen_ai.response.model = tracing::field::Empty,
-        gen_ai.usage.input_tokens = tracing::field::Empty,
-        gen_ai.usage.output_tokens = tracing::field::Empty,
-    );
+    // Only a call that really happens is a span: the span is made when the journal runs the
+    // call, not before, so a replayed call (which asks nobody) has none.
     let effect = async {
-        let outcome = match (on_delta, tokens) {
-            (None, false) => llm.chat(request).await,
-            (Some(on_delta), false) => stream_to_end(llm, request, on_delta).await,
-            (mut on_delta, true) => {
-                let mut forward = |delta: &ChatDelta| {
-                    if let Some(text) = delta.content.as_deref().filter(|t| !t.is_empty()) {
-                        journal.stream_token(&model, text);
+        let span = tracing::info_span!(
+            "llm_call",
+            otel.name = %format_args!("chat {model}"),
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            gen_ai.operation.name = "chat",
+            gen_ai.provider.name = llm.provider(),
+            gen_ai.system = llm.provider(),
+            gen_ai.request.model = %model,
+            gen_ai.response.model = tracing::field::Empty,
+            gen_ai.usage.input_tokens = tracing::field::Empty,
+            gen_ai.usage.output_tokens = tracing::field::Empty,
+        );
+        let call = async {
+            let outcome = match (on_delta, tokens) {
+                (None, false) => llm.chat(request).await,
+                (Some(on_delta), false) => stream_to_end(llm, request, on_delta).await,
+                (mut on_delta, true) => {
+                    let mut forward = |delta: &ChatDelta| {
+                        if let Some(text) = delta.content.as_deref().filter(|t| !t.is_empty()) {
+                            journal.stream_token(&model, text);
+                        }
+                        if let Some(on_delta) = on_delta.as_mut() {
+                            on_delta(delta);
+                        }
+                    };
+                    stream_to_end(llm, request, &mut forward).await
+                }
+            };
+            let current = tracing::Span::current();
+            match outcome {
+                Ok(response) => {
+                    current.record("gen_ai.response.model", response.model.as_str());
+                    if let Some(usage) = response.usage {
+                        // Signed: OpenTelemetry has no unsigned integers, and exports u64s as text.
+                        let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+                        current.record("gen_ai.usage.input_tokens", signed(usage.prompt_tokens));
+                        current.record("gen_ai.usage.output_tokens", signed(usage.completion_tokens));
+                        journal.report_usage(&model, usage);
                     }
-                    if let Some(on_delta) = on_delta.as_mut() {
-                        on_delta(delta);
+                    serde_json::to_value(&response)
+                        .map_err(|e| flow_core::Error::permanent(format!("could not record the LLM reply: {e}")))
+                }
+                Err(err) => {
+                    current.record("otel.status_code", "ERROR");
+                    let flat = flow_core::Error::msg(err.to_string()).with_class(flow_core::Classify::class(&err));
+                    if let Ok(mut slot) = failure.lock() {
+                        *slot = Some(err);
                     }
-                };
-                stream_to_end(llm, request, &mut forward).await
+                    Err(flat)
+                }
             }
         };
-        let current = tracing::Span::current();
-        match outcome {
-            Ok(response) => {
-                current.record("gen_ai.response.model", response.model.as_str());
-                if let Some(usage) = response.usage {
-                    // Signed: OpenTelemetry has no unsigned integers, and exports u64s as text.
-                    let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-                    current.record("gen_ai.usage.input_tokens", signed(usage.prompt_tokens));
-                    current.record("gen_ai.usage.output_tokens", signed(usage.completion_tokens));
-                    journal.report_usage(&model, usage);
-                }
-                serde_json::to_value(&response)
-                    .map_err(|e| flow_core::Error::permanent(format!("could not record the LLM reply: {e}")))
-            }
-            Err(err) => {
-                current.record("otel.status_code", "ERROR");
-                let flat = flow_core::Error::msg(err.to_string()).with_class(flow_core::Classify::class(&err));
-                if let Ok(mut slot) = failure.lock() {
-                    *slot = Some(err);
-                }
-                Err(flat)
-            }
-        }
+        call.instrument(span).await
     };
-    match journal.record("llm", &model, &request_json, Box::pin(effect.instrument(span))).await {
+    match journal.record("llm", &model, &request_json, Box::pin(effect)).await {
         Ok(value) => decode_reply(value),
         Err(err) => Err(take_failure(failure).unwrap_or_else(|| LlmError::journal(&err))),
     }
