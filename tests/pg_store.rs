@@ -49,12 +49,14 @@ async fn pg_store_meets_the_memory_contract() -> TestResult {
     let Some(db) = pg_support::database("pg_store_meets_the_memory_contract").await else { return Ok(()) };
     let store = PgStore::from_pool(db.pool(2)).await?;
     store_conformance::memory::check_memory(&store).await?;
+    store_conformance::memory::check_memory_at_scale(&store, 10_000).await?;
     let other = PgStore::from_pool(db.pool(1)).await?;
     store
         .memory_put(flow_core::memory::MemoryRecord::new("shared", "notes", "seen by every worker", vec![1.0]))
         .await?;
     let search = flow_core::memory::MemorySearch {
         scope: "notes".into(),
+        query: String::new(),
         subscopes: false,
         filter: Default::default(),
         embedding: vec![1.0],
@@ -111,23 +113,23 @@ async fn migrations_apply_once_and_a_newer_schema_is_refused() -> TestResult {
     };
     let (a, b) = tokio::join!(PgStore::from_pool(db.pool(2)), PgStore::from_pool(db.pool(2)));
     let (a, _b) = (a?, b?);
-    assert_eq!(versions(&db).await?, [1, 2, 3, 4, 5, 6, 7, 8, 9], "each migration recorded once");
+    assert_eq!(versions(&db).await?, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], "each migration recorded once");
     let run = new_run("migrations", "w1", LONG);
     a.create_run(run.clone()).await?;
 
     // Opening again changes nothing.
     PgStore::from_pool(db.pool(1)).await?;
-    assert_eq!(versions(&db).await?, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    assert_eq!(versions(&db).await?, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
 
     // A newer build's migration, recorded by hand.
-    db.connect().await?.execute("INSERT INTO flow_schema_migrations (version) VALUES (10)", &[]).await?;
+    db.connect().await?.execute("INSERT INTO flow_schema_migrations (version) VALUES (11)", &[]).await?;
     match PgStore::from_pool(db.pool(1)).await {
-        Err(e @ StoreError::SchemaTooNew { found: 10, supported: 9 }) => {
+        Err(e @ StoreError::SchemaTooNew { found: 11, supported: 10 }) => {
             assert!(e.to_string().contains("upgrade flows"), "{e}");
         }
         other => return Err(format!("expected SchemaTooNew, got {other:?}").into()),
     }
-    assert_eq!(versions(&db).await?, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], "the refused schema is left as it is");
+    assert_eq!(versions(&db).await?, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], "the refused schema is left as it is");
     assert_eq!(a.load_run(run.run_id).await?.snapshot, run.snapshot, "its runs are untouched");
     Ok(())
 }
@@ -508,7 +510,7 @@ async fn a_version_2_schema_reads_its_runs_without_graphs_or_timings() -> TestRe
         )
         .await?;
     let store = PgStore::from_pool(db.pool(2)).await?;
-    assert_eq!(versions(&db).await?, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    assert_eq!(versions(&db).await?, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
     assert_eq!(store.load_run(old).await?.snapshot.state.get(), r#"{"v":1}"#);
     assert_eq!(store.run_graph(old).await?, None);
     let steps = store.steps(old).await?;
@@ -559,7 +561,7 @@ async fn a_version_1_schema_puts_its_runs_in_the_default_queue() -> TestResult {
             .await?;
     }
     let store = PgStore::from_pool(db.pool(2)).await?;
-    assert_eq!(versions(&db).await?, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    assert_eq!(versions(&db).await?, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
     let run = store.load_run(paused).await?;
     assert_eq!(
         (run.status, &run.placement, run.available_at_ms, &run.answer),
