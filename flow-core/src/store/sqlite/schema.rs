@@ -933,6 +933,69 @@ mod tests {
         Ok(())
     }
 
+    /// A file written by the version 10 code: its memory records move to the version 11 table
+    /// with their content indexed and their sketches computed, and later writes, forgets and
+    /// expiries keep the full-text index equal to the table.
+    #[test]
+    fn a_version_10_file_indexes_and_sketches_its_memories() -> TestResult {
+        use super::super::{memory, queries::Db};
+        use crate::memory::{Forget, HashEmbedder, MemoryRecord, MemorySearch, Weights};
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("runs.db");
+        let embedder = HashEmbedder::default();
+        {
+            let conn = Connection::open(&path)?;
+            for sql in &MIGRATIONS[..10] {
+                conn.execute_batch(sql)?;
+            }
+            conn.pragma_update(None, "user_version", 10)?;
+            for (id, content, expires) in [
+                ("old-1", "Globex ships pumps to Brazil", None),
+                ("old-2", "Initech sells printers to Chile", None),
+                ("old-3", "a short-lived note about pumps", Some(50i64)),
+            ] {
+                conn.execute(
+                    "INSERT INTO flow_memory (id, scope, content, metadata, importance, created_at, expires_at, \
+                     model, embedding) VALUES (?1, 'notes', ?2, '{}', 0.5, 10, ?3, 'm', ?4)",
+                    rusqlite::params![id, content, expires, crate::memory::to_bytes(&embedder.vector(content))],
+                )?;
+            }
+        }
+        let conn = open_writer(&SqliteOptions::new(&path))?;
+        assert_eq!(pragma(&conn, "user_version")?, SCHEMA_VERSION);
+        let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0));
+        assert_eq!(count("SELECT count(*) FROM flow_memory WHERE sketch IS NULL")?, 0, "every record sketched");
+        assert_eq!(count("SELECT count(*) FROM flow_memory_fts WHERE flow_memory_fts MATCH 'pumps'")?, 2);
+        let check = || conn.execute("INSERT INTO flow_memory_fts (flow_memory_fts) VALUES ('integrity-check')", []);
+        check()?;
+
+        let db = Db { conn: &conn, path: &path };
+        let search = |query: &str| MemorySearch {
+            scope: "notes".into(),
+            query: query.into(),
+            subscopes: true,
+            filter: Default::default(),
+            embedding: embedder.vector(query),
+            k: 5,
+            weights: Weights::default(),
+            now_ms: 20,
+        };
+        let found = memory::search(db, &search("pumps"))?;
+        let mut first: Vec<&str> = found.iter().take(2).map(|r| r.id.as_str()).collect();
+        first.sort_unstable();
+        assert_eq!(first, ["old-1", "old-3"], "{found:?}");
+        let fresh = MemoryRecord::new("new", "notes", "Acme buys pumps", embedder.vector("Acme buys pumps"));
+        assert!(memory::put(db, &fresh, 100)?, "stored; the expired record purged");
+        assert_eq!(count("SELECT count(*) FROM flow_memory_fts WHERE flow_memory_fts MATCH 'pumps'")?, 2);
+        memory::forget(db, &Forget::Record("old-1".into()))?;
+        assert_eq!(count("SELECT count(*) FROM flow_memory_fts WHERE flow_memory_fts MATCH 'pumps'")?, 1);
+        check()?;
+        conn.execute_batch("VACUUM")?;
+        assert_eq!(memory::search(db, &search("pumps"))?[0].id, "new", "found by the same rows after a VACUUM");
+        check()?;
+        Ok(())
+    }
+
     /// Every table's columns, keys, indexes and foreign keys, and whether it is STRICT and
     /// WITHOUT ROWID, as SQLite reports them.
     fn shape(conn: &Connection) -> rusqlite::Result<Vec<String>> {
