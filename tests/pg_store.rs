@@ -576,3 +576,66 @@ async fn a_version_1_schema_puts_its_runs_in_the_default_queue() -> TestResult {
     assert_eq!(store.load_run(paused).await?.status, RunStatus::Queued);
     Ok(())
 }
+
+/// What version 10 added to the memory table, taken back by hand: the schema a version 9 build
+/// left (the table as version 8 made it).
+const UNDO_VERSION_10: &str = "DELETE FROM flow_schema_migrations WHERE version = 10;
+     DROP INDEX flow_memory_words;
+     DROP INDEX flow_memory_by_scope;
+     ALTER TABLE flow_memory DROP COLUMN words;
+     ALTER TABLE flow_memory DROP COLUMN sketch;
+     CREATE INDEX flow_memory_by_scope ON flow_memory (scope);";
+
+/// Memory records a version 9 schema holds: the migration to version 10 sketches them and
+/// indexes their words, so they are recalled by meaning and by word like new ones.
+#[tokio::test]
+async fn a_version_9_schema_sketches_and_indexes_its_memories() -> TestResult {
+    use flow_core::memory::{Forget, HashEmbedder, MemoryRecord, MemorySearch, Weights};
+    let Some(db) = pg_support::database("a_version_9_schema_sketches_and_indexes_its_memories").await else {
+        return Ok(());
+    };
+    PgStore::from_pool(db.pool(1)).await?;
+    let client = db.connect().await?;
+    client.batch_execute(UNDO_VERSION_10).await?;
+    assert_eq!(versions(&db).await?, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    let embedder = HashEmbedder::default();
+    for (id, content) in [("pumps", "Globex ships pumps to Brazil"), ("printers", "Initech sells printers to Chile")] {
+        let bytes: Vec<u8> = embedder.vector(content).iter().flat_map(|x| x.to_le_bytes()).collect();
+        client
+            .execute(
+                "INSERT INTO flow_memory (id, scope, content, metadata, importance, created_at, model, embedding) \
+                 VALUES ($1, 'notes', $2, '{}', 0.5, 10, 'm', $3)",
+                &[&id, &content, &bytes],
+            )
+            .await?;
+    }
+    let store = PgStore::from_pool(db.pool(1)).await?;
+    assert_eq!(versions(&db).await?, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    let unsketched: i64 = client.query_one("SELECT count(*) FROM flow_memory WHERE sketch IS NULL", &[]).await?.get(0);
+    assert_eq!(unsketched, 0);
+    let worded: i64 = client
+        .query_one("SELECT count(*) FROM flow_memory WHERE words @@ to_tsquery('simple', 'pumps')", &[])
+        .await?
+        .get(0);
+    assert_eq!(worded, 1);
+    let search = |query: &str| MemorySearch {
+        scope: "notes".into(),
+        query: query.into(),
+        subscopes: true,
+        filter: Default::default(),
+        embedding: embedder.vector(query),
+        k: 1,
+        weights: Weights::default(),
+        now_ms: 20,
+    };
+    assert_eq!(store.memory_search(&search("who sells printers")).await?[0].id, "printers");
+    assert_eq!(store.memory_search(&search("Brazil")).await?[0].id, "pumps");
+    assert_eq!(store.memory_forget(&Forget::Scope("notes".into())).await?, 2);
+    store.memory_put(MemoryRecord::new("new", "notes", "Acme buys pumps", embedder.vector("Acme buys pumps"))).await?;
+    let worded: i64 = client
+        .query_one("SELECT count(*) FROM flow_memory WHERE words @@ to_tsquery('simple', 'pumps')", &[])
+        .await?
+        .get(0);
+    assert_eq!(worded, 1, "the forgotten record's words went with it, the new one's came");
+    Ok(())
+}
