@@ -180,7 +180,7 @@ async fn a_file_from_a_newer_build_is_refused_and_left_untouched() -> TestResult
     }
     let before = std::fs::read(&path)?;
     match SqliteStore::open(&path).await {
-        Err(StoreError::SchemaTooNew { found: 99, supported: 10 }) => {}
+        Err(StoreError::SchemaTooNew { found: 99, supported: 11 }) => {}
         other => return Err(format!("expected SchemaTooNew, got {other:?}").into()),
     }
     assert_eq!(std::fs::read(&path)?, before, "not a byte changed");
