@@ -49,12 +49,14 @@ async fn pg_store_meets_the_memory_contract() -> TestResult {
     let Some(db) = pg_support::database("pg_store_meets_the_memory_contract").await else { return Ok(()) };
     let store = PgStore::from_pool(db.pool(2)).await?;
     store_conformance::memory::check_memory(&store).await?;
+    store_conformance::memory::check_memory_at_scale(&store, 10_000).await?;
     let other = PgStore::from_pool(db.pool(1)).await?;
     store
         .memory_put(flow_core::memory::MemoryRecord::new("shared", "notes", "seen by every worker", vec![1.0]))
         .await?;
     let search = flow_core::memory::MemorySearch {
         scope: "notes".into(),
+        query: String::new(),
         subscopes: false,
         filter: Default::default(),
         embedding: vec![1.0],
@@ -111,23 +113,23 @@ async fn migrations_apply_once_and_a_newer_schema_is_refused() -> TestResult {
     };
     let (a, b) = tokio::join!(PgStore::from_pool(db.pool(2)), PgStore::from_pool(db.pool(2)));
     let (a, _b) = (a?, b?);
-    assert_eq!(versions(&db).await?, [1, 2, 3, 4, 5, 6, 7, 8, 9], "each migration recorded once");
+    assert_eq!(versions(&db).await?, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], "each migration recorded once");
     let run = new_run("migrations", "w1", LONG);
     a.create_run(run.clone()).await?;
 
     // Opening again changes nothing.
     PgStore::from_pool(db.pool(1)).await?;
-    assert_eq!(versions(&db).await?, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    assert_eq!(versions(&db).await?, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
 
     // A newer build's migration, recorded by hand.
-    db.connect().await?.execute("INSERT INTO flow_schema_migrations (version) VALUES (10)", &[]).await?;
+    db.connect().await?.execute("INSERT INTO flow_schema_migrations (version) VALUES (11)", &[]).await?;
     match PgStore::from_pool(db.pool(1)).await {
-        Err(e @ StoreError::SchemaTooNew { found: 10, supported: 9 }) => {
+        Err(e @ StoreError::SchemaTooNew { found: 11, supported: 10 }) => {
             assert!(e.to_string().contains("upgrade flows"), "{e}");
         }
         other => return Err(format!("expected SchemaTooNew, got {other:?}").into()),
     }
-    assert_eq!(versions(&db).await?, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10], "the refused schema is left as it is");
+    assert_eq!(versions(&db).await?, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11], "the refused schema is left as it is");
     assert_eq!(a.load_run(run.run_id).await?.snapshot, run.snapshot, "its runs are untouched");
     Ok(())
 }
@@ -619,7 +621,7 @@ async fn a_version_2_schema_reads_its_runs_without_graphs_or_timings() -> TestRe
         )
         .await?;
     let store = PgStore::from_pool(db.pool(2)).await?;
-    assert_eq!(versions(&db).await?, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    assert_eq!(versions(&db).await?, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
     assert_eq!(store.load_run(old).await?.snapshot.state.get(), r#"{"v":1}"#);
     assert_eq!(store.run_graph(old).await?, None);
     let steps = store.steps(old).await?;
@@ -670,7 +672,7 @@ async fn a_version_1_schema_puts_its_runs_in_the_default_queue() -> TestResult {
             .await?;
     }
     let store = PgStore::from_pool(db.pool(2)).await?;
-    assert_eq!(versions(&db).await?, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    assert_eq!(versions(&db).await?, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
     let run = store.load_run(paused).await?;
     assert_eq!(
         (run.status, &run.placement, run.available_at_ms, &run.answer),
@@ -683,5 +685,68 @@ async fn a_version_1_schema_puts_its_runs_in_the_default_queue() -> TestResult {
     assert_eq!(claims.iter().map(|c| (c.run.run_id, c.epoch)).collect::<Vec<_>>(), [(crashed, 2)]);
     store.answer(paused, "ask#0", json!("yes")).await?;
     assert_eq!(store.load_run(paused).await?.status, RunStatus::Queued);
+    Ok(())
+}
+
+/// What version 10 added to the memory table, taken back by hand: the schema a version 9 build
+/// left (the table as version 8 made it).
+const UNDO_VERSION_10: &str = "DELETE FROM flow_schema_migrations WHERE version = 10;
+     DROP INDEX flow_memory_words;
+     DROP INDEX flow_memory_by_scope;
+     ALTER TABLE flow_memory DROP COLUMN words;
+     ALTER TABLE flow_memory DROP COLUMN sketch;
+     CREATE INDEX flow_memory_by_scope ON flow_memory (scope);";
+
+/// Memory records a version 9 schema holds: the migration to version 10 sketches them and
+/// indexes their words, so they are recalled by meaning and by word like new ones.
+#[tokio::test]
+async fn a_version_9_schema_sketches_and_indexes_its_memories() -> TestResult {
+    use flow_core::memory::{Forget, HashEmbedder, MemoryRecord, MemorySearch, Weights};
+    let Some(db) = pg_support::database("a_version_9_schema_sketches_and_indexes_its_memories").await else {
+        return Ok(());
+    };
+    PgStore::from_pool(db.pool(1)).await?;
+    let client = db.connect().await?;
+    client.batch_execute(UNDO_VERSION_10).await?;
+    assert_eq!(versions(&db).await?, [1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    let embedder = HashEmbedder::default();
+    for (id, content) in [("pumps", "Globex ships pumps to Brazil"), ("printers", "Initech sells printers to Chile")] {
+        let bytes: Vec<u8> = embedder.vector(content).iter().flat_map(|x| x.to_le_bytes()).collect();
+        client
+            .execute(
+                "INSERT INTO flow_memory (id, scope, content, metadata, importance, created_at, model, embedding) \
+                 VALUES ($1, 'notes', $2, '{}', 0.5, 10, 'm', $3)",
+                &[&id, &content, &bytes],
+            )
+            .await?;
+    }
+    let store = PgStore::from_pool(db.pool(1)).await?;
+    assert_eq!(versions(&db).await?, [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    let unsketched: i64 = client.query_one("SELECT count(*) FROM flow_memory WHERE sketch IS NULL", &[]).await?.get(0);
+    assert_eq!(unsketched, 0);
+    let worded: i64 = client
+        .query_one("SELECT count(*) FROM flow_memory WHERE words @@ to_tsquery('simple', 'pumps')", &[])
+        .await?
+        .get(0);
+    assert_eq!(worded, 1);
+    let search = |query: &str| MemorySearch {
+        scope: "notes".into(),
+        query: query.into(),
+        subscopes: true,
+        filter: Default::default(),
+        embedding: embedder.vector(query),
+        k: 1,
+        weights: Weights::default(),
+        now_ms: 20,
+    };
+    assert_eq!(store.memory_search(&search("who sells printers")).await?[0].id, "printers");
+    assert_eq!(store.memory_search(&search("Brazil")).await?[0].id, "pumps");
+    assert_eq!(store.memory_forget(&Forget::Scope("notes".into())).await?, 2);
+    store.memory_put(MemoryRecord::new("new", "notes", "Acme buys pumps", embedder.vector("Acme buys pumps"))).await?;
+    let worded: i64 = client
+        .query_one("SELECT count(*) FROM flow_memory WHERE words @@ to_tsquery('simple', 'pumps')", &[])
+        .await?
+        .get(0);
+    assert_eq!(worded, 1, "the forgotten record's words went with it, the new one's came");
     Ok(())
 }

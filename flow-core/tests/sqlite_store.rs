@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use flow_core::store::{
-    Commit, MemoryStore, RunFilter, RunStatus, SqliteOptions, SqliteStore, StepStatus, Store, StoreError,
+    Commit, MemoryStore, RunFilter, RunStatus, SqliteOptions, SqliteStore, StepStatus, Store, StoreError, Synchronous,
 };
 use serde_json::json;
 use store_conformance::{KEEP, TestResult, commit, new_run, snapshot};
@@ -47,6 +47,15 @@ async fn sqlite_store_meets_the_contract() -> TestResult {
 #[tokio::test]
 async fn memory_store_meets_the_memory_contract() -> TestResult {
     store_conformance::memory::check_memory(&MemoryStore::new()).await
+}
+
+/// 10,000 records in one scope: recall goes through the shortlist (sketches and full-text
+/// search) and still finds a paraphrase that shares no word with its record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_store_recalls_by_meaning_in_a_large_scope() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let store = SqliteStore::open_with(SqliteOptions::new(db_path(&dir)).synchronous(Synchronous::Normal)).await?;
+    store_conformance::memory::check_memory_at_scale(&store, 10_000).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,7 +146,7 @@ async fn schema_is_versioned_strict_and_in_wal_mode() -> TestResult {
 
     let conn = raw(&path)?;
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    assert_eq!(version, 10);
+    assert_eq!(version, 11);
     let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
     assert_eq!(mode, "wal");
     for table in ["flow_runs", "flow_steps", "flow_checkpoints", "step_journal", "flow_graphs"] {
@@ -157,7 +166,7 @@ async fn schema_is_versioned_strict_and_in_wal_mode() -> TestResult {
     // Reopening an up-to-date file applies nothing and keeps the version.
     drop(SqliteStore::open(&path).await?);
     let version: i64 = raw(&path)?.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    assert_eq!(version, 10);
+    assert_eq!(version, 11);
     Ok(())
 }
 
@@ -171,7 +180,7 @@ async fn a_file_from_a_newer_build_is_refused_and_left_untouched() -> TestResult
     }
     let before = std::fs::read(&path)?;
     match SqliteStore::open(&path).await {
-        Err(StoreError::SchemaTooNew { found: 99, supported: 10 }) => {}
+        Err(StoreError::SchemaTooNew { found: 99, supported: 11 }) => {}
         other => return Err(format!("expected SchemaTooNew, got {other:?}").into()),
     }
     assert_eq!(std::fs::read(&path)?, before, "not a byte changed");
@@ -841,9 +850,7 @@ async fn commit_latency_report() -> TestResult {
         .with_writer(std::io::stderr)
         .try_init();
     let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR"))?;
-    for (label, sync) in
-        [("FULL", flow_core::store::Synchronous::Full), ("NORMAL", flow_core::store::Synchronous::Normal)]
-    {
+    for (label, sync) in [("FULL", Synchronous::Full), ("NORMAL", Synchronous::Normal)] {
         let path = dir.path().join(format!("latency-{label}.db"));
         let store = SqliteStore::open_with(SqliteOptions::new(&path).synchronous(sync).keep_checkpoints(10)).await?;
         let run = new_run("latency", "w", LONG);

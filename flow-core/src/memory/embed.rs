@@ -152,7 +152,7 @@ fn fnv(bytes: &[u8]) -> u64 {
 }
 
 /// Lower-cased words of letters and digits, stop words left out.
-fn words(text: &str) -> impl Iterator<Item = String> + '_ {
+pub(crate) fn words(text: &str) -> impl Iterator<Item = String> + '_ {
     text.split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
         .map(str::to_lowercase)

@@ -14,16 +14,26 @@
 //! scored
 //!
 //! ```text
-//! score = w_sim * similarity + w_rec * 0.5^(age / half_life) + w_imp * importance
+//! score = w_sim * similarity + w_lex * lexical + w_rec * 0.5^(age / half_life) + w_imp * importance
 //! ```
 //!
 //! where `similarity` is the cosine of the query's and the record's embeddings clamped to
-//! `[0, 1]`, `age` is the time since the record was remembered and `importance` is the
-//! record's own (`[0, 1]`, default 0.5). The `k` best come back, best first; ties go to the
-//! newer record. [`Weights::default`] is `w_sim = 1`, `w_rec = 0.2`, `w_imp = 0.2`, a
-//! half-life of 30 days. Every store ranks with the same code (it reads the candidates of the
-//! scope and scores them in Rust), so a recall answers the same whichever store holds the
-//! records.
+//! `[0, 1]`, `lexical` the share of the query's words (letters and digits, lower-cased, stop
+//! words left out) that occur in the record's content, `age` is the time since the record was
+//! remembered and `importance` is the record's own (`[0, 1]`, default 0.5). The `k` best come
+//! back, best first; ties go to the newer record. [`Weights::default`] is `w_sim = 1`,
+//! `w_lex = 0.3`, `w_rec = 0.2`, `w_imp = 0.2`, a half-life of 30 days. Every store scores
+//! with the same code, so a record scores the same whichever store holds it.
+//!
+//! **Large scopes.** The durable stores do not score every record of a large scope exactly:
+//! they keep a 1,024-bit sketch of each embedding (the signs of fixed random projections,
+//! whose differing bits estimate the angle between two embeddings) and a full-text index of
+//! the content (SQLite's FTS5, PostgreSQL's `tsvector`). A recall reads 128 bytes of sketch per
+//! record of the scope and scores exactly a shortlist of a few hundred: the best by the sketch's
+//! estimate with recency and importance, the best by recency and importance alone, and the
+//! newest records sharing the query's words (all of them, then any). A scope of up to 256 records (16 × `k` for larger `k`) is scored
+//! exactly throughout, and so is a recall with a metadata filter, which may leave out any
+//! share of the scope.
 //!
 //! **Time to live.** A record remembered with [`Remember::ttl`] is never recalled once expired,
 //! and every store deletes expired records when it stores a new one
@@ -79,9 +89,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 pub use self::embed::{Embedder, HashEmbedder, cosine};
+#[cfg(feature = "postgres")]
+pub(crate) use self::rank::tsquery;
 pub(crate) use self::rank::{
-    Ranked, RecalledParts, TopK, cosine_bytes, decode_metadata, metadata_matches, recalled, scope_matches, score,
-    subscope_range, to_bytes,
+    LEXICAL_CANDIDATES, Ranked, RecalledParts, Shortlist, TopK, cosine_bytes, decode_metadata, fts5_query, lexical,
+    metadata_matches, query_terms, recalled, scope_matches, score, sketch, subscope_range, to_bytes,
 };
 use crate::ctx::Ctx;
 use crate::error::Error;
@@ -147,8 +159,8 @@ impl MemoryRecord {
 
 const DEFAULT_IMPORTANCE: f32 = 0.5;
 
-/// How a recall weighs similarity, recency and importance (see the [module](self) docs for
-/// the formula).
+/// How a recall weighs similarity, shared words, recency and importance (see the
+/// [module](self) docs for the formula).
 ///
 /// ```
 /// use std::time::Duration;
@@ -161,6 +173,11 @@ const DEFAULT_IMPORTANCE: f32 = 0.5;
 pub struct Weights {
     /// Weight of the cosine similarity of query and record.
     pub similarity: f32,
+    /// Weight of the share of the query's words found in the record. A journaled recall made
+    /// with the default (0.3) records no value for it, so recalls journaled before it existed
+    /// replay as they were.
+    #[serde(default = "default_lexical", skip_serializing_if = "is_default_lexical")]
+    pub lexical: f32,
     /// Weight of `0.5^(age / half_life)`.
     pub recency: f32,
     /// Weight of the record's importance.
@@ -172,8 +189,24 @@ pub struct Weights {
 
 impl Default for Weights {
     fn default() -> Self {
-        Weights { similarity: 1.0, recency: 0.2, importance: 0.2, half_life: Duration::from_secs(30 * 86_400) }
+        Weights {
+            similarity: 1.0,
+            lexical: DEFAULT_LEXICAL,
+            recency: 0.2,
+            importance: 0.2,
+            half_life: Duration::from_secs(30 * 86_400),
+        }
     }
+}
+
+const DEFAULT_LEXICAL: f32 = 0.3;
+
+fn default_lexical() -> f32 {
+    DEFAULT_LEXICAL
+}
+
+fn is_default_lexical(w: &f32) -> bool {
+    w.to_bits() == DEFAULT_LEXICAL.to_bits()
 }
 
 mod millis {
@@ -196,6 +229,9 @@ mod millis {
 pub struct MemorySearch {
     /// The scope searched.
     pub scope: String,
+    /// The query's text, for the lexical part of the score and the full-text candidates
+    /// (empty: none).
+    pub query: String,
     /// Whether scopes below `scope` are searched too.
     pub subscopes: bool,
     /// Metadata every result has (equal values under these keys).
@@ -482,6 +518,7 @@ impl Memory {
             let embedding = self.embed_one(&recall.query).await?;
             let search = MemorySearch {
                 scope: recall.scope,
+                query: recall.query,
                 subscopes: recall.subscopes,
                 filter: recall.filter,
                 embedding,

@@ -558,6 +558,7 @@ impl Store for MemoryStore {
     async fn memory_search(&self, search: &MemorySearch) -> Result<Vec<Recalled>, StoreError> {
         let memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
         let mut top = TopK::new(search.k);
+        let terms = crate::memory::query_terms(&search.query);
         for r in memory.values() {
             if !crate::memory::scope_matches(&r.scope, &search.scope, search.subscopes)
                 || r.expires_at_ms.is_some_and(|at| at <= search.now_ms)
@@ -566,7 +567,8 @@ impl Store for MemoryStore {
                 continue;
             }
             let similarity = crate::memory::cosine(&search.embedding, &r.embedding).clamp(0.0, 1.0);
-            let score = crate::memory::score(search, similarity, r.created_at_ms, r.importance);
+            let lexical = crate::memory::lexical(&terms, &r.content);
+            let score = crate::memory::score(search, similarity, lexical, r.created_at_ms, r.importance);
             top.push(Ranked { score, similarity, created_at_ms: r.created_at_ms, id: r.id.clone(), item: () });
         }
         Ok(top

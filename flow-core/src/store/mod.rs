@@ -1608,7 +1608,8 @@ pub trait Store: Send + Sync + 'static {
     /// store.memory_put(MemoryRecord::new("r1", "company/acme", "rockets", vec![1.0, 0.0])).await?;
     /// store.memory_put(MemoryRecord::new("r2", "company/globex", "pumps", vec![0.0, 1.0])).await?;
     /// let search = MemorySearch {
-    ///     scope: "company".into(), subscopes: true, filter: Default::default(), embedding: vec![0.9, 0.1],
+    ///     scope: "company".into(), query: String::new(), subscopes: true, filter: Default::default(),
+    ///     embedding: vec![0.9, 0.1],
     ///     k: 1, weights: Weights::default(), now_ms: 0,
     /// };
     /// assert_eq!(store.memory_search(&search).await?[0].id, "r1");

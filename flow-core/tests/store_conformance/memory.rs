@@ -35,6 +35,7 @@ fn record(id: &str, scope: &str, embedding: [f32; 4], metadata: Value, created_a
 fn search(scope: &str, embedding: [f32; 4], k: usize, now_ms: i64) -> MemorySearch {
     MemorySearch {
         scope: scope.to_string(),
+        query: String::new(),
         subscopes: true,
         filter: Map::new(),
         embedding: embedding.to_vec(),
@@ -109,7 +110,8 @@ pub async fn check_memory(store: &dyn Store) -> TestResult {
     assert!(store.memory_search(&search(&scope("nothing"), [1.0, 0.0, 0.0, 0.0], 10, t)).await?.is_empty());
 
     // Recency and importance, weighted as the caller says.
-    let w = Weights { similarity: 0.0, recency: 1.0, importance: 0.0, half_life: Duration::from_secs(3600) };
+    let w =
+        Weights { similarity: 0.0, lexical: 0.0, recency: 1.0, importance: 0.0, half_life: Duration::from_secs(3600) };
     let old = record(&id("old"), &scope("rank"), [1.0, 0.0, 0.0, 0.0], json!({}), t - HOUR_MS);
     let new =
         MemoryRecord { importance: 0.1, ..record(&id("new"), &scope("rank"), [0.0, 1.0, 0.0, 0.0], json!({}), t) };
@@ -132,6 +134,35 @@ pub async fn check_memory(store: &dyn Store) -> TestResult {
     assert_eq!(ids(&found)[0], id("heavy"));
     let by_similarity = store.memory_search(&search(&scope("rank"), [0.0, 0.0, 1.0, 0.0], 1, t)).await?;
     assert_eq!(ids(&by_similarity), [id("heavy")]);
+
+    // Shared words: two records alike in meaning, the one holding the query's words first, by
+    // the lexical weight times the share of the words it holds.
+    let pumps = MemoryRecord {
+        content: "Globex ships PUMPS to Brazil".into(),
+        ..record(&id("pumps"), &scope("words"), [1.0, 0.0, 0.0, 0.0], json!({}), t)
+    };
+    let printers = MemoryRecord {
+        content: "Initech sells printers to Chile".into(),
+        ..record(&id("printers"), &scope("words"), [1.0, 0.0, 0.0, 0.0], json!({}), t)
+    };
+    for r in [&pumps, &printers] {
+        store.memory_put(r.clone()).await?;
+    }
+    let worded = MemorySearch {
+        query: "the pumps of Brazil, and Peru".into(),
+        ..search(&scope("words"), [1.0, 0.0, 0.0, 0.0], 2, t)
+    };
+    let found = store.memory_search(&worded).await?;
+    assert_eq!(ids(&found), [id("pumps"), id("printers")]);
+    let gap = found[0].score - found[1].score;
+    assert!((gap - 0.3 * 2.0 / 3.0).abs() < 1e-4, "two of three words, weighted 0.3: {gap}");
+    let unworded = Weights { lexical: 0.0, ..Weights::default() };
+    let found = store.memory_search(&MemorySearch { weights: unworded, ..worded.clone() }).await?;
+    assert!((found[0].score - found[1].score).abs() < 1e-6, "{found:?}");
+    // A forgotten record is no longer found by its words.
+    assert_eq!(store.memory_forget(&Forget::Record(id("pumps"))).await?, 1);
+    assert_eq!(ids(&store.memory_search(&worded).await?), [id("printers")]);
+    assert_eq!(store.memory_forget(&Forget::Scope(scope("words"))).await?, 1);
 
     // Time to live: never recalled once expired, and purged.
     let brief = MemoryRecord {
@@ -169,5 +200,130 @@ pub async fn check_memory(store: &dyn Store) -> TestResult {
         .await?;
     let everywhere = Forget::Matching { scope: None, metadata: meta(json!({"customer": p})) };
     assert_eq!(store.memory_forget(&everywhere).await?, 2);
+    Ok(())
+}
+
+/// Filler facts: words that share no stem, synonym or word with the paraphrase below.
+const FILLER: &[&str] = &[
+    "pallet",
+    "freight",
+    "licence",
+    "seat",
+    "renewal",
+    "discount",
+    "currency",
+    "contract",
+    "support",
+    "cloud",
+    "storage",
+    "paper",
+    "toner",
+    "audit",
+    "payment",
+    "refund",
+    "quarter",
+    "region",
+    "warehouse",
+    "customs",
+    "printer",
+    "laptop",
+    "server",
+    "network",
+    "invoice",
+    "portal",
+    "ledger",
+    "forecast",
+    "budget",
+    "tariff",
+];
+
+fn filler(i: usize) -> String {
+    let w = |k: usize| FILLER[(i / k + k * 7) % FILLER.len()];
+    format!("note {i}: the {} of the {} needs a {} before the {} of {}", w(1), w(3), w(7), w(11), w(13))
+}
+
+/// Recall in a scope of `n` records (`n` ≥ 10,000 makes the stores shortlist): a paraphrase that
+/// shares no word with its record finds it, though the record is a year old and every other is
+/// new; a query's exact words find a record among thousands sharing some of them; and the stores
+/// return what scoring every record exactly returns (checked against a `MemoryStore`).
+pub async fn check_memory_at_scale(store: &dyn Store, n: usize) -> TestResult {
+    use flow_core::memory::HashEmbedder;
+    use flow_core::store::MemoryStore;
+    let p = format!("t{}", Uuid::new_v4().simple());
+    let scope = format!("{p}/company/initrode");
+    let embedder = HashEmbedder::default();
+    let exact = MemoryStore::new();
+    let t = now();
+    let mut records: Vec<MemoryRecord> = (0..n)
+        .map(|i| MemoryRecord {
+            created_at_ms: t - (i as i64 % 1000) * 60_000,
+            importance: (i % 7) as f32 / 7.0,
+            ..MemoryRecord::new(format!("{p}-{i}"), scope.clone(), filler(i), embedder.vector(&filler(i)))
+        })
+        .collect();
+    let paraphrased = "Initrode employs 400 staff in a huge firm";
+    records.push(MemoryRecord {
+        created_at_ms: t - 365 * 24 * HOUR_MS,
+        importance: 0.2,
+        ..MemoryRecord::new(format!("{p}-staff"), scope.clone(), paraphrased, embedder.vector(paraphrased))
+    });
+    let worded = "the Zanzibar tariff ledger of quarter nine";
+    records.push(MemoryRecord {
+        created_at_ms: t - 30 * 24 * HOUR_MS,
+        ..MemoryRecord::new(format!("{p}-zanzibar"), scope.clone(), worded, embedder.vector(worded))
+    });
+    for chunk in records.chunks(256) {
+        let puts = chunk.iter().map(|r| store.memory_put(r.clone()));
+        for put in futures::future::join_all(puts).await {
+            put?;
+        }
+        for r in chunk {
+            exact.memory_put(r.clone()).await?;
+        }
+    }
+    let recall = |query: &str, k: usize| MemorySearch {
+        query: query.to_string(),
+        embedding: embedder.vector(query),
+        k,
+        ..search(&format!("{p}/company"), [0.0; 4], k, t)
+    };
+    let paraphrase = "how many people does the business have, is it big";
+    let found = store.memory_search(&recall(paraphrase, 3)).await?;
+    assert_eq!(found.first().map(|r| r.content.as_str()), Some(paraphrased), "{found:#?}");
+    let found = store.memory_search(&recall("zanzibar", 1)).await?;
+    assert_eq!(ids(&found), [format!("{p}-zanzibar")]);
+    // Against scoring every record: where one record stands out, the same winner; everywhere,
+    // the same scores for what is returned, and results nearly as good as the exact best (when
+    // nothing stands out, records whose scores differ by less than the sketch's noise may
+    // trade places at the edge of the k).
+    let copied = filler(4321);
+    let queries = [
+        (paraphrase, true),
+        ("zanzibar", true),
+        (copied.as_str(), true),
+        ("which warehouse needs a contract renewal before the audit", false),
+        ("toner and paper for the printer", false),
+        ("refund of the customs payment", false),
+        ("", false),
+    ];
+    for (query, stands_out) in queries {
+        let every = exact.memory_search(&recall(query, n + 2)).await?;
+        for k in [1, 5, 20] {
+            let got = store.memory_search(&recall(query, k)).await?;
+            let want = exact.memory_search(&recall(query, k)).await?;
+            assert_eq!(got.len(), want.len(), "query {query:?}, k {k}");
+            if stands_out {
+                assert_eq!(got[0].id, want[0].id, "query {query:?}, k {k}");
+            }
+            for r in &got {
+                let same = every.iter().find(|e| e.id == r.id).map(|e| e.score);
+                assert!(same.is_some_and(|s| (s - r.score).abs() < 1e-4), "query {query:?}: {r:?} scored {same:?}");
+            }
+            let (sum_got, sum_want) =
+                (got.iter().map(|r| r.score).sum::<f32>(), want.iter().map(|r| r.score).sum::<f32>());
+            assert!(sum_got >= 0.97 * sum_want, "query {query:?}, k {k}: {sum_got} of {sum_want}");
+        }
+    }
+    assert_eq!(store.memory_forget(&Forget::Scope(p)).await?, n as u64 + 2);
     Ok(())
 }

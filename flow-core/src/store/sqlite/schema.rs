@@ -322,6 +322,71 @@ CREATE INDEX flow_memory_expiring ON flow_memory (expires_at) WHERE expires_at I
 /// Version 10 (issue 23): memory across runs.
 const V10: &str = memory_table!();
 
+/// The memory table as version 11 has it, with its indexes, its full-text index and the
+/// triggers that keep that index in step with every insert and delete (a remember, a forget,
+/// an expiry purge alike).
+///
+/// `mem_no` aliases the rowid, so the full-text index (FTS5 with external content, which refers
+/// to rows by rowid) keeps pointing at the right rows when `VACUUM` renumbers the rowids of
+/// tables that have no such alias. `sketch` holds the embedding's 1,024-bit sketch
+/// (`crate::memory`'s large-scope recall); `flow_memory_by_scope` covers what a recall reads of
+/// every row of a scope (scope, age, importance, expiry, sketch), so that read never touches
+/// the table's pages, where each row carries its whole vector. Words are split as
+/// `crate::memory`'s lexical score splits them: runs of letters and digits, lower-cased, accents
+/// kept.
+macro_rules! memory_v11 {
+    () => {
+        "-- Memory records (`flow_core::memory`): kept across runs, erased by `forget` or expiry.
+CREATE TABLE flow_memory (
+    mem_no     INTEGER NOT NULL PRIMARY KEY,
+    id         TEXT    NOT NULL,
+    scope      TEXT    NOT NULL,
+    content    TEXT    NOT NULL,
+    metadata   TEXT    NOT NULL,
+    importance REAL    NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER,
+    model      TEXT    NOT NULL,
+    embedding  BLOB    NOT NULL,
+    sketch     BLOB
+) STRICT;
+CREATE UNIQUE INDEX flow_memory_by_id ON flow_memory (id);
+CREATE INDEX flow_memory_by_scope ON flow_memory (scope, created_at, importance, expires_at, sketch);
+CREATE INDEX flow_memory_expiring ON flow_memory (expires_at) WHERE expires_at IS NOT NULL;
+CREATE VIRTUAL TABLE flow_memory_fts USING fts5 (
+    content, content = 'flow_memory', content_rowid = 'mem_no', tokenize = 'unicode61 remove_diacritics 0'
+);
+CREATE TRIGGER flow_memory_fts_insert AFTER INSERT ON flow_memory BEGIN
+    INSERT INTO flow_memory_fts (rowid, content) VALUES (new.mem_no, new.content);
+END;
+CREATE TRIGGER flow_memory_fts_delete AFTER DELETE ON flow_memory BEGIN
+    INSERT INTO flow_memory_fts (flow_memory_fts, rowid, content) VALUES ('delete', old.mem_no, old.content);
+END;
+CREATE TRIGGER flow_memory_fts_update AFTER UPDATE OF content ON flow_memory BEGIN
+    INSERT INTO flow_memory_fts (flow_memory_fts, rowid, content) VALUES ('delete', old.mem_no, old.content);
+    INSERT INTO flow_memory_fts (rowid, content) VALUES (new.mem_no, new.content);
+END;
+"
+    };
+}
+
+/// Version 11 (issue 23, point 2): full-text search and sketches for memory recall
+/// ([`memory_v11`]). The records move to the new table oldest first (the insert trigger indexes
+/// their content); their sketches are computed in Rust afterwards, in the same transaction
+/// ([`migrate`]).
+const V11: &str = concat!(
+    "DROP INDEX flow_memory_by_scope;
+DROP INDEX flow_memory_expiring;
+ALTER TABLE flow_memory RENAME TO flow_memory_v10;
+",
+    memory_v11!(),
+    "INSERT INTO flow_memory (id, scope, content, metadata, importance, created_at, expires_at, model, embedding)
+    SELECT id, scope, content, metadata, importance, created_at, expires_at, model, embedding
+    FROM flow_memory_v10 ORDER BY created_at, id;
+DROP TABLE flow_memory_v10;
+"
+);
+
 /// What a new file gets: the schema every migration together makes of an empty file, written
 /// out, because running them one by one re-parses the schema at every `ALTER` and triples the
 /// cost of creating a store. `a_new_file_gets_what_the_migrations_make` keeps the two equal.
@@ -391,11 +456,14 @@ CREATE TABLE step_journal (
 ) STRICT;
 ",
     stream_table!(),
-    memory_table!(),
+    memory_v11!(),
 );
 
 /// Every migration, oldest first. Append only: a released migration never changes.
-const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9, V10, V11];
+
+/// The version whose migration needs Rust after its SQL: [`V11`]'s sketches.
+const SKETCHES: usize = 11;
 
 /// The schema version this build writes.
 pub(super) const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -564,6 +632,20 @@ fn check_parent(path: &Path) -> Result<(), StoreError> {
     }
 }
 
+/// Applies the pending migrations.
+///
+/// Hand-written rather than `rusqlite_migration` (issue 22, point 5), which also keeps the
+/// version in `user_version` and runs the pending migrations in one transaction, because that
+/// crate would need more wrapping than this function is:
+/// - its newest release (2.6) builds against rusqlite 0.40, and this workspace uses 0.41; two
+///   rusqlite versions cannot link one bundled SQLite, so it cannot be used at all today;
+/// - it opens a deferred transaction and reads the version before taking the write lock, so
+///   two processes opening a file at once can both start the same migration; here the version
+///   is re-read under `BEGIN IMMEDIATE`;
+/// - it runs every migration from version 0 on a new file; here a new file gets [`CURRENT`]
+///   in one batch (a third of the cost of creating a store);
+/// - its "too far ahead" error names neither version, and the check must come before the
+///   journal mode is changed ([`open_writer_in`]), which its API does not separate.
 fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     conn.execute_batch("BEGIN IMMEDIATE").map_err(|e| map(&e, path))?;
     let applied = (|| {
@@ -580,6 +662,10 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
         let from_index = usize::try_from(from).unwrap_or(0);
         for (index, sql) in MIGRATIONS.iter().enumerate().skip(from_index) {
             conn.execute_batch(sql).map_err(|e| map(&e, path))?;
+            if index + 1 == SKETCHES {
+                let n = super::memory::fill_sketches(conn).map_err(|e| map(&e, path))?;
+                tracing::info!(path = %path.display(), records = n, "sketched the memory records");
+            }
             tracing::info!(path = %path.display(), version = index + 1, "applied store schema migration");
         }
         conn.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(|e| map(&e, path))
@@ -844,6 +930,69 @@ mod tests {
         }
         let copies: i64 = conn.query_row("SELECT count(*) FROM flow_graphs", [], |r| r.get(0))?;
         assert_eq!(copies, 1);
+        Ok(())
+    }
+
+    /// A file written by the version 10 code: its memory records move to the version 11 table
+    /// with their content indexed and their sketches computed, and later writes, forgets and
+    /// expiries keep the full-text index equal to the table.
+    #[test]
+    fn a_version_10_file_indexes_and_sketches_its_memories() -> TestResult {
+        use super::super::{memory, queries::Db};
+        use crate::memory::{Forget, HashEmbedder, MemoryRecord, MemorySearch, Weights};
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("runs.db");
+        let embedder = HashEmbedder::default();
+        {
+            let conn = Connection::open(&path)?;
+            for sql in &MIGRATIONS[..10] {
+                conn.execute_batch(sql)?;
+            }
+            conn.pragma_update(None, "user_version", 10)?;
+            for (id, content, expires) in [
+                ("old-1", "Globex ships pumps to Brazil", None),
+                ("old-2", "Initech sells printers to Chile", None),
+                ("old-3", "a short-lived note about pumps", Some(50i64)),
+            ] {
+                conn.execute(
+                    "INSERT INTO flow_memory (id, scope, content, metadata, importance, created_at, expires_at, \
+                     model, embedding) VALUES (?1, 'notes', ?2, '{}', 0.5, 10, ?3, 'm', ?4)",
+                    rusqlite::params![id, content, expires, crate::memory::to_bytes(&embedder.vector(content))],
+                )?;
+            }
+        }
+        let conn = open_writer(&SqliteOptions::new(&path))?;
+        assert_eq!(pragma(&conn, "user_version")?, SCHEMA_VERSION);
+        let count = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0));
+        assert_eq!(count("SELECT count(*) FROM flow_memory WHERE sketch IS NULL")?, 0, "every record sketched");
+        assert_eq!(count("SELECT count(*) FROM flow_memory_fts WHERE flow_memory_fts MATCH 'pumps'")?, 2);
+        let check = || conn.execute("INSERT INTO flow_memory_fts (flow_memory_fts) VALUES ('integrity-check')", []);
+        check()?;
+
+        let db = Db { conn: &conn, path: &path };
+        let search = |query: &str| MemorySearch {
+            scope: "notes".into(),
+            query: query.into(),
+            subscopes: true,
+            filter: Default::default(),
+            embedding: embedder.vector(query),
+            k: 5,
+            weights: Weights::default(),
+            now_ms: 20,
+        };
+        let found = memory::search(db, &search("pumps"))?;
+        let mut first: Vec<&str> = found.iter().take(2).map(|r| r.id.as_str()).collect();
+        first.sort_unstable();
+        assert_eq!(first, ["old-1", "old-3"], "{found:?}");
+        let fresh = MemoryRecord::new("new", "notes", "Acme buys pumps", embedder.vector("Acme buys pumps"));
+        assert!(memory::put(db, &fresh, 100)?, "stored; the expired record purged");
+        assert_eq!(count("SELECT count(*) FROM flow_memory_fts WHERE flow_memory_fts MATCH 'pumps'")?, 2);
+        memory::forget(db, &Forget::Record("old-1".into()))?;
+        assert_eq!(count("SELECT count(*) FROM flow_memory_fts WHERE flow_memory_fts MATCH 'pumps'")?, 1);
+        check()?;
+        conn.execute_batch("VACUUM")?;
+        assert_eq!(memory::search(db, &search("pumps"))?[0].id, "new", "found by the same rows after a VACUUM");
+        check()?;
         Ok(())
     }
 
