@@ -224,11 +224,7 @@ pub async fn blocking<T: Send + 'static>(method: impl FnOnce() -> T + Send + 'st
 
 fn backoff_with_jitter(policy: &RetryPolicy, retry: u32) -> Duration {
     let delay = policy.delay(retry);
-    if policy.jitter {
-        delay.mul_f64(0.5 + 0.5 * fastrand::f64())
-    } else {
-        delay
-    }
+    if policy.jitter { delay.mul_f64(0.5 + 0.5 * fastrand::f64()) } else { delay }
 }
 
 impl<F: Flow> Execution<F> {
