@@ -576,8 +576,24 @@ impl TestServer {
     }
 }
 
+/// An error in OpenAI's shape: what every refusal of this server answers, streamed or not.
+pub(super) fn error_json(message: &str, kind: &str, code: Option<&str>, param: Option<&str>) -> Value {
+    json!({ "error": { "message": message, "type": kind, "param": param, "code": code } })
+}
+
 fn error_response(status: StatusCode, message: &str, kind: &str, code: Option<&str>) -> Response {
-    let body = json!({ "error": { "message": message, "type": kind, "param": null, "code": code } });
+    error_response_on(status, message, kind, code, None)
+}
+
+/// [`error_response`] naming the request parameter at fault.
+fn error_response_on(
+    status: StatusCode,
+    message: &str,
+    kind: &str,
+    code: Option<&str>,
+    param: Option<&str>,
+) -> Response {
+    let body = error_json(message, kind, code, param);
     (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
 
@@ -644,8 +660,13 @@ async fn wrong_method(method: Method, uri: Uri) -> Response {
 /// and `logprobs` / `top_logprobs` (scripted replies carry no token probabilities).
 fn unsupported(body: &Value) -> Option<Response> {
     let refuse = |param: &str, message: String| {
-        let body = json!({ "error": { "message": message, "type": "invalid_request_error", "param": param, "code": "unsupported_parameter" } });
-        (StatusCode::BAD_REQUEST, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+        error_response_on(
+            StatusCode::BAD_REQUEST,
+            &message,
+            "invalid_request_error",
+            Some("unsupported_parameter"),
+            Some(param),
+        )
     };
     match body.get("n") {
         None | Some(Value::Null) => {}
@@ -862,8 +883,7 @@ fn render(reply: Reply, request: &RecordedRequest, index: usize, guard: InFlight
             };
             if request.stream {
                 let events = wire::stream_events(&partial.id, &partial, false, false, None);
-                let error =
-                    json!({ "error": { "message": message, "type": "server_error", "param": null, "code": null } });
+                let error = error_json(message, "server_error", None, None);
                 sse(events, End::Error(error), reply.chunk_delay, guard, None)
             } else {
                 error_response(StatusCode::INTERNAL_SERVER_ERROR, message, "server_error", None)

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use flow_core::TokenUsage;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::chat::FinishReason;
 
@@ -52,10 +52,6 @@ pub struct Reply {
     pub(crate) deltas: Option<Vec<String>>,
     /// Keeps the end of a streamed reply back until released ([`Reply::hold_finish`]).
     pub(crate) hold: Option<super::Hold>,
-}
-
-fn error_body(message: &str, kind: &str, code: Option<&str>, param: Option<&str>) -> String {
-    json!({ "error": { "message": message, "type": kind, "param": param, "code": code } }).to_string()
 }
 
 impl Reply {
@@ -173,7 +169,7 @@ impl Reply {
     /// # let _ = r;
     /// ```
     pub fn error(status: u16, kind: &str, code: Option<&str>, message: &str) -> Self {
-        Self::of(ReplyKind::Error { status, body: error_body(message, kind, code, None) })
+        Self::of(ReplyKind::Error { status, body: super::error_json(message, kind, code, None).to_string() })
     }
 
     /// 400 Bad Request.

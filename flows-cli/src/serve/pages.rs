@@ -186,8 +186,9 @@ pub fn node_statuses(v: &RunView) -> BTreeMap<String, String> {
     map
 }
 
+/// A step's duration from its stored millisecond timestamps, as the console prints durations.
 fn duration(ms: i64) -> String {
-    if ms < 1000 { format!("{ms} ms") } else { format!("{:.1} s", ms as f64 / 1000.0) }
+    flow_core::console::human_duration(std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0)))
 }
 
 fn tokens(usage: &TokenUsage) -> String {
