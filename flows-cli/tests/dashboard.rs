@@ -137,7 +137,20 @@ async fn answer(client: &Client, approver: &str, amount: &str, json_text: &str) 
         input.clear().await.unwrap();
         input.send_keys(json_text).await.unwrap();
     }
+    // The form posts and the browser loads the page answering it; a click can return before that
+    // navigation has begun (a busy machine shows it), so wait for a new document, fully loaded:
+    // what the test reads or marks next must be on the answer's page, not the form's.
+    js(client, "window.flowsBeforeAnswer = true; return null;").await;
     client.find(Locator::Id("answer-submit")).await.unwrap().click().await.unwrap();
+    until("the answer's page to load", || async {
+        let script = "return window.flowsBeforeAnswer !== true && document.readyState === 'complete';";
+        // A script sent while the browser navigates may fail: that is "not yet".
+        match client.execute(script, vec![]).await {
+            Ok(loaded) => ((loaded == json!(true)).then_some(()), loaded.to_string()),
+            Err(e) => (None, e.to_string()),
+        }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
