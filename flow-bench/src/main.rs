@@ -5,7 +5,7 @@
 //! flow-bench startup [--reps N] [--rt multi|current]
 //! flow-bench all [--reps N] [--rt multi|current] [--quick]
 //! flow-bench list
-//! flow-bench memory-recall [memories]
+//! flow-bench memory-recall [memories] [--store sqlite|pg|pgvector]
 //! ```
 //!
 //! Workloads: w1, w2, w3, w3s, w4, w5 (the engine; w1-spawned: W1 run inside a spawned task
@@ -76,6 +76,7 @@ const USAGE: &str = "usage: flow-bench <workload> [size] [--reps N] [--rt multi|
        flow-bench startup [--reps N] [--rt multi|current]
        flow-bench all [--reps N] [--rt multi|current] [--quick]
        flow-bench w6|w6-limit [in_flight] --workers N [--secs S] [--reps N]
+       flow-bench memory-recall [memories] [--store sqlite|pg|pgvector]
        flow-bench list | sizes";
 
 #[derive(Debug)]
@@ -89,6 +90,7 @@ struct Args {
     quick: bool,
     workers: usize,
     secs: f64,
+    store: String,
 }
 
 fn parse_args() -> Result<Args, BoxError> {
@@ -102,6 +104,7 @@ fn parse_args() -> Result<Args, BoxError> {
         quick: false,
         workers: 1,
         secs: 5.0,
+        store: "sqlite".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -122,6 +125,7 @@ fn parse_args() -> Result<Args, BoxError> {
                 let v = it.next().ok_or("--secs needs a number")?;
                 args.secs = v.parse().map_err(|e| format!("--secs {v}: {e}"))?;
             }
+            "--store" => args.store = it.next().ok_or("--store needs sqlite, pg or pgvector")?,
             "--no-warmup" => args.warmup = false,
             "--once" => args.once = true,
             "--quick" => args.quick = true,
@@ -189,7 +193,9 @@ fn run() -> Result<(), BoxError> {
         "all" => all(&args),
         "memory-recall" => {
             let n = args.size.unwrap_or(10_000);
-            emit(&flow_bench::memory::measure(n, &opts.tmp)?.to_string());
+            let on = flow_bench::memory::RecallStore::parse(&args.store)
+                .ok_or_else(|| format!("--store {}: use sqlite, pg or pgvector", args.store))?;
+            emit(&flow_bench::memory::measure(n, &opts.tmp, on)?.to_string());
             Ok(())
         }
         id => {

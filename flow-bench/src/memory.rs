@@ -1,5 +1,7 @@
-//! `memory-recall [n]`: recall latency with `n` memories in one scope of a `SqliteStore`
-//! (issue 23). The store is filled through `Store::memory_put` with
+//! `memory-recall [n] [--store sqlite|pg|pgvector]`: recall latency with `n` memories in one
+//! scope of a `SqliteStore` (issue 23), or of a `PgStore` ranking in the client (`pg`: the server
+//! of [`crate::pg`]) or with pgvector (`pgvector`: the server at `FLOWS_PGVECTOR_URL`, such as a
+//! cluster started from the binaries `.ci/pgvector` unpacks). The store is filled through `Store::memory_put` with
 //! [`HashEmbedder`] vectors (384 dimensions) of generated
 //! facts, then the same recall (a query embedded once, k = 5, default weights) is timed
 //! `queries` times on the opened store; what is timed is `Store::memory_search`, the part that
@@ -12,7 +14,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use flow_core::memory::{HashEmbedder, MemoryRecord, MemorySearch, Weights};
-use flow_core::store::{SqliteOptions, SqliteStore, Store, Synchronous};
+use flow_core::store::{PgStore, Pgvector, SqliteOptions, SqliteStore, Store, Synchronous};
 use serde_json::{Value, json};
 
 use crate::workloads::BoxError;
@@ -58,13 +60,91 @@ fn fact(i: usize) -> String {
     format!("fact {i}: the {} of the {} needs a {} before the {} of {}", w(1), w(3), w(7), w(11), w(13))
 }
 
-/// Fills a fresh store at `dir/memory.db` with `n` memories in `company/acme` and times
-/// [`QUERIES`] recalls; one JSON line of figures.
-pub fn measure(n: usize, dir: &Path) -> Result<Value, BoxError> {
+/// The store a recall is measured on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecallStore {
+    /// A fresh SQLite file.
+    Sqlite,
+    /// A fresh schema on PostgreSQL, ranking in the client.
+    Pg,
+    /// A fresh schema on PostgreSQL with pgvector.
+    Pgvector,
+}
+
+impl RecallStore {
+    /// From its name on the command line.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "sqlite" => Some(RecallStore::Sqlite),
+            "pg" => Some(RecallStore::Pg),
+            "pgvector" => Some(RecallStore::Pgvector),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            RecallStore::Sqlite => "sqlite",
+            RecallStore::Pg => "pg",
+            RecallStore::Pgvector => "pgvector",
+        }
+    }
+}
+
+/// Fills a fresh store (at `dir/memory-*.db`, or a schema of its own) with `n` memories in
+/// `company/acme` and times [`QUERIES`] recalls; one JSON line of figures.
+pub fn measure(n: usize, dir: &Path, on: RecallStore) -> Result<Value, BoxError> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
         let path = dir.join(format!("memory-{n}-{}.db", std::process::id()));
-        let store = SqliteStore::open_with(SqliteOptions::new(&path).synchronous(Synchronous::Normal)).await?;
+        let schema = match on {
+            RecallStore::Sqlite => None,
+            RecallStore::Pg => Some(crate::pg::Schema::create().await?),
+            RecallStore::Pgvector => {
+                let url = std::env::var("FLOWS_PGVECTOR_URL").ok().filter(|u| !u.is_empty()).ok_or(
+                    "set FLOWS_PGVECTOR_URL to a server with pgvector (for one, start a cluster from the binaries \
+                     `.ci/pgvector` prints)",
+                )?;
+                Some(crate::pg::Schema::create_at(url).await?)
+            }
+        };
+        let result = fill_and_time(n, &path, on, schema.as_ref()).await;
+        // FLOW_BENCH_KEEP_SCHEMA=1 keeps a PostgreSQL schema for a look at the plans afterwards.
+        match schema {
+            Some(schema) if std::env::var("FLOW_BENCH_KEEP_SCHEMA").is_ok_and(|v| v == "1") => {
+                eprintln!("kept schema {}", schema.name);
+            }
+            Some(schema) => schema.drop_all().await?,
+            None => {}
+        }
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+        result
+    })
+}
+
+async fn fill_and_time(
+    n: usize,
+    path: &Path,
+    on: RecallStore,
+    schema: Option<&crate::pg::Schema>,
+) -> Result<Value, BoxError> {
+    {
+        let store: Box<dyn Store> = match (on, schema) {
+            (RecallStore::Sqlite, _) => {
+                Box::new(SqliteStore::open_with(SqliteOptions::new(path).synchronous(Synchronous::Normal)).await?)
+            }
+            (RecallStore::Pg, Some(schema)) => {
+                Box::new(PgStore::from_pool(schema.pool(8)?).await?.pgvector(Pgvector::Off))
+            }
+            (RecallStore::Pgvector, Some(schema)) => {
+                let store = PgStore::from_pool(schema.pool(8)?).await?.pgvector(Pgvector::Required);
+                store.uses_pgvector().await?;
+                Box::new(store)
+            }
+            _ => return Err("a PostgreSQL measurement needs its schema".into()),
+        };
         let embedder = HashEmbedder::default();
         let fill = Instant::now();
         let mut puts = Vec::with_capacity(256);
@@ -118,13 +198,11 @@ pub fn measure(n: usize, dir: &Path) -> Result<Value, BoxError> {
         }
         ms.sort_by(f64::total_cmp);
         full_ms.sort_by(f64::total_cmp);
-        let bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         drop(store);
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-        }
         Ok(json!({
             "workload": "memory-recall",
+            "store": on.name(),
             "memories": n,
             "dimensions": HashEmbedder::DEFAULT_DIMENSIONS,
             "k": 5,
@@ -135,7 +213,8 @@ pub fn measure(n: usize, dir: &Path) -> Result<Value, BoxError> {
             "full_scan_ms_median": full_ms[full_ms.len() / 2],
             "full_scan_ms_p90": full_ms[full_ms.len() * 9 / 10],
             "fill_s": fill_s,
-            "db_mb": bytes as f64 / 1e6,
+            // The SQLite file's size; PostgreSQL's tables are not measured.
+            "db_mb": (on == RecallStore::Sqlite).then_some(bytes as f64 / 1e6),
         }))
-    })
+    }
 }

@@ -62,7 +62,11 @@ pub struct Schema {
 impl Schema {
     /// Creates `flows_bench_<uuid>` on the server.
     pub async fn create() -> Result<Schema, BoxError> {
-        let url = url();
+        Schema::create_at(url()).await
+    }
+
+    /// Creates `flows_bench_<uuid>` on the server at `url`.
+    pub async fn create_at(url: String) -> Result<Schema, BoxError> {
         let name = format!("flows_bench_{}", Uuid::new_v4().simple());
         let admin = connect(url.parse()?).await?;
         admin.batch_execute(&format!("CREATE SCHEMA {name}")).await?;

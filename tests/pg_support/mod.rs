@@ -71,7 +71,7 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    /// Starts one on a free port.
+    /// Starts one on a free port, from Debian's server binaries.
     pub fn start() -> Result<Cluster, String> {
         let bin = std::fs::read_dir("/usr/lib/postgresql")
             .map_err(|e| format!("no server binaries in /usr/lib/postgresql ({e}); install Debian's `postgresql`"))?
@@ -79,6 +79,11 @@ impl Cluster {
             .filter(|b| b.join("initdb").is_file() && b.join("pg_ctl").is_file())
             .max()
             .ok_or("no initdb and pg_ctl under /usr/lib/postgresql/*/bin; install Debian's `postgresql`")?;
+        Cluster::start_from(&bin)
+    }
+
+    /// Starts one on a free port, from the server binaries in `bin`.
+    pub fn start_from(bin: &Path) -> Result<Cluster, String> {
         let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0");
         let dir: PathBuf = std::env::temp_dir().join(format!("flows-pg-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -153,11 +158,48 @@ fn start_cluster() -> Result<String, String> {
     Cluster::start().map(|c| c.url)
 }
 
+/// A server with the pgvector extension available (not installed: each test's database starts
+/// without it), found once per test process: `$FLOWS_PGVECTOR_URL` when set (a superuser's
+/// `postgres://` URL), else a throwaway cluster from the binaries `.ci/pgvector` unpacks
+/// (`$FLOWS_PGVECTOR_BIN`, by default under the temporary directory). Debian 12 packages no
+/// pgvector, so the script takes PostgreSQL with pgvector built in from PyPI's `pgserver` wheel.
+fn pgvector_server() -> &'static Result<String, String> {
+    static SERVER: OnceLock<Result<String, String>> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        if let Some(url) = std::env::var("FLOWS_PGVECTOR_URL").ok().filter(|u| !u.is_empty()) {
+            return Ok(url);
+        }
+        let bin = std::env::var_os("FLOWS_PGVECTOR_BIN")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| std::env::temp_dir().join("flows-pgvector/pgserver/pginstall/bin"));
+        if !bin.join("pg_ctl").is_file() {
+            return Err(format!(
+                "FLOWS_PGVECTOR_URL is not set and there are no server binaries with pgvector in {}: run \
+                 `.ci/pgvector` (it unpacks them from PyPI), or set FLOWS_PGVECTOR_URL to a server that has the \
+                 extension",
+                bin.display()
+            ));
+        }
+        Cluster::start_from(&bin).map(|c| c.url)
+    })
+}
+
 /// A schema of its own on the test server.
 pub struct TestDb {
     url: String,
     /// The schema every pool from [`TestDb::pool`] works in.
     pub schema: String,
+    /// The database made for this test alone, dropped with it (`None`: a schema of the shared
+    /// database), and the URL to drop it from.
+    own_database: Option<(String, String)>,
+}
+
+/// Under `CI=true`, fails with `why`; elsewhere says that `test` is skipped and why.
+fn unavailable(test: &str, why: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test}: PostgreSQL tests never skip under CI=true, and {why}");
+    }
+    eprintln!("SKIPPED {test}: {why}");
 }
 
 /// The test's database, or `None` (after saying why) when no server can be had outside CI.
@@ -168,14 +210,46 @@ pub struct TestDb {
 pub async fn database(test: &str) -> Option<TestDb> {
     let url = match server() {
         Ok(url) => url.clone(),
-        Err(why) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("{test}: PostgreSQL tests never skip under CI=true, and {why}")
-        }
         Err(why) => {
-            eprintln!("SKIPPED {test}: {why}");
+            unavailable(test, why);
             return None;
         }
     };
+    schema_in(test, url, None).await
+}
+
+/// A database of its own on the pgvector server ([`pgvector_server`]), without the extension
+/// installed, and a schema in it; `None` (after saying why) when there is no such server
+/// outside CI.
+///
+/// # Panics
+///
+/// Under `CI=true` when no server can be had, and when the server refuses the database.
+#[allow(dead_code, reason = "only the pgvector tests use it; not every test crate including this module does")]
+pub async fn pgvector_database(test: &str) -> Option<TestDb> {
+    let server = match pgvector_server() {
+        Ok(url) => url.clone(),
+        Err(why) => {
+            unavailable(test, why);
+            return None;
+        }
+    };
+    let name = format!("flows_vec_{}", uuid::Uuid::new_v4().simple());
+    let admin = admin(&server).await.unwrap_or_else(|e| panic!("{test}: cannot connect to {server}: {e}"));
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap_or_else(|e| panic!("{test}: cannot create database {name}: {e}"));
+    // The server's URL with this database instead of its own.
+    let base = server.split('?').next().unwrap_or(&server);
+    let url = match base.rsplit_once('/') {
+        Some((host, _)) if host.contains("://") => format!("{host}/{name}"),
+        _ => panic!("{test}: FLOWS_PGVECTOR_URL must be a postgres://user@host:port/database URL, not {server}"),
+    };
+    schema_in(test, url, Some((server, name))).await
+}
+
+async fn schema_in(test: &str, url: String, own_database: Option<(String, String)>) -> Option<TestDb> {
     let schema = format!("flows_test_{}", uuid::Uuid::new_v4().simple());
     let admin = admin(&url).await.unwrap_or_else(|e| {
         panic!("{test}: cannot connect to {url}: {e}; set DATABASE_URL to a server and database this user may use")
@@ -184,7 +258,7 @@ pub async fn database(test: &str) -> Option<TestDb> {
         .batch_execute(&format!("CREATE SCHEMA {schema}"))
         .await
         .unwrap_or_else(|e| panic!("{test}: cannot create schema {schema}: {e}"));
-    Some(TestDb { url, schema })
+    Some(TestDb { url, schema, own_database })
 }
 
 /// A plain connection to the server, outside any pool.
@@ -238,6 +312,7 @@ impl TestDb {
     }
 
     /// Ends every connection of this test's pools from the server's side, as a restart does.
+    #[allow(dead_code, reason = "not every test crate including this module restarts connections")]
     pub async fn terminate_connections(&self) -> Result<u64, tokio_postgres::Error> {
         let admin = admin(&self.url).await?;
         let rows = admin
@@ -255,17 +330,20 @@ impl Drop for TestDb {
     fn drop(&mut self) {
         // Drop runs outside any runtime's async context (or during a panic), so the schema is
         // dropped from a thread with a runtime of its own.
-        let (url, schema) = (self.url.clone(), self.schema.clone());
+        let (url, sql) = match &self.own_database {
+            Some((server, name)) => (server.clone(), format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")),
+            None => (self.url.clone(), format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema)),
+        };
         let dropped = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
             runtime.block_on(async {
                 let admin = admin(&url).await.ok()?;
-                admin.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE")).await.ok()
+                admin.batch_execute(&sql).await.ok()
             })
         })
         .join();
         if !matches!(dropped, Ok(Some(()))) {
-            eprintln!("could not drop the test schema {}; drop it by hand", self.schema);
+            eprintln!("could not drop the test schema {} (or its database); drop it by hand", self.schema);
         }
     }
 }

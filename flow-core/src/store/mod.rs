@@ -48,7 +48,7 @@ use crate::journal::TokenUsage;
 pub use async_trait::async_trait;
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
-pub use postgres::{PgStore, deadpool_postgres, tokio_postgres};
+pub use postgres::{PgStore, Pgvector, deadpool_postgres, tokio_postgres};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 

@@ -247,6 +247,17 @@ fn filler(i: usize) -> String {
 /// new; a query's exact words find a record among thousands sharing some of them; and the stores
 /// return what scoring every record exactly returns (checked against a `MemoryStore`).
 pub async fn check_memory_at_scale(store: &dyn Store, n: usize) -> TestResult {
+    at_scale(store, n, false).await
+}
+
+/// As [`check_memory_at_scale`], for a store that ranks exactly (PostgreSQL with pgvector): every
+/// recall returns the very records, in the same order, that scoring every record returns.
+#[allow(dead_code, reason = "only the pgvector tests use it; not every test crate including this module does")]
+pub async fn check_memory_exact_at_scale(store: &dyn Store, n: usize) -> TestResult {
+    at_scale(store, n, true).await
+}
+
+async fn at_scale(store: &dyn Store, n: usize, exact_ranking: bool) -> TestResult {
     use flow_core::memory::HashEmbedder;
     use flow_core::store::MemoryStore;
     let p = format!("t{}", Uuid::new_v4().simple());
@@ -314,6 +325,9 @@ pub async fn check_memory_at_scale(store: &dyn Store, n: usize) -> TestResult {
             assert_eq!(got.len(), want.len(), "query {query:?}, k {k}");
             if stands_out {
                 assert_eq!(got[0].id, want[0].id, "query {query:?}, k {k}");
+            }
+            if exact_ranking {
+                assert_eq!(ids(&got), ids(&want), "query {query:?}, k {k}");
             }
             for r in &got {
                 let same = every.iter().find(|e| e.id == r.id).map(|e| e.score);

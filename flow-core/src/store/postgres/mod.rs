@@ -62,6 +62,7 @@ mod queries;
 mod schema;
 mod stream;
 mod trace;
+mod vector;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -76,6 +77,8 @@ use serde_json::Value;
 
 use self::error::Pg;
 use self::listen::Wake;
+pub use self::vector::Pgvector;
+use self::vector::VectorSql;
 use crate::graph::GraphDoc;
 use crate::store::{
     CheckpointInfo, Claim, ClaimRequest, Commit, JournalEntry, Listing, NewRun, RunFilter, RunRecord, RunStatus,
@@ -142,6 +145,22 @@ pub struct PgStore {
     /// The queue of step commits written together ([`group`]), shared by the clones; `None`:
     /// each commit on its own.
     group: Option<Arc<group::GroupCommit>>,
+    /// Whether memory ranks with pgvector ([`vector`]), decided at the first memory call and
+    /// shared by the clones.
+    vectors: Arc<Vectors>,
+}
+
+/// How memory ranks: the mode asked for, and once decided, pgvector's statements (`None`:
+/// in the client).
+struct Vectors {
+    mode: Pgvector,
+    ready: tokio::sync::OnceCell<Option<VectorSql>>,
+}
+
+impl Vectors {
+    fn new(mode: Pgvector) -> Arc<Self> {
+        Arc::new(Vectors { mode, ready: tokio::sync::OnceCell::new() })
+    }
 }
 
 impl std::fmt::Debug for PgStore {
@@ -275,6 +294,7 @@ impl PgStore {
             graphs: Arc::new(Mutex::new(HashSet::new())),
             wake,
             group: Some(Arc::new(group::GroupCommit::new(group::DEFAULT_MAX_BATCH, group::DEFAULT_IN_FLIGHT))),
+            vectors: Vectors::new(Pgvector::default()),
         })
     }
 
@@ -373,6 +393,69 @@ impl PgStore {
     /// ```
     pub fn pool(&self) -> &Pool {
         &self.pool
+    }
+
+    /// Whether memory ranks with pgvector ([`Pgvector`]); [`Pgvector::Auto`] unless set.
+    ///
+    /// With it, a recall scores a whole scope in the server, with the exact cosine similarity,
+    /// and only its best records travel; without it, the client scores a shortlist chosen by
+    /// each record's sketch and by full-text search. Both return the same records with the
+    /// same scores wherever one record stands out; pgvector's are exact everywhere and it is
+    /// faster on large scopes (BENCHMARKS.md). The choice is made at the first memory call
+    /// (the first store to use pgvector on a database adds and fills the column it needs), so
+    /// set it before.
+    ///
+    /// ```no_run
+    /// use flow_core::store::{PgStore, Pgvector};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), flow_core::store::StoreError> {
+    /// // A role that may not create extensions, on a database whose DBA did not: say so once.
+    /// let store = PgStore::connect("postgres://app@db.internal/flows").await?.pgvector(Pgvector::Off);
+    /// assert!(!store.uses_pgvector().await?);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn pgvector(mut self, mode: Pgvector) -> Self {
+        self.vectors = Vectors::new(mode);
+        self
+    }
+
+    /// Whether this store's memory ranks with pgvector, deciding it now if no memory call has
+    /// yet (see [`PgStore::pgvector`]).
+    ///
+    /// ```no_run
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), flow_core::store::StoreError> {
+    /// let store = flow_core::store::PgStore::connect("postgres://postgres@127.0.0.1:5432/flows").await?;
+    /// if !store.uses_pgvector().await? {
+    ///     eprintln!("memory recall ranks in the client: install pgvector for large scopes");
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] when the server cannot be reached, and with
+    /// [`Pgvector::Required`] when the extension cannot be had (saying what to install).
+    pub async fn uses_pgvector(&self) -> Result<bool, StoreError> {
+        Ok(self.vectors().await?.is_some())
+    }
+
+    async fn vectors(&self) -> Result<Option<&VectorSql>, StoreError> {
+        let ready = self
+            .vectors
+            .ready
+            .get_or_try_init(|| async {
+                let mut client = self.client(None).await?;
+                let result = vector::setup(&mut client, &self.pg, self.vectors.mode).await;
+                settle(client, &result);
+                result
+            })
+            .await?;
+        Ok(ready.as_ref())
     }
 
     async fn client(&self, run: Option<Uuid>) -> Result<deadpool_postgres::Object, StoreError> {
@@ -629,14 +712,16 @@ impl Store for PgStore {
     }
 
     async fn memory_put(&self, record: crate::memory::MemoryRecord) -> Result<bool, StoreError> {
-        on_connection!(self, None, |client| memory::put(&client, &self.pg, &record, crate::store::now_ms()))
+        let vectors = self.vectors().await?;
+        on_connection!(self, None, |client| memory::put(&client, &self.pg, vectors, &record, crate::store::now_ms()))
     }
 
     async fn memory_search(
         &self,
         search: &crate::memory::MemorySearch,
     ) -> Result<Vec<crate::memory::Recalled>, StoreError> {
-        on_connection!(self, None, |client| memory::search(&client, &self.pg, search))
+        let vectors = self.vectors().await?;
+        on_connection!(self, None, |client| memory::search(&client, &self.pg, vectors, search))
     }
 
     async fn memory_forget(&self, forget: &crate::memory::Forget) -> Result<u64, StoreError> {

@@ -228,7 +228,7 @@ const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS flow_schema_migrations (
 
 // The first key names this store's lock among the database's advisory locks; the second keeps
 // stores in different schemas of one database from waiting on each other.
-const LOCK: &str = "SELECT pg_advisory_xact_lock(1718579063, hashtext(current_schema()))";
+pub(super) const LOCK: &str = "SELECT pg_advisory_xact_lock(1718579063, hashtext(current_schema()))";
 
 const CURRENT_VERSION: &str = "SELECT COALESCE(MAX(version), 0) FROM flow_schema_migrations";
 
