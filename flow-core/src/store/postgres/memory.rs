@@ -28,7 +28,6 @@ use crate::store::StoreError;
 const INSERT: &str = "INSERT INTO flow_memory
     (id, scope, content, metadata, importance, created_at, expires_at, model, embedding, sketch)
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (id) DO NOTHING";
-const PURGE: &str = "DELETE FROM flow_memory WHERE expires_at IS NOT NULL AND expires_at <= $1";
 /// The rows of the scope `$1` (with `$4`, also those in `[$2, $3)` below it) live at `$5`.
 pub(super) const IN_SCOPE: &str =
     "(scope = $1 OR ($4 AND scope >= $2 AND scope < $3)) AND (expires_at IS NULL OR expires_at > $5)";
@@ -48,8 +47,7 @@ pub(super) async fn put(
     now_ms: i64,
 ) -> Result<bool, StoreError> {
     let fail = |e: tokio_postgres::Error| pg.map(&e, None);
-    let stmt = client.prepare_cached(PURGE).await.map_err(fail)?;
-    client.execute(&stmt, &[&now_ms]).await.map_err(fail)?;
+    purge_expired(client, now_ms).await.map_err(fail)?;
     let metadata = serde_json::Value::Object(record.metadata.clone()).to_string();
     let (embedding, sketch) = (to_bytes(&record.embedding), sketch(&record.embedding));
     let columns: [&(dyn tokio_postgres::types::ToSql + Sync); 10] = [
@@ -95,9 +93,20 @@ pub(super) async fn fill_sketches(client: &impl GenericClient) -> Result<usize, 
 }
 
 pub(super) async fn purge(client: &impl GenericClient, pg: &Pg, now_ms: i64) -> Result<u64, StoreError> {
-    let fail = |e: tokio_postgres::Error| pg.map(&e, None);
-    let stmt = client.prepare_cached(PURGE).await.map_err(fail)?;
-    client.execute(&stmt, &[&now_ms]).await.map_err(fail)
+    purge_expired(client, now_ms).await.map_err(|e| pg.map(&e, None))
+}
+
+/// Deletes the records expired at `now_ms`; how many.
+///
+/// The time goes into the statement's text, planned afresh each time, not a prepared statement:
+/// PostgreSQL's cached generic plan for it, made while the table was small, was a sequential
+/// scan, and without an `ANALYZE` to replace it every `memory_put` read the whole table (filling
+/// 100,000 records on a server with autovacuum off went quadratic: minutes instead of seconds).
+/// Planned with the time, it reads the partial index `flow_memory_expiring`: nothing when no
+/// record expires.
+async fn purge_expired(client: &impl GenericClient, now_ms: i64) -> Result<u64, tokio_postgres::Error> {
+    let sql = format!("DELETE FROM flow_memory WHERE expires_at IS NOT NULL AND expires_at <= {now_ms}");
+    client.execute(sql.as_str(), &[]).await
 }
 
 pub(super) async fn search(
