@@ -195,6 +195,23 @@ async fn a_twenty_megabyte_prompt_is_read_in_full() {
     assert_eq!(server.requests()[0].chat.last_user_text().map(str::len), Some(prompt.len()));
 }
 
+/// A body over the limit gets a 413 in OpenAI's error JSON, not axum's plain text.
+#[tokio::test]
+async fn a_body_over_the_limit_gets_a_413_in_openai_error_json() {
+    let server = TestServer::start().await.unwrap();
+    let limit = flow_llm::server::MAX_BODY_BYTES;
+    // One byte over: the server reads the whole body before it refuses, so the answer cannot
+    // race the request's last bytes.
+    let body = vec![b' '; limit + 1];
+    let request = reqwest::Client::new().post(format!("{}/chat/completions", server.base_url())).body(body);
+    let (status, _, body) = send(request).await;
+    assert_eq!(status, 413);
+    let message = assert_openai_error(&body, "invalid_request_error");
+    assert_eq!(body["error"]["code"], "request_too_large");
+    assert!(message.contains(&limit.to_string()), "{message}");
+    assert!(server.requests().is_empty(), "nothing was recorded");
+}
+
 #[tokio::test]
 async fn unknown_routes_and_wrong_methods_answer_in_openai_error_json() {
     let server = TestServer::start().await.unwrap();
