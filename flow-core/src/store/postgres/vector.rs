@@ -161,16 +161,20 @@ const HAS_COLUMN: &str = "SELECT EXISTS (SELECT 1 FROM pg_attribute \
 const UNVECTORED: &str = "SELECT id, embedding FROM flow_memory WHERE embedding_vector IS NULL";
 
 async fn prepare(tx: &impl GenericClient) -> Result<Ready, tokio_postgres::Error> {
-    let mut schema: Option<String> = tx.query_opt(INSTALLED, &[]).await?.map(|r| r.get(0));
+    let installed = async || match tx.query_opt(INSTALLED, &[]).await? {
+        Some(row) => row.try_get::<_, String>(0).map(Some),
+        None => Ok(None),
+    };
+    let mut schema = installed().await?;
     if schema.is_none() {
-        if !tx.query_one(AVAILABLE, &[]).await?.get::<_, bool>(0) {
+        if !tx.query_one(AVAILABLE, &[]).await?.try_get::<_, bool>(0)? {
             return Ok(Ready::Unavailable);
         }
         tx.batch_execute("CREATE EXTENSION IF NOT EXISTS vector").await?;
-        schema = tx.query_opt(INSTALLED, &[]).await?.map(|r| r.get(0));
+        schema = installed().await?;
     }
     let Some(schema) = schema else { return Ok(Ready::Unavailable) };
-    if !tx.query_one(HAS_COLUMN, &[]).await?.get::<_, bool>(0) {
+    if !tx.query_one(HAS_COLUMN, &[]).await?.try_get::<_, bool>(0)? {
         tx.batch_execute(&format!(
             "ALTER TABLE flow_memory ADD COLUMN embedding_vector {schema}.vector;
              ALTER TABLE flow_memory ALTER COLUMN embedding_vector SET STORAGE MAIN,
