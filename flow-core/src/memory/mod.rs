@@ -34,8 +34,8 @@
 //! newest records sharing the query's words (all of them, then any). A scope of up to 256
 //! records (16 × `k` for larger `k`) is scored exactly throughout, and so is a recall with a
 //! metadata filter, which may leave out any share of the scope. On PostgreSQL with pgvector
-//! (`PgStore::pgvector`, feature `postgres`) the server
-//! scores every record of the scope with the same blend and the ranking is exact.
+//! (`PgStore::pgvector`, feature `postgres`) the server scores every record of the scope with
+//! the same blend, so the ranking is exact.
 //!
 //! **Time to live.** A record remembered with [`Remember::ttl`] is never recalled once expired,
 //! and every store deletes expired records when it stores a new one
