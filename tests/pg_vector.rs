@@ -166,6 +166,39 @@ async fn same_as_exact(store: &PgStore, exact: &MemoryStore, embedder: &HashEmbe
     Ok(())
 }
 
+/// Workers starting at once on a database without the extension: each uses pgvector, and the
+/// extension, the column and its index are added once (the setup takes the migrations' lock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stores_starting_at_once_set_pgvector_up_once() -> TestResult {
+    let Some(db) = pg_support::pgvector_database("stores_starting_at_once_set_pgvector_up_once").await else {
+        return Ok(());
+    };
+    let mut stores = Vec::new();
+    for _ in 0..6 {
+        stores.push(PgStore::from_pool(db.pool(1)).await?);
+    }
+    let embedder = HashEmbedder::default();
+    let puts = stores.iter().enumerate().map(|(i, store)| {
+        let text = format!("worker {i} saw the pallet leave");
+        store.memory_put(MemoryRecord::new(format!("w{i}"), "notes", &text, embedder.vector(&text)))
+    });
+    for put in futures::future::join_all(puts).await {
+        put?;
+    }
+    for store in &stores {
+        assert!(store.uses_pgvector().await?);
+    }
+    assert_eq!(count(&db, "SELECT count(*) FROM pg_extension WHERE extname = 'vector'").await?, 1);
+    let columns = "SELECT count(*) FROM pg_attribute WHERE attrelid = 'flow_memory'::regclass \
+                   AND attname = 'embedding_vector' AND NOT attisdropped";
+    assert_eq!(count(&db, columns).await?, 1);
+    assert_eq!(count(&db, "SELECT count(*) FROM pg_indexes WHERE indexname = 'flow_memory_unvectored'").await?, 1);
+    assert_eq!(count(&db, "SELECT count(*) FROM flow_memory WHERE embedding_vector IS NULL").await?, 0);
+    let found = stores[0].memory_search(&recall(&embedder, "notes", "worker 3 saw the pallet leave", 1)).await?;
+    assert_eq!(found[0].id, "w3");
+    Ok(())
+}
+
 /// A role that may not create the extension: `Required` fails saying what to do and changes
 /// nothing; `Auto` ranks in the client and keeps the memory contract.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
