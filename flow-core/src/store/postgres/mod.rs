@@ -400,17 +400,17 @@ impl PgStore {
     /// With it, a recall scores a whole scope in the server, with the exact cosine similarity,
     /// and only its best records travel; without it, the client scores a shortlist chosen by
     /// each record's sketch and by full-text search. Both return the same records with the
-    /// same scores wherever one record stands out; pgvector's are exact everywhere and it is
-    /// faster on large scopes (BENCHMARKS.md). The choice is made at the first memory call
-    /// (the first store to use pgvector on a database adds and fills the column it needs), so
-    /// set it before.
+    /// same scores wherever one record stands out; pgvector's are exact everywhere, at about
+    /// the same cost (a little less on large scopes: BENCHMARKS.md). The choice is made at the
+    /// first memory call (the first store to use pgvector on a database adds and fills the
+    /// column it needs), so set it before.
     ///
     /// ```no_run
     /// use flow_core::store::{PgStore, Pgvector};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), flow_core::store::StoreError> {
-    /// // A role that may not create extensions, on a database whose DBA did not: say so once.
+    /// // Rank in the client whatever the server has: no extension is created, no column added.
     /// let store = PgStore::connect("postgres://app@db.internal/flows").await?.pgvector(Pgvector::Off);
     /// assert!(!store.uses_pgvector().await?);
     /// # Ok(())
