@@ -4,7 +4,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{ArgGroup, Parser, Subcommand, ValueEnum};
 use flow_core::store::{RunCursor, RunStatus};
 use uuid::Uuid;
 
@@ -257,6 +257,9 @@ Completed, cancelled and compensated runs cannot be cancelled (exit code 7).")]
         #[arg(long, short = 'y')]
         yes: bool,
     },
+    /// Erase memories that runs kept (`cx.remember`), such as everything about one customer.
+    #[command(subcommand)]
+    Memory(MemoryCommand),
     /// Put a failed run back in its queue: a worker runs its failed step again.
     ///
     /// The failed step gets a fresh retry budget; the steps completed before it do not run
@@ -268,6 +271,57 @@ Completed, cancelled and compensated runs cannot be cancelled (exit code 7).")]
         #[arg(value_parser = parse_run_id)]
         run: Uuid,
     },
+}
+
+/// `flows memory ...`: what runs remembered across runs.
+#[derive(Debug, Subcommand)]
+pub enum MemoryCommand {
+    /// Erase memories: one record (--record), a scope and every scope below it (--scope), or
+    /// every record whose metadata has all the given values (--matching), in --scope and below
+    /// it or everywhere.
+    ///
+    /// Says what it will erase and asks first; --yes skips the question, and without a terminal
+    /// to ask on it is required (exit code 8). Prints how many records were erased.
+    #[command(
+        group(ArgGroup::new("what").required(true).multiple(true).args(["record", "scope", "matching"])),
+        after_help = "\
+Examples:
+  flows memory forget --matching customer=acme --yes
+  flows memory forget --matching customer=acme --scope company
+  flows memory forget --scope company/acme
+  flows memory forget --record 3f2a9c1e
+
+A --matching value is read as JSON when it is JSON (3, true, \"3\", {\"a\": 1}), else as text:
+customer=acme matches the string \"acme\", tier=3 the number 3."
+    )]
+    Forget {
+        /// The id of one record.
+        #[arg(long, value_name = "ID", conflicts_with_all = ["scope", "matching"])]
+        record: Option<String>,
+        /// A scope, such as company/acme: with --matching, where to look; alone, erase it and
+        /// every scope below it.
+        #[arg(long, value_name = "SCOPE")]
+        scope: Option<String>,
+        /// A metadata key and the value an erased record has (repeat for several: a record
+        /// must have them all).
+        #[arg(long, value_name = "KEY=VALUE", value_parser = parse_match)]
+        matching: Vec<(String, serde_json::Value)>,
+        /// Do it without asking.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+}
+
+fn parse_match(s: &str) -> Result<(String, serde_json::Value), String> {
+    let Some((key, value)) = s.split_once('=') else {
+        return Err(format!("`{s}` is not KEY=VALUE; write it as customer=acme"));
+    };
+    let key = key.trim();
+    if key.is_empty() {
+        return Err(format!("`{s}` has no key before `=`; write it as customer=acme"));
+    }
+    let value = serde_json::from_str(value).unwrap_or_else(|_| serde_json::Value::String(value.to_string()));
+    Ok((key.to_string(), value))
 }
 
 /// A length of time as the person wrote it (`30d`) and as a duration.

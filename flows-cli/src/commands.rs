@@ -14,7 +14,7 @@ use flow_core::store::{
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::cli::{Age, Cli, Command, Operation, PlotFormat};
+use crate::cli::{Age, Cli, Command, MemoryCommand, Operation, PlotFormat};
 use crate::diff::{Change, diff};
 use crate::error::{CliError, Exit};
 use crate::output::{self, Paint, Style, Table};
@@ -76,6 +76,9 @@ async fn operate(ctx: &Ctx, op: Operation) -> Result<Done, CliError> {
             crate::operate::cancel(ctx, run, reason, !no_compensate, yes).await
         }
         Operation::Retry { run } => crate::operate::retry(ctx, run).await,
+        Operation::Memory(MemoryCommand::Forget { record, scope, matching, yes }) => {
+            crate::operate::forget_memory(ctx, record, scope, matching, yes).await
+        }
     }
 }
 

@@ -1,10 +1,11 @@
 //! `flows answer`, `flows cancel` and `flows retry`: the operations of `flows_cli::ops`, with
-//! their input, their confirmation and what they print.
+//! their input, their confirmation and what they print; and `flows memory forget`.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::PathBuf;
 
+use flow_core::memory::Forget;
 use flow_core::store::RunStatus;
 use flows_cli::ops::{self, CancelOptions};
 use serde_json::{Value, json};
@@ -163,4 +164,52 @@ pub(crate) async fn retry(ctx: &Ctx, run_id: Uuid) -> Result<Done, CliError> {
     Ok(Done::ok(format!(
         "run {run_id}: back in its queue; a worker serving it runs {steps} again with a fresh retry budget\n"
     )))
+}
+
+/// `flows memory forget`: what to erase from the arguments (clap requires one of them), said
+/// and confirmed, then erased.
+pub(crate) async fn forget_memory(
+    ctx: &Ctx,
+    record: Option<String>,
+    scope: Option<String>,
+    matching: Vec<(String, Value)>,
+    yes: bool,
+) -> Result<Done, CliError> {
+    let (forget, what) = match (record, scope) {
+        (Some(id), _) => (Forget::Record(id.clone()), format!("the memory record `{id}`")),
+        (None, scope) if !matching.is_empty() => {
+            let metadata: serde_json::Map<String, Value> = matching.into_iter().collect();
+            let place = match &scope {
+                Some(s) => format!("in scope `{s}` and the scopes below it"),
+                None => "in every scope".to_string(),
+            };
+            let what = format!("every memory whose metadata has {} {place}", Value::Object(metadata.clone()));
+            (Forget::Matching { scope, metadata }, what)
+        }
+        (None, Some(scope)) => {
+            (Forget::Scope(scope.clone()), format!("every memory in scope `{scope}` and the scopes below it"))
+        }
+        (None, None) => {
+            return Err(CliError::new(
+                Exit::Usage,
+                "say what to forget: --record ID, --scope SCOPE, or --matching KEY=VALUE (with --scope to narrow it)",
+            ));
+        }
+    };
+    if !yes {
+        confirm(&format!("This erases {what}; it cannot be undone."))?;
+    }
+    let forgotten = ctx.store.memory_forget(&forget).await?;
+    if ctx.json {
+        let body = match &forget {
+            Forget::Record(id) => json!({ "forgotten": forgotten, "record": id }),
+            Forget::Scope(scope) => json!({ "forgotten": forgotten, "scope": scope }),
+            Forget::Matching { scope, metadata } => {
+                json!({ "forgotten": forgotten, "scope": scope, "matching": metadata })
+            }
+        };
+        return Ok(Done::ok(json_text(&body)));
+    }
+    let records = if forgotten == 1 { "record" } else { "records" };
+    Ok(Done::ok(format!("forgot {forgotten} memory {records}: {what}\n")))
 }

@@ -364,3 +364,85 @@ async fn an_answer_is_checked_against_the_stored_schema_before_it_is_written() -
     assert_eq!(queued.answer.map(|a| a.value), Some(json!({ "approve": true, "nights": 2 })));
     Ok(())
 }
+
+/// `flows memory forget` erases a customer's memories in every scope (and only theirs), by scope
+/// and by record; it asks first, and without a terminal to ask on does nothing unless --yes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flows_memory_forget_erases_what_it_is_told_and_asks_first() -> TestResult {
+    use flow_core::memory::{MemoryRecord, MemorySearch, Weights};
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("runs.db");
+    let store = store_at(&path).await?;
+    let keep = |id: &str, scope: &str, metadata: serde_json::Value| MemoryRecord {
+        metadata: metadata.as_object().cloned().unwrap_or_default(),
+        ..MemoryRecord::new(id, scope, format!("note {id}"), vec![1.0, 0.0])
+    };
+    for record in [
+        keep("a1", "company/acme", json!({ "customer": "acme" })),
+        keep("a2", "supplier/globex", json!({ "customer": "acme", "tier": 3 })),
+        keep("g1", "supplier/globex", json!({ "customer": "globex", "tier": "3" })),
+        keep("g2", "company/globex", json!({ "customer": "globex" })),
+        keep("g3", "company/globex/eu", json!({ "customer": "globex" })),
+    ] {
+        store.memory_put(record).await?;
+    }
+    let ids = async |scope: &str| -> Result<Vec<String>, Box<dyn std::error::Error>> {
+        let search = MemorySearch {
+            scope: scope.into(),
+            query: String::new(),
+            subscopes: true,
+            filter: Default::default(),
+            embedding: vec![1.0, 0.0],
+            k: 10,
+            weights: Weights::default(),
+            now_ms: 0,
+        };
+        let mut ids: Vec<String> = store.memory_search(&search).await?.into_iter().map(|r| r.id).collect();
+        ids.sort();
+        Ok(ids)
+    };
+    let flows = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_flows"))
+            .env_remove("FLOWS_DB")
+            .env_remove("DATABASE_URL")
+            .arg("--db")
+            .arg(&path)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+    };
+
+    // No terminal to ask on, no --yes: nothing is erased.
+    let out = flows(&["memory", "forget", "--matching", "customer=acme"])?;
+    assert_eq!(out.status.code(), Some(8), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains(r#"every memory whose metadata has {"customer":"acme"}"#));
+    assert_eq!(ids("supplier").await?, ["a2", "g1"]);
+
+    // A value that is JSON is matched as JSON: tier=3 is the number, not g1's string "3".
+    let out = flows(&["--json", "memory", "forget", "--matching", "tier=3", "--yes"])?;
+    let body: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(body["forgotten"], 1, "{body}");
+    assert_eq!(ids("supplier").await?, ["g1"]);
+
+    let out = flows(&["memory", "forget", "--matching", "customer=acme", "--yes"])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.starts_with("forgot 1 memory record: "), "{text}");
+    assert_eq!(ids("company").await?, ["g2", "g3"]);
+
+    let out = flows(&["memory", "forget", "--scope", "company/globex", "-y"])?;
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("forgot 2 memory records"));
+    assert!(ids("company").await?.is_empty());
+    let out = flows(&["memory", "forget", "--record", "g1", "-y"])?;
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("forgot 1 memory record"));
+    assert!(ids("supplier").await?.is_empty());
+
+    // Nothing said to forget, or a record with a scope: usage errors, exit code 1.
+    for args in [&["memory", "forget", "--yes"][..], &["memory", "forget", "--record", "x", "--scope", "y"]] {
+        let out = flows(args)?;
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = flows(&["memory", "forget", "--matching", "customer"])?;
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not KEY=VALUE"));
+    Ok(())
+}
