@@ -30,6 +30,7 @@ pub mod fleet;
 pub mod invoice_processing;
 pub mod lead_enrichment;
 pub mod order_return;
+mod service_db;
 pub mod setup;
 pub mod ticket_routing;
 

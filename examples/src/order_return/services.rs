@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::{CRASHING_ORDER, LATE_ORDER, Order, ReturnLabel, StockMovement, WAREHOUSE_ACK};
 use crate::error::ExampleError;
+use crate::service_db::{blocking, connect};
 
 /// The carrier's label API, flaky the way real ones are: per order, the first call gets a
 /// 503, the second hangs, the third succeeds.
@@ -224,16 +225,4 @@ impl Shop {
         .await??;
         Ok(rows)
     }
-}
-
-pub(super) fn connect(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
-    let conn = rusqlite::Connection::open(path)?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    Ok(conn)
-}
-
-/// Runs SQLite work off the async workers.
-pub(super) async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> std::io::Result<T> {
-    tokio::task::spawn_blocking(work).await.map_err(std::io::Error::other)
 }

@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use super::{Priority, Squad};
 use crate::error::ExampleError;
+use crate::service_db::{blocking, connect};
 
 /// The helpdesk's tickets table, in a SQLite file of its own.
 #[derive(Clone, Debug)]
@@ -159,16 +160,4 @@ pub fn notify_tool(broken: Vec<String>) -> Result<FnTool, LlmError> {
             Ok(format!("delivered to {} ({} chars)", n.channel, n.text.len()))
         }
     })
-}
-
-pub(super) fn connect(path: &Path) -> rusqlite::Result<rusqlite::Connection> {
-    let conn = rusqlite::Connection::open(path)?;
-    conn.busy_timeout(Duration::from_secs(5))?;
-    conn.pragma_update(None, "journal_mode", "WAL")?;
-    Ok(conn)
-}
-
-/// Runs SQLite work off the async workers.
-pub(super) async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> std::io::Result<T> {
-    tokio::task::spawn_blocking(work).await.map_err(std::io::Error::other)
 }

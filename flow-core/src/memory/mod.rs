@@ -94,8 +94,8 @@ pub use self::embed::{Embedder, HashEmbedder, cosine};
 #[cfg(feature = "postgres")]
 pub(crate) use self::rank::tsquery;
 pub(crate) use self::rank::{
-    LEXICAL_CANDIDATES, Ranked, RecalledParts, Shortlist, TopK, cosine_bytes, decode_metadata, fts5_query, lexical,
-    metadata_matches, query_terms, recalled, scope_matches, score, sketch, subscope_range, to_bytes,
+    LEXICAL_CANDIDATES, Ranked, RecalledParts, Shortlist, TopK, cosine_bytes, decode_metadata, from_bytes, fts5_query,
+    lexical, metadata_matches, query_terms, recalled, scope_matches, score, sketch, subscope_range, to_bytes,
 };
 use crate::ctx::Ctx;
 use crate::error::Error;

@@ -50,8 +50,8 @@ pub(crate) fn to_bytes(embedding: &[f32]) -> Vec<u8> {
     embedding.iter().flat_map(|x| x.to_le_bytes()).collect()
 }
 
-#[cfg(test)]
-fn from_bytes(bytes: &[u8]) -> Vec<f32> {
+/// An embedding read back from its stored bytes ([`to_bytes`]).
+pub(crate) fn from_bytes(bytes: &[u8]) -> Vec<f32> {
     bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
 }
 

@@ -86,7 +86,7 @@ pub(super) async fn fill_sketches(client: &impl GenericClient) -> Result<usize, 
     for row in &rows {
         let id: &str = row.try_get(0)?;
         let bytes: &[u8] = row.try_get(1)?;
-        let embedding: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let embedding = crate::memory::from_bytes(bytes);
         client.execute(&update, &[&sketch(&embedding), &id]).await?;
     }
     Ok(rows.len())

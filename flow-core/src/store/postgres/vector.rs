@@ -206,7 +206,7 @@ async fn backfill(tx: &impl GenericClient, schema: &str) -> Result<(), tokio_pos
     let (mut ids, mut texts) = (Vec::with_capacity(BATCH), Vec::with_capacity(BATCH));
     for (i, row) in rows.iter().enumerate() {
         let bytes: &[u8] = row.try_get(1)?;
-        let embedding: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let embedding = crate::memory::from_bytes(bytes);
         if let Some(text) = literal(&embedding) {
             ids.push(row.try_get::<_, String>(0)?);
             texts.push(text);

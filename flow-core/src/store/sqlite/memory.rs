@@ -69,7 +69,7 @@ pub(super) fn fill_sketches(conn: &rusqlite::Connection) -> rusqlite::Result<usi
         .collect::<Result<_, _>>()?;
     let mut update = conn.prepare("UPDATE flow_memory SET sketch = ?1 WHERE mem_no = ?2")?;
     for (mem_no, bytes) in &rows {
-        let embedding: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let embedding = crate::memory::from_bytes(bytes);
         update.execute(params![sketch(&embedding), mem_no])?;
     }
     Ok(rows.len())
